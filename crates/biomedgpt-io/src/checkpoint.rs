@@ -1,0 +1,298 @@
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::TensorData;
+use memmap2::{Mmap, UncheckedAdvice};
+
+use crate::dtype::{FloatType, SourceDType, convert_float, convert_int};
+use crate::error::LoadError;
+use crate::{safetensors_file, torch_zip};
+
+/// Where one tensor's bytes lie in one of the checkpoint's files.
+#[derive(Debug, Clone)]
+pub(crate) struct RawEntry {
+    pub file: usize,
+    pub dtype: SourceDType,
+    pub shape: Vec<usize>,
+    pub offset: usize,
+    pub nbytes: usize,
+}
+
+/// Public description of a stored tensor.
+#[derive(Debug, Clone)]
+pub struct TensorInfo {
+    pub dtype: SourceDType,
+    pub shape: Vec<usize>,
+}
+
+struct MappedFile {
+    path: PathBuf,
+    map: Mmap,
+}
+
+/// A set of memory-mapped checkpoint files (one file, or the shards of one model) with a
+/// name -> tensor index. Opening reads only headers; tensor bytes are read on demand.
+pub struct Checkpoint {
+    files: Vec<MappedFile>,
+    entries: BTreeMap<String, RawEntry>,
+}
+
+const DIR_CANDIDATES: &str = "model.safetensors.index.json, model.safetensors, \
+pytorch_model.bin.index.json, pytorch_model.bin, or *.safetensors / *.pth / *.bin files";
+
+impl Checkpoint {
+    /// Opens a checkpoint file, a sharded index (`*.index.json`) or a model directory.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, LoadError> {
+        let path = path.as_ref();
+        if path.is_dir() {
+            return Self::open_files(&find_weight_files(path)?);
+        }
+        if path.to_string_lossy().ends_with(".index.json") {
+            return Self::open_files(&shards_from_index(path)?);
+        }
+        Self::open_files(&[path.to_path_buf()])
+    }
+
+    /// Opens several files as one checkpoint (shards). Keys must not repeat across files.
+    pub fn open_files(paths: &[PathBuf]) -> Result<Self, LoadError> {
+        let mut files = Vec::with_capacity(paths.len());
+        let mut entries = BTreeMap::new();
+        for (index, path) in paths.iter().enumerate() {
+            let file = File::open(path).map_err(|e| LoadError::io(path, e))?;
+            // SAFETY: the file is opened read-only and mapped privately; users must not modify a
+            // checkpoint while it loads (the same contract as safetensors and PyTorch mmap).
+            let map = unsafe { Mmap::map(&file) }.map_err(|e| LoadError::io(path, e))?;
+            let listed = if torch_zip::is_zip(&map) {
+                torch_zip::entries(path, map.len())?
+            } else if path.extension().is_some_and(|e| e == "safetensors") || looks_like_safetensors(&map) {
+                safetensors_file::entries(path, &map)?
+            } else {
+                return Err(LoadError::format(
+                    path,
+                    "neither a safetensors file nor a PyTorch zip checkpoint (legacy non-zip \
+                     torch.save files are not supported: re-save with torch >= 1.6)",
+                ));
+            };
+            for (name, mut entry) in listed {
+                entry.file = index;
+                if entries.contains_key(&name) {
+                    return Err(LoadError::format(path, format!("tensor `{name}` appears in two shards")));
+                }
+                entries.insert(name, entry);
+            }
+            files.push(MappedFile {
+                path: path.clone(),
+                map,
+            });
+        }
+        Ok(Checkpoint { files, entries })
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn info(&self, key: &str) -> Option<TensorInfo> {
+        self.entries.get(key).map(|e| TensorInfo {
+            dtype: e.dtype,
+            shape: e.shape.clone(),
+        })
+    }
+
+    /// The files this checkpoint reads.
+    pub fn paths(&self) -> Vec<&Path> {
+        self.files.iter().map(|f| f.path.as_path()).collect()
+    }
+
+    /// A view of every key, for models that read with [`WeightView::pp`].
+    pub fn root(&self) -> WeightView<'_> {
+        WeightView {
+            ckpt: self,
+            prefix: String::new(),
+        }
+    }
+
+    fn entry(&self, key: &str) -> Result<&RawEntry, LoadError> {
+        self.entries.get(key).ok_or_else(|| LoadError::MissingKey {
+            key: key.to_string(),
+            hint: self.missing_hint(key),
+        })
+    }
+
+    fn missing_hint(&self, key: &str) -> String {
+        let tail: Vec<&str> = key.rsplitn(3, '.').take(2).collect();
+        let suffix = format!("{}.{}", tail.get(1).unwrap_or(&""), tail[0]);
+        let similar: Vec<&str> = self.keys().filter(|k| k.ends_with(&suffix)).take(3).collect();
+        let files = self
+            .files
+            .iter()
+            .map(|f| f.path.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        if similar.is_empty() {
+            format!("{} tensors in {files}", self.entries.len())
+        } else {
+            format!("{} tensors in {files}; similar keys: {}", self.entries.len(), similar.join(", "))
+        }
+    }
+
+    /// Copies a tensor's bytes out of the map, then tells the kernel it may drop those pages:
+    /// this keeps resident memory near the size of the converted weights, not twice that.
+    fn with_bytes<T>(&self, entry: &RawEntry, f: impl FnOnce(&[u8]) -> T) -> T {
+        let file = &self.files[entry.file];
+        let out = f(&file.map[entry.offset..entry.offset + entry.nbytes]);
+        // SAFETY: the map is a read-only file mapping, so dropped pages are re-read from the file
+        // if touched again; no Rust reference into this range outlives `f`.
+        unsafe {
+            let _ = file
+                .map
+                .unchecked_advise_range(UncheckedAdvice::DontNeed, entry.offset, entry.nbytes);
+        }
+        out
+    }
+
+    /// Reads a float tensor, checking its shape, converted to `ty`.
+    pub fn load(&self, key: &str, expected_shape: &[usize], ty: FloatType) -> Result<TensorData, LoadError> {
+        let entry = self.entry(key)?;
+        if entry.shape != expected_shape {
+            return Err(LoadError::ShapeMismatch {
+                key: key.to_string(),
+                expected: expected_shape.to_vec(),
+                found: entry.shape.clone(),
+            });
+        }
+        self.load_any_shape(key, ty)
+    }
+
+    /// Reads a float tensor with whatever shape it has.
+    pub fn load_any_shape(&self, key: &str, ty: FloatType) -> Result<TensorData, LoadError> {
+        let entry = self.entry(key)?;
+        if !entry.dtype.is_float() {
+            return Err(LoadError::DType {
+                key: key.to_string(),
+                found: entry.dtype.to_string(),
+                wanted: ty.to_string(),
+            });
+        }
+        let bytes = self.with_bytes(entry, |b| convert_float(b, entry.dtype, ty));
+        Ok(TensorData::from_bytes_vec(bytes, entry.shape.clone(), ty.dtype()))
+    }
+
+    /// Reads an integer tensor (e.g. BatchNorm's `num_batches_tracked`) as i64 values.
+    pub fn load_int(&self, key: &str) -> Result<(Vec<i64>, Vec<usize>), LoadError> {
+        let entry = self.entry(key)?;
+        let values = self
+            .with_bytes(entry, |b| convert_int(b, entry.dtype))
+            .ok_or_else(|| LoadError::DType {
+                key: key.to_string(),
+                found: entry.dtype.to_string(),
+                wanted: "an integer type".into(),
+            })?;
+        Ok((values, entry.shape.clone()))
+    }
+}
+
+/// A prefixed view into a checkpoint, like candle's `VarBuilder`: `view.pp("layers").pp(3)`.
+#[derive(Clone)]
+pub struct WeightView<'a> {
+    ckpt: &'a Checkpoint,
+    prefix: String,
+}
+
+impl<'a> WeightView<'a> {
+    /// Descends into a sub-module: `pp("self_attn")` reads `<prefix>self_attn.*`.
+    pub fn pp(&self, name: impl std::fmt::Display) -> WeightView<'a> {
+        WeightView {
+            ckpt: self.ckpt,
+            prefix: format!("{}{name}.", self.prefix),
+        }
+    }
+
+    pub fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.ckpt.entries.contains_key(&self.key(name))
+    }
+
+    pub fn load(&self, name: &str, shape: &[usize], ty: FloatType) -> Result<TensorData, LoadError> {
+        self.ckpt.load(&self.key(name), shape, ty)
+    }
+
+    pub fn checkpoint(&self) -> &'a Checkpoint {
+        self.ckpt
+    }
+}
+
+fn looks_like_safetensors(bytes: &[u8]) -> bool {
+    bytes.len() > 9 && bytes[8] == b'{'
+}
+
+fn shards_from_index(index: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let text = std::fs::read_to_string(index).map_err(|e| LoadError::io(index, e))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| LoadError::format(index, format!("bad index JSON: {e}")))?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| LoadError::format(index, "index has no `weight_map` object"))?;
+    let dir = index.parent().unwrap_or(Path::new("."));
+    let mut shards: Vec<PathBuf> = Vec::new();
+    for file in map.values() {
+        let name = file
+            .as_str()
+            .ok_or_else(|| LoadError::format(index, "weight_map values must be file names"))?;
+        let path = dir.join(name);
+        if !shards.contains(&path) {
+            shards.push(path);
+        }
+    }
+    shards.sort();
+    Ok(shards)
+}
+
+/// Finds the weights of an HF-style model directory.
+pub(crate) fn find_weight_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    for index in ["model.safetensors.index.json", "pytorch_model.bin.index.json"] {
+        let p = dir.join(index);
+        if p.is_file() {
+            return shards_from_index(&p);
+        }
+    }
+    for single in ["model.safetensors", "pytorch_model.bin"] {
+        let p = dir.join(single);
+        if p.is_file() {
+            return Ok(vec![p]);
+        }
+    }
+    let listing = std::fs::read_dir(dir).map_err(|e| LoadError::io(dir, e))?;
+    let mut by_ext: BTreeMap<&str, Vec<PathBuf>> = BTreeMap::new();
+    for entry in listing.flatten() {
+        let p = entry.path();
+        for ext in ["safetensors", "pth", "bin", "pt"] {
+            if p.extension().is_some_and(|e| e == ext) {
+                by_ext.entry(ext).or_default().push(p.clone());
+            }
+        }
+    }
+    for ext in ["safetensors", "pth", "bin", "pt"] {
+        if let Some(mut files) = by_ext.remove(ext) {
+            files.sort();
+            return Ok(files);
+        }
+    }
+    Err(LoadError::NoCheckpoint {
+        path: dir.to_path_buf(),
+        expected: DIR_CANDIDATES.into(),
+    })
+}

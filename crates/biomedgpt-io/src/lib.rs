@@ -1,0 +1,21 @@
+//! Reading model checkpoints the way users have them on disk, and writing arrays back.
+//!
+//! - [`Checkpoint`] opens safetensors files (single or sharded with an index), PyTorch zip
+//!   checkpoints (`.bin`, `.pth`, `.pt`, single or sharded) and whole model directories. Every
+//!   tensor is memory-mapped and converted one at a time into the dtype the model asks for, so
+//!   loading never holds a second full copy of the weights.
+//! - [`WeightView`] is a prefixed view (`llm.model.layers.3.`) that models read from with
+//!   shape checks, naming the key, the expected and the found shape on error.
+//! - [`npy`] writes float32 `.npy` / `.npz` files for users and parity tests.
+
+mod checkpoint;
+mod dtype;
+mod error;
+pub mod npy;
+mod pickle;
+mod safetensors_file;
+mod torch_zip;
+
+pub use checkpoint::{Checkpoint, TensorInfo, WeightView};
+pub use dtype::{FloatType, SourceDType};
+pub use error::LoadError;

@@ -1,0 +1,76 @@
+//! LLaMA-family decoders in Burn, loaded from Hugging Face checkpoints, with a KV cache and
+//! generation that reproduces transformers' `generate` (greedy, sampling, beam search).
+//!
+//! ```no_run
+//! use biomedgpt_llama::{LlamaDir, GenerationConfig, Strategy, Prompt, generate};
+//! # fn main() -> anyhow::Result<()> {
+//! let device = burn::tensor::Device::flex();
+//! let dir = LlamaDir::open("path/to/Llama-2-7b-hf", biomedgpt_io::FloatType::F16, &device)?;
+//! let ids = dir.tokenizer.encode("The capital of France is", true)?;
+//! let config = GenerationConfig { max_new_tokens: 16, strategy: Strategy::Greedy,
+//!     repetition_penalty: 1.0, eos_token_ids: dir.model.config().eos_token_ids() };
+//! let out = generate(&dir.model, Prompt::Ids(ids), &config, &mut |_| {})?;
+//! println!("{}", dir.tokenizer.decode(&out.tokens)?);
+//! # Ok(()) }
+//! ```
+
+pub mod cache;
+pub mod config;
+pub mod generation;
+pub mod model;
+pub mod rope;
+pub mod tokenizer;
+
+pub use cache::{KvCache, StepMask};
+pub use config::{ConfigError, LlamaConfig, RopeKind};
+pub use generation::{
+    EarlyStopping, GenerationConfig, GenerationError, GenerationOutput, Prompt, Strategy, generate,
+};
+pub use model::{DecoderInput, Llama};
+pub use tokenizer::{LlamaTokenizer, TokenizerError};
+
+use std::path::{Path, PathBuf};
+
+use biomedgpt_io::{Checkpoint, FloatType, LoadError};
+use burn::tensor::Device;
+
+/// Everything that can fail while opening a model directory.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Weights(#[from] LoadError),
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    #[error("{0} is not a directory")]
+    NotADirectory(PathBuf),
+}
+
+/// An HF LLaMA directory: `config.json`, weights, `tokenizer.json`.
+pub struct LlamaDir {
+    pub model: Llama,
+    pub tokenizer: LlamaTokenizer,
+}
+
+impl LlamaDir {
+    pub fn open(dir: impl AsRef<Path>, ty: FloatType, device: &Device) -> Result<Self, OpenError> {
+        let dir = dir.as_ref();
+        if !dir.is_dir() {
+            return Err(OpenError::NotADirectory(dir.to_path_buf()));
+        }
+        let config = LlamaConfig::from_file(dir.join("config.json"))?;
+        let tokenizer = LlamaTokenizer::from_file(dir.join("tokenizer.json"), config.bos_token_id.or(Some(1)))?;
+        let ckpt = Checkpoint::open(dir)?;
+        let model = Llama::load(&config, &ckpt.root(), ty, device)?;
+        Ok(LlamaDir { model, tokenizer })
+    }
+
+    /// Opens the model only (no tokenizer), for id-level work such as parity tests.
+    pub fn open_model(dir: impl AsRef<Path>, ty: FloatType, device: &Device) -> Result<Llama, OpenError> {
+        let dir = dir.as_ref();
+        let config = LlamaConfig::from_file(dir.join("config.json"))?;
+        let ckpt = Checkpoint::open(dir)?;
+        Ok(Llama::load(&config, &ckpt.root(), ty, device)?)
+    }
+}

@@ -1,0 +1,340 @@
+//! The LLaMA decoder, module by module in forward order, with HF parameter names so a
+//! checkpoint loads by construction (`model.layers.{i}.self_attn.q_proj.weight`, ...).
+
+use burn::module::{Module, Param};
+use burn::nn::{Embedding, Linear};
+use burn::tensor::activation::{silu, softmax};
+use burn::tensor::{DType, Device, Int, Tensor, TensorData};
+use biomedgpt_io::{FloatType, LoadError, WeightView};
+
+use crate::cache::{KvCache, StepMask};
+use crate::config::LlamaConfig;
+use crate::rope;
+
+/// Builds a parameter from checkpoint data, keeping the requested dtype.
+pub(crate) fn param<const D: usize>(data: TensorData, device: &Device) -> Param<Tensor<D>> {
+    let dtype = data.dtype();
+    Param::from_tensor(Tensor::from_data(data, (device, dtype)))
+}
+
+/// Loads an HF/PyTorch `Linear` (`weight` [out, in], optional `bias` [out]). Burn multiplies by
+/// `[in, out]`: we keep PyTorch's storage and hand Burn a transposed view (no copy; flex's gemm
+/// reads strided operands).
+pub fn load_linear(
+    vb: &WeightView,
+    d_in: usize,
+    d_out: usize,
+    bias: bool,
+    ty: FloatType,
+    device: &Device,
+) -> Result<Linear, LoadError> {
+    let weight = vb.load("weight", &[d_out, d_in], ty)?;
+    let weight: Tensor<2> = Tensor::from_data(weight, (device, ty.dtype()));
+    let bias = if bias {
+        Some(param(vb.load("bias", &[d_out], ty)?, device))
+    } else {
+        None
+    };
+    Ok(Linear {
+        weight: Param::from_tensor(weight.transpose()),
+        bias,
+    })
+}
+
+/// HF's `LlamaRMSNorm`: normalise in f32, cast back, then scale.
+#[derive(Module, Debug)]
+pub struct RmsNorm {
+    pub weight: Param<Tensor<1>>,
+    #[module(skip)]
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    pub fn load(vb: &WeightView, size: usize, eps: f64, ty: FloatType, device: &Device) -> Result<Self, LoadError> {
+        Ok(RmsNorm {
+            weight: param(vb.load("weight", &[size], ty)?, device),
+            eps,
+        })
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let dtype = x.dtype();
+        let x32 = x.cast(DType::F32);
+        let variance = x32.clone().square().mean_dim(D - 1);
+        let normed = x32 * variance.add_scalar(self.eps).sqrt().recip();
+        normed.cast(dtype) * self.weight.val().unsqueeze()
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Mlp {
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
+}
+
+impl Mlp {
+    fn load(vb: &WeightView, c: &LlamaConfig, ty: FloatType, device: &Device) -> Result<Self, LoadError> {
+        let (h, i, b) = (c.hidden_size, c.intermediate_size, c.mlp_bias);
+        Ok(Mlp {
+            gate_proj: load_linear(&vb.pp("gate_proj"), h, i, b, ty, device)?,
+            up_proj: load_linear(&vb.pp("up_proj"), h, i, b, ty, device)?,
+            down_proj: load_linear(&vb.pp("down_proj"), i, h, b, ty, device)?,
+        })
+    }
+
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let gate = silu(self.gate_proj.forward(x.clone()));
+        self.down_proj.forward(gate * self.up_proj.forward(x))
+    }
+}
+
+/// Per-step inputs shared by every layer: rotary tables and the additive attention mask.
+pub struct StepContext {
+    /// `[B, 1, T, head_dim]`
+    cos: Tensor<4>,
+    sin: Tensor<4>,
+    /// `[B, 1, T, S]` additive f32 mask (0 or f32::MIN), `None` when nothing is masked.
+    mask: Option<Tensor<4>>,
+}
+
+#[derive(Module, Debug)]
+pub struct Attention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+    #[module(skip)]
+    num_heads: usize,
+    #[module(skip)]
+    num_kv_heads: usize,
+    #[module(skip)]
+    head_dim: usize,
+}
+
+fn rotate_half(x: Tensor<4>) -> Tensor<4> {
+    let half = x.dims()[3] / 2;
+    let x1 = x.clone().narrow(3, 0, half);
+    let x2 = x.narrow(3, half, half);
+    Tensor::cat(vec![x2.neg(), x1], 3)
+}
+
+impl Attention {
+    fn load(vb: &WeightView, c: &LlamaConfig, ty: FloatType, device: &Device) -> Result<Self, LoadError> {
+        let (h, hd, b) = (c.hidden_size, c.head_dim(), c.attention_bias);
+        let (nh, nkv) = (c.num_attention_heads, c.num_kv_heads());
+        Ok(Attention {
+            q_proj: load_linear(&vb.pp("q_proj"), h, nh * hd, b, ty, device)?,
+            k_proj: load_linear(&vb.pp("k_proj"), h, nkv * hd, b, ty, device)?,
+            v_proj: load_linear(&vb.pp("v_proj"), h, nkv * hd, b, ty, device)?,
+            o_proj: load_linear(&vb.pp("o_proj"), nh * hd, h, b, ty, device)?,
+            num_heads: nh,
+            num_kv_heads: nkv,
+            head_dim: hd,
+        })
+    }
+
+    fn forward(&self, x: Tensor<3>, ctx: &StepContext, cache: &mut Option<(Tensor<4>, Tensor<4>)>) -> Tensor<3> {
+        let [b, t, _] = x.dims();
+        let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let heads = |y: Tensor<3>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2);
+        let q = heads(self.q_proj.forward(x.clone()), nh);
+        let k = heads(self.k_proj.forward(x.clone()), nkv);
+        let v = heads(self.v_proj.forward(x), nkv);
+
+        let dtype = q.dtype();
+        let cos = ctx.cos.clone().cast(dtype);
+        let sin = ctx.sin.clone().cast(dtype);
+        let q = q.clone() * cos.clone() + rotate_half(q) * sin.clone();
+        let k = k.clone() * cos + rotate_half(k) * sin;
+
+        let (k, v) = match cache.take() {
+            Some((k_past, v_past)) => (Tensor::cat(vec![k_past, k], 2), Tensor::cat(vec![v_past, v], 2)),
+            None => (k, v),
+        };
+        *cache = Some((k.clone(), v.clone()));
+
+        // Grouped-query attention without copying K/V: fold the query heads that share a KV head
+        // into the row dimension, [B, nkv, rep*T, hd] x [B, nkv, hd, S].
+        let rep = nh / nkv;
+        let q = q.reshape([b, nkv, rep * t, hd]).cast(DType::F32);
+        let k = k.cast(DType::F32);
+        let v = v.cast(DType::F32);
+        let scale = (hd as f64).powf(-0.5);
+        let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
+        if let Some(mask) = &ctx.mask {
+            scores = scores + mask.clone().repeat_dim(2, rep);
+        }
+        let probs = softmax(scores, 3);
+        let out = probs.matmul(v).cast(dtype); // [B, nkv, rep*T, hd]
+        let out = out.reshape([b, nh, t, hd]).swap_dims(1, 2).reshape([b, t, nh * hd]);
+        self.o_proj.forward(out)
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct DecoderLayer {
+    pub self_attn: Attention,
+    pub mlp: Mlp,
+    pub input_layernorm: RmsNorm,
+    pub post_attention_layernorm: RmsNorm,
+}
+
+impl DecoderLayer {
+    fn load(vb: &WeightView, c: &LlamaConfig, ty: FloatType, device: &Device) -> Result<Self, LoadError> {
+        Ok(DecoderLayer {
+            self_attn: Attention::load(&vb.pp("self_attn"), c, ty, device)?,
+            mlp: Mlp::load(&vb.pp("mlp"), c, ty, device)?,
+            input_layernorm: RmsNorm::load(&vb.pp("input_layernorm"), c.hidden_size, c.rms_norm_eps, ty, device)?,
+            post_attention_layernorm: RmsNorm::load(
+                &vb.pp("post_attention_layernorm"),
+                c.hidden_size,
+                c.rms_norm_eps,
+                ty,
+                device,
+            )?,
+        })
+    }
+
+    fn forward(&self, x: Tensor<3>, ctx: &StepContext, cache: &mut Option<(Tensor<4>, Tensor<4>)>) -> Tensor<3> {
+        let h = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), ctx, cache);
+        h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
+    }
+}
+
+/// `LlamaModel`: embeddings, decoder layers, final norm.
+#[derive(Module, Debug)]
+pub struct LlamaModel {
+    pub embed_tokens: Embedding,
+    pub layers: Vec<DecoderLayer>,
+    pub norm: RmsNorm,
+}
+
+/// `LlamaForCausalLM`. `lm_head` is `None` when the config ties it to the embeddings.
+#[derive(Module, Debug)]
+pub struct Llama {
+    pub model: LlamaModel,
+    pub lm_head: Option<Linear>,
+    #[module(skip)]
+    inv_freq: Vec<f32>,
+    #[module(skip)]
+    config: LlamaConfig,
+}
+
+/// What the decoder reads at one step: token ids or ready-made input embeddings.
+pub enum DecoderInput {
+    /// `[B, T]`
+    Ids(Tensor<2, Int>),
+    /// `[B, T, hidden]` (the multimodal model splices molecule/protein features here)
+    Embeds(Tensor<3>),
+}
+
+impl Llama {
+    /// Loads from an HF checkpoint view rooted at the model's prefix (`""`, or `llm.` in the
+    /// fused BioMedGPT checkpoint). Non-parameter keys (`rotary_emb.inv_freq`) are never read.
+    pub fn load(config: &LlamaConfig, vb: &WeightView, ty: FloatType, device: &Device) -> Result<Self, LoadError> {
+        let c = config;
+        let m = vb.pp("model");
+        let embed = m.pp("embed_tokens").load("weight", &[c.vocab_size, c.hidden_size], ty)?;
+        let layers = (0..c.num_hidden_layers)
+            .map(|i| DecoderLayer::load(&m.pp("layers").pp(i), c, ty, device))
+            .collect::<Result<Vec<_>, _>>()?;
+        let lm_head = if c.tie_word_embeddings {
+            None
+        } else {
+            Some(load_linear(&vb.pp("lm_head"), c.hidden_size, c.vocab_size, false, ty, device)?)
+        };
+        Ok(Llama {
+            model: LlamaModel {
+                embed_tokens: Embedding {
+                    weight: param(embed, device),
+                },
+                layers,
+                norm: RmsNorm::load(&m.pp("norm"), c.hidden_size, c.rms_norm_eps, ty, device)?,
+            },
+            lm_head,
+            inv_freq: rope::inverse_frequencies(
+                c.head_dim(),
+                c.rope_theta(),
+                c.rope_kind().expect("validated when the config was read"),
+            ),
+            config: config.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    pub fn device(&self) -> Device {
+        self.model.norm.weight.val().device()
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.model.norm.weight.val().dtype()
+    }
+
+    /// Token embeddings `[B, T, hidden]` for ids `[B, T]`.
+    pub fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        self.model.embed_tokens.forward(ids)
+    }
+
+    pub fn new_cache(&self, batch: usize) -> KvCache {
+        KvCache::new(self.config.num_hidden_layers, batch)
+    }
+
+    /// Runs new positions through the decoder, appending to `cache`, and returns the final hidden
+    /// states `[B, T, hidden]` (after the last norm). `mask` marks which new positions are real
+    /// tokens (false = left padding); `None` means all are.
+    pub fn forward_hidden(&self, input: DecoderInput, mask: Option<&StepMask>, cache: &mut KvCache) -> Tensor<3> {
+        let x = match input {
+            DecoderInput::Ids(ids) => self.embed(ids),
+            DecoderInput::Embeds(e) => e,
+        };
+        let [b, t, _] = x.dims();
+        let device = x.device();
+        let plan = cache.plan_step(b, t, mask);
+        let (cos, sin) = rope::cos_sin(&self.inv_freq, &plan.positions);
+        let hd = self.config.head_dim();
+        let table = |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, [b, 1, t, hd]), (&device, DType::F32));
+        let mask = plan
+            .additive_mask
+            .map(|m| Tensor::<4>::from_data(TensorData::new(m, [b, 1, t, plan.total_len]), (&device, DType::F32)));
+        let ctx = StepContext {
+            cos: table(cos),
+            sin: table(sin),
+            mask,
+        };
+        let mut x = x;
+        for (layer, layer_cache) in self.model.layers.iter().zip(cache.layers.iter_mut()) {
+            x = layer.forward(x, &ctx, layer_cache);
+        }
+        self.model.norm.forward(x)
+    }
+
+    /// Vocabulary logits `[B, T, vocab]` for hidden states `[B, T, hidden]`.
+    pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => {
+                let w = self.model.embed_tokens.weight.val(); // [vocab, hidden]
+                let [b, t, h] = hidden.dims();
+                hidden.reshape([b * t, h]).matmul(w.transpose()).reshape([b, t, self.config.vocab_size])
+            }
+        }
+    }
+
+    /// Logits of every position: `forward_hidden` then `logits`.
+    pub fn forward(&self, input: DecoderInput, mask: Option<&StepMask>, cache: &mut KvCache) -> Tensor<3> {
+        let hidden = self.forward_hidden(input, mask, cache);
+        self.logits(hidden)
+    }
+
+    /// Logits of the last position only, `[B, vocab]` (what generation needs).
+    pub fn forward_last(&self, input: DecoderInput, mask: Option<&StepMask>, cache: &mut KvCache) -> Tensor<2> {
+        let hidden = self.forward_hidden(input, mask, cache);
+        let [b, t, _] = hidden.dims();
+        let last = hidden.narrow(1, t - 1, 1);
+        self.logits(last).reshape([b, self.config.vocab_size])
+    }
+}

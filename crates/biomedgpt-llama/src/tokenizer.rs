@@ -1,0 +1,70 @@
+//! The LLaMA tokenizer through the `tokenizers` crate, read from the model's `tokenizer.json`.
+
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizerError {
+    #[error("cannot load tokenizer {path}: {message}")]
+    Load { path: String, message: String },
+    #[error("tokenization failed: {0}")]
+    Encode(String),
+}
+
+pub struct LlamaTokenizer {
+    inner: tokenizers::Tokenizer,
+    bos_id: Option<u32>,
+}
+
+impl LlamaTokenizer {
+    /// Loads `tokenizer.json`. The BOS id comes from the model config (`bos_token_id`).
+    pub fn from_file(path: impl AsRef<Path>, bos_id: Option<u32>) -> Result<Self, TokenizerError> {
+        let path = path.as_ref();
+        if !path.is_file() {
+            return Err(TokenizerError::Load {
+                path: path.display().to_string(),
+                message: "file not found (an HF LLaMA directory ships tokenizer.json; \
+                          convert tokenizer.model with transformers' LlamaTokenizerFast if it lacks one)"
+                    .into(),
+            });
+        }
+        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| TokenizerError::Load {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Ok(LlamaTokenizer { inner, bos_id })
+    }
+
+    /// Tokenizes `text` without special tokens (the SentencePiece "▁" prefix is added by the
+    /// tokenizer's normalizer), with BOS in front when `add_bos`.
+    pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>, TokenizerError> {
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| TokenizerError::Encode(e.to_string()))?;
+        let mut ids = Vec::with_capacity(enc.len() + 1);
+        if add_bos && let Some(bos) = self.bos_id {
+            ids.push(bos);
+        }
+        ids.extend_from_slice(enc.get_ids());
+        Ok(ids)
+    }
+
+    /// Decodes ids to text, dropping special tokens.
+    pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
+        self.inner
+            .decode(ids, true)
+            .map_err(|e| TokenizerError::Encode(e.to_string()))
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    pub fn inner(&self) -> &tokenizers::Tokenizer {
+        &self.inner
+    }
+}
