@@ -1,1 +1,48 @@
-fn main() {}
+//! `biomedgpt`: ask BioMedGPT about molecules and proteins, generate with LLaMA models, inspect
+//! what the models compute.
+
+mod device;
+mod generate;
+mod inspect;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "biomedgpt", version, about = "BioMedGPT and LLaMA-family models on CPU, wgpu or CUDA")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Continue a text prompt with a LLaMA model (HF directory).
+    Generate(generate::GenerateArgs),
+    /// Look inside a model: logits of every position, as .npy.
+    #[command(subcommand)]
+    Inspect(inspect::InspectCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Generate(args) => generate::run(args),
+        Command::Inspect(cmd) => inspect::run(cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let message = err.to_string();
+            eprintln!("error: {message}");
+            // Our error types already quote their source; print only causes that add something.
+            for cause in err.chain().skip(1).map(|c| c.to_string()) {
+                if !message.contains(&cause) {
+                    eprintln!("  caused by: {cause}");
+                }
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

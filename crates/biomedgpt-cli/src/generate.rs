@@ -1,0 +1,180 @@
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use biomedgpt_io::FloatType;
+use biomedgpt_llama::{EarlyStopping, GenerationConfig, Llama, LlamaConfig, LlamaDir, Prompt, Strategy, generate};
+use clap::Args;
+
+/// Model location, dtype and device, shared by every command that loads a model.
+#[derive(Args, Clone)]
+pub struct ModelArgs {
+    /// HF model directory (config.json, weights, tokenizer.json).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Weight dtype: f32, f16, bf16, or auto (the checkpoint's dtype; f16 instead of bf16 on CPU,
+    /// where bf16 arithmetic is emulated and slow).
+    #[arg(long, default_value = "auto")]
+    pub dtype: String,
+    /// cpu, wgpu[:N] or cuda[:N] (GPU backends need the matching cargo feature).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+impl ModelArgs {
+    pub fn device(&self) -> Result<burn::tensor::Device> {
+        crate::device::parse(&self.device)
+    }
+
+    pub fn float_type(&self, config: &LlamaConfig) -> Result<FloatType> {
+        if self.dtype != "auto" {
+            return self.dtype.parse::<FloatType>().map_err(anyhow::Error::msg);
+        }
+        let stored = config.torch_dtype.as_deref().and_then(FloatType::parse).unwrap_or(FloatType::F32);
+        Ok(match (stored, self.device.starts_with("cpu")) {
+            (FloatType::BF16, true) => FloatType::F16,
+            (ty, _) => ty,
+        })
+    }
+
+    /// Model and tokenizer.
+    pub fn open(&self) -> Result<LlamaDir> {
+        let ty = self.float_type(&LlamaConfig::from_file(self.model.join("config.json"))?)?;
+        LlamaDir::open(&self.model, ty, &self.device()?).with_context(|| format!("loading {}", self.model.display()))
+    }
+
+    /// Model only, for work on token ids (no tokenizer needed).
+    pub fn open_model(&self) -> Result<Llama> {
+        let ty = self.float_type(&LlamaConfig::from_file(self.model.join("config.json"))?)?;
+        LlamaDir::open_model(&self.model, ty, &self.device()?)
+            .with_context(|| format!("loading {}", self.model.display()))
+    }
+}
+
+/// Decoding settings with HF `generate` names and defaults.
+#[derive(Args, Clone)]
+pub struct DecodingArgs {
+    #[arg(long, default_value_t = 128)]
+    pub max_new_tokens: usize,
+    /// Beam search with this many beams (1 = greedy or sampling).
+    #[arg(long, default_value_t = 1)]
+    pub num_beams: usize,
+    #[arg(long, default_value_t = 1.0)]
+    pub repetition_penalty: f32,
+    /// Beam search: score / length^penalty.
+    #[arg(long, default_value_t = 1.0)]
+    pub length_penalty: f32,
+    /// Beam search: true, false (HF default heuristic) or never.
+    #[arg(long, default_value = "false")]
+    pub early_stopping: EarlyStopping,
+    /// Sample instead of taking the most likely token (implied by --temperature/--top-k/--top-p).
+    #[arg(long)]
+    pub sample: bool,
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    /// Seed of the sampler; the same seed gives the same tokens.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl DecodingArgs {
+    pub fn config(&self, eos_token_ids: Vec<u32>) -> Result<GenerationConfig> {
+        let sampling = self.sample || self.temperature.is_some() || self.top_k.is_some() || self.top_p.is_some();
+        let strategy = match (self.num_beams, sampling) {
+            (0, _) => bail!("--num-beams must be at least 1"),
+            (n, true) if n > 1 => bail!("beam search with sampling is not supported: drop --num-beams or the sampling flags"),
+            (n, false) if n > 1 => Strategy::Beam {
+                num_beams: n,
+                length_penalty: self.length_penalty,
+                early_stopping: self.early_stopping,
+            },
+            (_, true) => Strategy::Sample {
+                temperature: self.temperature.unwrap_or(1.0),
+                top_k: self.top_k,
+                top_p: self.top_p,
+                seed: self.seed,
+            },
+            (_, false) => Strategy::Greedy,
+        };
+        let config = GenerationConfig {
+            max_new_tokens: self.max_new_tokens,
+            strategy,
+            repetition_penalty: self.repetition_penalty,
+            eos_token_ids,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Text to continue (BOS is added in front).
+    #[arg(long)]
+    pub prompt: String,
+    #[command(flatten)]
+    pub decoding: DecodingArgs,
+    /// Print {"text": ..., "token_ids": [...]} (generated ids only) instead of streaming text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: GenerateArgs) -> Result<()> {
+    if args.prompt.trim().is_empty() {
+        bail!("--prompt is empty: give the text to continue");
+    }
+    let dir = args.model.open()?;
+    let config = args.decoding.config(dir.model.config().eos_token_ids())?;
+    let ids = dir.tokenizer.encode(&args.prompt, true)?;
+    let output = if args.json {
+        generate(&dir.model, Prompt::Ids(ids), &config, &mut |_| {})?
+    } else {
+        let mut streamer = TextStreamer::new(&dir.tokenizer);
+        let out = generate(&dir.model, Prompt::Ids(ids), &config, &mut |id| streamer.push(id))?;
+        println!();
+        out
+    };
+    if args.json {
+        let text = dir.tokenizer.decode(&output.tokens)?;
+        println!("{}", serde_json::json!({"text": text, "token_ids": output.tokens}));
+    }
+    Ok(())
+}
+
+/// Prints text as tokens arrive. SentencePiece pieces only make sense in context (leading "▁",
+/// byte fallback), so it decodes everything so far and prints the new suffix.
+pub struct TextStreamer<'a> {
+    tokenizer: &'a biomedgpt_llama::LlamaTokenizer,
+    ids: Vec<u32>,
+    printed: usize,
+}
+
+impl<'a> TextStreamer<'a> {
+    pub fn new(tokenizer: &'a biomedgpt_llama::LlamaTokenizer) -> Self {
+        TextStreamer {
+            tokenizer,
+            ids: Vec::new(),
+            printed: 0,
+        }
+    }
+
+    pub fn push(&mut self, id: u32) {
+        self.ids.push(id);
+        let Ok(text) = self.tokenizer.decode(&self.ids) else { return };
+        // Hold back an incomplete UTF-8 sequence (byte-fallback tokens decode to U+FFFD).
+        if text.ends_with('\u{FFFD}') || !text.is_char_boundary(self.printed.min(text.len())) {
+            return;
+        }
+        if text.len() > self.printed {
+            print!("{}", &text[self.printed..]);
+            let _ = std::io::stdout().flush();
+            self.printed = text.len();
+        }
+    }
+}

@@ -1,0 +1,67 @@
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use biomedgpt_io::npy;
+use biomedgpt_llama::{DecoderInput, LlamaDir};
+use burn::tensor::{DType, Int, Tensor, TensorData};
+use clap::{Args, Subcommand};
+
+use crate::generate::ModelArgs;
+
+#[derive(Subcommand)]
+pub enum InspectCommand {
+    /// Write float32 logits of every position, shape [T, vocab], to a .npy file.
+    Logits(LogitsArgs),
+}
+
+#[derive(Args)]
+pub struct LogitsArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Text prompt (tokenized with BOS).
+    #[arg(long, conflicts_with = "token_ids", required_unless_present = "token_ids")]
+    pub prompt: Option<String>,
+    /// Comma-separated token ids, used as given.
+    #[arg(long, value_delimiter = ',')]
+    pub token_ids: Option<Vec<u32>>,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn run(cmd: InspectCommand) -> Result<()> {
+    match cmd {
+        InspectCommand::Logits(args) => logits(args),
+    }
+}
+
+fn logits(args: LogitsArgs) -> Result<()> {
+    let (model, ids) = match (args.token_ids, args.prompt) {
+        (Some(ids), _) => (args.model.open_model()?, ids),
+        (None, Some(prompt)) => {
+            if prompt.trim().is_empty() {
+                bail!("--prompt is empty");
+            }
+            let LlamaDir { model, tokenizer } = args.model.open()?;
+            let ids = tokenizer.encode(&prompt, true)?;
+            (model, ids)
+        }
+        (None, None) => unreachable!("clap requires --prompt or --token-ids"),
+    };
+    if ids.is_empty() {
+        bail!("--token-ids is empty");
+    }
+    let vocab = model.config().vocab_size;
+    if let Some(bad) = ids.iter().find(|&&i| i as usize >= vocab) {
+        bail!("token id {bad} is outside the vocabulary of {vocab}");
+    }
+    let input = Tensor::<2, Int>::from_data(
+        TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [1, ids.len()]),
+        &model.device(),
+    );
+    let logits = model.forward(DecoderInput::Ids(input), None, &mut model.new_cache(1));
+    let values = logits.cast(DType::F32).into_data().try_to_vec::<f32>().expect("f32 logits");
+    npy::write_f32(&args.out, &[ids.len(), vocab], &values)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    eprintln!("wrote logits [{}, {vocab}] to {}", ids.len(), args.out.display());
+    Ok(())
+}

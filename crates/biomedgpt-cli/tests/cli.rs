@@ -1,0 +1,115 @@
+//! The `biomedgpt` binary end to end, on the transformers fixtures.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use biomedgpt_io::npy;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/llama").join(name)
+}
+
+fn biomedgpt(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_biomedgpt")).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn expected(name: &str) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture(name).join("expected.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn generate_json_matches_transformers_greedy() {
+    let exp = expected("real_vocab_f16");
+    assert_eq!(exp["greedy"]["eos_token_id"], serde_json::json!([2]), "fixture uses the config's EOS");
+    let dir = fixture("real_vocab_f16");
+    let (ok, stdout, stderr) = biomedgpt(&[
+        "generate",
+        "--model",
+        dir.to_str().unwrap(),
+        "--prompt",
+        exp["prompt"].as_str().unwrap(),
+        "--max-new-tokens",
+        "40",
+        // The file is f16; `auto` would compute in f16. Parity is checked in f32.
+        "--dtype",
+        "f32",
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let out: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(out["token_ids"], exp["greedy"]["tokens"]);
+    assert_eq!(out["text"], exp["greedy"]["text"]);
+}
+
+#[test]
+fn generate_streams_the_same_text() {
+    let exp = expected("real_vocab_f16");
+    let dir = fixture("real_vocab_f16");
+    let (ok, stdout, stderr) = biomedgpt(&[
+        "generate",
+        "--model",
+        dir.to_str().unwrap(),
+        "--prompt",
+        exp["prompt"].as_str().unwrap(),
+        "--max-new-tokens",
+        "40",
+        // The file is f16; `auto` would compute in f16. Parity is checked in f32.
+        "--dtype",
+        "f32",
+    ]);
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.trim_end_matches('\n'), exp["greedy"]["text"].as_str().unwrap());
+}
+
+#[test]
+fn inspect_logits_writes_npy_equal_to_transformers() {
+    let name = "mha_untied_safetensors";
+    let exp = expected(name);
+    let ids: Vec<String> = exp["input_ids"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
+    let out = std::env::temp_dir().join(format!("biomedgpt-logits-{}.npy", std::process::id()));
+    let (ok, _, stderr) = biomedgpt(&[
+        "inspect",
+        "logits",
+        "--model",
+        fixture(name).to_str().unwrap(),
+        "--token-ids",
+        &ids.join(","),
+        "--out",
+        out.to_str().unwrap(),
+        "--dtype",
+        "f32",
+    ]);
+    assert!(ok, "{stderr}");
+    let (shape, got) = npy::read_f32(&std::fs::read(&out).unwrap()).unwrap();
+    let (want_shape, want) = npy::read_f32(&std::fs::read(fixture(name).join("logits.npy")).unwrap()).unwrap();
+    assert_eq!(shape, want_shape);
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() <= 1e-4 + 1e-4 * w.abs(), "{g} vs {w}");
+    }
+}
+
+#[test]
+fn bad_inputs_fail_with_a_message() {
+    let dir = fixture("real_vocab_f16");
+    let dir = dir.to_str().unwrap();
+    for (args, needle) in [
+        (vec!["generate", "--model", dir, "--prompt", "  "], "--prompt is empty"),
+        (vec!["generate", "--model", "/nonexistent", "--prompt", "hi"], "/nonexistent/config.json"),
+        (vec!["generate", "--model", dir, "--prompt", "hi", "--device", "cuda"], "without the CUDA backend"),
+        (vec!["generate", "--model", dir, "--prompt", "hi", "--device", "tpu"], "unknown device"),
+        (vec!["generate", "--model", dir, "--prompt", "hi", "--dtype", "int4"], "unknown dtype"),
+        (vec!["generate", "--model", dir, "--prompt", "hi", "--num-beams", "2", "--top-p", "0.9"], "beam search with sampling"),
+        (vec!["inspect", "logits", "--model", dir, "--token-ids", "1,99999", "--out", "/tmp/x.npy"], "outside the vocabulary"),
+    ] {
+        let (ok, stdout, stderr) = biomedgpt(&args);
+        assert!(!ok, "{args:?} should fail");
+        assert!(stdout.is_empty(), "{args:?} printed an answer: {stdout}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
