@@ -1,6 +1,7 @@
 //! `biomedgpt`: ask BioMedGPT about molecules and proteins, generate with LLaMA models, inspect
 //! what the models compute.
 
+mod bench;
 mod device;
 mod generate;
 mod inspect;
@@ -23,6 +24,9 @@ enum Command {
     /// Look inside a model: logits of every position, as .npy.
     #[command(subcommand)]
     Inspect(inspect::InspectCommand),
+    /// Speed and memory measurements (see benches/).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +34,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Generate(args) => generate::run(args),
         Command::Inspect(cmd) => inspect::run(cmd),
+        Command::Bench(cmd) => bench::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

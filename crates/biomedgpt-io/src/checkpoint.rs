@@ -118,6 +118,7 @@ impl Checkpoint {
         WeightView {
             ckpt: self,
             prefix: String::new(),
+            rename: None,
         }
     }
 
@@ -201,11 +202,15 @@ impl Checkpoint {
     }
 }
 
+/// Maps a model's own key (HF naming) to the name a checkpoint stores it under.
+pub type KeyRename = std::sync::Arc<dyn Fn(&str) -> String + Send + Sync>;
+
 /// A prefixed view into a checkpoint, like candle's `VarBuilder`: `view.pp("layers").pp(3)`.
 #[derive(Clone)]
 pub struct WeightView<'a> {
     ckpt: &'a Checkpoint,
     prefix: String,
+    rename: Option<KeyRename>,
 }
 
 impl<'a> WeightView<'a> {
@@ -214,11 +219,26 @@ impl<'a> WeightView<'a> {
         WeightView {
             ckpt: self.ckpt,
             prefix: format!("{}{name}.", self.prefix),
+            rename: self.rename.clone(),
+        }
+    }
+
+    /// Reads every key through `rename` (applied to the full HF-style key, prefix included):
+    /// one explicit table for checkpoints with other names, such as fair-esm's.
+    pub fn with_rename(&self, rename: KeyRename) -> WeightView<'a> {
+        WeightView {
+            ckpt: self.ckpt,
+            prefix: self.prefix.clone(),
+            rename: Some(rename),
         }
     }
 
     pub fn key(&self, name: &str) -> String {
-        format!("{}{name}", self.prefix)
+        let key = format!("{}{name}", self.prefix);
+        match &self.rename {
+            Some(rename) => rename(&key),
+            None => key,
+        }
     }
 
     pub fn contains(&self, name: &str) -> bool {

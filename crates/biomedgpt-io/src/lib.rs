@@ -11,11 +11,13 @@
 mod checkpoint;
 mod dtype;
 mod error;
+pub mod modules;
 pub mod npy;
 mod pickle;
 mod safetensors_file;
+pub mod safetensors_writer;
 mod torch_zip;
 
-pub use checkpoint::{Checkpoint, TensorInfo, WeightView};
+pub use checkpoint::{Checkpoint, KeyRename, TensorInfo, WeightView};
 pub use dtype::{FloatType, SourceDType};
 pub use error::LoadError;

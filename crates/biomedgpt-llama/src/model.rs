@@ -5,41 +5,12 @@ use burn::module::{Module, Param};
 use burn::nn::{Embedding, Linear};
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
+use biomedgpt_io::modules::{linear as load_linear, param};
 use biomedgpt_io::{FloatType, LoadError, WeightView};
 
 use crate::cache::{KvCache, StepMask};
 use crate::config::LlamaConfig;
 use crate::rope;
-
-/// Builds a parameter from checkpoint data, keeping the requested dtype.
-pub(crate) fn param<const D: usize>(data: TensorData, device: &Device) -> Param<Tensor<D>> {
-    let dtype = data.dtype();
-    Param::from_tensor(Tensor::from_data(data, (device, dtype)))
-}
-
-/// Loads an HF/PyTorch `Linear` (`weight` [out, in], optional `bias` [out]). Burn multiplies by
-/// `[in, out]`: we keep PyTorch's storage and hand Burn a transposed view (no copy; flex's gemm
-/// reads strided operands).
-pub fn load_linear(
-    vb: &WeightView,
-    d_in: usize,
-    d_out: usize,
-    bias: bool,
-    ty: FloatType,
-    device: &Device,
-) -> Result<Linear, LoadError> {
-    let weight = vb.load("weight", &[d_out, d_in], ty)?;
-    let weight: Tensor<2> = Tensor::from_data(weight, (device, ty.dtype()));
-    let bias = if bias {
-        Some(param(vb.load("bias", &[d_out], ty)?, device))
-    } else {
-        None
-    };
-    Ok(Linear {
-        weight: Param::from_tensor(weight.transpose()),
-        bias,
-    })
-}
 
 /// HF's `LlamaRMSNorm`: normalise in f32, cast back, then scale.
 #[derive(Module, Debug)]

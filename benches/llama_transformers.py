@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""The transformers side of benches/llama.sh: prefill and KV-cache decode speed of a LLaMA
+directory with torch on 2 threads. Prints one JSON line in the format of `biomedgpt bench llama`.
+
+usage: llama_transformers.py MODEL_DIR DTYPE [PROMPT_LEN] [NEW_TOKENS]
+"""
+import json
+import sys
+import time
+
+import torch
+from transformers import LlamaForCausalLM
+
+torch.set_num_threads(2)
+
+
+def peak_rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def main():
+    model_dir, dtype = sys.argv[1], sys.argv[2]
+    prompt_len = int(sys.argv[3]) if len(sys.argv) > 3 else 128
+    new_tokens = int(sys.argv[4]) if len(sys.argv) > 4 else 64
+    torch_dtype = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}[dtype]
+    start = time.perf_counter()
+    model = LlamaForCausalLM.from_pretrained(model_dir, dtype=torch_dtype).eval()
+    load_s = time.perf_counter() - start
+    peak_after_load = peak_rss()
+    prompt = torch.tensor([[3 + (i * 7919) % 31000 for i in range(prompt_len)]])
+    with torch.inference_mode():
+        model(prompt[:, :8])  # warm-up, not measured
+        t = time.perf_counter()
+        out = model(prompt, use_cache=True)
+        token = out.logits[:, -1].argmax(-1, keepdim=True)
+        prefill_s = time.perf_counter() - t
+        past = out.past_key_values
+        t = time.perf_counter()
+        for _ in range(new_tokens):
+            out = model(token, past_key_values=past, use_cache=True)
+            past = out.past_key_values
+            token = out.logits[:, -1].argmax(-1, keepdim=True)
+        decode_s = time.perf_counter() - t
+    n_params = sum(p.numel() for p in model.parameters())
+    print(json.dumps({
+        "impl": f"transformers {__import__('transformers').__version__} / torch {torch.__version__}",
+        "dtype": dtype, "parameters": n_params,
+        "weight_bytes": n_params * torch.finfo(torch_dtype).bits // 8,
+        "load_s": load_s, "peak_rss_after_load": peak_after_load,
+        "prompt_len": prompt_len, "new_tokens": new_tokens,
+        "prefill_tok_s": prompt_len / prefill_s, "decode_tok_s": new_tokens / decode_s,
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,230 @@
+//! Benchmarks (not tests): random-weight models of real shapes, prefill and decode speed, memory
+//! bandwidth. `benches/llama.sh` runs these next to transformers and prints the ratios.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use biomedgpt_io::safetensors_writer::{TensorSpec, write_streaming};
+use biomedgpt_io::{FloatType, SourceDType};
+use biomedgpt_llama::{DecoderInput, Llama, LlamaConfig};
+use burn::tensor::{DType, Int, Tensor, TensorData};
+use clap::{Args, Subcommand};
+use half::{bf16, f16};
+
+use crate::generate::ModelArgs;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Write a random-weight LLaMA of a known shape (config.json + model.safetensors).
+    RandomLlama(RandomArgs),
+    /// Prefill and KV-cache decode speed of a LLaMA directory; prints one JSON line.
+    Llama(LlamaBenchArgs),
+    /// Memory read bandwidth with the given number of threads (the ceiling for decoding).
+    Bandwidth {
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
+}
+
+#[derive(Args)]
+pub struct RandomArgs {
+    /// tiny (hidden 256, 4 layers), tinyllama-1.1b, llama2-7b
+    #[arg(long)]
+    shape: String,
+    #[arg(long, default_value = "f16")]
+    dtype: FloatType,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct LlamaBenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[arg(long, default_value_t = 128)]
+    prompt_len: usize,
+    #[arg(long, default_value_t = 64)]
+    new_tokens: usize,
+}
+
+pub fn run(cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::RandomLlama(args) => random_llama(&args.shape, args.dtype, &args.out),
+        BenchCommand::Llama(args) => llama(args),
+        BenchCommand::Bandwidth { threads } => {
+            println!("{}", serde_json::json!({"threads": threads, "read_gb_per_s": bandwidth(threads)}));
+            Ok(())
+        }
+    }
+}
+
+fn shape_config(shape: &str, dtype: FloatType) -> Result<serde_json::Value> {
+    let (h, i, l, heads, kv) = match shape {
+        "tiny" => (256, 688, 4, 4, 4),
+        "tinyllama-1.1b" => (2048, 5632, 22, 32, 4),
+        "llama2-7b" => (4096, 11008, 32, 32, 32),
+        other => bail!("unknown shape `{other}` (tiny, tinyllama-1.1b, llama2-7b)"),
+    };
+    let torch_dtype = match dtype {
+        FloatType::F32 => "float32",
+        FloatType::F16 => "float16",
+        FloatType::BF16 => "bfloat16",
+    };
+    Ok(serde_json::json!({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": h,
+        "intermediate_size": i, "num_hidden_layers": l, "num_attention_heads": heads,
+        "num_key_value_heads": kv, "vocab_size": 32000, "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
+        "max_position_embeddings": 2048, "tie_word_embeddings": false, "bos_token_id": 1,
+        "eos_token_id": 2, "hidden_act": "silu", "torch_dtype": torch_dtype
+    }))
+}
+
+fn random_llama(shape: &str, dtype: FloatType, out: &Path) -> Result<()> {
+    let json = shape_config(shape, dtype)?;
+    let config = LlamaConfig::from_json(&json.to_string()).map_err(anyhow::Error::msg)?;
+    std::fs::create_dir_all(out)?;
+    std::fs::write(out.join("config.json"), serde_json::to_string_pretty(&json)?)?;
+    let (h, im, hd) = (config.hidden_size, config.intermediate_size, config.head_dim());
+    let (q, kv) = (config.num_attention_heads * hd, config.num_kv_heads() * hd);
+    let mut specs = vec![("model.embed_tokens.weight".to_string(), vec![config.vocab_size, h])];
+    for l in 0..config.num_hidden_layers {
+        let p = format!("model.layers.{l}.");
+        for (name, shape) in [
+            ("self_attn.q_proj.weight", vec![q, h]),
+            ("self_attn.k_proj.weight", vec![kv, h]),
+            ("self_attn.v_proj.weight", vec![kv, h]),
+            ("self_attn.o_proj.weight", vec![h, q]),
+            ("mlp.gate_proj.weight", vec![im, h]),
+            ("mlp.up_proj.weight", vec![im, h]),
+            ("mlp.down_proj.weight", vec![h, im]),
+            ("input_layernorm.weight", vec![h]),
+            ("post_attention_layernorm.weight", vec![h]),
+        ] {
+            specs.push((format!("{p}{name}"), shape));
+        }
+    }
+    specs.push(("model.norm.weight".into(), vec![h]));
+    specs.push(("lm_head.weight".into(), vec![config.vocab_size, h]));
+    let source = match dtype {
+        FloatType::F32 => SourceDType::F32,
+        FloatType::F16 => SourceDType::F16,
+        FloatType::BF16 => SourceDType::BF16,
+    };
+    let specs: Vec<TensorSpec> = specs
+        .into_iter()
+        .map(|(name, shape)| TensorSpec { name, dtype: source, shape })
+        .collect();
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    write_streaming(&out.join("model.safetensors"), &specs, &[("format", "pt")], |i, buf| {
+        let spec = &specs[i];
+        let n: usize = spec.shape.iter().product();
+        // Norm weights are 1, matrices uniform in +-sqrt(3/fan_in) (unit-variance activations).
+        let scale = if spec.shape.len() == 1 { 0.0 } else { (3.0 / spec.shape[1] as f32).sqrt() };
+        buf.reserve(n * dtype.size());
+        for _ in 0..n {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let u = (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+            let v = if spec.shape.len() == 1 { 1.0 } else { u * scale };
+            match dtype {
+                FloatType::F32 => buf.extend_from_slice(&v.to_le_bytes()),
+                FloatType::F16 => buf.extend_from_slice(&f16::from_f32(v).to_bits().to_le_bytes()),
+                FloatType::BF16 => buf.extend_from_slice(&bf16::from_f32(v).to_bits().to_le_bytes()),
+            }
+        }
+        Ok(())
+    })?;
+    eprintln!("wrote {shape} ({} parameters, {dtype}) to {}", config.num_parameters(), out.display());
+    Ok(())
+}
+
+/// Peak and current resident memory of this process, in bytes (Linux).
+pub fn resident_memory() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+fn next_token(model: &Llama, input: DecoderInput, cache: &mut biomedgpt_llama::KvCache) -> u32 {
+    let logits = model.forward_last(input, None, cache);
+    let row = logits.cast(DType::F32).into_data().try_to_vec::<f32>().expect("f32 logits");
+    row.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best }).0 as u32
+}
+
+fn ids(values: &[u32], device: &burn::tensor::Device) -> Tensor<2, Int> {
+    Tensor::from_data(
+        TensorData::new(values.iter().map(|&i| i as i64).collect::<Vec<_>>(), [1, values.len()]),
+        device,
+    )
+}
+
+fn llama(args: LlamaBenchArgs) -> Result<()> {
+    let start = Instant::now();
+    let model = args.model.open_model()?;
+    let load_s = start.elapsed().as_secs_f64();
+    let (peak_after_load, rss_after_load) = resident_memory();
+    let device = model.device();
+    let config = model.config().clone();
+    let dtype = model.dtype();
+    let bytes_per_param = match dtype {
+        DType::F32 => 4,
+        _ => 2,
+    };
+    let weight_bytes = config.num_parameters() * bytes_per_param;
+
+    let prompt: Vec<u32> = (0..args.prompt_len).map(|i| 3 + (i as u32 * 7919) % 31000).collect();
+    // Warm-up: allocator and thread pool, not measured.
+    next_token(&model, DecoderInput::Ids(ids(&prompt[..8], &device)), &mut model.new_cache(1));
+
+    let mut cache = model.new_cache(1);
+    let t = Instant::now();
+    let mut token = next_token(&model, DecoderInput::Ids(ids(&prompt, &device)), &mut cache);
+    let prefill_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for _ in 0..args.new_tokens {
+        token = next_token(&model, DecoderInput::Ids(ids(&[token], &device)), &mut cache);
+    }
+    let decode_s = t.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({
+            "impl": "biomedgpt-rs", "dtype": format!("{dtype:?}").to_lowercase(),
+            "parameters": config.num_parameters(), "weight_bytes": weight_bytes,
+            "load_s": load_s, "peak_rss_after_load": peak_after_load, "rss_after_load": rss_after_load,
+            "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
+            "prefill_tok_s": args.prompt_len as f64 / prefill_s,
+            "decode_tok_s": args.new_tokens as f64 / decode_s,
+        })
+    );
+    Ok(())
+}
+
+/// Sums a 1 GiB buffer with `threads` threads; best of 5, in GB/s.
+pub fn bandwidth(threads: usize) -> f64 {
+    let n = (1usize << 30) / 8;
+    let data: Vec<u64> = (0..n as u64).collect();
+    let chunk = n.div_ceil(threads);
+    let mut best: f64 = 0.0;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let total: u64 = std::thread::scope(|s| {
+            let handles: Vec<_> = data
+                .chunks(chunk)
+                .map(|c| s.spawn(move || c.iter().fold(0u64, |a, &b| a.wrapping_add(b))))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).fold(0, u64::wrapping_add)
+        });
+        std::hint::black_box(total);
+        best = best.max((n * 8) as f64 / t.elapsed().as_secs_f64() / 1e9);
+    }
+    best
+}

@@ -1,0 +1,45 @@
+//! Builds Burn's standard modules from checkpoint tensors stored with PyTorch's conventions.
+
+use burn::module::Param;
+use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::{FloatType, LoadError, WeightView};
+
+/// A parameter from checkpoint data, keeping the data's dtype.
+pub fn param<const D: usize>(data: TensorData, device: &Device) -> Param<Tensor<D>> {
+    let dtype = data.dtype();
+    Param::from_tensor(Tensor::from_data(data, (device, dtype)))
+}
+
+/// A PyTorch `nn.Linear` (`weight` [out, in], optional `bias` [out]). Burn multiplies by
+/// `[in, out]`: we keep PyTorch's storage and hand Burn a transposed view (no copy; the CPU
+/// backend's gemm reads strided operands).
+pub fn linear(vb: &WeightView, d_in: usize, d_out: usize, bias: bool, ty: FloatType, device: &Device) -> Result<Linear, LoadError> {
+    let weight = vb.load("weight", &[d_out, d_in], ty)?;
+    let weight: Tensor<2> = Tensor::from_data(weight, (device, ty.dtype()));
+    let bias = if bias {
+        Some(param(vb.load("bias", &[d_out], ty)?, device))
+    } else {
+        None
+    };
+    Ok(Linear {
+        weight: Param::from_tensor(weight.transpose()),
+        bias,
+    })
+}
+
+/// A PyTorch `nn.LayerNorm` (`weight`, `bias`).
+pub fn layer_norm(vb: &WeightView, size: usize, eps: f64, ty: FloatType, device: &Device) -> Result<LayerNorm, LoadError> {
+    let mut norm = LayerNormConfig::new(size).with_epsilon(eps).init(device);
+    norm.gamma = param(vb.load("weight", &[size], ty)?, device);
+    norm.beta = Some(param(vb.load("bias", &[size], ty)?, device));
+    Ok(norm)
+}
+
+/// A PyTorch `nn.Embedding` (`weight` [n, d]).
+pub fn embedding(vb: &WeightView, n: usize, d: usize, ty: FloatType, device: &Device) -> Result<Embedding, LoadError> {
+    Ok(Embedding {
+        weight: param(vb.load("weight", &[n, d], ty)?, device),
+    })
+}
