@@ -6,7 +6,7 @@ use burn::module::Module;
 use burn::nn::{Embedding, LayerNorm, Linear};
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
-use biomedgpt_io::modules::{embedding, layer_norm, linear};
+use biomedgpt_io::modules::{apply_linear, embedding, layer_norm, linear};
 use biomedgpt_io::{FloatType, LoadError, WeightView};
 
 use crate::config::EsmConfig;
@@ -71,9 +71,9 @@ impl SelfAttention {
         let heads = |y: Tensor<3>| y.reshape([b, l, nh, hd]).swap_dims(1, 2);
         let dtype = x.dtype();
         // ESM scales the query before rotary (unlike BERT, which scales the scores).
-        let q = heads(self.query.forward(x.clone())).mul_scalar((hd as f64).powf(-0.5)).cast(DType::F32);
-        let k = heads(self.key.forward(x.clone())).cast(DType::F32);
-        let v = heads(self.value.forward(x)).cast(DType::F32);
+        let q = heads(apply_linear(&self.query, x.clone())).mul_scalar((hd as f64).powf(-0.5)).cast(DType::F32);
+        let k = heads(apply_linear(&self.key, x.clone())).cast(DType::F32);
+        let v = heads(apply_linear(&self.value, x)).cast(DType::F32);
         let q = q.clone() * cos.clone() + rotate_half(q) * sin.clone();
         let k = k.clone() * cos.clone() + rotate_half(k) * sin.clone();
         let mut scores = q.matmul(k.swap_dims(2, 3));
@@ -88,9 +88,9 @@ impl SelfAttention {
 impl EsmLayer {
     fn forward(&self, x: Tensor<3>, cos: &Tensor<4>, sin: &Tensor<4>, mask: &Option<Tensor<4>>) -> Tensor<3> {
         let attn = self.attention.forward(self.attention_layer_norm.forward(x.clone()), cos, sin, mask);
-        let x = self.attention_output.forward(attn) + x;
-        let ff = gelu(self.intermediate.forward(self.layer_norm.forward(x.clone())));
-        self.output.forward(ff) + x
+        let x = apply_linear(&self.attention_output, attn) + x;
+        let ff = gelu(apply_linear(&self.intermediate, self.layer_norm.forward(x.clone())));
+        apply_linear(&self.output, ff) + x
     }
 }
 

@@ -43,3 +43,21 @@ pub fn embedding(vb: &WeightView, n: usize, d: usize, ty: FloatType, device: &De
         weight: param(vb.load("weight", &[n, d], ty)?, device),
     })
 }
+
+/// `Linear::forward` through one 2D matmul: `[..., in]` is flattened to `[rows, in]` first.
+/// Burn 0.22's batched path is 12-15x slower on the CPU backend for a transposed weight view
+/// (measured: 4096x4096 GEMV 129 ms batched vs 8.9 ms as 2D), so every model calls this.
+pub fn apply_linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
+    let dims = x.dims();
+    let d_in = dims[D - 1];
+    let rows: usize = dims[..D - 1].iter().product();
+    let weight = layer.weight.val();
+    let d_out = weight.dims()[1];
+    let mut y = x.reshape([rows, d_in]).matmul(weight);
+    if let Some(bias) = &layer.bias {
+        y = y + bias.val().unsqueeze::<2>();
+    }
+    let mut out_dims = dims;
+    out_dims[D - 1] = d_out;
+    y.reshape(out_dims)
+}

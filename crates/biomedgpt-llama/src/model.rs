@@ -5,7 +5,7 @@ use burn::module::{Module, Param};
 use burn::nn::{Embedding, Linear};
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
-use biomedgpt_io::modules::{linear as load_linear, param};
+use biomedgpt_io::modules::{apply_linear, linear as load_linear, param};
 use biomedgpt_io::{FloatType, LoadError, WeightView};
 
 use crate::cache::{KvCache, StepMask};
@@ -55,8 +55,8 @@ impl Mlp {
     }
 
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let gate = silu(self.gate_proj.forward(x.clone()));
-        self.down_proj.forward(gate * self.up_proj.forward(x))
+        let gate = silu(apply_linear(&self.gate_proj, x.clone()));
+        apply_linear(&self.down_proj, gate * apply_linear(&self.up_proj, x))
     }
 }
 
@@ -109,9 +109,9 @@ impl Attention {
         let [b, t, _] = x.dims();
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let heads = |y: Tensor<3>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2);
-        let q = heads(self.q_proj.forward(x.clone()), nh);
-        let k = heads(self.k_proj.forward(x.clone()), nkv);
-        let v = heads(self.v_proj.forward(x), nkv);
+        let q = heads(apply_linear(&self.q_proj, x.clone()), nh);
+        let k = heads(apply_linear(&self.k_proj, x.clone()), nkv);
+        let v = heads(apply_linear(&self.v_proj, x), nkv);
 
         let dtype = q.dtype();
         let cos = ctx.cos.clone().cast(dtype);
@@ -139,7 +139,7 @@ impl Attention {
         let probs = softmax(scores, 3);
         let out = probs.matmul(v).cast(dtype); // [B, nkv, rep*T, hd]
         let out = out.reshape([b, nh, t, hd]).swap_dims(1, 2).reshape([b, t, nh * hd]);
-        self.o_proj.forward(out)
+        apply_linear(&self.o_proj, out)
     }
 }
 
@@ -286,7 +286,7 @@ impl Llama {
     /// Vocabulary logits `[B, T, vocab]` for hidden states `[B, T, hidden]`.
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         match &self.lm_head {
-            Some(head) => head.forward(hidden),
+            Some(head) => apply_linear(head, hidden),
             None => {
                 let w = self.model.embed_tokens.weight.val(); // [vocab, hidden]
                 let [b, t, h] = hidden.dims();
