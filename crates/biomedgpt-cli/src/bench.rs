@@ -20,6 +20,10 @@ pub enum BenchCommand {
     RandomLlama(RandomArgs),
     /// Prefill and KV-cache decode speed of a LLaMA directory; prints one JSON line.
     Llama(LlamaBenchArgs),
+    /// Write a random-weight ESM-2 of a published shape (config.json, vocab.txt, model.safetensors).
+    RandomEsm(RandomArgs),
+    /// Residues per second of an ESM directory on one random sequence; prints one JSON line.
+    Esm(EsmBenchArgs),
     /// Memory read bandwidth with the given number of threads (the ceiling for decoding).
     Bandwidth {
         #[arg(long, default_value_t = 2)]
@@ -39,6 +43,19 @@ pub struct RandomArgs {
 }
 
 #[derive(Args)]
+pub struct EsmBenchArgs {
+    /// HF ESM directory.
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long, default_value_t = 256)]
+    seq_len: usize,
+    #[arg(long, default_value = "f32")]
+    dtype: FloatType,
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+}
+
+#[derive(Args)]
 pub struct LlamaBenchArgs {
     #[command(flatten)]
     model: ModelArgs,
@@ -52,6 +69,8 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::RandomLlama(args) => random_llama(&args.shape, args.dtype, &args.out),
         BenchCommand::Llama(args) => llama(args),
+        BenchCommand::RandomEsm(args) => random_esm(&args.shape, args.dtype, &args.out),
+        BenchCommand::Esm(args) => esm(args),
         BenchCommand::Bandwidth { threads } => {
             println!("{}", serde_json::json!({"threads": threads, "read_gb_per_s": bandwidth(threads)}));
             Ok(())
@@ -106,6 +125,14 @@ fn random_llama(shape: &str, dtype: FloatType, out: &Path) -> Result<()> {
     }
     specs.push(("model.norm.weight".into(), vec![h]));
     specs.push(("lm_head.weight".into(), vec![config.vocab_size, h]));
+    write_random(&out.join("model.safetensors"), specs, dtype, |name| name.ends_with("norm.weight"))?;
+    eprintln!("wrote {shape} ({} parameters, {dtype}) to {}", config.num_parameters(), out.display());
+    Ok(())
+}
+
+/// Streams random weights: `is_scale(name)` tensors are 1 (norm scales), other 1-D tensors 0
+/// (biases), matrices uniform in +-sqrt(3/fan_in) so activations keep unit variance.
+fn write_random(path: &Path, specs: Vec<(String, Vec<usize>)>, dtype: FloatType, is_scale: impl Fn(&str) -> bool) -> Result<()> {
     let source = match dtype {
         FloatType::F32 => SourceDType::F32,
         FloatType::F16 => SourceDType::F16,
@@ -116,18 +143,18 @@ fn random_llama(shape: &str, dtype: FloatType, out: &Path) -> Result<()> {
         .map(|(name, shape)| TensorSpec { name, dtype: source, shape })
         .collect();
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    write_streaming(&out.join("model.safetensors"), &specs, &[("format", "pt")], |i, buf| {
+    write_streaming(path, &specs, &[("format", "pt")], |i, buf| {
         let spec = &specs[i];
         let n: usize = spec.shape.iter().product();
-        // Norm weights are 1, matrices uniform in +-sqrt(3/fan_in) (unit-variance activations).
         let scale = if spec.shape.len() == 1 { 0.0 } else { (3.0 / spec.shape[1] as f32).sqrt() };
+        let constant = if is_scale(&spec.name) { 1.0 } else { 0.0 };
         buf.reserve(n * dtype.size());
         for _ in 0..n {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
             let u = (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
-            let v = if spec.shape.len() == 1 { 1.0 } else { u * scale };
+            let v = if spec.shape.len() == 1 { constant } else { u * scale };
             match dtype {
                 FloatType::F32 => buf.extend_from_slice(&v.to_le_bytes()),
                 FloatType::F16 => buf.extend_from_slice(&f16::from_f32(v).to_bits().to_le_bytes()),
@@ -136,7 +163,86 @@ fn random_llama(shape: &str, dtype: FloatType, out: &Path) -> Result<()> {
         }
         Ok(())
     })?;
-    eprintln!("wrote {shape} ({} parameters, {dtype}) to {}", config.num_parameters(), out.display());
+    Ok(())
+}
+
+fn random_esm(shape: &str, dtype: FloatType, out: &Path) -> Result<()> {
+    let (layers, hidden) = match shape {
+        "t6" => (6, 320),
+        "t12" => (12, 480),
+        "t30" => (30, 640),
+        "t33" => (33, 1280),
+        "t36" => (36, 2560),
+        other => bail!("unknown ESM-2 shape `{other}` (t6, t12, t30, t33, t36)"),
+    };
+    let c = biomedgpt_esm::EsmConfig::esm2_preset(layers, hidden).expect("published size");
+    std::fs::create_dir_all(out)?;
+    let config = serde_json::json!({
+        "architectures": ["EsmForMaskedLM"], "model_type": "esm", "hidden_size": c.hidden_size,
+        "num_hidden_layers": c.num_hidden_layers, "num_attention_heads": c.num_attention_heads,
+        "intermediate_size": c.intermediate_size, "vocab_size": 33, "pad_token_id": 1,
+        "mask_token_id": 32, "position_embedding_type": "rotary", "token_dropout": true,
+        "emb_layer_norm_before": false, "layer_norm_eps": 1e-5, "max_position_embeddings": 1026,
+        "hidden_act": "gelu", "torch_dtype": "float32"
+    });
+    std::fs::write(out.join("config.json"), serde_json::to_string_pretty(&config)?)?;
+    let alphabet = "<cls> <pad> <eos> <unk> L A G V S E R T I D P K Q N F Y M H W C X B U Z O . - <null_1> <mask>";
+    std::fs::write(out.join("vocab.txt"), alphabet.replace(' ', "\n") + "\n")?;
+    let (h, i) = (c.hidden_size, c.intermediate_size);
+    let mut specs = vec![("embeddings.word_embeddings.weight".to_string(), vec![33, h])];
+    for l in 0..c.num_hidden_layers {
+        let p = format!("encoder.layer.{l}.");
+        for (name, shape) in [
+            ("attention.self.query.weight", vec![h, h]),
+            ("attention.self.query.bias", vec![h]),
+            ("attention.self.key.weight", vec![h, h]),
+            ("attention.self.key.bias", vec![h]),
+            ("attention.self.value.weight", vec![h, h]),
+            ("attention.self.value.bias", vec![h]),
+            ("attention.output.dense.weight", vec![h, h]),
+            ("attention.output.dense.bias", vec![h]),
+            ("attention.LayerNorm.weight", vec![h]),
+            ("attention.LayerNorm.bias", vec![h]),
+            ("intermediate.dense.weight", vec![i, h]),
+            ("intermediate.dense.bias", vec![i]),
+            ("output.dense.weight", vec![h, i]),
+            ("output.dense.bias", vec![h]),
+            ("LayerNorm.weight", vec![h]),
+            ("LayerNorm.bias", vec![h]),
+        ] {
+            specs.push((format!("{p}{name}"), shape));
+        }
+    }
+    specs.push(("encoder.emb_layer_norm_after.weight".into(), vec![h]));
+    specs.push(("encoder.emb_layer_norm_after.bias".into(), vec![h]));
+    write_random(&out.join("model.safetensors"), specs, dtype, |n| {
+        n.ends_with("LayerNorm.weight") || n.ends_with("emb_layer_norm_after.weight")
+    })?;
+    eprintln!("wrote ESM-2 {shape} ({dtype}) to {}", out.display());
+    Ok(())
+}
+
+fn esm(args: EsmBenchArgs) -> Result<()> {
+    let device = burn::tensor::Device::flex();
+    let (model, alphabet) = biomedgpt_esm::open_hf_dir(&args.model, args.dtype, &device)?;
+    let letters = b"LAGVSERTIDPKQNFYMHWC";
+    let seq: String = (0..args.seq_len).map(|i| letters[(i * 7 + i / 3) % letters.len()] as char).collect();
+    let ids = alphabet.encode("bench", &seq, args.seq_len + 2, false)?.ids;
+    let run = || {
+        let out = model.forward(std::slice::from_ref(&ids), false).last_hidden_state;
+        let _ = out.into_data();
+    };
+    run(); // warm-up
+    let t = Instant::now();
+    for _ in 0..args.repeats {
+        run();
+    }
+    let seconds = t.elapsed().as_secs_f64() / args.repeats as f64;
+    println!(
+        "{}",
+        serde_json::json!({"impl": "biomedgpt-rs", "dtype": args.dtype.to_string(), "seq_len": args.seq_len,
+            "seconds": seconds, "residues_per_s": args.seq_len as f64 / seconds})
+    );
     Ok(())
 }
 
@@ -208,6 +314,20 @@ fn llama(args: LlamaBenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// Eight independent accumulators so the loop vectorises and is limited by memory, not by
+/// the add latency chain.
+fn sum_u64(values: &[u64]) -> u64 {
+    let mut acc = [0u64; 8];
+    let chunks = values.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for k in 0..8 {
+            acc[k] = acc[k].wrapping_add(c[k]);
+        }
+    }
+    acc.iter().chain(rest).fold(0, |a, &b| a.wrapping_add(b))
+}
+
 /// Sums a 1 GiB buffer with `threads` threads; best of 5, in GB/s.
 pub fn bandwidth(threads: usize) -> f64 {
     let n = (1usize << 30) / 8;
@@ -219,7 +339,7 @@ pub fn bandwidth(threads: usize) -> f64 {
         let total: u64 = std::thread::scope(|s| {
             let handles: Vec<_> = data
                 .chunks(chunk)
-                .map(|c| s.spawn(move || c.iter().fold(0u64, |a, &b| a.wrapping_add(b))))
+                .map(|c| s.spawn(move || sum_u64(c)))
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).fold(0, u64::wrapping_add)
         });

@@ -117,3 +117,96 @@ mod tests {
         }
     }
 }
+
+/// How per-token features become one vector per sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pool {
+    /// Every token, `<cls>` and `<eos>` included: `[L + 2, hidden]`.
+    None,
+    /// Mean over residues (`<cls>`, `<eos>` and padding excluded).
+    Mean,
+    /// The `<cls>` token.
+    Cls,
+}
+
+impl std::str::FromStr for Pool {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(Pool::None),
+            "mean" => Ok(Pool::Mean),
+            "cls" => Ok(Pool::Cls),
+            _ => Err(format!("pool must be none, mean or cls, not `{s}`")),
+        }
+    }
+}
+
+/// Features of one sequence: `[rows, hidden]` row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Features {
+    pub rows: usize,
+    pub hidden: usize,
+    pub values: Vec<f32>,
+}
+
+impl Esm {
+    /// Embeds encoded sequences (`<cls> ... <eos>` ids of any lengths) in batches of
+    /// `batch_size`, longest first to limit padding, and returns them in input order.
+    /// `layer` picks an entry of HF's `hidden_states` (0 = embeddings, N = last_hidden_state).
+    pub fn embed(
+        &self,
+        sequences: &[Vec<u32>],
+        batch_size: usize,
+        layer: Option<usize>,
+        pool: Pool,
+        mut progress: impl FnMut(usize),
+    ) -> Vec<Features> {
+        let h = self.config().hidden_size;
+        let pad = self.config().pad_token_id;
+        let mut order: Vec<usize> = (0..sequences.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(sequences[i].len()));
+        let mut out: Vec<Option<Features>> = vec![None; sequences.len()];
+        for chunk in order.chunks(batch_size.max(1)) {
+            let l = chunk.iter().map(|&i| sequences[i].len()).max().unwrap_or(0);
+            let batch: Vec<Vec<u32>> = chunk
+                .iter()
+                .map(|&i| {
+                    let mut row = sequences[i].clone();
+                    row.resize(l, pad);
+                    row
+                })
+                .collect();
+            let result = self.forward(&batch, layer.is_some());
+            let states = match layer {
+                Some(n) => result.hidden_states[n].clone(),
+                None => result.last_hidden_state,
+            };
+            let values: Vec<f32> = states
+                .cast(burn::tensor::DType::F32)
+                .into_data()
+                .try_to_vec::<f32>()
+                .expect("f32 features");
+            for (row, &i) in chunk.iter().enumerate() {
+                let len = sequences[i].len();
+                let base = row * l * h;
+                let token = |p: usize| &values[base + p * h..base + (p + 1) * h];
+                let features = match pool {
+                    Pool::None => Features { rows: len, hidden: h, values: values[base..base + len * h].to_vec() },
+                    Pool::Cls => Features { rows: 1, hidden: h, values: token(0).to_vec() },
+                    Pool::Mean => {
+                        let mut mean = vec![0f32; h];
+                        for p in 1..len - 1 {
+                            mean.iter_mut().zip(token(p)).for_each(|(m, v)| *m += v);
+                        }
+                        let n = (len - 2).max(1) as f32;
+                        mean.iter_mut().for_each(|m| *m /= n);
+                        Features { rows: 1, hidden: h, values: mean }
+                    }
+                };
+                out[i] = Some(features);
+            }
+            progress(chunk.len());
+        }
+        out.into_iter().map(|f| f.expect("every sequence embedded")).collect()
+    }
+}

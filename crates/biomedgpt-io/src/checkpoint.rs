@@ -1,11 +1,12 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use burn::tensor::TensorData;
+use burn::tensor::{AllocationProperty, Bytes, TensorData};
 use memmap2::{Mmap, UncheckedAdvice};
 
-use crate::dtype::{FloatType, SourceDType, convert_float, convert_int};
+use crate::dtype::{FloatType, SourceDType, convert_chunk, convert_int, zeroed_storage};
 use crate::error::LoadError;
 use crate::{safetensors_file, torch_zip};
 
@@ -28,7 +29,21 @@ pub struct TensorInfo {
 
 struct MappedFile {
     path: PathBuf,
-    map: Mmap,
+    file: File,
+    map: Arc<Mmap>,
+}
+
+/// A tensor's bytes inside a mapped file, kept alive by the tensor that uses them.
+struct MapSlice {
+    map: Arc<Mmap>,
+    start: usize,
+    len: usize,
+}
+
+impl AsRef<[u8]> for MapSlice {
+    fn as_ref(&self) -> &[u8] {
+        &self.map[self.start..self.start + self.len]
+    }
 }
 
 /// A set of memory-mapped checkpoint files (one file, or the shards of one model) with a
@@ -36,7 +51,12 @@ struct MappedFile {
 pub struct Checkpoint {
     files: Vec<MappedFile>,
     entries: BTreeMap<String, RawEntry>,
+    /// Reused, 8-byte aligned buffer for reads that need a dtype conversion.
+    staging: std::sync::Mutex<Vec<u64>>,
 }
+
+/// Conversions read the file in chunks of this many bytes (a multiple of every element size).
+const STAGING_BYTES: usize = 32 << 20;
 
 const DIR_CANDIDATES: &str = "model.safetensors.index.json, model.safetensors, \
 pytorch_model.bin.index.json, pytorch_model.bin, or *.safetensors / *.pth / *.bin files";
@@ -83,10 +103,15 @@ impl Checkpoint {
             }
             files.push(MappedFile {
                 path: path.clone(),
-                map,
+                file,
+                map: Arc::new(map),
             });
         }
-        Ok(Checkpoint { files, entries })
+        Ok(Checkpoint {
+            files,
+            entries,
+            staging: std::sync::Mutex::new(Vec::new()),
+        })
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &str> {
@@ -184,8 +209,65 @@ impl Checkpoint {
                 wanted: ty.to_string(),
             });
         }
-        let bytes = self.with_bytes(entry, |b| convert_float(b, entry.dtype, ty));
-        Ok(TensorData::from_bytes_vec(bytes, entry.shape.clone(), ty.dtype()))
+        let file = &self.files[entry.file];
+        let stored_as_wanted = matches!(
+            (entry.dtype, ty),
+            (SourceDType::F32, FloatType::F32) | (SourceDType::F16, FloatType::F16) | (SourceDType::BF16, FloatType::BF16)
+        );
+        let aligned = (file.map.as_ptr() as usize + entry.offset) % entry.dtype.size() == 0;
+        if stored_as_wanted && aligned {
+            // Zero copy: the tensor reads the file's pages (shared with the page cache, copied
+            // only if something writes to it), as llama.cpp does with mmap.
+            let slice = MapSlice {
+                map: file.map.clone(),
+                start: entry.offset,
+                len: entry.nbytes,
+            };
+            let bytes = Bytes::from_shared(bytes::Bytes::from_owner(slice), AllocationProperty::File);
+            return Ok(TensorData::from_bytes(bytes, entry.shape.clone(), ty.dtype()));
+        }
+        self.read_converted(entry, ty)
+    }
+
+    /// Reads a tensor through the staging buffer with positioned reads (no page faults on the
+    /// mapping), converting chunk by chunk into one buffer of the target type.
+    fn read_converted(&self, entry: &RawEntry, ty: FloatType) -> Result<TensorData, LoadError> {
+        use std::os::unix::fs::FileExt;
+        let file = &self.files[entry.file];
+        let numel = entry.nbytes / entry.dtype.size();
+        let mut storage = zeroed_storage(ty, numel);
+        let out = storage.bytes_mut();
+        let mut staging = self.staging.lock().unwrap_or_else(|e| e.into_inner());
+        if staging.len() < STAGING_BYTES / 8 {
+            staging.resize(STAGING_BYTES / 8, 0);
+        }
+        // SAFETY: viewing initialised u64s as bytes.
+        let buffer: &mut [u8] = unsafe { staging.align_to_mut::<u8>().1 };
+        let mut done = 0;
+        while done < entry.nbytes {
+            let n = STAGING_BYTES.min(entry.nbytes - done);
+            file.file
+                .read_exact_at(&mut buffer[..n], (entry.offset + done) as u64)
+                .map_err(|e| LoadError::io(&file.path, e))?;
+            let first = done / entry.dtype.size() * ty.size();
+            let count = n / entry.dtype.size() * ty.size();
+            convert_chunk(&buffer[..n], entry.dtype, ty, &mut out[first..first + count]);
+            done += n;
+        }
+        Ok(storage.into_tensor_data(entry.shape.clone()))
+    }
+
+    /// Tells the kernel that this tensor's pages in the mapping are no longer needed (after a
+    /// model copied them into another layout), so they stop counting as resident memory.
+    pub fn release(&self, key: &str) {
+        if let Some(entry) = self.entries.get(key) {
+            let map = &self.files[entry.file].map;
+            // SAFETY: read-only file mapping: dropped pages are re-read from the file if touched
+            // again, so tensors still pointing at them stay valid.
+            unsafe {
+                let _ = map.unchecked_advise_range(UncheckedAdvice::DontNeed, entry.offset, entry.nbytes);
+            }
+        }
     }
 
     /// Reads an integer tensor (e.g. BatchNorm's `num_batches_tracked`) as i64 values.
@@ -247,6 +329,11 @@ impl<'a> WeightView<'a> {
 
     pub fn load(&self, name: &str, shape: &[usize], ty: FloatType) -> Result<TensorData, LoadError> {
         self.ckpt.load(&self.key(name), shape, ty)
+    }
+
+    /// See [`Checkpoint::release`].
+    pub fn release(&self, name: &str) {
+        self.ckpt.release(&self.key(name))
     }
 
     pub fn checkpoint(&self) -> &'a Checkpoint {

@@ -13,18 +13,28 @@ pub fn param<const D: usize>(data: TensorData, device: &Device) -> Param<Tensor<
 }
 
 /// A PyTorch `nn.Linear` (`weight` [out, in], optional `bias` [out]). Burn multiplies by
-/// `[in, out]`: we keep PyTorch's storage and hand Burn a transposed view (no copy; the CPU
-/// backend's gemm reads strided operands).
+/// `[in, out]`. In f32 we hand Burn a transposed view of PyTorch's storage (no copy; the CPU
+/// backend's gemm reads strided operands at full speed). In 16-bit types its gemm is ~1.6x faster
+/// on a contiguous `[in, out]` matrix for prompts (measured 114 vs 71 GFLOP/s, 128x2048x5632 f16)
+/// and equal for decoding, so those are transposed once here, one tensor at a time.
 pub fn linear(vb: &WeightView, d_in: usize, d_out: usize, bias: bool, ty: FloatType, device: &Device) -> Result<Linear, LoadError> {
     let weight = vb.load("weight", &[d_out, d_in], ty)?;
-    let weight: Tensor<2> = Tensor::from_data(weight, (device, ty.dtype()));
+    let weight: Tensor<2> = Tensor::from_data(weight, (device, ty.dtype())).transpose();
+    let weight = match ty {
+        FloatType::F32 => weight,
+        FloatType::F16 | FloatType::BF16 => {
+            let contiguous = Tensor::from_data(weight.into_data(), (device, ty.dtype()));
+            vb.release("weight");
+            contiguous
+        }
+    };
     let bias = if bias {
         Some(param(vb.load("bias", &[d_out], ty)?, device))
     } else {
         None
     };
     Ok(Linear {
-        weight: Param::from_tensor(weight.transpose()),
+        weight: Param::from_tensor(weight),
         bias,
     })
 }

@@ -92,3 +92,20 @@ mod tests {
         assert_eq!(data, vec![1., 2., 3., 4., 5., 6.]);
     }
 }
+
+/// Writes several float32 arrays as an uncompressed `.npz` (what `numpy.savez` writes), atomically.
+pub fn write_npz_f32(path: &Path, arrays: &[(String, Vec<usize>, Vec<f32>)]) -> std::io::Result<()> {
+    let mut cursor = std::io::Cursor::new(Vec::new());
+    {
+        let mut zip = zip::ZipWriter::new(&mut cursor);
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored)
+            .large_file(true);
+        for (name, shape, data) in arrays {
+            zip.start_file(format!("{name}.npy"), options).map_err(std::io::Error::other)?;
+            zip.write_all(&encode_f32(shape, data))?;
+        }
+        zip.finish().map_err(std::io::Error::other)?;
+    }
+    write_atomic(path, &cursor.into_inner())
+}
