@@ -4,7 +4,9 @@
 
 use burn::module::Module;
 use burn::nn::{Embedding, LayerNorm, Linear};
-use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::activation::gelu;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use biomedgpt_io::modules::{apply_linear, embedding, layer_norm, linear};
 use biomedgpt_io::{FloatType, LoadError, WeightView};
@@ -76,11 +78,13 @@ impl SelfAttention {
         let v = heads(apply_linear(&self.value, x)).cast(DType::F32);
         let q = q.clone() * cos.clone() + rotate_half(q) * sin.clone();
         let k = k.clone() * cos.clone() + rotate_half(k) * sin.clone();
-        let mut scores = q.matmul(k.swap_dims(2, 3));
-        if let Some(mask) = mask {
-            scores = scores + mask.clone();
-        }
-        let out = softmax(scores, 3).matmul(v).cast(dtype);
+        // The query is already scaled, so the fused attention runs with scale 1 and the padding
+        // mask as an additive bias broadcast over heads and queries.
+        let options = AttentionModuleOptions {
+            scale: Some(1.0),
+            ..Default::default()
+        };
+        let out = attention(q, k, v, None, mask.clone(), options).cast(dtype);
         out.swap_dims(1, 2).reshape([b, l, h])
     }
 }

@@ -3,7 +3,9 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, Linear};
-use burn::tensor::activation::{silu, softmax};
+use burn::tensor::activation::silu;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use biomedgpt_io::modules::{apply_linear, linear as load_linear, param};
 use biomedgpt_io::{FloatType, LoadError, WeightView};
@@ -131,13 +133,14 @@ impl Attention {
         let q = q.reshape([b, nkv, rep * t, hd]).cast(DType::F32);
         let k = k.cast(DType::F32);
         let v = v.cast(DType::F32);
-        let scale = (hd as f64).powf(-0.5);
-        let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
-        if let Some(mask) = &ctx.mask {
-            scores = scores + mask.clone().repeat_dim(2, rep);
-        }
-        let probs = softmax(scores, 3);
-        let out = probs.matmul(v).cast(dtype); // [B, nkv, rep*T, hd]
+        // Burn's fused attention (flash-style on the CPU backend, plain ops under autodiff):
+        // softmax(q k^T / sqrt(hd) + mask) v, with the causal/padding mask as an additive bias.
+        let bias = ctx.mask.as_ref().map(|m| m.clone().repeat_dim(2, rep));
+        let options = AttentionModuleOptions {
+            scale: Some((hd as f64).powf(-0.5)),
+            ..Default::default()
+        };
+        let out = attention(q, k, v, None, bias, options).cast(dtype); // [B, nkv, rep*T, hd]
         let out = out.reshape([b, nh, t, hd]).swap_dims(1, 2).reshape([b, t, nh * hd]);
         apply_linear(&self.o_proj, out)
     }

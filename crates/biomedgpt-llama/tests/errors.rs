@@ -137,3 +137,38 @@ fn empty_prompt_and_bad_settings_are_errors() {
     };
     assert!(generate(&model, Prompt::Ids(vec![1, 5]), &hot, &mut |_| {}).is_err());
 }
+
+/// The fused BioMedGPT checkpoint keeps the decoder under `llm.`: a prefixed view loads it.
+#[test]
+fn prefixed_checkpoint_loads_through_a_view() {
+    use biomedgpt_io::safetensors_writer::{TensorSpec, write_streaming};
+    use biomedgpt_io::{Checkpoint, SourceDType};
+    use biomedgpt_llama::{DecoderInput, Llama, LlamaConfig};
+    use burn::tensor::{DType, Int, Tensor, TensorData};
+
+    let src = case_dir("mha_untied_safetensors");
+    let plain = Checkpoint::open(&src).unwrap();
+    let keys: Vec<String> = plain.keys().map(String::from).collect();
+    let specs: Vec<TensorSpec> = keys
+        .iter()
+        .map(|k| TensorSpec { name: format!("llm.{k}"), dtype: SourceDType::F32, shape: plain.info(k).unwrap().shape })
+        .collect();
+    let fused = std::env::temp_dir().join(format!("biomedgpt-prefixed-{}.safetensors", std::process::id()));
+    write_streaming(&fused, &specs, &[], |i, buf| {
+        let data = plain.load_any_shape(&keys[i], FloatType::F32).unwrap();
+        buf.extend_from_slice(data.as_bytes());
+        Ok(())
+    })
+    .unwrap();
+
+    let config = LlamaConfig::from_file(src.join("config.json")).unwrap();
+    let device = Device::flex();
+    let ckpt = Checkpoint::open(&fused).unwrap();
+    assert!(Llama::load(&config, &ckpt.root(), FloatType::F32, &device).is_err(), "keys are prefixed");
+    let prefixed = Llama::load(&config, &ckpt.root().pp("llm"), FloatType::F32, &device).unwrap();
+    let reference = LlamaDir::open_model(&src, FloatType::F32, &device).unwrap();
+    let ids = || DecoderInput::Ids(Tensor::<2, Int>::from_data(TensorData::new(vec![1i64, 7, 9], [1, 3]), &device));
+    let a = prefixed.forward(ids(), None, &mut prefixed.new_cache(1)).cast(DType::F32).into_data();
+    let b = reference.forward(ids(), None, &mut reference.new_cache(1)).cast(DType::F32).into_data();
+    assert_eq!(a.as_slice::<f32>().unwrap(), b.as_slice::<f32>().unwrap());
+}

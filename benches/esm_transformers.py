@@ -1,0 +1,36 @@
+#!/usr/bin/env python3
+"""The transformers side of benches/esm.sh: residues per second of EsmModel (torch, 2 threads)
+on one sequence. Prints one JSON line like `biomedgpt bench esm`.
+
+usage: esm_transformers.py MODEL_DIR SEQ_LEN [REPEATS]
+"""
+import json
+import sys
+import time
+
+import torch
+from transformers import EsmModel
+
+torch.set_num_threads(2)
+
+
+def main():
+    model_dir, seq_len = sys.argv[1], int(sys.argv[2])
+    repeats = int(sys.argv[3]) if len(sys.argv) > 3 else 3
+    model = EsmModel.from_pretrained(model_dir, add_pooling_layer=False, dtype=torch.float32).eval()
+    letters = "LAGVSERTIDPKQNFYMHWC"
+    vocab = open(f"{model_dir}/vocab.txt").read().split()
+    seq = [letters[(i * 7 + i // 3) % len(letters)] for i in range(seq_len)]
+    ids = torch.tensor([[0] + [vocab.index(c) for c in seq] + [2]])
+    with torch.inference_mode():
+        model(ids)  # warm-up
+        t = time.perf_counter()
+        for _ in range(repeats):
+            model(ids)
+        seconds = (time.perf_counter() - t) / repeats
+    print(json.dumps({"impl": f"transformers {__import__('transformers').__version__}", "dtype": "f32",
+                      "seq_len": seq_len, "seconds": seconds, "residues_per_s": seq_len / seconds}))
+
+
+if __name__ == "__main__":
+    main()
