@@ -7,8 +7,13 @@
 //!   `[bond_type, bond_dir]`: bond_type in [SINGLE, DOUBLE, TRIPLE, AROMATIC], bond_dir in
 //!   [NONE, ENDUPRIGHT, ENDDOWNRIGHT]. Self loops (`[4, 0]`) are added by the GIN layer, not here.
 //!
-//! Parsing SMILES into this graph with RDKit's semantics is not implemented yet; graphs come from
-//! JSON (`biomedgpt inspect featurize` format, or the parity fixtures' RDKit output).
+//! [`featurize`] parses SMILES with RDKit itself (the C++ library, through a small `cxx` shim), so
+//! sanitization, kekulization, aromaticity and atom order are RDKit's.
+
+mod featurize;
+mod rdkit;
+
+pub use featurize::{FeaturizeError, featurize};
 
 use serde::{Deserialize, Serialize};
 

@@ -12,6 +12,12 @@ use crate::generate::ModelArgs;
 pub enum InspectCommand {
     /// Write float32 logits of every position, shape [T, vocab], to a .npy file.
     Logits(LogitsArgs),
+    /// Print the molecular graph the GIN reads, as JSON: {"atoms", "edge_index", "edge_attr"}.
+    Featurize {
+        /// One SMILES string (parsed by RDKit with default sanitization).
+        #[arg(long)]
+        smiles: String,
+    },
 }
 
 #[derive(Args)]
@@ -31,6 +37,14 @@ pub struct LogitsArgs {
 pub fn run(cmd: InspectCommand) -> Result<()> {
     match cmd {
         InspectCommand::Logits(args) => logits(args),
+        InspectCommand::Featurize { smiles } => {
+            if smiles.trim().is_empty() {
+                bail!("--smiles is empty");
+            }
+            let graph = biomedgpt_chem::featurize(&smiles)?;
+            println!("{}", serde_json::to_string(&graph)?);
+            Ok(())
+        }
     }
 }
 

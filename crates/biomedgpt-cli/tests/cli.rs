@@ -113,3 +113,16 @@ fn bad_inputs_fail_with_a_message() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn inspect_featurize_prints_the_rdkit_graph() {
+    let (ok, stdout, stderr) = biomedgpt(&["inspect", "featurize", "--smiles", "F/C=C/F"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        stdout.trim(),
+        r#"{"atoms":[[8,0],[5,0],[5,0],[8,0]],"edge_index":[[0,1,1,2,2,3],[1,0,2,1,3,2]],"edge_attr":[[0,1],[0,1],[1,0],[1,0],[0,1],[0,1]]}"#
+    );
+    let (ok, stdout, stderr) = biomedgpt(&["inspect", "featurize", "--smiles", "C1CC"]);
+    assert!(!ok && stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains("invalid SMILES `C1CC`") && stderr.contains("unclosed ring"), "{stderr}");
+}

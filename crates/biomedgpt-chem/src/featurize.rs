@@ -1,0 +1,103 @@
+//! SMILES -> [`MolGraph`] with RDKit, exactly as GraphMVP's `mol_to_graph_data_obj_simple`.
+
+use crate::MolGraph;
+use crate::rdkit::ffi;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FeaturizeError {
+    #[error("invalid SMILES `{smiles}`: {reason}")]
+    Invalid { smiles: String, reason: String },
+    #[error("SMILES `{smiles}`: atom {atom} has chirality {tag}, which the model cannot represent (it knows unspecified, CW and CCW)")]
+    Chirality { smiles: String, atom: usize, tag: &'static str },
+    #[error("SMILES `{smiles}`: bond {bond} ({begin}-{end}) is {kind}, which the model cannot represent (it knows single, double, triple, aromatic)")]
+    BondType { smiles: String, bond: usize, begin: u32, end: u32, kind: &'static str },
+    #[error("SMILES `{smiles}`: bond {bond} ({begin}-{end}) has direction {dir}, which the model cannot represent (it knows none, end-up-right, end-down-right)")]
+    BondDir { smiles: String, bond: usize, begin: u32, end: u32, dir: &'static str },
+}
+
+// RDKit 2022.09 enum values (GraphMol/Atom.h, GraphMol/Bond.h).
+const CHIRAL_NAMES: [&str; 9] = [
+    "CHI_UNSPECIFIED", "CHI_TETRAHEDRAL_CW", "CHI_TETRAHEDRAL_CCW", "CHI_OTHER", "CHI_TETRAHEDRAL",
+    "CHI_ALLENE", "CHI_SQUAREPLANAR", "CHI_TRIGONALBIPYRAMIDAL", "CHI_OCTAHEDRAL",
+];
+
+fn bond_type_index(rdkit: i32) -> Result<i64, &'static str> {
+    match rdkit {
+        1 => Ok(0),  // SINGLE
+        2 => Ok(1),  // DOUBLE
+        3 => Ok(2),  // TRIPLE
+        12 => Ok(3), // AROMATIC
+        0 => Err("UNSPECIFIED"),
+        4..=11 => Err("a fractional or higher-order bond"),
+        13 => Err("IONIC"),
+        17 => Err("DATIVE"),
+        14..=16 | 18..=20 => Err("a query or dative variant"),
+        _ => Err("an unknown bond type"),
+    }
+}
+
+fn bond_dir_index(rdkit: i32) -> Result<i64, &'static str> {
+    match rdkit {
+        0 => Ok(0), // NONE
+        4 => Ok(1), // ENDUPRIGHT
+        3 => Ok(2), // ENDDOWNRIGHT
+        1 => Err("BEGINWEDGE"),
+        2 => Err("BEGINDASH"),
+        5 => Err("EITHERDOUBLE"),
+        _ => Err("UNKNOWN"),
+    }
+}
+
+/// Parses `smiles` with RDKit's default sanitization and builds the model's graph.
+pub fn featurize(smiles: &str) -> Result<MolGraph, FeaturizeError> {
+    let raw = ffi::parse_smiles(smiles).map_err(|e| FeaturizeError::Invalid {
+        smiles: smiles.to_string(),
+        reason: clean_reason(e.what()),
+    })?;
+    let mut atoms = Vec::with_capacity(raw.atoms.len());
+    for (i, a) in raw.atoms.iter().enumerate() {
+        let z = a.atomic_num as i64;
+        let atom_type = if (1..=118).contains(&z) { z - 1 } else { 118 };
+        if !(0..=2).contains(&a.chiral_tag) {
+            let tag = CHIRAL_NAMES.get(a.chiral_tag as usize).copied().unwrap_or("unknown");
+            return Err(FeaturizeError::Chirality { smiles: smiles.to_string(), atom: i, tag });
+        }
+        atoms.push([atom_type, a.chiral_tag as i64]);
+    }
+    let (mut src, mut dst, mut attr) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, b) in raw.bonds.iter().enumerate() {
+        let (begin, end) = (b.begin, b.end);
+        let bond_type = bond_type_index(b.bond_type)
+            .map_err(|kind| FeaturizeError::BondType { smiles: smiles.to_string(), bond: i, begin, end, kind })?;
+        let bond_dir = bond_dir_index(b.bond_dir)
+            .map_err(|dir| FeaturizeError::BondDir { smiles: smiles.to_string(), bond: i, begin, end, dir })?;
+        src.extend([begin as i64, end as i64]);
+        dst.extend([end as i64, begin as i64]);
+        attr.extend([[bond_type, bond_dir], [bond_type, bond_dir]]);
+    }
+    Ok(MolGraph { atoms, edge_index: [src, dst], edge_attr: attr })
+}
+
+/// RDKit log lines start with a `[hh:mm:ss] ` stamp and may repeat; keep the messages.
+fn clean_reason(raw: &str) -> String {
+    let lines: Vec<&str> = raw
+        .lines()
+        .map(|l| if l.starts_with('[') { l.split_once("] ").map_or(l, |(_, rest)| rest) } else { l })
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if lines.is_empty() { "RDKit could not parse it".into() } else { lines.join("; ") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_lose_their_timestamps() {
+        assert_eq!(
+            clean_reason("[03:04:08] SMILES Parse Error: syntax error\n[03:04:08] Failed parsing SMILES 'X'\n"),
+            "SMILES Parse Error: syntax error; Failed parsing SMILES 'X'"
+        );
+    }
+}
