@@ -8,7 +8,7 @@ use burn::tensor::activation::gelu;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
-use biomedgpt_io::modules::{apply_linear, embedding, layer_norm, linear};
+use biomedgpt_io::modules::{apply_linear, apply_rotary, embedding, layer_norm, linear, rotary_tables};
 use biomedgpt_io::{FloatType, LoadError, WeightView};
 
 use crate::config::EsmConfig;
@@ -58,13 +58,6 @@ pub struct EsmOutput {
     pub hidden_states: Vec<Tensor<3>>,
 }
 
-fn rotate_half(x: Tensor<4>) -> Tensor<4> {
-    let half = x.dims()[3] / 2;
-    let x1 = x.clone().narrow(3, 0, half);
-    let x2 = x.narrow(3, half, half);
-    Tensor::cat(vec![x2.neg(), x1], 3)
-}
-
 impl SelfAttention {
     fn forward(&self, x: Tensor<3>, cos: &Tensor<4>, sin: &Tensor<4>, mask: &Option<Tensor<4>>) -> Tensor<3> {
         let [b, l, h] = x.dims();
@@ -76,8 +69,8 @@ impl SelfAttention {
         let q = heads(apply_linear(&self.query, x.clone())).mul_scalar((hd as f64).powf(-0.5)).cast(DType::F32);
         let k = heads(apply_linear(&self.key, x.clone())).cast(DType::F32);
         let v = heads(apply_linear(&self.value, x)).cast(DType::F32);
-        let q = q.clone() * cos.clone() + rotate_half(q) * sin.clone();
-        let k = k.clone() * cos.clone() + rotate_half(k) * sin.clone();
+        let q = apply_rotary(q, cos, sin);
+        let k = apply_rotary(k, cos, sin);
         // The query is already scaled, so the fused attention runs with scale 1 and the padding
         // mask as an additive bias broadcast over heads and queries.
         let options = AttentionModuleOptions {
@@ -179,13 +172,8 @@ impl Esm {
         let inv_freq: Vec<f32> = (0..hd / 2)
             .map(|i| 1.0 / (c.rope_theta as f32).powf((2 * i) as f32 / hd as f32))
             .collect();
-        let (mut cos, mut sin) = (Vec::with_capacity(l * hd), Vec::with_capacity(l * hd));
-        for p in 0..l {
-            for _ in 0..2 {
-                cos.extend(inv_freq.iter().map(|f| (p as f32 * f).cos()));
-                sin.extend(inv_freq.iter().map(|f| (p as f32 * f).sin()));
-            }
-        }
+        let positions: Vec<i64> = (0..l as i64).collect();
+        let (cos, sin) = rotary_tables(&inv_freq, &positions);
         let table = |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, [1, 1, l, hd]), (&device, DType::F32));
         let (cos, sin) = (table(cos), table(sin));
         let mask = valid.iter().any(|r| r.iter().any(|v| !v)).then(|| {

@@ -71,3 +71,29 @@ pub fn apply_linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
     out_dims[D - 1] = d_out;
     y.reshape(out_dims)
 }
+
+/// Rotary position embedding in HF's rotate-half layout: `x * cos + rotate_half(x) * sin`, with
+/// `cos`/`sin` `[.., positions, head_dim]` broadcast over `x` `[batch, heads, positions, head_dim]`.
+pub fn apply_rotary(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
+    let half = x.dims()[3] / 2;
+    let x1 = x.clone().narrow(3, 0, half);
+    let x2 = x.clone().narrow(3, half, half);
+    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+    x * cos.clone() + rotated * sin.clone()
+}
+
+/// cos and sin tables for `positions`, each `[positions.len(), 2 * inv_freq.len()]` row-major,
+/// with the halves repeated (`cat(freqs, freqs)`) as HF does, computed in f32 like torch.
+pub fn rotary_tables(inv_freq: &[f32], positions: &[i64]) -> (Vec<f32>, Vec<f32>) {
+    let half = inv_freq.len();
+    let mut cos = Vec::with_capacity(positions.len() * half * 2);
+    let mut sin = Vec::with_capacity(positions.len() * half * 2);
+    for &p in positions {
+        let row: Vec<f32> = inv_freq.iter().map(|&f| p as f32 * f).collect();
+        for _ in 0..2 {
+            cos.extend(row.iter().map(|x| x.cos()));
+            sin.extend(row.iter().map(|x| x.sin()));
+        }
+    }
+    (cos, sin)
+}

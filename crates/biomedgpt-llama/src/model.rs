@@ -7,7 +7,7 @@ use burn::tensor::activation::silu;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
-use biomedgpt_io::modules::{apply_linear, linear as load_linear, param};
+use biomedgpt_io::modules::{apply_linear, apply_rotary, linear as load_linear, param, rotary_tables};
 use biomedgpt_io::{FloatType, LoadError, WeightView};
 
 use crate::cache::{KvCache, StepMask};
@@ -85,13 +85,6 @@ pub struct Attention {
     head_dim: usize,
 }
 
-fn rotate_half(x: Tensor<4>) -> Tensor<4> {
-    let half = x.dims()[3] / 2;
-    let x1 = x.clone().narrow(3, 0, half);
-    let x2 = x.narrow(3, half, half);
-    Tensor::cat(vec![x2.neg(), x1], 3)
-}
-
 impl Attention {
     fn load(vb: &WeightView, c: &LlamaConfig, ty: FloatType, device: &Device) -> Result<Self, LoadError> {
         let (h, hd, b) = (c.hidden_size, c.head_dim(), c.attention_bias);
@@ -118,8 +111,8 @@ impl Attention {
         let dtype = q.dtype();
         let cos = ctx.cos.clone().cast(dtype);
         let sin = ctx.sin.clone().cast(dtype);
-        let q = q.clone() * cos.clone() + rotate_half(q) * sin.clone();
-        let k = k.clone() * cos + rotate_half(k) * sin;
+        let q = apply_rotary(q, &cos, &sin);
+        let k = apply_rotary(k, &cos, &sin);
 
         let (k, v) = match cache.take() {
             Some((k_past, v_past)) => (Tensor::cat(vec![k_past, k], 2), Tensor::cat(vec![v_past, v], 2)),
@@ -268,7 +261,7 @@ impl Llama {
         let [b, t, _] = x.dims();
         let device = x.device();
         let plan = cache.plan_step(b, t, mask);
-        let (cos, sin) = rope::cos_sin(&self.inv_freq, &plan.positions);
+        let (cos, sin) = rotary_tables(&self.inv_freq, &plan.positions);
         let hd = self.config.head_dim();
         let table = |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, [b, 1, t, hd]), (&device, DType::F32));
         let mask = plan

@@ -1,5 +1,5 @@
-//! Rotary position embeddings in HF's rotate-half layout, with the inverse frequencies of the
-//! default, linear and llama3 rules computed in f32 exactly as transformers does.
+//! Inverse frequencies of LLaMA's rotary embeddings (default, linear and llama3 rules), computed
+//! in f32 exactly as transformers does. Tables and the rotation are `biomedgpt_io::modules`'.
 
 use crate::config::RopeKind;
 
@@ -36,20 +36,4 @@ pub fn inverse_frequencies(head_dim: usize, base: f64, kind: RopeKind) -> Vec<f3
                 .collect()
         }
     }
-}
-
-/// cos and sin tables for the given positions, each `[positions.len(), head_dim]` row-major,
-/// with the two halves repeated (`cat(freqs, freqs)`) as HF does.
-pub fn cos_sin(inv_freq: &[f32], positions: &[i64]) -> (Vec<f32>, Vec<f32>) {
-    let half = inv_freq.len();
-    let mut cos = Vec::with_capacity(positions.len() * half * 2);
-    let mut sin = Vec::with_capacity(positions.len() * half * 2);
-    for &p in positions {
-        let row: Vec<f32> = inv_freq.iter().map(|&f| p as f32 * f).collect();
-        for _ in 0..2 {
-            cos.extend(row.iter().map(|x| x.cos()));
-            sin.extend(row.iter().map(|x| x.sin()));
-        }
-    }
-    (cos, sin)
 }
