@@ -18,6 +18,39 @@ pub enum EmbedCommand {
     /// in input order; with --pool none and several records, an .npz holding one [L+2, hidden]
     /// array per record, named by the record's FASTA id (load with numpy.load).
     Protein(ProteinArgs),
+    /// Molecule embeddings with a GraphMVP GIN (config.json + weights in --model).
+    ///
+    /// Output: one --smiles with --pool none gives a float32 .npy of shape [atoms, emb_dim]; an
+    /// --input file gives [molecules, emb_dim] with --pool mean (the default for files), or with
+    /// --pool none an .npz holding one [atoms, emb_dim] array per molecule, named `line{N}`.
+    Molecule(MoleculeArgs),
+}
+
+#[derive(Args)]
+pub struct MoleculeArgs {
+    /// Directory with the GIN's config.json (num_layer, emb_dim, JK) and its weights.
+    #[arg(long)]
+    model: PathBuf,
+    /// Key prefix of the GIN inside the checkpoint (`mol_structure_encoder` in the fused BioMedGPT file).
+    #[arg(long)]
+    prefix: Option<String>,
+    #[arg(long, conflicts_with = "input", required_unless_present = "input")]
+    smiles: Option<String>,
+    /// A .smi file (SMILES, optionally a name, per line) or a .csv with a `smiles` column.
+    #[arg(long)]
+    input: Option<PathBuf>,
+    #[arg(long)]
+    out: PathBuf,
+    /// none (per atom) or mean (per molecule); default: none for --smiles, mean for --input.
+    #[arg(long)]
+    pool: Option<String>,
+    /// Skip (and report) invalid SMILES in --input instead of stopping at the first one.
+    #[arg(long)]
+    skip_invalid: bool,
+    #[arg(long, default_value_t = 256)]
+    batch_size: usize,
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 #[derive(Args)]
@@ -58,7 +91,119 @@ pub struct ProteinArgs {
 pub fn run(cmd: EmbedCommand) -> Result<()> {
     match cmd {
         EmbedCommand::Protein(args) => protein(args),
+        EmbedCommand::Molecule(args) => molecule(args),
     }
+}
+
+/// (line number, SMILES) of every molecule in a .smi or .csv file.
+fn read_molecules(path: &std::path::Path) -> Result<Vec<(usize, String)>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let is_csv = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l));
+    let column = if is_csv {
+        let (_, header) = lines.next().ok_or_else(|| anyhow::anyhow!("{}: empty file", path.display()))?;
+        header.split(',').position(|c| c.trim().eq_ignore_ascii_case("smiles")).unwrap_or(0)
+    } else {
+        0
+    };
+    Ok(lines
+        .filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|(n, l)| {
+            let field = if is_csv { l.split(',').nth(column).unwrap_or("") } else { l.split_whitespace().next().unwrap_or("") };
+            (n, field.trim().trim_matches('"').to_string())
+        })
+        .collect())
+}
+
+fn molecule(args: MoleculeArgs) -> Result<()> {
+    use biomedgpt_gin::{Gin, GinConfig};
+    let device = crate::device::parse(&args.device)?;
+    let config = GinConfig::from_file(&args.model.join("config.json")).map_err(anyhow::Error::msg)?;
+    let ckpt = biomedgpt_io::Checkpoint::open(&args.model)?;
+    let root = ckpt.root();
+    let vb = match &args.prefix {
+        Some(p) => root.pp(p.trim_end_matches('.')),
+        None => root,
+    };
+    let gin = Gin::load(&config, &vb, FloatType::F32, &device).with_context(|| format!("loading {}", args.model.display()))?;
+
+    let single = args.smiles.is_some();
+    let pool = args.pool.clone().unwrap_or_else(|| if single { "none".into() } else { "mean".into() });
+    if pool != "none" && pool != "mean" {
+        bail!("--pool must be none or mean, not `{pool}`");
+    }
+    let molecules = match (&args.smiles, &args.input) {
+        (Some(s), _) => vec![(0, s.clone())],
+        (None, Some(path)) => read_molecules(path)?,
+        (None, None) => unreachable!("clap requires --smiles or --input"),
+    };
+    let mut graphs = Vec::with_capacity(molecules.len());
+    let mut names = Vec::with_capacity(molecules.len());
+    let mut skipped = 0;
+    for (line, smiles) in &molecules {
+        let graph = biomedgpt_chem::featurize(smiles).and_then(|g| {
+            g.validate().map_err(|e| biomedgpt_chem::FeaturizeError::Invalid { smiles: smiles.clone(), reason: e.to_string() })?;
+            Ok(g)
+        });
+        match (graph, single, &args.input) {
+            (Ok(g), _, _) => {
+                graphs.push(g);
+                names.push(format!("line{line}"));
+            }
+            (Err(e), true, _) => return Err(e.into()),
+            (Err(e), false, Some(path)) if args.skip_invalid => {
+                eprintln!("warning: {}:{line}: skipped: {e}", path.display());
+                skipped += 1;
+            }
+            (Err(e), false, Some(path)) => bail!("{}:{line}: {e} (use --skip-invalid to skip such lines)", path.display()),
+            (Err(e), false, None) => return Err(e.into()),
+        }
+    }
+    if graphs.is_empty() {
+        bail!("no valid molecules to embed");
+    }
+
+    let width = config.output_dim();
+    let start = Instant::now();
+    let mut per_molecule: Vec<Vec<f32>> = Vec::with_capacity(graphs.len());
+    for chunk in graphs.chunks(args.batch_size.max(1)) {
+        let features = gin.node_features(chunk)?;
+        for (f, g) in features.into_iter().zip(chunk) {
+            per_molecule.push(if pool == "mean" {
+                let n = g.num_atoms();
+                (0..width).map(|j| (0..n).map(|a| f[a * width + j]).sum::<f32>() / n as f32).collect()
+            } else {
+                f
+            });
+        }
+        if !single {
+            let done = per_molecule.len();
+            eprint!("\r{done}/{} molecules, {:.0}/s ", graphs.len(), done as f64 / start.elapsed().as_secs_f64());
+            let _ = std::io::stderr().flush();
+        }
+    }
+    if !single {
+        eprintln!();
+    }
+    match (pool.as_str(), single) {
+        ("none", true) => npy::write_f32(&args.out, &[graphs[0].num_atoms(), width], &per_molecule[0])?,
+        ("none", false) => {
+            let arrays = names
+                .into_iter()
+                .zip(per_molecule)
+                .zip(&graphs)
+                .map(|((name, v), g)| (name, vec![g.num_atoms(), width], v))
+                .collect::<Vec<_>>();
+            npy::write_npz_f32(&args.out, &arrays)?
+        }
+        _ => {
+            let n = per_molecule.len();
+            npy::write_f32(&args.out, &[n, width], &per_molecule.concat())?
+        }
+    }
+    eprintln!("wrote {} molecule(s) to {}{}", graphs.len(), args.out.display(),
+        if skipped > 0 { format!(" ({skipped} invalid skipped)") } else { String::new() });
+    Ok(())
 }
 
 fn load(args: &ProteinArgs) -> Result<(Esm, Alphabet)> {

@@ -96,3 +96,55 @@ fn bad_sequences_and_settings_are_clear_errors() {
     let (shape, _) = npy::read_f32(&std::fs::read(out).unwrap()).unwrap();
     assert_eq!(shape, vec![6, 64]);
 }
+
+fn gin_fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/gin").join(name)
+}
+
+#[test]
+fn molecule_embeddings_match_the_reference_gin() {
+    let dir = gin_fixture("gin_d64_l3");
+    let (_, want) = npy::read_f32(&std::fs::read(dir.join("expected.npy")).unwrap()).unwrap();
+    // Aspirin is the first fixture molecule: its 13 atoms are the first 13 rows.
+    let out = tmp("aspirin.npy");
+    let (ok, err) = run(&["embed", "molecule", "--model", dir.to_str().unwrap(), "--smiles", "CC(=O)Oc1ccccc1C(=O)O",
+        "--out", out.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let (shape, got) = npy::read_f32(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(shape, vec![13, 64]);
+    for (g, w) in got.iter().zip(&want[..13 * 64]) {
+        assert!((g - w).abs() <= 1e-4 + 1e-4 * w.abs(), "{g} vs {w}");
+    }
+    // A .smi file: aspirin, an invalid line, methane; mean pooled, the invalid line reported.
+    let smi = tmp("mols.smi");
+    std::fs::write(&smi, "CC(=O)Oc1ccccc1C(=O)O aspirin\nC1CC broken\nC methane\n").unwrap();
+    let pooled = tmp("pooled.npy");
+    let args = ["embed", "molecule", "--model", dir.to_str().unwrap(), "--input", smi.to_str().unwrap(), "--out", pooled.to_str().unwrap()];
+    let (ok, err) = run(&args);
+    assert!(!ok && err.contains("mols.smi:2") && err.contains("unclosed ring") && err.contains("--skip-invalid"), "{err}");
+    let mut skipping = args.to_vec();
+    skipping.push("--skip-invalid");
+    let (ok, err) = run(&skipping);
+    assert!(ok && err.contains("mols.smi:2: skipped"), "{err}");
+    let (shape, got) = npy::read_f32(&std::fs::read(&pooled).unwrap()).unwrap();
+    assert_eq!(shape, vec![2, 64]);
+    let mean: Vec<f32> = (0..64).map(|j| (0..13).map(|a| want[a * 64 + j]).sum::<f32>() / 13.0).collect();
+    for (g, w) in got[..64].iter().zip(&mean) {
+        assert!((g - w).abs() <= 1e-4 + 1e-4 * w.abs(), "{g} vs {w}");
+    }
+}
+
+#[test]
+fn molecule_embeddings_read_the_fused_checkpoint_prefix() {
+    let dir = gin_fixture("gin_d32_l2_prefixed");
+    let out = tmp("prefixed.npy");
+    let base = ["embed", "molecule", "--model", dir.to_str().unwrap(), "--smiles", "C", "--out", out.to_str().unwrap()];
+    let (ok, err) = run(&base);
+    assert!(!ok && err.contains("missing tensor"), "{err}");
+    let mut with_prefix = base.to_vec();
+    with_prefix.extend(["--prefix", "mol_structure_encoder."]);
+    let (ok, err) = run(&with_prefix);
+    assert!(ok, "{err}");
+    let (shape, _) = npy::read_f32(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(shape, vec![1, 32]);
+}
