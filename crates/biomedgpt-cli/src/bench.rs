@@ -7,8 +7,9 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use biomedgpt_io::safetensors_writer::{TensorSpec, write_streaming};
 use biomedgpt_io::{FloatType, SourceDType};
+use biomedgpt_llama::generation::{argmax, ids_tensor};
 use biomedgpt_llama::{DecoderInput, Llama, LlamaConfig};
-use burn::tensor::{DType, Int, Tensor, TensorData};
+use burn::tensor::DType;
 use clap::{Args, Subcommand};
 use half::{bf16, f16};
 
@@ -186,8 +187,7 @@ fn random_esm(shape: &str, dtype: FloatType, out: &Path) -> Result<()> {
         "hidden_act": "gelu", "torch_dtype": "float32"
     });
     std::fs::write(out.join("config.json"), serde_json::to_string_pretty(&config)?)?;
-    let alphabet = "<cls> <pad> <eos> <unk> L A G V S E R T I D P K Q N F Y M H W C X B U Z O . - <null_1> <mask>";
-    std::fs::write(out.join("vocab.txt"), alphabet.replace(' ', "\n") + "\n")?;
+    std::fs::write(out.join("vocab.txt"), biomedgpt_esm::Alphabet::esm2().tokens().join("\n") + "\n")?;
     let (h, i) = (c.hidden_size, c.intermediate_size);
     let mut specs = vec![("embeddings.word_embeddings.weight".to_string(), vec![33, h])];
     for l in 0..c.num_hidden_layers {
@@ -263,14 +263,7 @@ pub fn resident_memory() -> (u64, u64) {
 fn next_token(model: &Llama, input: DecoderInput, cache: &mut biomedgpt_llama::KvCache) -> u32 {
     let logits = model.forward_last(input, None, cache);
     let row = logits.cast(DType::F32).into_data().try_to_vec::<f32>().expect("f32 logits");
-    row.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best }).0 as u32
-}
-
-fn ids(values: &[u32], device: &burn::tensor::Device) -> Tensor<2, Int> {
-    Tensor::from_data(
-        TensorData::new(values.iter().map(|&i| i as i64).collect::<Vec<_>>(), [1, values.len()]),
-        device,
-    )
+    argmax(&row) as u32
 }
 
 fn llama(args: LlamaBenchArgs) -> Result<()> {
@@ -289,15 +282,15 @@ fn llama(args: LlamaBenchArgs) -> Result<()> {
 
     let prompt: Vec<u32> = (0..args.prompt_len).map(|i| 3 + (i as u32 * 7919) % 31000).collect();
     // Warm-up: allocator and thread pool, not measured.
-    next_token(&model, DecoderInput::Ids(ids(&prompt[..8], &device)), &mut model.new_cache(1));
+    next_token(&model, DecoderInput::Ids(ids_tensor(&prompt[..8], 1, &device)), &mut model.new_cache(1));
 
     let mut cache = model.new_cache(1);
     let t = Instant::now();
-    let mut token = next_token(&model, DecoderInput::Ids(ids(&prompt, &device)), &mut cache);
+    let mut token = next_token(&model, DecoderInput::Ids(ids_tensor(&prompt, 1, &device)), &mut cache);
     let prefill_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
     for _ in 0..args.new_tokens {
-        token = next_token(&model, DecoderInput::Ids(ids(&[token], &device)), &mut cache);
+        token = next_token(&model, DecoderInput::Ids(ids_tensor(&[token], 1, &device)), &mut cache);
     }
     let decode_s = t.elapsed().as_secs_f64();
     println!(

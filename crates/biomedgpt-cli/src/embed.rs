@@ -167,14 +167,10 @@ fn molecule(args: MoleculeArgs) -> Result<()> {
     let start = Instant::now();
     let mut per_molecule: Vec<Vec<f32>> = Vec::with_capacity(graphs.len());
     for chunk in graphs.chunks(args.batch_size.max(1)) {
-        let features = gin.node_features(chunk)?;
-        for (f, g) in features.into_iter().zip(chunk) {
-            per_molecule.push(if pool == "mean" {
-                let n = g.num_atoms();
-                (0..width).map(|j| (0..n).map(|a| f[a * width + j]).sum::<f32>() / n as f32).collect()
-            } else {
-                f
-            });
+        if pool == "mean" {
+            per_molecule.extend(gin.pooled_features(chunk)?);
+        } else {
+            per_molecule.extend(gin.node_features(chunk)?);
         }
         if !single {
             let done = per_molecule.len();

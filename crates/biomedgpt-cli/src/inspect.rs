@@ -2,8 +2,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use biomedgpt_io::npy;
+use biomedgpt_llama::generation::ids_tensor;
 use biomedgpt_llama::{DecoderInput, LlamaDir};
-use burn::tensor::{DType, Int, Tensor, TensorData};
+use burn::tensor::DType;
 use clap::{Args, Subcommand};
 
 use crate::generate::ModelArgs;
@@ -68,10 +69,7 @@ fn logits(args: LogitsArgs) -> Result<()> {
     if let Some(bad) = ids.iter().find(|&&i| i as usize >= vocab) {
         bail!("token id {bad} is outside the vocabulary of {vocab}");
     }
-    let input = Tensor::<2, Int>::from_data(
-        TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [1, ids.len()]),
-        &model.device(),
-    );
+    let input = ids_tensor(&ids, 1, &model.device());
     let logits = model.forward(DecoderInput::Ids(input), None, &mut model.new_cache(1));
     let values = logits.cast(DType::F32).into_data().try_to_vec::<f32>().expect("f32 logits");
     npy::write_f32(&args.out, &[ids.len(), vocab], &values)

@@ -75,6 +75,11 @@ impl Alphabet {
         Self::from_tokens(tokens.split(' ').map(String::from).collect()).expect("built-in alphabet")
     }
 
+    /// The tokens in id order, as in `vocab.txt`.
+    pub fn tokens(&self) -> &[String] {
+        &self.tokens
+    }
+
     pub fn len(&self) -> usize {
         self.tokens.len()
     }

@@ -272,6 +272,14 @@ impl Gin {
         Ok(out)
     }
 
+    /// One mean-pooled vector per molecule (`output_dim` values each), in input order.
+    pub fn pooled_features(&self, graphs: &[MolGraph]) -> Result<Vec<Vec<f32>>, biomedgpt_chem::GraphError> {
+        let batch = GraphBatch::new(graphs, &self.device())?;
+        let pooled = self.mean_pool(&batch, self.forward(&batch));
+        let values = pooled.cast(DType::F32).into_data().try_to_vec::<f32>().expect("f32 features");
+        Ok(values.chunks(self.config.output_dim()).map(<[f32]>::to_vec).collect())
+    }
+
     /// Mean over each molecule's atoms: `[molecules, output_dim]`, computed with a scatter-add.
     pub fn mean_pool(&self, batch: &GraphBatch, nodes: Tensor<2>) -> Tensor<2> {
         let device = nodes.device();

@@ -156,7 +156,8 @@ pub fn log_softmax(row: &mut [f32]) {
     }
 }
 
-fn argmax(row: &[f32]) -> usize {
+/// Index of the largest score, the first one on ties (as `torch.argmax`).
+pub fn argmax(row: &[f32]) -> usize {
     let mut best = 0;
     for (i, &v) in row.iter().enumerate() {
         if v > row[best] {
@@ -208,7 +209,8 @@ fn to_rows(logits: Tensor<2>) -> Vec<Vec<f32>> {
     (0..rows).map(|r| flat[r * vocab..(r + 1) * vocab].to_vec()).collect()
 }
 
-fn ids_tensor(ids: &[u32], rows: usize, device: &burn::tensor::Device) -> Tensor<2, Int> {
+/// Token ids as a `[rows, ids.len() / rows]` tensor (row-major).
+pub fn ids_tensor(ids: &[u32], rows: usize, device: &burn::tensor::Device) -> Tensor<2, Int> {
     let cols = ids.len() / rows;
     Tensor::from_data(
         TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [rows, cols]),

@@ -62,12 +62,14 @@ impl Mlp {
     }
 }
 
-/// Per-step inputs shared by every layer: rotary tables and the additive attention mask.
+/// Per-step inputs shared by every layer, built once per step: rotary tables and the additive
+/// attention mask.
 pub struct StepContext {
-    /// `[B, 1, T, head_dim]`
+    /// `[B, 1, T, head_dim]`, in the model's dtype.
     cos: Tensor<4>,
     sin: Tensor<4>,
-    /// `[B, 1, T, S]` additive f32 mask (0 or f32::MIN), `None` when nothing is masked.
+    /// `[B, 1, rep * T, S]` additive f32 mask (0 or f32::MIN), already repeated for the query
+    /// heads that share a KV head; `None` when nothing is masked.
     mask: Option<Tensor<4>>,
 }
 
@@ -109,10 +111,8 @@ impl Attention {
         let v = heads(apply_linear(&self.v_proj, x), nkv);
 
         let dtype = q.dtype();
-        let cos = ctx.cos.clone().cast(dtype);
-        let sin = ctx.sin.clone().cast(dtype);
-        let q = apply_rotary(q, &cos, &sin);
-        let k = apply_rotary(k, &cos, &sin);
+        let q = apply_rotary(q, &ctx.cos, &ctx.sin);
+        let k = apply_rotary(k, &ctx.cos, &ctx.sin);
 
         let (k, v) = match cache.take() {
             Some((k_past, v_past)) => (Tensor::cat(vec![k_past, k], 2), Tensor::cat(vec![v_past, v], 2)),
@@ -128,7 +128,7 @@ impl Attention {
         let v = v.cast(DType::F32);
         // Burn's fused attention (flash-style on the CPU backend, plain ops under autodiff):
         // softmax(q k^T / sqrt(hd) + mask) v, with the causal/padding mask as an additive bias.
-        let bias = ctx.mask.as_ref().map(|m| m.clone().repeat_dim(2, rep));
+        let bias = ctx.mask.clone();
         let options = AttentionModuleOptions {
             scale: Some((hd as f64).powf(-0.5)),
             ..Default::default()
@@ -263,10 +263,12 @@ impl Llama {
         let plan = cache.plan_step(b, t, mask);
         let (cos, sin) = rotary_tables(&self.inv_freq, &plan.positions);
         let hd = self.config.head_dim();
-        let table = |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, [b, 1, t, hd]), (&device, DType::F32));
-        let mask = plan
-            .additive_mask
-            .map(|m| Tensor::<4>::from_data(TensorData::new(m, [b, 1, t, plan.total_len]), (&device, DType::F32)));
+        let dtype = x.dtype();
+        let table = |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, [b, 1, t, hd]), (&device, DType::F32)).cast(dtype);
+        let rep = self.config.num_attention_heads / self.config.num_kv_heads();
+        let mask = plan.additive_mask.map(|m| {
+            Tensor::<4>::from_data(TensorData::new(m, [b, 1, t, plan.total_len]), (&device, DType::F32)).repeat_dim(2, rep)
+        });
         let ctx = StepContext {
             cos: table(cos),
             sin: table(sin),
