@@ -1,7 +1,9 @@
 //! SMILES -> [`MolGraph`] with RDKit, exactly as GraphMVP's `mol_to_graph_data_obj_simple`.
 
-use crate::MolGraph;
+use petgraph::graph::NodeIndex;
+
 use crate::rdkit::ffi;
+use crate::{Atom, Bond, MolGraph, Molecule};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum FeaturizeError {
@@ -21,7 +23,7 @@ const CHIRAL_NAMES: [&str; 9] = [
     "CHI_ALLENE", "CHI_SQUAREPLANAR", "CHI_TRIGONALBIPYRAMIDAL", "CHI_OCTAHEDRAL",
 ];
 
-fn bond_type_index(rdkit: i32) -> Result<i64, &'static str> {
+fn bond_type_index(rdkit: i32) -> Result<u8, &'static str> {
     match rdkit {
         1 => Ok(0),  // SINGLE
         2 => Ok(1),  // DOUBLE
@@ -36,7 +38,7 @@ fn bond_type_index(rdkit: i32) -> Result<i64, &'static str> {
     }
 }
 
-fn bond_dir_index(rdkit: i32) -> Result<i64, &'static str> {
+fn bond_dir_index(rdkit: i32) -> Result<u8, &'static str> {
     match rdkit {
         0 => Ok(0), // NONE
         4 => Ok(1), // ENDUPRIGHT
@@ -48,34 +50,35 @@ fn bond_dir_index(rdkit: i32) -> Result<i64, &'static str> {
     }
 }
 
-/// Parses `smiles` with RDKit's default sanitization and builds the model's graph.
-pub fn featurize(smiles: &str) -> Result<MolGraph, FeaturizeError> {
+/// Parses `smiles` with RDKit's default sanitization into a [`Molecule`]: node `i` is RDKit's
+/// atom `i`, edge `k` its bond `k`. Tags and bonds the model has no index for are errors here.
+pub fn parse_molecule(smiles: &str) -> Result<Molecule, FeaturizeError> {
     let raw = ffi::parse_smiles(smiles).map_err(|e| FeaturizeError::Invalid {
         smiles: smiles.to_string(),
         reason: clean_reason(e.what()),
     })?;
-    let mut atoms = Vec::with_capacity(raw.atoms.len());
+    let mut mol = Molecule::with_capacity(raw.atoms.len(), raw.bonds.len());
     for (i, a) in raw.atoms.iter().enumerate() {
-        let z = a.atomic_num as i64;
-        let atom_type = if (1..=118).contains(&z) { z - 1 } else { 118 };
         if !(0..=2).contains(&a.chiral_tag) {
             let tag = CHIRAL_NAMES.get(a.chiral_tag as usize).copied().unwrap_or("unknown");
             return Err(FeaturizeError::Chirality { smiles: smiles.to_string(), atom: i, tag });
         }
-        atoms.push([atom_type, a.chiral_tag as i64]);
+        mol.add_node(Atom { atomic_num: a.atomic_num as u32, chirality: a.chiral_tag as u8 });
     }
-    let (mut src, mut dst, mut attr) = (Vec::new(), Vec::new(), Vec::new());
     for (i, b) in raw.bonds.iter().enumerate() {
         let (begin, end) = (b.begin, b.end);
         let bond_type = bond_type_index(b.bond_type)
             .map_err(|kind| FeaturizeError::BondType { smiles: smiles.to_string(), bond: i, begin, end, kind })?;
-        let bond_dir = bond_dir_index(b.bond_dir)
+        let direction = bond_dir_index(b.bond_dir)
             .map_err(|dir| FeaturizeError::BondDir { smiles: smiles.to_string(), bond: i, begin, end, dir })?;
-        src.extend([begin as i64, end as i64]);
-        dst.extend([end as i64, begin as i64]);
-        attr.extend([[bond_type, bond_dir], [bond_type, bond_dir]]);
+        mol.add_edge(NodeIndex::new(begin as usize), NodeIndex::new(end as usize), Bond { bond_type, direction });
     }
-    Ok(MolGraph { atoms, edge_index: [src, dst], edge_attr: attr })
+    Ok(mol)
+}
+
+/// Parses `smiles` with RDKit's default sanitization and builds the model's graph.
+pub fn featurize(smiles: &str) -> Result<MolGraph, FeaturizeError> {
+    parse_molecule(smiles).map(|mol| MolGraph::from_molecule(&mol))
 }
 
 /// RDKit log lines start with a `[hh:mm:ss] ` stamp and may repeat; keep the messages.

@@ -13,8 +13,10 @@
 mod featurize;
 mod rdkit;
 
-pub use featurize::{FeaturizeError, featurize};
+pub use featurize::{FeaturizeError, featurize, parse_molecule};
+pub use petgraph;
 
+use petgraph::visit::EdgeRef;
 use serde::{Deserialize, Serialize};
 
 /// Number of atom types the embedding table has rows for (118 elements, an unknown type, and
@@ -27,6 +29,34 @@ pub const NUM_BOND_TYPES: usize = 6;
 pub const NUM_BOND_DIRECTIONS: usize = 3;
 /// The bond type of self loops.
 pub const SELF_LOOP_BOND_TYPE: i64 = 4;
+
+/// An atom as the model sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Atom {
+    pub atomic_num: u32,
+    /// Index in [CHI_UNSPECIFIED, CHI_TETRAHEDRAL_CW, CHI_TETRAHEDRAL_CCW].
+    pub chirality: u8,
+}
+
+impl Atom {
+    /// The embedding row: atomic number - 1, or 118 for anything outside 1..=118 (e.g. `*`).
+    pub fn atom_type(&self) -> i64 {
+        if (1..=118).contains(&self.atomic_num) { self.atomic_num as i64 - 1 } else { 118 }
+    }
+}
+
+/// A bond as the model sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bond {
+    /// Index in [SINGLE, DOUBLE, TRIPLE, AROMATIC].
+    pub bond_type: u8,
+    /// Index in [NONE, ENDUPRIGHT, ENDDOWNRIGHT].
+    pub direction: u8,
+}
+
+/// A parsed molecule: node `i` is RDKit's atom `i` and edge `k` its bond `k`, so graph
+/// algorithms (fragments, rings, neighbourhoods) run on exactly what the model reads.
+pub type Molecule = petgraph::graph::UnGraph<Atom, Bond, u32>;
 
 /// One molecule as the GIN sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,6 +84,21 @@ pub enum GraphError {
 }
 
 impl MolGraph {
+    /// The reference's tensor layout: one row per atom, and per bond (in bond order) the
+    /// directed edges begin -> end then end -> begin.
+    pub fn from_molecule(mol: &Molecule) -> Self {
+        let atoms = mol.node_weights().map(|a| [a.atom_type(), a.chirality as i64]).collect();
+        let (mut src, mut dst, mut attr) = (Vec::new(), Vec::new(), Vec::new());
+        for edge in mol.edge_references() {
+            let (i, j) = (edge.source().index() as i64, edge.target().index() as i64);
+            let feature = [edge.weight().bond_type as i64, edge.weight().direction as i64];
+            src.extend([i, j]);
+            dst.extend([j, i]);
+            attr.extend([feature, feature]);
+        }
+        MolGraph { atoms, edge_index: [src, dst], edge_attr: attr }
+    }
+
     pub fn num_atoms(&self) -> usize {
         self.atoms.len()
     }

@@ -47,3 +47,45 @@ fn features_the_model_cannot_represent_are_named() {
     let err = featurize("[NH3]->[Pt]").unwrap_err();
     assert!(matches!(err, FeaturizeError::BondType { bond: 0, kind: "DATIVE", .. }), "{err}");
 }
+
+/// 2,000 real molecules (a fixed sample of ChEBI's SMILES): every graph identical, and the same
+/// molecules refused.
+#[test]
+fn chebi_sample_is_identical_to_rdkit_python() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/gin/chebi_graphs.jsonl");
+    let text = std::fs::read_to_string(path).unwrap();
+    let (mut graphs, mut refused) = (0, 0);
+    for line in text.lines() {
+        let case: serde_json::Value = serde_json::from_str(line).unwrap();
+        let smiles = case["smiles"].as_str().unwrap();
+        let got = featurize(smiles);
+        match case.get("graph") {
+            Some(graph) => {
+                let want: MolGraph = serde_json::from_value(graph.clone()).unwrap();
+                assert_eq!(got.as_ref().ok(), Some(&want), "{smiles}: {got:?}");
+                graphs += 1;
+            }
+            None => {
+                let outcome = case["outcome"].as_str().unwrap();
+                match (&got, outcome) {
+                    (Err(FeaturizeError::Invalid { .. }), "invalid") => {}
+                    (Err(FeaturizeError::Chirality { .. } | FeaturizeError::BondType { .. } | FeaturizeError::BondDir { .. }), "unrepresentable") => {}
+                    _ => panic!("{smiles}: reference says {outcome}, got {got:?}"),
+                }
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(graphs + refused, 2000);
+    assert!(graphs >= 1900, "{graphs}");
+}
+
+#[test]
+fn molecule_graph_keeps_rdkit_atom_and_bond_order() {
+    use biomedgpt_chem::{parse_molecule, petgraph::algo::connected_components};
+    let mol = parse_molecule("[Na+].[O-]C(=O)c1ccccc1").unwrap();
+    assert_eq!((mol.node_count(), mol.edge_count()), (10, 9));
+    assert_eq!(connected_components(&mol), 2);
+    assert_eq!(mol.node_weights().next().unwrap().atomic_num, 11);
+    assert_eq!(MolGraph::from_molecule(&mol), featurize("[Na+].[O-]C(=O)c1ccccc1").unwrap());
+}
