@@ -1,13 +1,13 @@
 //! `biomedgpt embed protein`: ESM-2 embeddings for sequences or FASTA files.
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use biomedgpt_esm::{Alphabet, Esm, EsmConfig, Pool, open_fair_esm, open_hf_dir, parse_fasta};
 use biomedgpt_io::{FloatType, npy};
 use clap::{Args, Subcommand};
+
+use crate::progress::Progress;
 
 #[derive(Subcommand)]
 pub enum EmbedCommand {
@@ -164,7 +164,7 @@ fn molecule(args: MoleculeArgs) -> Result<()> {
     }
 
     let width = config.output_dim();
-    let start = Instant::now();
+    let mut progress = Progress::new(graphs.len(), "molecules", !single);
     let mut per_molecule: Vec<Vec<f32>> = Vec::with_capacity(graphs.len());
     for chunk in graphs.chunks(args.batch_size.max(1)) {
         if pool == "mean" {
@@ -172,15 +172,9 @@ fn molecule(args: MoleculeArgs) -> Result<()> {
         } else {
             per_molecule.extend(gin.node_features(chunk)?);
         }
-        if !single {
-            let done = per_molecule.len();
-            eprint!("\r{done}/{} molecules, {:.0}/s ", graphs.len(), done as f64 / start.elapsed().as_secs_f64());
-            let _ = std::io::stderr().flush();
-        }
+        progress.advance(chunk.len());
     }
-    if !single {
-        eprintln!();
-    }
+    progress.finish();
     match (pool.as_str(), single) {
         ("none", true) => npy::write_f32(&args.out, &[graphs[0].num_atoms(), width], &per_molecule[0])?,
         ("none", false) => {
@@ -245,22 +239,9 @@ fn protein(args: ProteinArgs) -> Result<()> {
     }
 
     let total = encoded.len();
-    let start = Instant::now();
-    let mut done = 0;
-    let show = total > 1;
-    let features = esm.embed(&encoded, args.batch_size, args.layer, args.pool, |n| {
-        done += n;
-        if show {
-            let rate = done as f64 / start.elapsed().as_secs_f64();
-            let eta = (total - done) as f64 / rate.max(1e-9);
-            let filled = done * 30 / total;
-            eprint!("\r[{}{}] {done}/{total} records, {rate:.1}/s, ETA {eta:.0}s ", "#".repeat(filled), ".".repeat(30 - filled));
-            let _ = std::io::stderr().flush();
-        }
-    });
-    if show {
-        eprintln!();
-    }
+    let mut progress = Progress::new(total, "records", total > 1);
+    let features = esm.embed(&encoded, args.batch_size, args.layer, args.pool, |n| progress.advance(n));
+    progress.finish();
 
     let hidden = esm.config().hidden_size;
     match (args.pool, features.len()) {

@@ -6,6 +6,7 @@ mod device;
 mod embed;
 mod generate;
 mod inspect;
+mod progress;
 
 use std::process::ExitCode;
 

@@ -113,65 +113,70 @@ pub struct Gin {
     config: GinConfig,
 }
 
-/// Several molecules as one disjoint graph, with self loops already appended.
+/// Several molecules as one disjoint graph.
+///
+/// Messages are `h_src + edge_embedding1[bond_type] + edge_embedding2[bond_dir]` summed at the
+/// target over the bonds and a self loop `[4, 0]`. The edge-embedding part does not depend on `h`,
+/// so it is computed as `edge_counts @ table`, where `edge_counts[i, 3 * type + dir]` counts the
+/// edges of each kind arriving at atom `i` (self loop included) and `table` holds the 18 sums of
+/// embedding rows; the self loop's `h_i` is the starting value. Only the bonds are gathered and
+/// scattered.
 pub struct GraphBatch {
     /// `[N]` atom types and chirality tags.
     atom_type: Tensor<1, Int>,
     chirality: Tensor<1, Int>,
-    /// `[E + N]` source and target of every edge (self loops last).
+    /// `[E]` source and target of every directed bond edge.
     src: Tensor<1, Int>,
     dst: Tensor<1, Int>,
-    bond_type: Tensor<1, Int>,
-    bond_dir: Tensor<1, Int>,
+    /// `[N, NUM_BOND_TYPES * NUM_BOND_DIRECTIONS]`, see above.
+    edge_counts: Tensor<2>,
     /// `[N]` which molecule each atom belongs to.
     pub node_to_graph: Vec<usize>,
     /// Atoms per molecule.
     pub sizes: Vec<usize>,
 }
 
+const EDGE_KINDS: usize = NUM_BOND_TYPES * NUM_BOND_DIRECTIONS;
+
 impl GraphBatch {
     /// Builds the batch; every graph must pass [`MolGraph::validate`].
     pub fn new(graphs: &[MolGraph], device: &Device) -> Result<Self, biomedgpt_chem::GraphError> {
         let mut atom_type = Vec::new();
         let mut chirality = Vec::new();
-        let (mut src, mut dst, mut bond_type, mut bond_dir) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut src, mut dst, mut edge_counts) = (Vec::new(), Vec::new(), Vec::new());
         let mut node_to_graph = Vec::new();
         let mut sizes = Vec::new();
         let mut offset = 0i64;
         for (g, graph) in graphs.iter().enumerate() {
             graph.validate()?;
+            let first = edge_counts.len();
             for &[t, c] in &graph.atoms {
                 atom_type.push(t);
                 chirality.push(c);
                 node_to_graph.push(g);
+                let mut counts = [0f32; EDGE_KINDS];
+                counts[SELF_LOOP_BOND_TYPE as usize * NUM_BOND_DIRECTIONS] = 1.0;
+                edge_counts.extend(counts);
             }
             src.extend(graph.edge_index[0].iter().map(|&i| i + offset));
             dst.extend(graph.edge_index[1].iter().map(|&i| i + offset));
-            for &[b, d] in &graph.edge_attr {
-                bond_type.push(b);
-                bond_dir.push(d);
+            for (&target, &[b, d]) in graph.edge_index[1].iter().zip(&graph.edge_attr) {
+                edge_counts[first + target as usize * EDGE_KINDS + b as usize * NUM_BOND_DIRECTIONS + d as usize] += 1.0;
             }
             sizes.push(graph.num_atoms());
             offset += graph.num_atoms() as i64;
-        }
-        // Self loops, appended after all bonds as torch_geometric's add_self_loops does.
-        for i in 0..offset {
-            src.push(i);
-            dst.push(i);
-            bond_type.push(SELF_LOOP_BOND_TYPE);
-            bond_dir.push(0);
         }
         let ints = |v: Vec<i64>| {
             let n = v.len();
             Tensor::<1, Int>::from_data(TensorData::new(v, [n]), device)
         };
+        let n = offset as usize;
         Ok(GraphBatch {
             atom_type: ints(atom_type),
             chirality: ints(chirality),
             src: ints(src),
             dst: ints(dst),
-            bond_type: ints(bond_type),
-            bond_dir: ints(bond_dir),
+            edge_counts: Tensor::from_data(TensorData::new(edge_counts, [n, EDGE_KINDS]), device),
             node_to_graph,
             sizes,
         })
@@ -187,10 +192,20 @@ fn lookup(table: &Embedding, index: Tensor<1, Int>) -> Tensor<2> {
 }
 
 impl GinConv {
+    /// `[18, D]`: row `3 * type + dir` = `edge_embedding1[type] + edge_embedding2[dir]`.
+    fn edge_table(&self) -> Tensor<2> {
+        let e1 = self.edge_embedding1.weight.val().unsqueeze_dim::<3>(1);
+        let e2 = self.edge_embedding2.weight.val().unsqueeze_dim::<3>(0);
+        (e1 + e2).reshape([EDGE_KINDS as i64, -1])
+    }
+
     fn forward(&self, h: Tensor<2>, batch: &GraphBatch) -> Tensor<2> {
-        let edge = lookup(&self.edge_embedding1, batch.bond_type.clone()) + lookup(&self.edge_embedding2, batch.bond_dir.clone());
-        let messages = h.clone().select(0, batch.src.clone()) + edge;
-        let aggregated = h.zeros_like().select_assign(0, batch.dst.clone(), messages, IndexingUpdateOp::Add);
+        let edges = batch.edge_counts.clone().cast(h.dtype()).matmul(self.edge_table());
+        let mut aggregated = h.clone() + edges;
+        if batch.src.dims()[0] > 0 {
+            let messages = h.select(0, batch.src.clone());
+            aggregated = aggregated.select_assign(0, batch.dst.clone(), messages, IndexingUpdateOp::Add);
+        }
         apply_linear(&self.mlp_out, relu(apply_linear(&self.mlp_in, aggregated)))
     }
 }
