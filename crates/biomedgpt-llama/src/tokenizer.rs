@@ -56,6 +56,18 @@ impl LlamaTokenizer {
             .map_err(|e| TokenizerError::Encode(e.to_string()))
     }
 
+    /// Adds a special token (as `tokenizer.add_special_tokens` does in transformers) and checks
+    /// that it got the id the model's weights expect.
+    pub fn add_special_token(&mut self, token: &str, expected_id: u32) -> Result<(), TokenizerError> {
+        self.inner.add_special_tokens(&[tokenizers::AddedToken::from(token, true)]);
+        match self.inner.token_to_id(token) {
+            Some(id) if id == expected_id => Ok(()),
+            got => Err(TokenizerError::Encode(format!(
+                "adding `{token}` gave id {got:?}, but the model expects {expected_id}: the tokenizer does not match the weights"
+            ))),
+        }
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }

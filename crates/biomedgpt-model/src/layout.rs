@@ -1,0 +1,93 @@
+//! Where the parts of a BioMedGPT model live on disk.
+//!
+//! `--model DIR` may be:
+//! - our layout: `llm/` (LLaMA config.json + tokenizer.json), `esm/` (ESM config.json + vocab.txt)
+//!   and the fused weights beside them (`biomedgpt_10b.pth`, or safetensors, single or sharded);
+//! - OpenBioMed's `ckpts/` layout: `text_ckpts/biomedgpt-lm-7b`, `protein_ckpts/esm2-3b`,
+//!   `fusion_ckpts/biomedgpt_10b.pth`;
+//! - a plain LLaMA directory (config.json at the top): text-only use;
+//! - any of these with a `biomedgpt.json` that names other locations and settings.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::ModelError;
+
+/// `biomedgpt.json`: every field optional; paths are relative to the model directory.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// LLaMA directory (config.json, tokenizer.json).
+    pub llm: Option<PathBuf>,
+    /// ESM directory (config.json, vocab.txt).
+    pub esm: Option<PathBuf>,
+    /// Fused weights: a file (`.pth`, `.safetensors`, `*.index.json`) or a directory of shards.
+    pub weights: Option<PathBuf>,
+    pub system_prompt: Option<String>,
+    /// GIN size; read from the weights when absent.
+    pub gin_num_layer: Option<usize>,
+    pub gin_emb_dim: Option<usize>,
+    /// Longest protein in ESM tokens, `<cls>` and `<eos>` included (the reference: 1024).
+    pub max_protein_tokens: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub llm: PathBuf,
+    pub esm: Option<PathBuf>,
+    /// `None`: the LLaMA directory's own weights (text-only model).
+    pub fused_weights: Option<PathBuf>,
+    pub settings: Settings,
+}
+
+const FUSED_NAMES: [&str; 3] = ["biomedgpt_10b.pth", "model.safetensors.index.json", "model.safetensors"];
+
+impl Layout {
+    pub fn resolve(dir: &Path) -> Result<Self, ModelError> {
+        if !dir.is_dir() {
+            return Err(ModelError::Layout(format!("{} is not a directory", dir.display())));
+        }
+        let settings_path = dir.join("biomedgpt.json");
+        let settings: Settings = if settings_path.is_file() {
+            let text = std::fs::read_to_string(&settings_path)
+                .map_err(|e| ModelError::Layout(format!("cannot read {}: {e}", settings_path.display())))?;
+            serde_json::from_str(&text).map_err(|e| ModelError::Layout(format!("{}: {e}", settings_path.display())))?
+        } else {
+            Settings::default()
+        };
+        let openbiomed = dir.join("text_ckpts/biomedgpt-lm-7b");
+        let (llm, esm, fused) = if let Some(llm) = &settings.llm {
+            (dir.join(llm), settings.esm.as_ref().map(|p| dir.join(p)), settings.weights.as_ref().map(|p| dir.join(p)))
+        } else if dir.join("llm").is_dir() {
+            let fused = FUSED_NAMES.iter().map(|n| dir.join(n)).find(|p| p.is_file());
+            (dir.join("llm"), Some(dir.join("esm")), fused)
+        } else if openbiomed.is_dir() {
+            (openbiomed, Some(dir.join("protein_ckpts/esm2-3b")), Some(dir.join("fusion_ckpts/biomedgpt_10b.pth")))
+        } else if dir.join("config.json").is_file() {
+            (dir.to_path_buf(), None, None)
+        } else {
+            return Err(ModelError::Layout(format!(
+                "{} is not a model directory: expected llm/ (+ esm/ + biomedgpt_10b.pth), OpenBioMed's \
+                 text_ckpts/ protein_ckpts/ fusion_ckpts/, a LLaMA directory with config.json, or a biomedgpt.json",
+                dir.display()
+            )));
+        };
+        let fused = match (fused, settings.weights.as_ref()) {
+            (Some(f), _) => Some(f),
+            (None, Some(w)) => Some(dir.join(w)),
+            (None, None) => None,
+        };
+        if let Some(f) = &fused
+            && !f.exists()
+        {
+            return Err(ModelError::Layout(format!("fused weights {} not found", f.display())));
+        }
+        if !llm.join("config.json").is_file() {
+            return Err(ModelError::Layout(format!("{} has no config.json (the LLaMA's HF config)", llm.display())));
+        }
+        // Without fused weights there is nothing to run encoders with: text-only.
+        let esm = esm.filter(|_| fused.is_some());
+        Ok(Layout { llm, esm, fused_weights: fused, settings })
+    }
+}

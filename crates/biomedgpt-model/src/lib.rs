@@ -1,0 +1,38 @@
+//! BioMedGPT-10B assembled as the reference chat runs it: a GraphMVP GIN (per-atom features) and
+//! ESM-2 (per-token features, `<cls>`/`<eos>` included) projected by `proj_mol` / `proj_prot` and
+//! spliced into the LLaMA decoder's input embeddings where the prompt holds `<moleculeHere>` /
+//! `<proteinHere>`; each text segment is tokenized on its own, BOS on the first only.
+
+pub mod layout;
+pub mod model;
+pub mod prompt;
+
+pub use layout::{Layout, Settings};
+pub use model::{Answer, BioMedGpt, Chat, Input};
+pub use prompt::{ChatPrompt, DEFAULT_SYSTEM_PROMPT, Modality, Role, split_at_placeholders};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{0}")]
+    Layout(String),
+    #[error(transparent)]
+    Open(#[from] biomedgpt_llama::OpenError),
+    #[error(transparent)]
+    Weights(#[from] biomedgpt_io::LoadError),
+    #[error(transparent)]
+    Esm(#[from] biomedgpt_esm::EsmError),
+    #[error(transparent)]
+    Sequence(#[from] biomedgpt_esm::SequenceError),
+    #[error(transparent)]
+    Molecule(#[from] biomedgpt_chem::FeaturizeError),
+    #[error(transparent)]
+    Graph(#[from] biomedgpt_chem::GraphError),
+    #[error(transparent)]
+    Tokenizer(#[from] biomedgpt_llama::TokenizerError),
+    #[error(transparent)]
+    Generation(#[from] biomedgpt_llama::GenerationError),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    Input(String),
+}

@@ -1,0 +1,278 @@
+//! The assembled model, its loading from the fused checkpoint, and the chat.
+
+use biomedgpt_chem::featurize;
+use biomedgpt_esm::{Alphabet, Esm, EsmConfig};
+use biomedgpt_gin::{Gin, GinConfig, GraphBatch, JumpingKnowledge};
+use biomedgpt_io::modules::{apply_linear, linear};
+use biomedgpt_io::{Checkpoint, FloatType, WeightView};
+use biomedgpt_llama::generation::ids_tensor;
+use biomedgpt_llama::{DecoderInput, GenerationConfig, Llama, LlamaConfig, LlamaTokenizer, Prompt, generate};
+use burn::nn::Linear;
+use burn::tensor::{DType, Device, Tensor};
+
+use crate::layout::Layout;
+use crate::prompt::{ChatPrompt, DEFAULT_SYSTEM_PROMPT, Modality, split_at_placeholders};
+use crate::ModelError;
+
+/// The reference's protein length limit in ESM tokens (1022 residues + `<cls>` + `<eos>`).
+pub const MAX_PROTEIN_TOKENS: usize = 1024;
+
+struct MoleculeEncoder {
+    gin: Gin,
+    proj: Linear,
+}
+
+struct ProteinEncoder {
+    esm: Esm,
+    alphabet: Alphabet,
+    proj: Linear,
+    max_tokens: usize,
+}
+
+/// BioMedGPT-10B (or any LLaMA, text-only, when the directory has no encoders).
+pub struct BioMedGpt {
+    pub llm: Llama,
+    pub tokenizer: LlamaTokenizer,
+    molecule: Option<MoleculeEncoder>,
+    protein: Option<ProteinEncoder>,
+    pub system_prompt: String,
+}
+
+/// A molecule or protein given by the user.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    Smiles(String),
+    /// A protein sequence; `name` appears in error messages (FASTA id or "protein").
+    Protein { name: String, sequence: String },
+}
+
+/// Rows of the GIN checkpoint that give its size: `gnns.{i}.mlp.0.weight` count and width.
+fn gin_size(view: &WeightView, ckpt: &Checkpoint) -> Option<(usize, usize)> {
+    let emb = ckpt.info(&view.key("x_embedding1.weight"))?;
+    let layers = (0..).take_while(|i| ckpt.info(&view.key(&format!("gnns.{i}.mlp.0.weight"))).is_some()).count();
+    Some((layers, emb.shape[1]))
+}
+
+impl BioMedGpt {
+    /// Loads from a model directory (see [`Layout`]). `ty` is the dtype of the LLM, the ESM and
+    /// the adapters; the GIN runs in f32 (it is small) and its output is cast.
+    pub fn load(dir: &std::path::Path, ty: FloatType, device: &Device) -> Result<Self, ModelError> {
+        let layout = Layout::resolve(dir)?;
+        let mut config = LlamaConfig::from_file(layout.llm.join("config.json")).map_err(biomedgpt_llama::OpenError::from)?;
+        let tokenizer_path = layout.llm.join("tokenizer.json");
+        let mut tokenizer = LlamaTokenizer::from_file(&tokenizer_path, config.bos_token_id.or(Some(1)))?;
+        let system_prompt = layout.settings.system_prompt.clone().unwrap_or_else(|| DEFAULT_SYSTEM_PROMPT.to_string());
+        let Some(fused) = &layout.fused_weights else {
+            let ckpt = Checkpoint::open(&layout.llm)?;
+            let llm = Llama::load(&config, &ckpt.root(), ty, device)?;
+            return Ok(BioMedGpt { llm, tokenizer, molecule: None, protein: None, system_prompt });
+        };
+
+        let ckpt = Checkpoint::open(fused)?;
+        let root = ckpt.root();
+        let llm_view = root.pp("llm");
+        // The reference adds `[PAD]` (id 32000) and resizes the embeddings: the weights, not the
+        // LM's config.json, know the vocabulary size.
+        let embed_key = llm_view.key("model.embed_tokens.weight");
+        let rows = ckpt
+            .info(&embed_key)
+            .ok_or_else(|| ModelError::Layout(format!("{}: no `{embed_key}`: not a BioMedGPT fused checkpoint", fused.display())))?
+            .shape[0];
+        if rows != config.vocab_size {
+            if rows == config.vocab_size + 1 && tokenizer.token_to_id("[PAD]").is_none() {
+                tokenizer.add_special_token("[PAD]", rows as u32 - 1)?;
+            }
+            config.vocab_size = rows;
+        }
+        let llm = Llama::load(&config, &llm_view, ty, device)?;
+        let hidden = config.hidden_size;
+
+        let mol_view = root.pp("mol_structure_encoder");
+        let molecule = match gin_size(&mol_view, &ckpt) {
+            Some((found_layers, found_dim)) => {
+                let s = &layout.settings;
+                let gin_config = GinConfig {
+                    num_layer: s.gin_num_layer.unwrap_or(found_layers),
+                    emb_dim: s.gin_emb_dim.unwrap_or(found_dim),
+                    jk: JumpingKnowledge::Last,
+                    ..GinConfig::biomedgpt()
+                };
+                let gin = Gin::load(&gin_config, &mol_view, FloatType::F32, device)?;
+                let proj = linear(&root.pp("proj_mol"), gin_config.emb_dim, hidden, true, ty, device)?;
+                Some(MoleculeEncoder { gin, proj })
+            }
+            None => None,
+        };
+
+        let protein = match &layout.esm {
+            Some(esm_dir) if esm_dir.join("config.json").is_file() => {
+                let esm_config = EsmConfig::from_file(esm_dir.join("config.json")).map_err(biomedgpt_esm::EsmError::Config)?;
+                let alphabet = match esm_dir.join("vocab.txt") {
+                    p if p.is_file() => Alphabet::from_vocab_file(p).map_err(biomedgpt_esm::EsmError::Config)?,
+                    _ => Alphabet::esm2(),
+                };
+                let esm = Esm::load(&esm_config, &root.pp("prot_structure_encoder"), ty, device)?;
+                let proj = linear(&root.pp("proj_prot"), esm_config.hidden_size, hidden, true, ty, device)?;
+                let max_tokens = layout.settings.max_protein_tokens.unwrap_or(MAX_PROTEIN_TOKENS);
+                Some(ProteinEncoder { esm, alphabet, proj, max_tokens })
+            }
+            _ => None,
+        };
+        Ok(BioMedGpt { llm, tokenizer, molecule, protein, system_prompt })
+    }
+
+    pub fn has_molecule_encoder(&self) -> bool {
+        self.molecule.is_some()
+    }
+
+    pub fn has_protein_encoder(&self) -> bool {
+        self.protein.is_some()
+    }
+
+    /// Projected features `[rows, hidden]` in the LLM's dtype: per atom for a molecule, per ESM
+    /// token (`<cls>` and `<eos>` included) for a protein. Long proteins are truncated as the
+    /// reference does; the returned count says by how many residues.
+    pub fn encode(&self, input: &Input) -> Result<(Tensor<2>, usize), ModelError> {
+        let dtype = self.llm.dtype();
+        match input {
+            Input::Smiles(smiles) => {
+                let enc = self.molecule.as_ref().ok_or_else(|| {
+                    ModelError::Unsupported("this model has no molecule encoder (no mol_structure_encoder.* weights)".into())
+                })?;
+                let graph = featurize(smiles)?;
+                let batch = GraphBatch::new(std::slice::from_ref(&graph), &self.llm.device())?;
+                let atoms = enc.gin.forward(&batch).cast(dtype);
+                Ok((apply_linear(&enc.proj, atoms), 0))
+            }
+            Input::Protein { name, sequence } => {
+                let enc = self.protein.as_ref().ok_or_else(|| {
+                    ModelError::Unsupported(
+                        "this model has no protein encoder (needs esm/config.json and prot_structure_encoder.* weights)".into(),
+                    )
+                })?;
+                let encoded = enc.alphabet.encode(name, sequence, enc.max_tokens, true)?;
+                let states = enc.esm.forward(std::slice::from_ref(&encoded.ids), false).last_hidden_state;
+                let [_, t, h] = states.dims();
+                let tokens = states.reshape([t, h]).cast(dtype);
+                Ok((apply_linear(&enc.proj, tokens), encoded.truncated))
+            }
+        }
+    }
+
+    /// Input embeddings `[1, T, hidden]` of a rendered prompt, with `items` (in placeholder
+    /// order) spliced in; also the token ids of each text segment.
+    pub fn prompt_embeds(&self, prompt: &str, items: &[(Modality, Tensor<2>)]) -> Result<(Tensor<3>, Vec<Vec<u32>>), ModelError> {
+        let (segments, slots) = split_at_placeholders(prompt);
+        if slots.len() != items.len() || slots.iter().zip(items).any(|(s, (m, _))| s != m) {
+            return Err(ModelError::Input(format!(
+                "the prompt has placeholders {slots:?} but {:?} were encoded",
+                items.iter().map(|(m, _)| *m).collect::<Vec<_>>()
+            )));
+        }
+        let device = self.llm.device();
+        let mut pieces = Vec::with_capacity(segments.len() + items.len());
+        let mut segment_ids = Vec::with_capacity(segments.len());
+        for (i, segment) in segments.iter().enumerate() {
+            let ids = self.tokenizer.encode(segment, i == 0)?;
+            if !ids.is_empty() {
+                pieces.push(self.llm.embed(ids_tensor(&ids, 1, &device)));
+            }
+            segment_ids.push(ids);
+            if let Some((_, features)) = items.get(i) {
+                pieces.push(features.clone().unsqueeze_dim::<3>(0));
+            }
+        }
+        Ok((Tensor::cat(pieces, 1), segment_ids))
+    }
+
+    /// Logits `[T, vocab]` (f32) of every position of an assembled prompt.
+    pub fn prompt_logits(&self, embeds: Tensor<3>) -> Tensor<2> {
+        let mut cache = self.llm.new_cache(1);
+        let logits = self.llm.forward(DecoderInput::Embeds(embeds), None, &mut cache);
+        let [_, t, v] = logits.dims();
+        logits.reshape([t, v]).cast(DType::F32)
+    }
+
+    /// The reference's stop ids: the config's EOS and id 0 (`<unk>`, which it reads as an end).
+    pub fn eos_token_ids(&self) -> Vec<u32> {
+        let mut ids = self.llm.config().eos_token_ids();
+        if !ids.contains(&0) {
+            ids.push(0);
+        }
+        ids
+    }
+}
+
+/// One generated answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// The text as the reference returns it (special tokens dropped, the part after the last
+    /// "Assistant:", trimmed).
+    pub text: String,
+    /// Generated ids, the final EOS included when one ended generation.
+    pub token_ids: Vec<u32>,
+    /// Positions of the assembled prompt.
+    pub prompt_tokens: usize,
+}
+
+/// A multi-turn conversation: the prompt and the encoded molecules and proteins in it.
+pub struct Chat<'m> {
+    model: &'m BioMedGpt,
+    pub prompt: ChatPrompt,
+    items: Vec<(Modality, Tensor<2>)>,
+}
+
+impl<'m> Chat<'m> {
+    pub fn new(model: &'m BioMedGpt) -> Self {
+        Chat { model, prompt: ChatPrompt::new(model.system_prompt.clone()), items: Vec::new() }
+    }
+
+    /// Encodes a molecule or protein and adds its message; returns residues lost to truncation.
+    pub fn add(&mut self, input: &Input) -> Result<usize, ModelError> {
+        let (features, truncated) = self.model.encode(input)?;
+        let modality = match input {
+            Input::Smiles(_) => Modality::Molecule,
+            Input::Protein { .. } => Modality::Protein,
+        };
+        self.items.push((modality, features));
+        self.prompt.push_modality(modality);
+        Ok(truncated)
+    }
+
+    pub fn ask(&mut self, question: &str) -> Result<(), ModelError> {
+        if question.trim().is_empty() {
+            return Err(ModelError::Input("the question is empty".into()));
+        }
+        self.prompt.push_question(question);
+        Ok(())
+    }
+
+    pub fn reset(&mut self) {
+        self.prompt.messages.clear();
+        self.items.clear();
+    }
+
+    /// The assembled input embeddings `[1, T, hidden]` and each text segment's ids.
+    pub fn embeds(&self) -> Result<(Tensor<3>, Vec<Vec<u32>>), ModelError> {
+        self.model.prompt_embeds(&self.prompt.render(), &self.items)
+    }
+
+    /// Generates the assistant's answer and records it in the conversation. `on_token` sees ids
+    /// as they are chosen (greedy and sampling; beam search reports at the end).
+    pub fn answer(&mut self, config: &GenerationConfig, on_token: &mut dyn FnMut(u32)) -> Result<Answer, ModelError> {
+        let (embeds, _) = self.embeds()?;
+        let prompt_tokens = embeds.dims()[1];
+        // With embeddings as input, the reference's transformers held a BOS as the only input id,
+        // so the repetition penalty also sees BOS.
+        let bos = self.model.llm.config().bos_token_id.unwrap_or(1);
+        let output = generate(&self.model.llm, Prompt::Embeds { embeds, penalty_ids: vec![bos] }, config, on_token)?;
+        let mut ids = output.tokens.clone();
+        if output.stopped_by_eos {
+            ids.pop();
+        }
+        let decoded = self.model.tokenizer.decode(&ids)?;
+        let text = decoded.rsplit("Assistant:").next().unwrap_or("").trim().to_string();
+        self.prompt.push_answer(&text);
+        Ok(Answer { text, token_ids: output.tokens, prompt_tokens })
+    }
+}
