@@ -54,8 +54,10 @@ impl ModelArgs {
 /// Decoding settings with HF `generate` names and defaults.
 #[derive(Args, Clone)]
 pub struct DecodingArgs {
-    #[arg(long, default_value_t = 128)]
-    pub max_new_tokens: usize,
+    /// Most tokens to generate (default: 128 for generate; 255 for ask/chat, the reference's
+    /// max_length 256 counting the BOS it held as the only input id).
+    #[arg(long)]
+    pub max_new_tokens: Option<usize>,
     /// Beam search with this many beams (1 = greedy or sampling).
     #[arg(long, default_value_t = 1)]
     pub num_beams: usize,
@@ -82,7 +84,7 @@ pub struct DecodingArgs {
 }
 
 impl DecodingArgs {
-    pub fn config(&self, eos_token_ids: Vec<u32>) -> Result<GenerationConfig> {
+    pub fn config(&self, eos_token_ids: Vec<u32>, default_max_new_tokens: usize) -> Result<GenerationConfig> {
         let sampling = self.sample || self.temperature.is_some() || self.top_k.is_some() || self.top_p.is_some();
         let strategy = match (self.num_beams, sampling) {
             (0, _) => bail!("--num-beams must be at least 1"),
@@ -101,7 +103,7 @@ impl DecodingArgs {
             (_, false) => Strategy::Greedy,
         };
         let config = GenerationConfig {
-            max_new_tokens: self.max_new_tokens,
+            max_new_tokens: self.max_new_tokens.unwrap_or(default_max_new_tokens),
             strategy,
             repetition_penalty: self.repetition_penalty,
             eos_token_ids,
@@ -130,7 +132,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         bail!("--prompt is empty: give the text to continue");
     }
     let dir = args.model.open()?;
-    let config = args.decoding.config(dir.model.config().eos_token_ids())?;
+    let config = args.decoding.config(dir.model.config().eos_token_ids(), 128)?;
     let ids = dir.tokenizer.encode(&args.prompt, true)?;
     let output = if args.json {
         generate(&dir.model, Prompt::Ids(ids), &config, &mut |_| {})?

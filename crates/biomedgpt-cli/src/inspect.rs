@@ -26,8 +26,13 @@ pub struct LogitsArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// Text prompt (tokenized with BOS).
-    #[arg(long, conflicts_with = "token_ids", required_unless_present = "token_ids")]
+    #[arg(long, conflicts_with_all = ["token_ids", "question"], required_unless_present_any = ["token_ids", "question"])]
     pub prompt: Option<String>,
+    /// A BioMedGPT question: the logits of the assembled chat prompt (with --smiles/--protein/--fasta).
+    #[arg(long, conflicts_with = "token_ids")]
+    pub question: Option<String>,
+    #[command(flatten)]
+    pub inputs: crate::ask::InputArgs,
     /// Comma-separated token ids, used as given.
     #[arg(long, value_delimiter = ',')]
     pub token_ids: Option<Vec<u32>>,
@@ -49,7 +54,28 @@ pub fn run(cmd: InspectCommand) -> Result<()> {
     }
 }
 
+/// Logits of every position of BioMedGPT's assembled prompt (text segments + spliced features).
+fn chat_logits(args: &LogitsArgs, question: &str) -> Result<()> {
+    let inputs = args.inputs.inputs()?;
+    let model = crate::ask::open(&args.model)?;
+    let mut chat = biomedgpt_model::Chat::new(&model);
+    for input in &inputs {
+        chat.add(input)?;
+    }
+    chat.ask(question)?;
+    let (embeds, _) = chat.embeds()?;
+    let logits = model.prompt_logits(embeds);
+    let [t, vocab] = logits.dims();
+    let values = logits.into_data().try_to_vec::<f32>().expect("f32 logits");
+    npy::write_f32(&args.out, &[t, vocab], &values).with_context(|| format!("writing {}", args.out.display()))?;
+    eprintln!("wrote logits [{t}, {vocab}] to {}", args.out.display());
+    Ok(())
+}
+
 fn logits(args: LogitsArgs) -> Result<()> {
+    if let Some(question) = &args.question {
+        return chat_logits(&args, question);
+    }
     let (model, ids) = match (args.token_ids, args.prompt) {
         (Some(ids), _) => (args.model.open_model()?, ids),
         (None, Some(prompt)) => {
@@ -60,7 +86,7 @@ fn logits(args: LogitsArgs) -> Result<()> {
             let ids = tokenizer.encode(&prompt, true)?;
             (model, ids)
         }
-        (None, None) => unreachable!("clap requires --prompt or --token-ids"),
+        (None, None) => unreachable!("clap requires --prompt, --token-ids or --question"),
     };
     if ids.is_empty() {
         bail!("--token-ids is empty");

@@ -1,7 +1,9 @@
 //! `biomedgpt`: ask BioMedGPT about molecules and proteins, generate with LLaMA models, inspect
 //! what the models compute.
 
+mod ask;
 mod bench;
+mod convert;
 mod device;
 mod embed;
 mod generate;
@@ -27,6 +29,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Ask BioMedGPT a question about molecules (--smiles) and proteins (--protein, --fasta).
+    Ask(ask::AskArgs),
+    /// Interactive multi-turn chat (/molecule SMILES, /protein SEQ, /reset, /quit).
+    Chat(ask::ChatArgs),
+    /// Rewrite a BioMedGPT directory's fused weights as sharded f16/bf16 safetensors.
+    Convert(convert::ConvertArgs),
     /// Continue a text prompt with a LLaMA model (HF directory).
     Generate(generate::GenerateArgs),
     /// Embeddings for users: protein (ESM-2).
@@ -43,6 +51,9 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Ask(args) => ask::ask(args),
+        Command::Chat(args) => ask::chat(args),
+        Command::Convert(args) => convert::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Embed(cmd) => embed::run(cmd),
         Command::Inspect(cmd) => inspect::run(cmd),

@@ -28,6 +28,8 @@ pub struct Settings {
     /// GIN size; read from the weights when absent.
     pub gin_num_layer: Option<usize>,
     pub gin_emb_dim: Option<usize>,
+    /// A line printed whenever the model is loaded (e.g. "random weights: answers are meaningless").
+    pub notice: Option<String>,
     /// Longest protein in ESM tokens, `<cls>` and `<eos>` included (the reference: 1024).
     pub max_protein_tokens: Option<usize>,
 }

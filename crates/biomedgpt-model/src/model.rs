@@ -36,6 +36,8 @@ pub struct BioMedGpt {
     molecule: Option<MoleculeEncoder>,
     protein: Option<ProteinEncoder>,
     pub system_prompt: String,
+    /// `biomedgpt.json`'s notice, for the CLI to show.
+    pub notice: Option<String>,
 }
 
 /// A molecule or protein given by the user.
@@ -65,7 +67,7 @@ impl BioMedGpt {
         let Some(fused) = &layout.fused_weights else {
             let ckpt = Checkpoint::open(&layout.llm)?;
             let llm = Llama::load(&config, &ckpt.root(), ty, device)?;
-            return Ok(BioMedGpt { llm, tokenizer, molecule: None, protein: None, system_prompt });
+            return Ok(BioMedGpt { llm, tokenizer, molecule: None, protein: None, system_prompt, notice: layout.settings.notice });
         };
 
         let ckpt = Checkpoint::open(fused)?;
@@ -118,7 +120,7 @@ impl BioMedGpt {
             }
             _ => None,
         };
-        Ok(BioMedGpt { llm, tokenizer, molecule, protein, system_prompt })
+        Ok(BioMedGpt { llm, tokenizer, molecule, protein, system_prompt, notice: layout.settings.notice })
     }
 
     pub fn has_molecule_encoder(&self) -> bool {

@@ -1,0 +1,191 @@
+//! `biomedgpt ask` and `biomedgpt chat`: questions about molecules and proteins with BioMedGPT.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use biomedgpt_esm::parse_fasta;
+use biomedgpt_llama::{LlamaConfig, Strategy};
+use biomedgpt_model::{BioMedGpt, Chat, Input, Layout};
+use clap::Args;
+
+use crate::generate::{DecodingArgs, ModelArgs, TextStreamer};
+
+/// The reference chat's max_length 256 counts the BOS held as the only input id.
+const DEFAULT_MAX_NEW_TOKENS: usize = 255;
+
+#[derive(Args)]
+pub struct InputArgs {
+    /// A molecule as SMILES (repeatable).
+    #[arg(long)]
+    pub smiles: Vec<String>,
+    /// A protein sequence (repeatable).
+    #[arg(long)]
+    pub protein: Vec<String>,
+    /// A FASTA file; every record is a protein (repeatable).
+    #[arg(long)]
+    pub fasta: Vec<PathBuf>,
+}
+
+impl InputArgs {
+    /// Molecules first, then proteins, then FASTA records, each in the order given.
+    pub fn inputs(&self) -> Result<Vec<Input>> {
+        let mut inputs: Vec<Input> = self.smiles.iter().map(|s| Input::Smiles(s.clone())).collect();
+        for (i, seq) in self.protein.iter().enumerate() {
+            let name = if self.protein.len() == 1 { "--protein".to_string() } else { format!("--protein #{}", i + 1) };
+            inputs.push(Input::Protein { name, sequence: seq.clone() });
+        }
+        for path in &self.fasta {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let records = parse_fasta(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            if records.is_empty() {
+                bail!("{}: no FASTA records", path.display());
+            }
+            inputs.extend(records.into_iter().map(|r| Input::Protein { name: r.id, sequence: r.sequence }));
+        }
+        Ok(inputs)
+    }
+}
+
+#[derive(Args)]
+pub struct AskArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub inputs: InputArgs,
+    #[arg(long)]
+    pub question: String,
+    /// Replaces the model's system prompt.
+    #[arg(long)]
+    pub system_prompt: Option<String>,
+    #[command(flatten)]
+    pub decoding: DecodingArgs,
+    /// Print {"answer": ..., "token_ids": [...], "prompt_tokens": N} instead of streaming.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[arg(long)]
+    pub system_prompt: Option<String>,
+    #[command(flatten)]
+    pub decoding: DecodingArgs,
+}
+
+/// Loads a BioMedGPT directory (or a LLaMA directory, text-only) and shows its notice.
+pub fn open(args: &ModelArgs) -> Result<BioMedGpt> {
+    let layout = Layout::resolve(&args.model)?;
+    let ty = args.float_type(&LlamaConfig::from_file(layout.llm.join("config.json"))?)?;
+    let model = BioMedGpt::load(&args.model, ty, &args.device()?).with_context(|| format!("loading {}", args.model.display()))?;
+    if let Some(notice) = &model.notice {
+        eprintln!("note: {notice}");
+    }
+    Ok(model)
+}
+
+fn add_input(chat: &mut Chat, input: &Input) -> Result<()> {
+    let truncated = chat.add(input)?;
+    if truncated > 0
+        && let Input::Protein { name, .. } = input
+    {
+        eprintln!("warning: {name}: truncated by {truncated} residues to the encoder's limit");
+    }
+    Ok(())
+}
+
+pub fn ask(args: AskArgs) -> Result<()> {
+    if args.question.trim().is_empty() {
+        bail!("--question is empty: ask something about the molecule or protein");
+    }
+    let inputs = args.inputs.inputs()?;
+    // Check molecules before loading gigabytes of weights.
+    for input in &inputs {
+        if let Input::Smiles(smiles) = input {
+            biomedgpt_chem::featurize(smiles)?;
+        }
+    }
+    let mut model = open(&args.model)?;
+    if let Some(system) = &args.system_prompt {
+        model.system_prompt = system.clone();
+    }
+    let config = args.decoding.config(model.eos_token_ids(), DEFAULT_MAX_NEW_TOKENS)?;
+    let mut chat = Chat::new(&model);
+    for input in &inputs {
+        add_input(&mut chat, input)?;
+    }
+    chat.ask(&args.question)?;
+    if args.json {
+        let answer = chat.answer(&config, &mut |_| {})?;
+        let json = serde_json::json!({"answer": answer.text, "token_ids": answer.token_ids, "prompt_tokens": answer.prompt_tokens});
+        println!("{json}");
+    } else {
+        let answer = stream_answer(&model, &mut chat, &config)?;
+        if matches!(config.strategy, Strategy::Beam { .. }) {
+            println!("{}", answer);
+        }
+    }
+    Ok(())
+}
+
+/// Streams tokens as they come (greedy, sampling) and returns the final answer text.
+fn stream_answer(model: &BioMedGpt, chat: &mut Chat, config: &biomedgpt_llama::GenerationConfig) -> Result<String> {
+    let eos = model.eos_token_ids();
+    let mut streamer = TextStreamer::new(&model.tokenizer);
+    let stream = !matches!(config.strategy, Strategy::Beam { .. });
+    let answer = chat.answer(config, &mut |id| {
+        if stream && !eos.contains(&id) {
+            streamer.push(id);
+        }
+    })?;
+    if stream {
+        println!();
+    }
+    Ok(answer.text)
+}
+
+pub fn chat(args: ChatArgs) -> Result<()> {
+    let mut model = open(&args.model)?;
+    if let Some(system) = &args.system_prompt {
+        model.system_prompt = system.clone();
+    }
+    let config = args.decoding.config(model.eos_token_ids(), DEFAULT_MAX_NEW_TOKENS)?;
+    let mut chat = Chat::new(&model);
+    eprintln!("commands: /molecule SMILES, /protein SEQUENCE, /reset, /quit; anything else is a question");
+    let stdin = std::io::stdin();
+    loop {
+        eprint!("> ");
+        let _ = std::io::stderr().flush();
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let line = line.trim();
+        let result = match line.split_once(' ').map_or((line, ""), |(c, rest)| (c, rest.trim())) {
+            ("", _) => Ok(()),
+            ("/quit" | "/exit", _) => return Ok(()),
+            ("/reset", _) => {
+                chat.reset();
+                eprintln!("(conversation cleared)");
+                Ok(())
+            }
+            ("/molecule", smiles) => add_input(&mut chat, &Input::Smiles(smiles.to_string())).map(|_| eprintln!("(molecule added)")),
+            ("/protein", seq) => add_input(&mut chat, &Input::Protein { name: "/protein".into(), sequence: seq.to_string() })
+                .map(|_| eprintln!("(protein added)")),
+            _ => chat
+                .ask(line)
+                .map_err(anyhow::Error::from)
+                .and_then(|_| stream_answer(&model, &mut chat, &config))
+                .map(|text| {
+                    if matches!(config.strategy, Strategy::Beam { .. }) {
+                        println!("{text}");
+                    }
+                }),
+        };
+        if let Err(e) = result {
+            eprintln!("error: {e:#}");
+        }
+    }
+}

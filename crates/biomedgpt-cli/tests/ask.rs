@@ -1,0 +1,132 @@
+//! `ask`, `chat`, `inspect logits --question` and `convert` end to end on the BioMedGPT fixture
+//! (tests/fixtures/biomedgpt: the PyTorch reference assembled on random weights).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/biomedgpt")
+}
+
+fn model() -> String {
+    fixtures().join("tiny").display().to_string()
+}
+
+fn biomedgpt(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_biomedgpt")).args(args).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn expected() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(fixtures().join("expected.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn ask_json_gives_the_reference_greedy_and_beam_ids() {
+    let fx = expected();
+    let case = &fx["molecule"];
+    let smiles = case["turns"][0][0][1].as_str().unwrap();
+    let question = case["turns"][0][1][1].as_str().unwrap();
+    let m = model();
+    let (ok, stdout, stderr) = biomedgpt(&["ask", "--model", &m, "--smiles", smiles, "--question", question, "--dtype", "f32", "--max-new-tokens", "24", "--json"]);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("meaningless"), "the tiny model says so: {stderr}");
+    let out: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(out["token_ids"], case["greedy_ids"]);
+    assert_eq!(out["prompt_tokens"], case["prompt_tokens"]);
+    assert!(out["answer"].is_string());
+
+    let case = &fx["mixed"];
+    let (ok, stdout, stderr) = biomedgpt(&[
+        "ask", "--model", &m, "--smiles", case["turns"][0][0][1].as_str().unwrap(), "--protein", case["turns"][0][1][1].as_str().unwrap(),
+        "--question", case["turns"][0][2][1].as_str().unwrap(), "--dtype", "f32", "--max-new-tokens", "24",
+        "--num-beams", "5", "--repetition-penalty", "1.5", "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let out: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(out["token_ids"], case["beam_ids"]);
+}
+
+#[test]
+fn bad_inputs_fail_with_a_reason_and_no_answer() {
+    let m = model();
+    for (args, reason) in [
+        (vec!["--smiles", "C1CC", "--question", "q"], "unclosed ring"),
+        (vec!["--protein", "MKTJ*", "--question", "q"], "not in the ESM alphabet"),
+        (vec!["--smiles", "CCO", "--question", "  "], "--question is empty"),
+        (vec!["--smiles", "CCO", "--question", "q", "--max-new-tokens", "100000"], "exceeds the model's context"),
+    ] {
+        let mut all = vec!["ask", "--model", m.as_str()];
+        all.extend(args.iter().copied());
+        let (ok, stdout, stderr) = biomedgpt(&all);
+        assert!(!ok && stdout.is_empty(), "{args:?}: {stdout}");
+        assert!(stderr.contains(reason), "{args:?}: {stderr}");
+    }
+    let (ok, _, stderr) = biomedgpt(&["ask", "--model", &fixtures().display().to_string(), "--smiles", "C", "--question", "q"]);
+    assert!(!ok && stderr.contains("not a model directory"), "{stderr}");
+}
+
+#[test]
+fn inspect_logits_of_the_assembled_prompt_match_the_reference() {
+    let fx = expected();
+    let case = &fx["protein"];
+    let out = std::env::temp_dir().join(format!("biomedgpt-logits-{}.npy", std::process::id()));
+    let (ok, _, stderr) = biomedgpt(&[
+        "inspect", "logits", "--model", &model(), "--protein", case["turns"][0][0][1].as_str().unwrap(),
+        "--question", case["turns"][0][1][1].as_str().unwrap(), "--dtype", "f32", "--out", out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let (shape, got) = biomedgpt_io::npy::read_f32(&std::fs::read(&out).unwrap()).unwrap();
+    std::fs::remove_file(&out).ok();
+    assert_eq!(shape, [case["prompt_tokens"].as_u64().unwrap() as usize, 32001]);
+    let (_, want) = biomedgpt_io::npy::read_f32(&std::fs::read(fixtures().join("last_logits_protein.npy")).unwrap()).unwrap();
+    let last = &got[(shape[0] - 1) * 32001..];
+    let worst = last.iter().zip(&want).map(|(g, w)| (g - w).abs() / (1.0 + w.abs())).fold(0f32, f32::max);
+    assert!(worst <= 1e-4, "{worst}");
+}
+
+#[test]
+fn convert_to_f16_safetensors_gives_identical_outputs() {
+    let out = std::env::temp_dir().join(format!("biomedgpt-convert-{}", std::process::id()));
+    std::fs::remove_dir_all(&out).ok();
+    let m = model();
+    let (ok, _, stderr) = biomedgpt(&["convert", "--model", &m, "--out", out.to_str().unwrap(), "--dtype", "f16", "--shard-gb", "0.002"]);
+    assert!(ok, "{stderr}");
+    assert!(out.join("model.safetensors.index.json").is_file() && out.join("model-00001-of-00003.safetensors").is_file());
+    let converted = out.display().to_string();
+    let args = |dir: &str| {
+        biomedgpt(&["ask", "--model", dir, "--smiles", "CCO", "--protein", "MKTAYIAK", "--question", "Same?", "--dtype", "f16", "--max-new-tokens", "8", "--json"])
+    };
+    let (ok_a, a, err_a) = args(&m);
+    let (ok_b, b, err_b) = args(&converted);
+    std::fs::remove_dir_all(&out).ok();
+    assert!(ok_a && ok_b, "{err_a}{err_b}");
+    assert_eq!(a, b);
+    let (ok, _, stderr) = biomedgpt(&["convert", "--model", &m, "--out", &m, "--dtype", "f16"]);
+    assert!(!ok && stderr.contains("not empty"), "{stderr}");
+}
+
+#[test]
+fn chat_answers_resets_and_quits() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_biomedgpt"))
+        .args(["chat", "--model", &model(), "--max-new-tokens", "4"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"/molecule CCO\nWhat is it?\n/molecule C1CC\n/reset\n/protein MKTAYIAK\nAnd this?\n/quit\nnever read\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout.lines().count(), 2, "two answers: {stdout}");
+    assert!(stderr.contains("molecule added") && stderr.contains("conversation cleared") && stderr.contains("protein added"), "{stderr}");
+    assert!(stderr.contains("unclosed ring"), "a bad SMILES is reported and the chat goes on: {stderr}");
+}
