@@ -130,3 +130,36 @@ fn chat_answers_resets_and_quits() {
     assert!(stderr.contains("molecule added") && stderr.contains("conversation cleared") && stderr.contains("protein added"), "{stderr}");
     assert!(stderr.contains("unclosed ring"), "a bad SMILES is reported and the chat goes on: {stderr}");
 }
+
+#[test]
+fn openbiomed_ckpts_layout_and_text_only_llama_directories_work() {
+    // OpenBioMed's ckpts/ layout, built from the fixture's files.
+    let root = std::env::temp_dir().join(format!("biomedgpt-ckpts-{}", std::process::id()));
+    std::fs::remove_dir_all(&root).ok();
+    let tiny = fixtures().join("tiny");
+    for (dir, from) in [("text_ckpts/biomedgpt-lm-7b", "llm"), ("protein_ckpts/esm2-3b", "esm")] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+        for entry in std::fs::read_dir(tiny.join(from)).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), root.join(dir).join(entry.file_name())).unwrap();
+        }
+    }
+    std::fs::create_dir_all(root.join("fusion_ckpts")).unwrap();
+    std::fs::copy(tiny.join("biomedgpt_10b.pth"), root.join("fusion_ckpts/biomedgpt_10b.pth")).unwrap();
+    let ask = |dir: &str| biomedgpt(&["ask", "--model", dir, "--smiles", "CCO", "--protein", "MKTAYIAK", "--question", "q", "--max-new-tokens", "6", "--json"]);
+    let (ok_a, a, err_a) = ask(root.to_str().unwrap());
+    let (ok_b, b, err_b) = ask(&model());
+    std::fs::remove_dir_all(&root).ok();
+    assert!(ok_a && ok_b, "{err_a}{err_b}");
+    assert_eq!(a, b);
+
+    // A plain LLaMA directory answers text-only, and refuses molecules it cannot encode.
+    let llama = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/llama/real_vocab_f16");
+    let llama = llama.to_str().unwrap();
+    let (ok, stdout, stderr) = biomedgpt(&["ask", "--model", llama, "--question", "What is aspirin?", "--max-new-tokens", "5", "--json"]);
+    assert!(ok, "{stderr}");
+    let out: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(out["token_ids"].as_array().unwrap().len(), 5);
+    let (ok, _, stderr) = biomedgpt(&["ask", "--model", llama, "--smiles", "CCO", "--question", "q"]);
+    assert!(!ok && stderr.contains("no molecule encoder"), "{stderr}");
+}
