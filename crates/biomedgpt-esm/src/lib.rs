@@ -52,13 +52,18 @@ fn to_fair_esm_name(hf_key: &str) -> String {
     key
 }
 
+/// The alphabet of an HF ESM directory: its `vocab.txt`, or ESM-2's when it has none.
+pub fn alphabet_of_dir(dir: &Path) -> Result<Alphabet, EsmError> {
+    match dir.join("vocab.txt") {
+        p if p.is_file() => Alphabet::from_vocab_file(p).map_err(EsmError::Config),
+        _ => Ok(Alphabet::esm2()),
+    }
+}
+
 /// Loads ESM from an HF directory. The alphabet comes from `vocab.txt` when present.
 pub fn open_hf_dir(dir: &Path, ty: FloatType, device: &Device) -> Result<(Esm, Alphabet), EsmError> {
     let config = EsmConfig::from_file(dir.join("config.json")).map_err(EsmError::Config)?;
-    let alphabet = match dir.join("vocab.txt") {
-        p if p.is_file() => Alphabet::from_vocab_file(p).map_err(EsmError::Config)?,
-        _ => Alphabet::esm2(),
-    };
+    let alphabet = alphabet_of_dir(dir)?;
     let ckpt = Checkpoint::open(dir)?;
     let prefix = if ckpt.info("esm.embeddings.word_embeddings.weight").is_some() { "esm." } else { "" };
     let root = ckpt.root();

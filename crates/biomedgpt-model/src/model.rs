@@ -109,10 +109,7 @@ impl BioMedGpt {
         let protein = match &layout.esm {
             Some(esm_dir) if esm_dir.join("config.json").is_file() => {
                 let esm_config = EsmConfig::from_file(esm_dir.join("config.json")).map_err(biomedgpt_esm::EsmError::Config)?;
-                let alphabet = match esm_dir.join("vocab.txt") {
-                    p if p.is_file() => Alphabet::from_vocab_file(p).map_err(biomedgpt_esm::EsmError::Config)?,
-                    _ => Alphabet::esm2(),
-                };
+                let alphabet = biomedgpt_esm::alphabet_of_dir(esm_dir)?;
                 let esm = Esm::load(&esm_config, &root.pp("prot_structure_encoder"), ty, device)?;
                 let proj = linear(&root.pp("proj_prot"), esm_config.hidden_size, hidden, true, ty, device)?;
                 let max_tokens = layout.settings.max_protein_tokens.unwrap_or(MAX_PROTEIN_TOKENS);
