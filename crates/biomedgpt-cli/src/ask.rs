@@ -122,15 +122,13 @@ pub fn ask(args: AskArgs) -> Result<()> {
         let json = serde_json::json!({"answer": answer.text, "token_ids": answer.token_ids, "prompt_tokens": answer.prompt_tokens});
         println!("{json}");
     } else {
-        let answer = stream_answer(&model, &mut chat, &config)?;
-        if matches!(config.strategy, Strategy::Beam { .. }) {
-            println!("{}", answer);
-        }
+        stream_answer(&model, &mut chat, &config)?;
     }
     Ok(())
 }
 
-/// Streams tokens as they come (greedy, sampling) and returns the final answer text.
+/// Prints the answer: streamed as tokens come (greedy, sampling), or whole at the end (beam
+/// search). Returns the final answer text.
 fn stream_answer(model: &BioMedGpt, chat: &mut Chat, config: &biomedgpt_llama::GenerationConfig) -> Result<String> {
     let eos = model.eos_token_ids();
     let mut streamer = TextStreamer::new(&model.tokenizer);
@@ -142,6 +140,8 @@ fn stream_answer(model: &BioMedGpt, chat: &mut Chat, config: &biomedgpt_llama::G
     })?;
     if stream {
         println!();
+    } else {
+        println!("{}", answer.text); // beam search has its answer only at the end
     }
     Ok(answer.text)
 }
@@ -178,11 +178,7 @@ pub fn chat(args: ChatArgs) -> Result<()> {
                 .ask(line)
                 .map_err(anyhow::Error::from)
                 .and_then(|_| stream_answer(&model, &mut chat, &config))
-                .map(|text| {
-                    if matches!(config.strategy, Strategy::Beam { .. }) {
-                        println!("{text}");
-                    }
-                }),
+                .map(drop),
         };
         if let Err(e) = result {
             eprintln!("error: {e:#}");
