@@ -22,7 +22,7 @@ fn main() {
         .flag_if_supported("-w")
         .compile("biomedgpt_rdkit_shim");
     println!("cargo:rustc-link-search=native={lib}");
-    for name in ["RDKitSmilesParse", "RDKitGraphMol", "RDKitRDGeneral"] {
+    for name in ["RDKitFingerprints", "RDKitSubgraphs", "RDKitSmilesParse", "RDKitGraphMol", "RDKitDataStructs", "RDKitRDGeneral"] {
         println!("cargo:rustc-link-lib=dylib={name}");
     }
     println!("cargo:rerun-if-changed=src/rdkit_shim.cc");

@@ -82,7 +82,7 @@ pub fn featurize(smiles: &str) -> Result<MolGraph, FeaturizeError> {
 }
 
 /// RDKit log lines start with a `[hh:mm:ss] ` stamp and may repeat; keep the messages.
-fn clean_reason(raw: &str) -> String {
+pub(crate) fn clean_reason(raw: &str) -> String {
     let lines: Vec<&str> = raw
         .lines()
         .map(|l| if l.starts_with('[') { l.split_once("] ").map_or(l, |(_, rest)| rest) } else { l })

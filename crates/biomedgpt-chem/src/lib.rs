@@ -11,9 +11,11 @@
 //! sanitization, kekulization, aromaticity and atom order are RDKit's.
 
 mod featurize;
+mod fingerprint;
 mod rdkit;
 
 pub use featurize::{FeaturizeError, featurize, parse_molecule};
+pub use fingerprint::{Fingerprint, morgan_fingerprint, morgan_fingerprint_with};
 pub use petgraph;
 
 use petgraph::visit::EdgeRef;

@@ -22,5 +22,6 @@ pub(crate) mod ffi {
     unsafe extern "C++" {
         include!("biomedgpt-chem/src/rdkit_shim.h");
         fn parse_smiles(smiles: &str) -> Result<RawMol>;
+        fn morgan_fingerprint(smiles: &str, radius: u32, bits: u32) -> Result<Vec<u32>>;
     }
 }

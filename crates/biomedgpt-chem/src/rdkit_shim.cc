@@ -2,6 +2,8 @@
 #include "biomedgpt-chem/src/rdkit.rs.h"
 
 #include <GraphMol/GraphMol.h>
+#include <DataStructs/ExplicitBitVect.h>
+#include <GraphMol/Fingerprints/MorganFingerprints.h>
 #include <GraphMol/SmilesParse/SmilesParse.h>
 #include <RDGeneral/RDLog.h>
 
@@ -15,7 +17,7 @@ namespace biomedgpt {
 // RDKit's error log is process-global; parses that redirect it take turns.
 static std::mutex log_mutex;
 
-RawMol parse_smiles(rust::Str smiles) {
+static std::unique_ptr<RDKit::RWMol> parse(rust::Str smiles) {
   const std::string smi(smiles.data(), smiles.size());
   std::ostringstream captured;
   std::unique_ptr<RDKit::RWMol> mol;
@@ -39,6 +41,11 @@ RawMol parse_smiles(rust::Str smiles) {
     if (error.empty()) error = "RDKit could not parse it";
     throw std::runtime_error(error);
   }
+  return mol;
+}
+
+RawMol parse_smiles(rust::Str smiles) {
+  const auto mol = parse(smiles);
   RawMol out;
   for (const auto atom : mol->atoms()) {
     out.atoms.push_back(RawAtom{static_cast<int32_t>(atom->getAtomicNum()),
@@ -49,6 +56,17 @@ RawMol parse_smiles(rust::Str smiles) {
                                 static_cast<int32_t>(bond->getBondType()),
                                 static_cast<int32_t>(bond->getBondDir())});
   }
+  return out;
+}
+
+rust::Vec<uint32_t> morgan_fingerprint(rust::Str smiles, uint32_t radius, uint32_t bits) {
+  const auto mol = parse(smiles);
+  std::unique_ptr<ExplicitBitVect> fp(
+      RDKit::MorganFingerprints::getFingerprintAsBitVect(*mol, radius, bits));
+  std::vector<int> on;
+  fp->getOnBits(on);
+  rust::Vec<uint32_t> out;
+  for (const int bit : on) out.push_back(static_cast<uint32_t>(bit));
   return out;
 }
 

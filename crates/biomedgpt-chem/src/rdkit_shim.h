@@ -6,4 +6,7 @@ struct RawMol;
 // Parses SMILES with RDKit's defaults (sanitization, aromaticity, implicit Hs removed); throws
 // std::runtime_error with RDKit's own message on failure.
 RawMol parse_smiles(rust::Str smiles);
+// The on bits of RDKit's Morgan (ECFP-like) bit-vector fingerprint, as
+// `GetMorganFingerprintAsBitVect(mol, radius, nBits)` computes it.
+rust::Vec<uint32_t> morgan_fingerprint(rust::Str smiles, uint32_t radius, uint32_t bits);
 }  // namespace biomedgpt

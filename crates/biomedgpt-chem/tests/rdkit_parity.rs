@@ -89,3 +89,22 @@ fn molecule_graph_keeps_rdkit_atom_and_bond_order() {
     assert_eq!(mol.node_weights().next().unwrap().atomic_num, 11);
     assert_eq!(MolGraph::from_molecule(&mol), featurize("[Na+].[O-]C(=O)c1ccccc1").unwrap());
 }
+
+/// On bits printed by Python RDKit 2022.9.5 `AllChem.GetMorganFingerprintAsBitVect(mol, 2, 2048)`
+/// and its `DataStructs.TanimotoSimilarity`.
+#[test]
+fn morgan_fingerprints_match_rdkit() {
+    let aspirin = biomedgpt_chem::morgan_fingerprint("CC(=O)Oc1ccccc1C(=O)O").unwrap();
+    assert_eq!(
+        aspirin.0,
+        [389, 456, 650, 695, 807, 909, 1017, 1035, 1047, 1057, 1088, 1199, 1380, 1410, 1447, 1468, 1616, 1729, 1750, 1775, 1873, 1917, 1970, 1991]
+    );
+    let phenol = biomedgpt_chem::morgan_fingerprint("c1ccccc1O").unwrap();
+    assert_eq!(phenol.0, [65, 389, 745, 807, 1088, 1199, 1380, 1602, 1750, 1778, 1873]);
+    let alanine = biomedgpt_chem::morgan_fingerprint("C[C@H](N)C(=O)O").unwrap();
+    assert_eq!(alanine.0, [1, 132, 283, 389, 473, 650, 786, 807, 1057, 1171, 1844, 1917]);
+    assert_eq!(aspirin.tanimoto(&phenol), 0.25);
+    assert_eq!(aspirin.tanimoto(&aspirin), 1.0);
+    let err = biomedgpt_chem::morgan_fingerprint("C1CC").unwrap_err().to_string();
+    assert!(err.contains("C1CC"), "{err}");
+}

@@ -1,0 +1,7 @@
+//! Dataset loaders.
+
+pub mod multiple_choice;
+pub mod qa;
+
+pub use multiple_choice::{McRecord, McTask, load_multiple_choice};
+pub use qa::{DataError, LoadStats, QaRecord, QaTask, Subject, load_qa};
