@@ -29,12 +29,18 @@ static std::unique_ptr<RDKit::RWMol> parse(rust::Str smiles) {
     // can quote RDKit's reason, and so nothing is printed.
     std::ostream *saved = rdErrorLog ? rdErrorLog->dp_dest : nullptr;
     if (rdErrorLog) rdErrorLog->dp_dest = &captured;
+    // Warnings ("not removing hydrogen atom without neighbors", stereo clean-ups) describe what
+    // RDKit's sanitization did; the result is what the reference sees, so they are not shown.
+    std::ostringstream warnings;
+    std::ostream *saved_warning = rdWarningLog ? rdWarningLog->dp_dest : nullptr;
+    if (rdWarningLog) rdWarningLog->dp_dest = &warnings;
     try {
       mol.reset(RDKit::SmilesToMol(smi));
     } catch (const std::exception &e) {  // sanitization: valence, kekulization, ...
       error = e.what();
     }
     if (rdErrorLog) rdErrorLog->dp_dest = saved;
+    if (rdWarningLog) rdWarningLog->dp_dest = saved_warning;
   }
   if (!mol) {
     if (error.empty()) error = captured.str();

@@ -58,11 +58,13 @@ pub struct DecodingArgs {
     /// max_length 256 counting the BOS it held as the only input id).
     #[arg(long)]
     pub max_new_tokens: Option<usize>,
-    /// Beam search with this many beams (1 = greedy or sampling).
-    #[arg(long, default_value_t = 1)]
-    pub num_beams: usize,
-    #[arg(long, default_value_t = 1.0)]
-    pub repetition_penalty: f32,
+    /// Beam search with this many beams (1 = greedy or sampling; default 1, for eval 5 as the
+    /// reference evaluation).
+    #[arg(long)]
+    pub num_beams: Option<usize>,
+    /// Repetition penalty over the prompt ids and generated tokens (default 1, for eval 1.5).
+    #[arg(long)]
+    pub repetition_penalty: Option<f32>,
     /// Beam search: score / length^penalty.
     #[arg(long, default_value_t = 1.0)]
     pub length_penalty: f32,
@@ -83,10 +85,29 @@ pub struct DecodingArgs {
     pub seed: u64,
 }
 
+/// A command's decoding defaults for the flags left out.
+pub struct DecodingDefaults {
+    pub max_new_tokens: usize,
+    pub num_beams: usize,
+    pub repetition_penalty: f32,
+}
+
+impl DecodingDefaults {
+    pub const fn plain(max_new_tokens: usize) -> Self {
+        Self { max_new_tokens, num_beams: 1, repetition_penalty: 1.0 }
+    }
+}
+
 impl DecodingArgs {
     pub fn config(&self, eos_token_ids: Vec<u32>, default_max_new_tokens: usize) -> Result<GenerationConfig> {
+        self.config_with(eos_token_ids, &DecodingDefaults::plain(default_max_new_tokens))
+    }
+
+    pub fn config_with(&self, eos_token_ids: Vec<u32>, defaults: &DecodingDefaults) -> Result<GenerationConfig> {
         let sampling = self.sample || self.temperature.is_some() || self.top_k.is_some() || self.top_p.is_some();
-        let strategy = match (self.num_beams, sampling) {
+        // Sampling flags turn the default beam search of eval off; an explicit --num-beams does not.
+        let num_beams = self.num_beams.unwrap_or(if sampling { 1 } else { defaults.num_beams });
+        let strategy = match (num_beams, sampling) {
             (0, _) => bail!("--num-beams must be at least 1"),
             (n, true) if n > 1 => bail!("beam search with sampling is not supported: drop --num-beams or the sampling flags"),
             (n, false) if n > 1 => Strategy::Beam {
@@ -103,9 +124,9 @@ impl DecodingArgs {
             (_, false) => Strategy::Greedy,
         };
         let config = GenerationConfig {
-            max_new_tokens: self.max_new_tokens.unwrap_or(default_max_new_tokens),
+            max_new_tokens: self.max_new_tokens.unwrap_or(defaults.max_new_tokens),
             strategy,
-            repetition_penalty: self.repetition_penalty,
+            repetition_penalty: self.repetition_penalty.unwrap_or(defaults.repetition_penalty),
             eos_token_ids,
         };
         config.validate()?;

@@ -6,6 +6,7 @@ mod bench;
 mod convert;
 mod device;
 mod embed;
+mod eval;
 mod generate;
 mod inspect;
 mod progress;
@@ -37,6 +38,10 @@ enum Command {
     Convert(convert::ConvertArgs),
     /// Continue a text prompt with a LLaMA model (HF directory).
     Generate(generate::GenerateArgs),
+    /// Text metrics (BLEU-2/4, ROUGE-1/2/L, METEOR; MolT5 protocol) of a predictions JSONL file.
+    Score(eval::ScoreArgs),
+    /// Evaluate a model or a baseline on PubChemQA, UniProtQA, PubMedQA, MedMCQA or MedQA.
+    Eval(Box<eval::EvalArgs>),
     /// Embeddings for users: protein (ESM-2).
     #[command(subcommand)]
     Embed(embed::EmbedCommand),
@@ -55,6 +60,8 @@ fn main() -> ExitCode {
         Command::Chat(args) => ask::chat(args),
         Command::Convert(args) => convert::run(args),
         Command::Generate(args) => generate::run(args),
+        Command::Score(args) => eval::score(args),
+        Command::Eval(args) => eval::eval(*args),
         Command::Embed(cmd) => embed::run(cmd),
         Command::Inspect(cmd) => inspect::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),

@@ -1,20 +1,25 @@
-//! A one-line progress bar on stderr: `[####......] 120/400 records, 35.2/s, ETA 8s`.
+//! A progress line on stderr: `[####......] 120/400 records, 35.2/s, ETA 8s`. Redrawn in place
+//! at most 5 times a second on a terminal; elsewhere (logs, CI) one line per 10% of the work.
 
-use std::io::Write;
-use std::time::Instant;
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
 
 pub struct Progress {
     total: usize,
     done: usize,
     unit: &'static str,
     start: Instant,
+    last_draw: Option<Instant>,
+    last_decile: usize,
     visible: bool,
+    terminal: bool,
 }
 
 impl Progress {
     /// `visible` false makes every call a no-op (single inputs need no bar).
     pub fn new(total: usize, unit: &'static str, visible: bool) -> Self {
-        Progress { total, done: 0, unit, start: Instant::now(), visible }
+        let terminal = std::io::stderr().is_terminal();
+        Progress { total, done: 0, unit, start: Instant::now(), last_draw: None, last_decile: 0, visible, terminal }
     }
 
     pub fn advance(&mut self, n: usize) {
@@ -22,22 +27,40 @@ impl Progress {
         if !self.visible || self.total == 0 {
             return;
         }
+        let finished = self.done == self.total;
+        if self.terminal {
+            if !finished && self.last_draw.is_some_and(|t| t.elapsed() < Duration::from_millis(200)) {
+                return;
+            }
+        } else {
+            let decile = self.done * 10 / self.total;
+            if decile == self.last_decile && !finished {
+                return;
+            }
+            self.last_decile = decile;
+        }
+        self.last_draw = Some(Instant::now());
         let rate = self.done as f64 / self.start.elapsed().as_secs_f64().max(1e-9);
         let eta = (self.total - self.done) as f64 / rate.max(1e-9);
         let filled = self.done * 30 / self.total;
-        eprint!(
-            "\r[{}{}] {}/{} {}, {rate:.1}/s, ETA {eta:.0}s ",
+        let line = format!(
+            "[{}{}] {}/{} {}, {rate:.1}/s, ETA {eta:.0}s ",
             "#".repeat(filled),
             ".".repeat(30 - filled),
             self.done,
             self.total,
             self.unit
         );
+        if self.terminal {
+            eprint!("\r{line}");
+        } else {
+            eprintln!("{line}");
+        }
         let _ = std::io::stderr().flush();
     }
 
     pub fn finish(&self) {
-        if self.visible && self.total > 0 {
+        if self.visible && self.total > 0 && self.terminal {
             eprintln!();
         }
     }

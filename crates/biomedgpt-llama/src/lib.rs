@@ -19,6 +19,7 @@ pub mod config;
 pub mod generation;
 pub mod model;
 pub mod rope;
+pub mod scoring;
 pub mod tokenizer;
 
 pub use cache::{KvCache, StepMask};
@@ -27,6 +28,7 @@ pub use generation::{
     EarlyStopping, GenerationConfig, GenerationError, GenerationOutput, Prompt, Strategy, generate,
 };
 pub use model::{DecoderInput, Llama};
+pub use scoring::{ContinuationScore, ScoringError, continuation_logprob};
 pub use tokenizer::{LlamaTokenizer, TokenizerError};
 
 use std::path::{Path, PathBuf};

@@ -260,3 +260,31 @@ fn f16_and_bf16_loading_stay_close_to_f32() {
         assert_close(&format!("{ty}"), &got[from * vocab..], &want, tol, tol);
     }
 }
+
+/// The multiple-choice score against a log-softmax (in f64) of the logits transformers
+/// recorded: same sum within 1e-3 absolute over 6 tokens (logits agree to 1e-4 each).
+#[test]
+fn continuation_logprob_matches_log_softmax_of_transformers_logits() {
+    let name = "mha_untied_safetensors";
+    let model = load(name);
+    let exp = expected(name);
+    let ids = ids_of(&exp["input_ids"]);
+    assert_eq!(exp["logits_from"].as_u64(), Some(0));
+    let (shape, want) = read_npy(&case_dir(name).join("logits.npy"));
+    let vocab = shape[1];
+    let split = ids.len() / 2;
+    let mut reference = 0f64;
+    let mut greedy = true;
+    for (k, &token) in ids[split..].iter().enumerate() {
+        let row: Vec<f64> = want[(split - 1 + k) * vocab..(split + k) * vocab].iter().map(|&v| v as f64).collect();
+        let max = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let log_z = max + row.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+        reference += row[token as usize] - log_z;
+        greedy &= row[token as usize] == max;
+    }
+    let got = biomedgpt_llama::continuation_logprob(&model, &ids[..split], &ids[split..]).unwrap();
+    assert!((got.logprob - reference).abs() < 1e-3, "ours {} vs transformers {reference}", got.logprob);
+    assert_eq!(got.is_greedy, greedy);
+    assert!(biomedgpt_llama::continuation_logprob(&model, &[], &ids).is_err());
+    assert!(biomedgpt_llama::continuation_logprob(&model, &ids, &[]).is_err());
+}

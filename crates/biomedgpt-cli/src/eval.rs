@@ -1,0 +1,443 @@
+//! `biomedgpt score` (text metrics of a predictions file) and `biomedgpt eval` (a model or a
+//! baseline on PubChemQA / UniProtQA / PubMedQA / MedMCQA / MedQA).
+//!
+//! eval appends each prediction to OUT/predictions.jsonl as soon as it is made and, when run
+//! again with the same settings, continues after the last one; OUT/metrics.json is written
+//! (atomically) at the end.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use biomedgpt_eval::baseline::{Baseline, BaselineKind};
+use biomedgpt_eval::data::{LoadStats, McRecord, McTask, QaRecord, QaTask, Subject, load_multiple_choice, load_qa};
+use biomedgpt_eval::metrics::{BleuMode, DEFAULT_WORDNET_DIR, Scorer, TextScores, WordNet, WordPieceTokenizer};
+use biomedgpt_eval::metrics::wordpiece::SHIPPED_VOCAB_NAME;
+use biomedgpt_llama::{GenerationConfig, continuation_logprob};
+use biomedgpt_model::{BioMedGpt, Chat, Input};
+use clap::{Args, ValueEnum};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::generate::{DecodingArgs, DecodingDefaults, ModelArgs};
+use crate::progress::Progress;
+
+/// The reference evaluation: 5 beams, repetition penalty 1.5, max_length 256 (255 new tokens
+/// after the BOS it held as input id).
+const EVAL_DECODING: DecodingDefaults = DecodingDefaults { max_new_tokens: 255, num_beams: 5, repetition_penalty: 1.5 };
+
+#[derive(Args)]
+pub struct MetricArgs {
+    /// BERT vocab.txt for the word pieces of BLEU and METEOR (the paper: SciBERT uncased).
+    /// Default: the shipped ChEBI/GO vocabulary, whose numbers do not compare with the paper's.
+    #[arg(long)]
+    pub vocab: Option<PathBuf>,
+    /// corpus: nltk corpus_bleu (MolT5, the paper); sentence: mean smoothed sentence BLEU.
+    #[arg(long, value_enum, default_value = "corpus")]
+    pub bleu: BleuArg,
+    /// WordNet 3.0 database directory for METEOR (Debian: wordnet-base).
+    #[arg(long, default_value = DEFAULT_WORDNET_DIR)]
+    pub wordnet: PathBuf,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum BleuArg {
+    Corpus,
+    Sentence,
+}
+
+impl MetricArgs {
+    fn scorer(&self) -> Result<(Scorer, String)> {
+        let (tokenizer, vocab_name) = match &self.vocab {
+            Some(path) => (WordPieceTokenizer::from_file(path)?, path.display().to_string()),
+            None => {
+                eprintln!(
+                    "note: BLEU/METEOR use the shipped word-piece vocabulary ({SHIPPED_VOCAB_NAME}); \
+                     pass --vocab scibert_scivocab_uncased/vocab.txt for numbers comparable with the paper"
+                );
+                (WordPieceTokenizer::shipped(), SHIPPED_VOCAB_NAME.to_string())
+            }
+        };
+        Ok((Scorer::new(tokenizer, WordNet::open(&self.wordnet)?), vocab_name))
+    }
+
+    fn mode(&self) -> BleuMode {
+        match self.bleu {
+            BleuArg::Corpus => BleuMode::Corpus,
+            BleuArg::Sentence => BleuMode::Sentence,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct ScoreArgs {
+    /// JSONL, one {"prediction": .., "reference": ..} per line.
+    #[arg(long)]
+    pub predictions: PathBuf,
+    #[command(flatten)]
+    pub metrics: MetricArgs,
+}
+
+fn string_at(v: &Value, key: &str, location: &str) -> Result<String> {
+    match v.get(key) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(other) => bail!("{location}: {key:?} must be a string, found {other}"),
+        None => bail!("{location}: missing {key:?}"),
+    }
+}
+
+pub fn score(args: ScoreArgs) -> Result<()> {
+    let path = &args.predictions;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut pairs = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let location = format!("{}:{}", path.display(), i + 1);
+        let v: Value = serde_json::from_str(line).with_context(|| format!("{location}: not valid JSON"))?;
+        pairs.push((string_at(&v, "prediction", &location)?, string_at(&v, "reference", &location)?));
+    }
+    if pairs.is_empty() {
+        bail!("{}: no prediction/reference pairs", path.display());
+    }
+    let (scorer, _) = args.metrics.scorer()?;
+    let (scores, _) = scorer.score(pairs.iter().map(|(p, r)| (p.as_str(), r.as_str())), args.metrics.mode())?;
+    println!("{}", serde_json::to_string(&scores)?);
+    Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TaskArg {
+    Pubchemqa,
+    Uniprotqa,
+    Pubmedqa,
+    Medmcqa,
+    Medqa,
+}
+
+enum Task {
+    Qa(QaTask),
+    Mc(McTask),
+}
+
+impl TaskArg {
+    fn task(self) -> Task {
+        match self {
+            TaskArg::Pubchemqa => Task::Qa(QaTask::PubChemQa),
+            TaskArg::Uniprotqa => Task::Qa(QaTask::UniProtQa),
+            TaskArg::Pubmedqa => Task::Mc(McTask::PubMedQa),
+            TaskArg::Medmcqa => Task::Mc(McTask::MedMcQa),
+            TaskArg::Medqa => Task::Mc(McTask::MedQa),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self.task() {
+            Task::Qa(t) => t.name(),
+            Task::Mc(t) => t.name(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum BaselineArg {
+    Retrieval,
+    MostFrequent,
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// Model directory (BioMedGPT layout, or a LLaMA directory for the text-only tasks).
+    #[arg(long, required_unless_present = "baseline")]
+    pub model: Option<PathBuf>,
+    #[arg(long, value_enum)]
+    pub task: TaskArg,
+    /// Dataset directory ({split}.json / .jsonl) or file.
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Evaluate the first N records only.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Output directory (predictions.jsonl, metrics.json); default eval/<task>-<split>[-<baseline>].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Answer with a baseline fitted on --train-split instead of a model.
+    #[arg(long, value_enum, conflicts_with = "model")]
+    pub baseline: Option<BaselineArg>,
+    #[arg(long, default_value = "train")]
+    pub train_split: String,
+    /// Leave malformed records (and molecules/proteins the model cannot read) out, counted.
+    #[arg(long)]
+    pub skip_invalid: bool,
+    #[arg(long, default_value = "auto")]
+    pub dtype: String,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[command(flatten)]
+    pub decoding: DecodingArgs,
+    #[command(flatten)]
+    pub metrics: MetricArgs,
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(format!("{:x}", Sha256::digest(&bytes)))
+}
+
+/// Reads the predictions made so far, keyed by record source. A last line cut off by a crash is
+/// dropped (and the file rewritten without it) so the run can continue.
+fn read_predictions(path: &Path) -> Result<HashMap<String, Value>> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(HashMap::new()) };
+    let mut done = HashMap::new();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut kept = String::new();
+    for (i, line) in lines.iter().enumerate() {
+        match serde_json::from_str::<Value>(line) {
+            Ok(v) => {
+                let source = v["source"].as_str().map(str::to_string).with_context(|| format!("{}:{}: no source", path.display(), i + 1))?;
+                done.insert(source, v);
+                kept.push_str(line);
+                kept.push('\n');
+            }
+            Err(_) if i + 1 == lines.len() => {
+                eprintln!("note: {}: dropping an incomplete last line (interrupted run)", path.display());
+                std::fs::write(path, &kept)?;
+            }
+            Err(e) => bail!("{}:{}: not valid JSON ({e}); move the file away to start over", path.display(), i + 1),
+        }
+    }
+    Ok(done)
+}
+
+struct Appender(std::fs::File);
+
+impl Appender {
+    fn open(path: &Path) -> Result<Self> {
+        Ok(Self(std::fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("opening {}", path.display()))?))
+    }
+
+    fn push(&mut self, v: &Value) -> Result<()> {
+        writeln!(self.0, "{v}")?;
+        self.0.flush()?;
+        Ok(())
+    }
+}
+
+/// Settings that must not change between a run and its continuation.
+fn check_run_settings(out: &Path, settings: &Value) -> Result<()> {
+    let path = out.join("run.json");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let previous: Value = serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))?;
+        if &previous != settings {
+            bail!(
+                "{} holds predictions made with other settings ({}); now: {}. Use another --out or remove it",
+                out.display(),
+                previous,
+                settings
+            );
+        }
+    } else {
+        biomedgpt_io::npy::write_atomic(&path, serde_json::to_string_pretty(settings)?.as_bytes())?;
+    }
+    Ok(())
+}
+
+fn load_model(args: &EvalArgs) -> Result<BioMedGpt> {
+    let model = ModelArgs { model: args.model.clone().expect("clap requires --model without --baseline"), dtype: args.dtype.clone(), device: args.device.clone() };
+    crate::ask::open(&model)
+}
+
+fn stats_json(stats: &LoadStats) -> Value {
+    json!({"records": stats.records, "multi_subject_skipped": stats.multi_subject, "invalid_skipped": stats.invalid.len()})
+}
+
+pub fn eval(args: EvalArgs) -> Result<()> {
+    let data_file = biomedgpt_eval::data::qa::split_file(&args.data, &args.split)
+        .or_else(|e| if args.data.join("ori_pqal.json").is_file() { Ok(args.data.join("ori_pqal.json")) } else { Err(e) })?;
+    let out = args.out.clone().unwrap_or_else(|| {
+        let suffix = args.baseline.map(|b| format!("-{}", baseline_kind(b).name())).unwrap_or_default();
+        PathBuf::from("eval").join(format!("{}-{}{suffix}", args.task.name(), args.split))
+    });
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let data = json!({"path": args.data.display().to_string(), "file": data_file.display().to_string(), "sha256": sha256_file(&data_file)?, "split": args.split});
+    match args.task.task() {
+        Task::Qa(task) => eval_qa(&args, task, &out, data),
+        Task::Mc(task) => eval_mc(&args, task, &out, data),
+    }
+}
+
+fn baseline_kind(arg: BaselineArg) -> BaselineKind {
+    match arg {
+        BaselineArg::Retrieval => BaselineKind::Retrieval,
+        BaselineArg::MostFrequent => BaselineKind::MostFrequent,
+    }
+}
+
+fn limited<T>(mut records: Vec<T>, limit: Option<usize>) -> Vec<T> {
+    if let Some(n) = limit {
+        records.truncate(n);
+    }
+    records
+}
+
+fn input_of(subject: &Subject) -> Input {
+    match subject {
+        Subject::Molecule { smiles } => Input::Smiles(smiles.clone()),
+        Subject::Protein { name, sequence } => Input::Protein { name: name.clone(), sequence: sequence.clone() },
+    }
+}
+
+fn model_answer(model: &BioMedGpt, config: &GenerationConfig, record: &QaRecord) -> Result<String> {
+    let mut chat = Chat::new(model);
+    chat.add(&input_of(&record.subject))?;
+    chat.ask(&record.question)?;
+    Ok(chat.answer(config, &mut |_| {})?.text)
+}
+
+fn eval_qa(args: &EvalArgs, task: QaTask, out: &Path, data: Value) -> Result<()> {
+    let (records, stats) = load_qa(&args.data, task, &args.split, args.skip_invalid)?;
+    let records = limited(records, args.limit);
+    if records.is_empty() {
+        bail!("{}: no records to evaluate", args.data.display());
+    }
+    let (scorer, vocab_name) = args.metrics.scorer()?;
+    enum Answerer {
+        Model(Box<BioMedGpt>, GenerationConfig),
+        Baseline(Baseline),
+    }
+    let (answerer, settings) = match args.baseline {
+        Some(kind) => {
+            let (train, _) = load_qa(&args.data, task, &args.train_split, true)?;
+            let baseline = Baseline::fit(baseline_kind(kind), &train);
+            let settings = json!({"task": task.name(), "baseline": baseline.kind().name(), "train_split": args.train_split, "data": data});
+            (Answerer::Baseline(baseline), settings)
+        }
+        None => {
+            let model = load_model(args)?;
+            let config = args.decoding.config_with(model.eos_token_ids(), &EVAL_DECODING)?;
+            let settings = json!({"task": task.name(), "model": args.model.as_ref().map(|m| m.display().to_string()), "dtype": args.dtype, "decoding": format!("{config:?}"), "system_prompt": model.system_prompt, "data": data});
+            (Answerer::Model(Box::new(model), config), settings)
+        }
+    };
+    check_run_settings(out, &settings)?;
+    let predictions_path = out.join("predictions.jsonl");
+    let done = read_predictions(&predictions_path)?;
+    let todo: Vec<&QaRecord> = records.iter().filter(|r| !done.contains_key(&r.source)).collect();
+    if !done.is_empty() {
+        eprintln!("resuming: {} of {} records already answered in {}", records.len() - todo.len(), records.len(), predictions_path.display());
+    }
+    let mut appender = Appender::open(&predictions_path)?;
+    let mut progress = Progress::new(todo.len(), "records", true);
+    let mut unanswerable = Vec::new();
+    for record in todo {
+        let answer = match &answerer {
+            Answerer::Baseline(b) => Ok(b.answer(record).unwrap_or_default()),
+            Answerer::Model(model, config) => model_answer(model, config, record),
+        };
+        let line = match answer {
+            Ok(prediction) => json!({"source": record.source, "question": record.question, "reference": record.answer, "prediction": prediction}),
+            Err(e) if args.skip_invalid => {
+                unanswerable.push(format!("{}: {e:#}", record.source));
+                json!({"source": record.source, "error": format!("{e:#}")})
+            }
+            Err(e) => return Err(e.context(format!("{} (use --skip-invalid to leave such records out)", record.source))),
+        };
+        appender.push(&line)?;
+        progress.advance(1);
+    }
+    progress.finish();
+    let done = read_predictions(&predictions_path)?;
+    let answered: Vec<(&QaRecord, &str)> = records
+        .iter()
+        .filter_map(|r| done.get(&r.source).and_then(|v| v["prediction"].as_str()).map(|p| (r, p)))
+        .collect();
+    let skipped_at_eval = records.len() - answered.len();
+    let (scores, _) = scorer.score(answered.iter().map(|(r, p)| (*p, r.answer.as_str())), args.metrics.mode())?;
+    let report = json!({
+        "run": settings,
+        "metrics": scores,
+        "bleu": format!("{:?}", args.metrics.mode()).to_lowercase(),
+        "vocab": vocab_name,
+        "wordnet": args.metrics.wordnet.display().to_string(),
+        "records": {"loaded": stats_json(&stats), "limit": args.limit, "evaluated": scores.n, "unanswerable_skipped": skipped_at_eval},
+    });
+    write_report(out, &report)?;
+    for message in stats.invalid.iter().chain(&unanswerable) {
+        eprintln!("skipped: {message}");
+    }
+    print_summary(&scores);
+    Ok(())
+}
+
+fn write_report(out: &Path, report: &Value) -> Result<()> {
+    let path = out.join("metrics.json");
+    biomedgpt_io::npy::write_atomic(&path, (serde_json::to_string_pretty(report)? + "\n").as_bytes())?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
+
+fn print_summary(scores: &TextScores) {
+    println!("{}", serde_json::to_string(scores).expect("scores serialize"));
+}
+
+/// lm-evaluation-harness `_encode_pair`: trailing spaces of the context move to the continuation;
+/// the continuation's tokens are those of context + continuation after the context's.
+fn encode_pair(model: &BioMedGpt, context: &str, continuation: &str) -> Result<(Vec<u32>, Vec<u32>)> {
+    let trimmed = context.trim_end_matches(' ');
+    let continuation = format!("{}{continuation}", &context[trimmed.len()..]);
+    let whole = model.tokenizer.encode(&format!("{trimmed}{continuation}"), true)?;
+    let context_ids = model.tokenizer.encode(trimmed, true)?;
+    let split = context_ids.len().min(whole.len());
+    Ok((whole[..split].to_vec(), whole[split..].to_vec()))
+}
+
+fn eval_mc(args: &EvalArgs, task: McTask, out: &Path, data: Value) -> Result<()> {
+    if args.baseline.is_some() {
+        bail!("--baseline applies to pubchemqa and uniprotqa; multiple-choice tasks report accuracy of a model");
+    }
+    let (records, stats) = load_multiple_choice(&args.data, task, &args.split, args.skip_invalid)?;
+    let records = limited(records, args.limit);
+    if records.is_empty() {
+        bail!("{}: no records to evaluate", args.data.display());
+    }
+    let model = load_model(args)?;
+    let settings = json!({"task": task.name(), "model": args.model.as_ref().map(|m| m.display().to_string()), "dtype": args.dtype, "scoring": "log-likelihood of each choice (lm-evaluation-harness), BOS first", "data": data});
+    check_run_settings(out, &settings)?;
+    let predictions_path = out.join("predictions.jsonl");
+    let done = read_predictions(&predictions_path)?;
+    let todo: Vec<&McRecord> = records.iter().filter(|r| !done.contains_key(&r.source)).collect();
+    let mut appender = Appender::open(&predictions_path)?;
+    let mut progress = Progress::new(todo.len(), "questions", true);
+    for record in todo {
+        let mut logprobs = Vec::new();
+        for choice in &record.choices {
+            let (context, continuation) = encode_pair(&model, &record.context, choice)?;
+            let score = continuation_logprob(&model.llm, &context, &continuation).with_context(|| record.source.clone())?;
+            logprobs.push(score.logprob);
+        }
+        appender.push(&json!({"source": record.source, "logprobs": logprobs, "prediction": argmax(&logprobs), "gold": record.gold}))?;
+        progress.advance(1);
+    }
+    progress.finish();
+    let done = read_predictions(&predictions_path)?;
+    let (mut correct, mut correct_norm) = (0usize, 0usize);
+    for record in &records {
+        let logprobs: Vec<f64> = done[&record.source]["logprobs"].as_array().context("logprobs")?.iter().filter_map(Value::as_f64).collect();
+        let lengths: Vec<f64> = record.choices.iter().map(|c| c.trim_start().chars().count() as f64).collect();
+        correct += (argmax(&logprobs) == record.gold) as usize;
+        let normalized: Vec<f64> = logprobs.iter().zip(&lengths).map(|(l, n)| l / n).collect();
+        correct_norm += (argmax(&normalized) == record.gold) as usize;
+    }
+    let n = records.len();
+    let metrics = json!({"acc": correct as f64 / n as f64, "acc_norm": correct_norm as f64 / n as f64, "n": n});
+    let report = json!({"run": settings, "metrics": metrics, "records": {"loaded": stats_json(&stats), "limit": args.limit}});
+    write_report(out, &report)?;
+    println!("{metrics}");
+    Ok(())
+}
+
+/// Index of the largest value; the first one on ties (numpy argmax).
+fn argmax(values: &[f64]) -> usize {
+    values.iter().enumerate().fold(0, |best, (i, &v)| if v > values[best] { i } else { best })
+}

@@ -1,0 +1,57 @@
+//! Log-likelihood of a continuation given a context, as lm-evaluation-harness scores
+//! multiple-choice answers: one forward pass over context + continuation, the log-softmax of
+//! the logits at the positions that predict each continuation token.
+
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{DType, s};
+
+use crate::generation::ids_tensor;
+use crate::model::{DecoderInput, Llama};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContinuationScore {
+    /// Sum of the continuation tokens' log-probabilities.
+    pub logprob: f64,
+    /// Whether every continuation token is the argmax at its position (lm-eval `is_greedy`).
+    pub is_greedy: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScoringError {
+    #[error("the context is empty: scoring needs at least one token (a BOS) before the continuation")]
+    EmptyContext,
+    #[error("the continuation is empty")]
+    EmptyContinuation,
+    #[error("context + continuation is {len} tokens, more than the model's {max} positions")]
+    TooLong { len: usize, max: usize },
+}
+
+/// Scores `continuation` after `context` (token ids; the context usually starts with BOS).
+pub fn continuation_logprob(model: &Llama, context: &[u32], continuation: &[u32]) -> Result<ContinuationScore, ScoringError> {
+    if context.is_empty() {
+        return Err(ScoringError::EmptyContext);
+    }
+    if continuation.is_empty() {
+        return Err(ScoringError::EmptyContinuation);
+    }
+    let ids: Vec<u32> = context.iter().chain(continuation).copied().collect();
+    let max = model.config().max_position_embeddings;
+    if ids.len() > max {
+        return Err(ScoringError::TooLong { len: ids.len(), max });
+    }
+    let input = ids_tensor(&ids, 1, &model.device());
+    let logits = model.forward(DecoderInput::Ids(input), None, &mut model.new_cache(1));
+    let (from, to) = (context.len() - 1, ids.len() - 1);
+    let rows = logits.slice(s![0, from..to, ..]).squeeze_dim::<2>(0).cast(DType::F32);
+    let vocab = rows.dims()[1];
+    let logp = log_softmax(rows, 1).into_data().try_to_vec::<f32>().expect("f32 log-probabilities");
+    let mut total = 0f64;
+    let mut is_greedy = true;
+    for (k, &token) in continuation.iter().enumerate() {
+        let row = &logp[k * vocab..(k + 1) * vocab];
+        total += row[token as usize] as f64;
+        let best = row.iter().enumerate().fold(0, |b, (i, &v)| if v > row[b] { i } else { b });
+        is_greedy &= best == token as usize;
+    }
+    Ok(ContinuationScore { logprob: total, is_greedy })
+}
