@@ -37,7 +37,7 @@ pub struct MetricArgs {
     #[arg(long, value_enum, default_value = "corpus")]
     pub bleu: BleuArg,
     /// WordNet 3.0 database directory for METEOR (Debian: wordnet-base).
-    #[arg(long, default_value = DEFAULT_WORDNET_DIR)]
+    #[arg(long, env = "BIOMEDGPT_WORDNET", default_value = DEFAULT_WORDNET_DIR)]
     pub wordnet: PathBuf,
 }
 
