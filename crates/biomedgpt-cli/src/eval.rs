@@ -167,6 +167,10 @@ pub struct EvalArgs {
     pub baseline: Option<BaselineArg>,
     #[arg(long, default_value = "train")]
     pub train_split: String,
+    /// With --model: do not score the baselines beside the model (they are by default, on the
+    /// same records, when the training split exists).
+    #[arg(long)]
+    pub no_baselines: bool,
     /// Leave malformed records (and molecules/proteins the model cannot read) out, counted.
     #[arg(long)]
     pub skip_invalid: bool,
@@ -354,9 +358,14 @@ fn eval_qa(args: &EvalArgs, task: QaTask, out: &Path, data: Value) -> Result<()>
         .collect();
     let skipped_at_eval = records.len() - answered.len();
     let (scores, _) = scorer.score(answered.iter().map(|(r, p)| (*p, r.answer.as_str())), args.metrics.mode())?;
+    let baselines = match &answerer {
+        Answerer::Model(..) if !args.no_baselines => baselines_beside(args, task, &answered, &scorer)?,
+        _ => Value::Null,
+    };
     let report = json!({
         "run": settings,
         "metrics": scores,
+        "baselines": baselines,
         "bleu": format!("{:?}", args.metrics.mode()).to_lowercase(),
         "vocab": vocab_name,
         "wordnet": args.metrics.wordnet.display().to_string(),
@@ -368,6 +377,27 @@ fn eval_qa(args: &EvalArgs, task: QaTask, out: &Path, data: Value) -> Result<()>
     }
     print_summary(&scores);
     Ok(())
+}
+
+/// The retrieval and most-frequent baselines scored on the records the model answered, so that
+/// every model number has its baselines beside it. Null when there is no training split.
+fn baselines_beside(args: &EvalArgs, task: QaTask, answered: &[(&QaRecord, &str)], scorer: &Scorer) -> Result<Value> {
+    let Ok((train, _)) = load_qa(&args.data, task, &args.train_split, true) else {
+        eprintln!("note: no {} split in {}: baselines not scored", args.train_split, args.data.display());
+        return Ok(Value::Null);
+    };
+    let mut out = serde_json::Map::new();
+    for kind in [BaselineKind::Retrieval, BaselineKind::MostFrequent] {
+        let baseline = Baseline::fit(kind, &train);
+        let predictions: Vec<String> = answered.iter().map(|(r, _)| baseline.answer(r).unwrap_or_default()).collect();
+        let (scores, _) = scorer.score(
+            answered.iter().zip(&predictions).map(|((r, _), p)| (p.as_str(), r.answer.as_str())),
+            args.metrics.mode(),
+        )?;
+        out.insert(kind.name().to_string(), serde_json::to_value(scores)?);
+    }
+    out.insert("train_split".into(), json!(args.train_split));
+    Ok(Value::Object(out))
 }
 
 fn write_report(out: &Path, report: &Value) -> Result<()> {

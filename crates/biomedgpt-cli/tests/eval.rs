@@ -130,6 +130,10 @@ fn model_eval_answers_like_ask_and_scores_multiple_choice() {
         "eval", "--model", model, "--task", "pubchemqa", "--data", "datasets/chebi", "--limit", "2", "--max-new-tokens", "8", "--dtype", "f32", "--out", out.to_str().unwrap(),
     ]);
     assert!(ok, "{stderr}");
+    let report = read_json(&out.join("metrics.json"));
+    for baseline in ["retrieval", "most-frequent"] {
+        assert_eq!(report["baselines"][baseline]["n"], 2, "baselines scored beside the model: {report}");
+    }
     let run = read_json(&out.join("run.json"));
     let decoding = run["decoding"].as_str().unwrap();
     assert!(decoding.contains("num_beams: 5") && decoding.contains("repetition_penalty: 1.5"), "reference defaults: {decoding}");

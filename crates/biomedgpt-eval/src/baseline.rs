@@ -1,8 +1,10 @@
 //! Baselines reported beside model numbers, in the same report format:
 //!
 //! - retrieval: the training answer of the most similar training molecule (Morgan radius 2,
-//!   2048 bits, Tanimoto) or protein (Jaccard similarity of 3-mer sets) asked the same question.
+//!   2048 bits, Tanimoto) or protein (Jaccard similarity of the sets of 5-mers, found through an
+//!   inverted index so that UniProtQA-sized training sets stay fast) asked the same question.
 //!   Strong on UniProtQA-style data, where close homologues share annotations across splits.
+//!   A query with nothing in common with any training subject gets the most frequent answer.
 //! - most frequent: the most frequent training answer to the same question.
 //!
 //! Ties go to the earliest training record, so results do not depend on hashing.
@@ -13,7 +15,9 @@ use biomedgpt_chem::{Fingerprint, morgan_fingerprint};
 
 use crate::data::{QaRecord, Subject};
 
-const KMER: usize = 3;
+/// Protein k-mer length: 5-mers are rare enough (20^5 of them) that sharing several means
+/// homology, and their posting lists stay short.
+const KMER: usize = 5;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -33,89 +37,132 @@ impl BaselineKind {
 
 /// Sorted distinct k-mers of a sequence, each packed into a u64.
 fn kmers(sequence: &str) -> Vec<u64> {
-    let bytes = sequence.as_bytes();
     let mut out: Vec<u64> =
-        bytes.windows(KMER).map(|w| w.iter().fold(0u64, |acc, &b| (acc << 8) | b as u64)).collect();
+        sequence.as_bytes().windows(KMER).map(|w| w.iter().fold(0u64, |acc, &b| (acc << 8) | b as u64)).collect();
     out.sort_unstable();
     out.dedup();
     out
 }
 
-fn jaccard(a: &[u64], b: &[u64]) -> f64 {
-    let (mut i, mut j, mut common) = (0, 0, 0usize);
-    while i < a.len() && j < b.len() {
-        match a[i].cmp(&b[j]) {
-            std::cmp::Ordering::Less => i += 1,
-            std::cmp::Ordering::Greater => j += 1,
-            std::cmp::Ordering::Equal => {
-                common += 1;
-                i += 1;
-                j += 1;
+/// A distinct training subject and the answers it was given, per question (first one kept).
+struct Entry {
+    answers: HashMap<String, String>,
+}
+
+/// Proteins: k-mer -> training subjects containing it, and each subject's k-mer count.
+#[derive(Default)]
+struct ProteinIndex {
+    postings: HashMap<u64, Vec<u32>>,
+    sizes: Vec<u32>,
+}
+
+impl ProteinIndex {
+    /// (training protein, Jaccard similarity) of every protein sharing a k-mer with the query.
+    /// Counts go to a dense array (one slot per training subject) touched sparsely: no hashing
+    /// in the inner loop, which walks long posting lists for common k-mers.
+    fn similar(&self, query: &[u64]) -> Vec<(u32, f64)> {
+        let mut shared = vec![0u32; self.sizes.len()];
+        let mut touched = Vec::new();
+        for kmer in query {
+            for &p in self.postings.get(kmer).map(Vec::as_slice).unwrap_or(&[]) {
+                let slot = &mut shared[p as usize];
+                if *slot == 0 {
+                    touched.push(p);
+                }
+                *slot += 1;
             }
         }
-    }
-    let union = a.len() + b.len() - common;
-    if union == 0 { 0.0 } else { common as f64 / union as f64 }
-}
-
-enum Key {
-    Molecule(Fingerprint),
-    Protein(Vec<u64>),
-}
-
-fn key_of(subject: &Subject) -> Option<Key> {
-    match subject {
-        Subject::Molecule { smiles } => morgan_fingerprint(smiles).ok().map(Key::Molecule),
-        Subject::Protein { sequence, .. } => Some(Key::Protein(kmers(sequence))),
-    }
-}
-
-fn similarity(a: &Key, b: &Key) -> f64 {
-    match (a, b) {
-        (Key::Molecule(x), Key::Molecule(y)) => x.tanimoto(y),
-        (Key::Protein(x), Key::Protein(y)) => jaccard(x, y),
-        _ => 0.0,
+        touched
+            .into_iter()
+            .map(|p| {
+                let common = shared[p as usize];
+                let union = query.len() as u32 + self.sizes[p as usize] - common;
+                (p, common as f64 / union as f64)
+            })
+            .collect()
     }
 }
 
 pub struct Baseline {
     kind: BaselineKind,
-    /// question -> (key, answer) of the training records asked it.
-    by_question: HashMap<String, Vec<(Key, String)>>,
+    entries: Vec<Entry>,
+    molecules: Vec<(u32, Fingerprint)>,
+    proteins: ProteinIndex,
     most_frequent: HashMap<String, String>,
     /// Training records whose molecule RDKit could not parse (left out of retrieval).
     pub unusable_training_records: usize,
 }
 
+fn most_frequent_answers(train: &[QaRecord]) -> HashMap<String, String> {
+    // question -> (answer, count, first index)
+    let mut counts: HashMap<&str, Vec<(&str, usize, usize)>> = HashMap::new();
+    for (order, record) in train.iter().enumerate() {
+        let answers = counts.entry(record.question.as_str()).or_default();
+        match answers.iter_mut().find(|(a, ..)| *a == record.answer) {
+            Some(entry) => entry.1 += 1,
+            None => answers.push((record.answer.as_str(), 1, order)),
+        }
+    }
+    counts
+        .into_iter()
+        .map(|(question, answers)| {
+            let (answer, ..) =
+                answers.into_iter().max_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2))).expect("a question has an answer");
+            (question.to_string(), answer.to_string())
+        })
+        .collect()
+}
+
 impl Baseline {
     pub fn fit(kind: BaselineKind, train: &[QaRecord]) -> Self {
-        let mut by_question: HashMap<String, Vec<(Key, String)>> = HashMap::new();
-        let mut counts: HashMap<&str, Vec<(&str, usize, usize)>> = HashMap::new();
-        let mut unusable = 0;
-        for (order, record) in train.iter().enumerate() {
-            let answers = counts.entry(record.question.as_str()).or_default();
-            match answers.iter_mut().find(|(a, ..)| *a == record.answer) {
-                Some(entry) => entry.1 += 1,
-                None => answers.push((record.answer.as_str(), 1, order)),
-            }
-            if kind == BaselineKind::Retrieval {
-                match key_of(&record.subject) {
-                    Some(key) => by_question.entry(record.question.clone()).or_default().push((key, record.answer.clone())),
-                    None => unusable += 1,
-                }
-            }
+        let mut baseline = Self {
+            kind,
+            entries: Vec::new(),
+            molecules: Vec::new(),
+            proteins: ProteinIndex::default(),
+            most_frequent: most_frequent_answers(train),
+            unusable_training_records: 0,
+        };
+        if kind == BaselineKind::Retrieval {
+            baseline.index(train);
         }
-        let most_frequent = counts
-            .into_iter()
-            .map(|(question, answers)| {
-                let (answer, ..) = answers
-                    .into_iter()
-                    .max_by(|a, b| a.1.cmp(&b.1).then(b.2.cmp(&a.2)))
-                    .expect("a question has an answer");
-                (question.to_string(), answer.to_string())
-            })
-            .collect();
-        Self { kind, by_question, most_frequent, unusable_training_records: unusable }
+        baseline
+    }
+
+    fn index(&mut self, train: &[QaRecord]) {
+        let mut ids: HashMap<&Subject, u32> = HashMap::new();
+        for record in train {
+            let id = match ids.get(&record.subject) {
+                Some(&id) => id,
+                None => {
+                    let id = self.entries.len() as u32;
+                    // `sizes` has one slot per entry (0 for molecules) so ids index it directly.
+                    match &record.subject {
+                        Subject::Molecule { smiles } => match morgan_fingerprint(smiles) {
+                            Ok(fp) => {
+                                self.molecules.push((id, fp));
+                                self.proteins.sizes.push(0);
+                            }
+                            Err(_) => {
+                                self.unusable_training_records += 1;
+                                continue;
+                            }
+                        },
+                        Subject::Protein { sequence, .. } => {
+                            let kmers = kmers(sequence);
+                            self.proteins.sizes.push(kmers.len() as u32);
+                            for k in kmers {
+                                self.proteins.postings.entry(k).or_default().push(id);
+                            }
+                        }
+                    }
+                    self.entries.push(Entry { answers: HashMap::new() });
+                    ids.insert(&record.subject, id);
+                    id
+                }
+            };
+            self.entries[id as usize].answers.entry(record.question.clone()).or_insert_with(|| record.answer.clone());
+        }
     }
 
     pub fn kind(&self) -> BaselineKind {
@@ -124,23 +171,32 @@ impl Baseline {
 
     /// The baseline's answer, or None when no training record was asked this question.
     pub fn answer(&self, record: &QaRecord) -> Option<String> {
-        match self.kind {
-            BaselineKind::MostFrequent => self.most_frequent.get(&record.question).cloned(),
-            BaselineKind::Retrieval => {
-                let candidates = self.by_question.get(&record.question)?;
-                let Some(query) = key_of(&record.subject) else {
-                    return self.most_frequent.get(&record.question).cloned();
-                };
-                let mut best: Option<(f64, &str)> = None;
-                for (key, answer) in candidates {
-                    let s = similarity(&query, key);
-                    if best.is_none_or(|(b, _)| s > b) {
-                        best = Some((s, answer));
-                    }
+        let fallback = self.most_frequent.get(&record.question).cloned();
+        if self.kind == BaselineKind::MostFrequent {
+            return fallback;
+        }
+        let candidates: Vec<(u32, f64)> = match &record.subject {
+            Subject::Molecule { smiles } => match morgan_fingerprint(smiles) {
+                Ok(query) => self.molecules.iter().map(|(id, fp)| (*id, query.tanimoto(fp))).collect(),
+                Err(_) => Vec::new(),
+            },
+            Subject::Protein { sequence, .. } => self.proteins.similar(&kmers(sequence)),
+        };
+        // The best (highest similarity, then earliest) candidate asked this question; the
+        // question is looked up only for candidates that would beat the best so far.
+        let mut best: Option<(u32, f64, &String)> = None;
+        for (id, similarity) in candidates {
+            let beats = match best {
+                None => similarity > 0.0,
+                Some((best_id, best_similarity, _)) => {
+                    similarity > best_similarity || (similarity == best_similarity && id < best_id)
                 }
-                best.map(|(_, a)| a.to_string())
+            };
+            if beats && let Some(answer) = self.entries[id as usize].answers.get(&record.question) {
+                best = Some((id, similarity, answer));
             }
         }
+        best.map(|(.., answer)| answer.clone()).or(fallback)
     }
 }
 
@@ -177,6 +233,9 @@ mod tests {
         ];
         let baseline = Baseline::fit(BaselineKind::Retrieval, &train);
         assert_eq!(baseline.answer(&record(protein("MKTAYIAKQRQISFVKSHF"), "F", "?")).as_deref(), Some("kinase"));
+        assert_eq!(baseline.answer(&record(protein("GGGGSSSSGGGG"), "F", "?")).as_deref(), Some("linker"));
+        // Nothing in common with any training protein: the most frequent answer (first seen on ties).
+        assert_eq!(baseline.answer(&record(protein("WWWWWWWWW"), "F", "?")).as_deref(), Some("kinase"));
     }
 
     #[test]
