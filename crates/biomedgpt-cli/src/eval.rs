@@ -14,7 +14,7 @@ use biomedgpt_eval::baseline::{Baseline, BaselineKind};
 use biomedgpt_eval::data::{LoadStats, McRecord, McTask, QaRecord, QaTask, Subject, load_multiple_choice, load_qa};
 use biomedgpt_eval::metrics::{BleuMode, DEFAULT_WORDNET_DIR, Scorer, TextScores, WordNet, WordPieceTokenizer};
 use biomedgpt_eval::metrics::wordpiece::SHIPPED_VOCAB_NAME;
-use biomedgpt_llama::{GenerationConfig, continuation_logprob};
+use biomedgpt_llama::{GenerationConfig, choice_logprobs};
 use biomedgpt_model::{BioMedGpt, Chat, Input};
 use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
@@ -412,14 +412,15 @@ fn print_summary(scores: &TextScores) {
 }
 
 /// lm-evaluation-harness `_encode_pair`: trailing spaces of the context move to the continuation;
-/// the continuation's tokens are those of context + continuation after the context's.
+/// the context is tokenized alone, and the continuation's tokens are those of context +
+/// continuation after as many tokens as the context has.
 fn encode_pair(model: &BioMedGpt, context: &str, continuation: &str) -> Result<(Vec<u32>, Vec<u32>)> {
     let trimmed = context.trim_end_matches(' ');
     let continuation = format!("{}{continuation}", &context[trimmed.len()..]);
     let whole = model.tokenizer.encode(&format!("{trimmed}{continuation}"), true)?;
     let context_ids = model.tokenizer.encode(trimmed, true)?;
-    let split = context_ids.len().min(whole.len());
-    Ok((whole[..split].to_vec(), whole[split..].to_vec()))
+    let continuation_ids = whole.get(context_ids.len()..).unwrap_or_default().to_vec();
+    Ok((context_ids, continuation_ids))
 }
 
 fn eval_mc(args: &EvalArgs, task: McTask, out: &Path, data: Value) -> Result<()> {
@@ -440,12 +441,15 @@ fn eval_mc(args: &EvalArgs, task: McTask, out: &Path, data: Value) -> Result<()>
     let mut appender = Appender::open(&predictions_path)?;
     let mut progress = Progress::new(todo.len(), "questions", true);
     for record in todo {
-        let mut logprobs = Vec::new();
+        let mut context = Vec::new();
+        let mut continuations = Vec::new();
         for choice in &record.choices {
-            let (context, continuation) = encode_pair(&model, &record.context, choice)?;
-            let score = continuation_logprob(&model.llm, &context, &continuation).with_context(|| record.source.clone())?;
-            logprobs.push(score.logprob);
+            let (ctx, continuation) = encode_pair(&model, &record.context, choice)?;
+            context = ctx; // the same for every choice: the context is tokenized alone
+            continuations.push(continuation);
         }
+        let scores = choice_logprobs(&model.llm, &context, &continuations).with_context(|| record.source.clone())?;
+        let logprobs: Vec<f64> = scores.iter().map(|s| s.logprob).collect();
         appender.push(&json!({"source": record.source, "logprobs": logprobs, "prediction": argmax(&logprobs), "gold": record.gold}))?;
         progress.advance(1);
     }

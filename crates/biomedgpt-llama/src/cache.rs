@@ -10,7 +10,9 @@ use burn::tensor::{Int, Tensor, TensorData};
 #[derive(Debug, Clone)]
 pub struct StepMask(pub Vec<Vec<bool>>);
 
-#[derive(Debug)]
+/// Cloning is cheap (tensors are shared) and the clones then grow independently: scoring
+/// several continuations of one context reuses the context's keys and values.
+#[derive(Debug, Clone)]
 pub struct KvCache {
     /// Per layer `(keys, values)`, each `[B, kv_heads, S, head_dim]`.
     pub(crate) layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,

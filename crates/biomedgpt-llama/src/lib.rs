@@ -28,7 +28,7 @@ pub use generation::{
     EarlyStopping, GenerationConfig, GenerationError, GenerationOutput, Prompt, Strategy, generate,
 };
 pub use model::{DecoderInput, Llama};
-pub use scoring::{ContinuationScore, ScoringError, continuation_logprob};
+pub use scoring::{ContinuationScore, ScoringError, choice_logprobs, continuation_logprob};
 pub use tokenizer::{LlamaTokenizer, TokenizerError};
 
 use std::path::{Path, PathBuf};

@@ -288,3 +288,19 @@ fn continuation_logprob_matches_log_softmax_of_transformers_logits() {
     assert!(biomedgpt_llama::continuation_logprob(&model, &[], &ids).is_err());
     assert!(biomedgpt_llama::continuation_logprob(&model, &ids, &[]).is_err());
 }
+
+/// Choices scored with the context's KV cache shared equal one full pass per choice.
+#[test]
+fn shared_context_choice_scores_equal_separate_passes() {
+    let name = "mha_untied_safetensors";
+    let model = load(name);
+    let ids = ids_of(&expected(name)["input_ids"]);
+    let context = &ids[..5];
+    let choices = vec![ids[5..6].to_vec(), ids[5..9].to_vec(), vec![7, 8, 9]];
+    let shared = biomedgpt_llama::choice_logprobs(&model, context, &choices).unwrap();
+    for (choice, got) in choices.iter().zip(&shared) {
+        let separate = biomedgpt_llama::continuation_logprob(&model, context, choice).unwrap();
+        assert!((got.logprob - separate.logprob).abs() < 1e-4, "{choice:?}: {} vs {}", got.logprob, separate.logprob);
+        assert_eq!(got.is_greedy, separate.is_greedy);
+    }
+}
