@@ -8,7 +8,7 @@ pub mod model;
 pub mod prompt;
 
 pub use layout::{Layout, Settings};
-pub use model::{Answer, BioMedGpt, Chat, Input};
+pub use model::{Adapters, Answer, BioMedGpt, Chat, Input};
 pub use prompt::{ChatPrompt, DEFAULT_SYSTEM_PROMPT, Modality, Role, split_at_placeholders};
 
 #[derive(Debug, thiserror::Error)]

@@ -7,6 +7,7 @@ use biomedgpt_io::modules::{apply_linear, linear};
 use biomedgpt_io::{Checkpoint, FloatType, WeightView};
 use biomedgpt_llama::generation::ids_tensor;
 use biomedgpt_llama::{DecoderInput, GenerationConfig, Llama, LlamaConfig, LlamaTokenizer, Prompt, generate};
+use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::{DType, Device, Tensor};
 
@@ -19,20 +20,39 @@ pub const MAX_PROTEIN_TOKENS: usize = 1024;
 
 struct MoleculeEncoder {
     gin: Gin,
-    proj: Linear,
 }
 
 struct ProteinEncoder {
     esm: Esm,
     alphabet: Alphabet,
-    proj: Linear,
     max_tokens: usize,
+}
+
+/// The trainable bridge between the encoders and the LLM: `proj_mol` (GIN width -> hidden) and
+/// `proj_prot` (ESM width -> hidden), absent when the model has no such encoder.
+#[derive(Module, Debug)]
+pub struct Adapters {
+    pub proj_mol: Option<Linear>,
+    pub proj_prot: Option<Linear>,
+}
+
+impl Adapters {
+    /// Projects encoder features `[rows, width]` into the LLM's embedding space.
+    pub fn project(&self, modality: Modality, features: Tensor<2>) -> Result<Tensor<2>, ModelError> {
+        let proj = match modality {
+            Modality::Molecule => self.proj_mol.as_ref(),
+            Modality::Protein => self.proj_prot.as_ref(),
+        };
+        let proj = proj.ok_or_else(|| ModelError::Unsupported(format!("this model has no {modality:?} adapter")))?;
+        Ok(apply_linear(proj, features))
+    }
 }
 
 /// BioMedGPT-10B (or any LLaMA, text-only, when the directory has no encoders).
 pub struct BioMedGpt {
     pub llm: Llama,
     pub tokenizer: LlamaTokenizer,
+    pub adapters: Adapters,
     molecule: Option<MoleculeEncoder>,
     protein: Option<ProteinEncoder>,
     pub system_prompt: String,
@@ -67,7 +87,8 @@ impl BioMedGpt {
         let Some(fused) = &layout.fused_weights else {
             let ckpt = Checkpoint::open(&layout.llm)?;
             let llm = Llama::load(&config, &ckpt.root(), ty, device)?;
-            return Ok(BioMedGpt { llm, tokenizer, molecule: None, protein: None, system_prompt, notice: layout.settings.notice });
+            let adapters = Adapters { proj_mol: None, proj_prot: None };
+            return Ok(BioMedGpt { llm, tokenizer, adapters, molecule: None, protein: None, system_prompt, notice: layout.settings.notice });
         };
 
         let ckpt = Checkpoint::open(fused)?;
@@ -90,6 +111,7 @@ impl BioMedGpt {
         let hidden = config.hidden_size;
 
         let mol_view = root.pp("mol_structure_encoder");
+        let mut adapters = Adapters { proj_mol: None, proj_prot: None };
         let molecule = match gin_size(&mol_view, &ckpt) {
             Some((found_layers, found_dim)) => {
                 let s = &layout.settings;
@@ -100,8 +122,8 @@ impl BioMedGpt {
                     ..GinConfig::biomedgpt()
                 };
                 let gin = Gin::load(&gin_config, &mol_view, FloatType::F32, device)?;
-                let proj = linear(&root.pp("proj_mol"), gin_config.emb_dim, hidden, true, ty, device)?;
-                Some(MoleculeEncoder { gin, proj })
+                adapters.proj_mol = Some(linear(&root.pp("proj_mol"), gin_config.emb_dim, hidden, true, ty, device)?);
+                Some(MoleculeEncoder { gin })
             }
             None => None,
         };
@@ -111,13 +133,13 @@ impl BioMedGpt {
                 let esm_config = EsmConfig::from_file(esm_dir.join("config.json")).map_err(biomedgpt_esm::EsmError::Config)?;
                 let alphabet = biomedgpt_esm::alphabet_of_dir(esm_dir)?;
                 let esm = Esm::load(&esm_config, &root.pp("prot_structure_encoder"), ty, device)?;
-                let proj = linear(&root.pp("proj_prot"), esm_config.hidden_size, hidden, true, ty, device)?;
+                adapters.proj_prot = Some(linear(&root.pp("proj_prot"), esm_config.hidden_size, hidden, true, ty, device)?);
                 let max_tokens = layout.settings.max_protein_tokens.unwrap_or(MAX_PROTEIN_TOKENS);
-                Some(ProteinEncoder { esm, alphabet, proj, max_tokens })
+                Some(ProteinEncoder { esm, alphabet, max_tokens })
             }
             _ => None,
         };
-        Ok(BioMedGpt { llm, tokenizer, molecule, protein, system_prompt, notice: layout.settings.notice })
+        Ok(BioMedGpt { llm, tokenizer, adapters, molecule, protein, system_prompt, notice: layout.settings.notice })
     }
 
     pub fn has_molecule_encoder(&self) -> bool {
@@ -132,6 +154,13 @@ impl BioMedGpt {
     /// token (`<cls>` and `<eos>` included) for a protein. Long proteins are truncated as the
     /// reference does; the returned count says by how many residues.
     pub fn encode(&self, input: &Input) -> Result<(Tensor<2>, usize), ModelError> {
+        let (modality, features, truncated) = self.features(input)?;
+        Ok((self.adapters.project(modality, features)?, truncated))
+    }
+
+    /// Encoder features before the adapter, `[rows, encoder width]` in the LLM's dtype (what
+    /// training keeps fixed and may cache), with the modality and the residues truncated.
+    pub fn features(&self, input: &Input) -> Result<(Modality, Tensor<2>, usize), ModelError> {
         let dtype = self.llm.dtype();
         match input {
             Input::Smiles(smiles) => {
@@ -140,8 +169,7 @@ impl BioMedGpt {
                 })?;
                 let graph = featurize(smiles)?;
                 let batch = GraphBatch::new(std::slice::from_ref(&graph), &self.llm.device())?;
-                let atoms = enc.gin.forward(&batch).cast(dtype);
-                Ok((apply_linear(&enc.proj, atoms), 0))
+                Ok((Modality::Molecule, enc.gin.forward(&batch).cast(dtype), 0))
             }
             Input::Protein { name, sequence } => {
                 let enc = self.protein.as_ref().ok_or_else(|| {
@@ -152,8 +180,7 @@ impl BioMedGpt {
                 let encoded = enc.alphabet.encode(name, sequence, enc.max_tokens, true)?;
                 let states = enc.esm.forward(std::slice::from_ref(&encoded.ids), false).last_hidden_state;
                 let [_, t, h] = states.dims();
-                let tokens = states.reshape([t, h]).cast(dtype);
-                Ok((apply_linear(&enc.proj, tokens), encoded.truncated))
+                Ok((Modality::Protein, states.reshape([t, h]).cast(dtype), encoded.truncated))
             }
         }
     }

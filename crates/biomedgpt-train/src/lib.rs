@@ -1,0 +1,178 @@
+//! Alignment fine-tuning as BioMedGPT-10B was made: the encoders and the LLM frozen, the
+//! adapters (`proj_mol`, `proj_prot`) trained on question-answer pairs about molecules and
+//! proteins with the reference loss.
+//!
+//! An example is the reference chat prompt (system prompt, the molecule or protein message with
+//! the question, `### Assistant: `), its text segments tokenized on their own with BOS on the
+//! first only and the projected encoder features spliced in, then the answer tokenized on its
+//! own (no BOS) and EOS. Only the answer tokens and EOS are predicted: the loss is the
+//! cross-entropy of each next token whose label is an answer token, averaged over all such
+//! tokens of the batch (transformers' causal LM loss with prompt and padding labelled -100).
+//! Sequences of a batch are right-padded with zero embeddings; with causal attention padding at
+//! the end never influences real positions, so no attention mask is needed.
+//!
+//! Models are loaded on an autodiff device (`Device::flex().autodiff()`); the LLM is frozen by
+//! [`freeze`], encoder features are detached, and only the adapters receive gradients.
+
+use biomedgpt_llama::DecoderInput;
+use biomedgpt_llama::generation::ids_tensor;
+use biomedgpt_model::{Adapters, BioMedGpt, ChatPrompt, Input, Modality, ModelError};
+use burn::module::Module;
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{DType, Int, Tensor, TensorData};
+
+/// Transformers' label for positions without a target.
+pub const IGNORE: i64 = -100;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("{0}")]
+    Input(String),
+}
+
+/// One question-answer pair about molecules and proteins.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Example {
+    pub inputs: Vec<Input>,
+    pub question: String,
+    pub answer: String,
+}
+
+/// Encoder features of an example's inputs, computed once: the encoders are frozen, so these can
+/// be reused every epoch (and cached on disk).
+#[derive(Clone, Debug)]
+pub struct EncodedExample {
+    pub features: Vec<(Modality, Tensor<2>)>,
+    pub prompt: String,
+    pub answer_ids: Vec<u32>,
+}
+
+/// Freezes everything but the adapters: the LLM's parameters no longer track gradients.
+pub fn freeze(model: &mut BioMedGpt) {
+    model.llm = model.llm.clone().no_grad();
+}
+
+/// Runs the frozen encoders and tokenizes the answer (without BOS) followed by EOS.
+pub fn encode_example(model: &BioMedGpt, example: &Example) -> Result<EncodedExample, TrainError> {
+    if example.question.trim().is_empty() {
+        return Err(TrainError::Input("the question is empty".into()));
+    }
+    if example.answer.trim().is_empty() {
+        return Err(TrainError::Input("the answer is empty".into()));
+    }
+    let mut prompt = ChatPrompt::new(model.system_prompt.clone());
+    let mut features = Vec::new();
+    for input in &example.inputs {
+        let (modality, f, _) = model.features(input)?;
+        features.push((modality, f.detach()));
+        prompt.push_modality(modality);
+    }
+    prompt.push_question(&example.question);
+    let eos = model.llm.config().eos_token_ids().first().copied().unwrap_or(2);
+    let mut answer_ids = model.tokenizer.encode(&example.answer, false).map_err(ModelError::from)?;
+    answer_ids.push(eos);
+    Ok(EncodedExample { features, prompt: prompt.render(), answer_ids })
+}
+
+/// Input embeddings `[T, hidden]` and labels `[T]` (answer tokens, [`IGNORE`] elsewhere).
+fn example_embeds(model: &BioMedGpt, adapters: &Adapters, example: &EncodedExample) -> Result<(Tensor<2>, Vec<i64>), TrainError> {
+    let items = example
+        .features
+        .iter()
+        .map(|(m, f)| Ok((*m, adapters.project(*m, f.clone())?)))
+        .collect::<Result<Vec<_>, ModelError>>()?;
+    let (prompt, _) = model.prompt_embeds(&example.prompt, &items)?;
+    let answer = model.llm.embed(ids_tensor(&example.answer_ids, 1, &model.llm.device()));
+    let embeds = Tensor::cat(vec![prompt, answer.cast(model.llm.dtype())], 1);
+    let [_, t, h] = embeds.dims();
+    let mut labels = vec![IGNORE; t - example.answer_ids.len()];
+    labels.extend(example.answer_ids.iter().map(|&id| id as i64));
+    Ok((embeds.reshape([t, h]), labels))
+}
+
+/// The reference loss of a batch (scalar tensor, in the autodiff graph of the adapters).
+pub fn batch_loss(model: &BioMedGpt, adapters: &Adapters, batch: &[EncodedExample]) -> Result<Tensor<1>, TrainError> {
+    if batch.is_empty() {
+        return Err(TrainError::Input("empty batch".into()));
+    }
+    let rows = batch.iter().map(|e| example_embeds(model, adapters, e)).collect::<Result<Vec<_>, _>>()?;
+    let width = rows.iter().map(|(e, _)| e.dims()[0]).max().expect("a row");
+    let device = model.llm.device();
+    let hidden = rows[0].0.dims()[1];
+    let b = rows.len();
+    // Next-token targets: position i predicts label i + 1.
+    let (mut positions, mut targets) = (Vec::new(), Vec::new());
+    let mut padded = Vec::with_capacity(b);
+    for (row, (embeds, labels)) in rows.into_iter().enumerate() {
+        for (i, pair) in labels.windows(2).enumerate() {
+            if pair[1] != IGNORE {
+                positions.push((row * width + i) as i64);
+                targets.push(pair[1]);
+            }
+        }
+        let t = embeds.dims()[0];
+        let embeds = if t < width {
+            let pad = Tensor::<2>::zeros([width - t, hidden], (&device, embeds.dtype()));
+            Tensor::cat(vec![embeds, pad], 0)
+        } else {
+            embeds
+        };
+        padded.push(embeds.unsqueeze_dim::<3>(0));
+    }
+    let embeds = Tensor::cat(padded, 0);
+    let logits = model.llm.forward(DecoderInput::Embeds(embeds), None, &mut model.llm.new_cache(b));
+    let vocab = logits.dims()[2];
+    let n = positions.len();
+    let index = Tensor::<1, Int>::from_data(TensorData::new(positions, [n]), &device);
+    let target = Tensor::<2, Int>::from_data(TensorData::new(targets, [n, 1]), &device);
+    let rows = logits.reshape([b * width, vocab]).select(0, index).cast(DType::F32);
+    let picked = log_softmax(rows, 1).gather(1, target);
+    Ok(picked.mean().neg())
+}
+
+/// AdamW settings with torch.optim.AdamW's names and defaults, except weight decay 0.01.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdamW {
+    pub lr: f64,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+}
+
+impl Default for AdamW {
+    fn default() -> Self {
+        Self { lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 }
+    }
+}
+
+/// Trains the adapters of a model with AdamW.
+pub struct AdapterTrainer {
+    optimizer: ModuleOptimizer,
+    pub lr: f64,
+}
+
+impl AdapterTrainer {
+    pub fn new(settings: &AdamW) -> Self {
+        let optimizer = AdamWConfig::new()
+            .with_beta_1(settings.beta1)
+            .with_beta_2(settings.beta2)
+            .with_epsilon(settings.eps)
+            .with_weight_decay(settings.weight_decay)
+            .init();
+        Self { optimizer, lr: settings.lr }
+    }
+
+    /// One optimizer step on `batch`; returns the loss before the step.
+    pub fn step(&mut self, model: &mut BioMedGpt, batch: &[EncodedExample]) -> Result<f64, TrainError> {
+        let loss = batch_loss(model, &model.adapters, batch)?;
+        let value = loss.clone().into_scalar::<f32>() as f64;
+        let grads = GradientsParams::from_grads(loss.backward(), &model.adapters);
+        let adapters = std::mem::replace(&mut model.adapters, Adapters { proj_mol: None, proj_prot: None });
+        model.adapters = self.optimizer.step(self.lr, adapters, grads);
+        Ok(value)
+    }
+}
