@@ -10,6 +10,7 @@ mod eval;
 mod generate;
 mod inspect;
 mod progress;
+mod train;
 
 use std::process::ExitCode;
 
@@ -42,6 +43,8 @@ enum Command {
     Score(eval::ScoreArgs),
     /// Evaluate a model or a baseline on PubChemQA, UniProtQA, PubMedQA, MedMCQA or MedQA.
     Eval(Box<eval::EvalArgs>),
+    /// Fine-tune BioMedGPT's adapters on molecule/protein QA data (resumable, see --help).
+    Train(Box<train::TrainArgs>),
     /// Embeddings for users: protein (ESM-2).
     #[command(subcommand)]
     Embed(embed::EmbedCommand),
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => generate::run(args),
         Command::Score(args) => eval::score(args),
         Command::Eval(args) => eval::eval(*args),
+        Command::Train(args) => train::train(*args),
         Command::Embed(cmd) => embed::run(cmd),
         Command::Inspect(cmd) => inspect::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),

@@ -13,13 +13,29 @@ pub struct Progress {
     last_decile: usize,
     visible: bool,
     terminal: bool,
+    /// Units already done when this bar started (a resumed run): not counted in the rate.
+    initial: usize,
+    note: String,
 }
 
 impl Progress {
     /// `visible` false makes every call a no-op (single inputs need no bar).
     pub fn new(total: usize, unit: &'static str, visible: bool) -> Self {
         let terminal = std::io::stderr().is_terminal();
-        Progress { total, done: 0, unit, start: Instant::now(), last_draw: None, last_decile: 0, visible, terminal }
+        Progress { total, done: 0, unit, start: Instant::now(), last_draw: None, last_decile: 0, visible, terminal, initial: 0, note: String::new() }
+    }
+
+    /// A bar whose first `done` units were done before (rate and ETA count the rest).
+    pub fn starting_at(mut self, done: usize) -> Self {
+        self.done = done.min(self.total);
+        self.initial = self.done;
+        self.last_decile = self.done * 10 / self.total.max(1);
+        self
+    }
+
+    /// Text shown after the counts (e.g. the current loss).
+    pub fn set_note(&mut self, note: String) {
+        self.note = note;
     }
 
     pub fn advance(&mut self, n: usize) {
@@ -40,11 +56,12 @@ impl Progress {
             self.last_decile = decile;
         }
         self.last_draw = Some(Instant::now());
-        let rate = self.done as f64 / self.start.elapsed().as_secs_f64().max(1e-9);
+        let rate = (self.done - self.initial) as f64 / self.start.elapsed().as_secs_f64().max(1e-9);
         let eta = (self.total - self.done) as f64 / rate.max(1e-9);
         let filled = self.done * 30 / self.total;
+        let note = if self.note.is_empty() { String::new() } else { format!(", {}", self.note) };
         let line = format!(
-            "[{}{}] {}/{} {}, {rate:.1}/s, ETA {eta:.0}s ",
+            "[{}{}] {}/{} {}, {rate:.1}/s, ETA {eta:.0}s{note} ",
             "#".repeat(filled),
             ".".repeat(30 - filled),
             self.done,

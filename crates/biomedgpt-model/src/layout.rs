@@ -32,6 +32,10 @@ pub struct Settings {
     pub notice: Option<String>,
     /// Longest protein in ESM tokens, `<cls>` and `<eos>` included (the reference: 1024).
     pub max_protein_tokens: Option<usize>,
+    /// A safetensors file whose `proj_mol.*` / `proj_prot.*` replace the fused weights' adapters
+    /// (what `biomedgpt train` writes: a checkpoint is this file plus a biomedgpt.json naming the
+    /// base model's parts).
+    pub adapters: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -40,6 +44,8 @@ pub struct Layout {
     pub esm: Option<PathBuf>,
     /// `None`: the LLaMA directory's own weights (text-only model).
     pub fused_weights: Option<PathBuf>,
+    /// Trained adapters overriding the fused weights' (see [`Settings::adapters`]).
+    pub adapters: Option<PathBuf>,
     pub settings: Settings,
 }
 
@@ -90,6 +96,15 @@ impl Layout {
         }
         // Without fused weights there is nothing to run encoders with: text-only.
         let esm = esm.filter(|_| fused.is_some());
-        Ok(Layout { llm, esm, fused_weights: fused, settings })
+        let adapters = settings.adapters.as_ref().map(|p| dir.join(p));
+        if let Some(a) = &adapters {
+            if fused.is_none() {
+                return Err(ModelError::Layout(format!("{}: adapters are set but there are no fused weights to adapt", dir.display())));
+            }
+            if !a.is_file() {
+                return Err(ModelError::Layout(format!("adapter weights {} not found", a.display())));
+            }
+        }
+        Ok(Layout { llm, esm, fused_weights: fused, adapters, settings })
     }
 }

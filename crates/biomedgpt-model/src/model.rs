@@ -4,7 +4,8 @@ use biomedgpt_chem::featurize;
 use biomedgpt_esm::{Alphabet, Esm, EsmConfig};
 use biomedgpt_gin::{Gin, GinConfig, GraphBatch, JumpingKnowledge};
 use biomedgpt_io::modules::{apply_linear, linear};
-use biomedgpt_io::{Checkpoint, FloatType, WeightView};
+use biomedgpt_io::safetensors_writer::{TensorSpec, write_streaming};
+use biomedgpt_io::{Checkpoint, FloatType, SourceDType, WeightView};
 use biomedgpt_llama::generation::ids_tensor;
 use biomedgpt_llama::{DecoderInput, GenerationConfig, Llama, LlamaConfig, LlamaTokenizer, Prompt, generate};
 use burn::module::Module;
@@ -37,6 +38,43 @@ pub struct Adapters {
 }
 
 impl Adapters {
+    /// The same adapters with weights from a safetensors file (`proj_mol.weight` [hidden, width],
+    /// `proj_mol.bias`, likewise `proj_prot.*`, PyTorch's layout); every adapter this model has
+    /// must be there with its shape.
+    pub fn replaced_from(self, path: &std::path::Path, ty: FloatType, device: &Device) -> Result<Self, ModelError> {
+        let ckpt = Checkpoint::open(path)?;
+        let root = ckpt.root();
+        let reload = |layer: Option<Linear>, name: &str| -> Result<Option<Linear>, ModelError> {
+            let Some(layer) = layer else { return Ok(None) };
+            let [d_in, d_out] = layer.weight.val().dims();
+            Ok(Some(linear(&root.pp(name), d_in, d_out, true, ty, device)?))
+        };
+        Ok(Adapters { proj_mol: reload(self.proj_mol, "proj_mol")?, proj_prot: reload(self.proj_prot, "proj_prot")? })
+    }
+
+    /// Writes the adapters as f32 safetensors in PyTorch's layout (what [`Self::replaced_from`]
+    /// and the fused checkpoint's keys use), atomically.
+    pub fn save(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let mut specs = Vec::new();
+        let mut data: Vec<Vec<f32>> = Vec::new();
+        for (name, layer) in [("proj_mol", &self.proj_mol), ("proj_prot", &self.proj_prot)] {
+            let Some(layer) = layer else { continue };
+            let weight = layer.weight.val().transpose().cast(DType::F32); // ours [in, out] -> [out, in]
+            let [d_out, d_in] = weight.dims();
+            specs.push(TensorSpec { name: format!("{name}.weight"), dtype: SourceDType::F32, shape: vec![d_out, d_in] });
+            data.push(weight.into_data().try_to_vec::<f32>().map_err(|e| std::io::Error::other(format!("{e:?}")))?);
+            if let Some(bias) = &layer.bias {
+                let bias = bias.val().cast(DType::F32);
+                specs.push(TensorSpec { name: format!("{name}.bias"), dtype: SourceDType::F32, shape: vec![d_out] });
+                data.push(bias.into_data().try_to_vec::<f32>().map_err(|e| std::io::Error::other(format!("{e:?}")))?);
+            }
+        }
+        write_streaming(path, &specs, &[("format", "pt")], |i, buf| {
+            buf.extend(data[i].iter().flat_map(|v| v.to_le_bytes()));
+            Ok(())
+        })
+    }
+
     /// Projects encoder features `[rows, width]` into the LLM's embedding space.
     pub fn project(&self, modality: Modality, features: Tensor<2>) -> Result<Tensor<2>, ModelError> {
         let proj = match modality {
@@ -139,6 +177,9 @@ impl BioMedGpt {
             }
             _ => None,
         };
+        if let Some(path) = &layout.adapters {
+            adapters = adapters.replaced_from(path, ty, device)?;
+        }
         Ok(BioMedGpt { llm, tokenizer, adapters, molecule, protein, system_prompt, notice: layout.settings.notice })
     }
 

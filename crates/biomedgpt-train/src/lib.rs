@@ -14,6 +14,10 @@
 //! Models are loaded on an autodiff device (`Device::flex().autodiff()`); the LLM is frozen by
 //! [`freeze`], encoder features are detached, and only the adapters receive gradients.
 
+pub mod plot;
+pub mod schedule;
+pub mod session;
+
 use biomedgpt_llama::DecoderInput;
 use biomedgpt_llama::generation::ids_tensor;
 use biomedgpt_model::{Adapters, BioMedGpt, ChatPrompt, Input, Modality, ModelError};
@@ -123,12 +127,16 @@ pub fn batch_loss(model: &BioMedGpt, adapters: &Adapters, batch: &[EncodedExampl
         padded.push(embeds.unsqueeze_dim::<3>(0));
     }
     let embeds = Tensor::cat(padded, 0);
-    let logits = model.llm.forward(DecoderInput::Embeds(embeds), None, &mut model.llm.new_cache(b));
-    let vocab = logits.dims()[2];
+    // Only the positions that predict an answer token need the LM head (the vocabulary-wide
+    // matmul), so the hidden states are gathered first.
+    let hidden_states = model.llm.forward_hidden(DecoderInput::Embeds(embeds), None, &mut model.llm.new_cache(b));
     let n = positions.len();
     let index = Tensor::<1, Int>::from_data(TensorData::new(positions, [n]), &device);
     let target = Tensor::<2, Int>::from_data(TensorData::new(targets, [n, 1]), &device);
-    let rows = logits.reshape([b * width, vocab]).select(0, index).cast(DType::F32);
+    let selected = hidden_states.reshape([b * width, hidden]).select(0, index).unsqueeze_dim::<3>(0);
+    let logits = model.llm.logits(selected);
+    let vocab = logits.dims()[2];
+    let rows = logits.reshape([n, vocab]).cast(DType::F32);
     let picked = log_softmax(rows, 1).gather(1, target);
     Ok(picked.mean().neg())
 }

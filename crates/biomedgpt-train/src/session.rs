@@ -1,0 +1,512 @@
+//! A training run: configuration (TOML, every option also a flag in the CLI), data, the loop
+//! with warmup + cosine schedule, gradient accumulation and clipping, validation, the metrics
+//! log and loss curve, and checkpoints that resume exactly.
+//!
+//! Output directory:
+//! - `checkpoint-{step}/`: `biomedgpt.json` (the base model's parts by absolute path and
+//!   `"adapters": "adapters.safetensors"`, so `biomedgpt ask --model` loads it), `adapters.safetensors`,
+//!   `optimizer.bpk` (Burn's optimizer record), `trainer_state.json` (step, epoch, position in the
+//!   epoch's order, parameter ids, configuration). Written to a temporary directory, then renamed.
+//! - `metrics.jsonl`: one line per step (`loss`, `lr`, `tokens`, `tokens_per_s`) and per
+//!   validation (`valid_loss`, text metrics when `eval_generate` > 0). On resume, lines after the
+//!   checkpoint's step are dropped, so the log reads as one uninterrupted run.
+//! - `loss.png`: the training and validation loss curves.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use biomedgpt_eval::data::qa::split_file;
+use biomedgpt_eval::data::{QaRecord, QaTask, Subject, load_qa};
+use biomedgpt_io::FloatType;
+use biomedgpt_model::{Adapters, BioMedGpt, Input, Layout};
+use burn::module::{Param, ParamId};
+use burn::nn::Linear;
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::grad_clipping::GradientClippingConfig;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::schedule::{epoch_order, next_batch, warmup_cosine};
+use crate::{EncodedExample, Example, TrainError, batch_loss, encode_example, freeze};
+
+/// Set by a Ctrl-C handler: the loop saves a checkpoint after the current step and stops.
+pub static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+fn default_split_train() -> String {
+    "train".into()
+}
+fn default_split_valid() -> String {
+    "valid".into()
+}
+fn default_lr() -> f64 {
+    1e-4
+}
+fn default_weight_decay() -> f32 {
+    0.01
+}
+fn default_beta1() -> f32 {
+    0.9
+}
+fn default_beta2() -> f32 {
+    0.999
+}
+fn default_eps() -> f32 {
+    1e-8
+}
+fn default_batch_tokens() -> usize {
+    4096
+}
+fn default_max_batch_examples() -> usize {
+    32
+}
+fn default_one() -> usize {
+    1
+}
+fn default_dtype() -> String {
+    "f32".into()
+}
+fn default_device() -> String {
+    "cpu".into()
+}
+fn default_trainable() -> String {
+    "adapters".into()
+}
+
+/// A dataset in the evaluation formats (PubChemQA / UniProtQA layouts or JSONL).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetSpec {
+    pub task: QaTask,
+    pub path: PathBuf,
+}
+
+/// Everything a run depends on. Field names are the TOML keys and the CLI flags.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Model directory to start from.
+    pub model: PathBuf,
+    /// Output directory (checkpoints, metrics.jsonl, loss.png).
+    pub out: PathBuf,
+    pub datasets: Vec<DatasetSpec>,
+    #[serde(default = "default_split_train")]
+    pub train_split: String,
+    #[serde(default = "default_split_valid")]
+    pub valid_split: String,
+    /// What trains: "adapters" (the BioMedGPT recipe: encoders and LLM frozen).
+    #[serde(default = "default_trainable")]
+    pub trainable: String,
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    #[serde(default = "default_weight_decay")]
+    pub weight_decay: f32,
+    #[serde(default = "default_beta1")]
+    pub beta1: f32,
+    #[serde(default = "default_beta2")]
+    pub beta2: f32,
+    #[serde(default = "default_eps")]
+    pub eps: f32,
+    #[serde(default)]
+    pub warmup_steps: usize,
+    /// Optimizer steps of the run (the cosine schedule ends there).
+    pub max_steps: usize,
+    /// Padded tokens per micro-batch (examples x longest example).
+    #[serde(default = "default_batch_tokens")]
+    pub batch_tokens: usize,
+    #[serde(default = "default_max_batch_examples")]
+    pub max_batch_examples: usize,
+    /// Micro-batches per optimizer step (each micro-batch loss is divided by this).
+    #[serde(default = "default_one")]
+    pub grad_accum: usize,
+    /// Clip each parameter tensor's gradient to this L2 norm (Burn's per-tensor norm clipping).
+    #[serde(default)]
+    pub clip_norm: Option<f32>,
+    #[serde(default)]
+    pub seed: u64,
+    /// Save a checkpoint every N steps (0: only at the end).
+    #[serde(default)]
+    pub save_every: usize,
+    /// Validation loss every N steps (0: only at the end).
+    #[serde(default)]
+    pub eval_every: usize,
+    /// Validate on the first N validation records.
+    #[serde(default)]
+    pub valid_limit: Option<usize>,
+    /// Use the first N training records.
+    #[serde(default)]
+    pub limit: Option<usize>,
+    #[serde(default = "default_dtype")]
+    pub dtype: String,
+    #[serde(default = "default_device")]
+    pub device: String,
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let bad = |m: String| Err(TrainError::Input(m));
+        if self.trainable != "adapters" {
+            return bad(format!(
+                "trainable = {:?}: only \"adapters\" (the BioMedGPT recipe) is implemented",
+                self.trainable
+            ));
+        }
+        if self.datasets.is_empty() {
+            return bad("no datasets: give at least one {task, path}".into());
+        }
+        if self.max_steps == 0 {
+            return bad("max_steps must be at least 1".into());
+        }
+        if self.grad_accum == 0 || self.max_batch_examples == 0 || self.batch_tokens == 0 {
+            return bad("grad_accum, max_batch_examples and batch_tokens must be at least 1".into());
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return bad(format!("lr must be positive, got {}", self.lr));
+        }
+        if self.dtype != "f32" {
+            return bad(format!("dtype {:?}: training runs in f32 (the CPU backend has no mixed precision)", self.dtype));
+        }
+        Ok(())
+    }
+
+    /// The settings that must not change when a run resumes (lengthening it is allowed).
+    fn identity(&self) -> Value {
+        let mut v = serde_json::to_value(self).expect("config serializes");
+        for volatile in ["max_steps", "save_every", "eval_every", "out", "device"] {
+            v.as_object_mut().expect("object").remove(volatile);
+        }
+        v
+    }
+}
+
+/// What `trainer_state.json` holds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// Optimizer steps done.
+    pub step: usize,
+    pub epoch: usize,
+    /// Position in the current epoch's order.
+    pub cursor: usize,
+    /// Parameter ids of the adapters, which the optimizer record is keyed by.
+    pub param_ids: BTreeMap<String, u64>,
+    pub config: TrainConfig,
+}
+
+fn input_of(subject: &Subject) -> Input {
+    match subject {
+        Subject::Molecule { smiles } => Input::Smiles(smiles.clone()),
+        Subject::Protein { name, sequence } => Input::Protein { name: name.clone(), sequence: sequence.clone() },
+    }
+}
+
+fn example_of(record: &QaRecord) -> Example {
+    Example { inputs: vec![input_of(&record.subject)], question: record.question.clone(), answer: record.answer.clone() }
+}
+
+/// Loads and encodes one split of every dataset; records the model cannot read are errors
+/// naming their source.
+/// Datasets without that split are skipped when `optional` (validation).
+fn encode_split(
+    model: &BioMedGpt,
+    config: &TrainConfig,
+    split: &str,
+    limit: Option<usize>,
+    optional: bool,
+    progress: &mut dyn FnMut(&str, usize, usize),
+) -> Result<Vec<EncodedExample>, TrainError> {
+    let mut records = Vec::new();
+    for spec in &config.datasets {
+        if optional && split_file(&spec.path, split).is_err() {
+            continue;
+        }
+        let (r, _) = load_qa(&spec.path, spec.task, split, false).map_err(|e| TrainError::Input(e.to_string()))?;
+        records.extend(r);
+    }
+    if let Some(n) = limit {
+        records.truncate(n);
+    }
+    let mut out = Vec::with_capacity(records.len());
+    for (k, record) in records.iter().enumerate() {
+        let encoded = encode_example(model, &example_of(record))
+            .map_err(|e| TrainError::Input(format!("{}: {e}", record.source)))?;
+        out.push(encoded);
+        progress(split, k + 1, records.len());
+    }
+    Ok(out)
+}
+
+fn example_len(e: &EncodedExample, model: &BioMedGpt) -> usize {
+    // Approximate: the prompt's characters / 3 for text, plus feature rows and the answer.
+    let features: usize = e.features.iter().map(|(_, f)| f.dims()[0]).sum();
+    let prompt_tokens = model.tokenizer.encode(&e.prompt, true).map(|ids| ids.len()).unwrap_or(e.prompt.len() / 3);
+    features + prompt_tokens + e.answer_ids.len()
+}
+
+/// Rebuilds a linear layer with contiguous copies of its parameters, under the ids the
+/// optimizer state is keyed by when resuming. Loaded f32 weights are transposed views of the
+/// checkpoint's storage, and the CPU matmul sums in another order for those (1e-7 apart), so a
+/// fresh and a resumed run both train contiguous copies: the resumed curve is then identical.
+fn rebuilt(layer: Linear, name: &str, ids: Option<&BTreeMap<String, u64>>) -> Linear {
+    fn param<const D: usize>(p: Param<Tensor<D>>, id: Option<u64>) -> Param<Tensor<D>> {
+        let value = p.val();
+        let copy = Tensor::<D>::from_data(value.to_data(), (&value.device(), value.dtype()));
+        match id {
+            Some(id) => Param::initialized(ParamId::from(id), copy).set_require_grad(true),
+            None => Param::from_tensor(copy),
+        }
+    }
+    let id = |suffix: &str| ids.and_then(|ids| ids.get(&format!("{name}.{suffix}")).copied());
+    Linear { weight: param(layer.weight, id("weight")), bias: layer.bias.map(|b| param(b, id("bias"))) }
+}
+
+fn rebuild_adapters(model: &mut BioMedGpt, ids: Option<&BTreeMap<String, u64>>) {
+    let adapters = std::mem::replace(&mut model.adapters, Adapters { proj_mol: None, proj_prot: None });
+    model.adapters = Adapters {
+        proj_mol: adapters.proj_mol.map(|l| rebuilt(l, "proj_mol", ids)),
+        proj_prot: adapters.proj_prot.map(|l| rebuilt(l, "proj_prot", ids)),
+    };
+}
+
+fn param_ids(adapters: &Adapters) -> BTreeMap<String, u64> {
+    let mut ids = BTreeMap::new();
+    for (name, layer) in [("proj_mol", &adapters.proj_mol), ("proj_prot", &adapters.proj_prot)] {
+        if let Some(layer) = layer {
+            ids.insert(format!("{name}.weight"), layer.weight.id.val());
+            if let Some(b) = &layer.bias {
+                ids.insert(format!("{name}.bias"), b.id.val());
+            }
+        }
+    }
+    ids
+}
+
+fn io_err(e: impl std::fmt::Display) -> TrainError {
+    TrainError::Input(e.to_string())
+}
+
+/// The latest complete checkpoint in `out`.
+pub fn latest_checkpoint(out: &Path) -> Option<PathBuf> {
+    let entries = std::fs::read_dir(out).ok()?;
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let step: usize = name.strip_prefix("checkpoint-")?.parse().ok()?;
+            e.path().join("trainer_state.json").is_file().then_some((step, e.path()))
+        })
+        .max_by_key(|(step, _)| *step)
+        .map(|(_, p)| p)
+}
+
+fn base_settings(config: &TrainConfig) -> Result<Value, TrainError> {
+    let layout = Layout::resolve(&config.model)?;
+    let absolute = |p: &Path| std::fs::canonicalize(p).map(|p| p.display().to_string()).map_err(io_err);
+    let fused = layout.fused_weights.as_ref().ok_or_else(|| {
+        TrainError::Input(format!("{}: no fused weights (a text-only LLaMA directory has no adapters to train)", config.model.display()))
+    })?;
+    let mut settings = json!({
+        "llm": absolute(&layout.llm)?,
+        "weights": absolute(fused)?,
+        "adapters": "adapters.safetensors",
+        "system_prompt": layout.settings.system_prompt,
+        "gin_num_layer": layout.settings.gin_num_layer,
+        "gin_emb_dim": layout.settings.gin_emb_dim,
+        "max_protein_tokens": layout.settings.max_protein_tokens,
+        "notice": layout.settings.notice,
+    });
+    if let Some(esm) = &layout.esm {
+        settings["esm"] = json!(absolute(esm)?);
+    }
+    let object = settings.as_object_mut().expect("object");
+    object.retain(|_, v| !v.is_null());
+    Ok(settings)
+}
+
+fn save_checkpoint(
+    out: &Path,
+    base: &Value,
+    model: &BioMedGpt,
+    optimizer: &ModuleOptimizer,
+    state: &TrainerState,
+) -> Result<PathBuf, TrainError> {
+    let final_dir = out.join(format!("checkpoint-{}", state.step));
+    let tmp = out.join(format!(".checkpoint-{}.tmp", state.step));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(io_err)?;
+    std::fs::write(tmp.join("biomedgpt.json"), serde_json::to_string_pretty(base).map_err(io_err)?).map_err(io_err)?;
+    model.adapters.save(&tmp.join("adapters.safetensors")).map_err(io_err)?;
+    optimizer.save(tmp.join("optimizer.bpk")).map_err(|e| io_err(format!("{e:?}")))?;
+    std::fs::write(tmp.join("trainer_state.json"), serde_json::to_string_pretty(state).map_err(io_err)?).map_err(io_err)?;
+    let _ = std::fs::remove_dir_all(&final_dir);
+    std::fs::rename(&tmp, &final_dir).map_err(io_err)?;
+    Ok(final_dir)
+}
+
+/// Reports from the loop, for the CLI's progress bar.
+pub trait Observer {
+    fn encoding(&mut self, split: &str, done: usize, total: usize);
+    fn step(&mut self, step: usize, total: usize, loss: f64, tokens_per_s: f64);
+    fn validation(&mut self, step: usize, loss: f64);
+    fn checkpoint(&mut self, path: &Path);
+}
+
+/// Runs (or, with `resume`, continues) a training run; returns the last checkpoint.
+pub fn run(config: &TrainConfig, resume: bool, device: &Device, observer: &mut dyn Observer) -> Result<PathBuf, TrainError> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.out).map_err(io_err)?;
+    let checkpoint = if resume {
+        Some(latest_checkpoint(&config.out).ok_or_else(|| {
+            TrainError::Input(format!("--resume: no complete checkpoint-* in {}", config.out.display()))
+        })?)
+    } else {
+        if latest_checkpoint(&config.out).is_some() {
+            return Err(TrainError::Input(format!(
+                "{} already holds checkpoints: pass --resume to continue that run, or another --out",
+                config.out.display()
+            )));
+        }
+        None
+    };
+    let base = base_settings(config)?;
+    let device = device.clone().autodiff();
+    let model_dir = checkpoint.clone().unwrap_or_else(|| config.model.clone());
+    let mut model = BioMedGpt::load(&model_dir, FloatType::F32, &device)?;
+    freeze(&mut model);
+    let mut state = match &checkpoint {
+        Some(dir) => {
+            let text = std::fs::read_to_string(dir.join("trainer_state.json")).map_err(io_err)?;
+            let saved: TrainerState = serde_json::from_str(&text).map_err(io_err)?;
+            if saved.config.identity() != config.identity() {
+                return Err(TrainError::Input(format!(
+                    "{} was made with other settings ({}); now: {}",
+                    dir.display(),
+                    saved.config.identity(),
+                    config.identity()
+                )));
+            }
+            rebuild_adapters(&mut model, Some(&saved.param_ids));
+            TrainerState { config: config.clone(), ..saved }
+        }
+        None => {
+            rebuild_adapters(&mut model, None);
+            TrainerState { step: 0, epoch: 0, cursor: 0, param_ids: param_ids(&model.adapters), config: config.clone() }
+        }
+    };
+    let mut optimizer = AdamWConfig::new()
+        .with_beta_1(config.beta1)
+        .with_beta_2(config.beta2)
+        .with_epsilon(config.eps)
+        .with_weight_decay(config.weight_decay)
+        .with_grad_clipping(config.clip_norm.map(GradientClippingConfig::Norm))
+        .init();
+    if let Some(dir) = &checkpoint {
+        optimizer = optimizer.load(dir.join("optimizer.bpk")).map_err(|e| io_err(format!("{}: {e:?}", dir.display())))?;
+    }
+
+    let (train, valid) = {
+        let mut report = |split: &str, done: usize, total: usize| observer.encoding(split, done, total);
+        let train = encode_split(&model, config, &config.train_split, config.limit, false, &mut report)?;
+        let valid = encode_split(&model, config, &config.valid_split, config.valid_limit, true, &mut report)?;
+        (train, valid)
+    };
+    if train.is_empty() {
+        return Err(TrainError::Input("no training examples".into()));
+    }
+    let lengths: Vec<usize> = train.iter().map(|e| example_len(e, &model)).collect();
+
+    // The metrics log continues from the checkpoint: later lines belong to the interrupted run.
+    let log_path = config.out.join("metrics.jsonl");
+    let mut log_lines: Vec<Value> = std::fs::read_to_string(&log_path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["step"].as_u64().is_some_and(|s| s as usize <= state.step))
+        .collect();
+    let rewrite: String = log_lines.iter().map(|v| format!("{v}\n")).collect();
+    std::fs::write(&log_path, rewrite).map_err(io_err)?;
+    let mut log = std::fs::OpenOptions::new().append(true).open(&log_path).map_err(io_err)?;
+    let mut append = |v: Value, lines: &mut Vec<Value>| -> Result<(), TrainError> {
+        writeln!(log, "{v}").map_err(io_err)?;
+        log.flush().map_err(io_err)?;
+        lines.push(v);
+        Ok(())
+    };
+
+    let mut last_checkpoint = checkpoint.clone();
+    let start = Instant::now();
+    let mut tokens_seen = 0usize;
+    while state.step < config.max_steps {
+        let lr = warmup_cosine(state.step, config.lr, config.warmup_steps, config.max_steps);
+        let mut accumulator = GradientsAccumulator::<Adapters>::new();
+        let mut loss_sum = 0.0;
+        let mut step_tokens = 0;
+        for _ in 0..config.grad_accum {
+            let mut order = epoch_order(train.len(), config.seed, state.epoch);
+            if state.cursor >= order.len() {
+                state.epoch += 1;
+                state.cursor = 0;
+                order = epoch_order(train.len(), config.seed, state.epoch);
+            }
+            let batch_ids = next_batch(&order, state.cursor, &lengths, config.batch_tokens, config.max_batch_examples);
+            state.cursor += batch_ids.len();
+            let batch: Vec<EncodedExample> = batch_ids.iter().map(|&i| train[i].clone()).collect();
+            step_tokens += batch_ids.iter().map(|&i| lengths[i]).sum::<usize>();
+            let loss = batch_loss(&model, &model.adapters, &batch)?.div_scalar(config.grad_accum as f64);
+            loss_sum += loss.clone().into_scalar::<f32>() as f64;
+            let grads = GradientsParams::from_grads(loss.backward(), &model.adapters);
+            accumulator.accumulate(&model.adapters, grads);
+        }
+        let adapters = std::mem::replace(&mut model.adapters, Adapters { proj_mol: None, proj_prot: None });
+        model.adapters = optimizer.step(lr, adapters, accumulator.grads());
+        state.step += 1;
+        tokens_seen += step_tokens;
+        let tokens_per_s = tokens_seen as f64 / start.elapsed().as_secs_f64().max(1e-9);
+        append(json!({"step": state.step, "epoch": state.epoch, "loss": loss_sum, "lr": lr, "tokens": step_tokens, "tokens_per_s": tokens_per_s}), &mut log_lines)?;
+        observer.step(state.step, config.max_steps, loss_sum, tokens_per_s);
+
+        let last = state.step == config.max_steps;
+        let stopping = STOP_REQUESTED.load(Ordering::SeqCst);
+        if !valid.is_empty() && (last || (config.eval_every > 0 && state.step % config.eval_every == 0)) {
+            let valid_loss = validation_loss(&model, &valid, config)?;
+            append(json!({"step": state.step, "valid_loss": valid_loss}), &mut log_lines)?;
+            observer.validation(state.step, valid_loss);
+        }
+        if last || stopping || (config.save_every > 0 && state.step % config.save_every == 0) {
+            let dir = save_checkpoint(&config.out, &base, &model, &optimizer, &state)?;
+            observer.checkpoint(&dir);
+            last_checkpoint = Some(dir);
+            write_plot(&config.out, &log_lines)?;
+        }
+        if stopping {
+            break;
+        }
+    }
+    last_checkpoint.ok_or_else(|| TrainError::Input("the run was already complete".into()))
+}
+
+/// Mean loss over the answer tokens of the validation examples.
+pub fn validation_loss(model: &BioMedGpt, valid: &[EncodedExample], config: &TrainConfig) -> Result<f64, TrainError> {
+    let lengths: Vec<usize> = valid.iter().map(|e| example_len(e, model)).collect();
+    let order: Vec<usize> = (0..valid.len()).collect();
+    let (mut total, mut tokens, mut cursor) = (0.0, 0usize, 0);
+    while cursor < order.len() {
+        let ids = next_batch(&order, cursor, &lengths, config.batch_tokens, config.max_batch_examples);
+        cursor += ids.len();
+        let batch: Vec<EncodedExample> = ids.iter().map(|&i| valid[i].clone()).collect();
+        let n: usize = batch.iter().map(|e| e.answer_ids.len()).sum();
+        let loss = batch_loss(model, &model.adapters, &batch)?.detach().into_scalar::<f32>() as f64;
+        total += loss * n as f64;
+        tokens += n;
+    }
+    Ok(total / tokens.max(1) as f64)
+}
+
+fn write_plot(out: &Path, lines: &[Value]) -> Result<(), TrainError> {
+    let points = |key: &str| -> Vec<(usize, f64)> {
+        lines.iter().filter_map(|v| Some((v["step"].as_u64()? as usize, v[key].as_f64()?))).collect()
+    };
+    crate::plot::loss_curve(&out.join("loss.png"), &points("loss"), &points("valid_loss")).map_err(io_err)
+}
