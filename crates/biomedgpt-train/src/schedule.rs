@@ -4,8 +4,9 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
-/// Linear warmup from 0 to `peak` over `warmup` steps, then cosine decay to 0 at `total` steps
-/// (transformers' `get_cosine_schedule_with_warmup`). `step` counts from 0.
+/// Linear warmup to `peak` over `warmup` steps, then cosine decay to 0 at `total` steps. `step`
+/// counts from 0. As transformers' `get_cosine_schedule_with_warmup`, except that the first step
+/// already gets `peak / warmup` (transformers spends it at learning rate 0).
 pub fn warmup_cosine(step: usize, peak: f64, warmup: usize, total: usize) -> f64 {
     if step < warmup {
         return peak * (step + 1) as f64 / warmup as f64;
@@ -49,7 +50,8 @@ mod tests {
         assert_eq!(warmup_cosine(0, 1.0, 4, 10), 0.25);
         assert_eq!(warmup_cosine(3, 1.0, 4, 10), 1.0);
         assert!((warmup_cosine(4, 1.0, 4, 10) - 1.0).abs() < 1e-12);
-        assert!((warmup_cosine(7, 1.0, 4, 10) - 0.25).abs() < 1e-12);
+        assert!((warmup_cosine(7, 1.0, 4, 10) - 0.5).abs() < 1e-12);
+        assert!((warmup_cosine(8, 1.0, 4, 10) - 0.25).abs() < 1e-12);
         assert!(warmup_cosine(10, 1.0, 4, 10).abs() < 1e-12);
         assert_eq!(warmup_cosine(0, 2.0, 0, 10), 2.0);
     }
