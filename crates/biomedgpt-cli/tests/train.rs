@@ -191,3 +191,20 @@ fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
     assert!(checkpoint.ends_with(&format!("checkpoint-{last_step}")), "{checkpoint} vs step {last_step}");
     assert!(Path::new(&checkpoint).join("adapters.safetensors").is_file());
 }
+
+#[test]
+fn cached_encoder_features_give_the_same_run() {
+    let dir = temp_dir("cache");
+    let cache = dir.join("features");
+    let plain = dir.join("plain");
+    let (ok, _, stderr) = biomedgpt(&train_args(&plain, &["--max-steps", "4"]));
+    assert!(ok, "{stderr}");
+    for run in ["first", "second"] {
+        let out = dir.join(run);
+        let (ok, _, stderr) = biomedgpt(&train_args(&out, &["--max-steps", "4", "--cache-features", cache.to_str().unwrap()]));
+        assert!(ok, "{stderr}");
+        assert_eq!(curve(&out), curve(&plain), "{run} run with the cache");
+    }
+    let files = std::fs::read_dir(&cache).unwrap().count();
+    assert!(files > 0 && files <= 30, "one file per distinct molecule/protein: {files}");
+}

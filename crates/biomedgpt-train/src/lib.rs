@@ -59,8 +59,64 @@ pub fn freeze(model: &mut BioMedGpt) {
     model.llm = model.llm.clone().no_grad();
 }
 
+/// Encoder features on disk, one `.npy` per distinct molecule/protein, keyed by the encoder
+/// weights (path, size, modification time) and the input, so a rerun skips the encoders.
+pub struct FeatureCache {
+    dir: std::path::PathBuf,
+    model_key: String,
+}
+
+impl FeatureCache {
+    pub fn new(dir: &std::path::Path, weights: &std::path::Path) -> Result<Self, TrainError> {
+        let io = |e: std::io::Error| TrainError::Input(format!("feature cache {}: {e}", dir.display()));
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let meta = std::fs::metadata(weights).map_err(io)?;
+        let canonical = std::fs::canonicalize(weights).map_err(io)?;
+        let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_nanos()).unwrap_or(0);
+        Ok(Self { dir: dir.to_owned(), model_key: format!("{}|{}|{modified}", canonical.display(), meta.len()) })
+    }
+
+    fn path(&self, input: &Input) -> std::path::PathBuf {
+        use sha2::{Digest, Sha256};
+        let what = match input {
+            Input::Smiles(s) => format!("molecule|{s}"),
+            Input::Protein { sequence, .. } => format!("protein|{sequence}"),
+        };
+        let key = Sha256::digest(format!("{}|{what}", self.model_key).as_bytes());
+        self.dir.join(format!("{key:x}.npy"))
+    }
+
+    fn features(&self, model: &BioMedGpt, input: &Input) -> Result<(Modality, Tensor<2>), TrainError> {
+        let path = self.path(input);
+        let modality = match input {
+            Input::Smiles(_) => Modality::Molecule,
+            Input::Protein { .. } => Modality::Protein,
+        };
+        if let Ok(bytes) = std::fs::read(&path) {
+            let (shape, data) = biomedgpt_io::npy::read_f32(&bytes)
+                .map_err(|e| TrainError::Input(format!("{}: {e} (delete it to recompute)", path.display())))?;
+            if shape.len() == 2 {
+                let device = model.llm.device();
+                let t = Tensor::<2>::from_data(TensorData::new(data, [shape[0], shape[1]]), &device).cast(model.llm.dtype());
+                return Ok((modality, t));
+            }
+        }
+        let (m, features, _) = model.features(input)?;
+        let [rows, width] = features.dims();
+        let values = features.clone().cast(DType::F32).into_data().try_to_vec::<f32>().expect("f32 features");
+        biomedgpt_io::npy::write_f32(&path, &[rows, width], &values)
+            .map_err(|e| TrainError::Input(format!("writing {}: {e}", path.display())))?;
+        Ok((m, features))
+    }
+}
+
 /// Runs the frozen encoders and tokenizes the answer (without BOS) followed by EOS.
 pub fn encode_example(model: &BioMedGpt, example: &Example) -> Result<EncodedExample, TrainError> {
+    encode_example_cached(model, example, None)
+}
+
+/// [`encode_example`], reading and writing encoder features through `cache` when given.
+pub fn encode_example_cached(model: &BioMedGpt, example: &Example, cache: Option<&FeatureCache>) -> Result<EncodedExample, TrainError> {
     if example.question.trim().is_empty() {
         return Err(TrainError::Input("the question is empty".into()));
     }
@@ -70,7 +126,10 @@ pub fn encode_example(model: &BioMedGpt, example: &Example) -> Result<EncodedExa
     let mut prompt = ChatPrompt::new(model.system_prompt.clone());
     let mut features = Vec::new();
     for input in &example.inputs {
-        let (modality, f, _) = model.features(input)?;
+        let (modality, f) = match cache {
+            Some(cache) => cache.features(model, input)?,
+            None => model.features(input).map(|(m, f, _)| (m, f))?,
+        };
         features.push((modality, f.detach()));
         prompt.push_modality(modality);
     }

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::schedule::{epoch_order, next_batch, warmup_cosine};
-use crate::{EncodedExample, Example, TrainError, batch_loss, encode_example, freeze};
+use crate::{EncodedExample, Example, FeatureCache, TrainError, batch_loss, encode_example_cached, freeze};
 
 /// Set by a Ctrl-C handler: the loop saves a checkpoint after the current step and stops.
 pub static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
@@ -139,6 +139,9 @@ pub struct TrainConfig {
     /// Use the first N training records.
     #[serde(default)]
     pub limit: Option<usize>,
+    /// Keep the frozen encoders' features here (one .npy per molecule/protein) across runs.
+    #[serde(default)]
+    pub cache_features: Option<PathBuf>,
     #[serde(default = "default_dtype")]
     pub dtype: String,
     #[serde(default = "default_device")]
@@ -175,7 +178,7 @@ impl TrainConfig {
     /// The settings that must not change when a run resumes (lengthening it is allowed).
     fn identity(&self) -> Value {
         let mut v = serde_json::to_value(self).expect("config serializes");
-        for volatile in ["max_steps", "save_every", "eval_every", "out", "device"] {
+        for volatile in ["max_steps", "save_every", "eval_every", "out", "device", "cache_features"] {
             v.as_object_mut().expect("object").remove(volatile);
         }
         v
@@ -215,6 +218,7 @@ fn encode_split(
     split: &str,
     limit: Option<usize>,
     optional: bool,
+    cache: Option<&FeatureCache>,
     progress: &mut dyn FnMut(&str, usize, usize),
 ) -> Result<Vec<EncodedExample>, TrainError> {
     let mut records = Vec::new();
@@ -230,7 +234,7 @@ fn encode_split(
     }
     let mut out = Vec::with_capacity(records.len());
     for (k, record) in records.iter().enumerate() {
-        let encoded = encode_example(model, &example_of(record))
+        let encoded = encode_example_cached(model, &example_of(record), cache)
             .map_err(|e| TrainError::Input(format!("{}: {e}", record.source)))?;
         out.push(encoded);
         progress(split, k + 1, records.len());
@@ -408,8 +412,12 @@ pub fn run(config: &TrainConfig, resume: bool, device: &Device, observer: &mut d
 
     let (train, valid) = {
         let mut report = |split: &str, done: usize, total: usize| observer.encoding(split, done, total);
-        let train = encode_split(&model, config, &config.train_split, config.limit, false, &mut report)?;
-        let valid = encode_split(&model, config, &config.valid_split, config.valid_limit, true, &mut report)?;
+        let cache = match &config.cache_features {
+            Some(dir) => Some(FeatureCache::new(dir, &Layout::resolve(&config.model)?.fused_weights.expect("checked by base_settings"))?),
+            None => None,
+        };
+        let train = encode_split(&model, config, &config.train_split, config.limit, false, cache.as_ref(), &mut report)?;
+        let valid = encode_split(&model, config, &config.valid_split, config.valid_limit, true, cache.as_ref(), &mut report)?;
         (train, valid)
     };
     if train.is_empty() {
