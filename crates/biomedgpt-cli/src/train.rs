@@ -95,6 +95,13 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub valid_limit: Option<usize>,
+    /// At each validation, answer the first N validation examples and log BLEU/ROUGE/METEOR.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eval_generate: Option<usize>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eval_max_new_tokens: Option<usize>,
     /// Train on the first N records.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

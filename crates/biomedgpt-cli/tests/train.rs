@@ -111,7 +111,8 @@ fn training_lowers_the_loss_on_a_fixed_batch_and_the_checkpoint_answers() {
     let out = dir.join("run");
     let args: Vec<String> = [
         "train", "--model", "tests/fixtures/biomedgpt/tiny", "--dataset", "pubchemqa=datasets/chebi", "--limit", "2",
-        "--valid-limit", "2", "--max-steps", "30", "--lr", "3e-2", "--batch-tokens", "10000", "--out",
+        "--valid-limit", "2", "--max-steps", "30", "--lr", "3e-2", "--batch-tokens", "10000", "--eval-generate", "2",
+        "--eval-max-new-tokens", "4", "--out",
     ]
     .map(String::from)
     .into_iter()
@@ -124,6 +125,12 @@ fn training_lowers_the_loss_on_a_fixed_batch_and_the_checkpoint_answers() {
     // Adapters alone move a random 2-layer LLM only so far: measured 13.77 -> 12.67.
     assert!(losses[29] < losses[0] - 0.5, "{losses:?}");
     assert!(losses[10..].windows(2).all(|w| w[1] <= w[0] + 1e-3), "steadily down on one batch: {losses:?}");
+
+    let last = curve(&out).into_iter().last().unwrap();
+    assert_eq!(last["generated"], 2, "text metrics of the generated answers: {last}");
+    for key in ["valid_loss", "bleu2", "bleu4", "rouge1", "rouge2", "rougeL", "meteor"] {
+        assert!(last[key].as_f64().is_some_and(|v| v.is_finite()), "{key}: {last}");
+    }
 
     // The checkpoint is a model directory: the trained adapters change the molecule's logits.
     let checkpoint = stdout.trim().to_string();

@@ -52,6 +52,7 @@ pub struct EncodedExample {
     pub features: Vec<(Modality, Tensor<2>)>,
     pub prompt: String,
     pub answer_ids: Vec<u32>,
+    pub answer: String,
 }
 
 /// Freezes everything but the adapters: the LLM's parameters no longer track gradients.
@@ -137,7 +138,7 @@ pub fn encode_example_cached(model: &BioMedGpt, example: &Example, cache: Option
     let eos = model.llm.config().eos_token_ids().first().copied().unwrap_or(2);
     let mut answer_ids = model.tokenizer.encode(&example.answer, false).map_err(ModelError::from)?;
     answer_ids.push(eos);
-    Ok(EncodedExample { features, prompt: prompt.render(), answer_ids })
+    Ok(EncodedExample { features, prompt: prompt.render(), answer_ids, answer: example.answer.clone() })
 }
 
 /// Input embeddings `[T, hidden]` and labels `[T]` (answer tokens, [`IGNORE`] elsewhere).
@@ -198,6 +199,32 @@ pub fn batch_loss(model: &BioMedGpt, adapters: &Adapters, batch: &[EncodedExampl
     let rows = logits.reshape([n, vocab]).cast(DType::F32);
     let picked = log_softmax(rows, 1).gather(1, target);
     Ok(picked.mean().neg())
+}
+
+/// Greedy answer to an encoded example's prompt with the current adapters (as `ask` answers:
+/// special tokens dropped, the text after the last "Assistant:", trimmed).
+pub fn generate_answer(model: &BioMedGpt, example: &EncodedExample, max_new_tokens: usize) -> Result<String, TrainError> {
+    let items = example
+        .features
+        .iter()
+        .map(|(m, f)| Ok((*m, model.adapters.project(*m, f.clone())?.detach())))
+        .collect::<Result<Vec<_>, ModelError>>()?;
+    let (embeds, _) = model.prompt_embeds(&example.prompt, &items)?;
+    let config = biomedgpt_llama::GenerationConfig {
+        max_new_tokens,
+        strategy: biomedgpt_llama::Strategy::Greedy,
+        repetition_penalty: 1.0,
+        eos_token_ids: model.eos_token_ids(),
+    };
+    let bos = model.llm.config().bos_token_id.unwrap_or(1);
+    let prompt = biomedgpt_llama::Prompt::Embeds { embeds: embeds.detach(), penalty_ids: vec![bos] };
+    let output = biomedgpt_llama::generate(&model.llm, prompt, &config, &mut |_| {}).map_err(ModelError::from)?;
+    let mut ids = output.tokens;
+    if output.stopped_by_eos {
+        ids.pop();
+    }
+    let text = model.tokenizer.decode(&ids).map_err(ModelError::from)?;
+    Ok(text.rsplit("Assistant:").next().unwrap_or("").trim().to_string())
 }
 
 /// AdamW settings with torch.optim.AdamW's names and defaults, except weight decay 0.01.

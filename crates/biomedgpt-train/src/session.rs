@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use biomedgpt_eval::data::qa::split_file;
+use biomedgpt_eval::metrics::{BleuMode, DEFAULT_WORDNET_DIR, Scorer, WordNet, WordPieceTokenizer};
 use biomedgpt_eval::data::{QaRecord, QaTask, Subject, load_qa};
 use biomedgpt_io::FloatType;
 use biomedgpt_model::{Adapters, BioMedGpt, Input, Layout};
@@ -71,6 +72,9 @@ fn default_dtype() -> String {
 }
 fn default_device() -> String {
     "cpu".into()
+}
+fn default_eval_max_new_tokens() -> usize {
+    64
 }
 fn default_trainable() -> String {
     "adapters".into()
@@ -136,6 +140,12 @@ pub struct TrainConfig {
     /// Validate on the first N validation records.
     #[serde(default)]
     pub valid_limit: Option<usize>,
+    /// At each validation, also answer the first N validation examples (greedy) and report the
+    /// text metrics (BLEU, ROUGE, METEOR with the shipped word-piece vocabulary; needs WordNet).
+    #[serde(default)]
+    pub eval_generate: usize,
+    #[serde(default = "default_eval_max_new_tokens")]
+    pub eval_max_new_tokens: usize,
     /// Use the first N training records.
     #[serde(default)]
     pub limit: Option<usize>,
@@ -178,7 +188,7 @@ impl TrainConfig {
     /// The settings that must not change when a run resumes (lengthening it is allowed).
     fn identity(&self) -> Value {
         let mut v = serde_json::to_value(self).expect("config serializes");
-        for volatile in ["max_steps", "save_every", "eval_every", "out", "device", "cache_features"] {
+        for volatile in ["max_steps", "save_every", "eval_every", "eval_generate", "eval_max_new_tokens", "out", "device", "cache_features"] {
             v.as_object_mut().expect("object").remove(volatile);
         }
         v
@@ -443,6 +453,13 @@ pub fn run(config: &TrainConfig, resume: bool, device: &Device, observer: &mut d
         Ok(())
     };
 
+    let scorer = if config.eval_generate > 0 {
+        let dir = std::env::var("BIOMEDGPT_WORDNET").unwrap_or_else(|_| DEFAULT_WORDNET_DIR.into());
+        let wordnet = WordNet::open(&dir).map_err(io_err)?;
+        Some(Scorer::new(WordPieceTokenizer::shipped(), wordnet))
+    } else {
+        None
+    };
     let mut last_checkpoint = checkpoint.clone();
     let start = Instant::now();
     let mut tokens_seen = 0usize;
@@ -479,7 +496,21 @@ pub fn run(config: &TrainConfig, resume: bool, device: &Device, observer: &mut d
         let stopping = STOP_REQUESTED.load(Ordering::SeqCst);
         if !valid.is_empty() && (last || (config.eval_every > 0 && state.step % config.eval_every == 0)) {
             let valid_loss = validation_loss(&model, &valid, config)?;
-            append(json!({"step": state.step, "valid_loss": valid_loss}), &mut log_lines)?;
+            let mut line = json!({"step": state.step, "valid_loss": valid_loss});
+            if let Some(scorer) = &scorer {
+                let n = config.eval_generate.min(valid.len());
+                let predictions = valid[..n]
+                    .iter()
+                    .map(|e| crate::generate_answer(&model, e, config.eval_max_new_tokens))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let pairs = predictions.iter().zip(&valid[..n]).map(|(p, e)| (p.as_str(), e.answer.as_str()));
+                let (scores, _) = scorer.score(pairs, BleuMode::Corpus).map_err(io_err)?;
+                let object = line.as_object_mut().expect("object");
+                for (k, v) in serde_json::to_value(scores).map_err(io_err)?.as_object().expect("object") {
+                    object.insert(if k == "n" { "generated".into() } else { k.clone() }, v.clone());
+                }
+            }
+            append(line, &mut log_lines)?;
             observer.validation(state.step, valid_loss);
         }
         if last || stopping || (config.save_every > 0 && state.step % config.save_every == 0) {
