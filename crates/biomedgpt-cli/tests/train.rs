@@ -215,3 +215,24 @@ fn cached_encoder_features_give_the_same_run() {
     let files = std::fs::read_dir(&cache).unwrap().count();
     assert!(files > 0 && files <= 30, "one file per distinct molecule/protein: {files}");
 }
+
+#[test]
+fn the_example_config_runs_with_flags_overriding_it() {
+    let dir = temp_dir("example");
+    let out = dir.join("run");
+    let args: Vec<String> = [
+        "train", "--config", "examples/train-adapters.toml", "--model", "tests/fixtures/biomedgpt/tiny", "--max-steps", "2",
+        "--warmup-steps", "1", "--limit", "4", "--valid-limit", "2", "--eval-generate", "0", "--grad-accum", "1", "--cache-features",
+    ]
+    .map(String::from)
+    .into_iter()
+    .chain([dir.join("features").display().to_string(), "--out".into(), out.display().to_string()])
+    .collect();
+    let (ok, stdout, stderr) = biomedgpt(&args);
+    assert!(ok, "{stderr}");
+    assert!(stdout.trim().ends_with("checkpoint-2"), "{stdout}");
+    let state: Value = serde_json::from_str(&std::fs::read_to_string(out.join("checkpoint-2/trainer_state.json")).unwrap()).unwrap();
+    assert_eq!(state["config"]["lr"], 1e-4, "from the file");
+    assert_eq!(state["config"]["max_steps"], 2, "from the flag");
+    assert_eq!(state["config"]["datasets"].as_array().unwrap().len(), 2);
+}
