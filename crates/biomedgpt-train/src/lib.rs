@@ -14,6 +14,7 @@
 //! Models are loaded on an autodiff device (`Device::flex().autodiff()`); the LLM is frozen by
 //! [`freeze`], encoder features are detached, and only the adapters receive gradients.
 
+pub mod lora;
 pub mod plot;
 pub mod schedule;
 pub mod session;
@@ -243,6 +244,14 @@ impl Default for AdamW {
     }
 }
 
+/// The trainable parts when LoRA factors sit in the LLM: the optimizer steps both (frozen base
+/// weights have no gradients and stay as they are).
+#[derive(Module, Debug)]
+pub struct AdaptersAndLlm {
+    pub adapters: Adapters,
+    pub llm: biomedgpt_llama::Llama,
+}
+
 /// Trains the adapters of a model with AdamW.
 pub struct AdapterTrainer {
     optimizer: ModuleOptimizer,
@@ -267,6 +276,20 @@ impl AdapterTrainer {
         let grads = GradientsParams::from_grads(loss.backward(), &model.adapters);
         let adapters = std::mem::replace(&mut model.adapters, Adapters { proj_mol: None, proj_prot: None });
         model.adapters = self.optimizer.step(self.lr, adapters, grads);
+        Ok(value)
+    }
+
+    /// One step on the adapters and the LLM's trainable parameters (LoRA factors).
+    pub fn step_with_llm(&mut self, model: &mut BioMedGpt, batch: &[EncodedExample]) -> Result<f64, TrainError> {
+        let loss = batch_loss(model, &model.adapters, batch)?;
+        let value = loss.clone().into_scalar::<f32>() as f64;
+        let gradients = loss.backward();
+        let adapters = std::mem::replace(&mut model.adapters, Adapters { proj_mol: None, proj_prot: None });
+        let both = AdaptersAndLlm { adapters, llm: model.llm.clone() };
+        let grads = GradientsParams::from_grads(gradients, &both);
+        let both = self.optimizer.step(self.lr, both, grads);
+        model.adapters = both.adapters;
+        model.llm = both.llm;
         Ok(value)
     }
 }
