@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use biomedgpt_io::safetensors_writer::{TensorSpec, write_streaming};
 use biomedgpt_io::{Checkpoint, FloatType, SourceDType};
 use biomedgpt_model::Layout;
+use burn::tensor::{DType, Device, Tensor, TensorData};
 use clap::Args;
 
 #[derive(Args)]
@@ -17,7 +18,7 @@ pub struct ConvertArgs {
     /// New directory: llm/, esm/, model-*.safetensors + model.safetensors.index.json.
     #[arg(long)]
     out: PathBuf,
-    /// f16 or bf16. The GIN (a few MB) stays f32, as `ask` runs it.
+    /// f16, bf16 or f32. The GIN (a few MB) stays f32, as `ask` runs it.
     #[arg(long, default_value = "f16")]
     dtype: FloatType,
     #[arg(long, default_value_t = 2.0)]
@@ -37,10 +38,63 @@ fn copy_dir_files(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn run(args: ConvertArgs) -> Result<()> {
-    if args.dtype == FloatType::F32 {
-        bail!("--dtype must be f16 or bf16 (the released weights are already readable as f32)");
+/// Trained parts that replace tensors of the fused checkpoint: adapters, and LoRA factors merged
+/// into their projections (`W + scale * B A`, in f32).
+struct Overlays {
+    adapters: Option<Checkpoint>,
+    lora: Option<(Checkpoint, f64)>,
+}
+
+impl Overlays {
+    fn open(layout: &Layout) -> Result<Self> {
+        Ok(Overlays {
+            adapters: layout.adapters.as_ref().map(Checkpoint::open).transpose()?,
+            lora: layout.lora.as_ref().map(|(p, scale)| Checkpoint::open(p).map(|c| (c, *scale))).transpose()?,
+        })
     }
+
+    fn is_empty(&self) -> bool {
+        self.adapters.is_none() && self.lora.is_none()
+    }
+
+    /// The tensor to write for `key`, when an overlay provides it.
+    fn tensor(&self, key: &str, base: &Checkpoint, ty: FloatType) -> Result<Option<TensorData>> {
+        if let Some(adapters) = &self.adapters
+            && (key.starts_with("proj_mol.") || key.starts_with("proj_prot."))
+        {
+            return Ok(Some(adapters.load_any_shape(key, ty)?));
+        }
+        if let Some((lora, scale)) = &self.lora
+            && let Some(module) = key.strip_prefix("llm.").and_then(|k| k.strip_suffix(".weight"))
+            && lora.info(&format!("{module}.lora_A.weight")).is_some()
+        {
+            let device = Device::flex();
+            let tensor = |ckpt: &Checkpoint, k: &str| -> Result<Tensor<2>> {
+                let data = ckpt.load_any_shape(k, FloatType::F32)?;
+                let shape = data.shape().to_vec();
+                Ok(Tensor::<2>::from_data(data, (&device, DType::F32)).reshape([shape[0], shape[1]]))
+            };
+            let w = tensor(base, key)?;
+            let a = tensor(lora, &format!("{module}.lora_A.weight"))?;
+            let b = tensor(lora, &format!("{module}.lora_B.weight"))?;
+            let merged = w + b.matmul(a).mul_scalar(*scale);
+            return Ok(Some(merged.cast(ty.dtype()).into_data()));
+        }
+        Ok(None)
+    }
+}
+
+pub fn run(args: ConvertArgs) -> Result<()> {
+    convert(args, false)
+}
+
+/// `merge-lora`: `convert` of a fine-tuned checkpoint, whose adapters and LoRA factors become
+/// part of the weights.
+pub fn merge(args: ConvertArgs) -> Result<()> {
+    convert(args, true)
+}
+
+fn convert(args: ConvertArgs, must_merge: bool) -> Result<()> {
     let layout = Layout::resolve(&args.model)?;
     let Some(fused) = &layout.fused_weights else {
         bail!("{} has no fused BioMedGPT weights to convert", args.model.display());
@@ -49,19 +103,31 @@ pub fn run(args: ConvertArgs) -> Result<()> {
         bail!("{} exists and is not empty", args.out.display());
     }
     let ckpt = Checkpoint::open(fused)?;
+    let overlays = Overlays::open(&layout)?;
+    if must_merge && overlays.is_empty() {
+        bail!("{} has no LoRA factors or trained adapters to merge (its biomedgpt.json names none)", args.model.display());
+    }
     copy_dir_files(&layout.llm, &args.out.join("llm"))?;
     if let Some(esm) = &layout.esm {
         copy_dir_files(esm, &args.out.join("esm"))?;
     }
-    let settings = args.model.join("biomedgpt.json");
-    if settings.is_file() && layout.settings.llm.is_none() && layout.settings.weights.is_none() {
-        std::fs::copy(&settings, args.out.join("biomedgpt.json"))?;
+    // Settings that describe the model (not where its parts were) carry over.
+    let s = &layout.settings;
+    let kept = serde_json::json!({
+        "system_prompt": s.system_prompt, "notice": s.notice, "gin_num_layer": s.gin_num_layer,
+        "gin_emb_dim": s.gin_emb_dim, "max_protein_tokens": s.max_protein_tokens,
+    });
+    let kept: serde_json::Map<String, serde_json::Value> =
+        kept.as_object().expect("object").iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect();
+    if !kept.is_empty() {
+        std::fs::write(args.out.join("biomedgpt.json"), serde_json::to_string_pretty(&kept)?)?;
     }
 
     // Float tensors only (`num_batches_tracked` and other integer buffers are not read).
     let target = match args.dtype {
         FloatType::BF16 => SourceDType::BF16,
-        _ => SourceDType::F16,
+        FloatType::F16 => SourceDType::F16,
+        FloatType::F32 => SourceDType::F32,
     };
     let mut specs: Vec<(TensorSpec, FloatType)> = Vec::new();
     let mut skipped = 0;
@@ -97,7 +163,10 @@ pub fn run(args: ConvertArgs) -> Result<()> {
             total += s.shape.iter().product::<usize>() * s.dtype.size();
         }
         write_streaming(&args.out.join(&file), &specs, &[("format", "pt")], |j, buf| {
-            let data = ckpt.load_any_shape(&specs[j].name, types[j]).map_err(std::io::Error::other)?;
+            let data = match overlays.tensor(&specs[j].name, &ckpt, types[j]).map_err(std::io::Error::other)? {
+                Some(data) => data,
+                None => ckpt.load_any_shape(&specs[j].name, types[j]).map_err(std::io::Error::other)?,
+            };
             buf.extend_from_slice(data.as_bytes());
             ckpt.release(&specs[j].name);
             Ok(())

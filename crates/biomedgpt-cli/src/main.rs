@@ -43,6 +43,8 @@ enum Command {
     Score(eval::ScoreArgs),
     /// Evaluate a model or a baseline on PubChemQA, UniProtQA, PubMedQA, MedMCQA or MedQA.
     Eval(Box<eval::EvalArgs>),
+    /// Write a fine-tuned checkpoint (adapters, LoRA factors) as one standalone model directory.
+    MergeLora(convert::ConvertArgs),
     /// Fine-tune BioMedGPT's adapters on molecule/protein QA data (resumable, see --help).
     Train(Box<train::TrainArgs>),
     /// Embeddings for users: protein (ESM-2).
@@ -66,6 +68,7 @@ fn main() -> ExitCode {
         Command::Score(args) => eval::score(args),
         Command::Eval(args) => eval::eval(*args),
         Command::Train(args) => train::train(*args),
+        Command::MergeLora(args) => convert::merge(args),
         Command::Embed(cmd) => embed::run(cmd),
         Command::Inspect(cmd) => inspect::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),

@@ -39,10 +39,22 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub valid_split: Option<String>,
-    /// What trains: adapters (encoders and LLM frozen, the BioMedGPT recipe).
+    /// What trains: adapters (encoders and LLM frozen, the BioMedGPT recipe) or adapters+lora.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trainable: Option<String>,
+    /// LoRA rank (default 8).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lora_rank: Option<usize>,
+    /// LoRA alpha; the factors are scaled by alpha / rank (default 16).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lora_alpha: Option<f64>,
+    /// Attention projections with LoRA factors (default q_proj,k_proj,v_proj,o_proj).
+    #[arg(long, value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lora_targets: Option<Vec<String>>,
     /// Peak learning rate (AdamW).
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

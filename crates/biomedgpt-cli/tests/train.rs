@@ -45,6 +45,22 @@ fn train_args(out: &Path, extra: &[&str]) -> Vec<String> {
     args
 }
 
+/// `args` without `flag` and its value.
+fn without(args: Vec<String>, flag: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut skip = false;
+    for a in args {
+        if skip {
+            skip = false;
+        } else if a == flag {
+            skip = true;
+        } else {
+            out.push(a);
+        }
+    }
+    out
+}
+
 /// The log without wall-clock fields.
 fn curve(out: &Path) -> Vec<Value> {
     std::fs::read_to_string(out.join("metrics.jsonl"))
@@ -235,4 +251,58 @@ fn the_example_config_runs_with_flags_overriding_it() {
     assert_eq!(state["config"]["lr"], 1e-4, "from the file");
     assert_eq!(state["config"]["max_steps"], 2, "from the flag");
     assert_eq!(state["config"]["datasets"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn lora_runs_resume_exactly_and_merge_into_a_standalone_model() {
+    let dir = temp_dir("lora");
+    let lora = ["--trainable", "adapters+lora", "--lora-rank", "2", "--lora-alpha", "4", "--max-steps", "4"];
+    let whole = dir.join("whole");
+    let (ok, _, stderr) = biomedgpt(&without(train_args(&whole, &lora), "--save-every").into_iter().chain(["--save-every".into(), "2".into()]).collect::<Vec<_>>());
+    assert!(ok, "{stderr}");
+    let checkpoint = whole.join("checkpoint-4");
+    for f in ["lora.safetensors", "adapters.safetensors", "optimizer.bpk"] {
+        assert!(checkpoint.join(f).is_file(), "{f}");
+    }
+
+    // Resume from checkpoint-2 of the same run, as if it had stopped there.
+    let resumed = dir.join("resumed");
+    std::fs::create_dir_all(resumed.join("checkpoint-2")).unwrap();
+    for entry in std::fs::read_dir(whole.join("checkpoint-2")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), resumed.join("checkpoint-2").join(entry.file_name())).unwrap();
+    }
+    let early: String = std::fs::read_to_string(whole.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter(|l| serde_json::from_str::<Value>(l).unwrap()["step"].as_u64().unwrap() <= 2)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(resumed.join("metrics.jsonl"), early).unwrap();
+    let mut args = lora.to_vec();
+    args.push("--resume");
+    let (ok, _, stderr) = biomedgpt(&without(train_args(&resumed, &args), "--save-every").into_iter().chain(["--save-every".into(), "2".into()]).collect::<Vec<_>>());
+    assert!(ok, "{stderr}");
+    assert_eq!(curve(&resumed), curve(&whole));
+    for f in ["lora.safetensors", "adapters.safetensors"] {
+        assert_eq!(std::fs::read(resumed.join("checkpoint-4").join(f)).unwrap(), std::fs::read(checkpoint.join(f)).unwrap(), "{f}");
+    }
+
+    // merge-lora: one directory with the factors and adapters in the weights answers the same.
+    let merged = dir.join("merged");
+    let to_args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let (ok, _, stderr) =
+        biomedgpt(&to_args(&["merge-lora", "--model", checkpoint.to_str().unwrap(), "--out", merged.to_str().unwrap(), "--dtype", "f32"]));
+    assert!(ok, "{stderr}");
+    assert!(!merged.join("lora.safetensors").exists());
+    let ask = |model: &Path| {
+        let (ok, stdout, stderr) = biomedgpt(&to_args(&[
+            "ask", "--model", model.to_str().unwrap(), "--smiles", "CCO", "--question", "Describe.", "--dtype", "f32", "--max-new-tokens", "8", "--json",
+        ]));
+        assert!(ok, "{stderr}");
+        serde_json::from_str::<Value>(stdout.trim()).unwrap()["token_ids"].clone()
+    };
+    assert_eq!(ask(&merged), ask(&checkpoint));
+    let (ok, _, stderr) = biomedgpt(&to_args(&["merge-lora", "--model", "tests/fixtures/biomedgpt/tiny", "--out", dir.join("x").to_str().unwrap()]));
+    assert!(!ok && stderr.contains("nothing") || stderr.contains("no LoRA"), "{stderr}");
 }

@@ -36,6 +36,20 @@ pub struct Settings {
     /// (what `biomedgpt train` writes: a checkpoint is this file plus a biomedgpt.json naming the
     /// base model's parts).
     pub adapters: Option<PathBuf>,
+    /// LoRA factors of the LLM (what `biomedgpt train` with LoRA writes), merged into the
+    /// weights at load: `W + (alpha / rank) B A`.
+    pub lora: Option<LoraOverlay>,
+}
+
+/// `"lora": {"weights": "lora.safetensors", "rank": 8, "alpha": 16}`; the file holds
+/// `model.layers.{i}.self_attn.{q,k,v,o}_proj.lora_A.weight` `[rank, in]` and `lora_B.weight`
+/// `[out, rank]` (PEFT's shapes, without PEFT's `base_model.model.` prefix).
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoraOverlay {
+    pub weights: PathBuf,
+    pub rank: usize,
+    pub alpha: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -46,6 +60,8 @@ pub struct Layout {
     pub fused_weights: Option<PathBuf>,
     /// Trained adapters overriding the fused weights' (see [`Settings::adapters`]).
     pub adapters: Option<PathBuf>,
+    /// LoRA factors to merge into the LLM, with their scale `alpha / rank` (see [`Settings::lora`]).
+    pub lora: Option<(PathBuf, f64)>,
     pub settings: Settings,
 }
 
@@ -105,6 +121,19 @@ impl Layout {
                 return Err(ModelError::Layout(format!("adapter weights {} not found", a.display())));
             }
         }
-        Ok(Layout { llm, esm, fused_weights: fused, adapters, settings })
+        let lora = match &settings.lora {
+            Some(l) => {
+                let path = dir.join(&l.weights);
+                if !path.is_file() {
+                    return Err(ModelError::Layout(format!("LoRA weights {} not found", path.display())));
+                }
+                if l.rank == 0 {
+                    return Err(ModelError::Layout(format!("{}: lora.rank must be at least 1", dir.display())));
+                }
+                Some((path, l.alpha / l.rank as f64))
+            }
+            None => None,
+        };
+        Ok(Layout { llm, esm, fused_weights: fused, adapters, lora, settings })
     }
 }

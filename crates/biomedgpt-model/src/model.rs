@@ -106,6 +106,45 @@ pub enum Input {
     Protein { name: String, sequence: String },
 }
 
+/// The projections LoRA may adapt, as named in the checkpoint.
+pub const LORA_TARGETS: [&str; 4] = ["q_proj", "k_proj", "v_proj", "o_proj"];
+
+/// Merges LoRA factors from a safetensors file into the LLM's attention projections:
+/// `W + scale * B A` (PyTorch layout; ours is transposed). Computed in f32, cast back.
+pub fn merge_lora(mut llm: Llama, path: &std::path::Path, scale: f64) -> Result<Llama, ModelError> {
+    let ckpt = Checkpoint::open(path)?;
+    let root = ckpt.root();
+    let device = llm.device();
+    let mut merged = 0;
+    for (i, layer) in llm.model.layers.iter_mut().enumerate() {
+        let attn = &mut layer.self_attn;
+        for (name, proj) in LORA_TARGETS.iter().zip([&mut attn.q_proj, &mut attn.k_proj, &mut attn.v_proj, &mut attn.o_proj]) {
+            let prefix = format!("model.layers.{i}.self_attn.{name}");
+            if ckpt.info(&format!("{prefix}.lora_A.weight")).is_none() {
+                continue;
+            }
+            let weight = proj.weight.val();
+            let [d_in, d_out] = weight.dims();
+            let view = root.pp(&prefix);
+            let a_info = ckpt.info(&format!("{prefix}.lora_A.weight")).expect("present");
+            let rank = a_info.shape.first().copied().unwrap_or(0);
+            let a = view.pp("lora_A").load("weight", &[rank, d_in], FloatType::F32)?;
+            let b = view.pp("lora_B").load("weight", &[d_out, rank], FloatType::F32)?;
+            let a: Tensor<2> = Tensor::from_data(a, (&device, DType::F32));
+            let b: Tensor<2> = Tensor::from_data(b, (&device, DType::F32));
+            let delta = b.matmul(a).transpose().mul_scalar(scale); // [in, out]
+            let dtype = weight.dtype();
+            let updated = (weight.cast(DType::F32) + delta).cast(dtype);
+            proj.weight = burn::module::Param::from_tensor(Tensor::from_data(updated.into_data(), (&device, dtype)));
+            merged += 1;
+        }
+    }
+    if merged == 0 {
+        return Err(ModelError::Layout(format!("{}: no LoRA factors (model.layers.N.self_attn.*.lora_A.weight)", path.display())));
+    }
+    Ok(llm)
+}
+
 /// Rows of the GIN checkpoint that give its size: `gnns.{i}.mlp.0.weight` count and width.
 fn gin_size(view: &WeightView, ckpt: &Checkpoint) -> Option<(usize, usize)> {
     let emb = ckpt.info(&view.key("x_embedding1.weight"))?;
@@ -145,7 +184,10 @@ impl BioMedGpt {
             }
             config.vocab_size = rows;
         }
-        let llm = Llama::load(&config, &llm_view, ty, device)?;
+        let mut llm = Llama::load(&config, &llm_view, ty, device)?;
+        if let Some((path, scale)) = &layout.lora {
+            llm = merge_lora(llm, path, *scale)?;
+        }
         let hidden = config.hidden_size;
 
         let mol_view = root.pp("mol_structure_encoder");

@@ -32,7 +32,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::schedule::{epoch_order, next_batch, warmup_cosine};
-use crate::{EncodedExample, Example, FeatureCache, TrainError, batch_loss, encode_example_cached, freeze};
+use crate::lora::LoraSettings;
+use crate::{AdaptersAndLlm, EncodedExample, Example, FeatureCache, TrainError, batch_loss, encode_example_cached, freeze};
+use biomedgpt_model::ModelError;
 
 /// Set by a Ctrl-C handler: the loop saves a checkpoint after the current step and stops.
 pub static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
@@ -76,6 +78,15 @@ fn default_device() -> String {
 fn default_eval_max_new_tokens() -> usize {
     64
 }
+fn default_lora_rank() -> usize {
+    8
+}
+fn default_lora_alpha() -> f64 {
+    16.0
+}
+fn default_lora_targets() -> Vec<String> {
+    biomedgpt_model::LORA_TARGETS.iter().map(|t| t.to_string()).collect()
+}
 fn default_trainable() -> String {
     "adapters".into()
 }
@@ -101,9 +112,17 @@ pub struct TrainConfig {
     pub train_split: String,
     #[serde(default = "default_split_valid")]
     pub valid_split: String,
-    /// What trains: "adapters" (the BioMedGPT recipe: encoders and LLM frozen).
+    /// What trains: "adapters" (the BioMedGPT recipe: encoders and LLM frozen) or
+    /// "adapters+lora" (also LoRA factors on the LLM's attention projections).
     #[serde(default = "default_trainable")]
     pub trainable: String,
+    #[serde(default = "default_lora_rank")]
+    pub lora_rank: usize,
+    #[serde(default = "default_lora_alpha")]
+    pub lora_alpha: f64,
+    /// Attention projections that get LoRA factors.
+    #[serde(default = "default_lora_targets")]
+    pub lora_targets: Vec<String>,
     #[serde(default = "default_lr")]
     pub lr: f64,
     #[serde(default = "default_weight_decay")]
@@ -161,11 +180,19 @@ pub struct TrainConfig {
 impl TrainConfig {
     pub fn validate(&self) -> Result<(), TrainError> {
         let bad = |m: String| Err(TrainError::Input(m));
-        if self.trainable != "adapters" {
+        if !matches!(self.trainable.as_str(), "adapters" | "adapters+lora") {
             return bad(format!(
-                "trainable = {:?}: only \"adapters\" (the BioMedGPT recipe) is implemented",
+                "trainable = {:?}: \"adapters\" (the BioMedGPT recipe) or \"adapters+lora\" are implemented",
                 self.trainable
             ));
+        }
+        if self.uses_lora() {
+            if self.lora_rank == 0 {
+                return bad("lora_rank must be at least 1".into());
+            }
+            if let Some(t) = self.lora_targets.iter().find(|t| !biomedgpt_model::LORA_TARGETS.contains(&t.as_str())) {
+                return bad(format!("lora_targets: {t:?} is not one of {:?}", biomedgpt_model::LORA_TARGETS));
+            }
         }
         if self.datasets.is_empty() {
             return bad("no datasets: give at least one {task, path}".into());
@@ -183,6 +210,14 @@ impl TrainConfig {
             return bad(format!("dtype {:?}: training runs in f32 (the CPU backend has no mixed precision)", self.dtype));
         }
         Ok(())
+    }
+
+    pub fn uses_lora(&self) -> bool {
+        self.trainable == "adapters+lora"
+    }
+
+    fn lora_settings(&self) -> LoraSettings {
+        LoraSettings { rank: self.lora_rank, alpha: self.lora_alpha, targets: self.lora_targets.clone() }
     }
 
     /// The settings that must not change when a run resumes (lengthening it is allowed).
@@ -284,8 +319,12 @@ fn rebuild_adapters(model: &mut BioMedGpt, ids: Option<&BTreeMap<String, u64>>) 
     };
 }
 
-fn param_ids(adapters: &Adapters) -> BTreeMap<String, u64> {
+fn param_ids(adapters: &Adapters, llm: &biomedgpt_llama::Llama) -> BTreeMap<String, u64> {
     let mut ids = BTreeMap::new();
+    for (module, adapter) in crate::lora::factors(llm) {
+        ids.insert(format!("{module}.lora_a"), adapter.a.id.val());
+        ids.insert(format!("{module}.lora_b"), adapter.b.id.val());
+    }
     for (name, layer) in [("proj_mol", &adapters.proj_mol), ("proj_prot", &adapters.proj_prot)] {
         if let Some(layer) = layer {
             ids.insert(format!("{name}.weight"), layer.weight.id.val());
@@ -317,6 +356,13 @@ pub fn latest_checkpoint(out: &Path) -> Option<PathBuf> {
 
 fn base_settings(config: &TrainConfig) -> Result<Value, TrainError> {
     let layout = Layout::resolve(&config.model)?;
+    if layout.lora.is_some() {
+        return Err(TrainError::Input(format!(
+            "{} has LoRA factors: merge them first (`biomedgpt merge-lora --model {} --out DIR`) and train from DIR",
+            config.model.display(),
+            config.model.display()
+        )));
+    }
     let absolute = |p: &Path| std::fs::canonicalize(p).map(|p| p.display().to_string()).map_err(io_err);
     let fused = layout.fused_weights.as_ref().ok_or_else(|| {
         TrainError::Input(format!("{}: no fused weights (a text-only LLaMA directory has no adapters to train)", config.model.display()))
@@ -350,7 +396,12 @@ fn save_checkpoint(
     let tmp = out.join(format!(".checkpoint-{}.tmp", state.step));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(io_err)?;
-    std::fs::write(tmp.join("biomedgpt.json"), serde_json::to_string_pretty(base).map_err(io_err)?).map_err(io_err)?;
+    let mut settings = base.clone();
+    if state.config.uses_lora() {
+        crate::lora::save(&model.llm, &tmp.join("lora.safetensors")).map_err(io_err)?;
+        settings["lora"] = json!({"weights": "lora.safetensors", "rank": state.config.lora_rank, "alpha": state.config.lora_alpha});
+    }
+    std::fs::write(tmp.join("biomedgpt.json"), serde_json::to_string_pretty(&settings).map_err(io_err)?).map_err(io_err)?;
     model.adapters.save(&tmp.join("adapters.safetensors")).map_err(io_err)?;
     optimizer.save(tmp.join("optimizer.bpk")).map_err(|e| io_err(format!("{e:?}")))?;
     std::fs::write(tmp.join("trainer_state.json"), serde_json::to_string_pretty(state).map_err(io_err)?).map_err(io_err)?;
@@ -386,9 +437,13 @@ pub fn run(config: &TrainConfig, resume: bool, device: &Device, observer: &mut d
     };
     let base = base_settings(config)?;
     let device = device.clone().autodiff();
-    let model_dir = checkpoint.clone().unwrap_or_else(|| config.model.clone());
-    let mut model = BioMedGpt::load(&model_dir, FloatType::F32, &device)?;
+    // The base model; a resumed run then takes the checkpoint's adapters and (unmerged) LoRA factors.
+    let mut model = BioMedGpt::load(&config.model, FloatType::F32, &device)?;
     freeze(&mut model);
+    if let Some(dir) = &checkpoint {
+        let adapters = std::mem::replace(&mut model.adapters, Adapters { proj_mol: None, proj_prot: None });
+        model.adapters = adapters.replaced_from(&dir.join("adapters.safetensors"), FloatType::F32, &device)?;
+    }
     let mut state = match &checkpoint {
         Some(dir) => {
             let text = std::fs::read_to_string(dir.join("trainer_state.json")).map_err(io_err)?;
@@ -402,11 +457,22 @@ pub fn run(config: &TrainConfig, resume: bool, device: &Device, observer: &mut d
                 )));
             }
             rebuild_adapters(&mut model, Some(&saved.param_ids));
+            if config.uses_lora() {
+                let mut given = crate::lora::load(&dir.join("lora.safetensors"), &device).map_err(ModelError::from)?;
+                for (module, f) in given.iter_mut() {
+                    let id = |s: &str| saved.param_ids.get(&format!("{module}.{s}")).copied();
+                    f.ids = id("lora_a").zip(id("lora_b"));
+                }
+                model.llm = crate::lora::attach(model.llm.clone(), &config.lora_settings(), given, config.seed);
+            }
             TrainerState { config: config.clone(), ..saved }
         }
         None => {
             rebuild_adapters(&mut model, None);
-            TrainerState { step: 0, epoch: 0, cursor: 0, param_ids: param_ids(&model.adapters), config: config.clone() }
+            if config.uses_lora() {
+                model.llm = crate::lora::attach(model.llm.clone(), &config.lora_settings(), Default::default(), config.seed);
+            }
+            TrainerState { step: 0, epoch: 0, cursor: 0, param_ids: param_ids(&model.adapters, &model.llm), config: config.clone() }
         }
     };
     let mut optimizer = AdamWConfig::new()
@@ -465,7 +531,7 @@ pub fn run(config: &TrainConfig, resume: bool, device: &Device, observer: &mut d
     let mut tokens_seen = 0usize;
     while state.step < config.max_steps {
         let lr = warmup_cosine(state.step, config.lr, config.warmup_steps, config.max_steps);
-        let mut accumulator = GradientsAccumulator::<Adapters>::new();
+        let mut accumulator = GradientsAccumulator::<AdaptersAndLlm>::new();
         let mut loss_sum = 0.0;
         let mut step_tokens = 0;
         for _ in 0..config.grad_accum {
@@ -481,11 +547,16 @@ pub fn run(config: &TrainConfig, resume: bool, device: &Device, observer: &mut d
             step_tokens += batch_ids.iter().map(|&i| lengths[i]).sum::<usize>();
             let loss = batch_loss(&model, &model.adapters, &batch)?.div_scalar(config.grad_accum as f64);
             loss_sum += loss.clone().into_scalar::<f32>() as f64;
-            let grads = GradientsParams::from_grads(loss.backward(), &model.adapters);
-            accumulator.accumulate(&model.adapters, grads);
+            let gradients = loss.backward();
+            let trainable = AdaptersAndLlm { adapters: model.adapters.clone(), llm: model.llm.clone() };
+            let grads = GradientsParams::from_grads(gradients, &trainable);
+            accumulator.accumulate(&trainable, grads);
         }
+        // The LLM's frozen base weights have no gradients; only adapters and LoRA factors move.
         let adapters = std::mem::replace(&mut model.adapters, Adapters { proj_mol: None, proj_prot: None });
-        model.adapters = optimizer.step(lr, adapters, accumulator.grads());
+        let trainable = optimizer.step(lr, AdaptersAndLlm { adapters, llm: model.llm.clone() }, accumulator.grads());
+        model.adapters = trainable.adapters;
+        model.llm = trainable.llm;
         state.step += 1;
         tokens_seen += step_tokens;
         let tokens_per_s = tokens_seen as f64 / start.elapsed().as_secs_f64().max(1e-9);

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use biomedgpt_io::FloatType;
 use biomedgpt_model::{BioMedGpt, Input};
-use biomedgpt_train::lora::{LoraSettings, attach, factors};
+use biomedgpt_train::lora::{Factors, LoraSettings, attach, factors};
 use biomedgpt_train::{AdamW, AdapterTrainer, Example, batch_loss, encode_example, freeze};
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use serde_json::Value;
@@ -90,13 +90,13 @@ fn setup() -> (BioMedGpt, Vec<biomedgpt_train::EncodedExample>, Value) {
         alpha: lora["alpha"].as_f64().unwrap(),
         targets: lora["targets"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect(),
     };
-    let given: HashMap<String, (Tensor<2>, Tensor<2>)> = lora["initial"]
+    let given: HashMap<String, Factors> = lora["initial"]
         .as_object()
         .unwrap()
         .iter()
-        .map(|(path, f)| (path.clone(), (burn_of(&f["A"], &device), burn_of(&f["B"], &device))))
+        .map(|(path, f)| (path.clone(), Factors::new(burn_of(&f["A"], &device), burn_of(&f["B"], &device))))
         .collect();
-    model.llm = attach(model.llm.clone(), &settings, given);
+    model.llm = attach(model.llm.clone(), &settings, given, 0);
     assert_eq!(factors(&model.llm).len(), 8, "2 layers x q/k/v/o");
     let examples: Vec<Example> = fx["examples"]
         .as_array()
@@ -157,4 +157,40 @@ fn three_adamw_steps_with_lora_equal_pytorch() {
     }
     compare("proj_mol.weight after", model.adapters.proj_mol.as_ref().unwrap().weight.val(), &lora["after"]["proj_mol.weight"], None);
     assert_eq!(values(model.llm.model.layers[1].self_attn.o_proj.weight.base()), base_before, "the base stays frozen");
+}
+
+/// A checkpoint's LoRA factors and adapters, written and loaded the way `ask` loads them (factors
+/// merged into the weights), give the logits of the trained model (1e-4: merging reorders sums).
+#[test]
+fn saved_lora_and_adapters_load_merged_with_the_same_logits() {
+    let (mut model, batch, lora) = setup();
+    let mut trainer = AdapterTrainer::new(&AdamW { lr: 1e-2, ..AdamW::default() });
+    for _ in 0..2 {
+        trainer.step_with_llm(&mut model, &batch).unwrap();
+    }
+    let dir = std::env::temp_dir().join(format!("biomedgpt-lora-merge-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let tiny = std::fs::canonicalize(fixtures().join("biomedgpt/tiny")).unwrap();
+    model.adapters.save(&dir.join("adapters.safetensors")).unwrap();
+    biomedgpt_train::lora::save(&model.llm, &dir.join("lora.safetensors")).unwrap();
+    let settings = serde_json::json!({
+        "llm": tiny.join("llm"), "esm": tiny.join("esm"), "weights": tiny.join("biomedgpt_10b.pth"),
+        "adapters": "adapters.safetensors",
+        "lora": {"weights": "lora.safetensors", "rank": lora["rank"], "alpha": lora["alpha"]},
+    });
+    std::fs::write(dir.join("biomedgpt.json"), settings.to_string()).unwrap();
+    let merged = BioMedGpt::load(&dir, FloatType::F32, &Device::flex()).unwrap();
+
+    let logits = |m: &BioMedGpt| {
+        let mut chat = biomedgpt_model::Chat::new(m);
+        chat.add(&Input::Smiles("CC(=O)Oc1ccccc1C(=O)O".into())).unwrap();
+        chat.ask("Please describe this molecule.").unwrap();
+        let (embeds, _) = chat.embeds().unwrap();
+        values(m.prompt_logits(embeds))
+    };
+    let (trained, loaded) = (logits(&model), logits(&merged));
+    let base = logits(&BioMedGpt::load(&fixtures().join("biomedgpt/tiny"), FloatType::F32, &Device::flex()).unwrap());
+    assert_close("merged checkpoint logits", &loaded, &trained, 1e-4, 1e-4);
+    assert!(base.iter().zip(&trained).any(|(a, b)| (a - b).abs() > 1e-2), "training changed the model");
 }
