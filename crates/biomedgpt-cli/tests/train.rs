@@ -171,7 +171,7 @@ fn training_lowers_the_loss_on_a_fixed_batch_and_the_checkpoint_answers() {
 fn bad_settings_are_refused_with_a_reason() {
     let dir = temp_dir("bad");
     for (extra, reason) in [
-        (vec!["--max-steps", "2", "--trainable", "lora"], "only \"adapters\""),
+        (vec!["--max-steps", "2", "--trainable", "everything"], "are implemented"),
         (vec!["--max-steps", "0"], "max_steps"),
         (vec!["--weight-decay", "0.1"], "max_steps"),
         (vec!["--max-steps", "2", "--dataset", "chebi=datasets/chebi"], "unknown task"),

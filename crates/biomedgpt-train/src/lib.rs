@@ -15,6 +15,7 @@
 //! [`freeze`], encoder features are detached, and only the adapters receive gradients.
 
 pub mod lora;
+pub mod params;
 pub mod plot;
 pub mod schedule;
 pub mod session;
