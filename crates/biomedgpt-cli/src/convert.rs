@@ -43,6 +43,7 @@ fn copy_dir_files(from: &Path, to: &Path) -> Result<()> {
 struct Overlays {
     adapters: Option<Checkpoint>,
     lora: Option<(Checkpoint, f64)>,
+    llm: Option<Checkpoint>,
 }
 
 impl Overlays {
@@ -50,11 +51,12 @@ impl Overlays {
         Ok(Overlays {
             adapters: layout.adapters.as_ref().map(Checkpoint::open).transpose()?,
             lora: layout.lora.as_ref().map(|(p, scale)| Checkpoint::open(p).map(|c| (c, *scale))).transpose()?,
+            llm: layout.llm_weights.as_ref().map(Checkpoint::open).transpose()?,
         })
     }
 
     fn is_empty(&self) -> bool {
-        self.adapters.is_none() && self.lora.is_none()
+        self.adapters.is_none() && self.lora.is_none() && self.llm.is_none()
     }
 
     /// The tensor to write for `key`, when an overlay provides it.
@@ -63,6 +65,12 @@ impl Overlays {
             && (key.starts_with("proj_mol.") || key.starts_with("proj_prot."))
         {
             return Ok(Some(adapters.load_any_shape(key, ty)?));
+        }
+        if let Some(llm) = &self.llm
+            && let Some(name) = key.strip_prefix("llm.")
+            && llm.info(name).is_some()
+        {
+            return Ok(Some(llm.load_any_shape(name, ty)?));
         }
         if let Some((lora, scale)) = &self.lora
             && let Some(module) = key.strip_prefix("llm.").and_then(|k| k.strip_suffix(".weight"))

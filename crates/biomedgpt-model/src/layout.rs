@@ -39,6 +39,9 @@ pub struct Settings {
     /// LoRA factors of the LLM (what `biomedgpt train` with LoRA writes), merged into the
     /// weights at load: `W + (alpha / rank) B A`.
     pub lora: Option<LoraOverlay>,
+    /// A safetensors file with every LLM tensor under its Hugging Face name (`model.*`,
+    /// `lm_head.weight`), replacing the fused weights' `llm.*` (a fully fine-tuned LLM).
+    pub llm_weights: Option<PathBuf>,
 }
 
 /// `"lora": {"weights": "lora.safetensors", "rank": 8, "alpha": 16}`; the file holds
@@ -62,6 +65,8 @@ pub struct Layout {
     pub adapters: Option<PathBuf>,
     /// LoRA factors to merge into the LLM, with their scale `alpha / rank` (see [`Settings::lora`]).
     pub lora: Option<(PathBuf, f64)>,
+    /// Fine-tuned LLM weights replacing the fused ones (see [`Settings::llm_weights`]).
+    pub llm_weights: Option<PathBuf>,
     pub settings: Settings,
 }
 
@@ -134,6 +139,12 @@ impl Layout {
             }
             None => None,
         };
-        Ok(Layout { llm, esm, fused_weights: fused, adapters, lora, settings })
+        let llm_weights = settings.llm_weights.as_ref().map(|p| dir.join(p));
+        if let Some(w) = &llm_weights
+            && !w.is_file()
+        {
+            return Err(ModelError::Layout(format!("LLM weights {} not found", w.display())));
+        }
+        Ok(Layout { llm, esm, fused_weights: fused, adapters, lora, llm_weights, settings })
     }
 }

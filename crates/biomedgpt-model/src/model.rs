@@ -184,7 +184,10 @@ impl BioMedGpt {
             }
             config.vocab_size = rows;
         }
-        let mut llm = Llama::load(&config, &llm_view, ty, device)?;
+        let mut llm = match &layout.llm_weights {
+            Some(path) => Llama::load(&config, &Checkpoint::open(path)?.root(), ty, device)?,
+            None => Llama::load(&config, &llm_view, ty, device)?,
+        };
         if let Some((path, scale)) = &layout.lora {
             llm = merge_lora(llm, path, *scale)?;
         }

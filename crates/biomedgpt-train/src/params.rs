@@ -6,19 +6,31 @@ use std::collections::BTreeMap;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::tensor::Tensor;
 
+// Module visitors see `enter_module(field)` for every field on the way down, the parameter's own
+// field included, so the joined stack is the parameter's path.
+
 struct Ids {
+    path: Vec<String>,
     ids: BTreeMap<String, u64>,
 }
 
 impl ModuleVisitor for Ids {
-    fn visit_float_with_path<const D: usize>(&mut self, path: &[String], id: ParamId, _tensor: &Tensor<D>) {
-        self.ids.insert(path.join("."), id.val());
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.ids.insert(self.path.join("."), param.id.val());
     }
 }
 
 /// Every float parameter's id, by path (`model.layers.0.self_attn.q_proj.weight`).
 pub fn ids_by_path<M: Module>(module: &M) -> BTreeMap<String, u64> {
-    let mut visitor = Ids { ids: BTreeMap::new() };
+    let mut visitor = Ids { path: Vec::new(), ids: BTreeMap::new() };
     module.visit(&mut visitor);
     visitor.ids
 }
@@ -55,12 +67,22 @@ pub fn rebuilt<M: Module>(module: M, ids: &BTreeMap<String, u64>) -> M {
 }
 
 struct Tensors {
+    path: Vec<String>,
     out: Vec<(String, Vec<usize>, Vec<f32>)>,
 }
 
 impl ModuleVisitor for Tensors {
-    fn visit_float_with_path<const D: usize>(&mut self, path: &[String], _id: ParamId, tensor: &Tensor<D>) {
-        let name = path.join(".");
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let tensor = &param.val();
+        let name = self.path.join(".");
         // Burn's Linear stores [in, out]; PyTorch [out, in].
         let linear = D == 2 && (name.ends_with("_proj.weight") || name == "lm_head.weight");
         let t = tensor.clone().cast(burn::tensor::DType::F32);
@@ -79,13 +101,16 @@ impl ModuleVisitor for Tensors {
 pub fn save_llm(llm: &biomedgpt_llama::Llama, path: &std::path::Path) -> std::io::Result<()> {
     use biomedgpt_io::SourceDType;
     use biomedgpt_io::safetensors_writer::{TensorSpec, write_streaming};
-    let mut visitor = Tensors { out: Vec::new() };
+    let mut visitor = Tensors { path: Vec::new(), out: Vec::new() };
     llm.visit(&mut visitor);
     let specs: Vec<TensorSpec> = visitor
         .out
         .iter()
         .map(|(name, shape, _)| TensorSpec { name: name.clone(), dtype: SourceDType::F32, shape: shape.clone() })
         .collect();
+    if specs.is_empty() {
+        return Err(std::io::Error::other("the LLM has no parameters to save"));
+    }
     write_streaming(path, &specs, &[("format", "pt")], |i, buf| {
         buf.extend(visitor.out[i].2.iter().flat_map(|v| v.to_le_bytes()));
         Ok(())

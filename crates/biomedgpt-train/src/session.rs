@@ -180,9 +180,10 @@ pub struct TrainConfig {
 impl TrainConfig {
     pub fn validate(&self) -> Result<(), TrainError> {
         let bad = |m: String| Err(TrainError::Input(m));
-        if !matches!(self.trainable.as_str(), "adapters" | "adapters+lora") {
+        if !matches!(self.trainable.as_str(), "adapters" | "adapters+lora" | "adapters+llm") {
             return bad(format!(
-                "trainable = {:?}: \"adapters\" (the BioMedGPT recipe) or \"adapters+lora\" are implemented",
+                "trainable = {:?}: \"adapters\" (the BioMedGPT recipe), \"adapters+lora\" and \"adapters+llm\" \
+                 (full LLM fine-tuning) are implemented",
                 self.trainable
             ));
         }
@@ -214,6 +215,10 @@ impl TrainConfig {
 
     pub fn uses_lora(&self) -> bool {
         self.trainable == "adapters+lora"
+    }
+
+    pub fn trains_llm(&self) -> bool {
+        self.trainable == "adapters+llm"
     }
 
     fn lora_settings(&self) -> LoraSettings {
@@ -320,7 +325,8 @@ fn rebuild_adapters(model: &mut BioMedGpt, ids: Option<&BTreeMap<String, u64>>) 
 }
 
 fn param_ids(adapters: &Adapters, llm: &biomedgpt_llama::Llama) -> BTreeMap<String, u64> {
-    let mut ids = BTreeMap::new();
+    let mut ids: BTreeMap<String, u64> =
+        crate::params::ids_by_path(llm).into_iter().map(|(k, v)| (format!("llm.{k}"), v)).collect();
     for (module, adapter) in crate::lora::factors(llm) {
         ids.insert(format!("{module}.lora_a"), adapter.a.id.val());
         ids.insert(format!("{module}.lora_b"), adapter.b.id.val());
@@ -380,6 +386,9 @@ fn base_settings(config: &TrainConfig) -> Result<Value, TrainError> {
     if let Some(esm) = &layout.esm {
         settings["esm"] = json!(absolute(esm)?);
     }
+    if let Some(w) = &layout.llm_weights {
+        settings["llm_weights"] = json!(absolute(w)?); // a fully fine-tuned base; replaced if trained again
+    }
     let object = settings.as_object_mut().expect("object");
     object.retain(|_, v| !v.is_null());
     Ok(settings)
@@ -397,6 +406,10 @@ fn save_checkpoint(
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(io_err)?;
     let mut settings = base.clone();
+    if state.config.trains_llm() {
+        crate::params::save_llm(&model.llm, &tmp.join("llm.safetensors")).map_err(io_err)?;
+        settings["llm_weights"] = json!("llm.safetensors");
+    }
     if state.config.uses_lora() {
         crate::lora::save(&model.llm, &tmp.join("lora.safetensors")).map_err(io_err)?;
         settings["lora"] = json!({"weights": "lora.safetensors", "rank": state.config.lora_rank, "alpha": state.config.lora_alpha});
@@ -439,10 +452,17 @@ pub fn run(config: &TrainConfig, resume: bool, device: &Device, observer: &mut d
     let device = device.clone().autodiff();
     // The base model; a resumed run then takes the checkpoint's adapters and (unmerged) LoRA factors.
     let mut model = BioMedGpt::load(&config.model, FloatType::F32, &device)?;
-    freeze(&mut model);
+    if !config.trains_llm() {
+        freeze(&mut model);
+    }
     if let Some(dir) = &checkpoint {
         let adapters = std::mem::replace(&mut model.adapters, Adapters { proj_mol: None, proj_prot: None });
         model.adapters = adapters.replaced_from(&dir.join("adapters.safetensors"), FloatType::F32, &device)?;
+        if config.trains_llm() {
+            let ckpt = biomedgpt_io::Checkpoint::open(dir.join("llm.safetensors")).map_err(ModelError::from)?;
+            let llm_config = model.llm.config().clone();
+            model.llm = biomedgpt_llama::Llama::load(&llm_config, &ckpt.root(), FloatType::F32, &device).map_err(ModelError::from)?;
+        }
     }
     let mut state = match &checkpoint {
         Some(dir) => {
@@ -457,6 +477,11 @@ pub fn run(config: &TrainConfig, resume: bool, device: &Device, observer: &mut d
                 )));
             }
             rebuild_adapters(&mut model, Some(&saved.param_ids));
+            if config.trains_llm() {
+                let ids: BTreeMap<String, u64> =
+                    saved.param_ids.iter().filter_map(|(k, v)| k.strip_prefix("llm.").map(|k| (k.to_string(), *v))).collect();
+                model.llm = crate::params::rebuilt(model.llm.clone(), &ids);
+            }
             if config.uses_lora() {
                 let mut given = crate::lora::load(&dir.join("lora.safetensors"), &device).map_err(ModelError::from)?;
                 for (module, f) in given.iter_mut() {
@@ -469,6 +494,9 @@ pub fn run(config: &TrainConfig, resume: bool, device: &Device, observer: &mut d
         }
         None => {
             rebuild_adapters(&mut model, None);
+            if config.trains_llm() {
+                model.llm = crate::params::rebuilt(model.llm.clone(), &BTreeMap::new());
+            }
             if config.uses_lora() {
                 model.llm = crate::lora::attach(model.llm.clone(), &config.lora_settings(), Default::default(), config.seed);
             }
