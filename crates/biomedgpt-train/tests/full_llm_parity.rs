@@ -4,42 +4,20 @@
 //! loss 1e-5 relative; gradients within 1e-5 x the tensor's largest (+1e-4 relative); values
 //! after three steps 1e-4 absolute.
 
-use std::path::{Path, PathBuf};
+mod common;
 
 use biomedgpt_io::FloatType;
-use biomedgpt_model::{BioMedGpt, Input};
-use biomedgpt_train::{AdamW, AdapterTrainer, Example, batch_loss, encode_example};
-use burn::tensor::{DType, Device, Gradients, Tensor};
+use biomedgpt_model::BioMedGpt;
+use biomedgpt_train::{AdapterTrainer, batch_loss};
+use burn::tensor::{Device, Gradients, Tensor};
+use common::{adamw, assert_close, fixtures, max_abs, read, values};
 use serde_json::Value;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
-
-fn read(name: &str) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(fixtures().join("train").join(name)).unwrap()).unwrap()
-}
 
 fn flat(v: &Value) -> Vec<f32> {
     match v {
         Value::Array(items) => items.iter().flat_map(flat).collect(),
         other => vec![other.as_f64().unwrap() as f32],
     }
-}
-
-fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.cast(DType::F32).into_data().try_to_vec::<f32>().unwrap()
-}
-
-fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
-    assert_eq!(got.len(), want.len(), "{what}");
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!((g - w).abs() <= atol + rtol * w.abs(), "{what}[{i}]: ours {g}, torch {w}");
-    }
-}
-
-fn max_abs(v: &[f32]) -> f32 {
-    v.iter().fold(0f32, |m, x| m.max(x.abs()))
 }
 
 /// The watched tensors in PyTorch's layout and rows, from the model (or from its gradients).
@@ -80,17 +58,7 @@ fn full_llm_fine_tuning_equals_pytorch() {
     let rows: Vec<usize> = full["rows"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
     let device = Device::flex().autodiff();
     let mut model = BioMedGpt::load(&fixtures().join("biomedgpt/tiny"), FloatType::F32, &device).unwrap();
-    let examples: Vec<Example> = fx["examples"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            let payload = e["payload"].as_str().unwrap().to_string();
-            let input = if e["kind"] == "molecule" { Input::Smiles(payload) } else { Input::Protein { name: "protein".into(), sequence: payload } };
-            Example { inputs: vec![input], question: e["question"].as_str().unwrap().into(), answer: e["answer"].as_str().unwrap().into() }
-        })
-        .collect();
-    let batch: Vec<_> = examples.iter().map(|e| encode_example(&model, e).unwrap()).collect();
+    let batch = common::batch(&model, &fx);
 
     let loss = batch_loss(&model, &model.adapters, &batch).unwrap();
     let grads = loss.backward();
@@ -99,14 +67,7 @@ fn full_llm_fine_tuning_equals_pytorch() {
         assert_close(&format!("{name} grad"), &got, &want, 1e-5 * max_abs(&want), 1e-4);
     }
 
-    let a = &fx["adamw"];
-    let mut trainer = AdapterTrainer::new(&AdamW {
-        lr: a["lr"].as_f64().unwrap(),
-        beta1: a["beta1"].as_f64().unwrap() as f32,
-        beta2: a["beta2"].as_f64().unwrap() as f32,
-        eps: a["eps"].as_f64().unwrap() as f32,
-        weight_decay: a["weight_decay"].as_f64().unwrap() as f32,
-    });
+    let mut trainer = AdapterTrainer::new(&adamw(&fx));
     for step in 0..3 {
         let loss = trainer.step_with_llm(&mut model, &batch).unwrap();
         let want = full["losses"][step].as_f64().unwrap();

@@ -6,23 +6,17 @@
 //! per tensor (measured worst: 3.0e-6 = 1.1e-6 x the largest, in layer 1's q_proj); weights after
 //! three steps 1e-4 absolute.
 
+mod common;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 
 use biomedgpt_io::FloatType;
 use biomedgpt_model::{BioMedGpt, Input};
 use biomedgpt_train::lora::{Factors, LoraSettings, attach, factors};
-use biomedgpt_train::{AdamW, AdapterTrainer, Example, batch_loss, encode_example, freeze};
-use burn::tensor::{DType, Device, Tensor, TensorData};
+use biomedgpt_train::{AdamW, AdapterTrainer, batch_loss, freeze};
+use burn::tensor::{Device, Tensor, TensorData};
+use common::{adamw, assert_close, fixtures, max_abs, read, transposed, values};
 use serde_json::Value;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
-
-fn read(name: &str) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(fixtures().join("train").join(name)).unwrap()).unwrap()
-}
 
 fn matrix(v: &Value) -> (usize, usize, Vec<f32>) {
     let rows = v.as_array().unwrap();
@@ -31,30 +25,14 @@ fn matrix(v: &Value) -> (usize, usize, Vec<f32>) {
     (rows.len(), cols, data)
 }
 
-fn transposed(rows: usize, cols: usize, data: &[f32]) -> Vec<f32> {
-    (0..cols).flat_map(|c| (0..rows).map(move |r| data[r * cols + c])).collect()
-}
-
 /// PyTorch [rows, cols] as a Burn tensor [cols, rows].
 fn burn_of(v: &Value, device: &Device) -> Tensor<2> {
     let (r, c, data) = matrix(v);
     Tensor::from_data(TensorData::new(transposed(r, c, &data), [c, r]), device)
 }
 
-fn values(t: Tensor<2>) -> Vec<f32> {
-    t.cast(DType::F32).into_data().try_to_vec::<f32>().unwrap()
-}
 
-fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
-    assert_eq!(got.len(), want.len(), "{what}");
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!((g - w).abs() <= atol + rtol * w.abs(), "{what}[{i}]: ours {g}, torch {w}");
-    }
-}
 
-fn max_abs(v: &[f32]) -> f32 {
-    v.iter().fold(0f32, |m, x| m.max(x.abs()))
-}
 
 /// Compares a Burn [in, out]-shaped tensor with a PyTorch [out, in] matrix; `gradient_scale`
 /// is the largest gradient the error is measured against (None: weights, 1e-4 absolute).
@@ -98,17 +76,7 @@ fn setup() -> (BioMedGpt, Vec<biomedgpt_train::EncodedExample>, Value) {
         .collect();
     model.llm = attach(model.llm.clone(), &settings, given, 0);
     assert_eq!(factors(&model.llm).len(), 8, "2 layers x q/k/v/o");
-    let examples: Vec<Example> = fx["examples"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            let payload = e["payload"].as_str().unwrap().to_string();
-            let input = if e["kind"] == "molecule" { Input::Smiles(payload) } else { Input::Protein { name: "protein".into(), sequence: payload } };
-            Example { inputs: vec![input], question: e["question"].as_str().unwrap().into(), answer: e["answer"].as_str().unwrap().into() }
-        })
-        .collect();
-    let batch = examples.iter().map(|e| encode_example(&model, e).unwrap()).collect();
+    let batch = common::batch(&model, &fx);
     (model, batch, lora)
 }
 
@@ -137,14 +105,7 @@ fn lora_gradients_equal_pytorch() {
 fn three_adamw_steps_with_lora_equal_pytorch() {
     let (mut model, batch, lora) = setup();
     let fx = read("expected.json");
-    let a = &fx["adamw"];
-    let mut trainer = AdapterTrainer::new(&AdamW {
-        lr: a["lr"].as_f64().unwrap(),
-        beta1: a["beta1"].as_f64().unwrap() as f32,
-        beta2: a["beta2"].as_f64().unwrap() as f32,
-        eps: a["eps"].as_f64().unwrap() as f32,
-        weight_decay: a["weight_decay"].as_f64().unwrap() as f32,
-    });
+    let mut trainer = AdapterTrainer::new(&adamw(&fx));
     let base_before = values(model.llm.model.layers[1].self_attn.o_proj.weight.base());
     for step in 0..3 {
         let loss = trainer.step_with_llm(&mut model, &batch).unwrap();

@@ -7,41 +7,16 @@
 //! |gradient| of the tensor (measured: 1.1e-6 x) plus 1e-4 relative. After three AdamW steps
 //! (lr 1e-2) the weights agree to 1e-4 absolute.
 
-use std::path::{Path, PathBuf};
+mod common;
 
 use biomedgpt_io::{FloatType, npy};
-use biomedgpt_model::{BioMedGpt, Input};
-use biomedgpt_train::{AdamW, AdapterTrainer, Example, batch_loss, encode_example, freeze};
-use burn::module::Param;
-use burn::tensor::{DType, Device, Tensor};
-use serde_json::Value;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
-
-fn expected() -> Value {
-    serde_json::from_str(&std::fs::read_to_string(fixtures().join("train/expected.json")).unwrap()).unwrap()
-}
+use biomedgpt_model::BioMedGpt;
+use biomedgpt_train::{AdapterTrainer, batch_loss, freeze};
+use burn::tensor::Device;
+use common::{adamw, assert_close, batch, fixtures, max_abs, read, transposed, values};
 
 fn npy_of(name: &str) -> (Vec<usize>, Vec<f32>) {
     npy::read_f32(&std::fs::read(fixtures().join("train").join(name)).unwrap()).unwrap()
-}
-
-fn examples(fx: &Value) -> Vec<Example> {
-    fx["examples"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            let payload = e["payload"].as_str().unwrap().to_string();
-            let input = match e["kind"].as_str().unwrap() {
-                "molecule" => Input::Smiles(payload),
-                _ => Input::Protein { name: "protein".into(), sequence: payload },
-            };
-            Example { inputs: vec![input], question: e["question"].as_str().unwrap().into(), answer: e["answer"].as_str().unwrap().into() }
-        })
-        .collect()
 }
 
 fn load() -> BioMedGpt {
@@ -51,40 +26,11 @@ fn load() -> BioMedGpt {
     model
 }
 
-fn values(t: Tensor<2>) -> Vec<f32> {
-    t.cast(DType::F32).into_data().try_to_vec::<f32>().unwrap()
-}
-
-fn values1(t: Tensor<1>) -> Vec<f32> {
-    t.cast(DType::F32).into_data().try_to_vec::<f32>().unwrap()
-}
-
-/// PyTorch stores Linear weights [out, in]; ours are [in, out].
-fn transposed(shape: &[usize], data: &[f32]) -> Vec<f32> {
-    let (out, inp) = (shape[0], shape[1]);
-    (0..inp).flat_map(|i| (0..out).map(move |o| data[o * inp + i])).collect()
-}
-
-fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!((g - w).abs() <= atol + rtol * w.abs(), "{what}[{i}]: ours {g}, torch {w}");
-    }
-}
-
-fn max_abs(values: &[f32]) -> f32 {
-    values.iter().fold(0f32, |m, v| m.max(v.abs()))
-}
-
-fn weight_param(p: &Param<Tensor<2>>) -> Tensor<2> {
-    p.val()
-}
-
 #[test]
 fn loss_and_adapter_gradients_equal_pytorch() {
-    let fx = expected();
+    let fx = read("expected.json");
     let model = load();
-    let batch: Vec<_> = examples(&fx).iter().map(|e| encode_example(&model, e).unwrap()).collect();
+    let batch = batch(&model, &fx);
     for (k, e) in batch.iter().enumerate() {
         assert_eq!(e.prompt, fx["prompts"][k].as_str().unwrap());
         let ids: Vec<u32> = fx["answer_ids"][k].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
@@ -100,28 +46,20 @@ fn loss_and_adapter_gradients_equal_pytorch() {
     let prot = model.adapters.proj_prot.as_ref().unwrap();
     for (name, weight, bias) in [("proj_mol", mol, "proj_mol.bias"), ("proj_prot", prot, "proj_prot.bias")] {
         let (shape, want) = npy_of(&format!("grad_{name}.weight.npy"));
-        let got = values(weight_param(&weight.weight).grad(&grads).expect("weight gradient"));
-        assert_close(&format!("{name}.weight grad"), &got, &transposed(&shape, &want), 1e-5 * max_abs(&want), 1e-4);
+        let got = values(weight.weight.val().grad(&grads).expect("weight gradient"));
+        assert_close(&format!("{name}.weight grad"), &got, &transposed(shape[0], shape[1], &want), 1e-5 * max_abs(&want), 1e-4);
         let (_, want) = npy_of(&format!("grad_{bias}.npy"));
-        let got = values1(weight.bias.as_ref().unwrap().val().grad(&grads).expect("bias gradient"));
+        let got = values(weight.bias.as_ref().unwrap().val().grad(&grads).expect("bias gradient"));
         assert_close(&format!("{bias} grad"), &got, &want, 1e-5 * max_abs(&want), 1e-4);
     }
 }
 
 #[test]
 fn three_adamw_steps_equal_pytorch() {
-    let fx = expected();
+    let fx = read("expected.json");
     let mut model = load();
-    let batch: Vec<_> = examples(&fx).iter().map(|e| encode_example(&model, e).unwrap()).collect();
-    let a = &fx["adamw"];
-    let settings = AdamW {
-        lr: a["lr"].as_f64().unwrap(),
-        beta1: a["beta1"].as_f64().unwrap() as f32,
-        beta2: a["beta2"].as_f64().unwrap() as f32,
-        eps: a["eps"].as_f64().unwrap() as f32,
-        weight_decay: a["weight_decay"].as_f64().unwrap() as f32,
-    };
-    let mut trainer = AdapterTrainer::new(&settings);
+    let batch = batch(&model, &fx);
+    let mut trainer = AdapterTrainer::new(&adamw(&fx));
     for step in 0..fx["steps"].as_u64().unwrap() as usize {
         let loss = trainer.step(&mut model, &batch).unwrap();
         let want = fx["losses"][step].as_f64().unwrap();
@@ -131,8 +69,8 @@ fn three_adamw_steps_equal_pytorch() {
     let prot = model.adapters.proj_prot.as_ref().unwrap();
     for (name, layer) in [("proj_mol", mol), ("proj_prot", prot)] {
         let (shape, want) = npy_of(&format!("after_{name}.weight.npy"));
-        assert_close(&format!("{name}.weight after 3 steps"), &values(layer.weight.val()), &transposed(&shape, &want), 1e-4, 0.0);
+        assert_close(&format!("{name}.weight after 3 steps"), &values(layer.weight.val()), &transposed(shape[0], shape[1], &want), 1e-4, 0.0);
         let (_, want) = npy_of(&format!("after_{name}.bias.npy"));
-        assert_close(&format!("{name}.bias after 3 steps"), &values1(layer.bias.as_ref().unwrap().val()), &want, 1e-4, 0.0);
+        assert_close(&format!("{name}.bias after 3 steps"), &values(layer.bias.as_ref().unwrap().val()), &want, 1e-4, 0.0);
     }
 }
