@@ -45,7 +45,7 @@ enum Command {
     Eval(Box<eval::EvalArgs>),
     /// Write a fine-tuned checkpoint (adapters, LoRA factors) as one standalone model directory.
     MergeLora(convert::ConvertArgs),
-    /// Fine-tune BioMedGPT's adapters on molecule/protein QA data (resumable, see --help).
+    /// Fine-tune BioMedGPT on molecule/protein QA: adapters, LoRA or the whole LLM (resumable).
     Train(Box<train::TrainArgs>),
     /// Embeddings for users: protein (ESM-2).
     #[command(subcommand)]

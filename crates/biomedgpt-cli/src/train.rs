@@ -33,13 +33,16 @@ pub struct TrainArgs {
     #[arg(long = "dataset", value_parser = parse_dataset)]
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub datasets: Vec<Value>,
+    /// Split to train on (default train).
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub train_split: Option<String>,
+    /// Split to validate on, where a dataset has it (default valid).
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub valid_split: Option<String>,
-    /// What trains: adapters (encoders and LLM frozen, the BioMedGPT recipe) or adapters+lora.
+    /// What trains: adapters (encoders and LLM frozen, the BioMedGPT recipe), adapters+lora, or
+    /// adapters+llm (every LLM weight).
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trainable: Option<String>,
@@ -59,15 +62,19 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lr: Option<f64>,
+    /// AdamW weight decay (default 0.01).
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weight_decay: Option<f32>,
+    /// AdamW beta1 (default 0.9).
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub beta1: Option<f32>,
+    /// AdamW beta2 (default 0.999).
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub beta2: Option<f32>,
+    /// AdamW epsilon (default 1e-8).
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eps: Option<f32>,
@@ -75,6 +82,7 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warmup_steps: Option<usize>,
+    /// Optimizer steps of the run (required; the cosine schedule ends there).
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_steps: Option<usize>,
@@ -82,6 +90,7 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch_tokens: Option<usize>,
+    /// Most examples per micro-batch (default 32).
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_batch_examples: Option<usize>,
@@ -93,6 +102,7 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clip_norm: Option<f32>,
+    /// Seed of the data order and LoRA initialization (default 0).
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
@@ -104,6 +114,7 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eval_every: Option<usize>,
+    /// Validate on the first N validation records.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub valid_limit: Option<usize>,
@@ -111,6 +122,7 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eval_generate: Option<usize>,
+    /// Longest generated answer for --eval-generate (default 64).
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eval_max_new_tokens: Option<usize>,
@@ -122,6 +134,7 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_features: Option<PathBuf>,
+    /// cpu, wgpu[:N] or cuda[:N] (default cpu).
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
