@@ -5,15 +5,14 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Result, bail};
-use biomedgpt_io::safetensors_writer::{TensorSpec, write_streaming};
-use biomedgpt_io::{FloatType, SourceDType};
+use biomedgpt_io::FloatType;
 use biomedgpt_llama::generation::{argmax, ids_tensor};
 use biomedgpt_llama::{DecoderInput, Llama, LlamaConfig};
 use burn::tensor::DType;
 use clap::{Args, Subcommand};
-use half::{bf16, f16};
 
 use crate::generate::ModelArgs;
+use crate::random;
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -130,65 +129,9 @@ fn random_llama(shape: &str, dtype: FloatType, out: &Path) -> Result<()> {
     let config = LlamaConfig::from_json(&json.to_string()).map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(out)?;
     std::fs::write(out.join("config.json"), serde_json::to_string_pretty(&json)?)?;
-    let (h, im, hd) = (config.hidden_size, config.intermediate_size, config.head_dim());
-    let (q, kv) = (config.num_attention_heads * hd, config.num_kv_heads() * hd);
-    let mut specs = vec![("model.embed_tokens.weight".to_string(), vec![config.vocab_size, h])];
-    for l in 0..config.num_hidden_layers {
-        let p = format!("model.layers.{l}.");
-        for (name, shape) in [
-            ("self_attn.q_proj.weight", vec![q, h]),
-            ("self_attn.k_proj.weight", vec![kv, h]),
-            ("self_attn.v_proj.weight", vec![kv, h]),
-            ("self_attn.o_proj.weight", vec![h, q]),
-            ("mlp.gate_proj.weight", vec![im, h]),
-            ("mlp.up_proj.weight", vec![im, h]),
-            ("mlp.down_proj.weight", vec![h, im]),
-            ("input_layernorm.weight", vec![h]),
-            ("post_attention_layernorm.weight", vec![h]),
-        ] {
-            specs.push((format!("{p}{name}"), shape));
-        }
-    }
-    specs.push(("model.norm.weight".into(), vec![h]));
-    specs.push(("lm_head.weight".into(), vec![config.vocab_size, h]));
-    write_random(&out.join("model.safetensors"), specs, dtype, |name| name.ends_with("norm.weight"))?;
+    let specs = random::llama_specs(&config, config.vocab_size);
+    random::write_random(&out.join("model.safetensors"), specs, dtype, random::is_llama_scale)?;
     eprintln!("wrote {shape} ({} parameters, {dtype}) to {}", config.num_parameters(), out.display());
-    Ok(())
-}
-
-/// Streams random weights: `is_scale(name)` tensors are 1 (norm scales), other 1-D tensors 0
-/// (biases), matrices uniform in +-sqrt(3/fan_in) so activations keep unit variance.
-fn write_random(path: &Path, specs: Vec<(String, Vec<usize>)>, dtype: FloatType, is_scale: impl Fn(&str) -> bool) -> Result<()> {
-    let source = match dtype {
-        FloatType::F32 => SourceDType::F32,
-        FloatType::F16 => SourceDType::F16,
-        FloatType::BF16 => SourceDType::BF16,
-    };
-    let specs: Vec<TensorSpec> = specs
-        .into_iter()
-        .map(|(name, shape)| TensorSpec { name, dtype: source, shape })
-        .collect();
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    write_streaming(path, &specs, &[("format", "pt")], |i, buf| {
-        let spec = &specs[i];
-        let n: usize = spec.shape.iter().product();
-        let scale = if spec.shape.len() == 1 { 0.0 } else { (3.0 / spec.shape[1] as f32).sqrt() };
-        let constant = if is_scale(&spec.name) { 1.0 } else { 0.0 };
-        buf.reserve(n * dtype.size());
-        for _ in 0..n {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            let u = (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
-            let v = if spec.shape.len() == 1 { constant } else { u * scale };
-            match dtype {
-                FloatType::F32 => buf.extend_from_slice(&v.to_le_bytes()),
-                FloatType::F16 => buf.extend_from_slice(&f16::from_f32(v).to_bits().to_le_bytes()),
-                FloatType::BF16 => buf.extend_from_slice(&bf16::from_f32(v).to_bits().to_le_bytes()),
-            }
-        }
-        Ok(())
-    })?;
     Ok(())
 }
 
@@ -202,47 +145,9 @@ fn random_esm(shape: &str, dtype: FloatType, out: &Path) -> Result<()> {
         other => bail!("unknown ESM-2 shape `{other}` (t6, t12, t30, t33, t36)"),
     };
     let c = biomedgpt_esm::EsmConfig::esm2_preset(layers, hidden).expect("published size");
-    std::fs::create_dir_all(out)?;
-    let config = serde_json::json!({
-        "architectures": ["EsmForMaskedLM"], "model_type": "esm", "hidden_size": c.hidden_size,
-        "num_hidden_layers": c.num_hidden_layers, "num_attention_heads": c.num_attention_heads,
-        "intermediate_size": c.intermediate_size, "vocab_size": 33, "pad_token_id": 1,
-        "mask_token_id": 32, "position_embedding_type": "rotary", "token_dropout": true,
-        "emb_layer_norm_before": false, "layer_norm_eps": 1e-5, "max_position_embeddings": 1026,
-        "hidden_act": "gelu", "torch_dtype": "float32"
-    });
-    std::fs::write(out.join("config.json"), serde_json::to_string_pretty(&config)?)?;
-    std::fs::write(out.join("vocab.txt"), biomedgpt_esm::Alphabet::esm2().tokens().join("\n") + "\n")?;
-    let (h, i) = (c.hidden_size, c.intermediate_size);
-    let mut specs = vec![("embeddings.word_embeddings.weight".to_string(), vec![33, h])];
-    for l in 0..c.num_hidden_layers {
-        let p = format!("encoder.layer.{l}.");
-        for (name, shape) in [
-            ("attention.self.query.weight", vec![h, h]),
-            ("attention.self.query.bias", vec![h]),
-            ("attention.self.key.weight", vec![h, h]),
-            ("attention.self.key.bias", vec![h]),
-            ("attention.self.value.weight", vec![h, h]),
-            ("attention.self.value.bias", vec![h]),
-            ("attention.output.dense.weight", vec![h, h]),
-            ("attention.output.dense.bias", vec![h]),
-            ("attention.LayerNorm.weight", vec![h]),
-            ("attention.LayerNorm.bias", vec![h]),
-            ("intermediate.dense.weight", vec![i, h]),
-            ("intermediate.dense.bias", vec![i]),
-            ("output.dense.weight", vec![h, i]),
-            ("output.dense.bias", vec![h]),
-            ("LayerNorm.weight", vec![h]),
-            ("LayerNorm.bias", vec![h]),
-        ] {
-            specs.push((format!("{p}{name}"), shape));
-        }
-    }
-    specs.push(("encoder.emb_layer_norm_after.weight".into(), vec![h]));
-    specs.push(("encoder.emb_layer_norm_after.bias".into(), vec![h]));
-    write_random(&out.join("model.safetensors"), specs, dtype, |n| {
-        n.ends_with("LayerNorm.weight") || n.ends_with("emb_layer_norm_after.weight")
-    })?;
+    random::write_esm_dir(out, c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.intermediate_size)?;
+    let specs = random::esm_specs(c.hidden_size, c.num_hidden_layers, c.intermediate_size);
+    random::write_random(&out.join("model.safetensors"), specs, dtype, random::is_esm_scale)?;
     eprintln!("wrote ESM-2 {shape} ({dtype}) to {}", out.display());
     Ok(())
 }
@@ -275,26 +180,7 @@ fn random_gin(num_layer: usize, d: usize, out: &Path) -> Result<()> {
     std::fs::create_dir_all(out)?;
     let config = serde_json::json!({"num_layer": num_layer, "emb_dim": d, "JK": "last", "drop_ratio": 0.0});
     std::fs::write(out.join("config.json"), serde_json::to_string_pretty(&config)?)?;
-    let mut specs = vec![("x_embedding1.weight".to_string(), vec![120, d]), ("x_embedding2.weight".to_string(), vec![3, d])];
-    for l in 0..num_layer {
-        for (name, shape) in [
-            (format!("gnns.{l}.mlp.0.weight"), vec![2 * d, d]),
-            (format!("gnns.{l}.mlp.0.bias"), vec![2 * d]),
-            (format!("gnns.{l}.mlp.2.weight"), vec![d, 2 * d]),
-            (format!("gnns.{l}.mlp.2.bias"), vec![d]),
-            (format!("gnns.{l}.edge_embedding1.weight"), vec![6, d]),
-            (format!("gnns.{l}.edge_embedding2.weight"), vec![3, d]),
-            (format!("batch_norms.{l}.weight"), vec![d]),
-            (format!("batch_norms.{l}.bias"), vec![d]),
-            (format!("batch_norms.{l}.running_mean"), vec![d]),
-            (format!("batch_norms.{l}.running_var"), vec![d]),
-        ] {
-            specs.push((name, shape));
-        }
-    }
-    write_random(&out.join("model.safetensors"), specs, FloatType::F32, |n| {
-        n.starts_with("batch_norms.") && (n.ends_with(".weight") || n.ends_with("running_var"))
-    })?;
+    random::write_random(&out.join("model.safetensors"), random::gin_specs(num_layer, d), FloatType::F32, random::is_gin_scale)?;
     eprintln!("wrote a random GIN ({num_layer} layers, {d} wide) to {}", out.display());
     Ok(())
 }

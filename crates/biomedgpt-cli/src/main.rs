@@ -8,8 +8,10 @@ mod device;
 mod embed;
 mod eval;
 mod generate;
+mod init;
 mod inspect;
 mod progress;
+mod random;
 mod train;
 
 use std::process::ExitCode;
@@ -43,6 +45,8 @@ enum Command {
     Score(eval::ScoreArgs),
     /// Evaluate a model or a baseline on PubChemQA, UniProtQA, PubMedQA, MedMCQA or MedQA.
     Eval(Box<eval::EvalArgs>),
+    /// A new, untrained model of BioMedGPT's architecture (random weights), to train from scratch.
+    Init(init::InitArgs),
     /// Write a fine-tuned checkpoint (adapters, LoRA factors) as one standalone model directory.
     MergeLora(convert::ConvertArgs),
     /// Fine-tune BioMedGPT on molecule/protein QA: adapters, LoRA or the whole LLM (resumable).
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => eval::eval(*args),
         Command::Train(args) => train::train(*args),
         Command::MergeLora(args) => convert::merge(args),
+        Command::Init(args) => init::run(args),
         Command::Embed(cmd) => embed::run(cmd),
         Command::Inspect(cmd) => inspect::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),

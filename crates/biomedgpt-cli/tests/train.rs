@@ -327,3 +327,37 @@ fn resume_and_merge(name: &str, lora: &[&str], trained: &str) {
     let (ok, _, stderr) = biomedgpt(&to_args(&["merge-lora", "--model", "tests/fixtures/biomedgpt/tiny", "--out", dir.join("x").to_str().unwrap()]));
     assert!(!ok && stderr.contains("nothing") || stderr.contains("no LoRA"), "{stderr}");
 }
+
+#[test]
+fn init_makes_a_trainable_model_of_the_architecture() {
+    let dir = temp_dir("init");
+    let model = dir.join("model");
+    let to_args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let (ok, _, stderr) = biomedgpt(&to_args(&[
+        "init", "--out", model.to_str().unwrap(), "--tokenizer", "tests/fixtures/tokenizer/llama2/tokenizer.json", "--hidden-size", "32",
+        "--num-hidden-layers", "1", "--intermediate-size", "64", "--esm-hidden-size", "16", "--esm-num-hidden-layers", "1",
+        "--gin-num-layer", "2", "--gin-emb-dim", "16",
+    ]));
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = biomedgpt(&to_args(&["init", "--out", model.to_str().unwrap(), "--tokenizer", "tests/fixtures/tokenizer/llama2/tokenizer.json"]));
+    assert!(!ok && stderr.contains("not empty"), "{stderr}");
+    let ask = |m: &str| {
+        let (ok, stdout, stderr) = biomedgpt(&to_args(&[
+            "ask", "--model", m, "--smiles", "CCO", "--protein", "MKTAYIAK", "--question", "Describe.", "--max-new-tokens", "4", "--json",
+        ]));
+        assert!(ok, "{stderr}");
+        assert!(stderr.contains("untrained"), "the notice: {stderr}");
+        serde_json::from_str::<Value>(stdout.trim()).unwrap()
+    };
+    let before = ask(model.to_str().unwrap());
+    assert_eq!(before["prompt_tokens"].as_u64().unwrap() > 10, true);
+    let out = dir.join("run");
+    let (ok, stdout, stderr) = biomedgpt(&to_args(&[
+        "train", "--model", model.to_str().unwrap(), "--out", out.to_str().unwrap(), "--dataset", "pubchemqa=datasets/chebi",
+        "--dataset", "uniprotqa=datasets/swissprot", "--limit", "8", "--valid-limit", "2", "--trainable", "adapters+llm", "--max-steps", "2",
+        "--lr", "1e-2",
+    ]));
+    assert!(ok, "{stderr}");
+    let after = ask(stdout.trim());
+    assert_eq!(after["prompt_tokens"], before["prompt_tokens"]);
+}

@@ -228,6 +228,18 @@ impl BioMedGpt {
         Ok(BioMedGpt { llm, tokenizer, adapters, molecule, protein, system_prompt, notice: layout.settings.notice })
     }
 
+    /// Stops the encoders' parameters from tracking gradients (on an autodiff device). Their
+    /// outputs then carry no autodiff graph, which would otherwise be kept for every example
+    /// encoded until a backward pass that never comes.
+    pub fn freeze_encoders(&mut self) {
+        if let Some(enc) = self.molecule.as_mut() {
+            enc.gin = enc.gin.clone().no_grad();
+        }
+        if let Some(enc) = self.protein.as_mut() {
+            enc.esm = enc.esm.clone().no_grad();
+        }
+    }
+
     pub fn has_molecule_encoder(&self) -> bool {
         self.molecule.is_some()
     }

@@ -57,9 +57,11 @@ pub struct EncodedExample {
     pub answer: String,
 }
 
-/// Freezes everything but the adapters: the LLM's parameters no longer track gradients.
+/// Freezes everything but the adapters: the LLM's and the encoders' parameters no longer track
+/// gradients.
 pub fn freeze(model: &mut BioMedGpt) {
     model.llm = model.llm.clone().no_grad();
+    model.freeze_encoders();
 }
 
 /// Encoder features on disk, one `.npy` per distinct molecule/protein, keyed by the encoder

@@ -452,6 +452,8 @@ pub fn run(config: &TrainConfig, resume: bool, device: &Device, observer: &mut d
     let device = device.clone().autodiff();
     // The base model; a resumed run then takes the checkpoint's adapters and (unmerged) LoRA factors.
     let mut model = BioMedGpt::load(&config.model, FloatType::F32, &device)?;
+    // Encoders are always frozen (their training is not implemented); the LLM unless it trains.
+    model.freeze_encoders();
     if !config.trains_llm() {
         freeze(&mut model);
     }
