@@ -534,6 +534,7 @@ pub fn run(config: &TrainConfig, resume: bool, device: &Device, observer: &mut d
         return Err(TrainError::Input("no training examples".into()));
     }
     let lengths: Vec<usize> = train.iter().map(|e| example_len(e, &model)).collect();
+    let valid_lengths: Vec<usize> = valid.iter().map(|e| example_len(e, &model)).collect();
 
     // The metrics log continues from the checkpoint: later lines belong to the interrupted run.
     let log_path = config.out.join("metrics.jsonl");
@@ -600,7 +601,7 @@ pub fn run(config: &TrainConfig, resume: bool, device: &Device, observer: &mut d
         let last = state.step == config.max_steps;
         let stopping = STOP_REQUESTED.load(Ordering::SeqCst);
         if !valid.is_empty() && (last || (config.eval_every > 0 && state.step % config.eval_every == 0)) {
-            let valid_loss = validation_loss(&model, &valid, config)?;
+            let valid_loss = validation_loss(&model, &valid, &valid_lengths, config)?;
             let mut line = json!({"step": state.step, "valid_loss": valid_loss});
             if let Some(scorer) = &scorer {
                 let n = config.eval_generate.min(valid.len());
@@ -631,13 +632,12 @@ pub fn run(config: &TrainConfig, resume: bool, device: &Device, observer: &mut d
     last_checkpoint.ok_or_else(|| TrainError::Input("the run was already complete".into()))
 }
 
-/// Mean loss over the answer tokens of the validation examples.
-pub fn validation_loss(model: &BioMedGpt, valid: &[EncodedExample], config: &TrainConfig) -> Result<f64, TrainError> {
-    let lengths: Vec<usize> = valid.iter().map(|e| example_len(e, model)).collect();
+/// Mean loss over the answer tokens of the validation examples (`lengths` as batching counts them).
+pub fn validation_loss(model: &BioMedGpt, valid: &[EncodedExample], lengths: &[usize], config: &TrainConfig) -> Result<f64, TrainError> {
     let order: Vec<usize> = (0..valid.len()).collect();
     let (mut total, mut tokens, mut cursor) = (0.0, 0usize, 0);
     while cursor < order.len() {
-        let ids = next_batch(&order, cursor, &lengths, config.batch_tokens, config.max_batch_examples);
+        let ids = next_batch(&order, cursor, lengths, config.batch_tokens, config.max_batch_examples);
         cursor += ids.len();
         let batch: Vec<EncodedExample> = ids.iter().map(|&i| valid[i].clone()).collect();
         let n: usize = batch.iter().map(|e| e.answer_ids.len()).sum();
