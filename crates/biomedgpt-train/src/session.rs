@@ -23,11 +23,9 @@ use biomedgpt_eval::metrics::{BleuMode, DEFAULT_WORDNET_DIR, Scorer, WordNet, Wo
 use biomedgpt_eval::data::{QaRecord, QaTask, Subject, load_qa};
 use biomedgpt_io::FloatType;
 use biomedgpt_model::{Adapters, BioMedGpt, Input, Layout};
-use burn::module::{Param, ParamId};
-use burn::nn::Linear;
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::grad_clipping::GradientClippingConfig;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -299,29 +297,12 @@ fn example_len(e: &EncodedExample, model: &BioMedGpt) -> usize {
     features + prompt_tokens + e.answer_ids.len()
 }
 
-/// Rebuilds a linear layer with contiguous copies of its parameters, under the ids the
-/// optimizer state is keyed by when resuming. Loaded f32 weights are transposed views of the
-/// checkpoint's storage, and the CPU matmul sums in another order for those (1e-7 apart), so a
-/// fresh and a resumed run both train contiguous copies: the resumed curve is then identical.
-fn rebuilt(layer: Linear, name: &str, ids: Option<&BTreeMap<String, u64>>) -> Linear {
-    fn param<const D: usize>(p: Param<Tensor<D>>, id: Option<u64>) -> Param<Tensor<D>> {
-        let value = p.val();
-        let copy = Tensor::<D>::from_data(value.to_data(), (&value.device(), value.dtype()));
-        match id {
-            Some(id) => Param::initialized(ParamId::from(id), copy).set_require_grad(true),
-            None => Param::from_tensor(copy),
-        }
-    }
-    let id = |suffix: &str| ids.and_then(|ids| ids.get(&format!("{name}.{suffix}")).copied());
-    Linear { weight: param(layer.weight, id("weight")), bias: layer.bias.map(|b| param(b, id("bias"))) }
-}
-
-fn rebuild_adapters(model: &mut BioMedGpt, ids: Option<&BTreeMap<String, u64>>) {
+/// The adapters as contiguous copies under the ids the optimizer state is keyed by (a resumed
+/// run). Loaded f32 weights are transposed views of the checkpoint's storage, and the CPU matmul
+/// sums in another order for those (1e-7 apart), so a fresh and a resumed run both train copies.
+fn rebuild_adapters(model: &mut BioMedGpt, ids: &BTreeMap<String, u64>) {
     let adapters = std::mem::replace(&mut model.adapters, Adapters { proj_mol: None, proj_prot: None });
-    model.adapters = Adapters {
-        proj_mol: adapters.proj_mol.map(|l| rebuilt(l, "proj_mol", ids)),
-        proj_prot: adapters.proj_prot.map(|l| rebuilt(l, "proj_prot", ids)),
-    };
+    model.adapters = crate::params::rebuilt(adapters, ids);
 }
 
 fn param_ids(adapters: &Adapters, llm: &biomedgpt_llama::Llama) -> BTreeMap<String, u64> {
@@ -331,14 +312,7 @@ fn param_ids(adapters: &Adapters, llm: &biomedgpt_llama::Llama) -> BTreeMap<Stri
         ids.insert(format!("{module}.lora_a"), adapter.a.id.val());
         ids.insert(format!("{module}.lora_b"), adapter.b.id.val());
     }
-    for (name, layer) in [("proj_mol", &adapters.proj_mol), ("proj_prot", &adapters.proj_prot)] {
-        if let Some(layer) = layer {
-            ids.insert(format!("{name}.weight"), layer.weight.id.val());
-            if let Some(b) = &layer.bias {
-                ids.insert(format!("{name}.bias"), b.id.val());
-            }
-        }
-    }
+    ids.extend(crate::params::ids_by_path(adapters)); // proj_mol.weight, ...
     ids
 }
 
@@ -478,7 +452,7 @@ pub fn run(config: &TrainConfig, resume: bool, device: &Device, observer: &mut d
                     config.identity()
                 )));
             }
-            rebuild_adapters(&mut model, Some(&saved.param_ids));
+            rebuild_adapters(&mut model, &saved.param_ids);
             if config.trains_llm() {
                 let ids: BTreeMap<String, u64> =
                     saved.param_ids.iter().filter_map(|(k, v)| k.strip_prefix("llm.").map(|k| (k.to_string(), *v))).collect();
@@ -495,7 +469,7 @@ pub fn run(config: &TrainConfig, resume: bool, device: &Device, observer: &mut d
             TrainerState { config: config.clone(), ..saved }
         }
         None => {
-            rebuild_adapters(&mut model, None);
+            rebuild_adapters(&mut model, &BTreeMap::new());
             // A trained LLM gets contiguous copies, as a resumed run loads them (exact resume). A
             // frozen one keeps the load's layout in both: copying it would briefly hold the
             // weights twice (measured on the 1.1B bench model: peak 8.8 GB instead of 7.9 GB, for
