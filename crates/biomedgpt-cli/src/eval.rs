@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use biomedgpt_eval::baseline::{Baseline, BaselineKind};
-use biomedgpt_eval::data::{LoadStats, McRecord, McTask, QaRecord, QaTask, Subject, load_multiple_choice, load_qa};
+use biomedgpt_eval::data::{LoadStats, McRecord, McTask, QaRecord, QaTask, Subject, load_multiple_choice, load_qa, mc_split_file};
 use biomedgpt_eval::metrics::{BleuMode, DEFAULT_WORDNET_DIR, Scorer, TextScores, WordNet, WordPieceTokenizer};
 use biomedgpt_eval::metrics::wordpiece::SHIPPED_VOCAB_NAME;
 use biomedgpt_llama::{GenerationConfig, choice_logprobs};
@@ -257,8 +257,10 @@ fn stats_json(stats: &LoadStats) -> Value {
 }
 
 pub fn eval(args: EvalArgs) -> Result<()> {
-    let data_file = biomedgpt_eval::data::qa::split_file(&args.data, &args.split)
-        .or_else(|e| if args.data.join("ori_pqal.json").is_file() { Ok(args.data.join("ori_pqal.json")) } else { Err(e) })?;
+    let data_file = match args.task.task() {
+        Task::Qa(_) => biomedgpt_eval::data::qa::split_file(&args.data, &args.split)?,
+        Task::Mc(task) => mc_split_file(&args.data, task, &args.split)?,
+    };
     let out = args.out.clone().unwrap_or_else(|| {
         let suffix = args.baseline.map(|b| format!("-{}", baseline_kind(b).name())).unwrap_or_default();
         PathBuf::from("eval").join(format!("{}-{}{suffix}", args.task.name(), args.split))

@@ -3,5 +3,5 @@
 pub mod multiple_choice;
 pub mod qa;
 
-pub use multiple_choice::{McRecord, McTask, load_multiple_choice};
+pub use multiple_choice::{McRecord, McTask, load_multiple_choice, mc_split_file};
 pub use qa::{DataError, LoadStats, QaRecord, QaTask, Subject, load_qa};

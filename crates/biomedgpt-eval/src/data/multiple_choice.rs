@@ -128,12 +128,17 @@ fn medqa(v: &Value) -> Result<McRecord, String> {
     Ok(McRecord { source: String::new(), context: lettered_prompt(&question, &options, false), choices: letter_choices(options.len()), gold })
 }
 
-/// Loads one split (`path`: a directory with `{split}.json(l)`, or a file).
-pub fn load_multiple_choice(path: &Path, task: McTask, split: &str, skip_invalid: bool) -> Result<(Vec<McRecord>, LoadStats), DataError> {
-    let file = split_file(path, split).or_else(|e| match task {
+/// The file holding `split`: as for the QA sets, or PubMedQA's own `ori_pqal.json` in `path`.
+pub fn mc_split_file(path: &Path, task: McTask, split: &str) -> Result<std::path::PathBuf, DataError> {
+    split_file(path, split).or_else(|e| match task {
         McTask::PubMedQa if path.join("ori_pqal.json").is_file() => Ok(path.join("ori_pqal.json")),
         _ => Err(e),
-    })?;
+    })
+}
+
+/// Loads one split (`path`: a directory with `{split}.json(l)`, or a file).
+pub fn load_multiple_choice(path: &Path, task: McTask, split: &str, skip_invalid: bool) -> Result<(Vec<McRecord>, LoadStats), DataError> {
+    let file = mc_split_file(path, task, split)?;
     let mut entries = json_records_or_map(&file)?;
     let zero_based = task == McTask::MedMcQa
         && entries.iter().any(|(_, v)| v.as_ref().ok().and_then(|v| v.get("cop")).and_then(Value::as_u64) == Some(0));
