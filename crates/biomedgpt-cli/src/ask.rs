@@ -47,10 +47,49 @@ impl InputArgs {
     }
 }
 
+/// The demo model shipped in the repository (models/demo), where this binary was built.
+pub const DEMO_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/demo");
+
+/// `ask`/`chat`'s model: like other commands', but `--model` may be left out for the demo.
+#[derive(Args)]
+pub struct ChatModelArgs {
+    /// BioMedGPT model directory (see the README); without it, $BIOMEDGPT_MODEL, else the small
+    /// demo model shipped in models/demo.
+    #[arg(long, env = "BIOMEDGPT_MODEL")]
+    pub model: Option<PathBuf>,
+    /// Weight dtype: f32, f16, bf16, or auto (the checkpoint's dtype; f16 instead of bf16 on CPU).
+    #[arg(long, default_value = "auto")]
+    pub dtype: String,
+    /// cpu, wgpu[:N] or cuda[:N] (GPU backends need the matching cargo feature).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+impl ChatModelArgs {
+    /// The model to load: the given one, or the demo (whose notice says what it is).
+    pub fn resolve(&self) -> Result<ModelArgs> {
+        let model = match &self.model {
+            Some(dir) => dir.clone(),
+            None => {
+                let demo = PathBuf::from(DEMO_MODEL);
+                if !demo.join("biomedgpt.json").is_file() {
+                    bail!(
+                        "no --model given, and the demo model is not at {} (it ships in the repository's models/demo): \
+                         pass --model DIR with BioMedGPT-10B's weights",
+                        demo.display()
+                    );
+                }
+                demo
+            }
+        };
+        Ok(ModelArgs { model, dtype: self.dtype.clone(), device: self.device.clone() })
+    }
+}
+
 #[derive(Args)]
 pub struct AskArgs {
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub model: ChatModelArgs,
     #[command(flatten)]
     pub inputs: InputArgs,
     #[arg(long)]
@@ -68,7 +107,7 @@ pub struct AskArgs {
 #[derive(Args)]
 pub struct ChatArgs {
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub model: ChatModelArgs,
     #[arg(long)]
     pub system_prompt: Option<String>,
     #[command(flatten)]
@@ -107,7 +146,7 @@ pub fn ask(args: AskArgs) -> Result<()> {
             biomedgpt_chem::featurize(smiles)?;
         }
     }
-    let mut model = open(&args.model)?;
+    let mut model = open(&args.model.resolve()?)?;
     if let Some(system) = &args.system_prompt {
         model.system_prompt = system.clone();
     }
@@ -147,7 +186,7 @@ fn stream_answer(model: &BioMedGpt, chat: &mut Chat, config: &biomedgpt_llama::G
 }
 
 pub fn chat(args: ChatArgs) -> Result<()> {
-    let mut model = open(&args.model)?;
+    let mut model = open(&args.model.resolve()?)?;
     if let Some(system) = &args.system_prompt {
         model.system_prompt = system.clone();
     }

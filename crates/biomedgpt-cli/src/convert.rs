@@ -23,6 +23,10 @@ pub struct ConvertArgs {
     dtype: FloatType,
     #[arg(long, default_value_t = 2.0)]
     shard_gb: f64,
+    /// The line the converted model prints whenever it is loaded (replaces the source's notice;
+    /// an empty string removes it).
+    #[arg(long)]
+    notice: Option<String>,
 }
 
 const COPIED: [&str; 6] = ["config.json", "tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"];
@@ -38,12 +42,13 @@ fn copy_dir_files(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Trained parts that replace tensors of the fused checkpoint: adapters, and LoRA factors merged
-/// into their projections (`W + scale * B A`, in f32).
+/// Trained parts that replace tensors of the fused checkpoint: adapters, a fine-tuned LLM,
+/// trained encoders, and LoRA factors merged into their projections (`W + scale * B A`, in f32).
 struct Overlays {
     adapters: Option<Checkpoint>,
     lora: Option<(Checkpoint, f64)>,
     llm: Option<Checkpoint>,
+    encoders: Option<Checkpoint>,
 }
 
 impl Overlays {
@@ -52,11 +57,12 @@ impl Overlays {
             adapters: layout.adapters.as_ref().map(Checkpoint::open).transpose()?,
             lora: layout.lora.as_ref().map(|(p, scale)| Checkpoint::open(p).map(|c| (c, *scale))).transpose()?,
             llm: layout.llm_weights.as_ref().map(Checkpoint::open).transpose()?,
+            encoders: layout.encoder_weights.as_ref().map(Checkpoint::open).transpose()?,
         })
     }
 
     fn is_empty(&self) -> bool {
-        self.adapters.is_none() && self.lora.is_none() && self.llm.is_none()
+        self.adapters.is_none() && self.lora.is_none() && self.llm.is_none() && self.encoders.is_none()
     }
 
     /// The tensor to write for `key`, when an overlay provides it.
@@ -65,6 +71,11 @@ impl Overlays {
             && (key.starts_with("proj_mol.") || key.starts_with("proj_prot."))
         {
             return Ok(Some(adapters.load_any_shape(key, ty)?));
+        }
+        if let Some(encoders) = &self.encoders
+            && encoders.info(key).is_some()
+        {
+            return Ok(Some(encoders.load_any_shape(key, ty)?));
         }
         if let Some(llm) = &self.llm
             && let Some(name) = key.strip_prefix("llm.")
@@ -113,7 +124,7 @@ fn convert(args: ConvertArgs, must_merge: bool) -> Result<()> {
     let ckpt = Checkpoint::open(fused)?;
     let overlays = Overlays::open(&layout)?;
     if must_merge && overlays.is_empty() {
-        bail!("{} has no LoRA factors or trained adapters to merge (its biomedgpt.json names none)", args.model.display());
+        bail!("{} has no LoRA factors or trained weights to merge (its biomedgpt.json names none)", args.model.display());
     }
     copy_dir_files(&layout.llm, &args.out.join("llm"))?;
     if let Some(esm) = &layout.esm {
@@ -122,7 +133,7 @@ fn convert(args: ConvertArgs, must_merge: bool) -> Result<()> {
     // Settings that describe the model (not where its parts were) carry over.
     let s = &layout.settings;
     let kept = serde_json::json!({
-        "system_prompt": s.system_prompt, "notice": s.notice, "gin_num_layer": s.gin_num_layer,
+        "system_prompt": s.system_prompt, "notice": args.notice.clone().or_else(|| s.notice.clone()).filter(|n| !n.is_empty()), "gin_num_layer": s.gin_num_layer,
         "gin_emb_dim": s.gin_emb_dim, "max_protein_tokens": s.max_protein_tokens,
     });
     let kept: serde_json::Map<String, serde_json::Value> =

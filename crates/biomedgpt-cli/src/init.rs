@@ -40,6 +40,10 @@ pub struct InitArgs {
     gin_num_layer: usize,
     #[arg(long, default_value_t = 64)]
     gin_emb_dim: usize,
+    /// Longest protein in ESM tokens (`<cls>`, `<eos>` included); longer ones are truncated as
+    /// the reference truncates at 1024. A smaller limit makes training on long proteins cheaper.
+    #[arg(long)]
+    max_protein_tokens: Option<usize>,
 }
 
 pub fn run(args: InitArgs) -> Result<()> {
@@ -88,7 +92,14 @@ pub fn run(args: InitArgs) -> Result<()> {
             || name.strip_prefix("mol_structure_encoder.").is_some_and(is_gin_scale)
     })?;
     let notice = "an untrained model made by `biomedgpt init` (random weights): its answers are meaningless until it is trained";
-    std::fs::write(args.out.join("biomedgpt.json"), serde_json::to_string_pretty(&serde_json::json!({"notice": notice}))?)?;
+    let mut settings = serde_json::json!({"notice": notice});
+    if let Some(n) = args.max_protein_tokens {
+        if n < 3 {
+            bail!("--max-protein-tokens must be at least 3 (<cls>, a residue, <eos>)");
+        }
+        settings["max_protein_tokens"] = n.into();
+    }
+    std::fs::write(args.out.join("biomedgpt.json"), serde_json::to_string_pretty(&settings)?)?;
     eprintln!("wrote {} ({:.1}M parameters, f32)", args.out.display(), parameters as f64 / 1e6);
     Ok(())
 }

@@ -41,8 +41,8 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub valid_split: Option<String>,
-    /// What trains: adapters (encoders and LLM frozen, the BioMedGPT recipe), adapters+lora, or
-    /// adapters+llm (every LLM weight).
+    /// What trains: adapters (encoders and LLM frozen, the BioMedGPT recipe), adapters+lora,
+    /// adapters+llm (every LLM weight), adapters+encoders (GIN and ESM, LLM frozen) or all.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trainable: Option<String>,

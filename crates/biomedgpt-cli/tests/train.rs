@@ -171,7 +171,7 @@ fn training_lowers_the_loss_on_a_fixed_batch_and_the_checkpoint_answers() {
 fn bad_settings_are_refused_with_a_reason() {
     let dir = temp_dir("bad");
     for (extra, reason) in [
-        (vec!["--max-steps", "2", "--trainable", "everything"], "are implemented"),
+        (vec!["--max-steps", "2", "--trainable", "everything"], "the BioMedGPT recipe"),
         (vec!["--max-steps", "0"], "max_steps"),
         (vec!["--weight-decay", "0.1"], "max_steps"),
         (vec!["--max-steps", "2", "--dataset", "chebi=datasets/chebi"], "unknown task"),
@@ -268,6 +268,16 @@ fn full_llm_runs_resume_exactly_and_merge_into_a_standalone_model() {
     let last = |dir: &Path| curve(dir).iter().filter_map(|v| v["loss"].as_f64()).last().unwrap();
     let (full, adapters) = (last(&temp_dir_path("full").join("whole")), last(&adapters_only));
     assert!(full < adapters - 0.3, "full LLM {full} vs adapters only {adapters}");
+}
+
+#[test]
+fn encoder_runs_resume_exactly_and_merge_into_a_standalone_model() {
+    // Everything trains: encoders (GIN and ESM, features computed at every step), LLM, adapters.
+    resume_and_merge("all", &["--trainable", "all", "--max-steps", "4"], "encoders.safetensors");
+    let checkpoint = temp_dir_path("all").join("whole/checkpoint-4");
+    let settings: Value = serde_json::from_str(&std::fs::read_to_string(checkpoint.join("biomedgpt.json")).unwrap()).unwrap();
+    assert_eq!(settings["encoder_weights"], "encoders.safetensors");
+    assert_eq!(settings["llm_weights"], "llm.safetensors");
 }
 
 fn temp_dir_path(name: &str) -> PathBuf {

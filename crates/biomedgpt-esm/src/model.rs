@@ -91,6 +91,38 @@ impl EsmLayer {
     }
 }
 
+/// The HF `EsmModel` name of a parameter from its module path here (`layers.3.attention.query.weight`
+/// -> `encoder.layer.3.attention.self.query.weight`): the inverse of [`Esm::load`]'s names, for
+/// saving trained weights.
+pub fn hf_name(path: &str) -> String {
+    let norm = |rest: &str| rest.replace("gamma", "weight").replace("beta", "bias");
+    if let Some(rest) = path.strip_prefix("word_embeddings.") {
+        return format!("embeddings.word_embeddings.{rest}");
+    }
+    if let Some(rest) = path.strip_prefix("emb_layer_norm_before.") {
+        return format!("embeddings.layer_norm.{}", norm(rest));
+    }
+    if let Some(rest) = path.strip_prefix("emb_layer_norm_after.") {
+        return format!("encoder.emb_layer_norm_after.{}", norm(rest));
+    }
+    let Some(rest) = path.strip_prefix("layers.") else { return path.to_string() };
+    let (n, rest) = rest.split_once('.').unwrap_or((rest, ""));
+    const LAYER_NAMES: [(&str, &str); 6] = [
+        ("attention_layer_norm.", "attention.LayerNorm."),
+        ("attention.", "attention.self."),
+        ("attention_output.", "attention.output.dense."),
+        ("layer_norm.", "LayerNorm."),
+        ("intermediate.", "intermediate.dense."),
+        ("output.", "output.dense."),
+    ];
+    for (ours, theirs) in LAYER_NAMES {
+        if let Some(tail) = rest.strip_prefix(ours) {
+            return format!("encoder.layer.{n}.{theirs}{}", norm(tail));
+        }
+    }
+    path.to_string()
+}
+
 impl Esm {
     /// Loads from a view with HF `EsmModel` names (`embeddings.word_embeddings.weight`, ...).
     pub fn load(config: &EsmConfig, vb: &WeightView, ty: FloatType, device: &Device) -> Result<Self, LoadError> {

@@ -87,9 +87,12 @@ pub struct BatchNormEval {
 
 impl BatchNormEval {
     fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let inv_std = self.running_var.val().add_scalar(self.eps).sqrt().recip();
+        // Running statistics are buffers, never trained: detached, they get no gradient (and an
+        // optimizer leaves them alone) when the GIN is fine-tuned.
+        let running_mean = self.running_mean.val().detach();
+        let inv_std = self.running_var.val().detach().add_scalar(self.eps).sqrt().recip();
         let scale = (self.weight.val() * inv_std).unsqueeze::<2>();
-        let shift = (self.bias.val() - self.running_mean.val() * scale.clone().squeeze_dim(0)).unsqueeze::<2>();
+        let shift = (self.bias.val() - running_mean * scale.clone().squeeze_dim(0)).unsqueeze::<2>();
         x * scale + shift
     }
 }
@@ -111,6 +114,12 @@ pub struct Gin {
     pub batch_norms: Vec<BatchNormEval>,
     #[module(skip)]
     config: GinConfig,
+}
+
+/// The reference's name of a parameter from its module path here (`gnns.0.mlp_in.weight` ->
+/// `gnns.0.mlp.0.weight`): the inverse of [`Gin::load`]'s names, for saving trained weights.
+pub fn checkpoint_name(path: &str) -> String {
+    path.replace(".mlp_in.", ".mlp.0.").replace(".mlp_out.", ".mlp.2.")
 }
 
 /// Several molecules as one disjoint graph.

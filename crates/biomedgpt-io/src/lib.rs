@@ -11,6 +11,7 @@
 mod checkpoint;
 mod dtype;
 mod error;
+pub mod export;
 pub mod modules;
 pub mod npy;
 mod pickle;

@@ -42,6 +42,9 @@ pub struct Settings {
     /// A safetensors file with every LLM tensor under its Hugging Face name (`model.*`,
     /// `lm_head.weight`), replacing the fused weights' `llm.*` (a fully fine-tuned LLM).
     pub llm_weights: Option<PathBuf>,
+    /// A safetensors file with trained encoders under the fused checkpoint's names
+    /// (`mol_structure_encoder.*`, `prot_structure_encoder.*`), replacing the fused weights'.
+    pub encoder_weights: Option<PathBuf>,
 }
 
 /// `"lora": {"weights": "lora.safetensors", "rank": 8, "alpha": 16}`; the file holds
@@ -67,6 +70,8 @@ pub struct Layout {
     pub lora: Option<(PathBuf, f64)>,
     /// Fine-tuned LLM weights replacing the fused ones (see [`Settings::llm_weights`]).
     pub llm_weights: Option<PathBuf>,
+    /// Trained encoders replacing the fused ones (see [`Settings::encoder_weights`]).
+    pub encoder_weights: Option<PathBuf>,
     pub settings: Settings,
 }
 
@@ -145,6 +150,12 @@ impl Layout {
         {
             return Err(ModelError::Layout(format!("LLM weights {} not found", w.display())));
         }
-        Ok(Layout { llm, esm, fused_weights: fused, adapters, lora, llm_weights, settings })
+        let encoder_weights = settings.encoder_weights.as_ref().map(|p| dir.join(p));
+        if let Some(w) = &encoder_weights
+            && !w.is_file()
+        {
+            return Err(ModelError::Layout(format!("encoder weights {} not found", w.display())));
+        }
+        Ok(Layout { llm, esm, fused_weights: fused, adapters, lora, llm_weights, encoder_weights, settings })
     }
 }

@@ -23,10 +23,61 @@ struct MoleculeEncoder {
     gin: Gin,
 }
 
+/// The encoders as one module (for an optimizer, when they train): the GIN and the ESM, absent
+/// when the model has no such encoder.
+#[derive(Module, Debug)]
+pub struct Encoders {
+    pub gin: Option<Gin>,
+    pub esm: Option<Esm>,
+}
+
 struct ProteinEncoder {
     esm: Esm,
     alphabet: Alphabet,
     max_tokens: usize,
+}
+
+impl Encoders {
+    /// The same encoders with weights from a file with the fused checkpoint's names (what
+    /// [`Self::save`] writes); every encoder present must be there with its shapes.
+    pub fn replaced_from(self, path: &std::path::Path, ty: FloatType, device: &Device) -> Result<Self, ModelError> {
+        let ckpt = Checkpoint::open(path)?;
+        let root = ckpt.root();
+        let gin = match self.gin {
+            Some(g) => Some(Gin::load(g.config(), &root.pp("mol_structure_encoder"), FloatType::F32, device)?),
+            None => None,
+        };
+        let esm = match self.esm {
+            Some(e) => Some(Esm::load(e.config(), &root.pp("prot_structure_encoder"), ty, device)?),
+            None => None,
+        };
+        Ok(Encoders { gin, esm })
+    }
+
+    /// Every encoder tensor under the fused checkpoint's names (`mol_structure_encoder.gnns.0.mlp.0.weight`,
+    /// `prot_structure_encoder.encoder.layer.0.attention.self.query.weight`), f32, PyTorch's layout.
+    pub fn checkpoint_tensors(&self) -> Vec<biomedgpt_io::export::NamedTensor> {
+        let mut out = Vec::new();
+        if let Some(gin) = &self.gin {
+            out.extend(biomedgpt_io::export::float_params(gin).into_iter().map(|mut t| {
+                t.name = format!("mol_structure_encoder.{}", biomedgpt_gin::checkpoint_name(&t.name));
+                t
+            }));
+        }
+        if let Some(esm) = &self.esm {
+            out.extend(biomedgpt_io::export::float_params(esm).into_iter().map(|mut t| {
+                t.name = format!("prot_structure_encoder.{}", biomedgpt_esm::model::hf_name(&t.name));
+                t
+            }));
+        }
+        out
+    }
+
+    /// Writes [`Self::checkpoint_tensors`] as safetensors, atomically (what `encoder_weights` in
+    /// biomedgpt.json loads).
+    pub fn save(&self, path: &std::path::Path) -> std::io::Result<()> {
+        biomedgpt_io::export::write_f32_safetensors(path, &self.checkpoint_tensors())
+    }
 }
 
 /// The trainable bridge between the encoders and the LLM: `proj_mol` (GIN width -> hidden) and
@@ -193,9 +244,15 @@ impl BioMedGpt {
         }
         let hidden = config.hidden_size;
 
-        let mol_view = root.pp("mol_structure_encoder");
+        // Trained encoders (`encoder_weights`) replace the fused checkpoint's.
+        let encoder_ckpt = layout.encoder_weights.as_ref().map(Checkpoint::open).transpose()?;
+        let (encoder_root, encoder_ckpt) = match &encoder_ckpt {
+            Some(c) => (c.root(), c),
+            None => (root.clone(), &ckpt),
+        };
+        let mol_view = encoder_root.pp("mol_structure_encoder");
         let mut adapters = Adapters { proj_mol: None, proj_prot: None };
-        let molecule = match gin_size(&mol_view, &ckpt) {
+        let molecule = match gin_size(&mol_view, encoder_ckpt) {
             Some((found_layers, found_dim)) => {
                 let s = &layout.settings;
                 let gin_config = GinConfig {
@@ -215,7 +272,7 @@ impl BioMedGpt {
             Some(esm_dir) if esm_dir.join("config.json").is_file() => {
                 let esm_config = EsmConfig::from_file(esm_dir.join("config.json")).map_err(biomedgpt_esm::EsmError::Config)?;
                 let alphabet = biomedgpt_esm::alphabet_of_dir(esm_dir)?;
-                let esm = Esm::load(&esm_config, &root.pp("prot_structure_encoder"), ty, device)?;
+                let esm = Esm::load(&esm_config, &encoder_root.pp("prot_structure_encoder"), ty, device)?;
                 adapters.proj_prot = Some(linear(&root.pp("proj_prot"), esm_config.hidden_size, hidden, true, ty, device)?);
                 let max_tokens = layout.settings.max_protein_tokens.unwrap_or(MAX_PROTEIN_TOKENS);
                 Some(ProteinEncoder { esm, alphabet, max_tokens })
@@ -238,6 +295,34 @@ impl BioMedGpt {
         if let Some(enc) = self.protein.as_mut() {
             enc.esm = enc.esm.clone().no_grad();
         }
+    }
+
+    /// The encoders (shared tensors, not copies), e.g. to hand them to an optimizer.
+    pub fn encoders(&self) -> Encoders {
+        Encoders { gin: self.molecule.as_ref().map(|m| m.gin.clone()), esm: self.protein.as_ref().map(|p| p.esm.clone()) }
+    }
+
+    /// Puts back encoders taken with [`Self::encoders`] (e.g. after an optimizer step); each must
+    /// be present exactly when the model has that encoder.
+    pub fn set_encoders(&mut self, encoders: Encoders) -> Result<(), ModelError> {
+        if encoders.gin.is_some() != self.molecule.is_some() || encoders.esm.is_some() != self.protein.is_some() {
+            return Err(ModelError::Input("set_encoders: the encoders do not match the model's".into()));
+        }
+        if let (Some(m), Some(gin)) = (self.molecule.as_mut(), encoders.gin) {
+            m.gin = gin;
+        }
+        if let (Some(p), Some(esm)) = (self.protein.as_mut(), encoders.esm) {
+            p.esm = esm;
+        }
+        Ok(())
+    }
+
+    /// Whether an encoder's parameters track gradients (they train): features must then be
+    /// computed anew at every step rather than reused.
+    pub fn encoders_track_gradients(&self) -> bool {
+        let gin = self.molecule.as_ref().is_some_and(|m| m.gin.x_embedding1.weight.val().is_require_grad());
+        let esm = self.protein.as_ref().is_some_and(|p| p.esm.word_embeddings.weight.val().is_require_grad());
+        gin || esm
     }
 
     pub fn has_molecule_encoder(&self) -> bool {

@@ -12,7 +12,9 @@
 //! the end never influences real positions, so no attention mask is needed.
 //!
 //! Models are loaded on an autodiff device (`Device::flex().autodiff()`); the LLM is frozen by
-//! [`freeze`], encoder features are detached, and only the adapters receive gradients.
+//! [`freeze`], encoder features are detached, and only the adapters receive gradients. Other
+//! recipes unfreeze LoRA factors, the whole LLM, or the encoders (whose features are then
+//! computed in the graph at every step).
 
 pub mod lora;
 pub mod params;
@@ -22,7 +24,7 @@ pub mod session;
 
 use biomedgpt_llama::DecoderInput;
 use biomedgpt_llama::generation::ids_tensor;
-use biomedgpt_model::{Adapters, BioMedGpt, ChatPrompt, Input, Modality, ModelError};
+use biomedgpt_model::{Adapters, BioMedGpt, ChatPrompt, Encoders, Input, Modality, ModelError};
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::activation::log_softmax;
@@ -47,10 +49,12 @@ pub struct Example {
     pub answer: String,
 }
 
-/// Encoder features of an example's inputs, computed once: the encoders are frozen, so these can
-/// be reused every epoch (and cached on disk).
+/// An example ready for the loss: the prompt, the answer's ids, and the encoder features of its
+/// inputs computed once (frozen encoders: reused every epoch, and cacheable on disk). When the
+/// encoders train, the features are computed anew from `inputs` at every step instead.
 #[derive(Clone, Debug)]
 pub struct EncodedExample {
+    pub inputs: Vec<Input>,
     pub features: Vec<(Modality, Tensor<2>)>,
     pub prompt: String,
     pub answer_ids: Vec<u32>,
@@ -142,15 +146,23 @@ pub fn encode_example_cached(model: &BioMedGpt, example: &Example, cache: Option
     let eos = model.llm.config().eos_token_ids().first().copied().unwrap_or(2);
     let mut answer_ids = model.tokenizer.encode(&example.answer, false).map_err(ModelError::from)?;
     answer_ids.push(eos);
-    Ok(EncodedExample { features, prompt: prompt.render(), answer_ids, answer: example.answer.clone() })
+    Ok(EncodedExample { inputs: example.inputs.clone(), features, prompt: prompt.render(), answer_ids, answer: example.answer.clone() })
+}
+
+/// The example's encoder features: the stored ones, or, when the encoders train (their
+/// parameters track gradients), computed now in the autodiff graph.
+fn current_features(model: &BioMedGpt, example: &EncodedExample) -> Result<Vec<(Modality, Tensor<2>)>, TrainError> {
+    if !model.encoders_track_gradients() {
+        return Ok(example.features.clone());
+    }
+    example.inputs.iter().map(|input| Ok(model.features(input).map(|(m, f, _)| (m, f))?)).collect()
 }
 
 /// Input embeddings `[T, hidden]` and labels `[T]` (answer tokens, [`IGNORE`] elsewhere).
 fn example_embeds(model: &BioMedGpt, adapters: &Adapters, example: &EncodedExample) -> Result<(Tensor<2>, Vec<i64>), TrainError> {
-    let items = example
-        .features
-        .iter()
-        .map(|(m, f)| Ok((*m, adapters.project(*m, f.clone())?)))
+    let items = current_features(model, example)?
+        .into_iter()
+        .map(|(m, f)| Ok((m, adapters.project(m, f)?)))
         .collect::<Result<Vec<_>, ModelError>>()?;
     let (prompt, _) = model.prompt_embeds(&example.prompt, &items)?;
     let answer = model.llm.embed(ids_tensor(&example.answer_ids, 1, &model.llm.device()));
@@ -208,10 +220,9 @@ pub fn batch_loss(model: &BioMedGpt, adapters: &Adapters, batch: &[EncodedExampl
 /// Greedy answer to an encoded example's prompt with the current adapters (as `ask` answers:
 /// special tokens dropped, the text after the last "Assistant:", trimmed).
 pub fn generate_answer(model: &BioMedGpt, example: &EncodedExample, max_new_tokens: usize) -> Result<String, TrainError> {
-    let items = example
-        .features
-        .iter()
-        .map(|(m, f)| Ok((*m, model.adapters.project(*m, f.clone())?.detach())))
+    let items = current_features(model, example)?
+        .into_iter()
+        .map(|(m, f)| Ok((m, model.adapters.project(m, f)?.detach())))
         .collect::<Result<Vec<_>, ModelError>>()?;
     let (embeds, _) = model.prompt_embeds(&example.prompt, &items)?;
     let config = biomedgpt_llama::GenerationConfig {
@@ -247,12 +258,13 @@ impl Default for AdamW {
     }
 }
 
-/// The trainable parts when LoRA factors sit in the LLM: the optimizer steps both (frozen base
-/// weights have no gradients and stay as they are).
+/// Everything that may train, as one module for the optimizer: parameters that do not track
+/// gradients (a frozen LLM's base weights, frozen encoders) get none and stay as they are.
 #[derive(Module, Debug)]
-pub struct AdaptersAndLlm {
+pub struct Trainable {
     pub adapters: Adapters,
     pub llm: biomedgpt_llama::Llama,
+    pub encoders: Encoders,
 }
 
 /// Trains the adapters of a model with AdamW.
@@ -282,17 +294,19 @@ impl AdapterTrainer {
         Ok(value)
     }
 
-    /// One step on the adapters and the LLM's trainable parameters (LoRA factors).
+    /// One step on the adapters, the LLM's trainable parameters (LoRA factors, or all of them)
+    /// and the encoders when they track gradients.
     pub fn step_with_llm(&mut self, model: &mut BioMedGpt, batch: &[EncodedExample]) -> Result<f64, TrainError> {
         let loss = batch_loss(model, &model.adapters, batch)?;
         let value = loss.clone().into_scalar::<f32>() as f64;
         let gradients = loss.backward();
         let adapters = std::mem::replace(&mut model.adapters, Adapters { proj_mol: None, proj_prot: None });
-        let both = AdaptersAndLlm { adapters, llm: model.llm.clone() };
-        let grads = GradientsParams::from_grads(gradients, &both);
-        let both = self.optimizer.step(self.lr, both, grads);
-        model.adapters = both.adapters;
-        model.llm = both.llm;
+        let all = Trainable { adapters, llm: model.llm.clone(), encoders: model.encoders() };
+        let grads = GradientsParams::from_grads(gradients, &all);
+        let all = self.optimizer.step(self.lr, all, grads);
+        model.adapters = all.adapters;
+        model.llm = all.llm;
+        model.set_encoders(all.encoders)?;
         Ok(value)
     }
 }

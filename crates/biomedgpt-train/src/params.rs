@@ -66,53 +66,8 @@ pub fn rebuilt<M: Module>(module: M, ids: &BTreeMap<String, u64>) -> M {
     module.map(&mut Rebuild { path: Vec::new(), ids })
 }
 
-struct Tensors {
-    path: Vec<String>,
-    out: Vec<(String, Vec<usize>, Vec<f32>)>,
-}
-
-impl ModuleVisitor for Tensors {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let tensor = &param.val();
-        let name = self.path.join(".");
-        // Burn's Linear stores [in, out]; PyTorch [out, in].
-        let linear = D == 2 && (name.ends_with("_proj.weight") || name == "lm_head.weight");
-        let t = tensor.clone().cast(burn::tensor::DType::F32);
-        let (shape, values) = if linear {
-            let t2: Tensor<2> = t.reshape([tensor.dims()[0], tensor.dims()[1]]).transpose();
-            (t2.dims().to_vec(), t2.into_data().try_to_vec::<f32>().expect("f32"))
-        } else {
-            (tensor.dims().to_vec(), t.into_data().try_to_vec::<f32>().expect("f32"))
-        };
-        self.out.push((name, shape, values));
-    }
-}
-
 /// Writes every float parameter of a LLaMA under its Hugging Face name (`model.layers.0...`,
-/// `lm_head.weight`), in PyTorch's layout, f32.
+/// `lm_head.weight`: the module paths are those names), in PyTorch's layout, f32.
 pub fn save_llm(llm: &biomedgpt_llama::Llama, path: &std::path::Path) -> std::io::Result<()> {
-    use biomedgpt_io::SourceDType;
-    use biomedgpt_io::safetensors_writer::{TensorSpec, write_streaming};
-    let mut visitor = Tensors { path: Vec::new(), out: Vec::new() };
-    llm.visit(&mut visitor);
-    let specs: Vec<TensorSpec> = visitor
-        .out
-        .iter()
-        .map(|(name, shape, _)| TensorSpec { name: name.clone(), dtype: SourceDType::F32, shape: shape.clone() })
-        .collect();
-    if specs.is_empty() {
-        return Err(std::io::Error::other("the LLM has no parameters to save"));
-    }
-    write_streaming(path, &specs, &[("format", "pt")], |i, buf| {
-        buf.extend(visitor.out[i].2.iter().flat_map(|v| v.to_le_bytes()));
-        Ok(())
-    })
+    biomedgpt_io::export::write_f32_safetensors(path, &biomedgpt_io::export::float_params(llm))
 }

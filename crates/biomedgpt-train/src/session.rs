@@ -23,6 +23,7 @@ use biomedgpt_eval::metrics::{BleuMode, DEFAULT_WORDNET_DIR, Scorer, WordNet, Wo
 use biomedgpt_eval::data::{QaRecord, QaTask, Subject, load_qa};
 use biomedgpt_io::FloatType;
 use biomedgpt_model::{Adapters, BioMedGpt, Input, Layout};
+use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::grad_clipping::GradientClippingConfig;
 use burn::tensor::Device;
@@ -31,7 +32,7 @@ use serde_json::{Value, json};
 
 use crate::schedule::{epoch_order, next_batch, warmup_cosine};
 use crate::lora::LoraSettings;
-use crate::{AdaptersAndLlm, EncodedExample, Example, FeatureCache, TrainError, batch_loss, encode_example_cached, freeze};
+use crate::{Trainable, EncodedExample, Example, FeatureCache, TrainError, batch_loss, encode_example_cached, freeze};
 use biomedgpt_model::ModelError;
 
 /// Set by a Ctrl-C handler: the loop saves a checkpoint after the current step and stops.
@@ -110,8 +111,9 @@ pub struct TrainConfig {
     pub train_split: String,
     #[serde(default = "default_split_valid")]
     pub valid_split: String,
-    /// What trains: "adapters" (the BioMedGPT recipe: encoders and LLM frozen) or
-    /// "adapters+lora" (also LoRA factors on the LLM's attention projections).
+    /// What trains: "adapters" (the BioMedGPT recipe: encoders and LLM frozen), "adapters+lora"
+    /// (also LoRA factors on the LLM's attention projections), "adapters+llm" (the whole LLM),
+    /// "adapters+encoders" (GIN and ESM, LLM frozen) or "all" (adapters, encoders and LLM).
     #[serde(default = "default_trainable")]
     pub trainable: String,
     #[serde(default = "default_lora_rank")]
@@ -178,10 +180,9 @@ pub struct TrainConfig {
 impl TrainConfig {
     pub fn validate(&self) -> Result<(), TrainError> {
         let bad = |m: String| Err(TrainError::Input(m));
-        if !matches!(self.trainable.as_str(), "adapters" | "adapters+lora" | "adapters+llm") {
+        if !TRAINABLE.contains(&self.trainable.as_str()) {
             return bad(format!(
-                "trainable = {:?}: \"adapters\" (the BioMedGPT recipe), \"adapters+lora\" and \"adapters+llm\" \
-                 (full LLM fine-tuning) are implemented",
+                "trainable = {:?}: one of {TRAINABLE:?} (\"adapters\" is the BioMedGPT recipe)",
                 self.trainable
             ));
         }
@@ -216,7 +217,11 @@ impl TrainConfig {
     }
 
     pub fn trains_llm(&self) -> bool {
-        self.trainable == "adapters+llm"
+        matches!(self.trainable.as_str(), "adapters+llm" | "all")
+    }
+
+    pub fn trains_encoders(&self) -> bool {
+        matches!(self.trainable.as_str(), "adapters+encoders" | "all")
     }
 
     fn lora_settings(&self) -> LoraSettings {
@@ -232,6 +237,9 @@ impl TrainConfig {
         v
     }
 }
+
+/// The values of `trainable`.
+pub const TRAINABLE: [&str; 5] = ["adapters", "adapters+lora", "adapters+llm", "adapters+encoders", "all"];
 
 /// What `trainer_state.json` holds.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -305,7 +313,7 @@ fn rebuild_adapters(model: &mut BioMedGpt, ids: &BTreeMap<String, u64>) {
     model.adapters = crate::params::rebuilt(adapters, ids);
 }
 
-fn param_ids(adapters: &Adapters, llm: &biomedgpt_llama::Llama) -> BTreeMap<String, u64> {
+fn param_ids(adapters: &Adapters, llm: &biomedgpt_llama::Llama, encoders: &biomedgpt_model::Encoders) -> BTreeMap<String, u64> {
     let mut ids: BTreeMap<String, u64> =
         crate::params::ids_by_path(llm).into_iter().map(|(k, v)| (format!("llm.{k}"), v)).collect();
     for (module, adapter) in crate::lora::factors(llm) {
@@ -313,6 +321,7 @@ fn param_ids(adapters: &Adapters, llm: &biomedgpt_llama::Llama) -> BTreeMap<Stri
         ids.insert(format!("{module}.lora_b"), adapter.b.id.val());
     }
     ids.extend(crate::params::ids_by_path(adapters)); // proj_mol.weight, ...
+    ids.extend(crate::params::ids_by_path(encoders).into_iter().map(|(k, v)| (format!("encoders.{k}"), v)));
     ids
 }
 
@@ -363,6 +372,9 @@ fn base_settings(config: &TrainConfig) -> Result<Value, TrainError> {
     if let Some(w) = &layout.llm_weights {
         settings["llm_weights"] = json!(absolute(w)?); // a fully fine-tuned base; replaced if trained again
     }
+    if let Some(w) = &layout.encoder_weights {
+        settings["encoder_weights"] = json!(absolute(w)?);
+    }
     let object = settings.as_object_mut().expect("object");
     object.retain(|_, v| !v.is_null());
     Ok(settings)
@@ -383,6 +395,10 @@ fn save_checkpoint(
     if state.config.trains_llm() {
         crate::params::save_llm(&model.llm, &tmp.join("llm.safetensors")).map_err(io_err)?;
         settings["llm_weights"] = json!("llm.safetensors");
+    }
+    if state.config.trains_encoders() {
+        model.encoders().save(&tmp.join("encoders.safetensors")).map_err(io_err)?;
+        settings["encoder_weights"] = json!("encoders.safetensors");
     }
     if state.config.uses_lora() {
         crate::lora::save(&model.llm, &tmp.join("lora.safetensors")).map_err(io_err)?;
@@ -426,7 +442,8 @@ pub fn run(config: &TrainConfig, resume: bool, device: &Device, observer: &mut d
     let device = device.clone().autodiff();
     // The base model; a resumed run then takes the checkpoint's adapters and (unmerged) LoRA factors.
     let mut model = BioMedGpt::load(&config.model, FloatType::F32, &device)?;
-    // Encoders are always frozen (their training is not implemented); the LLM unless it trains.
+    // Encoders are frozen while the examples are encoded (a graph kept per example would fill
+    // memory) and unfrozen afterwards when they train; the LLM is frozen unless it trains.
     model.freeze_encoders();
     if !config.trains_llm() {
         freeze(&mut model);
@@ -438,6 +455,10 @@ pub fn run(config: &TrainConfig, resume: bool, device: &Device, observer: &mut d
             let ckpt = biomedgpt_io::Checkpoint::open(dir.join("llm.safetensors")).map_err(ModelError::from)?;
             let llm_config = model.llm.config().clone();
             model.llm = biomedgpt_llama::Llama::load(&llm_config, &ckpt.root(), FloatType::F32, &device).map_err(ModelError::from)?;
+        }
+        if config.trains_encoders() {
+            let encoders = model.encoders().replaced_from(&dir.join("encoders.safetensors"), FloatType::F32, &device)?;
+            model.set_encoders(encoders.no_grad())?;
         }
     }
     let mut state = match &checkpoint {
@@ -480,7 +501,7 @@ pub fn run(config: &TrainConfig, resume: bool, device: &Device, observer: &mut d
             if config.uses_lora() {
                 model.llm = crate::lora::attach(model.llm.clone(), &config.lora_settings(), Default::default(), config.seed);
             }
-            TrainerState { step: 0, epoch: 0, cursor: 0, param_ids: param_ids(&model.adapters, &model.llm), config: config.clone() }
+            TrainerState { step: 0, epoch: 0, cursor: 0, param_ids: param_ids(&model.adapters, &model.llm, &model.encoders()), config: config.clone() }
         }
     };
     let mut optimizer = AdamWConfig::new()
@@ -506,6 +527,12 @@ pub fn run(config: &TrainConfig, resume: bool, device: &Device, observer: &mut d
     };
     if train.is_empty() {
         return Err(TrainError::Input("no training examples".into()));
+    }
+    if config.trains_encoders() {
+        // Contiguous copies under the ids the optimizer state is keyed by, as for the adapters.
+        let ids: BTreeMap<String, u64> =
+            state.param_ids.iter().filter_map(|(k, v)| k.strip_prefix("encoders.").map(|k| (k.to_string(), *v))).collect();
+        model.set_encoders(crate::params::rebuilt(model.encoders().set_require_grad(true), &ids))?;
     }
     let lengths: Vec<usize> = train.iter().map(|e| example_len(e, &model)).collect();
     let valid_lengths: Vec<usize> = valid.iter().map(|e| example_len(e, &model)).collect();
@@ -540,7 +567,7 @@ pub fn run(config: &TrainConfig, resume: bool, device: &Device, observer: &mut d
     let mut tokens_seen = 0usize;
     while state.step < config.max_steps {
         let lr = warmup_cosine(state.step, config.lr, config.warmup_steps, config.max_steps);
-        let mut accumulator = GradientsAccumulator::<AdaptersAndLlm>::new();
+        let mut accumulator = GradientsAccumulator::<Trainable>::new();
         let mut loss_sum = 0.0;
         let mut step_tokens = 0;
         for _ in 0..config.grad_accum {
@@ -557,15 +584,17 @@ pub fn run(config: &TrainConfig, resume: bool, device: &Device, observer: &mut d
             let loss = batch_loss(&model, &model.adapters, &batch)?.div_scalar(config.grad_accum as f64);
             loss_sum += loss.clone().into_scalar::<f32>() as f64;
             let gradients = loss.backward();
-            let trainable = AdaptersAndLlm { adapters: model.adapters.clone(), llm: model.llm.clone() };
+            let trainable = Trainable { adapters: model.adapters.clone(), llm: model.llm.clone(), encoders: model.encoders() };
             let grads = GradientsParams::from_grads(gradients, &trainable);
             accumulator.accumulate(&trainable, grads);
         }
-        // The LLM's frozen base weights have no gradients; only adapters and LoRA factors move.
+        // Frozen parameters have no gradients and stay as they are.
         let adapters = std::mem::replace(&mut model.adapters, Adapters { proj_mol: None, proj_prot: None });
-        let trainable = optimizer.step(lr, AdaptersAndLlm { adapters, llm: model.llm.clone() }, accumulator.grads());
+        let trainable = Trainable { adapters, llm: model.llm.clone(), encoders: model.encoders() };
+        let trainable = optimizer.step(lr, trainable, accumulator.grads());
         model.adapters = trainable.adapters;
         model.llm = trainable.llm;
+        model.set_encoders(trainable.encoders)?;
         state.step += 1;
         tokens_seen += step_tokens;
         let tokens_per_s = tokens_seen as f64 / start.elapsed().as_secs_f64().max(1e-9);
