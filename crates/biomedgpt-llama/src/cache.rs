@@ -21,7 +21,7 @@ pub struct KvCache {
 }
 
 /// Host-side inputs of one forward step.
-pub(crate) struct StepPlan {
+pub struct StepPlan {
     /// Position ids `[B * T]`.
     pub positions: Vec<i64>,
     /// Additive mask `[B, 1, T, total_len]`, `None` when no position is masked.
@@ -36,6 +36,12 @@ impl KvCache {
             key_valid: vec![Vec::new(); batch],
             next_position: vec![0; batch],
         }
+    }
+
+    /// Per layer `(keys, values)`, each `[B, kv_heads, S, head_dim]`, for a decoder's layers to
+    /// read and extend.
+    pub fn layers_mut(&mut self) -> &mut [Option<(Tensor<4>, Tensor<4>)>] {
+        &mut self.layers
     }
 
     /// Number of cached positions.
@@ -74,7 +80,7 @@ impl KvCache {
     }
 
     /// Records `t` new positions for a batch of `b` rows and returns their position ids and mask.
-    pub(crate) fn plan_step(&mut self, b: usize, t: usize, mask: Option<&StepMask>) -> StepPlan {
+    pub fn plan_step(&mut self, b: usize, t: usize, mask: Option<&StepMask>) -> StepPlan {
         assert_eq!(b, self.batch_size(), "batch size differs from the cache's");
         if let Some(m) = mask {
             assert!(m.0.len() == b && m.0.iter().all(|r| r.len() == t), "step mask must be [B][T]");

@@ -9,7 +9,8 @@ use burn::tensor::{DType, Int, Tensor, TensorData};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use crate::cache::KvCache;
-use crate::model::{DecoderInput, Llama};
+use crate::decoder::CausalLm;
+use crate::model::DecoderInput;
 
 /// `early_stopping` of HF's generation config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -221,7 +222,7 @@ pub fn ids_tensor(ids: &[u32], rows: usize, device: &burn::tensor::Device) -> Te
 /// Generates a continuation of one prompt. `on_token` sees each token as it is chosen (for
 /// greedy and sampling); beam search reports its final hypothesis at the end.
 pub fn generate(
-    model: &Llama,
+    model: &dyn CausalLm,
     prompt: Prompt,
     config: &GenerationConfig,
     on_token: &mut dyn FnMut(u32),
@@ -230,7 +231,7 @@ pub fn generate(
     if prompt.len() == 0 {
         return Err(GenerationError::EmptyPrompt);
     }
-    let max = model.config().max_position_embeddings;
+    let max = model.max_positions();
     if prompt.len() + config.max_new_tokens > max {
         return Err(GenerationError::TooLong {
             prompt: prompt.len(),
@@ -263,7 +264,7 @@ pub fn generate(
     }
 }
 
-fn prefill(model: &Llama, prompt: Prompt, cache: &mut KvCache) -> (Vec<f32>, Vec<u32>) {
+fn prefill(model: &dyn CausalLm, prompt: Prompt, cache: &mut KvCache) -> (Vec<f32>, Vec<u32>) {
     let device = model.device();
     let history = prompt.history().to_vec();
     let input = match prompt {
@@ -277,7 +278,7 @@ fn prefill(model: &Llama, prompt: Prompt, cache: &mut KvCache) -> (Vec<f32>, Vec
 type Sampler = (StdRng, f32, Option<usize>, Option<f32>);
 
 fn sample_loop(
-    model: &Llama,
+    model: &dyn CausalLm,
     prompt: Prompt,
     config: &GenerationConfig,
     mut sampler: Option<Sampler>,
@@ -346,7 +347,7 @@ struct Hypothesis {
 /// transformers' `_beam_search` for one prompt (batch of `num_beams` hypotheses).
 #[allow(clippy::too_many_arguments)]
 fn beam_search(
-    model: &Llama,
+    model: &dyn CausalLm,
     prompt: Prompt,
     config: &GenerationConfig,
     num_beams: usize,

@@ -16,6 +16,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod decoder;
 pub mod generation;
 pub mod model;
 pub mod rope;
@@ -24,6 +25,7 @@ pub mod tokenizer;
 
 pub use cache::{KvCache, StepMask};
 pub use config::{ConfigError, LlamaConfig, RopeKind};
+pub use decoder::CausalLm;
 pub use generation::{
     EarlyStopping, GenerationConfig, GenerationError, GenerationOutput, Prompt, Strategy, generate,
 };

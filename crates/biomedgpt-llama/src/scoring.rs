@@ -6,7 +6,8 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{DType, s};
 
 use crate::generation::ids_tensor;
-use crate::model::{DecoderInput, Llama};
+use crate::decoder::CausalLm;
+use crate::model::DecoderInput;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ContinuationScore {
@@ -44,11 +45,11 @@ fn score_rows(rows: burn::tensor::Tensor<2>, tokens: &[u32]) -> ContinuationScor
 
 /// Scores each of `continuations` after one `context`: the context runs once and its KV cache is
 /// shared, so k choices cost one context pass plus k short continuation passes.
-pub fn choice_logprobs(model: &Llama, context: &[u32], continuations: &[Vec<u32>]) -> Result<Vec<ContinuationScore>, ScoringError> {
+pub fn choice_logprobs(model: &dyn CausalLm, context: &[u32], continuations: &[Vec<u32>]) -> Result<Vec<ContinuationScore>, ScoringError> {
     if context.is_empty() {
         return Err(ScoringError::EmptyContext);
     }
-    let max = model.config().max_position_embeddings;
+    let max = model.max_positions();
     for c in continuations {
         if c.is_empty() {
             return Err(ScoringError::EmptyContinuation);
@@ -76,7 +77,7 @@ pub fn choice_logprobs(model: &Llama, context: &[u32], continuations: &[Vec<u32>
 }
 
 /// Scores `continuation` after `context` (token ids; the context usually starts with BOS).
-pub fn continuation_logprob(model: &Llama, context: &[u32], continuation: &[u32]) -> Result<ContinuationScore, ScoringError> {
+pub fn continuation_logprob(model: &dyn CausalLm, context: &[u32], continuation: &[u32]) -> Result<ContinuationScore, ScoringError> {
     if context.is_empty() {
         return Err(ScoringError::EmptyContext);
     }
@@ -84,7 +85,7 @@ pub fn continuation_logprob(model: &Llama, context: &[u32], continuation: &[u32]
         return Err(ScoringError::EmptyContinuation);
     }
     let ids: Vec<u32> = context.iter().chain(continuation).copied().collect();
-    let max = model.config().max_position_embeddings;
+    let max = model.max_positions();
     if ids.len() > max {
         return Err(ScoringError::TooLong { len: ids.len(), max });
     }

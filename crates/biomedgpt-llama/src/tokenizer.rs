@@ -1,4 +1,5 @@
-//! The LLaMA tokenizer through the `tokenizers` crate, read from the model's `tokenizer.json`.
+//! The LLaMA tokenizer through the `tokenizers` crate, read from the model's `tokenizer.json`
+//! (any `tokenizer.json` works the same way; GPT-2's can also come from vocab.json + merges.txt).
 
 use std::path::Path;
 
@@ -32,6 +33,23 @@ impl LlamaTokenizer {
             message: e.to_string(),
         })?;
         Ok(LlamaTokenizer { inner, bos_id })
+    }
+
+    /// GPT-2's byte-level BPE from `vocab.json` and `merges.txt` (no prefix space, GPT-2's
+    /// split regex), with `<|endoftext|>` special when the vocabulary has it; no BOS.
+    pub fn from_byte_level_bpe(vocab: &Path, merges: &Path) -> Result<Self, TokenizerError> {
+        use tokenizers::models::bpe::BPE;
+        use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+        let load_error = |e: String| TokenizerError::Load { path: vocab.display().to_string(), message: e };
+        let (v, m) = (vocab.to_string_lossy().into_owned(), merges.to_string_lossy().into_owned());
+        let bpe = BPE::from_file(&v, &m).build().map_err(|e| load_error(e.to_string()))?;
+        let mut inner = tokenizers::Tokenizer::new(bpe);
+        inner.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+        inner.with_decoder(Some(ByteLevel::default()));
+        if inner.token_to_id("<|endoftext|>").is_some() {
+            inner.add_special_tokens(&[tokenizers::AddedToken::from("<|endoftext|>", true)]);
+        }
+        Ok(LlamaTokenizer { inner, bos_id: None })
     }
 
     /// Tokenizes `text` without special tokens (the SentencePiece "▁" prefix is added by the

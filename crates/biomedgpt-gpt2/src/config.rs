@@ -1,0 +1,104 @@
+//! `config.json` of HF GPT-2 checkpoints (`model_type: gpt2`), with transformers' names and
+//! defaults. Unknown fields are ignored; a missing required one is an error naming it.
+
+use std::path::Path;
+
+use biomedgpt_llama::ConfigError;
+use biomedgpt_llama::config::TokenIds;
+use serde::Deserialize;
+
+fn default_eps() -> f64 {
+    1e-5
+}
+fn default_activation() -> String {
+    "gelu_new".into()
+}
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Gpt2Config {
+    pub vocab_size: usize,
+    /// Context length (learned position embeddings).
+    pub n_positions: usize,
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    /// Feed-forward width; `None` means 4 x `n_embd`.
+    #[serde(default)]
+    pub n_inner: Option<usize>,
+    #[serde(default = "default_activation")]
+    pub activation_function: String,
+    #[serde(default = "default_eps")]
+    pub layer_norm_epsilon: f64,
+    /// Scores divided by sqrt(head_dim).
+    #[serde(default = "default_true")]
+    pub scale_attn_weights: bool,
+    /// Scores further divided by (layer index + 1).
+    #[serde(default)]
+    pub scale_attn_by_inverse_layer_idx: bool,
+    /// Only the float precision of the scores in transformers; ours are f32 in any case.
+    #[serde(default)]
+    pub reorder_and_upcast_attn: bool,
+    #[serde(default = "default_true")]
+    pub tie_word_embeddings: bool,
+    #[serde(default)]
+    pub bos_token_id: Option<u32>,
+    #[serde(default)]
+    pub eos_token_id: Option<TokenIds>,
+    #[serde(default)]
+    pub model_type: Option<String>,
+    /// `torch_dtype` (transformers 4.x) or `dtype` (5.x).
+    #[serde(default, alias = "dtype")]
+    pub torch_dtype: Option<String>,
+    #[serde(default)]
+    pub add_cross_attention: bool,
+}
+
+impl Gpt2Config {
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.display().to_string(), source })?;
+        Self::from_json(&text).map_err(|message| ConfigError::Invalid { path: path.display().to_string(), message })
+    }
+
+    pub fn from_json(text: &str) -> Result<Self, String> {
+        let config: Gpt2Config = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if let Some(t) = &self.model_type
+            && t != "gpt2"
+        {
+            return Err(format!("model_type `{t}` is not a GPT-2 model"));
+        }
+        if !matches!(self.activation_function.as_str(), "gelu_new" | "gelu" | "gelu_pytorch_tanh" | "relu") {
+            return Err(format!(
+                "activation_function `{}` is not supported (gelu_new, gelu_pytorch_tanh, gelu, relu are)",
+                self.activation_function
+            ));
+        }
+        if self.n_head == 0 || self.n_embd % self.n_head != 0 {
+            return Err(format!("n_embd {} is not a multiple of n_head {}", self.n_embd, self.n_head));
+        }
+        if self.add_cross_attention {
+            return Err("add_cross_attention: encoder-decoder GPT-2 is not supported".into());
+        }
+        Ok(())
+    }
+
+    pub fn inner_size(&self) -> usize {
+        self.n_inner.unwrap_or(4 * self.n_embd)
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.n_embd / self.n_head
+    }
+
+    pub fn eos_token_ids(&self) -> Vec<u32> {
+        self.eos_token_id.as_ref().map(TokenIds::to_vec).unwrap_or_default()
+    }
+}
