@@ -5,8 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use biomedgpt_esm::parse_fasta;
-use biomedgpt_llama::{LlamaConfig, Strategy};
-use biomedgpt_model::{BioMedGpt, Chat, Input, Layout};
+use biomedgpt_llama::{LlamaConfig, Prompt, Strategy, generate};
+use biomedgpt_model::{BioMedGpt, Chat, ChatPrompt, DEFAULT_SYSTEM_PROMPT, Input, Layout};
+
+use crate::lm::{Family, family_of};
 use clap::Args;
 
 use crate::generate::{DecodingArgs, ModelArgs, TextStreamer};
@@ -146,7 +148,11 @@ pub fn ask(args: AskArgs) -> Result<()> {
             biomedgpt_chem::featurize(smiles)?;
         }
     }
-    let mut model = open(&args.model.resolve()?)?;
+    let model_args = args.model.resolve()?;
+    if model_args.model.join("config.json").is_file() && family_of(&model_args.model)? == Family::Gpt2 {
+        return ask_text_lm(&args, &model_args, &inputs);
+    }
+    let mut model = open(&model_args)?;
     if let Some(system) = &args.system_prompt {
         model.system_prompt = system.clone();
     }
@@ -162,6 +168,43 @@ pub fn ask(args: AskArgs) -> Result<()> {
         println!("{json}");
     } else {
         stream_answer(&model, &mut chat, &config)?;
+    }
+    Ok(())
+}
+
+/// A GPT-2 directory (BioMedLM) answers text-only, with the same chat prompt as BioMedGPT (no
+/// BOS: GPT-2 adds none) and the same answer extraction.
+fn ask_text_lm(args: &AskArgs, model_args: &ModelArgs, inputs: &[Input]) -> Result<()> {
+    if !inputs.is_empty() {
+        bail!("{} is a GPT-2 model: it reads text only, not --smiles, --protein or --fasta", model_args.model.display());
+    }
+    let lm = model_args.open()?;
+    let system = args.system_prompt.clone().unwrap_or_else(|| DEFAULT_SYSTEM_PROMPT.to_string());
+    let mut prompt = ChatPrompt::new(system);
+    prompt.push_question(&args.question);
+    let ids = lm.tokenizer.encode(&prompt.render(), true)?;
+    let prompt_tokens = ids.len();
+    let config = args.decoding.config(lm.model.eos_token_ids(), DEFAULT_MAX_NEW_TOKENS)?;
+    let eos = config.eos_token_ids.clone();
+    let mut streamer = TextStreamer::new(&lm.tokenizer);
+    let stream = !args.json && !matches!(config.strategy, Strategy::Beam { .. });
+    let output = generate(lm.model.as_ref(), Prompt::Ids(ids), &config, &mut |id| {
+        if stream && !eos.contains(&id) {
+            streamer.push(id);
+        }
+    })?;
+    let mut ids = output.tokens.clone();
+    if output.stopped_by_eos {
+        ids.pop();
+    }
+    let decoded = lm.tokenizer.decode(&ids)?;
+    let text = decoded.rsplit("Assistant:").next().unwrap_or("").trim().to_string();
+    if args.json {
+        println!("{}", serde_json::json!({"answer": text, "token_ids": output.tokens, "prompt_tokens": prompt_tokens}));
+    } else if stream {
+        println!();
+    } else {
+        println!("{text}");
     }
     Ok(())
 }

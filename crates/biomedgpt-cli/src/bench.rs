@@ -239,7 +239,7 @@ fn next_token(model: &Llama, input: DecoderInput, cache: &mut biomedgpt_llama::K
 
 fn llama(args: LlamaBenchArgs) -> Result<()> {
     let start = Instant::now();
-    let model = args.model.open_model()?;
+    let model = args.model.open_llama()?;
     let load_s = start.elapsed().as_secs_f64();
     let (peak_after_load, rss_after_load) = resident_memory();
     let device = model.device();

@@ -14,7 +14,9 @@ use biomedgpt_eval::baseline::{Baseline, BaselineKind};
 use biomedgpt_eval::data::{LoadStats, McRecord, McTask, QaRecord, QaTask, Subject, load_multiple_choice, load_qa, mc_split_file};
 use biomedgpt_eval::metrics::{BleuMode, DEFAULT_WORDNET_DIR, Scorer, TextScores, WordNet, WordPieceTokenizer};
 use biomedgpt_eval::metrics::wordpiece::SHIPPED_VOCAB_NAME;
-use biomedgpt_llama::{GenerationConfig, choice_logprobs};
+use biomedgpt_llama::{GenerationConfig, LlamaTokenizer, choice_logprobs};
+
+use crate::lm::{Family, TextLm, family_of};
 use biomedgpt_model::{BioMedGpt, Chat, Input};
 use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
@@ -252,6 +254,18 @@ fn load_model(args: &EvalArgs) -> Result<BioMedGpt> {
     crate::ask::open(&model)
 }
 
+/// The language model of `--model` for multiple-choice scoring: a GPT-2 directory (BioMedLM), or
+/// the LLaMA of a BioMedGPT or LLaMA directory (BOS first for LLaMA; GPT-2 adds none).
+fn load_text_lm(args: &EvalArgs) -> Result<TextLm> {
+    let dir = args.model.clone().expect("clap requires --model without --baseline");
+    let model_args = ModelArgs { model: dir.clone(), dtype: args.dtype.clone(), device: args.device.clone() };
+    if dir.join("config.json").is_file() && family_of(&dir)? == Family::Gpt2 {
+        return model_args.open();
+    }
+    let model = crate::ask::open(&model_args)?;
+    Ok(TextLm { model: Box::new(model.llm), tokenizer: model.tokenizer })
+}
+
 fn stats_json(stats: &LoadStats) -> Value {
     json!({"records": stats.records, "multi_subject_skipped": stats.multi_subject, "invalid_skipped": stats.invalid.len()})
 }
@@ -416,11 +430,11 @@ fn print_summary(scores: &TextScores) {
 /// lm-evaluation-harness `_encode_pair`: trailing spaces of the context move to the continuation;
 /// the context is tokenized alone, and the continuation's tokens are those of context +
 /// continuation after as many tokens as the context has.
-fn encode_pair(model: &BioMedGpt, context: &str, continuation: &str) -> Result<(Vec<u32>, Vec<u32>)> {
+fn encode_pair(tokenizer: &LlamaTokenizer, context: &str, continuation: &str) -> Result<(Vec<u32>, Vec<u32>)> {
     let trimmed = context.trim_end_matches(' ');
     let continuation = format!("{}{continuation}", &context[trimmed.len()..]);
-    let whole = model.tokenizer.encode(&format!("{trimmed}{continuation}"), true)?;
-    let context_ids = model.tokenizer.encode(trimmed, true)?;
+    let whole = tokenizer.encode(&format!("{trimmed}{continuation}"), true)?;
+    let context_ids = tokenizer.encode(trimmed, true)?;
     let continuation_ids = whole.get(context_ids.len()..).unwrap_or_default().to_vec();
     Ok((context_ids, continuation_ids))
 }
@@ -434,7 +448,7 @@ fn eval_mc(args: &EvalArgs, task: McTask, out: &Path, data: Value) -> Result<()>
     if records.is_empty() {
         bail!("{}: no records to evaluate", args.data.display());
     }
-    let model = load_model(args)?;
+    let lm = load_text_lm(args)?;
     let settings = json!({"task": task.name(), "model": args.model.as_ref().map(|m| m.display().to_string()), "dtype": args.dtype, "scoring": "log-likelihood of each choice (lm-evaluation-harness), BOS first", "data": data});
     check_run_settings(out, &settings)?;
     let predictions_path = out.join("predictions.jsonl");
@@ -446,11 +460,11 @@ fn eval_mc(args: &EvalArgs, task: McTask, out: &Path, data: Value) -> Result<()>
         let mut context = Vec::new();
         let mut continuations = Vec::new();
         for choice in &record.choices {
-            let (ctx, continuation) = encode_pair(&model, &record.context, choice)?;
+            let (ctx, continuation) = encode_pair(&lm.tokenizer, &record.context, choice)?;
             context = ctx; // the same for every choice: the context is tokenized alone
             continuations.push(continuation);
         }
-        let scores = choice_logprobs(&model.llm, &context, &continuations).with_context(|| record.source.clone())?;
+        let scores = choice_logprobs(lm.model.as_ref(), &context, &continuations).with_context(|| record.source.clone())?;
         let logprobs: Vec<f64> = scores.iter().map(|s| s.logprob).collect();
         appender.push(&json!({"source": record.source, "logprobs": logprobs, "prediction": argmax(&logprobs), "gold": record.gold}))?;
         progress.advance(1);

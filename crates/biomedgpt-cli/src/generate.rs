@@ -3,7 +3,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use biomedgpt_io::FloatType;
-use biomedgpt_llama::{EarlyStopping, GenerationConfig, Llama, LlamaConfig, LlamaDir, Prompt, Strategy, generate};
+use biomedgpt_llama::{CausalLm, EarlyStopping, GenerationConfig, Llama, LlamaConfig, LlamaDir, Prompt, Strategy, generate};
+
+use crate::lm::{TextLm, stored_dtype};
 use clap::Args;
 
 /// Model location, dtype and device, shared by every command that loads a model.
@@ -27,24 +29,35 @@ impl ModelArgs {
     }
 
     pub fn float_type(&self, config: &LlamaConfig) -> Result<FloatType> {
+        self.float_type_of(config.torch_dtype.as_deref().and_then(FloatType::parse))
+    }
+
+    /// The dtype to load in: `--dtype`, or with `auto` the stored one (f16 for bf16 on CPU).
+    pub fn float_type_of(&self, stored: Option<FloatType>) -> Result<FloatType> {
         if self.dtype != "auto" {
             return self.dtype.parse::<FloatType>().map_err(anyhow::Error::msg);
         }
-        let stored = config.torch_dtype.as_deref().and_then(FloatType::parse).unwrap_or(FloatType::F32);
+        let stored = stored.unwrap_or(FloatType::F32);
         Ok(match (stored, self.device.starts_with("cpu")) {
             (FloatType::BF16, true) => FloatType::F16,
             (ty, _) => ty,
         })
     }
 
-    /// Model and tokenizer.
-    pub fn open(&self) -> Result<LlamaDir> {
-        let ty = self.float_type(&LlamaConfig::from_file(self.model.join("config.json"))?)?;
-        LlamaDir::open(&self.model, ty, &self.device()?).with_context(|| format!("loading {}", self.model.display()))
+    /// Model and tokenizer, of the family config.json names (LLaMA or GPT-2).
+    pub fn open(&self) -> Result<TextLm> {
+        let ty = self.float_type_of(stored_dtype(&self.model))?;
+        TextLm::open(&self.model, ty, &self.device()?)
     }
 
-    /// Model only, for work on token ids (no tokenizer needed).
-    pub fn open_model(&self) -> Result<Llama> {
+    /// Model only, for work on token ids (no tokenizer needed), of either family.
+    pub fn open_model(&self) -> Result<Box<dyn CausalLm>> {
+        let ty = self.float_type_of(stored_dtype(&self.model))?;
+        TextLm::open_model(&self.model, ty, &self.device()?)
+    }
+
+    /// A LLaMA model only (the LLaMA benchmarks).
+    pub fn open_llama(&self) -> Result<Llama> {
         let ty = self.float_type(&LlamaConfig::from_file(self.model.join("config.json"))?)?;
         LlamaDir::open_model(&self.model, ty, &self.device()?)
             .with_context(|| format!("loading {}", self.model.display()))
@@ -138,7 +151,7 @@ impl DecodingArgs {
 pub struct GenerateArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Text to continue (BOS is added in front).
+    /// Text to continue (LLaMA: BOS is added in front; GPT-2 adds none).
     #[arg(long)]
     pub prompt: String,
     #[command(flatten)]
@@ -153,13 +166,13 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         bail!("--prompt is empty: give the text to continue");
     }
     let dir = args.model.open()?;
-    let config = args.decoding.config(dir.model.config().eos_token_ids(), 128)?;
+    let config = args.decoding.config(dir.model.eos_token_ids(), 128)?;
     let ids = dir.tokenizer.encode(&args.prompt, true)?;
     let output = if args.json {
-        generate(&dir.model, Prompt::Ids(ids), &config, &mut |_| {})?
+        generate(dir.model.as_ref(), Prompt::Ids(ids), &config, &mut |_| {})?
     } else {
         let mut streamer = TextStreamer::new(&dir.tokenizer);
-        let out = generate(&dir.model, Prompt::Ids(ids), &config, &mut |id| streamer.push(id))?;
+        let out = generate(dir.model.as_ref(), Prompt::Ids(ids), &config, &mut |id| streamer.push(id))?;
         println!();
         out
     };

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use biomedgpt_io::npy;
 use biomedgpt_llama::generation::ids_tensor;
-use biomedgpt_llama::{DecoderInput, LlamaDir};
+use biomedgpt_llama::DecoderInput;
 use burn::tensor::DType;
 use clap::{Args, Subcommand};
 
@@ -25,7 +25,7 @@ pub enum InspectCommand {
 pub struct LogitsArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Text prompt (tokenized with BOS).
+    /// Text prompt (tokenized with BOS for LLaMA models).
     #[arg(long, conflicts_with_all = ["token_ids", "question"], required_unless_present_any = ["token_ids", "question"])]
     pub prompt: Option<String>,
     /// A BioMedGPT question: the logits of the assembled chat prompt (with --smiles/--protein/--fasta).
@@ -82,16 +82,16 @@ fn logits(args: LogitsArgs) -> Result<()> {
             if prompt.trim().is_empty() {
                 bail!("--prompt is empty");
             }
-            let LlamaDir { model, tokenizer } = args.model.open()?;
-            let ids = tokenizer.encode(&prompt, true)?;
-            (model, ids)
+            let lm = args.model.open()?;
+            let ids = lm.tokenizer.encode(&prompt, true)?;
+            (lm.model, ids)
         }
         (None, None) => unreachable!("clap requires --prompt, --token-ids or --question"),
     };
     if ids.is_empty() {
         bail!("--token-ids is empty");
     }
-    let vocab = model.config().vocab_size;
+    let vocab = model.vocab_size();
     if let Some(bad) = ids.iter().find(|&&i| i as usize >= vocab) {
         bail!("token id {bad} is outside the vocabulary of {vocab}");
     }

@@ -10,6 +10,7 @@ mod eval;
 mod generate;
 mod init;
 mod inspect;
+mod lm;
 mod progress;
 mod random;
 mod train;

@@ -197,3 +197,27 @@ fn bad_checkpoints_are_explained() {
     assert!(e.contains("model.safetensors"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Log-likelihood scoring (multiple-choice evaluation) sums transformers' log-softmax of the
+/// recorded logits over the continuation's tokens, alone and sharing the context's cache.
+#[test]
+fn continuation_logprobs_follow_the_reference_logits() {
+    let name = "tiny_safetensors";
+    let model = load(name);
+    let ids = ids_of(&expected(name)["input_ids"]);
+    let logits = read_npy(&case_dir(name).join("logits.npy"));
+    let vocab = model.vocab_size();
+    let log_softmax_at = |row: usize, id: u32| -> f64 {
+        let r = &logits[row * vocab..(row + 1) * vocab];
+        let max = r.iter().fold(f32::MIN, |m, &v| m.max(v)) as f64;
+        let sum: f64 = r.iter().map(|&v| (v as f64 - max).exp()).sum();
+        r[id as usize] as f64 - max - sum.ln()
+    };
+    let split = 5;
+    let want: f64 = (split..ids.len()).map(|i| log_softmax_at(i - 1, ids[i])).sum();
+    let alone = biomedgpt_llama::continuation_logprob(&model, &ids[..split], &ids[split..]).unwrap();
+    assert!((alone.logprob - want).abs() < 1e-3, "{} vs {want}", alone.logprob);
+    let shared = biomedgpt_llama::choice_logprobs(&model, &ids[..split], &[ids[split..].to_vec(), ids[split..split + 1].to_vec()]).unwrap();
+    assert!((shared[0].logprob - want).abs() < 1e-3, "{} vs {want}", shared[0].logprob);
+    assert!((shared[1].logprob - log_softmax_at(split - 1, ids[split])).abs() < 1e-4);
+}
