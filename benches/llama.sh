@@ -27,7 +27,7 @@ for shape in "${SHAPES[@]}"; do
   for dt in $dtypes; do
     model="$DIR/$shape-$dt"
     [ -f "$model/model.safetensors" ] || $BIN bench random-llama --shape "$shape" --dtype "$dt" --out "$model"
-    rust=$($BIN bench llama --model "$model" --dtype "$dt")
+    rust=$($BIN bench lm --model "$model" --dtype "$dt")
     echo "{\"shape\": \"$shape\", \"side\": \"rust\", \"result\": $rust}" >> "$RESULTS"
     # torch's CPU kernels are fastest in bf16 among 16-bit types; compare with its best.
     for tdt in $( [ "$dt" = f32 ] && echo f32 || echo bf16 ); do

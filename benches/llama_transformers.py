@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""The transformers side of benches/llama.sh: prefill and KV-cache decode speed of a LLaMA
-directory with torch on 2 threads. Prints one JSON line in the format of `biomedgpt bench llama`.
+"""The transformers side of benches/llama.sh and benches/gpt2.sh: prefill and KV-cache decode speed
+of a LLaMA or GPT-2 directory with torch on 2 threads. Prints one JSON line in the format of
+`biomedgpt bench lm`.
 
 usage: llama_transformers.py MODEL_DIR DTYPE [PROMPT_LEN] [NEW_TOKENS]
 """
@@ -9,7 +10,7 @@ import sys
 import time
 
 import torch
-from transformers import LlamaForCausalLM
+from transformers import AutoModelForCausalLM
 
 torch.set_num_threads(2)
 
@@ -27,10 +28,10 @@ def main():
     new_tokens = int(sys.argv[4]) if len(sys.argv) > 4 else 64
     torch_dtype = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}[dtype]
     start = time.perf_counter()
-    model = LlamaForCausalLM.from_pretrained(model_dir, dtype=torch_dtype).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype).eval()
     load_s = time.perf_counter() - start
     peak_after_load = peak_rss()
-    prompt = torch.tensor([[3 + (i * 7919) % 31000 for i in range(prompt_len)]])
+    prompt = torch.tensor([[3 + (i * 7919) % 28000 for i in range(prompt_len)]])  # as `bench lm`
     with torch.inference_mode():
         model(prompt[:, :8])  # warm-up, not measured
         t = time.perf_counter()

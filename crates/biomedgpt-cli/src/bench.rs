@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use biomedgpt_io::FloatType;
 use biomedgpt_llama::generation::{argmax, ids_tensor};
-use biomedgpt_llama::{DecoderInput, Llama, LlamaConfig};
+use biomedgpt_llama::{CausalLm, DecoderInput, LlamaConfig};
 use burn::tensor::DType;
 use clap::{Args, Subcommand};
 
@@ -18,8 +18,11 @@ use crate::random;
 pub enum BenchCommand {
     /// Write a random-weight LLaMA of a known shape (config.json + model.safetensors).
     RandomLlama(RandomArgs),
-    /// Prefill and KV-cache decode speed of a LLaMA directory; prints one JSON line.
-    Llama(LlamaBenchArgs),
+    /// Write a random-weight GPT-2 of a known shape (config.json + model.safetensors).
+    RandomGpt2(RandomArgs),
+    /// Prefill and KV-cache decode speed of a LLaMA or GPT-2 directory; prints one JSON line.
+    #[command(alias = "llama")]
+    Lm(LlamaBenchArgs),
     /// Write a random-weight ESM-2 of a published shape (config.json, vocab.txt, model.safetensors).
     RandomEsm(RandomArgs),
     /// Residues per second of an ESM directory on one random sequence; prints one JSON line.
@@ -44,7 +47,7 @@ pub enum BenchCommand {
 
 #[derive(Args)]
 pub struct RandomArgs {
-    /// tiny (hidden 256, 4 layers), tinyllama-1.1b, llama2-7b
+    /// LLaMA: tiny (hidden 256, 4 layers), tinyllama-1.1b, llama2-7b; GPT-2: tiny, biomedlm (2.7B)
     #[arg(long)]
     shape: String,
     #[arg(long, default_value = "f16")]
@@ -91,7 +94,8 @@ pub struct LlamaBenchArgs {
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::RandomLlama(args) => random_llama(&args.shape, args.dtype, &args.out),
-        BenchCommand::Llama(args) => llama(args),
+        BenchCommand::RandomGpt2(args) => random_gpt2(&args.shape, args.dtype, &args.out),
+        BenchCommand::Lm(args) => lm(args),
         BenchCommand::RandomEsm(args) => random_esm(&args.shape, args.dtype, &args.out),
         BenchCommand::Esm(args) => esm(args),
         BenchCommand::RandomGin { num_layer, emb_dim, out } => random_gin(num_layer, emb_dim, &out),
@@ -110,11 +114,7 @@ fn shape_config(shape: &str, dtype: FloatType) -> Result<serde_json::Value> {
         "llama2-7b" => (4096, 11008, 32, 32, 32),
         other => bail!("unknown shape `{other}` (tiny, tinyllama-1.1b, llama2-7b)"),
     };
-    let torch_dtype = match dtype {
-        FloatType::F32 => "float32",
-        FloatType::F16 => "float16",
-        FloatType::BF16 => "bfloat16",
-    };
+    let torch_dtype = torch_dtype_name(dtype);
     Ok(serde_json::json!({
         "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": h,
         "intermediate_size": i, "num_hidden_layers": l, "num_attention_heads": heads,
@@ -133,6 +133,36 @@ fn random_llama(shape: &str, dtype: FloatType, out: &Path) -> Result<()> {
     random::write_random(&out.join("model.safetensors"), specs, dtype, random::is_llama_scale)?;
     eprintln!("wrote {shape} ({} parameters, {dtype}) to {}", config.num_parameters(), out.display());
     Ok(())
+}
+
+fn random_gpt2(shape: &str, dtype: FloatType, out: &Path) -> Result<()> {
+    let (e, layers, heads) = match shape {
+        "tiny" => (256, 4, 4),
+        "biomedlm" => (2560, 32, 20), // stanford-crfm/BioMedLM
+        other => bail!("unknown GPT-2 shape `{other}` (tiny, biomedlm)"),
+    };
+    let (vocab, positions) = (28896, 1024);
+    let json = serde_json::json!({
+        "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "n_embd": e, "n_layer": layers, "n_head": heads,
+        "n_inner": null, "n_positions": positions, "vocab_size": vocab, "activation_function": "gelu_new",
+        "layer_norm_epsilon": 1e-5, "bos_token_id": 28895, "eos_token_id": 28895, "tie_word_embeddings": true,
+        "torch_dtype": torch_dtype_name(dtype)
+    });
+    std::fs::create_dir_all(out)?;
+    std::fs::write(out.join("config.json"), serde_json::to_string_pretty(&json)?)?;
+    let specs = random::gpt2_specs(e, layers, 4 * e, vocab, positions);
+    let parameters: usize = specs.iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+    random::write_random(&out.join("model.safetensors"), specs, dtype, random::is_gpt2_scale)?;
+    eprintln!("wrote GPT-2 {shape} ({parameters} parameters, {dtype}) to {}", out.display());
+    Ok(())
+}
+
+fn torch_dtype_name(dtype: FloatType) -> &'static str {
+    match dtype {
+        FloatType::F32 => "float32",
+        FloatType::F16 => "float16",
+        FloatType::BF16 => "bfloat16",
+    }
 }
 
 fn random_esm(shape: &str, dtype: FloatType, out: &Path) -> Result<()> {
@@ -231,44 +261,46 @@ pub fn resident_memory() -> (u64, u64) {
     (field("VmHWM:"), field("VmRSS:"))
 }
 
-fn next_token(model: &Llama, input: DecoderInput, cache: &mut biomedgpt_llama::KvCache) -> u32 {
+fn next_token(model: &dyn CausalLm, input: DecoderInput, cache: &mut biomedgpt_llama::KvCache) -> u32 {
     let logits = model.forward_last(input, None, cache);
     let row = logits.cast(DType::F32).into_data().try_to_vec::<f32>().expect("f32 logits");
     argmax(&row) as u32
 }
 
-fn llama(args: LlamaBenchArgs) -> Result<()> {
+fn lm(args: LlamaBenchArgs) -> Result<()> {
     let start = Instant::now();
-    let model = args.model.open_llama()?;
+    let model = args.model.open_model()?;
+    let model = model.as_ref();
     let load_s = start.elapsed().as_secs_f64();
     let (peak_after_load, rss_after_load) = resident_memory();
     let device = model.device();
-    let config = model.config().clone();
     let dtype = model.dtype();
     let bytes_per_param = match dtype {
         DType::F32 => 4,
         _ => 2,
     };
-    let weight_bytes = config.num_parameters() * bytes_per_param;
+    let parameters = model.num_parameters();
+    let weight_bytes = parameters * bytes_per_param;
 
-    let prompt: Vec<u32> = (0..args.prompt_len).map(|i| 3 + (i as u32 * 7919) % 31000).collect();
+    // Ids below 28000 fit every vocabulary benchmarked (LLaMA 32000, BioMedLM 28896).
+    let prompt: Vec<u32> = (0..args.prompt_len).map(|i| 3 + (i as u32 * 7919) % 28000).collect();
     // Warm-up: allocator and thread pool, not measured.
-    next_token(&model, DecoderInput::Ids(ids_tensor(&prompt[..8], 1, &device)), &mut model.new_cache(1));
+    next_token(model, DecoderInput::Ids(ids_tensor(&prompt[..8], 1, &device)), &mut model.new_cache(1));
 
     let mut cache = model.new_cache(1);
     let t = Instant::now();
-    let mut token = next_token(&model, DecoderInput::Ids(ids_tensor(&prompt, 1, &device)), &mut cache);
+    let mut token = next_token(model, DecoderInput::Ids(ids_tensor(&prompt, 1, &device)), &mut cache);
     let prefill_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
     for _ in 0..args.new_tokens {
-        token = next_token(&model, DecoderInput::Ids(ids_tensor(&[token], 1, &device)), &mut cache);
+        token = next_token(model, DecoderInput::Ids(ids_tensor(&[token], 1, &device)), &mut cache);
     }
     let decode_s = t.elapsed().as_secs_f64();
     println!(
         "{}",
         serde_json::json!({
             "impl": "biomedgpt-rs", "dtype": format!("{dtype:?}").to_lowercase(),
-            "parameters": config.num_parameters(), "weight_bytes": weight_bytes,
+            "parameters": parameters, "weight_bytes": weight_bytes,
             "load_s": load_s, "peak_rss_after_load": peak_after_load, "rss_after_load": rss_after_load,
             "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
             "prefill_tok_s": args.prompt_len as f64 / prefill_s,

@@ -1,9 +1,9 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use biomedgpt_io::FloatType;
-use biomedgpt_llama::{CausalLm, EarlyStopping, GenerationConfig, Llama, LlamaConfig, LlamaDir, Prompt, Strategy, generate};
+use biomedgpt_llama::{CausalLm, EarlyStopping, GenerationConfig, LlamaConfig, Prompt, Strategy, generate};
 
 use crate::lm::{TextLm, stored_dtype};
 use clap::Args;
@@ -54,13 +54,6 @@ impl ModelArgs {
     pub fn open_model(&self) -> Result<Box<dyn CausalLm>> {
         let ty = self.float_type_of(stored_dtype(&self.model))?;
         TextLm::open_model(&self.model, ty, &self.device()?)
-    }
-
-    /// A LLaMA model only (the LLaMA benchmarks).
-    pub fn open_llama(&self) -> Result<Llama> {
-        let ty = self.float_type(&LlamaConfig::from_file(self.model.join("config.json"))?)?;
-        LlamaDir::open_model(&self.model, ty, &self.device()?)
-            .with_context(|| format!("loading {}", self.model.display()))
     }
 }
 

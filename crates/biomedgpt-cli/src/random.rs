@@ -1,4 +1,5 @@
-//! Random weights in the checkpoint layouts the loaders read (HF LLaMA, HF ESM-2, GraphMVP GIN):
+//! Random weights in the checkpoint layouts the loaders read (HF LLaMA, HF GPT-2, HF ESM-2,
+//! GraphMVP GIN):
 //! for benchmarks and for `init`'s untrained models.
 
 use std::path::Path;
@@ -39,6 +40,38 @@ pub fn llama_specs(config: &LlamaConfig, vocab_rows: usize) -> Specs {
 
 pub fn is_llama_scale(name: &str) -> bool {
     name.ends_with("norm.weight")
+}
+
+/// HF GPT-2 (`GPT2LMHeadModel`) tensor names and shapes; `Conv1D` weights are `[in, out]` and
+/// the head is tied to `wte`.
+pub fn gpt2_specs(e: usize, layers: usize, inner: usize, vocab: usize, positions: usize) -> Specs {
+    let mut specs = vec![("transformer.wte.weight".to_string(), vec![vocab, e]), ("transformer.wpe.weight".to_string(), vec![positions, e])];
+    for l in 0..layers {
+        let p = format!("transformer.h.{l}.");
+        for (name, shape) in [
+            ("ln_1.weight", vec![e]),
+            ("ln_1.bias", vec![e]),
+            ("attn.c_attn.weight", vec![e, 3 * e]),
+            ("attn.c_attn.bias", vec![3 * e]),
+            ("attn.c_proj.weight", vec![e, e]),
+            ("attn.c_proj.bias", vec![e]),
+            ("ln_2.weight", vec![e]),
+            ("ln_2.bias", vec![e]),
+            ("mlp.c_fc.weight", vec![e, inner]),
+            ("mlp.c_fc.bias", vec![inner]),
+            ("mlp.c_proj.weight", vec![inner, e]),
+            ("mlp.c_proj.bias", vec![e]),
+        ] {
+            specs.push((format!("{p}{name}"), shape));
+        }
+    }
+    specs.push(("transformer.ln_f.weight".into(), vec![e]));
+    specs.push(("transformer.ln_f.bias".into(), vec![e]));
+    specs
+}
+
+pub fn is_gpt2_scale(name: &str) -> bool {
+    name.ends_with("ln_1.weight") || name.ends_with("ln_2.weight") || name.ends_with("ln_f.weight")
 }
 
 /// HF ESM-2 (`EsmModel`) tensor names and shapes.

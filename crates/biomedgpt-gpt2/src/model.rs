@@ -188,6 +188,10 @@ impl CausalLm for Gpt2 {
         self.config.vocab_size
     }
 
+    fn num_parameters(&self) -> usize {
+        self.num_params()
+    }
+
     fn max_positions(&self) -> usize {
         self.config.n_positions
     }

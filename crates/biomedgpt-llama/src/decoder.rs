@@ -11,6 +11,8 @@ pub trait CausalLm {
     /// The dtype of the weights (and of the hidden states).
     fn dtype(&self) -> DType;
     fn vocab_size(&self) -> usize;
+    /// Number of weights (for bandwidth figures).
+    fn num_parameters(&self) -> usize;
     /// Longest sequence the model takes (prompt + generated tokens).
     fn max_positions(&self) -> usize;
     /// The config's end-of-sequence ids.
@@ -34,6 +36,10 @@ impl CausalLm for Llama {
 
     fn vocab_size(&self) -> usize {
         self.config().vocab_size
+    }
+
+    fn num_parameters(&self) -> usize {
+        self.config().num_parameters()
     }
 
     fn max_positions(&self) -> usize {
