@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use biomedgpt_llama::ConfigError;
-use biomedgpt_llama::config::TokenIds;
+use biomedgpt_llama::config::{TokenIds, read_config};
 use serde::Deserialize;
 
 fn default_eps() -> f64 {
@@ -58,9 +58,7 @@ pub struct Gpt2Config {
 
 impl Gpt2Config {
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.display().to_string(), source })?;
-        Self::from_json(&text).map_err(|message| ConfigError::Invalid { path: path.display().to_string(), message })
+        read_config(path.as_ref(), Self::from_json)
     }
 
     pub fn from_json(text: &str) -> Result<Self, String> {

@@ -100,17 +100,21 @@ pub enum ConfigError {
     Invalid { path: String, message: String },
 }
 
+/// Reads a `config.json` and parses it with `parse`, naming the file in errors.
+pub fn read_config<T>(path: &Path, parse: impl FnOnce(&str) -> Result<T, String>) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse(&text).map_err(|message| ConfigError::Invalid {
+        path: path.display().to_string(),
+        message,
+    })
+}
+
 impl LlamaConfig {
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::from_json(&text).map_err(|message| ConfigError::Invalid {
-            path: path.display().to_string(),
-            message,
-        })
+        read_config(path.as_ref(), Self::from_json)
     }
 
     pub fn from_json(text: &str) -> Result<Self, String> {
