@@ -58,6 +58,9 @@ fn full_llm_fine_tuning_equals_pytorch() {
     let rows: Vec<usize> = full["rows"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
     let device = Device::flex().autodiff();
     let mut model = BioMedGpt::load(&fixtures().join("biomedgpt/tiny"), FloatType::F32, &device).unwrap();
+    // The PyTorch recipe trains the LLM and the adapters; the encoders stay frozen (as the
+    // `trainable = "adapters+llm"` session freezes them).
+    model.freeze_encoders();
     let batch = common::batch(&model, &fx);
 
     let loss = batch_loss(&model, &model.adapters, &batch).unwrap();
