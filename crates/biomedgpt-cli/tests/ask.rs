@@ -163,3 +163,32 @@ fn openbiomed_ckpts_layout_and_text_only_llama_directories_work() {
     let (ok, _, stderr) = biomedgpt(&["ask", "--model", llama, "--smiles", "CCO", "--question", "q"]);
     assert!(!ok && stderr.contains("no molecule encoder"), "{stderr}");
 }
+
+/// Without --model, `ask` answers with the demo model shipped in models/demo and says in one
+/// line what it is and how to use the real weights; the answer is text about the molecule.
+#[test]
+fn ask_without_a_model_answers_with_the_demo_and_says_so() {
+    let out = Command::new(env!("CARGO_BIN_EXE_biomedgpt"))
+        .env_remove("BIOMEDGPT_MODEL")
+        .args(["ask", "--smiles", "CC(=O)Oc1ccccc1C(=O)O", "--question", "Please describe this molecule.", "--json"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    let notes: Vec<&str> = stderr.lines().filter(|l| l.starts_with("note:")).collect();
+    assert_eq!(notes.len(), 1, "{stderr}");
+    assert!(notes[0].contains("demo") && notes[0].contains("--model") && notes[0].contains("BioMedGPT-10B"), "{stderr}");
+    let answer: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let text = answer["answer"].as_str().unwrap();
+    assert!(text.split_whitespace().count() >= 3, "a sentence, not noise: {text:?}");
+
+    // A protein question works the same way.
+    let out = Command::new(env!("CARGO_BIN_EXE_biomedgpt"))
+        .env_remove("BIOMEDGPT_MODEL")
+        .args(["ask", "--protein", "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQFEVVHSLAKWKRQTLGQHDFSAGEGLYTHMKALRPDEDRLSPLHSVYVDQWDWERVMGDGERQFSTLKSTVEAIWAGIKATEAAVSEEFGLAPFLPDQIHFVHSQELLSRYPDLDAKGRERAIAKDLGAVFLVGIGGKLSDGHRHDVRAPDYDDWSTPSELGHAGLNGDILVWNPVLEDAFELSSMGIRVDADTLKHQLALTGDEDRLELEWHQALLRGEMPQTIGGGIGQSRLTMLLLQLPHIGQVQCGVWPAACRESVPALL", "--question", "What is the function of this protein?", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let answer: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert!(!answer["answer"].as_str().unwrap().trim().is_empty());
+}
