@@ -21,6 +21,29 @@ pub fn parse(spec: &str) -> Result<Device> {
     }
 }
 
+/// `train --device`: one device, or several CUDA devices (`cuda:0,cuda:1`) for data-parallel
+/// training. Burn 0.22 all-reduces gradients with NCCL, its only implementation of collective
+/// operations, so other backends train on one device.
+pub fn parse_training_devices(spec: &str) -> Result<Vec<Device>> {
+    let specs: Vec<&str> = spec.split(',').map(str::trim).collect();
+    if specs.len() > 1 {
+        if let Some(other) = specs.iter().find(|s| !s.starts_with("cuda")) {
+            bail!(
+                "--device {spec}: data-parallel training needs collective operations, which Burn 0.22 \
+                 implements for CUDA only (NCCL); `{other}` can train on its own, or list CUDA devices \
+                 (cuda:0,cuda:1)"
+            );
+        }
+        let mut seen = specs.clone();
+        seen.sort_unstable();
+        seen.dedup();
+        if seen.len() != specs.len() {
+            bail!("--device {spec}: a device is listed twice");
+        }
+    }
+    specs.iter().map(|s| parse(s)).collect()
+}
+
 #[cfg(feature = "wgpu")]
 fn wgpu(index: Option<usize>) -> Result<Device> {
     use burn::tensor::DeviceKind;

@@ -134,7 +134,8 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_features: Option<PathBuf>,
-    /// cpu, wgpu[:N] or cuda[:N] (default cpu).
+    /// cpu, wgpu[:N] or cuda[:N] (default cpu); several CUDA devices, comma-separated
+    /// (cuda:0,cuda:1), train data-parallel.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
@@ -218,10 +219,10 @@ fn on_ctrl_c_save_and_stop() {}
 
 pub fn train(args: TrainArgs) -> Result<()> {
     let config = merged_config(&args)?;
-    let device = crate::device::parse(&config.device)?;
+    let devices = crate::device::parse_training_devices(&config.device)?;
     on_ctrl_c_save_and_stop();
     let mut bar = Bar { encode: None, train: None };
-    let last = run(&config, args.resume, &device, &mut bar)?;
+    let last = run(&config, args.resume, &devices, &mut bar)?;
     if let Some(bar) = &bar.train {
         bar.finish();
     }

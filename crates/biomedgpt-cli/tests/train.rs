@@ -175,6 +175,9 @@ fn bad_settings_are_refused_with_a_reason() {
         (vec!["--max-steps", "0"], "max_steps"),
         (vec!["--weight-decay", "0.1"], "max_steps"),
         (vec!["--max-steps", "2", "--dataset", "chebi=datasets/chebi"], "unknown task"),
+        // Data-parallel training needs collective operations: Burn 0.22 has them for CUDA only.
+        (vec!["--max-steps", "2", "--device", "cpu,cpu"], "CUDA only"),
+        (vec!["--max-steps", "2", "--device", "cuda:0,cuda:0"], "listed twice"),
     ] {
         let (ok, stdout, stderr) = biomedgpt(&train_args(&dir.join("x"), &extra));
         assert!(!ok && stdout.is_empty(), "{extra:?} should fail");

@@ -11,6 +11,7 @@ pub enum TokenizerError {
     Encode(String),
 }
 
+#[derive(Clone)]
 pub struct LlamaTokenizer {
     inner: tokenizers::Tokenizer,
     bos_id: Option<u32>,

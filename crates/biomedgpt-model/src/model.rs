@@ -285,6 +285,25 @@ impl BioMedGpt {
         Ok(BioMedGpt { llm, tokenizer, adapters, molecule, protein, system_prompt, notice: layout.settings.notice })
     }
 
+    /// A replica on another device, for data-parallel training: every module forked (parameter
+    /// ids, gradient tracking and LoRA reparameterizations kept), tokenizer and settings copied.
+    pub fn fork(&self, device: &Device) -> BioMedGpt {
+        let encoders = self.encoders().fork(device);
+        BioMedGpt {
+            llm: self.llm.clone().fork(device),
+            tokenizer: self.tokenizer.clone(),
+            adapters: self.adapters.clone().fork(device),
+            molecule: encoders.gin.map(|gin| MoleculeEncoder { gin }),
+            protein: self.protein.as_ref().zip(encoders.esm).map(|(p, esm)| ProteinEncoder {
+                esm,
+                alphabet: p.alphabet.clone(),
+                max_tokens: p.max_tokens,
+            }),
+            system_prompt: self.system_prompt.clone(),
+            notice: self.notice.clone(),
+        }
+    }
+
     /// Stops the encoders' parameters from tracking gradients (on an autodiff device). Their
     /// outputs then carry no autodiff graph, which would otherwise be kept for every example
     /// encoded until a backward pass that never comes.

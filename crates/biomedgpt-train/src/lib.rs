@@ -17,6 +17,7 @@
 //! computed in the graph at every step).
 
 pub mod lora;
+pub mod parallel;
 pub mod params;
 pub mod plot;
 pub mod schedule;
@@ -147,6 +148,19 @@ pub fn encode_example_cached(model: &BioMedGpt, example: &Example, cache: Option
     let mut answer_ids = model.tokenizer.encode(&example.answer, false).map_err(ModelError::from)?;
     answer_ids.push(eos);
     Ok(EncodedExample { inputs: example.inputs.clone(), features, prompt: prompt.render(), answer_ids, answer: example.answer.clone() })
+}
+
+impl EncodedExample {
+    /// The example with its stored features on `device` (a data-parallel replica's).
+    pub fn to_device(&self, device: &burn::tensor::Device) -> EncodedExample {
+        let features = self.features.iter().map(|(m, f)| (*m, f.clone().to_device(device))).collect();
+        EncodedExample { features, ..self.clone() }
+    }
+
+    /// The answer tokens the loss predicts (the answer's ids and EOS).
+    pub fn answer_tokens(&self) -> usize {
+        self.answer_ids.len()
+    }
 }
 
 /// The example's encoder features: the stored ones, or, when the encoders train (their

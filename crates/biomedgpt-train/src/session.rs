@@ -11,6 +11,9 @@
 //!   validation (`valid_loss`, text metrics when `eval_generate` > 0). On resume, lines after the
 //!   checkpoint's step are dropped, so the log reads as one uninterrupted run.
 //! - `loss.png`: the training and validation loss curves.
+//!
+//! With several devices the loop drives one [`Replica`] per device ([`crate::parallel`]): the
+//! first in this thread (it also validates and saves), the others in worker threads.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -24,15 +27,17 @@ use biomedgpt_eval::data::{QaRecord, QaTask, Subject, load_qa};
 use biomedgpt_io::FloatType;
 use biomedgpt_model::{Adapters, BioMedGpt, Input, Layout};
 use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::optim::{AdamWConfig, ModuleOptimizer};
 use burn::grad_clipping::GradientClippingConfig;
 use burn::tensor::Device;
+use burn::tensor::distributed::{DistributedConfig, DistributedContext, ReduceOperation};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::parallel::{Replica, Shard, Worker, shard_batch};
 use crate::schedule::{epoch_order, next_batch, warmup_cosine};
 use crate::lora::LoraSettings;
-use crate::{Trainable, EncodedExample, Example, FeatureCache, TrainError, batch_loss, encode_example_cached, freeze};
+use crate::{EncodedExample, Example, FeatureCache, TrainError, batch_loss, encode_example_cached, freeze};
 use biomedgpt_model::ModelError;
 
 /// Set by a Ctrl-C handler: the loop saves a checkpoint after the current step and stops.
@@ -422,8 +427,22 @@ pub trait Observer {
 }
 
 /// Runs (or, with `resume`, continues) a training run; returns the last checkpoint.
-pub fn run(config: &TrainConfig, resume: bool, device: &Device, observer: &mut dyn Observer) -> Result<PathBuf, TrainError> {
+/// Runs (or with `resume`, continues) the training that `config` describes on `devices`: one
+/// device, or several for data-parallel training (see [`crate::parallel`]; the batches, and so
+/// the run, are those of a single device). Returns the last checkpoint.
+pub fn run(config: &TrainConfig, resume: bool, devices: &[Device], observer: &mut dyn Observer) -> Result<PathBuf, TrainError> {
     config.validate()?;
+    let Some(first_device) = devices.first() else {
+        return Err(TrainError::Input("no device to train on".into()));
+    };
+    // Burn's CPU backend has no collective operations (marking a parameter distributed panics).
+    if devices.len() > 1 && devices.iter().any(|d| format!("{d:?}").contains("Flex")) {
+        return Err(TrainError::Input(
+            "data-parallel training needs collective operations, which Burn 0.22 implements for CUDA only (NCCL); \
+             the CPU backend trains on one device"
+                .into(),
+        ));
+    }
     std::fs::create_dir_all(&config.out).map_err(io_err)?;
     let checkpoint = if resume {
         Some(latest_checkpoint(&config.out).ok_or_else(|| {
@@ -439,7 +458,7 @@ pub fn run(config: &TrainConfig, resume: bool, device: &Device, observer: &mut d
         None
     };
     let base = base_settings(config)?;
-    let device = device.clone().autodiff();
+    let device = first_device.clone().autodiff();
     // The base model; a resumed run then takes the checkpoint's adapters and (unmerged) LoRA factors.
     let mut model = BioMedGpt::load(&config.model, FloatType::F32, &device)?;
     // Encoders are frozen while the examples are encoded (a graph kept per example would fill
@@ -504,16 +523,7 @@ pub fn run(config: &TrainConfig, resume: bool, device: &Device, observer: &mut d
             TrainerState { step: 0, epoch: 0, cursor: 0, param_ids: param_ids(&model.adapters, &model.llm, &model.encoders()), config: config.clone() }
         }
     };
-    let mut optimizer = AdamWConfig::new()
-        .with_beta_1(config.beta1)
-        .with_beta_2(config.beta2)
-        .with_epsilon(config.eps)
-        .with_weight_decay(config.weight_decay)
-        .with_grad_clipping(config.clip_norm.map(GradientClippingConfig::Norm))
-        .init();
-    if let Some(dir) = &checkpoint {
-        optimizer = optimizer.load(dir.join("optimizer.bpk")).map_err(|e| io_err(format!("{}: {e:?}", dir.display())))?;
-    }
+    let optimizer = new_optimizer(config, checkpoint.as_deref())?;
 
     let (train, valid) = {
         let mut report = |split: &str, done: usize, total: usize| observer.encoding(split, done, total);
@@ -536,6 +546,20 @@ pub fn run(config: &TrainConfig, resume: bool, device: &Device, observer: &mut d
     }
     let lengths: Vec<usize> = train.iter().map(|e| example_len(e, &model)).collect();
     let valid_lengths: Vec<usize> = valid.iter().map(|e| example_len(e, &model)).collect();
+    let answer_tokens: Vec<usize> = train.iter().map(EncodedExample::answer_tokens).collect();
+
+    // Data parallel: Burn's communication context for the run, and a replica (forked from the
+    // ready model, so parameter ids agree) with its own optimizer on every other device.
+    let _context = (devices.len() > 1).then(|| {
+        DistributedContext::init(devices.to_vec(), DistributedConfig { all_reduce_op: ReduceOperation::Mean })
+    });
+    let mut workers = Vec::new();
+    for other in &devices[1..] {
+        let other = other.clone().autodiff();
+        let replica = Replica::distributed(model.fork(&other), new_optimizer(config, checkpoint.as_deref())?)?;
+        workers.push(Worker::start(replica, other));
+    }
+    let mut main = if workers.is_empty() { Replica::single(model, optimizer) } else { Replica::distributed(model, optimizer)? };
 
     // The metrics log continues from the checkpoint: later lines belong to the interrupted run.
     let log_path = config.out.join("metrics.jsonl");
@@ -567,7 +591,6 @@ pub fn run(config: &TrainConfig, resume: bool, device: &Device, observer: &mut d
     let mut tokens_seen = 0usize;
     while state.step < config.max_steps {
         let lr = warmup_cosine(state.step, config.lr, config.warmup_steps, config.max_steps);
-        let mut accumulator = GradientsAccumulator::<Trainable>::new();
         let mut loss_sum = 0.0;
         let mut step_tokens = 0;
         for _ in 0..config.grad_accum {
@@ -579,22 +602,27 @@ pub fn run(config: &TrainConfig, resume: bool, device: &Device, observer: &mut d
             }
             let batch_ids = next_batch(&order, state.cursor, &lengths, config.batch_tokens, config.max_batch_examples);
             state.cursor += batch_ids.len();
-            let batch: Vec<EncodedExample> = batch_ids.iter().map(|&i| train[i].clone()).collect();
             step_tokens += batch_ids.iter().map(|&i| lengths[i]).sum::<usize>();
-            let loss = batch_loss(&model, &model.adapters, &batch)?.div_scalar(config.grad_accum as f64);
-            loss_sum += loss.clone().into_scalar::<f32>() as f64;
-            let gradients = loss.backward();
-            let trainable = Trainable { adapters: model.adapters.clone(), llm: model.llm.clone(), encoders: model.encoders() };
-            let grads = GradientsParams::from_grads(gradients, &trainable);
-            accumulator.accumulate(&trainable, grads);
+            // One shard per device (the whole batch on one device), computed at the same time.
+            let shards = shard_batch(&batch_ids, &answer_tokens, devices.len());
+            let examples = |shard: &Shard| -> Vec<EncodedExample> { shard.examples.iter().map(|&i| train[i].clone()).collect() };
+            for (worker, shard) in workers.iter().zip(&shards[1..]) {
+                worker.send_micro_batch(examples(shard), shard.weight, config.grad_accum)?;
+            }
+            let mut loss = main.micro_batch(&examples(&shards[0]), shards[0].weight, config.grad_accum)?;
+            for worker in &workers {
+                loss += worker.wait()?;
+            }
+            loss_sum += loss / devices.len() as f64;
         }
-        // Frozen parameters have no gradients and stay as they are.
-        let adapters = std::mem::replace(&mut model.adapters, Adapters { proj_mol: None, proj_prot: None });
-        let trainable = Trainable { adapters, llm: model.llm.clone(), encoders: model.encoders() };
-        let trainable = optimizer.step(lr, trainable, accumulator.grads());
-        model.adapters = trainable.adapters;
-        model.llm = trainable.llm;
-        model.set_encoders(trainable.encoders)?;
+        for worker in &workers {
+            worker.send_step(lr)?;
+        }
+        main.step(lr)?;
+        for worker in &workers {
+            worker.wait()?;
+        }
+        let model = &main.model;
         state.step += 1;
         tokens_seen += step_tokens;
         let tokens_per_s = tokens_seen as f64 / start.elapsed().as_secs_f64().max(1e-9);
@@ -604,13 +632,13 @@ pub fn run(config: &TrainConfig, resume: bool, device: &Device, observer: &mut d
         let last = state.step == config.max_steps;
         let stopping = STOP_REQUESTED.load(Ordering::SeqCst);
         if !valid.is_empty() && (last || (config.eval_every > 0 && state.step % config.eval_every == 0)) {
-            let valid_loss = validation_loss(&model, &valid, &valid_lengths, config)?;
+            let valid_loss = validation_loss(model, &valid, &valid_lengths, config)?;
             let mut line = json!({"step": state.step, "valid_loss": valid_loss});
             if let Some(scorer) = &scorer {
                 let n = config.eval_generate.min(valid.len());
                 let predictions = valid[..n]
                     .iter()
-                    .map(|e| crate::generate_answer(&model, e, config.eval_max_new_tokens))
+                    .map(|e| crate::generate_answer(model, e, config.eval_max_new_tokens))
                     .collect::<Result<Vec<_>, _>>()?;
                 let pairs = predictions.iter().zip(&valid[..n]).map(|(p, e)| (p.as_str(), e.answer.as_str()));
                 let (scores, _) = scorer.score(pairs, BleuMode::Corpus).map_err(io_err)?;
@@ -623,7 +651,7 @@ pub fn run(config: &TrainConfig, resume: bool, device: &Device, observer: &mut d
             observer.validation(state.step, valid_loss);
         }
         if last || stopping || (config.save_every > 0 && state.step % config.save_every == 0) {
-            let dir = save_checkpoint(&config.out, &base, &model, &optimizer, &state)?;
+            let dir = save_checkpoint(&config.out, &base, model, &main.optimizer, &state)?;
             observer.checkpoint(&dir);
             last_checkpoint = Some(dir);
             write_plot(&config.out, &log_lines)?;
@@ -632,7 +660,23 @@ pub fn run(config: &TrainConfig, resume: bool, device: &Device, observer: &mut d
             break;
         }
     }
+    workers.into_iter().for_each(Worker::stop);
     last_checkpoint.ok_or_else(|| TrainError::Input("the run was already complete".into()))
+}
+
+/// AdamW with the run's settings; with a checkpoint, its state.
+fn new_optimizer(config: &TrainConfig, checkpoint: Option<&Path>) -> Result<ModuleOptimizer, TrainError> {
+    let optimizer = AdamWConfig::new()
+        .with_beta_1(config.beta1)
+        .with_beta_2(config.beta2)
+        .with_epsilon(config.eps)
+        .with_weight_decay(config.weight_decay)
+        .with_grad_clipping(config.clip_norm.map(GradientClippingConfig::Norm))
+        .init();
+    match checkpoint {
+        Some(dir) => optimizer.load(dir.join("optimizer.bpk")).map_err(|e| io_err(format!("{}: {e:?}", dir.display()))),
+        None => Ok(optimizer),
+    }
 }
 
 /// Mean loss over the answer tokens of the validation examples (`lengths` as batching counts them).
