@@ -134,6 +134,11 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_features: Option<PathBuf>,
+    /// dtype of the frozen LLM and ESM: f32 (default), or f16/bf16 for half the memory with
+    /// --trainable adapters (the adapters, their optimizer state and the loss stay f32).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dtype: Option<String>,
     /// cpu, wgpu[:N] or cuda[:N] (default cpu); several CUDA devices, comma-separated
     /// (cuda:0,cuda:1), train data-parallel.
     #[arg(long)]

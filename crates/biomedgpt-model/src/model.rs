@@ -133,7 +133,10 @@ impl Adapters {
             Modality::Protein => self.proj_prot.as_ref(),
         };
         let proj = proj.ok_or_else(|| ModelError::Unsupported(format!("this model has no {modality:?} adapter")))?;
-        Ok(apply_linear(proj, features))
+        // Training keeps the adapters in f32 beside a half-precision LLM: the features come in
+        // the LLM's dtype and the projection goes back to it.
+        let dtype = features.dtype();
+        Ok(apply_linear(proj, features.cast(proj.weight.val().dtype())).cast(dtype))
     }
 }
 
@@ -207,6 +210,12 @@ impl BioMedGpt {
     /// Loads from a model directory (see [`Layout`]). `ty` is the dtype of the LLM, the ESM and
     /// the adapters; the GIN runs in f32 (it is small) and its output is cast.
     pub fn load(dir: &std::path::Path, ty: FloatType, device: &Device) -> Result<Self, ModelError> {
+        Self::load_with_adapters_in(dir, ty, ty, device)
+    }
+
+    /// As [`Self::load`], with the adapters in `adapter_ty` (training keeps them in f32 while
+    /// a frozen LLM and ESM may be held in half precision).
+    pub fn load_with_adapters_in(dir: &std::path::Path, ty: FloatType, adapter_ty: FloatType, device: &Device) -> Result<Self, ModelError> {
         let layout = Layout::resolve(dir)?;
         let mut config = LlamaConfig::from_file(layout.llm.join("config.json")).map_err(biomedgpt_llama::OpenError::from)?;
         let tokenizer_path = layout.llm.join("tokenizer.json");
@@ -262,7 +271,7 @@ impl BioMedGpt {
                     ..GinConfig::biomedgpt()
                 };
                 let gin = Gin::load(&gin_config, &mol_view, FloatType::F32, device)?;
-                adapters.proj_mol = Some(linear(&root.pp("proj_mol"), gin_config.emb_dim, hidden, true, ty, device)?);
+                adapters.proj_mol = Some(linear(&root.pp("proj_mol"), gin_config.emb_dim, hidden, true, adapter_ty, device)?);
                 Some(MoleculeEncoder { gin })
             }
             None => None,
@@ -273,14 +282,14 @@ impl BioMedGpt {
                 let esm_config = EsmConfig::from_file(esm_dir.join("config.json")).map_err(biomedgpt_esm::EsmError::Config)?;
                 let alphabet = biomedgpt_esm::alphabet_of_dir(esm_dir)?;
                 let esm = Esm::load(&esm_config, &encoder_root.pp("prot_structure_encoder"), ty, device)?;
-                adapters.proj_prot = Some(linear(&root.pp("proj_prot"), esm_config.hidden_size, hidden, true, ty, device)?);
+                adapters.proj_prot = Some(linear(&root.pp("proj_prot"), esm_config.hidden_size, hidden, true, adapter_ty, device)?);
                 let max_tokens = layout.settings.max_protein_tokens.unwrap_or(MAX_PROTEIN_TOKENS);
                 Some(ProteinEncoder { esm, alphabet, max_tokens })
             }
             _ => None,
         };
         if let Some(path) = &layout.adapters {
-            adapters = adapters.replaced_from(path, ty, device)?;
+            adapters = adapters.replaced_from(path, adapter_ty, device)?;
         }
         Ok(BioMedGpt { llm, tokenizer, adapters, molecule, protein, system_prompt, notice: layout.settings.notice })
     }

@@ -86,18 +86,20 @@ impl FeatureCache {
         Ok(Self { dir: dir.to_owned(), model_key: format!("{}|{}|{modified}", canonical.display(), meta.len()) })
     }
 
-    fn path(&self, input: &Input) -> std::path::PathBuf {
+    /// The file of an input's features in `dtype` (f32 keys are those of earlier versions).
+    fn path(&self, input: &Input, dtype: DType) -> std::path::PathBuf {
         use sha2::{Digest, Sha256};
         let what = match input {
             Input::Smiles(s) => format!("molecule|{s}"),
             Input::Protein { sequence, .. } => format!("protein|{sequence}"),
         };
-        let key = Sha256::digest(format!("{}|{what}", self.model_key).as_bytes());
+        let dtype = if dtype == DType::F32 { String::new() } else { format!("|{dtype:?}") };
+        let key = Sha256::digest(format!("{}|{what}{dtype}", self.model_key).as_bytes());
         self.dir.join(format!("{key:x}.npy"))
     }
 
     fn features(&self, model: &BioMedGpt, input: &Input) -> Result<(Modality, Tensor<2>), TrainError> {
-        let path = self.path(input);
+        let path = self.path(input, model.llm.dtype());
         let modality = match input {
             Input::Smiles(_) => Modality::Molecule,
             Input::Protein { .. } => Modality::Protein,

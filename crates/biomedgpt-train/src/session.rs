@@ -176,6 +176,9 @@ pub struct TrainConfig {
     /// Keep the frozen encoders' features here (one .npy per molecule/protein) across runs.
     #[serde(default)]
     pub cache_features: Option<PathBuf>,
+    /// The dtype of the frozen LLM and ESM: "f32", or "f16"/"bf16" to hold them in half the
+    /// memory (trainable = "adapters" only). The adapters, their optimizer state and the loss
+    /// stay in f32; the GIN runs in f32 as always.
     #[serde(default = "default_dtype")]
     pub dtype: String,
     #[serde(default = "default_device")]
@@ -211,8 +214,20 @@ impl TrainConfig {
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return bad(format!("lr must be positive, got {}", self.lr));
         }
-        if self.dtype != "f32" {
-            return bad(format!("dtype {:?}: training runs in f32 (the CPU backend has no mixed precision)", self.dtype));
+        match FloatType::parse(&self.dtype) {
+            None => return bad(format!("dtype {:?}: one of f32, f16, bf16", self.dtype)),
+            Some(FloatType::F32) => {}
+            // LoRA factors take their base weight's dtype, and AdamW steps in half precision
+            // would lose small updates; Burn 0.22 has no mixed precision to keep f32 masters.
+            Some(_) if self.trainable != "adapters" => {
+                return bad(format!(
+                    "dtype {:?} holds the frozen LLM and ESM in half precision, for trainable = \"adapters\" only; \
+                     with {:?} the trained weights would be half precision too (Burn 0.22 has no mixed precision): \
+                     use dtype = \"f32\"",
+                    self.dtype, self.trainable
+                ));
+            }
+            Some(_) => {}
         }
         Ok(())
     }
@@ -460,7 +475,8 @@ pub fn run(config: &TrainConfig, resume: bool, devices: &[Device], observer: &mu
     let base = base_settings(config)?;
     let device = first_device.clone().autodiff();
     // The base model; a resumed run then takes the checkpoint's adapters and (unmerged) LoRA factors.
-    let mut model = BioMedGpt::load(&config.model, FloatType::F32, &device)?;
+    let dtype = FloatType::parse(&config.dtype).expect("validated");
+    let mut model = BioMedGpt::load_with_adapters_in(&config.model, dtype, FloatType::F32, &device)?;
     // Encoders are frozen while the examples are encoded (a graph kept per example would fill
     // memory) and unfrozen afterwards when they train; the LLM is frozen unless it trains.
     model.freeze_encoders();
