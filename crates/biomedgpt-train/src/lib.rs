@@ -283,6 +283,27 @@ pub struct Trainable {
     pub encoders: Encoders,
 }
 
+impl Trainable {
+    /// The model's trainable parts (shared tensors, not copies), e.g. to collect gradients.
+    pub fn of(model: &BioMedGpt) -> Trainable {
+        Trainable { adapters: model.adapters.clone(), llm: model.llm.clone(), encoders: model.encoders() }
+    }
+
+    /// As [`Self::of`], taking the adapters out of the model (for an optimizer step, which
+    /// consumes the module; [`Self::put_into`] puts the stepped parts back).
+    pub fn take_from(model: &mut BioMedGpt) -> Trainable {
+        let adapters = std::mem::replace(&mut model.adapters, Adapters { proj_mol: None, proj_prot: None });
+        Trainable { adapters, llm: model.llm.clone(), encoders: model.encoders() }
+    }
+
+    pub fn put_into(self, model: &mut BioMedGpt) -> Result<(), TrainError> {
+        model.adapters = self.adapters;
+        model.llm = self.llm;
+        model.set_encoders(self.encoders)?;
+        Ok(())
+    }
+}
+
 /// Trains the adapters of a model with AdamW.
 pub struct AdapterTrainer {
     optimizer: ModuleOptimizer,
@@ -315,14 +336,9 @@ impl AdapterTrainer {
     pub fn step_with_llm(&mut self, model: &mut BioMedGpt, batch: &[EncodedExample]) -> Result<f64, TrainError> {
         let loss = batch_loss(model, &model.adapters, batch)?;
         let value = loss.clone().into_scalar::<f32>() as f64;
-        let gradients = loss.backward();
-        let adapters = std::mem::replace(&mut model.adapters, Adapters { proj_mol: None, proj_prot: None });
-        let all = Trainable { adapters, llm: model.llm.clone(), encoders: model.encoders() };
-        let grads = GradientsParams::from_grads(gradients, &all);
-        let all = self.optimizer.step(self.lr, all, grads);
-        model.adapters = all.adapters;
-        model.llm = all.llm;
-        model.set_encoders(all.encoders)?;
+        let grads = GradientsParams::from_grads(loss.backward(), &Trainable::of(model));
+        let all = self.optimizer.step(self.lr, Trainable::take_from(model), grads);
+        all.put_into(model)?;
         Ok(value)
     }
 }

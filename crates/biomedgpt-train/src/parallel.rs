@@ -11,7 +11,7 @@
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
 
-use biomedgpt_model::{Adapters, BioMedGpt};
+use biomedgpt_model::BioMedGpt;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor};
@@ -132,15 +132,8 @@ impl Replica {
     /// A data-parallel replica: its trainable parameters marked distributed. Call within a
     /// [`burn::tensor::distributed::DistributedContext`] spanning every replica's device.
     pub fn distributed(mut model: BioMedGpt, optimizer: ModuleOptimizer) -> Result<Replica, TrainError> {
-        let adapters = std::mem::replace(&mut model.adapters, Adapters { proj_mol: None, proj_prot: None });
-        model.adapters = mark_distributed(adapters);
-        model.llm = mark_distributed(model.llm.clone());
-        model.set_encoders(mark_distributed(model.encoders()))?;
+        mark_distributed(Trainable::take_from(&mut model)).put_into(&mut model)?;
         Ok(Replica { model, optimizer, accumulator: GradientsAccumulator::new(), distributed: true })
-    }
-
-    fn trainable(&self) -> Trainable {
-        Trainable { adapters: self.model.adapters.clone(), llm: self.model.llm.clone(), encoders: self.model.encoders() }
     }
 
     /// Backward through one micro-batch shard's loss x `weight` / `grad_accum` (all-reduced
@@ -154,12 +147,12 @@ impl Replica {
         let mut loss = loss.div_scalar(grad_accum as f64);
         let value = loss.clone().into_scalar::<f32>() as f64;
         if self.distributed {
-            if let Some(zero) = zero_use_of_trainables(&self.trainable()) {
+            if let Some(zero) = zero_use_of_trainables(&Trainable::of(&self.model)) {
                 loss = loss + zero;
             }
         }
         let gradients = loss.backward();
-        let trainable = self.trainable();
+        let trainable = Trainable::of(&self.model);
         let grads = GradientsParams::from_grads(gradients, &trainable);
         self.accumulator.accumulate(&trainable, grads);
         Ok(value)
@@ -168,14 +161,9 @@ impl Replica {
     /// The optimizer step with the gradients accumulated since the last one. Frozen parameters
     /// have no gradients and stay as they are.
     pub fn step(&mut self, lr: f64) -> Result<(), TrainError> {
-        let adapters = std::mem::replace(&mut self.model.adapters, Adapters { proj_mol: None, proj_prot: None });
-        let trainable = Trainable { adapters, llm: self.model.llm.clone(), encoders: self.model.encoders() };
         let grads = std::mem::replace(&mut self.accumulator, GradientsAccumulator::new()).grads();
-        let trainable = self.optimizer.step(lr, trainable, grads);
-        self.model.adapters = trainable.adapters;
-        self.model.llm = trainable.llm;
-        self.model.set_encoders(trainable.encoders)?;
-        Ok(())
+        let trainable = self.optimizer.step(lr, Trainable::take_from(&mut self.model), grads);
+        trainable.put_into(&mut self.model)
     }
 }
 

@@ -441,7 +441,6 @@ pub trait Observer {
     fn checkpoint(&mut self, path: &Path);
 }
 
-/// Runs (or, with `resume`, continues) a training run; returns the last checkpoint.
 /// Runs (or with `resume`, continues) the training that `config` describes on `devices`: one
 /// device, or several for data-parallel training (see [`crate::parallel`]; the batches, and so
 /// the run, are those of a single device). Returns the last checkpoint.
