@@ -6,7 +6,7 @@
 //! HF stores GPT-2's projections as `Conv1D` with weights `[in, out]`, which is already Burn's
 //! `Linear` layout: they are loaded as they are, with no transpose.
 
-use biomedgpt_io::modules::{apply_linear, embedding, layer_norm, param};
+use biomedgpt_io::modules::{apply_linear, embedding, layer_norm, matmul_weight, param};
 use biomedgpt_io::{FloatType, LoadError, WeightView};
 use biomedgpt_llama::{CausalLm, DecoderInput, KvCache, StepMask};
 use burn::module::Module;
@@ -169,7 +169,7 @@ impl Gpt2 {
             Some(head) => apply_linear(head, hidden),
             None => {
                 let [b, t, e] = hidden.dims();
-                hidden.reshape([b * t, e]).matmul(self.wte.weight.val().transpose()).reshape([b, t, self.config.vocab_size])
+                matmul_weight(hidden.reshape([b * t, e]), self.wte.weight.val().transpose()).reshape([b, t, self.config.vocab_size])
             }
         }
     }

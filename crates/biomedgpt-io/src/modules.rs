@@ -63,13 +63,22 @@ pub fn apply_linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
     let rows: usize = dims[..D - 1].iter().product();
     let weight = layer.weight.val();
     let d_out = weight.dims()[1];
-    let mut y = x.reshape([rows, d_in]).matmul(weight);
+    let mut y = matmul_weight(x.reshape([rows, d_in]), weight);
     if let Some(bias) = &layer.bias {
         y = y + bias.val().unsqueeze::<2>();
     }
     let mut out_dims = dims;
     out_dims[D - 1] = d_out;
     y.reshape(out_dims)
+}
+
+/// `x [rows, in] · weight [in, out]`: the CPU decoding kernels of [`crate::matvec`] for a few
+/// rows on Burn's CPU backend, Burn's matmul otherwise.
+pub fn matmul_weight(x: Tensor<2>, weight: Tensor<2>) -> Tensor<2> {
+    match crate::matvec::try_matmul(&x, &weight) {
+        Some(y) => y,
+        None => x.matmul(weight),
+    }
 }
 
 /// Rotary position embedding in HF's rotate-half layout: `x * cos + rotate_half(x) * sin`, with

@@ -7,7 +7,7 @@ use burn::tensor::activation::silu;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
-use biomedgpt_io::modules::{apply_linear, apply_rotary, linear as load_linear, param, rotary_tables};
+use biomedgpt_io::modules::{apply_linear, apply_rotary, linear as load_linear, matmul_weight, param, rotary_tables};
 use biomedgpt_io::{FloatType, LoadError, WeightView};
 
 use crate::cache::{KvCache, StepMask};
@@ -288,7 +288,7 @@ impl Llama {
             None => {
                 let w = self.model.embed_tokens.weight.val(); // [vocab, hidden]
                 let [b, t, h] = hidden.dims();
-                hidden.reshape([b * t, h]).matmul(w.transpose()).reshape([b, t, self.config.vocab_size])
+                matmul_weight(hidden.reshape([b * t, h]), w.transpose()).reshape([b, t, self.config.vocab_size])
             }
         }
     }

@@ -1,0 +1,480 @@
+//! Matrix-vector products for decoding on the CPU backend.
+//!
+//! Generating one token multiplies a handful of rows (one per sequence or beam) by every weight
+//! matrix: the time is reading the weights from memory. Burn 0.22's CPU backend reaches about a
+//! third of this machine's read bandwidth on these shapes; the kernels here stream each weight
+//! once with AVX-512 (or AVX2 + F16C) loads, widening f16/bf16 to f32 in registers and
+//! accumulating in f32, the way torch and llama.cpp do on CPU.
+//!
+//! [`try_matmul`] takes this path only for plain (non-autodiff) tensors on Burn's CPU backend,
+//! with at most [`MAX_ROWS`] rows, one dtype for both operands and a weight laid out as a
+//! contiguous `[in, out]` matrix or a transposed view of a contiguous `[out, in]` one (PyTorch's
+//! `nn.Linear` storage); anything else returns `None` and the caller uses Burn's matmul.
+
+use burn::backend::flex::{Flex, FlexTensor};
+use burn::tensor::{DType, Tensor, TensorData, bf16, f16};
+use rayon::prelude::*;
+use std::ops::Range;
+
+/// Above this many rows, Burn's matrix-matrix kernels are the better choice.
+pub const MAX_ROWS: usize = 8;
+
+/// How the weight `[in, out]` is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightLayout {
+    /// Row-major `[in, out]`: row `i` holds input `i`'s contribution to every output.
+    InputMajor,
+    /// Row-major `[out, in]` (PyTorch's Linear): output `j` is a dot product with row `j`.
+    OutputMajor,
+}
+
+/// Weight element types the kernels read.
+pub trait Element: Copy + Send + Sync + 'static {
+    const KIND: ElementKind;
+    fn to_f32(self) -> f32;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ElementKind {
+    F32,
+    F16,
+    BF16,
+}
+
+impl Element for f32 {
+    const KIND: ElementKind = ElementKind::F32;
+    fn to_f32(self) -> f32 {
+        self
+    }
+}
+
+impl Element for f16 {
+    const KIND: ElementKind = ElementKind::F16;
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+}
+
+impl Element for bf16 {
+    const KIND: ElementKind = ElementKind::BF16;
+    fn to_f32(self) -> f32 {
+        bf16::to_f32(self)
+    }
+}
+
+/// `x [rows, in] · W [in, out]` for 2D tensors on Burn's CPU backend, or `None` where this path
+/// does not apply (see the module docs). The result has `x`'s dtype and device.
+pub fn try_matmul(x: &Tensor<2>, weight: &Tensor<2>) -> Option<Tensor<2>> {
+    let [rows, d_in] = x.dims();
+    let [w_in, d_out] = weight.dims();
+    if rows == 0 || rows > MAX_ROWS || w_in != d_in || x.dtype() != weight.dtype() || !simd_available() {
+        return None;
+    }
+    let device = x.device();
+    let xt: FlexTensor = x.clone().try_into_primitive::<Flex>().ok()?;
+    let wt: FlexTensor = weight.clone().try_into_primitive::<Flex>().ok()?;
+    let (layout, offset) = weight_layout(&wt, d_in, d_out)?;
+    let dtype = x.dtype();
+    let x32 = rows_as_f32(&xt, dtype)?;
+    let y = match dtype {
+        DType::F32 => matvec(&x32, rows, &wt.storage::<f32>()[offset..], layout, d_in, d_out),
+        DType::F16 => matvec(&x32, rows, &wt.storage::<f16>()[offset..], layout, d_in, d_out),
+        DType::BF16 => matvec(&x32, rows, &wt.storage::<bf16>()[offset..], layout, d_in, d_out),
+        _ => return None,
+    };
+    let data = match dtype {
+        DType::F32 => TensorData::new(y, [rows, d_out]),
+        DType::F16 => TensorData::new(y.into_iter().map(f16::from_f32).collect::<Vec<_>>(), [rows, d_out]),
+        _ => TensorData::new(y.into_iter().map(bf16::from_f32).collect::<Vec<_>>(), [rows, d_out]),
+    };
+    Some(Tensor::from_data(data, (&device, dtype)))
+}
+
+/// The weight's layout and the storage offset of its first element, if it is one the kernels read.
+fn weight_layout(w: &FlexTensor, d_in: usize, d_out: usize) -> Option<(WeightLayout, usize)> {
+    let strides = w.layout().strides();
+    let offset = w.layout().start_offset();
+    let (s_in, s_out) = (strides[0], strides[1]);
+    if (s_out == 1 || d_out == 1) && (s_in == d_out as isize || d_in == 1) {
+        Some((WeightLayout::InputMajor, offset))
+    } else if (s_in == 1 || d_in == 1) && (s_out == d_in as isize || d_out == 1) {
+        Some((WeightLayout::OutputMajor, offset))
+    } else {
+        None
+    }
+}
+
+/// The rows of `x` as contiguous f32.
+fn rows_as_f32(x: &FlexTensor, dtype: DType) -> Option<Vec<f32>> {
+    Some(match dtype {
+        DType::F32 => x.as_slice::<f32>()?.to_vec(),
+        DType::F16 => x.as_slice::<f16>()?.iter().map(|v| v.to_f32()).collect(),
+        DType::BF16 => x.as_slice::<bf16>()?.iter().map(|v| v.to_f32()).collect(),
+        _ => return None,
+    })
+}
+
+/// Whether this CPU has the vector instructions the kernels use.
+pub fn simd_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512f") || (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `y [rows, out] = x [rows, in] · W`, with `W` stored as `layout` says, f32 accumulation,
+/// split over the rayon thread pool so that each thread streams one contiguous part of `W`:
+/// a range of output rows (output-major) or of input rows, whose partial sums are then added
+/// (input-major).
+pub fn matvec<T: Element>(x: &[f32], rows: usize, w: &[T], layout: WeightLayout, d_in: usize, d_out: usize) -> Vec<f32> {
+    assert_eq!(x.len(), rows * d_in, "x holds {} values, expected {rows} x {d_in}", x.len());
+    assert!(w.len() >= d_in * d_out, "weight holds {} values, expected {d_in} x {d_out}", w.len());
+    let split = match layout {
+        WeightLayout::OutputMajor => d_out,
+        WeightLayout::InputMajor => d_in,
+    };
+    // Below ~256 KiB of weights per part, waking another thread costs more than it saves.
+    let min_part = ((256 << 10) / (std::mem::size_of::<T>() * (d_in * d_out / split).max(1))).max(16);
+    let parts = rayon::current_num_threads().clamp(1, split.div_ceil(min_part).max(1));
+    let part = split.div_ceil(parts).next_multiple_of(16);
+    let range = |start: usize| start..(start + part).min(split);
+    let partials: Vec<(usize, Vec<f32>)> = (0..split)
+        .step_by(part)
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .map(|start| {
+            let (ins, outs) = match layout {
+                WeightLayout::OutputMajor => (0..d_in, range(start)),
+                WeightLayout::InputMajor => (range(start), 0..d_out),
+            };
+            let width = outs.len();
+            let mut y = vec![0f32; rows * width];
+            for first in (0..rows).step_by(4) {
+                let group = (rows - first).min(4);
+                let xs = &x[first * d_in..(first + group) * d_in];
+                let ys = &mut y[first * width..(first + group) * width];
+                block(xs, group, w, layout, d_in, d_out, ins.clone(), outs.clone(), ys);
+            }
+            (start, y)
+        })
+        .collect();
+    match layout {
+        WeightLayout::InputMajor => {
+            let mut partials = partials.into_iter().map(|(_, y)| y);
+            let mut y = partials.next().expect("at least one part");
+            for partial in partials {
+                y.iter_mut().zip(partial).for_each(|(a, b)| *a += b);
+            }
+            y
+        }
+        WeightLayout::OutputMajor => {
+            let mut y = vec![0f32; rows * d_out];
+            for (start, block_y) in partials {
+                let width = block_y.len() / rows;
+                for r in 0..rows {
+                    y[r * d_out + start..r * d_out + start + width].copy_from_slice(&block_y[r * width..(r + 1) * width]);
+                }
+            }
+            y
+        }
+    }
+}
+
+/// For up to 4 rows of `x`: the outputs `cols` of the products over the inputs `ins`, into
+/// `y [rows, cols.len()]` (added to what `y` holds for input-major weights).
+#[allow(clippy::too_many_arguments)]
+fn block<T: Element>(x: &[f32], rows: usize, w: &[T], layout: WeightLayout, d_in: usize, d_out: usize, ins: Range<usize>, cols: Range<usize>, y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F (checked above); bounds are checked inside.
+            unsafe { x86::block_avx512(x, rows, w, layout, d_in, d_out, ins, cols, y) };
+            return;
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
+            // SAFETY: the CPU supports AVX2, FMA and F16C (checked above).
+            unsafe { x86::block_avx2(x, rows, w, layout, d_in, d_out, ins, cols, y) };
+            return;
+        }
+    }
+    block_scalar(x, rows, w, layout, d_in, d_out, ins, cols, y)
+}
+
+/// [`block`] without vector instructions (CPUs without AVX2; tests).
+#[allow(clippy::too_many_arguments)]
+pub fn block_scalar<T: Element>(x: &[f32], rows: usize, w: &[T], layout: WeightLayout, d_in: usize, d_out: usize, ins: Range<usize>, cols: Range<usize>, y: &mut [f32]) {
+    let width = cols.len();
+    for r in 0..rows {
+        for (c, j) in cols.clone().enumerate() {
+            let mut acc = 0f32;
+            for i in ins.clone() {
+                let wv = match layout {
+                    WeightLayout::InputMajor => w[i * d_out + j],
+                    WeightLayout::OutputMajor => w[j * d_in + i],
+                };
+                acc += x[r * d_in + i] * wv.to_f32();
+            }
+            y[r * width + c] += acc;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    //! The same two loops twice: 16-lane AVX-512 and 8-lane AVX2 (+F16C for f16).
+
+    use super::{Element, ElementKind, WeightLayout};
+    use std::arch::x86_64::*;
+    use std::ops::Range;
+
+    macro_rules! kernels {
+        ($name:ident, $feature:literal, $vec:ty, $lanes:literal, $zero:ident, $fma:ident, $set1:ident, $loadu:ident, $storeu:ident, $load_elem:ident, $hsum:ident) => {
+            /// [`super::block`] for `rows` (at most 4) rows of `x`.
+            ///
+            /// # Safety
+            /// The CPU must support the target features.
+            #[target_feature(enable = $feature)]
+            #[allow(clippy::too_many_arguments)]
+            pub unsafe fn $name<T: Element>(x: &[f32], rows: usize, w: &[T], layout: WeightLayout, d_in: usize, d_out: usize, ins: Range<usize>, cols: Range<usize>, y: &mut [f32]) {
+                assert!(rows >= 1 && rows <= 4 && x.len() >= rows * d_in && y.len() >= rows * cols.len());
+                assert!(cols.end <= d_out && ins.end <= d_in && w.len() >= d_in * d_out);
+                let width = cols.len();
+                // SAFETY: every pointer below stays inside `x`, `w` and `y` (asserted sizes).
+                unsafe { match layout {
+                    // y[r][j] = sum_i x[r][i] * w[j][i]: four weight rows at a time, each read once.
+                    WeightLayout::OutputMajor => {
+                        assert!(ins == (0..d_in), "output-major blocks cover every input");
+                        let body = d_in / $lanes * $lanes;
+                        let mut j = cols.start;
+                        while j < cols.end {
+                            let outs = (cols.end - j).min(4);
+                            let mut acc = [[$zero(); 4]; 4];
+                            let mut i = 0;
+                            while i < body {
+                                let mut xv = [$zero(); 4];
+                                for r in 0..rows {
+                                    xv[r] = $loadu(x.as_ptr().add(r * d_in + i));
+                                }
+                                for o in 0..outs {
+                                    let wv = $load_elem(w.as_ptr().add((j + o) * d_in + i));
+                                    for r in 0..rows {
+                                        acc[r][o] = $fma(wv, xv[r], acc[r][o]);
+                                    }
+                                }
+                                i += $lanes;
+                            }
+                            for o in 0..outs {
+                                let row = &w[(j + o) * d_in..(j + o + 1) * d_in];
+                                for r in 0..rows {
+                                    let mut sum = $hsum(acc[r][o]);
+                                    for i in body..d_in {
+                                        sum += x[r * d_in + i] * row[i].to_f32();
+                                    }
+                                    y[r * width + (j - cols.start) + o] = sum;
+                                }
+                            }
+                            j += outs;
+                        }
+                    }
+                    // y[r][cols] += x[r][i] * w[i][cols], four weight rows per pass over y.
+                    WeightLayout::InputMajor => {
+                        let body = width / $lanes * $lanes;
+                        let mut i = ins.start;
+                        while i < ins.end {
+                            let ins = (ins.end - i).min(4);
+                            let mut xb = [[$zero(); 4]; 4];
+                            for r in 0..rows {
+                                for q in 0..ins {
+                                    xb[r][q] = $set1(x[r * d_in + i + q]);
+                                }
+                            }
+                            let mut c = 0;
+                            while c < body {
+                                let mut wv = [$zero(); 4];
+                                for q in 0..ins {
+                                    wv[q] = $load_elem(w.as_ptr().add((i + q) * d_out + cols.start + c));
+                                }
+                                for r in 0..rows {
+                                    let out = y.as_mut_ptr().add(r * width + c);
+                                    let mut acc = $loadu(out);
+                                    for q in 0..ins {
+                                        acc = $fma(wv[q], xb[r][q], acc);
+                                    }
+                                    $storeu(out, acc);
+                                }
+                                c += $lanes;
+                            }
+                            for c in body..width {
+                                for r in 0..rows {
+                                    let mut sum = y[r * width + c];
+                                    for q in 0..ins {
+                                        sum += x[r * d_in + i + q] * w[(i + q) * d_out + cols.start + c].to_f32();
+                                    }
+                                    y[r * width + c] = sum;
+                                }
+                            }
+                            i += ins;
+                        }
+                    }
+                } }
+            }
+        };
+    }
+
+    /// 16 weights widened to f32.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn load16<T: Element>(p: *const T) -> __m512 {
+        // SAFETY: the caller passes a pointer to 16 (8) readable elements.
+        unsafe {
+        match T::KIND {
+            ElementKind::F32 => _mm512_loadu_ps(p as *const f32),
+            ElementKind::F16 => _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)),
+            ElementKind::BF16 => {
+                let wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i));
+                _mm512_castsi512_ps(_mm512_slli_epi32::<16>(wide))
+            }
+        }
+        }
+    }
+
+    /// 8 weights widened to f32.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn load8<T: Element>(p: *const T) -> __m256 {
+        // SAFETY: the caller passes a pointer to 16 (8) readable elements.
+        unsafe {
+        match T::KIND {
+            ElementKind::F32 => _mm256_loadu_ps(p as *const f32),
+            ElementKind::F16 => _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)),
+            ElementKind::BF16 => {
+                let wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i));
+                _mm256_castsi256_ps(_mm256_slli_epi32::<16>(wide))
+            }
+        }
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn hsum16(v: __m512) -> f32 {
+        _mm512_reduce_add_ps(v)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn hsum8(v: __m256) -> f32 {
+        let pair = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let pair = _mm_add_ps(pair, _mm_movehl_ps(pair, pair));
+        let one = _mm_add_ss(pair, _mm_shuffle_ps::<1>(pair, pair));
+        _mm_cvtss_f32(one)
+    }
+
+    kernels!(block_avx512, "avx512f", __m512, 16, _mm512_setzero_ps, _mm512_fmadd_ps, _mm512_set1_ps, _mm512_loadu_ps, _mm512_storeu_ps, load16, hsum16);
+    kernels!(block_avx2, "avx2,fma,f16c", __m256, 8, _mm256_setzero_ps, _mm256_fmadd_ps, _mm256_set1_ps, _mm256_loadu_ps, _mm256_storeu_ps, load8, hsum8);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in [-1, 1).
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// f64 reference of x · W for either layout.
+    fn reference(x: &[f32], rows: usize, w: &[f32], layout: WeightLayout, d_in: usize, d_out: usize) -> Vec<f32> {
+        let mut y = vec![0f32; rows * d_out];
+        for r in 0..rows {
+            for j in 0..d_out {
+                let mut acc = 0f64;
+                for i in 0..d_in {
+                    let wv = match layout {
+                        WeightLayout::InputMajor => w[i * d_out + j],
+                        WeightLayout::OutputMajor => w[j * d_in + i],
+                    };
+                    acc += x[r * d_in + i] as f64 * wv as f64;
+                }
+                y[r * d_out + j] = acc as f32;
+            }
+        }
+        y
+    }
+
+    type Kernel<T> = fn(&[f32], usize, &[T], WeightLayout, usize, usize, Range<usize>, Range<usize>, &mut [f32]);
+
+    fn kernels<T: Element>() -> Vec<(&'static str, Kernel<T>)> {
+        let mut all: Vec<(&'static str, Kernel<T>)> = vec![("scalar", block_scalar::<T>)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
+                // SAFETY: the CPU has the kernel's features (checked).
+                all.push(("avx2", |x, r, w, l, i, o, ins, cols, y| unsafe { x86::block_avx2(x, r, w, l, i, o, ins, cols, y) }));
+            }
+            if is_x86_feature_detected!("avx512f") {
+                // SAFETY: as above.
+                all.push(("avx512", |x, r, w, l, i, o, ins, cols, y| unsafe { x86::block_avx512(x, r, w, l, i, o, ins, cols, y) }));
+            }
+        }
+        all
+    }
+
+    fn check<T: Element>(convert: fn(f32) -> T) {
+        // Sizes with and without vector tails, 1 to MAX_ROWS rows.
+        for &(d_in, d_out) in &[(64, 48), (37, 53), (256, 1000), (5, 3), (1, 17)] {
+            for rows in [1, 2, 3, 4, 5, MAX_ROWS] {
+                for layout in [WeightLayout::InputMajor, WeightLayout::OutputMajor] {
+                    let x = values(rows * d_in, 1);
+                    let w: Vec<T> = values(d_in * d_out, 2).into_iter().map(convert).collect();
+                    let w32: Vec<f32> = w.iter().map(|v| v.to_f32()).collect();
+                    let want = reference(&x, rows, &w32, layout, d_in, d_out);
+                    let got = matvec(&x, rows, &w, layout, d_in, d_out);
+                    // f32 accumulation of d_in products of magnitude < 1, in another order.
+                    let tol = 1e-6 * d_in as f32;
+                    for (k, (a, b)) in got.iter().zip(&want).enumerate() {
+                        assert!((a - b).abs() <= tol, "{:?} {layout:?} {rows}x{d_in}x{d_out} [{k}]: {a} vs {b}", T::KIND);
+                    }
+                    // Every kernel this CPU can run, on the whole matrix in one block.
+                    for (name, kernel) in kernels::<T>() {
+                        let mut y = vec![0f32; rows * d_out];
+                        for first in (0..rows).step_by(4) {
+                            let group = (rows - first).min(4);
+                            let xs = &x[first * d_in..(first + group) * d_in];
+                            kernel(xs, group, &w, layout, d_in, d_out, 0..d_in, 0..d_out, &mut y[first * d_out..(first + group) * d_out]);
+                        }
+                        for (a, b) in y.iter().zip(&want) {
+                            assert!((a - b).abs() <= tol, "{name} {:?} {layout:?} {rows}x{d_in}x{d_out}: {a} vs {b}", T::KIND);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn f32_weights_match_the_f64_reference() {
+        check::<f32>(|v| v);
+    }
+
+    #[test]
+    fn f16_weights_match_the_f64_reference() {
+        check::<f16>(f16::from_f32);
+    }
+
+    #[test]
+    fn bf16_weights_match_the_f64_reference() {
+        check::<bf16>(bf16::from_f32);
+    }
+}
+
