@@ -12,7 +12,8 @@
 //! `nn.Linear` storage); anything else returns `None` and the caller uses Burn's matmul.
 
 use burn::backend::flex::{Flex, FlexTensor};
-use burn::tensor::{DType, Tensor, TensorData, bf16, f16};
+use burn::tensor::{DType, Device, Tensor, TensorData, bf16, f16};
+use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -27,6 +28,29 @@ pub enum WeightLayout {
     /// Row-major `[out, in]` (PyTorch's Linear): output `j` is a dot product with row `j`.
     OutputMajor,
 }
+
+/// The two 16-bit float types, through `half`'s vectorized slice conversions.
+pub(crate) trait HalfFloat: Copy {
+    const ZERO: Self;
+    fn narrow_into(src: &[f32], dst: &mut [Self]);
+    fn widen_into(src: &[Self], dst: &mut [f32]);
+}
+
+macro_rules! half_float {
+    ($t:ty) => {
+        impl HalfFloat for $t {
+            const ZERO: Self = <$t>::ZERO;
+            fn narrow_into(src: &[f32], dst: &mut [Self]) {
+                dst.convert_from_f32_slice(src)
+            }
+            fn widen_into(src: &[Self], dst: &mut [f32]) {
+                src.convert_to_f32_slice(dst)
+            }
+        }
+    };
+}
+half_float!(f16);
+half_float!(bf16);
 
 /// Weight element types the kernels read.
 pub trait Element: Copy + Send + Sync + 'static {
@@ -82,16 +106,21 @@ pub fn try_matmul(x: &Tensor<2>, weight: &Tensor<2>) -> Option<Tensor<2>> {
         DType::BF16 => matvec(&x32, rows, &wt.storage::<bf16>()[offset..], layout, d_in, d_out),
         _ => return None,
     };
+    Some(to_tensor(y, rows, d_out, dtype, &device))
+}
+
+/// `y [rows, cols]` (f32) as a tensor of `dtype` on `device`.
+pub(crate) fn to_tensor(y: Vec<f32>, rows: usize, cols: usize, dtype: DType, device: &Device) -> Tensor<2> {
     let data = match dtype {
-        DType::F32 => TensorData::new(y, [rows, d_out]),
-        DType::F16 => TensorData::new(y.into_iter().map(f16::from_f32).collect::<Vec<_>>(), [rows, d_out]),
-        _ => TensorData::new(y.into_iter().map(bf16::from_f32).collect::<Vec<_>>(), [rows, d_out]),
+        DType::F16 => TensorData::new(narrow::<f16>(&y), [rows, cols]),
+        DType::BF16 => TensorData::new(narrow::<bf16>(&y), [rows, cols]),
+        _ => TensorData::new(y, [rows, cols]),
     };
-    Some(Tensor::from_data(data, (&device, dtype)))
+    Tensor::from_data(data, (device, dtype))
 }
 
 /// The weight's layout and the storage offset of its first element, if it is one the kernels read.
-fn weight_layout(w: &FlexTensor, d_in: usize, d_out: usize) -> Option<(WeightLayout, usize)> {
+pub(crate) fn weight_layout(w: &FlexTensor, d_in: usize, d_out: usize) -> Option<(WeightLayout, usize)> {
     let strides = w.layout().strides();
     let offset = w.layout().start_offset();
     let (s_in, s_out) = (strides[0], strides[1]);
@@ -104,12 +133,26 @@ fn weight_layout(w: &FlexTensor, d_in: usize, d_out: usize) -> Option<(WeightLay
     }
 }
 
+/// f32 values rounded to a 16-bit type (vectorized by `half`).
+fn narrow<T: HalfFloat>(y: &[f32]) -> Vec<T> {
+    let mut out = vec![T::ZERO; y.len()];
+    T::narrow_into(y, &mut out);
+    out
+}
+
+/// 16-bit values widened to f32 (vectorized by `half`).
+fn widen<T: HalfFloat>(x: &[T]) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    T::widen_into(x, &mut out);
+    out
+}
+
 /// The rows of `x` as contiguous f32.
-fn rows_as_f32(x: &FlexTensor, dtype: DType) -> Option<Vec<f32>> {
+pub(crate) fn rows_as_f32(x: &FlexTensor, dtype: DType) -> Option<Vec<f32>> {
     Some(match dtype {
         DType::F32 => x.as_slice::<f32>()?.to_vec(),
-        DType::F16 => x.as_slice::<f16>()?.iter().map(|v| v.to_f32()).collect(),
-        DType::BF16 => x.as_slice::<bf16>()?.iter().map(|v| v.to_f32()).collect(),
+        DType::F16 => widen(x.as_slice::<f16>()?),
+        DType::BF16 => widen(x.as_slice::<bf16>()?),
         _ => return None,
     })
 }

@@ -13,21 +13,12 @@ pub fn param<const D: usize>(data: TensorData, device: &Device) -> Param<Tensor<
 }
 
 /// A PyTorch `nn.Linear` (`weight` [out, in], optional `bias` [out]). Burn multiplies by
-/// `[in, out]`. In f32 we hand Burn a transposed view of PyTorch's storage (no copy; the CPU
-/// backend's gemm reads strided operands at full speed). In 16-bit types its gemm is ~1.6x faster
-/// on a contiguous `[in, out]` matrix for prompts (measured 114 vs 71 GFLOP/s, 128x2048x5632 f16)
-/// and equal for decoding, so those are transposed once here, one tensor at a time.
+/// `[in, out]`: we hand it a transposed view of PyTorch's storage, with no copy (a checkpoint in
+/// the dtype asked for stays memory-mapped). On the CPU backend [`matmul_weight`] reads that
+/// layout with its own kernels for 16-bit types and for decoding.
 pub fn linear(vb: &WeightView, d_in: usize, d_out: usize, bias: bool, ty: FloatType, device: &Device) -> Result<Linear, LoadError> {
     let weight = vb.load("weight", &[d_out, d_in], ty)?;
     let weight: Tensor<2> = Tensor::from_data(weight, (device, ty.dtype())).transpose();
-    let weight = match ty {
-        FloatType::F32 => weight,
-        FloatType::F16 | FloatType::BF16 => {
-            let contiguous = Tensor::from_data(weight.into_data(), (device, ty.dtype()));
-            vb.release("weight");
-            contiguous
-        }
-    };
     let bias = if bias {
         Some(param(vb.load("bias", &[d_out], ty)?, device))
     } else {
@@ -72,13 +63,17 @@ pub fn apply_linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
     y.reshape(out_dims)
 }
 
-/// `x [rows, in] · weight [in, out]`: the CPU decoding kernels of [`crate::matvec`] for a few
-/// rows on Burn's CPU backend, Burn's matmul otherwise.
+/// `x [rows, in] · weight [in, out]`. On Burn's CPU backend: the decoding kernels of
+/// [`crate::matvec`] for a few rows, [`crate::half_gemm`] for more rows with 16-bit weights in
+/// PyTorch's layout; Burn's matmul otherwise.
 pub fn matmul_weight(x: Tensor<2>, weight: Tensor<2>) -> Tensor<2> {
-    match crate::matvec::try_matmul(&x, &weight) {
-        Some(y) => y,
-        None => x.matmul(weight),
+    if let Some(y) = crate::matvec::try_matmul(&x, &weight) {
+        return y;
     }
+    if let Some(y) = crate::half_gemm::try_matmul(&x, &weight) {
+        return y;
+    }
+    x.matmul(weight)
 }
 
 /// Rotary position embedding in HF's rotate-half layout: `x * cos + rotate_half(x) * sin`, with
