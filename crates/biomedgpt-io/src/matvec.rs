@@ -196,8 +196,9 @@ pub fn matvec<T: Element>(x: &[f32], rows: usize, w: &[T], layout: WeightLayout,
             };
             let width = outs.len();
             let mut y = vec![0f32; rows * width];
-            for first in (0..rows).step_by(4) {
-                let group = (rows - first).min(4);
+            let group_max = if layout == WeightLayout::OutputMajor { 8 } else { 4 };
+            for first in (0..rows).step_by(group_max) {
+                let group = (rows - first).min(group_max);
                 let xs = &x[first * d_in..(first + group) * d_in];
                 let ys = &mut y[first * width..(first + group) * width];
                 block(xs, group, w, layout, d_in, d_out, ins.clone(), outs.clone(), ys);
@@ -227,7 +228,7 @@ pub fn matvec<T: Element>(x: &[f32], rows: usize, w: &[T], layout: WeightLayout,
     }
 }
 
-/// For up to 4 rows of `x`: the outputs `cols` of the products over the inputs `ins`, into
+/// For up to 8 (output-major) or 4 (input-major) rows of `x`: the outputs `cols` of the products over the inputs `ins`, into
 /// `y [rows, cols.len()]` (added to what `y` holds for input-major weights).
 #[allow(clippy::too_many_arguments)]
 fn block<T: Element>(x: &[f32], rows: usize, w: &[T], layout: WeightLayout, d_in: usize, d_out: usize, ins: Range<usize>, cols: Range<usize>, y: &mut [f32]) {
@@ -275,52 +276,32 @@ mod x86 {
     use std::ops::Range;
 
     macro_rules! kernels {
-        ($name:ident, $feature:literal, $vec:ty, $lanes:literal, $zero:ident, $fma:ident, $set1:ident, $loadu:ident, $storeu:ident, $load_elem:ident, $hsum:ident) => {
-            /// [`super::block`] for `rows` (at most 4) rows of `x`.
+        ($name:ident, $outputs:ident, $feature:literal, $vec:ty, $lanes:literal, $zero:ident, $fma:ident, $set1:ident, $loadu:ident, $storeu:ident, $load_elem:ident, $hsum:ident) => {
+            /// [`super::block`] for `rows` rows of `x` (at most 8 output-major, 4 input-major).
             ///
             /// # Safety
             /// The CPU must support the target features.
             #[target_feature(enable = $feature)]
             #[allow(clippy::too_many_arguments)]
             pub unsafe fn $name<T: Element>(x: &[f32], rows: usize, w: &[T], layout: WeightLayout, d_in: usize, d_out: usize, ins: Range<usize>, cols: Range<usize>, y: &mut [f32]) {
-                assert!(rows >= 1 && rows <= 4 && x.len() >= rows * d_in && y.len() >= rows * cols.len());
+                let max_rows = if layout == WeightLayout::OutputMajor { 8 } else { 4 };
+                assert!(rows >= 1 && rows <= max_rows && x.len() >= rows * d_in && y.len() >= rows * cols.len());
                 assert!(cols.end <= d_out && ins.end <= d_in && w.len() >= d_in * d_out);
                 let width = cols.len();
                 // SAFETY: every pointer below stays inside `x`, `w` and `y` (asserted sizes).
                 unsafe { match layout {
-                    // y[r][j] = sum_i x[r][i] * w[j][i]: four weight rows at a time, each read once.
+                    // y[r][j] = sum_i x[r][i] * w[j][i]: each weight row read once for all rows.
                     WeightLayout::OutputMajor => {
                         assert!(ins == (0..d_in), "output-major blocks cover every input");
-                        let body = d_in / $lanes * $lanes;
-                        let mut j = cols.start;
-                        while j < cols.end {
-                            let outs = (cols.end - j).min(4);
-                            let mut acc = [[$zero(); 4]; 4];
-                            let mut i = 0;
-                            while i < body {
-                                let mut xv = [$zero(); 4];
-                                for r in 0..rows {
-                                    xv[r] = $loadu(x.as_ptr().add(r * d_in + i));
-                                }
-                                for o in 0..outs {
-                                    let wv = $load_elem(w.as_ptr().add((j + o) * d_in + i));
-                                    for r in 0..rows {
-                                        acc[r][o] = $fma(wv, xv[r], acc[r][o]);
-                                    }
-                                }
-                                i += $lanes;
-                            }
-                            for o in 0..outs {
-                                let row = &w[(j + o) * d_in..(j + o + 1) * d_in];
-                                for r in 0..rows {
-                                    let mut sum = $hsum(acc[r][o]);
-                                    for i in body..d_in {
-                                        sum += x[r * d_in + i] * row[i].to_f32();
-                                    }
-                                    y[r * width + (j - cols.start) + o] = sum;
-                                }
-                            }
-                            j += outs;
+                        match rows {
+                            1 => $outputs::<T, 1, 4>(x, w, d_in, cols, y, width),
+                            2 => $outputs::<T, 2, 4>(x, w, d_in, cols, y, width),
+                            3 => $outputs::<T, 3, 4>(x, w, d_in, cols, y, width),
+                            4 => $outputs::<T, 4, 4>(x, w, d_in, cols, y, width),
+                            5 => $outputs::<T, 5, 4>(x, w, d_in, cols, y, width),
+                            6 => $outputs::<T, 6, 4>(x, w, d_in, cols, y, width),
+                            7 => $outputs::<T, 7, 3>(x, w, d_in, cols, y, width),
+                            _ => $outputs::<T, 8, 2>(x, w, d_in, cols, y, width),
                         }
                     }
                     // y[r][cols] += x[r][i] * w[i][cols], four weight rows per pass over y.
@@ -365,6 +346,65 @@ mod x86 {
                     }
                 } }
             }
+
+            /// Output-major `y [R, cols] += x [R, in] · w[cols]ᵀ`, `O` weight rows at a time with
+            /// `R x O` accumulators held in registers (const sizes, so the loops unroll).
+            #[target_feature(enable = $feature)]
+            unsafe fn $outputs<T: Element, const R: usize, const O: usize>(x: &[f32], w: &[T], d_in: usize, cols: Range<usize>, y: &mut [f32], stride: usize) {
+                let body = d_in / $lanes * $lanes;
+                // Whole groups of O outputs here; the rest one at a time at the end.
+                let grouped_end = cols.start + cols.len() / O * O;
+                // Inputs per pass: the R rows' slice of x stays in L1 (32 KiB) while every
+                // output of `cols` is visited; with 1-2 rows one pass covers everything.
+                let chunk = if R <= 2 { body.max($lanes) } else { (8192 / R) / $lanes * $lanes };
+                let mut first = 0;
+                loop {
+                    let last = (first + chunk).min(body);
+                    let with_tail = last == body;
+                    let mut j = cols.start;
+                    while j < grouped_end {
+                        let mut acc = [[$zero(); O]; R];
+                        let mut i = first;
+                        while i < last {
+                            // SAFETY: i + lanes <= d_in, r < R rows, j + o < d_out (asserted by the caller).
+                            unsafe {
+                                let mut xv = [$zero(); R];
+                                for r in 0..R {
+                                    xv[r] = $loadu(x.as_ptr().add(r * d_in + i));
+                                }
+                                for o in 0..O {
+                                    let wv = $load_elem(w.as_ptr().add((j + o) * d_in + i));
+                                    for r in 0..R {
+                                        acc[r][o] = $fma(wv, xv[r], acc[r][o]);
+                                    }
+                                }
+                            }
+                            i += $lanes;
+                        }
+                        for o in 0..O {
+                            let row = &w[(j + o) * d_in..(j + o + 1) * d_in];
+                            for r in 0..R {
+                                let mut sum = $hsum(acc[r][o]);
+                                if with_tail {
+                                    for i in body..d_in {
+                                        sum += x[r * d_in + i] * row[i].to_f32();
+                                    }
+                                }
+                                y[r * stride + (j - cols.start) + o] += sum;
+                            }
+                        }
+                        j += O;
+                    }
+                    if last == body {
+                        break;
+                    }
+                    first = last;
+                }
+                if grouped_end < cols.end {
+                    // SAFETY: the same bounds as ours, over the last outputs.
+                    unsafe { $outputs::<T, R, 1>(x, w, d_in, grouped_end..cols.end, &mut y[grouped_end - cols.start..], stride) };
+                }
+            }
         };
     }
 
@@ -404,21 +444,21 @@ mod x86 {
 
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn hsum16(v: __m512) -> f32 {
+    fn hsum16(v: __m512) -> f32 {
         _mm512_reduce_add_ps(v)
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn hsum8(v: __m256) -> f32 {
+    fn hsum8(v: __m256) -> f32 {
         let pair = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
         let pair = _mm_add_ps(pair, _mm_movehl_ps(pair, pair));
         let one = _mm_add_ss(pair, _mm_shuffle_ps::<1>(pair, pair));
         _mm_cvtss_f32(one)
     }
 
-    kernels!(block_avx512, "avx512f", __m512, 16, _mm512_setzero_ps, _mm512_fmadd_ps, _mm512_set1_ps, _mm512_loadu_ps, _mm512_storeu_ps, load16, hsum16);
-    kernels!(block_avx2, "avx2,fma,f16c", __m256, 8, _mm256_setzero_ps, _mm256_fmadd_ps, _mm256_set1_ps, _mm256_loadu_ps, _mm256_storeu_ps, load8, hsum8);
+    kernels!(block_avx512, outputs_avx512, "avx512f", __m512, 16, _mm512_setzero_ps, _mm512_fmadd_ps, _mm512_set1_ps, _mm512_loadu_ps, _mm512_storeu_ps, load16, hsum16);
+    kernels!(block_avx2, outputs_avx2, "avx2,fma,f16c", __m256, 8, _mm256_setzero_ps, _mm256_fmadd_ps, _mm256_set1_ps, _mm256_loadu_ps, _mm256_storeu_ps, load8, hsum8);
 }
 
 #[cfg(test)]
@@ -476,7 +516,7 @@ mod tests {
     fn check<T: Element>(convert: fn(f32) -> T) {
         // Sizes with and without vector tails, 1 to MAX_ROWS rows.
         for &(d_in, d_out) in &[(64, 48), (37, 53), (256, 1000), (5, 3), (1, 17)] {
-            for rows in [1, 2, 3, 4, 5, MAX_ROWS] {
+            for rows in 1..=MAX_ROWS {
                 for layout in [WeightLayout::InputMajor, WeightLayout::OutputMajor] {
                     let x = values(rows * d_in, 1);
                     let w: Vec<T> = values(d_in * d_out, 2).into_iter().map(convert).collect();
@@ -491,8 +531,9 @@ mod tests {
                     // Every kernel this CPU can run, on the whole matrix in one block.
                     for (name, kernel) in kernels::<T>() {
                         let mut y = vec![0f32; rows * d_out];
-                        for first in (0..rows).step_by(4) {
-                            let group = (rows - first).min(4);
+                        let group_max = if layout == WeightLayout::OutputMajor { 8 } else { 4 };
+                        for first in (0..rows).step_by(group_max) {
+                            let group = (rows - first).min(group_max);
                             let xs = &x[first * d_in..(first + group) * d_in];
                             kernel(xs, group, &w, layout, d_in, d_out, 0..d_in, 0..d_out, &mut y[first * d_out..(first + group) * d_out]);
                         }
