@@ -8,12 +8,10 @@
 //! multiplied with the `gemm` crate's f32 kernels, which Burn uses too: f32 arithmetic, as torch
 //! does on CPU for these types.
 
-use burn::backend::flex::{Flex, FlexTensor};
 use burn::tensor::{DType, Tensor, bf16, f16};
-use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
-use crate::matvec::{WeightLayout, rows_as_f32, to_tensor, weight_layout};
+use crate::matvec::{HalfFloat, WeightLayout, cpu_operands, join_column_blocks, to_tensor};
 
 /// Output rows widened per tile: 128 x 4096 f32 is 2 MiB, within a core's L2 cache here.
 const TILE: usize = 128;
@@ -27,22 +25,19 @@ pub fn try_matmul(x: &Tensor<2>, weight: &Tensor<2>) -> Option<Tensor<2>> {
     if !matches!(dtype, DType::F16 | DType::BF16) || x.dtype() != dtype || w_in != d_in || rows == 0 || d_out == 0 {
         return None;
     }
-    let xt: FlexTensor = x.clone().try_into_primitive::<Flex>().ok()?;
-    let wt: FlexTensor = weight.clone().try_into_primitive::<Flex>().ok()?;
-    let (layout, offset) = weight_layout(&wt, d_in, d_out)?;
+    let (x32, wt, layout, offset) = cpu_operands(x, weight)?;
     if layout != WeightLayout::OutputMajor {
         return None; // Burn's own kernels are fast on `[in, out]`.
     }
-    let x32 = rows_as_f32(&xt, dtype)?;
     let y = match dtype {
-        DType::F16 => matmul_tiles(&x32, rows, &wt.storage::<f16>()[offset..], d_in, d_out, |w, out| w.convert_to_f32_slice(out)),
-        _ => matmul_tiles(&x32, rows, &wt.storage::<bf16>()[offset..], d_in, d_out, |w, out| w.convert_to_f32_slice(out)),
+        DType::F16 => matmul_tiles(&x32, rows, &wt.storage::<f16>()[offset..], d_in, d_out),
+        _ => matmul_tiles(&x32, rows, &wt.storage::<bf16>()[offset..], d_in, d_out),
     };
     Some(to_tensor(y, rows, d_out, dtype, &x.device()))
 }
 
 /// `y [rows, out] = x [rows, in] · Wᵀ` for `W [out, in]`, tiles of output rows in parallel.
-pub fn matmul_tiles<T: Sync>(x: &[f32], rows: usize, w: &[T], d_in: usize, d_out: usize, widen: fn(&[T], &mut [f32])) -> Vec<f32> {
+pub fn matmul_tiles<T: HalfFloat + Sync>(x: &[f32], rows: usize, w: &[T], d_in: usize, d_out: usize) -> Vec<f32> {
     assert_eq!(x.len(), rows * d_in, "x holds {} values, expected {rows} x {d_in}", x.len());
     assert!(w.len() >= d_in * d_out, "weight holds {} values, expected {d_out} x {d_in}", w.len());
     let tiles: Vec<(usize, Vec<f32>)> = (0..d_out)
@@ -52,7 +47,7 @@ pub fn matmul_tiles<T: Sync>(x: &[f32], rows: usize, w: &[T], d_in: usize, d_out
         .map_init(Vec::new, |wide: &mut Vec<f32>, start| {
             let n = (start + TILE).min(d_out) - start;
             wide.resize(n * d_in, 0.0);
-            widen(&w[start * d_in..(start + n) * d_in], wide);
+            T::widen_into(&w[start * d_in..(start + n) * d_in], wide);
             let mut y = vec![0f32; rows * n];
             // SAFETY: dst is rows x n (strides n, 1), lhs rows x d_in (d_in, 1) and rhs the
             // transposed tile d_in x n (1, d_in): every access is inside the three buffers.
@@ -69,14 +64,7 @@ pub fn matmul_tiles<T: Sync>(x: &[f32], rows: usize, w: &[T], d_in: usize, d_out
             (start, y)
         })
         .collect();
-    let mut y = vec![0f32; rows * d_out];
-    for (start, tile) in tiles {
-        let n = tile.len() / rows;
-        for r in 0..rows {
-            y[r * d_out + start..r * d_out + start + n].copy_from_slice(&tile[r * n..(r + 1) * n]);
-        }
-    }
-    y
+    join_column_blocks(tiles, rows, d_out)
 }
 
 #[cfg(test)]
@@ -89,7 +77,7 @@ mod tests {
         for &(rows, d_in, d_out) in &[(9, 40, 3), (16, 64, 300), (33, 130, TILE * 2 + 17)] {
             let x: Vec<f32> = (0..rows * d_in).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
             let w: Vec<f16> = (0..d_out * d_in).map(|i| f16::from_f32(((i * 53 % 97) as f32 / 48.0) - 1.0)).collect();
-            let y = matmul_tiles(&x, rows, &w, d_in, d_out, |w, out| w.convert_to_f32_slice(out));
+            let y = matmul_tiles(&x, rows, &w, d_in, d_out);
             for r in 0..rows {
                 for j in 0..d_out {
                     let want: f64 = (0..d_in).map(|i| x[r * d_in + i] as f64 * w[j * d_in + i].to_f64()).sum();

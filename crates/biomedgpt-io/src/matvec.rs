@@ -29,8 +29,18 @@ pub enum WeightLayout {
     OutputMajor,
 }
 
+impl WeightLayout {
+    /// Rows of `x` one kernel call takes (the accumulators that fit in vector registers).
+    pub fn max_block_rows(self) -> usize {
+        match self {
+            WeightLayout::OutputMajor => 8,
+            WeightLayout::InputMajor => 4,
+        }
+    }
+}
+
 /// The two 16-bit float types, through `half`'s vectorized slice conversions.
-pub(crate) trait HalfFloat: Copy {
+pub trait HalfFloat: Copy {
     const ZERO: Self;
     fn narrow_into(src: &[f32], dst: &mut [Self]);
     fn widen_into(src: &[Self], dst: &mut [f32]);
@@ -94,19 +104,27 @@ pub fn try_matmul(x: &Tensor<2>, weight: &Tensor<2>) -> Option<Tensor<2>> {
     if rows == 0 || rows > MAX_ROWS || w_in != d_in || x.dtype() != weight.dtype() || !simd_available() {
         return None;
     }
-    let device = x.device();
-    let xt: FlexTensor = x.clone().try_into_primitive::<Flex>().ok()?;
-    let wt: FlexTensor = weight.clone().try_into_primitive::<Flex>().ok()?;
-    let (layout, offset) = weight_layout(&wt, d_in, d_out)?;
+    let (x32, wt, layout, offset) = cpu_operands(x, weight)?;
     let dtype = x.dtype();
-    let x32 = rows_as_f32(&xt, dtype)?;
     let y = match dtype {
         DType::F32 => matvec(&x32, rows, &wt.storage::<f32>()[offset..], layout, d_in, d_out),
         DType::F16 => matvec(&x32, rows, &wt.storage::<f16>()[offset..], layout, d_in, d_out),
         DType::BF16 => matvec(&x32, rows, &wt.storage::<bf16>()[offset..], layout, d_in, d_out),
         _ => return None,
     };
-    Some(to_tensor(y, rows, d_out, dtype, &device))
+    Some(to_tensor(y, rows, d_out, dtype, &x.device()))
+}
+
+/// For plain tensors on Burn's CPU backend: the rows of `x` as f32, the weight's storage, its
+/// layout and the offset of its first element; `None` for anything the kernels do not read.
+pub(crate) fn cpu_operands(x: &Tensor<2>, weight: &Tensor<2>) -> Option<(Vec<f32>, FlexTensor, WeightLayout, usize)> {
+    let [_, d_in] = x.dims();
+    let [_, d_out] = weight.dims();
+    let xt: FlexTensor = x.clone().try_into_primitive::<Flex>().ok()?;
+    let wt: FlexTensor = weight.clone().try_into_primitive::<Flex>().ok()?;
+    let (layout, offset) = weight_layout(&wt, d_in, d_out)?;
+    let x32 = rows_as_f32(&xt, x.dtype())?;
+    Some((x32, wt, layout, offset))
 }
 
 /// `y [rows, cols]` (f32) as a tensor of `dtype` on `device`.
@@ -120,7 +138,7 @@ pub(crate) fn to_tensor(y: Vec<f32>, rows: usize, cols: usize, dtype: DType, dev
 }
 
 /// The weight's layout and the storage offset of its first element, if it is one the kernels read.
-pub(crate) fn weight_layout(w: &FlexTensor, d_in: usize, d_out: usize) -> Option<(WeightLayout, usize)> {
+fn weight_layout(w: &FlexTensor, d_in: usize, d_out: usize) -> Option<(WeightLayout, usize)> {
     let strides = w.layout().strides();
     let offset = w.layout().start_offset();
     let (s_in, s_out) = (strides[0], strides[1]);
@@ -148,7 +166,7 @@ fn widen<T: HalfFloat>(x: &[T]) -> Vec<f32> {
 }
 
 /// The rows of `x` as contiguous f32.
-pub(crate) fn rows_as_f32(x: &FlexTensor, dtype: DType) -> Option<Vec<f32>> {
+fn rows_as_f32(x: &FlexTensor, dtype: DType) -> Option<Vec<f32>> {
     Some(match dtype {
         DType::F32 => x.as_slice::<f32>()?.to_vec(),
         DType::F16 => widen(x.as_slice::<f16>()?),
@@ -159,14 +177,21 @@ pub(crate) fn rows_as_f32(x: &FlexTensor, dtype: DType) -> Option<Vec<f32>> {
 
 /// Whether this CPU has the vector instructions the kernels use.
 pub fn simd_available() -> bool {
+    has_avx512() || has_avx2_fma_f16c()
+}
+
+fn has_avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx512f") || (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c"))
-    }
+    return is_x86_feature_detected!("avx512f");
     #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    return false;
+}
+
+fn has_avx2_fma_f16c() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
 }
 
 /// `y [rows, out] = x [rows, in] · W`, with `W` stored as `layout` says, f32 accumulation,
@@ -196,7 +221,7 @@ pub fn matvec<T: Element>(x: &[f32], rows: usize, w: &[T], layout: WeightLayout,
             };
             let width = outs.len();
             let mut y = vec![0f32; rows * width];
-            let group_max = if layout == WeightLayout::OutputMajor { 8 } else { 4 };
+            let group_max = layout.max_block_rows();
             for first in (0..rows).step_by(group_max) {
                 let group = (rows - first).min(group_max);
                 let xs = &x[first * d_in..(first + group) * d_in];
@@ -215,31 +240,34 @@ pub fn matvec<T: Element>(x: &[f32], rows: usize, w: &[T], layout: WeightLayout,
             }
             y
         }
-        WeightLayout::OutputMajor => {
-            let mut y = vec![0f32; rows * d_out];
-            for (start, block_y) in partials {
-                let width = block_y.len() / rows;
-                for r in 0..rows {
-                    y[r * d_out + start..r * d_out + start + width].copy_from_slice(&block_y[r * width..(r + 1) * width]);
-                }
-            }
-            y
-        }
+        WeightLayout::OutputMajor => join_column_blocks(partials, rows, d_out),
     }
 }
 
-/// For up to 8 (output-major) or 4 (input-major) rows of `x`: the outputs `cols` of the products over the inputs `ins`, into
-/// `y [rows, cols.len()]` (added to what `y` holds for input-major weights).
+/// `y [rows, cols]` from blocks of whole columns, each `(first column, [rows, width])`.
+pub(crate) fn join_column_blocks(blocks: Vec<(usize, Vec<f32>)>, rows: usize, cols: usize) -> Vec<f32> {
+    let mut y = vec![0f32; rows * cols];
+    for (start, block) in blocks {
+        let width = block.len() / rows;
+        for r in 0..rows {
+            y[r * cols + start..r * cols + start + width].copy_from_slice(&block[r * width..(r + 1) * width]);
+        }
+    }
+    y
+}
+
+/// For up to [`WeightLayout::max_block_rows`] rows of `x`: the outputs `cols` of the products
+/// over the inputs `ins`, added to `y [rows, cols.len()]`.
 #[allow(clippy::too_many_arguments)]
 fn block<T: Element>(x: &[f32], rows: usize, w: &[T], layout: WeightLayout, d_in: usize, d_out: usize, ins: Range<usize>, cols: Range<usize>, y: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx512f") {
+        if has_avx512() {
             // SAFETY: the CPU supports AVX-512F (checked above); bounds are checked inside.
             unsafe { x86::block_avx512(x, rows, w, layout, d_in, d_out, ins, cols, y) };
             return;
         }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
+        if has_avx2_fma_f16c() {
             // SAFETY: the CPU supports AVX2, FMA and F16C (checked above).
             unsafe { x86::block_avx2(x, rows, w, layout, d_in, d_out, ins, cols, y) };
             return;
@@ -284,8 +312,7 @@ mod x86 {
             #[target_feature(enable = $feature)]
             #[allow(clippy::too_many_arguments)]
             pub unsafe fn $name<T: Element>(x: &[f32], rows: usize, w: &[T], layout: WeightLayout, d_in: usize, d_out: usize, ins: Range<usize>, cols: Range<usize>, y: &mut [f32]) {
-                let max_rows = if layout == WeightLayout::OutputMajor { 8 } else { 4 };
-                assert!(rows >= 1 && rows <= max_rows && x.len() >= rows * d_in && y.len() >= rows * cols.len());
+                assert!(rows >= 1 && rows <= layout.max_block_rows() && x.len() >= rows * d_in && y.len() >= rows * cols.len());
                 assert!(cols.end <= d_out && ins.end <= d_in && w.len() >= d_in * d_out);
                 let width = cols.len();
                 // SAFETY: every pointer below stays inside `x`, `w` and `y` (asserted sizes).
@@ -501,11 +528,11 @@ mod tests {
         let mut all: Vec<(&'static str, Kernel<T>)> = vec![("scalar", block_scalar::<T>)];
         #[cfg(target_arch = "x86_64")]
         {
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
+            if has_avx2_fma_f16c() {
                 // SAFETY: the CPU has the kernel's features (checked).
                 all.push(("avx2", |x, r, w, l, i, o, ins, cols, y| unsafe { x86::block_avx2(x, r, w, l, i, o, ins, cols, y) }));
             }
-            if is_x86_feature_detected!("avx512f") {
+            if has_avx512() {
                 // SAFETY: as above.
                 all.push(("avx512", |x, r, w, l, i, o, ins, cols, y| unsafe { x86::block_avx512(x, r, w, l, i, o, ins, cols, y) }));
             }
@@ -531,7 +558,7 @@ mod tests {
                     // Every kernel this CPU can run, on the whole matrix in one block.
                     for (name, kernel) in kernels::<T>() {
                         let mut y = vec![0f32; rows * d_out];
-                        let group_max = if layout == WeightLayout::OutputMajor { 8 } else { 4 };
+                        let group_max = layout.max_block_rows();
                         for first in (0..rows).step_by(group_max) {
                             let group = (rows - first).min(group_max);
                             let xs = &x[first * d_in..(first + group) * d_in];
