@@ -12,7 +12,7 @@ mod checkpoint;
 mod dtype;
 mod error;
 pub mod export;
-pub mod half_gemm;
+pub mod prompt_gemm;
 pub mod matvec;
 pub mod modules;
 pub mod npy;

@@ -66,6 +66,31 @@ half_float!(bf16);
 pub trait Element: Copy + Send + Sync + 'static {
     const KIND: ElementKind;
     fn to_f32(self) -> f32;
+
+    /// `src` as f32 values: the slice itself for f32, otherwise widened into `buf`.
+    fn as_f32_tile<'a>(src: &'a [Self], buf: &'a mut Vec<f32>) -> &'a [f32] {
+        buf.resize(src.len(), 0.0);
+        widen(src, buf);
+        buf
+    }
+}
+
+/// `dst = src` as f32, with the widest vector instructions the CPU has.
+pub fn widen<T: Element>(src: &[T], dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx512() {
+            // SAFETY: the CPU supports AVX-512F (checked above).
+            return unsafe { x86::widen_avx512(src, dst) };
+        }
+        if has_avx2_fma_f16c() {
+            // SAFETY: the CPU supports AVX2, FMA and F16C (checked above).
+            return unsafe { x86::widen_avx2(src, dst) };
+        }
+    }
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = s.to_f32();
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,6 +104,10 @@ impl Element for f32 {
     const KIND: ElementKind = ElementKind::F32;
     fn to_f32(self) -> f32 {
         self
+    }
+
+    fn as_f32_tile<'a>(src: &'a [Self], _: &'a mut Vec<f32>) -> &'a [f32] {
+        src
     }
 }
 
@@ -158,10 +187,9 @@ fn narrow<T: HalfFloat>(y: &[f32]) -> Vec<T> {
     out
 }
 
-/// 16-bit values widened to f32 (vectorized by `half`).
-fn widen<T: HalfFloat>(x: &[T]) -> Vec<f32> {
+fn widened<T: Element>(x: &[T]) -> Vec<f32> {
     let mut out = vec![0f32; x.len()];
-    T::widen_into(x, &mut out);
+    widen(x, &mut out);
     out
 }
 
@@ -169,8 +197,8 @@ fn widen<T: HalfFloat>(x: &[T]) -> Vec<f32> {
 fn rows_as_f32(x: &FlexTensor, dtype: DType) -> Option<Vec<f32>> {
     Some(match dtype {
         DType::F32 => x.as_slice::<f32>()?.to_vec(),
-        DType::F16 => widen(x.as_slice::<f16>()?),
-        DType::BF16 => widen(x.as_slice::<bf16>()?),
+        DType::F16 => widened(x.as_slice::<f16>()?),
+        DType::BF16 => widened(x.as_slice::<bf16>()?),
         _ => return None,
     })
 }
@@ -433,6 +461,40 @@ mod x86 {
                 }
             }
         };
+    }
+
+    /// `dst = src` widened to f32, 16 (8) lanes at a time.
+    ///
+    /// # Safety
+    /// The CPU must support the target features.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn widen_avx512<T: Element>(src: &[T], dst: &mut [f32]) {
+        assert_eq!(src.len(), dst.len());
+        let body = src.len() / 16 * 16;
+        for i in (0..body).step_by(16) {
+            // SAFETY: i + 16 <= len for both slices.
+            unsafe { _mm512_storeu_ps(dst.as_mut_ptr().add(i), load16(src.as_ptr().add(i))) };
+        }
+        for i in body..src.len() {
+            dst[i] = src[i].to_f32();
+        }
+    }
+
+    /// See [`widen_avx512`].
+    ///
+    /// # Safety
+    /// The CPU must support the target features.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn widen_avx2<T: Element>(src: &[T], dst: &mut [f32]) {
+        assert_eq!(src.len(), dst.len());
+        let body = src.len() / 8 * 8;
+        for i in (0..body).step_by(8) {
+            // SAFETY: i + 8 <= len for both slices.
+            unsafe { _mm256_storeu_ps(dst.as_mut_ptr().add(i), load8(src.as_ptr().add(i))) };
+        }
+        for i in body..src.len() {
+            dst[i] = src[i].to_f32();
+        }
     }
 
     /// 16 weights widened to f32.

@@ -64,13 +64,13 @@ pub fn apply_linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
 }
 
 /// `x [rows, in] · weight [in, out]`. On Burn's CPU backend: the decoding kernels of
-/// [`crate::matvec`] for a few rows, [`crate::half_gemm`] for more rows with 16-bit weights in
+/// [`crate::matvec`] for a few rows, [`crate::prompt_gemm`] for more rows with weights in
 /// PyTorch's layout; Burn's matmul otherwise.
 pub fn matmul_weight(x: Tensor<2>, weight: Tensor<2>) -> Tensor<2> {
     if let Some(y) = crate::matvec::try_matmul(&x, &weight) {
         return y;
     }
-    if let Some(y) = crate::half_gemm::try_matmul(&x, &weight) {
+    if let Some(y) = crate::prompt_gemm::try_matmul(&x, &weight) {
         return y;
     }
     x.matmul(weight)

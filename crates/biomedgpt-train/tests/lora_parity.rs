@@ -152,6 +152,12 @@ fn saved_lora_and_adapters_load_merged_with_the_same_logits() {
     };
     let (trained, loaded) = (logits(&model), logits(&merged));
     let base = logits(&BioMedGpt::load(&fixtures().join("biomedgpt/tiny"), FloatType::F32, &Device::flex()).unwrap());
-    assert_close("merged checkpoint logits", &loaded, &trained, 1e-4, 1e-4);
+    // Both are ours in f32, but not the same arithmetic: the merged weights are rounded once
+    // (W + s·BA), and the trained model's tensors track gradients, so they go through Burn's
+    // matmul while the loaded one's go through the CPU kernels of biomedgpt-io (other summation
+    // order). The fixture's initializer_range 0.5 amplifies such last-bit differences to about
+    // 1e-5 of the largest logit (measured 9.6e-6): allowed 2e-5 of it.
+    let scale = max_abs(&trained);
+    assert_close("merged checkpoint logits", &loaded, &trained, 2e-5 * scale, 1e-4);
     assert!(base.iter().zip(&trained).any(|(a, b)| (a - b).abs() > 1e-2), "training changed the model");
 }
