@@ -4,10 +4,9 @@
 
 use burn::module::Module;
 use burn::nn::{Embedding, LayerNorm, Linear};
-use burn::tensor::activation::gelu;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
+use biomedgpt_io::activation::gelu;
+use biomedgpt_io::attention::attention;
 use biomedgpt_io::modules::{apply_linear, apply_rotary, embedding, layer_norm, linear, rotary_tables};
 use biomedgpt_io::{FloatType, LoadError, WeightView};
 
@@ -71,13 +70,9 @@ impl SelfAttention {
         let v = heads(apply_linear(&self.value, x)).cast(DType::F32);
         let q = apply_rotary(q, cos, sin);
         let k = apply_rotary(k, cos, sin);
-        // The query is already scaled, so the fused attention runs with scale 1 and the padding
-        // mask as an additive bias broadcast over heads and queries.
-        let options = AttentionModuleOptions {
-            scale: Some(1.0),
-            ..Default::default()
-        };
-        let out = attention(q, k, v, None, mask.clone(), options).cast(dtype);
+        // The query is already scaled, so attention runs with scale 1 and the padding mask as an
+        // additive bias broadcast over heads and queries.
+        let out = attention(q, k, v, mask.clone(), 1.0).cast(dtype);
         out.swap_dims(1, 2).reshape([b, l, h])
     }
 }

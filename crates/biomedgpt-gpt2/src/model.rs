@@ -12,8 +12,7 @@ use biomedgpt_llama::{CausalLm, DecoderInput, KvCache, StepMask};
 use burn::module::Module;
 use burn::nn::{Embedding, LayerNorm, Linear};
 use burn::tensor::activation::{gelu, gelu_approximate, relu};
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
+use biomedgpt_io::attention::attention;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 
 use crate::config::Gpt2Config;
@@ -47,8 +46,7 @@ impl Gpt2Attention {
         };
         *cache = Some((k.clone(), v.clone()));
         let dtype = q.dtype();
-        let options = AttentionModuleOptions { scale: Some(self.scale), ..Default::default() };
-        let out = attention(q.cast(DType::F32), k.cast(DType::F32), v.cast(DType::F32), None, mask.cloned(), options).cast(dtype);
+        let out = attention(q.cast(DType::F32), k.cast(DType::F32), v.cast(DType::F32), mask.cloned(), self.scale).cast(dtype);
         apply_linear(&self.c_proj, out.swap_dims(1, 2).reshape([b, t, h]))
     }
 }

@@ -11,6 +11,8 @@
 mod checkpoint;
 mod dtype;
 mod error;
+pub mod activation;
+pub mod attention;
 pub mod export;
 pub mod prompt_gemm;
 pub mod matvec;
@@ -19,6 +21,7 @@ pub mod npy;
 mod pickle;
 mod safetensors_file;
 pub mod safetensors_writer;
+pub mod transpose;
 mod torch_zip;
 
 pub use checkpoint::{Checkpoint, KeyRename, TensorInfo, WeightView};

@@ -146,14 +146,44 @@ pub fn try_matmul(x: &Tensor<2>, weight: &Tensor<2>) -> Option<Tensor<2>> {
 
 /// For plain tensors on Burn's CPU backend: the rows of `x` as f32, the weight's storage, its
 /// layout and the offset of its first element; `None` for anything the kernels do not read.
-pub(crate) fn cpu_operands(x: &Tensor<2>, weight: &Tensor<2>) -> Option<(Vec<f32>, FlexTensor, WeightLayout, usize)> {
+pub(crate) fn cpu_operands(x: &Tensor<2>, weight: &Tensor<2>) -> Option<(RowsF32, FlexTensor, WeightLayout, usize)> {
     let [_, d_in] = x.dims();
     let [_, d_out] = weight.dims();
     let xt: FlexTensor = x.clone().try_into_primitive::<Flex>().ok()?;
     let wt: FlexTensor = weight.clone().try_into_primitive::<Flex>().ok()?;
     let (layout, offset) = weight_layout(&wt, d_in, d_out)?;
-    let x32 = rows_as_f32(&xt, x.dtype())?;
+    let x32 = RowsF32::new(xt, x.dtype())?;
     Some((x32, wt, layout, offset))
+}
+
+/// The rows of `x` as contiguous f32: f32 storage is read in place, 16-bit rows are widened.
+pub(crate) enum RowsF32 {
+    Shared(FlexTensor),
+    Widened(Vec<f32>),
+}
+
+impl RowsF32 {
+    fn new(x: FlexTensor, dtype: DType) -> Option<Self> {
+        Some(match dtype {
+            DType::F32 => {
+                x.as_slice::<f32>()?;
+                RowsF32::Shared(x)
+            }
+            DType::F16 => RowsF32::Widened(widened(x.as_slice::<f16>()?)),
+            DType::BF16 => RowsF32::Widened(widened(x.as_slice::<bf16>()?)),
+            _ => return None,
+        })
+    }
+}
+
+impl std::ops::Deref for RowsF32 {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        match self {
+            RowsF32::Shared(x) => x.as_slice::<f32>().expect("checked contiguous in RowsF32::new"),
+            RowsF32::Widened(v) => v,
+        }
+    }
 }
 
 /// `y [rows, cols]` (f32) as a tensor of `dtype` on `device`.
@@ -191,16 +221,6 @@ fn widened<T: Element>(x: &[T]) -> Vec<f32> {
     let mut out = vec![0f32; x.len()];
     widen(x, &mut out);
     out
-}
-
-/// The rows of `x` as contiguous f32.
-fn rows_as_f32(x: &FlexTensor, dtype: DType) -> Option<Vec<f32>> {
-    Some(match dtype {
-        DType::F32 => x.as_slice::<f32>()?.to_vec(),
-        DType::F16 => widened(x.as_slice::<f16>()?),
-        DType::BF16 => widened(x.as_slice::<bf16>()?),
-        _ => return None,
-    })
 }
 
 /// Whether this CPU has the vector instructions the kernels use.

@@ -13,11 +13,19 @@
 use burn::tensor::{DType, Tensor, bf16, f16};
 use rayon::prelude::*;
 
-use crate::matvec::{Element, WeightLayout, cpu_operands, to_tensor};
+use crate::transpose::{transpose_into, transpose_into_uninit};
+use crate::matvec::{Element, ElementKind, WeightLayout, cpu_operands, to_tensor, widen};
 
-/// Output rows per tile: 96 x 4096 f32 is 1.5 MiB, within a core's L2 cache here. gemm re-packs
-/// `x` for tiles wider than 96 (16 lanes x 6 columns per kernel call), a copy it does not need.
-const TILE: usize = 96;
+/// Output rows per tile when each thread widens its own: 48 x 4096 f32 is 768 KiB, within a
+/// core's L2 cache here. gemm re-packs `x` for tiles wider than 48 on one thread (16 lanes x 6
+/// columns x 8), a copy it does not need here.
+const TILE: usize = 48;
+
+/// From this many rows on, one thread's tile would re-read all of `x` from memory for every 48
+/// outputs: 16-bit weights are widened in tiles of [`BIG_TILE`] outputs by both threads, and
+/// gemm blocks the product itself (measured 1024 x 2560 x 10240: 145 -> 270-290 GFLOP/s).
+const BIG_ROWS: usize = 256;
+const BIG_TILE: usize = 1024;
 
 /// gemm reads `x` in place only with whole 16-lane columns: rows are padded to a multiple.
 const LANES: usize = 16;
@@ -44,84 +52,100 @@ pub fn try_matmul(x: &Tensor<2>, weight: &Tensor<2>) -> Option<Tensor<2>> {
     Some(to_tensor(y, rows, d_out, dtype, &x.device()))
 }
 
-/// `y [rows, out] = x [rows, in] · Wᵀ` for `W [out, in]`, tiles of output rows in parallel.
+/// `y [rows, out] = x [rows, in] · Wᵀ` for `W [out, in]`.
 pub fn matmul_tiles<T: Element>(x: &[f32], rows: usize, w: &[T], d_in: usize, d_out: usize) -> Vec<f32> {
     assert_eq!(x.len(), rows * d_in, "x holds {} values, expected {rows} x {d_in}", x.len());
     assert!(w.len() >= d_in * d_out, "weight holds {} values, expected {d_out} x {d_in}", w.len());
+    let w = &w[..d_in * d_out];
     let padded = rows.div_ceil(LANES) * LANES;
-    let xt = transpose(x, rows, d_in, padded);
-    let mut y = vec![0f32; rows * d_out];
-    let out = SharedOut(y.as_mut_ptr());
-    let starts: Vec<usize> = (0..d_out).step_by(TILE).collect();
-    starts.into_par_iter().for_each_init(
-        || (Vec::new(), Vec::new()),
-        |(wide, yt): &mut (Vec<f32>, Vec<f32>), start| {
-            let n = (start + TILE).min(d_out) - start;
-            let tile = T::as_f32_tile(&w[start * d_in..(start + n) * d_in], wide);
-            yt.resize(padded * n, 0.0);
-            // SAFETY: dst is padded x n column-major (strides 1, padded), lhs padded x d_in
-            // column-major (1, padded) and rhs the tile as d_in x n (1, d_in): every access is
-            // inside the three buffers.
-            unsafe {
-                gemm::gemm(
-                    padded, n, d_in,
-                    yt.as_mut_ptr(), padded as isize, 1, false,
-                    xt.as_ptr(), padded as isize, 1,
-                    tile.as_ptr(), d_in as isize, 1,
-                    0.0, 1.0, false, false, false,
-                    gemm::Parallelism::None,
-                );
+    with_scratch(padded * d_in.max(d_out), |scratch| {
+        let Scratch { xt, yt } = scratch;
+        // x column-major, zeros in the padding rows.
+        xt.resize(d_in * padded, 0.0);
+        transpose_into(x, rows, d_in, d_in, xt, padded);
+        if padded > rows {
+            xt.chunks_exact_mut(padded).for_each(|column| column[rows..].fill(0.0));
+        }
+        // The result column-major: output j's rows are yt[j * padded..][..rows]. gemm
+        // overwrites all of it.
+        yt.resize(padded * d_out, 0.0);
+        if T::KIND == ElementKind::F32 {
+            // The weight as it is: gemm blocks and threads the whole product.
+            let mut unused = Vec::new();
+            let w = T::as_f32_tile(w, &mut unused);
+            // SAFETY: see `gemm_columns`.
+            unsafe { gemm_columns(xt, padded, d_in, w, yt, gemm::Parallelism::Rayon(0)) };
+        } else if padded >= BIG_ROWS {
+            let mut wide = Vec::new();
+            for (w, yt) in w.chunks(BIG_TILE * d_in).zip(yt.chunks_mut(BIG_TILE * padded)) {
+                wide.resize(w.len(), 0.0);
+                wide.par_chunks_mut(1 << 14).zip(w.par_chunks(1 << 14)).for_each(|(dst, src)| widen(src, dst));
+                // SAFETY: see `gemm_columns`.
+                unsafe { gemm_columns(xt, padded, d_in, &wide, yt, gemm::Parallelism::Rayon(0)) };
             }
-            // SAFETY: this tile writes only columns start..start + n of `y` [rows, d_out], and
-            // the tiles' column ranges are disjoint.
-            unsafe { out.write_columns(yt, padded, rows, d_out, start, n) };
-        },
-    );
-    y
+        } else {
+            w.par_chunks(TILE * d_in).zip(yt.par_chunks_mut(TILE * padded)).for_each_init(Vec::new, |wide, (w, yt)| {
+                let tile = T::as_f32_tile(w, wide);
+                // SAFETY: see `gemm_columns`.
+                unsafe { gemm_columns(xt, padded, d_in, tile, yt, gemm::Parallelism::None) };
+            });
+        }
+        let mut y = Vec::with_capacity(rows * d_out);
+        transpose_into_uninit(yt, d_out, padded, rows, y.spare_capacity_mut(), d_out);
+        // SAFETY: the transpose wrote all rows x d_out values.
+        unsafe { y.set_len(rows * d_out) };
+        y
+    })
 }
 
-/// The output buffer, written by the tiles in disjoint column ranges.
-struct SharedOut(*mut f32);
-
-// SAFETY: the tiles write disjoint elements (see `write_columns`).
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    /// Writes the first `rows` rows of the column-major tile `yt [padded, n]` to columns
-    /// `start..start + n` of `[rows, cols]`.
-    ///
-    /// # Safety
-    /// The buffer holds `rows * cols` values and no other thread writes these columns.
-    unsafe fn write_columns(&self, yt: &[f32], padded: usize, rows: usize, cols: usize, start: usize, n: usize) {
-        // In square blocks, so that neither side is walked across a whole column.
-        const BLOCK: usize = 16;
-        for r0 in (0..rows).step_by(BLOCK) {
-            for j0 in (0..n).step_by(BLOCK) {
-                for r in r0..(r0 + BLOCK).min(rows) {
-                    for j in j0..(j0 + BLOCK).min(n) {
-                        // SAFETY: r < rows and start + j < cols (caller).
-                        unsafe { *self.0.add(r * cols + start + j) = yt[j * padded + r] };
-                    }
-                }
-            }
-        }
-    }
+/// Column-major operands, kept between calls: a prompt's products reuse them instead of
+/// allocating (and the kernel zeroing) tens of megabytes per matrix.
+#[derive(Default)]
+struct Scratch {
+    xt: Vec<f32>,
+    yt: Vec<f32>,
 }
 
-/// `x [rows, cols]` row-major to `[cols, padded]` row-major (zeros after `rows`), in blocks.
-fn transpose(x: &[f32], rows: usize, cols: usize, padded: usize) -> Vec<f32> {
-    const BLOCK: usize = 32;
-    let mut t = vec![0f32; cols * padded];
-    for r0 in (0..rows).step_by(BLOCK) {
-        for c0 in (0..cols).step_by(BLOCK) {
-            for r in r0..(r0 + BLOCK).min(rows) {
-                for c in c0..(c0 + BLOCK).min(cols) {
-                    t[c * padded + r] = x[r * cols + c];
-                }
-            }
-        }
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+}
+
+/// Buffers above this many values each are not kept (a large batch of long sequences).
+const SCRATCH_KEPT: usize = 16 << 20;
+
+/// `f` with this thread's scratch buffers for up to `values` values each, or fresh ones if they
+/// are in use (a product started from a rayon task that this thread runs while it waits for its
+/// own product) or larger than [`SCRATCH_KEPT`].
+fn with_scratch<R>(values: usize, f: impl FnOnce(&mut Scratch) -> R) -> R {
+    if values > SCRATCH_KEPT {
+        return f(&mut Scratch::default());
     }
-    t
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut scratch) => f(&mut scratch),
+        Err(_) => f(&mut Scratch::default()),
+    })
+}
+
+/// `yt = xt · tileᵀ` column-major: `xt` holds `[padded, d_in]` column-major, `tile` `n` rows of
+/// `W [out, in]` and `yt` `[padded, n]` column-major (`n = tile.len() / d_in`).
+///
+/// # Safety
+/// Sound for any slices: the sizes are asserted before gemm reads or writes through pointers.
+unsafe fn gemm_columns(xt: &[f32], padded: usize, d_in: usize, tile: &[f32], yt: &mut [f32], threads: gemm::Parallelism) {
+    let n = tile.len() / d_in;
+    assert!(xt.len() == padded * d_in && tile.len() == n * d_in && yt.len() == padded * n);
+    // SAFETY: dst is padded x n column-major (strides 1, padded), lhs padded x d_in column-major
+    // (1, padded), rhs the tile as d_in x n (1, d_in): every access is inside (asserted above).
+    unsafe {
+        gemm::gemm(
+            padded, n, d_in,
+            yt.as_mut_ptr(), padded as isize, 1, false,
+            xt.as_ptr(), padded as isize, 1,
+            tile.as_ptr(), d_in as isize, 1,
+            0.0, 1.0, false, false, false,
+            threads,
+        );
+    }
 }
 
 #[cfg(test)]
@@ -129,8 +153,9 @@ mod tests {
     use super::*;
 
     fn check<T: Element>(convert: fn(f32) -> T) {
-        // Sizes around the tile width, with a ragged last tile and rows not a multiple of 16.
-        for &(rows, d_in, d_out) in &[(9, 40, 3), (16, 64, 300), (33, 130, TILE * 2 + 17)] {
+        // Sizes around the tile widths, ragged last tiles, rows not a multiple of 16, and enough
+        // rows for the big tiles.
+        for &(rows, d_in, d_out) in &[(9, 40, 3), (16, 64, 300), (33, 130, TILE * 2 + 17), (BIG_ROWS + 3, 70, BIG_TILE + 5)] {
             let x: Vec<f32> = (0..rows * d_in).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
             let w: Vec<T> = (0..d_out * d_in).map(|i| convert(((i * 53 % 97) as f32 / 48.0) - 1.0)).collect();
             let y = matmul_tiles(&x, rows, &w, d_in, d_out);

@@ -4,8 +4,7 @@
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, Linear};
 use burn::tensor::activation::silu;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
+use biomedgpt_io::attention::attention;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use biomedgpt_io::modules::{apply_linear, apply_rotary, linear as load_linear, matmul_weight, param, rotary_tables};
 use biomedgpt_io::{FloatType, LoadError, WeightView};
@@ -126,14 +125,8 @@ impl Attention {
         let q = q.reshape([b, nkv, rep * t, hd]).cast(DType::F32);
         let k = k.cast(DType::F32);
         let v = v.cast(DType::F32);
-        // Burn's fused attention (flash-style on the CPU backend, plain ops under autodiff):
         // softmax(q k^T / sqrt(hd) + mask) v, with the causal/padding mask as an additive bias.
-        let bias = ctx.mask.clone();
-        let options = AttentionModuleOptions {
-            scale: Some((hd as f64).powf(-0.5)),
-            ..Default::default()
-        };
-        let out = attention(q, k, v, None, bias, options).cast(dtype); // [B, nkv, rep*T, hd]
+        let out = attention(q, k, v, ctx.mask.clone(), (hd as f64).powf(-0.5)).cast(dtype); // [B, nkv, rep*T, hd]
         let out = out.reshape([b, nh, t, hd]).swap_dims(1, 2).reshape([b, t, nh * hd]);
         apply_linear(&self.o_proj, out)
     }
