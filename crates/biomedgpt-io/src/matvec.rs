@@ -351,6 +351,9 @@ mod x86 {
     use std::arch::x86_64::*;
     use std::ops::Range;
 
+    /// How far ahead in each weight row the output-major kernels prefetch.
+    const PREFETCH_BYTES: usize = 1024;
+
     macro_rules! kernels {
         ($name:ident, $outputs:ident, $feature:literal, $vec:ty, $lanes:literal, $zero:ident, $fma:ident, $set1:ident, $loadu:ident, $storeu:ident, $load_elem:ident, $hsum:ident) => {
             /// [`super::block`] for `rows` rows of `x` (at most 8 output-major, 4 input-major).
@@ -448,7 +451,11 @@ mod x86 {
                                     xv[r] = $loadu(x.as_ptr().add(r * d_in + i));
                                 }
                                 for o in 0..O {
-                                    let wv = $load_elem(w.as_ptr().add((j + o) * d_in + i));
+                                    let at = w.as_ptr().add((j + o) * d_in + i);
+                                    // Ahead of the hardware prefetcher, which restarts at every
+                                    // 4 KiB page (prefetches never fault, so past the end is fine).
+                                    _mm_prefetch::<_MM_HINT_T0>((at as *const i8).wrapping_add(PREFETCH_BYTES));
+                                    let wv = $load_elem(at);
                                     for r in 0..R {
                                         acc[r][o] = $fma(wv, xv[r], acc[r][o]);
                                     }
