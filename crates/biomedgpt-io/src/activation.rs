@@ -1,12 +1,17 @@
-//! Activations with vector kernels on the CPU backend.
+//! Activations and normalization with vector kernels on the CPU backend.
 //!
 //! Burn 0.22's CPU `gelu` evaluates libm's scalar `erff` per element, 7% of ESM-2's time at
 //! 1024 residues. Here plain f32 tensors on that backend get an AVX-512 erf (the rational
-//! approximation Eigen and XLA use for f32, within a few f32 ulps); anything else goes to Burn.
+//! approximation Eigen and XLA use for f32, within a few f32 ulps). LLaMA's `silu(gate) * up`
+//! and RMSNorm are one pass each instead of Burn's four to nine element-wise passes (each
+//! allocating), with the roundings of the model dtype where PyTorch rounds. Anything else
+//! (autodiff, other backends, other dtypes) goes to Burn's ops.
 
 use burn::backend::flex::{Flex, FlexTensor};
-use burn::tensor::{DType, Tensor};
+use burn::tensor::{DType, Tensor, TensorData, bf16, f16};
 use rayon::prelude::*;
+
+use crate::matvec::{Element, HalfFloat, widen};
 
 /// `x · Φ(x) = 0.5 x (1 + erf(x / √2))` (PyTorch's `gelu`, not the tanh approximation).
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
@@ -34,6 +39,171 @@ fn gelu_flex(t: FlexTensor) -> FlexTensor {
     t
 }
 
+/// `silu(gate) * up` (HF LLaMA's MLP): in f32, with the silu rounded to the tensors' dtype
+/// before the product as PyTorch does for 16-bit types.
+pub fn silu_mul<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
+    let dtype = gate.dtype();
+    if dtype == up.dtype() && gate.dims() == up.dims() {
+        if let (Some(g), Some(u)) = (plain(&gate), plain(&up)) {
+            let dims = gate.dims();
+            let device = gate.device();
+            let data = match dtype {
+                DType::F32 => TensorData::new(silu_mul_slices::<f32>(g.as_slice().unwrap(), u.as_slice().unwrap()), dims),
+                DType::F16 => TensorData::new(silu_mul_slices::<f16>(g.as_slice().unwrap(), u.as_slice().unwrap()), dims),
+                DType::BF16 => TensorData::new(silu_mul_slices::<bf16>(g.as_slice().unwrap(), u.as_slice().unwrap()), dims),
+                _ => unreachable!("plain() takes float dtypes only"),
+            };
+            return Tensor::from_data(data, (&device, dtype));
+        }
+    }
+    burn::tensor::activation::silu(gate) * up
+}
+
+/// HF `LlamaRMSNorm`: `weight * (x · rsqrt(mean(x²) + eps))`, the statistics in f32 and the
+/// normalized value rounded to the dtype before the product.
+pub fn rms_norm<const D: usize>(x: Tensor<D>, weight: &Tensor<1>, eps: f64) -> Tensor<D> {
+    let dtype = x.dtype();
+    let size = x.dims()[D - 1];
+    if dtype == weight.dtype() && weight.dims() == [size] && size > 0 {
+        if let (Some(xt), Some(wt)) = (plain(&x), plain(weight)) {
+            let dims = x.dims();
+            let device = x.device();
+            let eps = eps as f32;
+            let data = match dtype {
+                DType::F32 => TensorData::new(rms_norm_rows::<f32>(xt.as_slice().unwrap(), wt.as_slice().unwrap(), eps), dims),
+                DType::F16 => TensorData::new(rms_norm_rows::<f16>(xt.as_slice().unwrap(), wt.as_slice().unwrap(), eps), dims),
+                DType::BF16 => TensorData::new(rms_norm_rows::<bf16>(xt.as_slice().unwrap(), wt.as_slice().unwrap(), eps), dims),
+                _ => unreachable!("plain() takes float dtypes only"),
+            };
+            return Tensor::from_data(data, (&device, dtype));
+        }
+    }
+    let x32 = x.cast(DType::F32);
+    let variance = x32.clone().square().mean_dim(D - 1);
+    let normed = x32 * variance.add_scalar(eps).sqrt().recip();
+    normed.cast(dtype) * weight.clone().unsqueeze()
+}
+
+/// A plain f32/f16/bf16 tensor on Burn's CPU backend, contiguous.
+fn plain<const D: usize>(t: &Tensor<D>) -> Option<FlexTensor> {
+    if !matches!(t.dtype(), DType::F32 | DType::F16 | DType::BF16) {
+        return None;
+    }
+    let t: FlexTensor = t.clone().try_into_primitive::<Flex>().ok()?;
+    let t = if t.is_contiguous() { t } else { t.to_contiguous() };
+    // `as_slice` also checks the offset; a contiguous copy always passes.
+    Some(if contiguous_slice(&t) { t } else { t.to_contiguous() })
+}
+
+fn contiguous_slice(t: &FlexTensor) -> bool {
+    match t.dtype() {
+        DType::F32 => t.as_slice::<f32>().is_some(),
+        DType::F16 => t.as_slice::<f16>().is_some(),
+        _ => t.as_slice::<bf16>().is_some(),
+    }
+}
+
+/// Element types of the fused kernels: f32 values and rounding back.
+trait Float: Element + burn::tensor::Element {
+    const ZERO: Self;
+
+    /// `dst = src` in this type (rounded to nearest even).
+    fn narrow(src: &[f32], dst: &mut [Self]);
+
+    /// `values` rounded to this type and back (nothing for f32).
+    fn round(values: &mut [f32], scratch: &mut Vec<Self>) {
+        if Self::KIND != crate::matvec::ElementKind::F32 {
+            scratch.resize(values.len(), Self::ZERO);
+            Self::narrow(values, scratch);
+            widen(scratch, values);
+        }
+    }
+}
+
+impl Float for f32 {
+    const ZERO: Self = 0.0;
+    fn narrow(src: &[f32], dst: &mut [Self]) {
+        dst.copy_from_slice(src);
+    }
+}
+
+impl Float for f16 {
+    const ZERO: Self = f16::ZERO;
+    fn narrow(src: &[f32], dst: &mut [Self]) {
+        <f16 as HalfFloat>::narrow_into(src, dst)
+    }
+}
+
+impl Float for bf16 {
+    const ZERO: Self = bf16::ZERO;
+    fn narrow(src: &[f32], dst: &mut [Self]) {
+        <bf16 as HalfFloat>::narrow_into(src, dst)
+    }
+}
+
+/// Elements per task of the element-wise kernels.
+const CHUNK: usize = 1 << 13;
+
+fn silu_mul_slices<T: Float>(gate: &[T], up: &[T]) -> Vec<T> {
+    let mut out = vec![T::ZERO; gate.len()];
+    let chunk = |(g32, u32, scratch): &mut (Vec<f32>, Vec<f32>, Vec<T>), (out, (g, u)): (&mut [T], (&[T], &[T]))| {
+        let n = out.len();
+        g32.resize(n, 0.0);
+        u32.resize(n, 0.0);
+        widen(g, g32);
+        widen(u, u32);
+        silu_in_place(g32);
+        T::round(g32, scratch);
+        g32.iter_mut().zip(u32.iter()).for_each(|(s, u)| *s *= u);
+        T::narrow(g32, out);
+    };
+    if gate.len() <= CHUNK {
+        // A decoding step's few rows: waking a pool thread would cost more than the work.
+        chunk(&mut Default::default(), (&mut out, (gate, up)));
+    } else {
+        out.par_chunks_mut(CHUNK).zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK))).for_each_init(Default::default, chunk);
+    }
+    out
+}
+
+fn rms_norm_rows<T: Float>(x: &[T], weight: &[T], eps: f32) -> Vec<T> {
+    let size = weight.len();
+    let mut w32 = vec![0f32; size];
+    widen(weight, &mut w32);
+    let mut out = vec![T::ZERO; x.len()];
+    let rows = |(row32, scratch): &mut (Vec<f32>, Vec<T>), (out, x): (&mut [T], &[T])| {
+        row32.resize(size, 0.0);
+        for (out, x) in out.chunks_exact_mut(size).zip(x.chunks_exact(size)) {
+            widen(x, row32);
+            let mean = row32.iter().map(|v| v * v).sum::<f32>() / size as f32;
+            let inv = 1.0 / (mean + eps).sqrt();
+            row32.iter_mut().for_each(|v| *v *= inv);
+            T::round(row32, scratch);
+            row32.iter_mut().zip(&w32).for_each(|(v, w)| *v *= w);
+            T::narrow(row32, out);
+        }
+    };
+    let task = (CHUNK / size).max(1) * size;
+    if x.len() <= task {
+        rows(&mut Default::default(), (&mut out, x));
+    } else {
+        out.par_chunks_mut(task).zip(x.par_chunks(task)).for_each_init(Default::default, rows);
+    }
+    out
+}
+
+/// `x = x · sigmoid(x) = x / (1 + e^-x)`.
+fn silu_in_place(values: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F (checked above).
+            return unsafe { x86::silu_in_place(values) };
+        }
+    }
+    values.iter_mut().for_each(|x| *x /= 1.0 + (-*x).exp());
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
@@ -54,6 +224,24 @@ mod x86 {
                 let x = _mm512_maskz_loadu_ps(m, p.add(i));
                 let y = _mm512_mul_ps(_mm512_mul_ps(half, x), _mm512_add_ps(one, erf(_mm512_mul_ps(x, rsqrt2))));
                 _mm512_mask_storeu_ps(p.add(i), m, y);
+            }
+        }
+    }
+
+    /// # Safety
+    /// The CPU must support AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn silu_in_place(values: &mut [f32]) {
+        let n = values.len();
+        let p = values.as_mut_ptr();
+        let one = _mm512_set1_ps(1.0);
+        for i in (0..n).step_by(16) {
+            let m: __mmask16 = if n - i >= 16 { 0xffff } else { ((1u32 << (n - i)) - 1) as u16 };
+            // SAFETY: masked to the lanes below `n`.
+            unsafe {
+                let x = _mm512_maskz_loadu_ps(m, p.add(i));
+                let e = crate::attention::exp16(_mm512_sub_ps(_mm512_setzero_ps(), x));
+                _mm512_mask_storeu_ps(p.add(i), m, _mm512_div_ps(x, _mm512_add_ps(one, e)));
             }
         }
     }
@@ -97,6 +285,49 @@ mod tests {
             let want = 0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2));
             // A few f32 ulps of x: the size of the rounding of 1 + erf.
             assert!((*y as f64 - want).abs() <= 2e-7 * x.abs().max(1e-3), "gelu({x}) = {y}, expected {want}");
+        }
+    }
+
+    /// PyTorch's semantics in f64 with the dtype's roundings: `round(round(silu(g)) * u)` and
+    /// `round(round(x * rsqrt(mean(x²) + eps)) * w)`.
+    #[test]
+    fn silu_mul_and_rms_norm_equal_pytorch_semantics_in_every_dtype() {
+        let (rows, size) = (5, 1003);
+        let g: Vec<f32> = (0..rows * size).map(|i| ((i * 7919 % 2003) as f32 / 150.0) - 6.0).collect();
+        let u: Vec<f32> = (0..rows * size).map(|i| ((i * 104729 % 1999) as f32 / 1000.0) - 1.0).collect();
+        let w: Vec<f32> = (0..size).map(|i| ((i * 31 % 97) as f32 / 50.0) - 1.0).collect();
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            let round = |v: f64| -> f64 {
+                match dtype {
+                    DType::F16 => f16::from_f64(v).to_f64(),
+                    DType::BF16 => bf16::from_f64(v).to_f64(),
+                    _ => v as f32 as f64,
+                }
+            };
+            // Inputs representable in the dtype, so that both sides start from the same values.
+            let g: Vec<f32> = g.iter().map(|&v| round(v as f64) as f32).collect();
+            let u: Vec<f32> = u.iter().map(|&v| round(v as f64) as f32).collect();
+            let w: Vec<f32> = w.iter().map(|&v| round(v as f64) as f32).collect();
+            // One unit in the last place of the dtype: the f32 exp/sum may flip a rounding.
+            let ulp = match dtype { DType::F32 => 2e-6, DType::F16 => 1e-3, _ => 8e-3 };
+            let t = |v: &Vec<f32>, dims: [usize; 2]| Tensor::<2>::from_data(TensorData::new(v.clone(), dims), &Device::flex()).cast(dtype);
+            let (gt, ut) = (t(&g, [rows, size]), t(&u, [rows, size]));
+            let ours: Vec<f32> = silu_mul(gt.clone(), ut).cast(DType::F32).into_data().try_to_vec().unwrap();
+            for (i, a) in ours.iter().enumerate() {
+                let x = g[i] as f64;
+                let want = round(round(x / (1.0 + (-x).exp())) * u[i] as f64);
+                assert!((*a as f64 - want).abs() <= ulp * want.abs().max(1e-2), "{dtype:?} silu_mul [{i}] {a} vs {want}");
+            }
+            let wt = Tensor::<1>::from_data(TensorData::new(w.clone(), [size]), &Device::flex()).cast(dtype);
+            let ours: Vec<f32> = rms_norm(gt, &wt, 1e-6).cast(DType::F32).into_data().try_to_vec().unwrap();
+            for (r, row) in g.chunks(size).enumerate() {
+                let inv = 1.0 / (row.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / size as f64 + 1e-6).sqrt();
+                for (i, &x) in row.iter().enumerate() {
+                    let want = round(round(x as f64 * inv) * w[i] as f64);
+                    let a = ours[r * size + i] as f64;
+                    assert!((a - want).abs() <= ulp * want.abs().max(1e-2), "{dtype:?} rms_norm [{r}, {i}] {a} vs {want}");
+                }
+            }
         }
     }
 

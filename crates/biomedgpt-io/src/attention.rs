@@ -87,11 +87,15 @@ struct Shape {
 /// The bias rows of broadcast dims `[bb, bh, bq]` (each 1 or full), `tk` values per row.
 type Bias<'a> = Option<(&'a [f32], [usize; 3])>;
 
+/// Below this many scores, the heads run on the calling thread (a decoding step).
+const PARALLEL_SCORES: usize = 1 << 16;
+
 /// `out [B, H, Tq, Dv]`, threads over heads and blocks of [`QUERY_BLOCK`] queries.
 fn attend(q: &[f32], k: &[f32], v: &[f32], bias: Bias, scale: f32, s: Shape) -> Vec<f32> {
-    let Shape { b: _, h, tq, tk, d, dv } = s;
-    let mut out = vec![0f32; s.b * h * tq * dv];
-    out.par_chunks_mut(tq * dv).enumerate().for_each(|(head, out)| {
+    let Shape { b, h, tq, tk, d, dv } = s;
+    let mut out = vec![0f32; b * h * tq * dv];
+    let parallel = b * h * tq * tk >= PARALLEL_SCORES;
+    let one_head = |(head, out): (usize, &mut [f32])| {
         let (bi, hi) = (head / h, head % h);
         let q = &q[head * tq * d..(head + 1) * tq * d];
         let v = &v[head * tk * dv..(head + 1) * tk * dv];
@@ -100,7 +104,7 @@ fn attend(q: &[f32], k: &[f32], v: &[f32], bias: Bias, scale: f32, s: Shape) -> 
         crate::transpose::block(&k[head * tk * d..(head + 1) * tk * d], tk, d, d, kt.spare_capacity_mut(), tk);
         // SAFETY: the transpose wrote all tk x d values.
         unsafe { kt.set_len(tk * d) };
-        out.par_chunks_mut(QUERY_BLOCK * dv).enumerate().for_each_init(Vec::new, |scores, (block, out)| {
+        let query_block = |scores: &mut Vec<f32>, (block, out): (usize, &mut [f32])| {
             let q0 = block * QUERY_BLOCK;
             let rows = out.len() / dv;
             scores.resize(rows * tk, 0.0);
@@ -137,8 +141,19 @@ fn attend(q: &[f32], k: &[f32], v: &[f32], bias: Bias, scale: f32, s: Shape) -> 
                     gemm::Parallelism::None,
                 );
             }
-        });
-    });
+        };
+        if parallel {
+            out.par_chunks_mut(QUERY_BLOCK * dv).enumerate().for_each_init(Vec::new, query_block);
+        } else {
+            let mut scores = Vec::new();
+            out.chunks_mut(QUERY_BLOCK * dv).enumerate().for_each(|block| query_block(&mut scores, block));
+        }
+    };
+    if parallel {
+        out.par_chunks_mut(tq * dv).enumerate().for_each(one_head);
+    } else {
+        out.chunks_mut(tq * dv).enumerate().for_each(one_head);
+    }
     out
 }
 
@@ -172,6 +187,9 @@ pub fn softmax_row_scalar(row: &mut [f32], scale: f32, bias: Option<&[f32]>) {
     let inv = 1.0 / sum;
     row.iter_mut().for_each(|s| *s *= inv);
 }
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) use x86::exp16;
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
@@ -209,7 +227,7 @@ mod x86 {
         let mut sum_v = _mm512_setzero_ps();
         for i in (0..n).step_by(16) {
             let m = lanes(i);
-            let e = exp(_mm512_sub_ps(unsafe { _mm512_maskz_loadu_ps(m, p.add(i)) }, max_v));
+            let e = exp16(_mm512_sub_ps(unsafe { _mm512_maskz_loadu_ps(m, p.add(i)) }, max_v));
             unsafe { _mm512_mask_storeu_ps(p.add(i), m, e) };
             sum_v = _mm512_mask_add_ps(sum_v, m, sum_v, e);
         }
@@ -224,7 +242,7 @@ mod x86 {
     /// and `e^r` by its Taylor series to degree 7 (|r| <= ln2/2: truncation 5e-9, below f32
     /// rounding). Inputs below -104 give 0 (`-inf` included), above 88.7 are clamped.
     #[target_feature(enable = "avx512f")]
-    pub fn exp(x: __m512) -> __m512 {
+    pub fn exp16(x: __m512) -> __m512 {
         let x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-104.0)), _mm512_set1_ps(88.7));
         let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)));
         let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
@@ -262,7 +280,7 @@ mod tests {
                 let xs: [f32; 16] = std::array::from_fn(|i| x + i as f32 * 0.0013);
                 let mut got = [0f32; 16];
                 // SAFETY: AVX-512F checked above; 16-lane arrays.
-                unsafe { _mm512_storeu_ps(got.as_mut_ptr(), x86::exp(_mm512_loadu_ps(xs.as_ptr()))) };
+                unsafe { _mm512_storeu_ps(got.as_mut_ptr(), x86::exp16(_mm512_loadu_ps(xs.as_ptr()))) };
                 for (g, x) in got.iter().zip(xs) {
                     let want = (x as f64).exp();
                     worst = worst.max(((*g as f64 - want).abs() / want) as f32);
@@ -272,7 +290,7 @@ mod tests {
             assert!(worst < 2.5e-7, "relative error {worst}");
             let mut got = [0f32; 16];
             // SAFETY: as above.
-            unsafe { _mm512_storeu_ps(got.as_mut_ptr(), x86::exp(_mm512_set1_ps(f32::NEG_INFINITY))) };
+            unsafe { _mm512_storeu_ps(got.as_mut_ptr(), x86::exp16(_mm512_set1_ps(f32::NEG_INFINITY))) };
             assert!(got.iter().all(|&g| g == 0.0), "exp(-inf) = {got:?}");
         }
     }

@@ -3,7 +3,7 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, Linear};
-use burn::tensor::activation::silu;
+use biomedgpt_io::activation::{rms_norm, silu_mul};
 use biomedgpt_io::attention::attention;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use biomedgpt_io::modules::{apply_linear, apply_rotary, linear as load_linear, matmul_weight, param, rotary_tables};
@@ -29,12 +29,9 @@ impl RmsNorm {
         })
     }
 
+    /// HF semantics: statistics in f32, normalized value rounded to the dtype, times weight.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let dtype = x.dtype();
-        let x32 = x.cast(DType::F32);
-        let variance = x32.clone().square().mean_dim(D - 1);
-        let normed = x32 * variance.add_scalar(self.eps).sqrt().recip();
-        normed.cast(dtype) * self.weight.val().unsqueeze()
+        rms_norm(x, &self.weight.val(), self.eps)
     }
 }
 
@@ -56,8 +53,8 @@ impl Mlp {
     }
 
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let gate = silu(apply_linear(&self.gate_proj, x.clone()));
-        apply_linear(&self.down_proj, gate * apply_linear(&self.up_proj, x))
+        let gate = apply_linear(&self.gate_proj, x.clone());
+        apply_linear(&self.down_proj, silu_mul(gate, apply_linear(&self.up_proj, x)))
     }
 }
 
