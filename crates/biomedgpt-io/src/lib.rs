@@ -20,6 +20,7 @@ pub mod modules;
 pub mod npy;
 mod pickle;
 mod safetensors_file;
+pub mod rotary;
 pub mod safetensors_writer;
 pub mod transpose;
 mod torch_zip;

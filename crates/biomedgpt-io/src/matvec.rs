@@ -125,23 +125,42 @@ impl Element for bf16 {
     }
 }
 
-/// `x [rows, in] · W [in, out]` for 2D tensors on Burn's CPU backend, or `None` where this path
-/// does not apply (see the module docs). The result has `x`'s dtype and device.
-pub fn try_matmul(x: &Tensor<2>, weight: &Tensor<2>) -> Option<Tensor<2>> {
+/// `x [rows, in] · W [in, out] (+ bias [out])` for 2D tensors on Burn's CPU backend, or `None`
+/// where this path does not apply (see the module docs). The result has `x`'s dtype and
+/// device; the bias is added in f32 before the one rounding to that dtype, as PyTorch's addmm.
+pub fn try_matmul(x: &Tensor<2>, weight: &Tensor<2>, bias: Option<&Tensor<1>>) -> Option<Tensor<2>> {
     let [rows, d_in] = x.dims();
     let [w_in, d_out] = weight.dims();
     if rows == 0 || rows > MAX_ROWS || w_in != d_in || x.dtype() != weight.dtype() || !simd_available() {
         return None;
     }
+    let bias = bias_f32(bias, d_out, x.dtype())?;
     let (x32, wt, layout, offset) = cpu_operands(x, weight)?;
     let dtype = x.dtype();
-    let y = match dtype {
+    let mut y = match dtype {
         DType::F32 => matvec(&x32, rows, &wt.storage::<f32>()[offset..], layout, d_in, d_out),
         DType::F16 => matvec(&x32, rows, &wt.storage::<f16>()[offset..], layout, d_in, d_out),
         DType::BF16 => matvec(&x32, rows, &wt.storage::<bf16>()[offset..], layout, d_in, d_out),
         _ => return None,
     };
+    if let Some(bias) = bias {
+        for row in y.chunks_exact_mut(d_out) {
+            row.iter_mut().zip(&bias).for_each(|(y, b)| *y += b);
+        }
+    }
     Some(to_tensor(y, rows, d_out, dtype, &x.device()))
+}
+
+/// `Some(None)` without a bias, `Some(Some(values))` for a plain `[out]` bias of `dtype` on
+/// Burn's CPU backend, `None` for any other bias (the caller falls back to Burn's ops).
+pub(crate) fn bias_f32(bias: Option<&Tensor<1>>, d_out: usize, dtype: DType) -> Option<Option<Vec<f32>>> {
+    let Some(bias) = bias else { return Some(None) };
+    if bias.dims() != [d_out] || bias.dtype() != dtype {
+        return None;
+    }
+    let b: FlexTensor = bias.clone().try_into_primitive::<Flex>().ok()?;
+    let values = RowsF32::new(b, dtype)?;
+    Some(Some(values.to_vec()))
 }
 
 /// For plain tensors on Burn's CPU backend: the rows of `x` as f32, the weight's storage, its

@@ -54,10 +54,8 @@ pub fn apply_linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
     let rows: usize = dims[..D - 1].iter().product();
     let weight = layer.weight.val();
     let d_out = weight.dims()[1];
-    let mut y = matmul_weight(x.reshape([rows, d_in]), weight);
-    if let Some(bias) = &layer.bias {
-        y = y + bias.val().unsqueeze::<2>();
-    }
+    let bias = layer.bias.as_ref().map(|b| b.val());
+    let y = matmul_weight_bias(x.reshape([rows, d_in]), weight, bias);
     let mut out_dims = dims;
     out_dims[D - 1] = d_out;
     y.reshape(out_dims)
@@ -67,18 +65,31 @@ pub fn apply_linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
 /// [`crate::matvec`] for a few rows, [`crate::prompt_gemm`] for more rows with weights in
 /// PyTorch's layout; Burn's matmul otherwise.
 pub fn matmul_weight(x: Tensor<2>, weight: Tensor<2>) -> Tensor<2> {
-    if let Some(y) = crate::matvec::try_matmul(&x, &weight) {
+    matmul_weight_bias(x, weight, None)
+}
+
+/// [`matmul_weight`] plus a bias `[out]`, added by the CPU kernels before the result is rounded
+/// to the dtype (as PyTorch's addmm), or by Burn's broadcast add.
+pub fn matmul_weight_bias(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<2> {
+    if let Some(y) = crate::matvec::try_matmul(&x, &weight, bias.as_ref()) {
         return y;
     }
-    if let Some(y) = crate::prompt_gemm::try_matmul(&x, &weight) {
+    if let Some(y) = crate::prompt_gemm::try_matmul(&x, &weight, bias.as_ref()) {
         return y;
     }
-    x.matmul(weight)
+    let y = x.matmul(weight);
+    match bias {
+        Some(bias) => y + bias.unsqueeze::<2>(),
+        None => y,
+    }
 }
 
 /// Rotary position embedding in HF's rotate-half layout: `x * cos + rotate_half(x) * sin`, with
 /// `cos`/`sin` `[.., positions, head_dim]` broadcast over `x` `[batch, heads, positions, head_dim]`.
 pub fn apply_rotary(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
+    if let Some(out) = crate::rotary::try_cpu(&x, cos, sin) {
+        return out;
+    }
     let half = x.dims()[3] / 2;
     let x1 = x.clone().narrow(3, 0, half);
     let x2 = x.clone().narrow(3, half, half);

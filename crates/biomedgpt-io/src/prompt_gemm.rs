@@ -14,7 +14,7 @@ use burn::tensor::{DType, Tensor, bf16, f16};
 use rayon::prelude::*;
 
 use crate::transpose::{transpose_into, transpose_into_uninit};
-use crate::matvec::{Element, ElementKind, WeightLayout, cpu_operands, to_tensor, widen};
+use crate::matvec::{Element, ElementKind, WeightLayout, bias_f32, cpu_operands, to_tensor, widen};
 
 /// Output rows per tile when each thread widens its own: 48 x 4096 f32 is 768 KiB, within a
 /// core's L2 cache here. gemm re-packs `x` for tiles wider than 48 on one thread (16 lanes x 6
@@ -33,27 +33,29 @@ const LANES: usize = 16;
 /// `x [rows, in] · W` for `W` stored as a transposed view of a contiguous `[out, in]` matrix of
 /// f32, f16 or bf16 on Burn's CPU backend (plain tensors, one dtype); `None` otherwise. The
 /// result has `x`'s dtype.
-pub fn try_matmul(x: &Tensor<2>, weight: &Tensor<2>) -> Option<Tensor<2>> {
+pub fn try_matmul(x: &Tensor<2>, weight: &Tensor<2>, bias: Option<&Tensor<1>>) -> Option<Tensor<2>> {
     let dtype = weight.dtype();
     let [rows, d_in] = x.dims();
     let [w_in, d_out] = weight.dims();
     if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) || x.dtype() != dtype || w_in != d_in || rows == 0 || d_out == 0 {
         return None;
     }
+    let bias = bias_f32(bias, d_out, dtype)?;
     let (x32, wt, layout, offset) = cpu_operands(x, weight)?;
     if layout != WeightLayout::OutputMajor {
         return None; // Burn's own kernels read a contiguous `[in, out]` matrix as it is.
     }
+    let bias = bias.as_deref();
     let y = match dtype {
-        DType::F32 => matmul_tiles(&x32, rows, &wt.storage::<f32>()[offset..], d_in, d_out),
-        DType::F16 => matmul_tiles(&x32, rows, &wt.storage::<f16>()[offset..], d_in, d_out),
-        _ => matmul_tiles(&x32, rows, &wt.storage::<bf16>()[offset..], d_in, d_out),
+        DType::F32 => matmul_tiles(&x32, rows, &wt.storage::<f32>()[offset..], d_in, d_out, bias),
+        DType::F16 => matmul_tiles(&x32, rows, &wt.storage::<f16>()[offset..], d_in, d_out, bias),
+        _ => matmul_tiles(&x32, rows, &wt.storage::<bf16>()[offset..], d_in, d_out, bias),
     };
     Some(to_tensor(y, rows, d_out, dtype, &x.device()))
 }
 
-/// `y [rows, out] = x [rows, in] · Wᵀ` for `W [out, in]`.
-pub fn matmul_tiles<T: Element>(x: &[f32], rows: usize, w: &[T], d_in: usize, d_out: usize) -> Vec<f32> {
+/// `y [rows, out] = x [rows, in] · Wᵀ (+ bias)` for `W [out, in]`.
+pub fn matmul_tiles<T: Element>(x: &[f32], rows: usize, w: &[T], d_in: usize, d_out: usize, bias: Option<&[f32]>) -> Vec<f32> {
     assert_eq!(x.len(), rows * d_in, "x holds {} values, expected {rows} x {d_in}", x.len());
     assert!(w.len() >= d_in * d_out, "weight holds {} values, expected {d_out} x {d_in}", w.len());
     let w = &w[..d_in * d_out];
@@ -91,7 +93,7 @@ pub fn matmul_tiles<T: Element>(x: &[f32], rows: usize, w: &[T], d_in: usize, d_
             });
         }
         let mut y = Vec::with_capacity(rows * d_out);
-        transpose_into_uninit(yt, d_out, padded, rows, y.spare_capacity_mut(), d_out);
+        transpose_into_uninit(yt, d_out, padded, rows, y.spare_capacity_mut(), d_out, bias);
         // SAFETY: the transpose wrote all rows x d_out values.
         unsafe { y.set_len(rows * d_out) };
         y
@@ -158,10 +160,11 @@ mod tests {
         for &(rows, d_in, d_out) in &[(9, 40, 3), (16, 64, 300), (33, 130, TILE * 2 + 17), (BIG_ROWS + 3, 70, BIG_TILE + 5)] {
             let x: Vec<f32> = (0..rows * d_in).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
             let w: Vec<T> = (0..d_out * d_in).map(|i| convert(((i * 53 % 97) as f32 / 48.0) - 1.0)).collect();
-            let y = matmul_tiles(&x, rows, &w, d_in, d_out);
+            let bias: Vec<f32> = (0..d_out).map(|j| j as f32 / 7.0).collect();
+            let y = matmul_tiles(&x, rows, &w, d_in, d_out, Some(&bias));
             for r in 0..rows {
                 for j in 0..d_out {
-                    let want: f64 = (0..d_in).map(|i| x[r * d_in + i] as f64 * w[j * d_in + i].to_f32() as f64).sum();
+                    let want: f64 = bias[j] as f64 + (0..d_in).map(|i| x[r * d_in + i] as f64 * w[j * d_in + i].to_f32() as f64).sum::<f64>();
                     let got = y[r * d_out + j] as f64;
                     assert!((got - want).abs() <= 1e-5 * d_in as f64, "[{r}, {j}] of {rows}x{d_in}x{d_out}: {got} vs {want}");
                 }

@@ -10,12 +10,14 @@ use std::mem::MaybeUninit;
 pub fn transpose_into(src: &[f32], rows: usize, stride: usize, cols: usize, dst: &mut [f32], padded: usize) {
     // SAFETY: the same memory viewed as possibly uninitialized; only f32 values are written.
     let dst = unsafe { &mut *(dst as *mut [f32] as *mut [MaybeUninit<f32>]) };
-    transpose_into_uninit(src, rows, stride, cols, dst, padded)
+    transpose_into_uninit(src, rows, stride, cols, dst, padded, None)
 }
 
 /// [`transpose_into`] into memory not yet initialized (every element with `r < rows` and
-/// `c < cols` is written; with `rows == padded` that is all of `dst[..cols * padded]`).
-pub fn transpose_into_uninit(src: &[f32], rows: usize, stride: usize, cols: usize, dst: &mut [MaybeUninit<f32>], padded: usize) {
+/// `c < cols` is written; with `rows == padded` that is all of `dst[..cols * padded]`), plus
+/// `add[r]` to every element from source row `r` if given.
+pub fn transpose_into_uninit(src: &[f32], rows: usize, stride: usize, cols: usize, dst: &mut [MaybeUninit<f32>], padded: usize, add: Option<&[f32]>) {
+    assert!(add.is_none_or(|a| a.len() >= rows), "one value to add per source row");
     assert!(cols <= stride && rows <= padded, "transpose of {rows} x {cols} (stride {stride}) into rows of {padded}");
     assert!(rows == 0 || src.len() >= (rows - 1) * stride + cols, "source holds {} values", src.len());
     assert!(dst.len() >= cols * padded, "destination holds {} values, expected {cols} x {padded}", dst.len());
@@ -24,26 +26,31 @@ pub fn transpose_into_uninit(src: &[f32], rows: usize, stride: usize, cols: usiz
     dst[..cols * padded].par_chunks_mut(TASK * padded).enumerate().for_each(|(task, dst)| {
         let c0 = task * TASK;
         let width = dst.len() / padded;
-        block(&src[c0..], rows, stride, width, dst, padded);
+        block_add(&src[c0..], rows, stride, width, dst, padded, add);
     });
 }
 
 /// [`transpose_into`] on the calling thread.
 pub fn block(src: &[f32], rows: usize, stride: usize, cols: usize, dst: &mut [MaybeUninit<f32>], padded: usize) {
+    block_add(src, rows, stride, cols, dst, padded, None)
+}
+
+fn block_add(src: &[f32], rows: usize, stride: usize, cols: usize, dst: &mut [MaybeUninit<f32>], padded: usize, add: Option<&[f32]>) {
     #[cfg(target_arch = "x86_64")]
     {
         if is_x86_feature_detected!("avx") {
             // SAFETY: the CPU supports AVX (checked above); bounds are checked inside.
-            return unsafe { x86::block(src, rows, stride, cols, dst, padded) };
+            return unsafe { x86::block(src, rows, stride, cols, dst, padded, add) };
         }
     }
-    scalar(src, 0..rows, stride, 0..cols, dst, padded)
+    scalar(src, 0..rows, stride, 0..cols, dst, padded, add)
 }
 
-fn scalar(src: &[f32], rows: std::ops::Range<usize>, stride: usize, cols: std::ops::Range<usize>, dst: &mut [MaybeUninit<f32>], padded: usize) {
+fn scalar(src: &[f32], rows: std::ops::Range<usize>, stride: usize, cols: std::ops::Range<usize>, dst: &mut [MaybeUninit<f32>], padded: usize, add: Option<&[f32]>) {
     for r in rows {
+        let a = add.map_or(0.0, |a| a[r]);
         for c in cols.clone() {
-            dst[c * padded + r].write(src[r * stride + c]);
+            dst[c * padded + r].write(src[r * stride + c] + a);
         }
     }
 }
@@ -58,23 +65,26 @@ mod x86 {
     /// # Safety
     /// The CPU must support AVX.
     #[target_feature(enable = "avx")]
-    pub unsafe fn block(src: &[f32], rows: usize, stride: usize, cols: usize, dst: &mut [MaybeUninit<f32>], padded: usize) {
+    pub unsafe fn block(src: &[f32], rows: usize, stride: usize, cols: usize, dst: &mut [MaybeUninit<f32>], padded: usize, add: Option<&[f32]>) {
         assert!(rows == 0 || src.len() >= (rows - 1) * stride + cols);
         assert!(dst.len() >= cols.saturating_sub(1) * padded + rows);
+        assert!(add.is_none_or(|a| a.len() >= rows));
         let (rows8, cols8) = (rows / 8 * 8, cols / 8 * 8);
         for r in (0..rows8).step_by(8) {
+            // SAFETY: r + 8 <= rows <= add.len() (asserted above).
+            let a = add.map(|a| unsafe { _mm256_loadu_ps(a.as_ptr().add(r)) });
             for c in (0..cols8).step_by(8) {
                 // SAFETY: rows r..r+8 and columns c..c+8 are inside both (asserted above).
-                unsafe { transpose8x8(src.as_ptr().add(r * stride + c), stride, dst.as_mut_ptr().add(c * padded + r) as *mut f32, padded) };
+                unsafe { transpose8x8(src.as_ptr().add(r * stride + c), stride, dst.as_mut_ptr().add(c * padded + r) as *mut f32, padded, a) };
             }
         }
-        super::scalar(src, rows8..rows, stride, 0..cols, dst, padded);
-        super::scalar(src, 0..rows8, stride, cols8..cols, dst, padded);
+        super::scalar(src, rows8..rows, stride, 0..cols, dst, padded, add);
+        super::scalar(src, 0..rows8, stride, cols8..cols, dst, padded, add);
     }
 
     /// The classic unpack / shuffle / lane-permute transpose of one 8 x 8 block.
     #[target_feature(enable = "avx")]
-    unsafe fn transpose8x8(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
+    unsafe fn transpose8x8(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize, add: Option<__m256>) {
         // SAFETY: the caller passes 8 readable rows of 8 and 8 writable rows of 8.
         unsafe {
             let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(src.add(i * src_stride)));
@@ -105,6 +115,10 @@ mod x86 {
                 _mm256_permute2f128_ps::<0x31>(s3, s7),
             ];
             for (i, v) in out.into_iter().enumerate() {
+                let v = match add {
+                    Some(a) => _mm256_add_ps(v, a),
+                    None => v,
+                };
                 _mm256_storeu_ps(dst.add(i * dst_stride), v);
             }
         }
@@ -123,8 +137,17 @@ mod tests {
             let mut want = ours.clone();
             transpose_into(&src, rows, stride, cols, &mut ours, padded);
             // SAFETY: as in `transpose_into`.
-            scalar(&src, 0..rows, stride, 0..cols, unsafe { &mut *(&mut want[..] as *mut [f32] as *mut [MaybeUninit<f32>]) }, padded);
+            scalar(&src, 0..rows, stride, 0..cols, unsafe { &mut *(&mut want[..] as *mut [f32] as *mut [MaybeUninit<f32>]) }, padded, None);
             assert_eq!(ours, want, "{rows} x {cols}, stride {stride}, padded {padded}");
+            let add: Vec<f32> = (0..rows).map(|r| r as f32 * 0.5).collect();
+            let mut ours = vec![-1f32; cols * padded];
+            // SAFETY: as above.
+            transpose_into_uninit(&src, rows, stride, cols, unsafe { &mut *(&mut ours[..] as *mut [f32] as *mut [MaybeUninit<f32>]) }, padded, Some(&add));
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(ours[c * padded + r], src[r * stride + c] + add[r], "with an added row value");
+                }
+            }
         }
     }
 }
