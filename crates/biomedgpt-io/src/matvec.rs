@@ -391,7 +391,7 @@ mod x86 {
                     WeightLayout::OutputMajor => {
                         assert!(ins == (0..d_in), "output-major blocks cover every input");
                         match rows {
-                            1 => $outputs::<T, 1, 4>(x, w, d_in, cols, y, width),
+                            1 => $outputs::<T, 1, 8>(x, w, d_in, cols, y, width),
                             2 => $outputs::<T, 2, 4>(x, w, d_in, cols, y, width),
                             3 => $outputs::<T, 3, 4>(x, w, d_in, cols, y, width),
                             4 => $outputs::<T, 4, 4>(x, w, d_in, cols, y, width),
