@@ -46,7 +46,7 @@ impl Gpt2Attention {
         };
         *cache = Some((k.clone(), v.clone()));
         let dtype = q.dtype();
-        let out = attention(q.cast(DType::F32), k.cast(DType::F32), v.cast(DType::F32), mask.cloned(), self.scale).cast(dtype);
+        let out = attention(q.cast(DType::F32), k, v, mask.cloned(), self.scale).cast(dtype);
         apply_linear(&self.c_proj, out.swap_dims(1, 2).reshape([b, t, h]))
     }
 }

@@ -12,18 +12,23 @@
 use burn::backend::flex::{Flex, FlexTensor};
 use burn::tensor::module::attention as burn_attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorData, bf16, f16};
 use rayon::prelude::*;
+
+use crate::matvec::Element;
 
 /// Queries per task: a 64 x 1024 block of scores is 256 KiB, in a core's L2 cache.
 const QUERY_BLOCK: usize = 64;
 
 /// `softmax(q kᵀ · scale + bias) v` for `q [B, H, Tq, D]`, `k [B, H, Tk, D]`, `v [B, H, Tk, Dv]`
-/// and an additive `bias` broadcast from `[B or 1, H or 1, Tq or 1, Tk]`.
+/// and an additive `bias` broadcast from `[B or 1, H or 1, Tq or 1, Tk]`, in `q`'s dtype. `k`
+/// and `v` may be in another float dtype (a 16-bit KV cache with an f32 query): the CPU kernel
+/// widens them a head at a time instead of casting the whole cache at every decoding step.
 pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Option<Tensor<4>>, scale: f64) -> Tensor<4> {
     if let Some(out) = try_cpu(&q, &k, &v, bias.as_ref(), scale) {
         return out;
     }
+    let (k, v) = (k.cast(q.dtype()), v.cast(q.dtype()));
     let options = AttentionModuleOptions {
         scale: Some(scale),
         ..Default::default()
@@ -36,7 +41,8 @@ fn try_cpu(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, bias: Option<&Tensor<4>>
     let [b, h, tq, d] = q.dims();
     let [kb, kh, tk, kd] = k.dims();
     let [vb, vh, vt, dv] = v.dims();
-    if (kb, kh, kd, vb, vh, vt) != (b, h, d, b, h, tk) || [q.dtype(), k.dtype(), v.dtype()] != [DType::F32; 3] {
+    let kv_dtype = k.dtype();
+    if (kb, kh, kd, vb, vh, vt) != (b, h, d, b, h, tk) || q.dtype() != DType::F32 || v.dtype() != kv_dtype || !matches!(kv_dtype, DType::F32 | DType::F16 | DType::BF16) {
         return None;
     }
     if b * h * tq * tk * d * dv == 0 {
@@ -57,18 +63,17 @@ fn try_cpu(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, bias: Option<&Tensor<4>>
     let (q, k, v) = (contiguous(q)?, contiguous(k)?, contiguous(v)?);
     let bias = bias.as_ref().map(|(t, dims)| (t.as_slice::<f32>().expect("contiguous f32"), *dims));
     let shape = Shape { b, h, tq, tk, d, dv };
-    let out = attend(
-        q.as_slice::<f32>().expect("contiguous f32"),
-        k.as_slice::<f32>().expect("contiguous f32"),
-        v.as_slice::<f32>().expect("contiguous f32"),
-        bias,
-        scale as f32,
-        shape,
-    );
+    let q = q.as_slice::<f32>().expect("contiguous f32");
+    let scale = scale as f32;
+    let out = match kv_dtype {
+        DType::F32 => attend(q, k.as_slice::<f32>()?, v.as_slice::<f32>()?, bias, scale, shape),
+        DType::F16 => attend(q, k.as_slice::<f16>()?, v.as_slice::<f16>()?, bias, scale, shape),
+        _ => attend(q, k.as_slice::<bf16>()?, v.as_slice::<bf16>()?, bias, scale, shape),
+    };
     Some(Tensor::from_data(TensorData::new(out, [b, h, tq, dv]), &device))
 }
 
-/// A plain tensor on Burn's CPU backend as a contiguous f32 buffer.
+/// A plain tensor on Burn's CPU backend, contiguous.
 fn contiguous(t: &Tensor<4>) -> Option<FlexTensor> {
     let t: FlexTensor = t.clone().try_into_primitive::<Flex>().ok()?;
     Some(if t.is_contiguous() { t } else { t.to_contiguous() })
@@ -87,21 +92,23 @@ struct Shape {
 /// The bias rows of broadcast dims `[bb, bh, bq]` (each 1 or full), `tk` values per row.
 type Bias<'a> = Option<(&'a [f32], [usize; 3])>;
 
-/// Below this many scores, the heads run on the calling thread (a decoding step).
-const PARALLEL_SCORES: usize = 1 << 16;
+/// Below this many scores and cached values, the heads run on the calling thread.
+const PARALLEL_WORK: usize = 1 << 16;
 
 /// `out [B, H, Tq, Dv]`, threads over heads and blocks of [`QUERY_BLOCK`] queries.
-fn attend(q: &[f32], k: &[f32], v: &[f32], bias: Bias, scale: f32, s: Shape) -> Vec<f32> {
+fn attend<T: Element>(q: &[f32], k: &[T], v: &[T], bias: Bias, scale: f32, s: Shape) -> Vec<f32> {
     let Shape { b, h, tq, tk, d, dv } = s;
     let mut out = vec![0f32; b * h * tq * dv];
-    let parallel = b * h * tq * tk >= PARALLEL_SCORES;
+    let parallel = b * h * tk * (tq + d + dv) >= PARALLEL_WORK;
     let one_head = |(head, out): (usize, &mut [f32])| {
         let (bi, hi) = (head / h, head % h);
         let q = &q[head * tq * d..(head + 1) * tq * d];
-        let v = &v[head * tk * dv..(head + 1) * tk * dv];
+        let (mut k_wide, mut v_wide) = (Vec::new(), Vec::new());
+        let k = T::as_f32_tile(&k[head * tk * d..(head + 1) * tk * d], &mut k_wide);
+        let v = T::as_f32_tile(&v[head * tk * dv..(head + 1) * tk * dv], &mut v_wide);
         // kᵀ [D, Tk]: the scores' left operand column-major, read in place by gemm.
         let mut kt = Vec::with_capacity(tk * d);
-        crate::transpose::block(&k[head * tk * d..(head + 1) * tk * d], tk, d, d, kt.spare_capacity_mut(), tk);
+        crate::transpose::block(k, tk, d, d, kt.spare_capacity_mut(), tk);
         // SAFETY: the transpose wrote all tk x d values.
         unsafe { kt.set_len(tk * d) };
         let query_block = |scores: &mut Vec<f32>, (block, out): (usize, &mut [f32])| {
@@ -320,6 +327,26 @@ mod tests {
             let (ours, theirs): (Vec<f32>, Vec<f32>) = (ours.into_data().try_to_vec().unwrap(), theirs.into_data().try_to_vec().unwrap());
             for (i, (a, t)) in ours.iter().zip(&theirs).enumerate() {
                 assert!((a - t).abs() <= 1e-6 + 1e-5 * t.abs(), "bias {bias_dims:?}: [{i}] ours {a}, Burn {t}");
+            }
+        }
+    }
+
+    #[test]
+    fn half_precision_keys_and_values_equal_their_f32_cast() {
+        let (b, h, tq, tk, d) = (1, 4, 3, 50, 8);
+        let q = tensor(values(b * h * tq * d, 1), [b, h, tq, d]);
+        let k = tensor(values(b * h * tk * d, 2), [b, h, tk, d]);
+        let v = tensor(values(b * h * tk * d, 3), [b, h, tk, d]);
+        for dtype in [DType::F16, DType::BF16] {
+            let (k16, v16) = (k.clone().cast(dtype), v.clone().cast(dtype));
+            let ours: Vec<f32> = try_cpu(&q, &k16, &v16, None, 0.3).expect("16-bit K/V taken").into_data().try_to_vec().unwrap();
+            let want: Vec<f32> = try_cpu(&q, &k16.cast(DType::F32), &v16.cast(DType::F32), None, 0.3).unwrap().into_data().try_to_vec().unwrap();
+            assert_eq!(ours, want, "{dtype:?}");
+            // And the fallback casts to the query's dtype too.
+            let options = AttentionModuleOptions { scale: Some(0.3), ..Default::default() };
+            let burn: Vec<f32> = burn_attention(q.clone(), k.clone().cast(dtype).cast(DType::F32), v.clone().cast(dtype).cast(DType::F32), None, None, options).into_data().try_to_vec().unwrap();
+            for (a, t) in ours.iter().zip(&burn) {
+                assert!((a - t).abs() <= 1e-5, "{dtype:?}: {a} vs {t}");
             }
         }
     }

@@ -119,9 +119,8 @@ impl Attention {
         // Grouped-query attention without copying K/V: fold the query heads that share a KV head
         // into the row dimension, [B, nkv, rep*T, hd] x [B, nkv, hd, S].
         let rep = nh / nkv;
+        // q in f32; k and v stay in the cache's dtype (the kernel widens them per head).
         let q = q.reshape([b, nkv, rep * t, hd]).cast(DType::F32);
-        let k = k.cast(DType::F32);
-        let v = v.cast(DType::F32);
         // softmax(q k^T / sqrt(hd) + mask) v, with the causal/padding mask as an additive bias.
         let out = attention(q, k, v, ctx.mask.clone(), (hd as f64).powf(-0.5)).cast(dtype); // [B, nkv, rep*T, hd]
         let out = out.reshape([b, nh, t, hd]).swap_dims(1, 2).reshape([b, t, nh * hd]);
