@@ -16,6 +16,7 @@ use burn::tensor::{DType, Tensor, TensorData, bf16, f16};
 use rayon::prelude::*;
 
 use crate::matvec::Element;
+use crate::prompt_gemm::gemm_column_major;
 
 /// Queries per task: a 64 x 1024 block of scores is 256 KiB, in a core's L2 cache.
 const QUERY_BLOCK: usize = 64;
@@ -115,19 +116,9 @@ fn attend<T: Element>(q: &[f32], k: &[T], v: &[T], bias: Bias, scale: f32, s: Sh
             let q0 = block * QUERY_BLOCK;
             let rows = out.len() / dv;
             scores.resize(rows * tk, 0.0);
-            // scoresᵀ [Tk, rows] column-major (= scores [rows, Tk] row-major) = k · qᵀ.
-            // SAFETY: dst tk x rows (strides 1, tk) in `scores`, lhs tk x d (1, tk) in `kt`,
-            // rhs d x rows (1, d) in this block of `q`: all inside the buffers.
-            unsafe {
-                gemm::gemm(
-                    tk, rows, d,
-                    scores.as_mut_ptr(), tk as isize, 1, false,
-                    kt.as_ptr(), tk as isize, 1,
-                    q.as_ptr().add(q0 * d), d as isize, 1,
-                    0.0, 1.0, false, false, false,
-                    gemm::Parallelism::None,
-                );
-            }
+            // scoresᵀ [Tk, rows] column-major (= scores [rows, Tk] row-major) = k · qᵀ, with kᵀ
+            // as the column-major left operand and this block of q's rows as contiguous columns.
+            gemm_column_major(tk, rows, d, scores, &kt, tk, &q[q0 * d..], d, gemm::Parallelism::None);
             for (r, row) in scores.chunks_exact_mut(tk).enumerate() {
                 let bias_row = bias.map(|(values, [bb, bh, bq])| {
                     let at = ((if bb == 1 { 0 } else { bi }) * bh + if bh == 1 { 0 } else { hi }) * bq + if bq == 1 { 0 } else { q0 + r };
@@ -135,19 +126,9 @@ fn attend<T: Element>(q: &[f32], k: &[T], v: &[T], bias: Bias, scale: f32, s: Sh
                 });
                 softmax_row(row, scale, bias_row);
             }
-            // outᵀ [Dv, rows] column-major (= out [rows, Dv] row-major) = vᵀ · pᵀ.
-            // SAFETY: dst dv x rows (1, dv) is `out`, lhs dv x tk (1, dv) is `v`, rhs tk x rows
-            // (1, tk) is `scores`: all inside the buffers.
-            unsafe {
-                gemm::gemm(
-                    dv, rows, tk,
-                    out.as_mut_ptr(), dv as isize, 1, false,
-                    v.as_ptr(), dv as isize, 1,
-                    scores.as_ptr(), tk as isize, 1,
-                    0.0, 1.0, false, false, false,
-                    gemm::Parallelism::None,
-                );
-            }
+            // outᵀ [Dv, rows] column-major (= out [rows, Dv] row-major) = vᵀ · pᵀ: v row-major is
+            // vᵀ column-major, and the probabilities' rows are contiguous columns.
+            gemm_column_major(dv, rows, tk, out, v, dv, scores, tk, gemm::Parallelism::None);
         };
         if parallel {
             out.par_chunks_mut(QUERY_BLOCK * dv).enumerate().for_each_init(Vec::new, query_block);

@@ -75,21 +75,18 @@ pub fn matmul_tiles<T: Element>(x: &[f32], rows: usize, w: &[T], d_in: usize, d_
             // The weight as it is: gemm blocks and threads the whole product.
             let mut unused = Vec::new();
             let w = T::as_f32_tile(w, &mut unused);
-            // SAFETY: see `gemm_columns`.
-            unsafe { gemm_columns(xt, padded, d_in, w, yt, gemm::Parallelism::Rayon(0)) };
+            gemm_columns(xt, padded, d_in, w, yt, gemm::Parallelism::Rayon(0));
         } else if padded >= BIG_ROWS {
             let mut wide = Vec::new();
             for (w, yt) in w.chunks(BIG_TILE * d_in).zip(yt.chunks_mut(BIG_TILE * padded)) {
                 wide.resize(w.len(), 0.0);
                 wide.par_chunks_mut(1 << 14).zip(w.par_chunks(1 << 14)).for_each(|(dst, src)| widen(src, dst));
-                // SAFETY: see `gemm_columns`.
-                unsafe { gemm_columns(xt, padded, d_in, &wide, yt, gemm::Parallelism::Rayon(0)) };
+                gemm_columns(xt, padded, d_in, &wide, yt, gemm::Parallelism::Rayon(0));
             }
         } else {
             w.par_chunks(TILE * d_in).zip(yt.par_chunks_mut(TILE * padded)).for_each_init(Vec::new, |wide, (w, yt)| {
                 let tile = T::as_f32_tile(w, wide);
-                // SAFETY: see `gemm_columns`.
-                unsafe { gemm_columns(xt, padded, d_in, tile, yt, gemm::Parallelism::None) };
+                gemm_columns(xt, padded, d_in, tile, yt, gemm::Parallelism::None);
             });
         }
         let mut y = Vec::with_capacity(rows * d_out);
@@ -130,20 +127,29 @@ fn with_scratch<R>(values: usize, f: impl FnOnce(&mut Scratch) -> R) -> R {
 
 /// `yt = xt · tileᵀ` column-major: `xt` holds `[padded, d_in]` column-major, `tile` `n` rows of
 /// `W [out, in]` and `yt` `[padded, n]` column-major (`n = tile.len() / d_in`).
-///
-/// # Safety
-/// Sound for any slices: the sizes are asserted before gemm reads or writes through pointers.
-unsafe fn gemm_columns(xt: &[f32], padded: usize, d_in: usize, tile: &[f32], yt: &mut [f32], threads: gemm::Parallelism) {
+fn gemm_columns(xt: &[f32], padded: usize, d_in: usize, tile: &[f32], yt: &mut [f32], threads: gemm::Parallelism) {
     let n = tile.len() / d_in;
-    assert!(xt.len() == padded * d_in && tile.len() == n * d_in && yt.len() == padded * n);
-    // SAFETY: dst is padded x n column-major (strides 1, padded), lhs padded x d_in column-major
-    // (1, padded), rhs the tile as d_in x n (1, d_in): every access is inside (asserted above).
+    gemm_column_major(padded, n, d_in, yt, xt, padded, tile, d_in, threads);
+}
+
+/// `dst = lhs · rhs` in the layout gemm's kernels read without re-packing: `dst [m, n]`
+/// column-major (`dst[i + j m]`), `lhs [m, k]` column-major with leading dimension `ld_lhs`
+/// (`lhs[i + p ld_lhs]`) and `rhs [k, n]` with contiguous columns (`rhs[p + j ld_rhs]`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_column_major(m: usize, n: usize, k: usize, dst: &mut [f32], lhs: &[f32], ld_lhs: usize, rhs: &[f32], ld_rhs: usize, threads: gemm::Parallelism) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(dst.len() >= m * n, "gemm destination holds {} values, expected {m} x {n}", dst.len());
+    assert!(k == 0 || (ld_lhs >= m && lhs.len() >= (k - 1) * ld_lhs + m), "gemm lhs too small");
+    assert!(k == 0 || (ld_rhs >= k && rhs.len() >= (n - 1) * ld_rhs + k), "gemm rhs too small");
+    // SAFETY: every element gemm reads or writes is inside the three slices (asserted above).
     unsafe {
         gemm::gemm(
-            padded, n, d_in,
-            yt.as_mut_ptr(), padded as isize, 1, false,
-            xt.as_ptr(), padded as isize, 1,
-            tile.as_ptr(), d_in as isize, 1,
+            m, n, k,
+            dst.as_mut_ptr(), m as isize, 1, false,
+            lhs.as_ptr(), ld_lhs as isize, 1,
+            rhs.as_ptr(), ld_rhs as isize, 1,
             0.0, 1.0, false, false, false,
             threads,
         );
