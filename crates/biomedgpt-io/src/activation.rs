@@ -11,7 +11,7 @@ use burn::backend::flex::{Flex, FlexTensor};
 use burn::tensor::{DType, Tensor, TensorData, bf16, f16};
 use rayon::prelude::*;
 
-use crate::matvec::{Element, HalfFloat, widen};
+use crate::matvec::{Element, HalfFloat, contiguous_flex, widen};
 
 /// `x · Φ(x) = 0.5 x (1 + erf(x / √2))` (PyTorch's `gelu`, not the tanh approximation).
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
@@ -89,18 +89,7 @@ fn plain<const D: usize>(t: &Tensor<D>) -> Option<FlexTensor> {
     if !matches!(t.dtype(), DType::F32 | DType::F16 | DType::BF16) {
         return None;
     }
-    let t: FlexTensor = t.clone().try_into_primitive::<Flex>().ok()?;
-    let t = if t.is_contiguous() { t } else { t.to_contiguous() };
-    // `as_slice` also checks the offset; a contiguous copy always passes.
-    Some(if contiguous_slice(&t) { t } else { t.to_contiguous() })
-}
-
-fn contiguous_slice(t: &FlexTensor) -> bool {
-    match t.dtype() {
-        DType::F32 => t.as_slice::<f32>().is_some(),
-        DType::F16 => t.as_slice::<f16>().is_some(),
-        _ => t.as_slice::<bf16>().is_some(),
-    }
+    contiguous_flex(t)
 }
 
 /// Element types of the fused kernels: f32 values and rounding back.

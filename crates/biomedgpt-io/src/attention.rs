@@ -9,13 +9,12 @@
 //! `attention`, with the same semantics: a query whose keys are all masked (`-inf` bias)
 //! attends to nothing and gets zeros.
 
-use burn::backend::flex::{Flex, FlexTensor};
 use burn::tensor::module::attention as burn_attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, Tensor, TensorData, bf16, f16};
 use rayon::prelude::*;
 
-use crate::matvec::Element;
+use crate::matvec::{Element, contiguous_flex};
 use crate::prompt_gemm::gemm_column_major;
 
 /// Queries per task: a 64 x 1024 block of scores is 256 KiB, in a core's L2 cache.
@@ -56,12 +55,12 @@ fn try_cpu(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, bias: Option<&Tensor<4>>
             if bias.dtype() != DType::F32 || !fits(bb, b) || !fits(bh, h) || !fits(bq, tq) || bk != tk {
                 return None;
             }
-            Some((contiguous(bias)?, [bb, bh, bq]))
+            Some((contiguous_flex(bias)?, [bb, bh, bq]))
         }
         None => None,
     };
     let device = q.device();
-    let (q, k, v) = (contiguous(q)?, contiguous(k)?, contiguous(v)?);
+    let (q, k, v) = (contiguous_flex(q)?, contiguous_flex(k)?, contiguous_flex(v)?);
     let bias = bias.as_ref().map(|(t, dims)| (t.as_slice::<f32>().expect("contiguous f32"), *dims));
     let shape = Shape { b, h, tq, tk, d, dv };
     let q = q.as_slice::<f32>().expect("contiguous f32");
@@ -72,12 +71,6 @@ fn try_cpu(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, bias: Option<&Tensor<4>>
         _ => attend(q, k.as_slice::<bf16>()?, v.as_slice::<bf16>()?, bias, scale, shape),
     };
     Some(Tensor::from_data(TensorData::new(out, [b, h, tq, dv]), &device))
-}
-
-/// A plain tensor on Burn's CPU backend, contiguous.
-fn contiguous(t: &Tensor<4>) -> Option<FlexTensor> {
-    let t: FlexTensor = t.clone().try_into_primitive::<Flex>().ok()?;
-    Some(if t.is_contiguous() { t } else { t.to_contiguous() })
 }
 
 #[derive(Clone, Copy)]

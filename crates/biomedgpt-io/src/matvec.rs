@@ -40,10 +40,9 @@ impl WeightLayout {
 }
 
 /// The two 16-bit float types, through `half`'s vectorized slice conversions.
-pub trait HalfFloat: Copy {
+pub(crate) trait HalfFloat: Copy {
     const ZERO: Self;
     fn narrow_into(src: &[f32], dst: &mut [Self]);
-    fn widen_into(src: &[Self], dst: &mut [f32]);
 }
 
 macro_rules! half_float {
@@ -52,9 +51,6 @@ macro_rules! half_float {
             const ZERO: Self = <$t>::ZERO;
             fn narrow_into(src: &[f32], dst: &mut [Self]) {
                 dst.convert_from_f32_slice(src)
-            }
-            fn widen_into(src: &[Self], dst: &mut [f32]) {
-                src.convert_to_f32_slice(dst)
             }
         }
     };
@@ -173,6 +169,13 @@ pub(crate) fn cpu_operands(x: &Tensor<2>, weight: &Tensor<2>) -> Option<(RowsF32
     let (layout, offset) = weight_layout(&wt, d_in, d_out)?;
     let x32 = RowsF32::new(xt, x.dtype())?;
     Some((x32, wt, layout, offset))
+}
+
+/// A plain tensor on Burn's CPU backend, contiguous (copied only when it is a strided view):
+/// `as_slice` then succeeds for its dtype. `None` for autodiff tensors and other backends.
+pub(crate) fn contiguous_flex<const D: usize>(t: &Tensor<D>) -> Option<FlexTensor> {
+    let t: FlexTensor = t.clone().try_into_primitive::<Flex>().ok()?;
+    Some(if t.is_contiguous() { t } else { t.to_contiguous() })
 }
 
 /// The rows of `x` as contiguous f32: f32 storage is read in place, 16-bit rows are widened.

@@ -10,6 +10,8 @@ use burn::backend::flex::{Flex, FlexTensor};
 use burn::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
 
+use crate::matvec::contiguous_flex;
+
 /// `x [B, H, T, D]` (any strides with a contiguous last dim) with `cos`/`sin` `[B or 1, 1, T, D]`,
 /// f32 plain tensors on Burn's CPU backend; `None` otherwise.
 pub fn try_cpu(x: &Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Option<Tensor<4>> {
@@ -27,11 +29,7 @@ pub fn try_cpu(x: &Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Option<Tensor
     let (s0, s1, s2) = (strides[0] as usize, strides[1] as usize, strides[2] as usize);
     let start = layout.start_offset();
     let storage: &[f32] = xf.storage();
-    let table = |t: &Tensor<4>| -> Option<FlexTensor> {
-        let f: FlexTensor = t.clone().try_into_primitive::<Flex>().ok()?;
-        Some(if f.as_slice::<f32>().is_some() { f } else { f.to_contiguous() })
-    };
-    let (cos_f, sin_f) = (table(cos)?, table(sin)?);
+    let (cos_f, sin_f) = (contiguous_flex(cos)?, contiguous_flex(sin)?);
     let (cos_v, sin_v) = (cos_f.as_slice::<f32>()?, sin_f.as_slice::<f32>()?);
     // The last element any row reads must be inside the storage.
     let last = start + (b - 1) * s0 + (h - 1) * s1 + (t - 1) * s2 + d;
