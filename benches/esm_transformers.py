@@ -3,8 +3,10 @@
 on one sequence. Prints one JSON line like `biomedgpt bench esm`.
 
 usage: esm_transformers.py MODEL_DIR SEQ_LEN [REPEATS]
+TORCH_DEVICE=cuda runs it on the GPU instead (benches/gpu.sh).
 """
 import json
+import os
 import sys
 import time
 
@@ -12,21 +14,22 @@ import torch
 from transformers import EsmModel
 
 torch.set_num_threads(2)
+DEVICE = torch.device(os.environ.get("TORCH_DEVICE", "cpu"))
 
 
 def main():
     model_dir, seq_len = sys.argv[1], int(sys.argv[2])
     repeats = int(sys.argv[3]) if len(sys.argv) > 3 else 3
-    model = EsmModel.from_pretrained(model_dir, add_pooling_layer=False, dtype=torch.float32).eval()
+    model = EsmModel.from_pretrained(model_dir, add_pooling_layer=False, dtype=torch.float32).eval().to(DEVICE)
     letters = "LAGVSERTIDPKQNFYMHWC"
     vocab = open(f"{model_dir}/vocab.txt").read().split()
     seq = [letters[(i * 7 + i // 3) % len(letters)] for i in range(seq_len)]
-    ids = torch.tensor([[0] + [vocab.index(c) for c in seq] + [2]])
+    ids = torch.tensor([[0] + [vocab.index(c) for c in seq] + [2]], device=DEVICE)
     with torch.inference_mode():
-        model(ids)  # warm-up
+        model(ids).last_hidden_state.cpu()  # warm-up
         t = time.perf_counter()
         for _ in range(repeats):
-            model(ids)
+            model(ids).last_hidden_state.cpu()  # as ours: the output reaches the host
         seconds = (time.perf_counter() - t) / repeats
     print(json.dumps({"impl": f"transformers {__import__('transformers').__version__}", "dtype": "f32",
                       "seq_len": seq_len, "seconds": seconds, "residues_per_s": seq_len / seconds}))

@@ -4,8 +4,10 @@ of a LLaMA or GPT-2 directory with torch on 2 threads. Prints one JSON line in t
 `biomedgpt bench lm`.
 
 usage: llama_transformers.py MODEL_DIR DTYPE [PROMPT_LEN] [NEW_TOKENS]
+TORCH_DEVICE=cuda runs it on the GPU instead (benches/gpu.sh).
 """
 import json
+import os
 import sys
 import time
 
@@ -13,6 +15,12 @@ import torch
 from transformers import AutoModelForCausalLM
 
 torch.set_num_threads(2)
+DEVICE = torch.device(os.environ.get("TORCH_DEVICE", "cpu"))
+
+
+def sync():
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def peak_rss():
@@ -28,15 +36,20 @@ def main():
     new_tokens = int(sys.argv[4]) if len(sys.argv) > 4 else 64
     torch_dtype = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}[dtype]
     start = time.perf_counter()
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype).eval().to(DEVICE)
     load_s = time.perf_counter() - start
     peak_after_load = peak_rss()
-    prompt = torch.tensor([[3 + (i * 7919) % 28000 for i in range(prompt_len)]])  # as `bench lm`
+    prompt = torch.tensor([[3 + (i * 7919) % 28000 for i in range(prompt_len)]], device=DEVICE)  # as `bench lm`
     with torch.inference_mode():
-        model(prompt[:, :8])  # warm-up, not measured
+        # Warm-up as `bench lm`: the whole prompt and two decoding steps, not measured.
+        out = model(prompt, use_cache=True)
+        for _ in range(2):
+            out = model(out.logits[:, -1].argmax(-1, keepdim=True), past_key_values=out.past_key_values, use_cache=True)
+        sync()
         t = time.perf_counter()
         out = model(prompt, use_cache=True)
         token = out.logits[:, -1].argmax(-1, keepdim=True)
+        token.item()  # as ours: the chosen id reaches the host (a GPU sync)
         prefill_s = time.perf_counter() - t
         past = out.past_key_values
         t = time.perf_counter()
@@ -44,6 +57,7 @@ def main():
             out = model(token, past_key_values=past, use_cache=True)
             past = out.past_key_values
             token = out.logits[:, -1].argmax(-1, keepdim=True)
+            token.item()
         decode_s = time.perf_counter() - t
     n_params = sum(p.numel() for p in model.parameters())
     print(json.dumps({

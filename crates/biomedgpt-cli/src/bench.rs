@@ -67,6 +67,9 @@ pub struct EsmBenchArgs {
     dtype: FloatType,
     #[arg(long, default_value_t = 3)]
     repeats: usize,
+    /// cpu, wgpu[:N] or cuda[:N] (GPU backends need the matching cargo feature).
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 #[derive(Args)]
@@ -183,7 +186,7 @@ fn random_esm(shape: &str, dtype: FloatType, out: &Path) -> Result<()> {
 }
 
 fn esm(args: EsmBenchArgs) -> Result<()> {
-    let device = burn::tensor::Device::flex();
+    let device = crate::device::parse(&args.device)?;
     let (model, alphabet) = biomedgpt_esm::open_hf_dir(&args.model, args.dtype, &device)?;
     let letters = b"LAGVSERTIDPKQNFYMHWC";
     let seq: String = (0..args.seq_len).map(|i| letters[(i * 7 + i / 3) % letters.len()] as char).collect();
@@ -192,7 +195,7 @@ fn esm(args: EsmBenchArgs) -> Result<()> {
         let out = model.forward(std::slice::from_ref(&ids), false).last_hidden_state;
         let _ = out.into_data();
     };
-    run(); // warm-up
+    run(); // warm-up at the measured shape (GPU backends compile and tune kernels per shape)
     let t = Instant::now();
     for _ in 0..args.repeats {
         run();
@@ -284,8 +287,14 @@ fn lm(args: LlamaBenchArgs) -> Result<()> {
 
     // Ids below 28000 fit every vocabulary benchmarked (LLaMA 32000, BioMedLM 28896).
     let prompt: Vec<u32> = (0..args.prompt_len).map(|i| 3 + (i as u32 * 7919) % 28000).collect();
-    // Warm-up: allocator and thread pool, not measured.
-    next_token(model, DecoderInput::Ids(ids_tensor(&prompt[..8], 1, &device)), &mut model.new_cache(1));
+    // Warm-up at the measured shapes (allocator, thread pool; GPU backends compile and tune
+    // kernels per shape): the whole prompt and two decoding steps, not measured.
+    let mut cache = model.new_cache(1);
+    let mut warm = next_token(model, DecoderInput::Ids(ids_tensor(&prompt, 1, &device)), &mut cache);
+    for _ in 0..2 {
+        warm = next_token(model, DecoderInput::Ids(ids_tensor(&[warm], 1, &device)), &mut cache);
+    }
+    drop(cache);
 
     let mut cache = model.new_cache(1);
     let t = Instant::now();
