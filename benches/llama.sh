@@ -7,9 +7,12 @@
 # Needs the release binary (cargo build --release) and a Python with torch + transformers
 # (PYTHON, default .venv/bin/python; see tests/fixtures/requirements.txt).
 # Writes random checkpoints under ${BENCH_DIR:-/tmp/biomedgpt-bench} (llama2-7b f16: 13.5 GB).
+# The two sides alternate ROUNDS times (default 3) per shape, so that both see the same moments of
+# a noisy machine; the table shows medians over the rounds and the median of the rounds' ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=./target/release/biomedgpt
+ROUNDS=${ROUNDS:-3}
 PYTHON=${PYTHON:-.venv/bin/python}
 DIR=${BENCH_DIR:-/tmp/biomedgpt-bench}
 SHAPES=("${@:-tiny tinyllama-1.1b llama2-7b}")
@@ -27,30 +30,41 @@ for shape in "${SHAPES[@]}"; do
   for dt in $dtypes; do
     model="$DIR/$shape-$dt"
     [ -f "$model/model.safetensors" ] || $BIN bench random-llama --shape "$shape" --dtype "$dt" --out "$model"
-    rust=$($BIN bench lm --model "$model" --dtype "$dt")
-    echo "{\"shape\": \"$shape\", \"side\": \"rust\", \"result\": $rust}" >> "$RESULTS"
     # torch's CPU kernels are fastest in bf16 among 16-bit types; compare with its best.
-    for tdt in $( [ "$dt" = f32 ] && echo f32 || echo bf16 ); do
+    tdt=$( [ "$dt" = f32 ] && echo f32 || echo bf16 )
+    for round in $(seq "$ROUNDS"); do
+      rust=$($BIN bench lm --model "$model" --dtype "$dt")
+      echo "{\"shape\": \"$shape\", \"round\": $round, \"side\": \"rust\", \"result\": $rust}" >> "$RESULTS"
       py=$($PYTHON benches/llama_transformers.py "$model" "$tdt")
-      echo "{\"shape\": \"$shape\", \"side\": \"torch\", \"result\": $py}" >> "$RESULTS"
+      echo "{\"shape\": \"$shape\", \"round\": $round, \"side\": \"torch\", \"result\": $py}" >> "$RESULTS"
     done
   done
 done
 
 $PYTHON - "$RESULTS" "$BW" <<'PY'
-import json, sys
+import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 bw = float(sys.argv[2]) * 1e9
+med = statistics.median
 print(f"\n| shape | ours (dtype) | prefill tok/s | decode tok/s | bandwidth used | transformers (dtype) | prefill tok/s | decode tok/s | prefill ratio | decode ratio |")
 print("|---|---|---|---|---|---|---|---|---|---|")
-rust = [r for r in rows if r["side"] == "rust"]
-torch_rows = [r for r in rows if r["side"] == "torch"]
-for r in rust:
-    t = next(x for x in torch_rows if x["shape"] == r["shape"] and
-             (x["result"]["dtype"] == "f32") == (r["result"]["dtype"] == "f32"))
-    a, b = r["result"], t["result"]
-    used = a["weight_bytes"] * a["decode_tok_s"] / bw
-    print(f"| {r['shape']} | {a['dtype']} | {a['prefill_tok_s']:.1f} | {a['decode_tok_s']:.2f} | {used:.0%} | "
-          f"{b['dtype']} | {b['prefill_tok_s']:.1f} | {b['decode_tok_s']:.2f} | "
-          f"{a['prefill_tok_s'] / b['prefill_tok_s']:.2f}x | {a['decode_tok_s'] / b['decode_tok_s']:.2f}x |")
+keys = []
+for r in rows:
+    k = (r["shape"], r["result"]["dtype"] == "f32")
+    if r["side"] == "rust" and k not in keys:
+        keys.append(k)
+for shape, f32 in keys:
+    runs = [r for r in rows if r["shape"] == shape and (r["result"]["dtype"] == "f32") == f32]
+    ours = {r["round"]: r["result"] for r in runs if r["side"] == "rust"}
+    theirs = {r["round"]: r["result"] for r in runs if r["side"] == "torch"}
+    rounds = sorted(set(ours) & set(theirs))
+    a, b = ours[rounds[0]], theirs[rounds[0]]
+    pa, da = med(ours[k]["prefill_tok_s"] for k in rounds), med(ours[k]["decode_tok_s"] for k in rounds)
+    pb, db = med(theirs[k]["prefill_tok_s"] for k in rounds), med(theirs[k]["decode_tok_s"] for k in rounds)
+    pr = [ours[k]["prefill_tok_s"] / theirs[k]["prefill_tok_s"] for k in rounds]
+    dr = [ours[k]["decode_tok_s"] / theirs[k]["decode_tok_s"] for k in rounds]
+    span = lambda v: f"{med(v):.2f}x ({min(v):.2f}-{max(v):.2f})" if len(v) > 1 else f"{v[0]:.2f}x"
+    print(f"| {shape} | {a['dtype']} | {pa:.1f} | {da:.2f} | {a['weight_bytes'] * da / bw:.0%} | "
+          f"{b['dtype']} | {pb:.1f} | {db:.2f} | {span(pr)} | {span(dr)} |")
+print(f"\n{len(rounds)} rounds; ratios: median (range) of the rounds' ratios, ours / transformers")
 PY

@@ -3,7 +3,8 @@
 //! On Burn's CPU backend with plain f32 tensors the scores of a block of queries are computed
 //! with the `gemm` crate on operands already in the layout its kernels read (no re-packing), the
 //! softmax with AVX-512 (exp by a degree-7 polynomial, below f32 rounding), and the values with
-//! gemm again, threads over heads and query blocks. Burn 0.22's CPU attention runs the softmax
+//! gemm again, the softmax's division applied to the Dv outputs of a query rather than to its Tk
+//! probabilities (as flash attention does; one pass over the scores fewer), threads over heads and query blocks. Burn 0.22's CPU attention runs the softmax
 //! in scalar code with libm's `expf`, a fifth of ESM-2's time at 1024 residues. Anything else
 //! (autodiff, other backends and dtypes, shapes the kernel does not take) goes to Burn's
 //! `attention`, with the same semantics: a query whose keys are all masked (`-inf` bias)
@@ -112,16 +113,21 @@ fn attend<T: Element>(q: &[f32], k: &[T], v: &[T], bias: Bias, scale: f32, s: Sh
             // scoresᵀ [Tk, rows] column-major (= scores [rows, Tk] row-major) = k · qᵀ, with kᵀ
             // as the column-major left operand and this block of q's rows as contiguous columns.
             gemm_column_major(tk, rows, d, scores, &kt, tk, &q[q0 * d..], d, gemm::Parallelism::None);
+            let mut inv_sums = [0f32; QUERY_BLOCK];
             for (r, row) in scores.chunks_exact_mut(tk).enumerate() {
                 let bias_row = bias.map(|(values, [bb, bh, bq])| {
                     let at = ((if bb == 1 { 0 } else { bi }) * bh + if bh == 1 { 0 } else { hi }) * bq + if bq == 1 { 0 } else { q0 + r };
                     &values[at * tk..(at + 1) * tk]
                 });
-                softmax_row(row, scale, bias_row);
+                inv_sums[r] = exp_row(row, scale, bias_row);
             }
             // outᵀ [Dv, rows] column-major (= out [rows, Dv] row-major) = vᵀ · pᵀ: v row-major is
             // vᵀ column-major, and the probabilities' rows are contiguous columns.
             gemm_column_major(dv, rows, tk, out, v, dv, scores, tk, gemm::Parallelism::None);
+            // The softmax's division, on Dv outputs per query instead of Tk probabilities.
+            for (row, inv) in out.chunks_exact_mut(dv).zip(inv_sums) {
+                row.iter_mut().for_each(|x| *x *= inv);
+            }
         };
         if parallel {
             out.par_chunks_mut(QUERY_BLOCK * dv).enumerate().for_each_init(Vec::new, query_block);
@@ -138,35 +144,36 @@ fn attend<T: Element>(q: &[f32], k: &[T], v: &[T], bias: Bias, scale: f32, s: Sh
     out
 }
 
-/// `row = softmax(row · scale + bias)` in place; zeros where every score is `-inf`.
-fn softmax_row(row: &mut [f32], scale: f32, bias: Option<&[f32]>) {
+/// `row = exp(row · scale + bias - max)` in place, returning `1 / sum(row)`: the softmax
+/// without its division, which the caller applies to the (much shorter) output rows. A row
+/// whose scores are all `-inf` becomes zeros and returns 0.
+fn exp_row(row: &mut [f32], scale: f32, bias: Option<&[f32]>) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
         if is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU supports AVX-512F (checked above).
-            return unsafe { x86::softmax_row(row, scale, bias) };
+            return unsafe { x86::exp_row(row, scale, bias) };
         }
     }
-    softmax_row_scalar(row, scale, bias)
+    exp_row_scalar(row, scale, bias)
 }
 
 /// The reference for the vector version, and the path on CPUs without AVX-512.
-pub fn softmax_row_scalar(row: &mut [f32], scale: f32, bias: Option<&[f32]>) {
+pub fn exp_row_scalar(row: &mut [f32], scale: f32, bias: Option<&[f32]>) -> f32 {
     for (i, s) in row.iter_mut().enumerate() {
         *s = *s * scale + bias.map_or(0.0, |b| b[i]);
     }
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     if max == f32::NEG_INFINITY {
         row.fill(0.0);
-        return;
+        return 0.0;
     }
     let mut sum = 0.0;
     for s in row.iter_mut() {
         *s = (*s - max).exp();
         sum += *s;
     }
-    let inv = 1.0 / sum;
-    row.iter_mut().for_each(|s| *s *= inv);
+    1.0 / sum
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -176,33 +183,38 @@ pub(crate) use x86::exp16;
 mod x86 {
     use std::arch::x86_64::*;
 
-    /// See [`super::softmax_row`].
+    /// See [`super::exp_row`].
     ///
     /// # Safety
     /// The CPU must support AVX-512F.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn softmax_row(row: &mut [f32], scale: f32, bias: Option<&[f32]>) {
+    pub unsafe fn exp_row(row: &mut [f32], scale: f32, bias: Option<&[f32]>) -> f32 {
         let n = row.len();
         assert!(bias.is_none_or(|b| b.len() == n));
         let p = row.as_mut_ptr();
         let lanes = |i: usize| -> __mmask16 { if n - i >= 16 { 0xffff } else { (1u32 << (n - i)) as u16 - 1 } };
+        // Unscaled, unbiased scores (ESM scales q beforehand) need no rewriting pass.
+        let rewrite = scale != 1.0 || bias.is_some();
         let scale_v = _mm512_set1_ps(scale);
         let neg_inf = _mm512_set1_ps(f32::NEG_INFINITY);
         let mut max_v = neg_inf;
         // SAFETY (all blocks): every access is masked to the lanes below `n`.
         for i in (0..n).step_by(16) {
             let m = lanes(i);
-            let mut s = unsafe { _mm512_mul_ps(_mm512_maskz_loadu_ps(m, p.add(i)), scale_v) };
-            if let Some(b) = bias {
-                s = unsafe { _mm512_add_ps(s, _mm512_maskz_loadu_ps(m, b.as_ptr().add(i))) };
+            let mut s = unsafe { _mm512_maskz_loadu_ps(m, p.add(i)) };
+            if rewrite {
+                s = _mm512_mul_ps(s, scale_v);
+                if let Some(b) = bias {
+                    s = unsafe { _mm512_add_ps(s, _mm512_maskz_loadu_ps(m, b.as_ptr().add(i))) };
+                }
+                unsafe { _mm512_mask_storeu_ps(p.add(i), m, s) };
             }
-            unsafe { _mm512_mask_storeu_ps(p.add(i), m, s) };
             max_v = _mm512_mask_max_ps(max_v, m, max_v, s);
         }
         let max = _mm512_reduce_max_ps(max_v);
         if max == f32::NEG_INFINITY {
             row.fill(0.0);
-            return;
+            return 0.0;
         }
         let max_v = _mm512_set1_ps(max);
         let mut sum_v = _mm512_setzero_ps();
@@ -212,11 +224,7 @@ mod x86 {
             unsafe { _mm512_mask_storeu_ps(p.add(i), m, e) };
             sum_v = _mm512_mask_add_ps(sum_v, m, sum_v, e);
         }
-        let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(sum_v));
-        for i in (0..n).step_by(16) {
-            let m = lanes(i);
-            unsafe { _mm512_mask_storeu_ps(p.add(i), m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, p.add(i)), inv)) };
-        }
+        1.0 / _mm512_reduce_add_ps(sum_v)
     }
 
     /// `e^x` lane-wise: `2^n · e^r` with `n = round(x / ln 2)`, `r = x - n ln 2` (two-part ln 2)
@@ -326,16 +334,22 @@ mod tests {
     }
 
     #[test]
-    fn vector_softmax_equals_the_scalar_one() {
+    fn vector_exp_row_equals_the_scalar_one() {
         for n in [1, 15, 16, 17, 100] {
             let bias: Vec<f32> = values(n, 5).iter().enumerate().map(|(i, &x)| if i % 5 == 1 { f32::NEG_INFINITY } else { x }).collect();
-            let mut a = values(n, 6);
-            let mut b = a.clone();
-            softmax_row(&mut a, 0.7, Some(&bias));
-            softmax_row_scalar(&mut b, 0.7, Some(&bias));
-            for (x, y) in a.iter().zip(&b) {
-                assert!((x - y).abs() <= 1e-6 * y.abs().max(1e-30) + 1e-9, "n {n}: {x} vs {y}");
+            for (scale, bias) in [(0.7, Some(bias.as_slice())), (1.0, None), (0.5, None)] {
+                let mut a = values(n, 6);
+                let mut b = a.clone();
+                let inv_a = exp_row(&mut a, scale, bias);
+                let inv_b = exp_row_scalar(&mut b, scale, bias);
+                assert!((inv_a - inv_b).abs() <= 1e-6 * inv_b, "n {n}: 1/sum {inv_a} vs {inv_b}");
+                for (x, y) in a.iter().zip(&b) {
+                    assert!((x - y).abs() <= 1e-6 * y.abs().max(1e-30) + 1e-9, "n {n}: {x} vs {y}");
+                }
             }
         }
+        let mut masked = vec![f32::NEG_INFINITY; 20];
+        assert_eq!(exp_row(&mut masked, 1.0, None), 0.0);
+        assert!(masked.iter().all(|&x| x == 0.0));
     }
 }
