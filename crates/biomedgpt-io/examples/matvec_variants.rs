@@ -138,7 +138,35 @@ mod bench {
         let total_bytes: usize = mats.iter().map(|m| m.2.len() * 2).sum();
         // Enough copies that one pass over all exceeds the L2/L3 caches many times.
         let copies = 4;
-        let sets: Vec<Vec<(usize, usize, Vec<f16>)>> = (0..copies).map(|_| mats.clone()).collect();
+        // HUGE=1: the copies on transparent huge pages (2 MiB; PyTorch's CPU allocator asks for
+        // them on large buffers), to measure what TLB misses cost the kernels.
+        let huge = std::env::var("HUGE").is_ok_and(|v| v == "1");
+        let copy = |src: &[f16]| -> Vec<f16> {
+            let mut v = Vec::with_capacity(src.len());
+            if huge {
+                let start = (v.as_ptr() as usize).next_multiple_of(2 << 20);
+                let end = (v.as_ptr() as usize + src.len() * 2) & !((2 << 20) - 1);
+                if end > start {
+                    // SAFETY: advice only, on the untouched, 2 MiB-aligned interior of our allocation.
+                    unsafe {
+                        libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE)
+                    };
+                }
+            }
+            v.extend_from_slice(src);
+            v
+        };
+        let sets: Vec<Vec<(usize, usize, Vec<f16>)>> = (0..copies)
+            .map(|_| mats.iter().map(|(i, o, w)| (*i, *o, copy(w))).collect())
+            .collect();
+        let rollup = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
+        println!(
+            "huge pages asked: {huge}; {}",
+            rollup
+                .lines()
+                .find(|l| l.starts_with("AnonHugePages"))
+                .unwrap_or("AnonHugePages: ?")
+        );
         let xs: Vec<Vec<f32>> = shapes
             .iter()
             .map(|&(d_in, _)| (0..d_in).map(|i| (i % 13) as f32 / 13.0).collect())
