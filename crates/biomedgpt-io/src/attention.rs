@@ -3,12 +3,12 @@
 //! On Burn's CPU backend with plain f32 tensors the scores of a block of queries are computed
 //! with the `gemm` crate on operands already in the layout its kernels read (no re-packing), the
 //! softmax with AVX-512 (exp by a degree-7 polynomial, below f32 rounding), and the values with
-//! gemm again, the softmax's division applied to the Dv outputs of a query rather than to its Tk
-//! probabilities (as flash attention does; one pass over the scores fewer), threads over heads and query blocks. Burn 0.22's CPU attention runs the softmax
-//! in scalar code with libm's `expf`, a fifth of ESM-2's time at 1024 residues. Anything else
-//! (autodiff, other backends and dtypes, shapes the kernel does not take) goes to Burn's
-//! `attention`, with the same semantics: a query whose keys are all masked (`-inf` bias)
-//! attends to nothing and gets zeros.
+//! gemm again; the softmax's division is applied to the Dv outputs of a query rather than to its
+//! Tk probabilities (as flash attention does: one pass over the scores fewer). Threads go over
+//! heads and query blocks. Burn 0.22's CPU attention runs the softmax in scalar code with libm's
+//! `expf`, a fifth of ESM-2's time at 1024 residues. Anything else (autodiff, other backends and
+//! dtypes, shapes the kernel does not take) goes to Burn's `attention`, with the same semantics:
+//! a query whose keys are all masked (`-inf` bias) attends to nothing and gets zeros.
 
 use burn::tensor::module::attention as burn_attention;
 use burn::tensor::ops::AttentionModuleOptions;
