@@ -14,8 +14,8 @@ pub struct ModelArgs {
     /// HF model directory (config.json, weights, tokenizer.json).
     #[arg(long)]
     pub model: PathBuf,
-    /// Weight dtype: f32, f16, bf16, or auto (the checkpoint's dtype; f16 instead of bf16 on CPU,
-    /// where bf16 arithmetic is emulated and slow).
+    /// Weight dtype: f32, f16, bf16, or auto (the checkpoint's dtype; f16 instead of bf16 on a
+    /// CPU without AVX512_BF16, where bf16 products would be widened to f32 and slower).
     #[arg(long, default_value = "auto")]
     pub dtype: String,
     /// cpu, wgpu[:N] or cuda[:N] (GPU backends need the matching cargo feature).
@@ -32,15 +32,17 @@ impl ModelArgs {
         self.float_type_of(config.torch_dtype.as_deref().and_then(FloatType::parse))
     }
 
-    /// The dtype to load in: `--dtype`, or with `auto` the stored one (f16 for bf16 on CPU).
+    /// The dtype to load in: `--dtype`, or with `auto` the stored one (f16 for bf16 on a CPU
+    /// without bf16 dot-product instructions).
     pub fn float_type_of(&self, stored: Option<FloatType>) -> Result<FloatType> {
         if self.dtype != "auto" {
             return self.dtype.parse::<FloatType>().map_err(anyhow::Error::msg);
         }
         let stored = stored.unwrap_or(FloatType::F32);
-        Ok(match (stored, self.device.starts_with("cpu")) {
-            (FloatType::BF16, true) => FloatType::F16,
-            (ty, _) => ty,
+        let slow_bf16 = self.device.starts_with("cpu") && !biomedgpt_io::bf16_dot::available();
+        Ok(match stored {
+            FloatType::BF16 if slow_bf16 => FloatType::F16,
+            ty => ty,
         })
     }
 

@@ -13,6 +13,7 @@ mod dtype;
 mod error;
 pub mod activation;
 pub mod attention;
+pub mod bf16_dot;
 pub mod export;
 pub mod prompt_gemm;
 pub mod matvec;

@@ -136,7 +136,12 @@ pub fn try_matmul(x: &Tensor<2>, weight: &Tensor<2>, bias: Option<&Tensor<1>>) -
     let mut y = match dtype {
         DType::F32 => matvec(&x32, rows, &wt.storage::<f32>()[offset..], layout, d_in, d_out),
         DType::F16 => matvec(&x32, rows, &wt.storage::<f16>()[offset..], layout, d_in, d_out),
-        DType::BF16 => matvec(&x32, rows, &wt.storage::<bf16>()[offset..], layout, d_in, d_out),
+        DType::BF16 => {
+            let w = &wt.storage::<bf16>()[offset..];
+            // x holds bf16 values, which the dot-product instructions take as they are.
+            let dot = (layout == WeightLayout::OutputMajor).then(|| crate::bf16_dot::matvec(&x32, rows, w, d_in, d_out)).flatten();
+            dot.unwrap_or_else(|| matvec(&x32, rows, w, layout, d_in, d_out))
+        }
         _ => return None,
     };
     if let Some(bias) = bias {

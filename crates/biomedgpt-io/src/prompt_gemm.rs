@@ -49,7 +49,11 @@ pub fn try_matmul(x: &Tensor<2>, weight: &Tensor<2>, bias: Option<&Tensor<1>>) -
     let y = match dtype {
         DType::F32 => matmul_tiles(&x32, rows, &wt.storage::<f32>()[offset..], d_in, d_out, bias),
         DType::F16 => matmul_tiles(&x32, rows, &wt.storage::<f16>()[offset..], d_in, d_out, bias),
-        _ => matmul_tiles(&x32, rows, &wt.storage::<bf16>()[offset..], d_in, d_out, bias),
+        // x holds bf16 values here, which the dot-product instructions take as they are.
+        _ => {
+            let w = &wt.storage::<bf16>()[offset..];
+            crate::bf16_dot::matmul(&x32, rows, w, d_in, d_out, bias).unwrap_or_else(|| matmul_tiles(&x32, rows, w, d_in, d_out, bias))
+        }
     };
     Some(to_tensor(y, rows, d_out, dtype, &x.device()))
 }

@@ -1,0 +1,375 @@
+//! Prompt-sized bf16 products with the AVX-512 BF16 dot-product instruction (`VDPBF16PS`).
+//!
+//! CPUs with AVX512_BF16 (AMD Zen 4/5, Intel Cooper Lake and Sapphire Rapids) multiply pairs of
+//! bf16 values and add both products to an f32 lane in one instruction: twice the f32 FMA rate,
+//! and what torch (through oneDNN) runs for a bf16 `nn.Linear`. Products of two bf16 values are
+//! exact in f32 and the sums are f32, so the result differs from widening to f32 first only in
+//! the order of the additions (and in flushing subnormal inputs to zero).
+//!
+//! The layout avoids re-packing the weight: the 32 lanes of a pair of vectors hold 32 rows of `x`
+//! (packed once per product, a pair of consecutive inputs per 32-bit lane), and each weight
+//! element pair is broadcast straight from PyTorch's `[out, in]` rows. A register tile is 32 rows
+//! of `x` by [`NR`] outputs; the inputs are taken in blocks of [`K_BLOCK`] so that a block of the
+//! packed `x` stays in L2 while the threads stream the weight.
+
+use half::bf16;
+use rayon::prelude::*;
+
+use crate::transpose::{transpose_into, transpose_into_uninit};
+
+/// Rows of `x` per register tile: two vectors of 16 f32 lanes.
+const MR: usize = 32;
+/// Weight rows (outputs) per register tile: `2 x NR` accumulators plus two `x` vectors and one
+/// broadcast fit the 32 vector registers.
+const NR: usize = 12;
+/// Inputs per block: a block of packed `x` (rows x K_BLOCK x 2 bytes, 256 KiB for a 128-token
+/// prompt) stays in L2 across every weight tile; each tile's 12 rows of K_BLOCK inputs (24 KiB)
+/// stay in L1 across the blocks of 32 rows.
+const K_BLOCK: usize = 1024;
+
+/// Whether this CPU has the instructions (checked once per call; `is_x86_feature_detected`
+/// caches the answer).
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16");
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
+}
+
+/// `y [rows, d_out] = x [rows, d_in] · Wᵀ (+ bias)` in f32 for `W [d_out, d_in]` in bf16 and
+/// `x` holding bf16 values (widened to f32: the low 16 bits of each are zero, so taking the high
+/// half is exact). `None` where the kernel does not apply: no AVX512_BF16, or an odd `d_in`
+/// (inputs are read in pairs straight from the weight rows).
+pub fn matmul(x: &[f32], rows: usize, w: &[bf16], d_in: usize, d_out: usize, bias: Option<&[f32]>) -> Option<Vec<f32>> {
+    if !available() || d_in % 2 != 0 || rows == 0 || d_out == 0 {
+        return None;
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    return None;
+    #[cfg(target_arch = "x86_64")]
+    Some(product(x, rows, w, d_in, d_out, bias))
+}
+
+#[cfg(target_arch = "x86_64")]
+fn product(x: &[f32], rows: usize, w: &[bf16], d_in: usize, d_out: usize, bias: Option<&[f32]>) -> Vec<f32> {
+    assert_eq!(x.len(), rows * d_in, "x holds {} values, expected {rows} x {d_in}", x.len());
+    assert!(w.len() >= d_in * d_out, "weight holds {} values, expected {d_out} x {d_in}", w.len());
+    let padded = rows.div_ceil(MR) * MR;
+    let xp = pack_rows(x, rows, d_in, padded);
+    // The result column-major, [d_out, padded]: each output's rows are contiguous lanes.
+    let mut yt = vec![0f32; d_out * padded];
+    // Tasks of whole register tiles, a few per thread so that uneven progress evens out.
+    let tiles = d_out.div_ceil(NR);
+    let per_task = tiles.div_ceil(4 * rayon::current_num_threads()).max(1);
+    yt.par_chunks_mut(per_task * NR * padded).enumerate().for_each(|(task, yt)| {
+        let n0 = task * per_task * NR;
+        let outputs = yt.len() / padded;
+        // SAFETY: the CPU has AVX-512F and AVX512_BF16 (checked by `available`); the weight rows
+        // n0..n0 + outputs exist (asserted above) and `yt` holds those outputs' padded rows.
+        unsafe { x86::outputs(&xp, padded, &w[n0 * d_in..(n0 + outputs) * d_in], d_in, outputs, yt) };
+    });
+    let mut y = Vec::with_capacity(rows * d_out);
+    transpose_into_uninit(&yt, d_out, padded, rows, y.spare_capacity_mut(), d_out, bias);
+    // SAFETY: the transpose wrote all rows x d_out values.
+    unsafe { y.set_len(rows * d_out) };
+    y
+}
+
+/// Decoding-sized `y [rows, d_out] = x [rows, d_in] · Wᵀ` (rows <= [`MATVEC_ROWS`]) in f32 for
+/// `W [d_out, d_in]` in bf16 and `x` holding bf16 values, as [`matmul`]: each weight row is
+/// read once for all rows, 32 inputs per instruction, split over the threads by output ranges.
+/// `None` without AVX512_BF16 or for more rows.
+pub fn matvec(x: &[f32], rows: usize, w: &[bf16], d_in: usize, d_out: usize) -> Option<Vec<f32>> {
+    if !available() || rows == 0 || rows > MATVEC_ROWS || d_in == 0 || d_out == 0 {
+        return None;
+    }
+    assert_eq!(x.len(), rows * d_in, "x holds {} values, expected {rows} x {d_in}", x.len());
+    assert!(w.len() >= d_in * d_out, "weight holds {} values, expected {d_out} x {d_in}", w.len());
+    #[cfg(not(target_arch = "x86_64"))]
+    return None;
+    #[cfg(target_arch = "x86_64")]
+    {
+        // Exact: the values are bf16 (see above).
+        let xb: Vec<u16> = x.iter().map(|v| (v.to_bits() >> 16) as u16).collect();
+        // One contiguous range of outputs per thread, unless the weight is too small to share.
+        let min_part = ((256 << 10) / (2 * d_in)).max(16);
+        let parts = rayon::current_num_threads().clamp(1, d_out.div_ceil(min_part));
+        let part = d_out.div_ceil(parts).next_multiple_of(16);
+        let blocks: Vec<(usize, Vec<f32>)> = (0..d_out)
+            .step_by(part)
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|start| {
+                let width = part.min(d_out - start);
+                let mut y = vec![0f32; rows * width];
+                let w = &w[start * d_in..(start + width) * d_in];
+                // SAFETY: the CPU has AVX-512F/BW and AVX512_BF16 (checked by `available`);
+                // `xb` holds rows x d_in values, `w` width rows of d_in, `y` rows x width.
+                unsafe { x86::matvec(&xb, rows, w, d_in, width, &mut y) };
+                (start, y)
+            })
+            .collect();
+        Some(crate::matvec::join_column_blocks(blocks, rows, d_out))
+    }
+}
+
+/// The most rows [`matvec`] takes (the decoding kernels' limit, [`crate::matvec::MAX_ROWS`]).
+pub const MATVEC_ROWS: usize = 8;
+
+/// `x [rows, d_in]` as `[padded / MR][d_in / 2][MR]` 32-bit lanes, each the bf16 pair
+/// `(x[r][2p], x[r][2p + 1])` (low half first, as the instruction pairs them); zero rows pad
+/// to `padded`.
+fn pack_rows(x: &[f32], rows: usize, d_in: usize, padded: usize) -> Vec<u32> {
+    let pairs = d_in / 2;
+    // Column-major first (a fast blocked transpose), then two columns make one row of pairs.
+    let mut xt = vec![0f32; d_in * padded];
+    transpose_into(x, rows, d_in, d_in, &mut xt, padded);
+    let mut xp = vec![0u32; padded * pairs];
+    xp.par_chunks_mut(pairs * MR).enumerate().for_each(|(panel, xp)| {
+        for (p, lanes) in xp.chunks_exact_mut(MR).enumerate() {
+            let even = &xt[2 * p * padded + panel * MR..][..MR];
+            let odd = &xt[(2 * p + 1) * padded + panel * MR..][..MR];
+            for ((lane, e), o) in lanes.iter_mut().zip(even).zip(odd) {
+                *lane = (e.to_bits() >> 16) | (o.to_bits() & 0xffff_0000);
+            }
+        }
+    });
+    xp
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{K_BLOCK, MR, NR};
+    use half::bf16;
+    use std::arch::x86_64::*;
+
+    /// `yt [outputs, padded]` (column-major result) for the weight rows `w [outputs, d_in]` and
+    /// the packed rows `xp` (see `pack_rows`), every input block in turn.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F and AVX512_BF16.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub unsafe fn outputs(xp: &[u32], padded: usize, w: &[bf16], d_in: usize, outputs: usize, yt: &mut [f32]) {
+        let pairs = d_in / 2;
+        assert!(xp.len() >= padded * pairs && w.len() >= outputs * d_in && yt.len() >= outputs * padded);
+        for p0 in (0..pairs).step_by(K_BLOCK / 2) {
+            let p1 = (p0 + K_BLOCK / 2).min(pairs);
+            for n0 in (0..outputs).step_by(NR) {
+                let width = (outputs - n0).min(NR);
+                for m0 in (0..padded).step_by(MR) {
+                    let panel = &xp[m0 * pairs..(m0 + MR) * pairs];
+                    let out = &mut yt[n0 * padded + m0..];
+                    let rows = &w[n0 * d_in..(n0 + width) * d_in];
+                    // SAFETY: as for this function; the tile's slices are in bounds (above).
+                    unsafe {
+                        match width {
+                            12 => tile::<12>(panel, rows, d_in, p0..p1, out, padded),
+                            11 => tile::<11>(panel, rows, d_in, p0..p1, out, padded),
+                            10 => tile::<10>(panel, rows, d_in, p0..p1, out, padded),
+                            9 => tile::<9>(panel, rows, d_in, p0..p1, out, padded),
+                            8 => tile::<8>(panel, rows, d_in, p0..p1, out, padded),
+                            7 => tile::<7>(panel, rows, d_in, p0..p1, out, padded),
+                            6 => tile::<6>(panel, rows, d_in, p0..p1, out, padded),
+                            5 => tile::<5>(panel, rows, d_in, p0..p1, out, padded),
+                            4 => tile::<4>(panel, rows, d_in, p0..p1, out, padded),
+                            3 => tile::<3>(panel, rows, d_in, p0..p1, out, padded),
+                            2 => tile::<2>(panel, rows, d_in, p0..p1, out, padded),
+                            _ => tile::<1>(panel, rows, d_in, p0..p1, out, padded),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One register tile: 32 rows x `N` outputs over the input pairs `pairs`, added to the
+    /// result (set on the first block). `panel` is the tile's packed rows `[d_in / 2][MR]`,
+    /// `w` its `N` weight rows, `out[j * padded..][..MR]` output `j`'s rows.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn tile<const N: usize>(panel: &[u32], w: &[bf16], d_in: usize, pairs: std::ops::Range<usize>, out: &mut [f32], padded: usize) {
+        debug_assert!(N <= NR && w.len() >= N * d_in && panel.len() >= pairs.end * MR);
+        debug_assert!(out.len() >= (N - 1) * padded + MR);
+        let mut acc = [[_mm512_setzero_ps(); 2]; N];
+        let xp = panel.as_ptr();
+        let wp = w.as_ptr() as *const u8;
+        // SAFETY: pair p of weight row j is 4 bytes at (j * d_in + 2p) * 2 < w.len() * 2, and
+        // packed lane (p, l) is inside `panel`; the result columns are inside `out` (asserted).
+        unsafe {
+            for p in pairs.clone() {
+                let lo: __m512bh = std::mem::transmute(_mm512_loadu_si512(xp.add(p * MR) as *const _));
+                let hi: __m512bh = std::mem::transmute(_mm512_loadu_si512(xp.add(p * MR + 16) as *const _));
+                for (j, acc) in acc.iter_mut().enumerate() {
+                    let pair = std::ptr::read_unaligned(wp.add((j * d_in + 2 * p) * 2) as *const i32);
+                    let b: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair));
+                    acc[0] = _mm512_dpbf16_ps(acc[0], lo, b);
+                    acc[1] = _mm512_dpbf16_ps(acc[1], hi, b);
+                }
+            }
+            let first = pairs.start == 0;
+            for (j, acc) in acc.iter().enumerate() {
+                let dst = out.as_mut_ptr().add(j * padded);
+                for (h, &v) in acc.iter().enumerate() {
+                    let at = dst.add(16 * h);
+                    let v = if first { v } else { _mm512_add_ps(_mm512_loadu_ps(at), v) };
+                    _mm512_storeu_ps(at, v);
+                }
+            }
+        }
+    }
+
+    /// See [`super::matvec`]: `y [rows, width] = xb [rows, d_in] · w [width, d_in]ᵀ`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F, AVX-512BW and AVX512_BF16.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub unsafe fn matvec(xb: &[u16], rows: usize, w: &[bf16], d_in: usize, width: usize, y: &mut [f32]) {
+        assert!(xb.len() >= rows * d_in && w.len() >= width * d_in && y.len() >= rows * width);
+        // Accumulators: rows x outputs-per-pass <= 24 of the 32 vector registers.
+        // SAFETY: as for this function.
+        unsafe {
+            match rows {
+                1 => rows_pass::<1, 8>(xb, w, d_in, width, y),
+                2 => rows_pass::<2, 6>(xb, w, d_in, width, y),
+                3 => rows_pass::<3, 6>(xb, w, d_in, width, y),
+                4 => rows_pass::<4, 4>(xb, w, d_in, width, y),
+                5 | 6 => rows_pass_n::<6, 3>(xb, rows, w, d_in, width, y),
+                _ => rows_pass_n::<8, 2>(xb, rows, w, d_in, width, y),
+            }
+        }
+    }
+
+    /// `rows <= R` through the `R`-row kernel: missing rows read row 0 again and are dropped.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    unsafe fn rows_pass_n<const R: usize, const O: usize>(xb: &[u16], rows: usize, w: &[bf16], d_in: usize, width: usize, y: &mut [f32]) {
+        if rows == R {
+            // SAFETY: as for `matvec`.
+            return unsafe { rows_pass::<R, O>(xb, w, d_in, width, y) };
+        }
+        let mut x = xb[..rows * d_in].to_vec();
+        x.resize(R * d_in, 0);
+        let mut full = vec![0f32; R * width];
+        // SAFETY: `x` holds R rows now, `full` R x width outputs.
+        unsafe { rows_pass::<R, O>(&x, w, d_in, width, &mut full) };
+        y[..rows * width].copy_from_slice(&full[..rows * width]);
+    }
+
+    /// Prefetch distance in each weight row: ahead of the hardware prefetcher, which restarts at
+    /// every 4 KiB page.
+    const PREFETCH_BYTES: usize = 1024;
+
+    /// 32 bf16 values at `p`, or the `mask`ed first ones.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    #[inline]
+    unsafe fn load32(p: *const u16, masked: bool, mask: __mmask32) -> __m512bh {
+        // SAFETY: the callers pass 32 readable values, or as many as the mask selects.
+        unsafe {
+            let v = if masked { _mm512_maskz_loadu_epi16(mask, p as *const i16) } else { _mm512_loadu_si512(p as *const _) };
+            std::mem::transmute(v)
+        }
+    }
+
+    /// `R` rows, `O` weight rows per pass, each weight row streamed once.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    unsafe fn rows_pass<const R: usize, const O: usize>(xb: &[u16], w: &[bf16], d_in: usize, width: usize, y: &mut [f32]) {
+        let body = d_in / 32 * 32;
+        let tail = d_in - body;
+        let tail_mask: __mmask32 = if tail == 0 { 0 } else { (1u32 << tail) - 1 };
+        let x = xb.as_ptr();
+        let wp = w.as_ptr() as *const u16;
+        let mut j = 0;
+        while j < width {
+            let outputs = (width - j).min(O);
+            let mut acc = [[_mm512_setzero_ps(); O]; R];
+            // SAFETY: inputs i..i + 32 (masked past d_in) of rows r < R and weight rows
+            // j + o < width; an output past `width` in the last pass re-reads row j.
+            unsafe {
+                let mut i = 0;
+                while i < d_in {
+                    let masked = i == body;
+                    let mut xv: [__m512bh; R] = [std::mem::transmute(_mm512_setzero_ps()); R];
+                    for (r, xv) in xv.iter_mut().enumerate() {
+                        *xv = load32(x.add(r * d_in + i), masked, tail_mask);
+                    }
+                    for o in 0..O {
+                        let row = wp.add((j + if o < outputs { o } else { 0 }) * d_in + i);
+                        _mm_prefetch::<_MM_HINT_T0>((row as *const i8).wrapping_add(PREFETCH_BYTES));
+                        let wv = load32(row, masked, tail_mask);
+                        for r in 0..R {
+                            acc[r][o] = _mm512_dpbf16_ps(acc[r][o], xv[r], wv);
+                        }
+                    }
+                    i += if masked { tail } else { 32 };
+                }
+            }
+            for (r, acc) in acc.iter().enumerate() {
+                for (o, &v) in acc.iter().enumerate().take(outputs) {
+                    y[r * width + j + o] = _mm512_reduce_add_ps(v);
+                }
+            }
+            j += O;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bf16_value(i: usize) -> f32 {
+        bf16::from_f32(((i * 37 % 101) as f32 / 50.0) - 1.0).to_f32()
+    }
+
+    #[test]
+    fn equals_the_f64_product() {
+        if !available() {
+            eprintln!("skipped: this CPU has no AVX512_BF16");
+            return;
+        }
+        // Rows around the 32-row tiles, outputs around the 12-wide tiles, inputs over several
+        // blocks with a ragged last one.
+        for &(rows, d_in, d_out) in &[(1, 2, 1), (9, 40, 13), (33, 130, 25), (64, 2 * K_BLOCK + 6, 37)] {
+            let x: Vec<f32> = (0..rows * d_in).map(bf16_value).collect();
+            let w: Vec<bf16> = (0..d_out * d_in).map(|i| bf16::from_f32(((i * 53 % 97) as f32 / 48.0) - 1.0)).collect();
+            let bias: Vec<f32> = (0..d_out).map(|j| j as f32 / 7.0).collect();
+            let y = matmul(&x, rows, &w, d_in, d_out, Some(&bias)).expect("kernel applies");
+            for r in 0..rows {
+                for j in 0..d_out {
+                    let want: f64 = bias[j] as f64 + (0..d_in).map(|i| x[r * d_in + i] as f64 * w[j * d_in + i].to_f64()).sum::<f64>();
+                    let got = y[r * d_out + j] as f64;
+                    // Exact products, f32 sums of d_in terms of magnitude <= 1.
+                    assert!((got - want).abs() <= 1e-6 * d_in as f64, "[{r}, {j}] of {rows}x{d_in}x{d_out}: {got} vs {want}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn matvec_equals_the_f64_product() {
+        if !available() {
+            eprintln!("skipped: this CPU has no AVX512_BF16");
+            return;
+        }
+        // Every row count, inputs below, at and past one vector of 32 with ragged tails,
+        // outputs not a multiple of the passes' widths.
+        for rows in 1..=MATVEC_ROWS {
+            for &(d_in, d_out) in &[(7, 3), (32, 9), (75, 13), (300, 41)] {
+                let x: Vec<f32> = (0..rows * d_in).map(bf16_value).collect();
+                let w: Vec<bf16> = (0..d_out * d_in).map(|i| bf16::from_f32(((i * 53 % 97) as f32 / 48.0) - 1.0)).collect();
+                let y = matvec(&x, rows, &w, d_in, d_out).expect("kernel applies");
+                for r in 0..rows {
+                    for j in 0..d_out {
+                        let want: f64 = (0..d_in).map(|i| x[r * d_in + i] as f64 * w[j * d_in + i].to_f64()).sum();
+                        let got = y[r * d_out + j] as f64;
+                        assert!((got - want).abs() <= 1e-6 * d_in as f64, "[{r}, {j}] of {rows}x{d_in}x{d_out}: {got} vs {want}");
+                    }
+                }
+            }
+        }
+        assert!(matvec(&[0.0; 9 * 4], 9, &[bf16::ZERO; 4], 4, 1).is_none(), "more rows than the kernel takes");
+    }
+
+    #[test]
+    fn odd_inputs_are_left_to_the_caller() {
+        assert!(matmul(&[0.0; 3], 1, &[bf16::ZERO; 3], 3, 1, None).is_none());
+    }
+}
