@@ -1,9 +1,11 @@
-//! GB/s of f16 matrix-vector kernel variants for one sequence (the decoding case) on the rayon
-//! pool, over LLaMA-7B-shaped matrices (4 copies, 850 MB: beyond the caches), next to the
-//! library's kernel: one row at a time with 4 accumulators (prefetch 0, 1 or 4 KiB ahead) and
-//! 4, 8 or 16 interleaved rows per pass. The measurement behind the README's statement that
-//! decoding runs at the memory ceiling. `cargo run --release -p biomedgpt-io --example
-//! matvec_variants [REPEATS]` (x86-64 with AVX-512 only).
+//! GB/s of matrix-vector kernel variants for one sequence (the decoding case) on the rayon pool,
+//! over LLaMA-7B-shaped f16 matrices (4 copies, 850 MB: beyond the caches), next to the library's
+//! kernels (f16 widened in registers; the same bytes read as bf16 by the AVX512_BF16 dot-product
+//! kernel): f16 one row at a time with 4 accumulators (prefetch 0, 1 or 4 KiB ahead) and 4, 8 or
+//! 16 interleaved rows per pass; bf16 dot products with 1, 2, 4 or 8 rows per pass and several
+//! prefetch distances. The measurement behind the README's statement that decoding runs at the
+//! memory ceiling. `cargo run --release -p biomedgpt-io --example matvec_variants [REPEATS]`
+//! (x86-64 with AVX-512; the bf16 variants need AVX512_BF16).
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::needless_range_loop)] // const-size register arrays, indexed to unroll
 mod bench {
@@ -92,6 +94,52 @@ mod bench {
         }
     }
 
+    /// bf16 dot-product variants: `O` weight rows per pass, `ACC` accumulators per row, each row
+    /// prefetched `PF` bytes ahead (0: none). `w`'s bytes are read as bf16, `x` rounded down to it.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    unsafe fn bf16_rows<const O: usize, const ACC: usize, const PF: usize>(
+        x: &[f32],
+        w: &[f16],
+        d_in: usize,
+        rows: std::ops::Range<usize>,
+        y: &mut [f32],
+    ) {
+        let xb: Vec<u16> = x.iter().map(|v| (v.to_bits() >> 16) as u16).collect();
+        let step = 32 * ACC;
+        assert!(d_in % step == 0 && rows.len() % O == 0);
+        unsafe {
+            let mut j = rows.start;
+            while j < rows.end {
+                let mut acc = [[_mm512_setzero_ps(); ACC]; O];
+                let mut i = 0;
+                while i < d_in {
+                    for o in 0..O {
+                        let row = w.as_ptr().add((j + o) * d_in + i) as *const u16;
+                        if PF > 0 {
+                            for line in 0..(2 * step) / 64 {
+                                _mm_prefetch::<_MM_HINT_T0>((row as *const i8).wrapping_add(PF + 64 * line));
+                            }
+                        }
+                        for a in 0..ACC {
+                            let xv: __m512bh = std::mem::transmute(_mm512_loadu_si512(xb.as_ptr().add(i + 32 * a) as *const _));
+                            let wv: __m512bh = std::mem::transmute(_mm512_loadu_si512(row.add(32 * a) as *const _));
+                            acc[o][a] = _mm512_dpbf16_ps(acc[o][a], xv, wv);
+                        }
+                    }
+                    i += step;
+                }
+                for o in 0..O {
+                    let mut sum = acc[o][0];
+                    for a in 1..ACC {
+                        sum = _mm512_add_ps(sum, acc[o][a]);
+                    }
+                    y[j - rows.start + o] = _mm512_reduce_add_ps(sum);
+                }
+                j += O;
+            }
+        }
+    }
+
     type Kernel = unsafe fn(&[f32], &[f16], usize, std::ops::Range<usize>, &mut [f32]);
 
     fn run(
@@ -173,6 +221,16 @@ mod bench {
             .collect();
         let variants: Vec<(&str, Option<Kernel>)> = vec![
             ("library matvec", None),
+            // The same bytes read as bf16 by the dot-product kernel (AVX512_BF16 CPUs only).
+            ("library bf16 dot", None),
+            ("bf16 o1 acc4 pf1024", Some(bf16_rows::<1, 4, 1024> as Kernel)),
+            ("bf16 o1 acc4 pf4096", Some(bf16_rows::<1, 4, 4096> as Kernel)),
+            ("bf16 o2 acc2 pf2048", Some(bf16_rows::<2, 2, 2048> as Kernel)),
+            ("bf16 o4 acc1 pf0", Some(bf16_rows::<4, 1, 0> as Kernel)),
+            ("bf16 o4 acc1 pf1024", Some(bf16_rows::<4, 1, 1024> as Kernel)),
+            ("bf16 o4 acc1 pf4096", Some(bf16_rows::<4, 1, 4096> as Kernel)),
+            ("bf16 o8 acc1 pf2048", Some(bf16_rows::<8, 1, 2048> as Kernel)),
+            ("bf16 o8 acc1 pf4096", Some(bf16_rows::<8, 1, 4096> as Kernel)),
             ("seq acc4 pf0", Some(rows_seq::<0, 4> as Kernel)),
             ("seq acc4 pf1024", Some(rows_seq::<1024, 4> as Kernel)),
             ("seq acc4 pf4096", Some(rows_seq::<4096, 4> as Kernel)),
@@ -201,11 +259,22 @@ mod bench {
         let mut best = vec![0f64; variants.len()];
         for _ in 0..reps {
             for (v, (name, kernel)) in variants.iter().enumerate() {
+                if name.contains("bf16") && !biomedgpt_io::bf16_dot::available() {
+                    continue;
+                }
                 let t = Instant::now();
                 let mut check = 0f32;
                 for set in &sets {
                     for ((d_in, d_out, w), x) in set.iter().zip(&xs) {
                         let y = match kernel {
+                            None if name.contains("bf16") => {
+                                // SAFETY: f16 and bf16 are both 16-bit plain values.
+                                let w: &[half::bf16] = unsafe { std::slice::from_raw_parts(w.as_ptr() as *const half::bf16, w.len()) };
+                                match biomedgpt_io::bf16_dot::matvec(x, 1, w, *d_in, *d_out) {
+                                    Some(y) => y,
+                                    None => continue,
+                                }
+                            }
                             None => matvec(x, 1, w, WeightLayout::OutputMajor, *d_in, *d_out),
                             Some(k) => run(*k, x, w, *d_in, *d_out, rayon::current_num_threads()),
                         };
