@@ -93,7 +93,7 @@ fn plain<const D: usize>(t: &Tensor<D>) -> Option<FlexTensor> {
 }
 
 /// Element types of the fused kernels: f32 values and rounding back.
-trait Float: Element + burn::tensor::Element {
+pub(crate) trait Float: Element + burn::tensor::Element {
     const ZERO: Self;
 
     /// `dst = src` in this type (rounded to nearest even).

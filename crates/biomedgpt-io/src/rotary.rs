@@ -1,23 +1,29 @@
-//! Rotary position embedding in one pass on the CPU backend (f32).
+//! Rotary position embedding in one pass on the CPU backend (f32, f16, bf16).
 //!
 //! Burn's ops take five passes over the heads (two narrows, a negation, a concatenation, two
-//! products and a sum, each allocating). Here each `[head_dim]` row is read once from the
-//! (usually strided: heads split off with a dimension swap) input and written contiguous, which
-//! is also the layout attention reads. Same arithmetic as PyTorch: `x·cos + rotate_half(x)·sin`,
-//! each product and the sum rounded in f32 (no fused multiply-add).
+//! products and a sum, each allocating; in 16-bit types each also converting). Here each
+//! `[head_dim]` row is read once from the (usually strided: heads split off with a dimension
+//! swap) input and written contiguous, which is also the layout attention reads. Same arithmetic
+//! as PyTorch: `x·cos + rotate_half(x)·sin`, each product and the sum computed in f32 (no fused
+//! multiply-add) and rounded to the tensors' dtype, as PyTorch's CPU kernels do for 16-bit types.
 
 use burn::backend::flex::{Flex, FlexTensor};
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorData, bf16, f16};
 use rayon::prelude::*;
 
-use crate::matvec::contiguous_flex;
+use crate::activation::Float;
+use crate::matvec::{contiguous_flex, widen};
 
-/// `x [B, H, T, D]` (any strides with a contiguous last dim) with `cos`/`sin` `[B or 1, 1, T, D]`,
-/// f32 plain tensors on Burn's CPU backend; `None` otherwise.
+/// `x [B, H, T, D]` (any strides with a contiguous last dim) with `cos`/`sin` `[B or 1, 1, T, D]`
+/// of `x`'s dtype (f32, f16 or bf16), plain tensors on Burn's CPU backend; `None` otherwise.
 pub fn try_cpu(x: &Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Option<Tensor<4>> {
     let [b, h, t, d] = x.dims();
     let [cb, ch, ct, cd] = cos.dims();
-    if [x.dtype(), cos.dtype(), sin.dtype()] != [DType::F32; 3] || (ch, ct, cd) != (1, t, d) || !(cb == 1 || cb == b) || sin.dims() != cos.dims() || d % 2 != 0 || b * h * t * d == 0 {
+    let dtype = x.dtype();
+    if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) || cos.dtype() != dtype || sin.dtype() != dtype {
+        return None;
+    }
+    if (ch, ct, cd) != (1, t, d) || !(cb == 1 || cb == b) || sin.dims() != cos.dims() || d % 2 != 0 || b * h * t * d == 0 {
         return None;
     }
     let xf: FlexTensor = x.clone().try_into_primitive::<Flex>().ok()?;
@@ -26,34 +32,69 @@ pub fn try_cpu(x: &Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Option<Tensor
     if strides[3] != 1 || strides.iter().any(|&s| s < 0) {
         return None;
     }
-    let (s0, s1, s2) = (strides[0] as usize, strides[1] as usize, strides[2] as usize);
-    let start = layout.start_offset();
-    let storage: &[f32] = xf.storage();
+    let view = View {
+        dims: [b, h, t, d],
+        strides: [strides[0] as usize, strides[1] as usize, strides[2] as usize],
+        start: layout.start_offset(),
+        table_batch: cb,
+    };
     let (cos_f, sin_f) = (contiguous_flex(cos)?, contiguous_flex(sin)?);
-    let (cos_v, sin_v) = (cos_f.as_slice::<f32>()?, sin_f.as_slice::<f32>()?);
+    let data = match dtype {
+        DType::F32 => TensorData::new(rotate(&xf.storage::<f32>(), &view, cos_f.as_slice()?, sin_f.as_slice()?)?, [b, h, t, d]),
+        DType::F16 => TensorData::new(rotate(&xf.storage::<f16>(), &view, cos_f.as_slice()?, sin_f.as_slice()?)?, [b, h, t, d]),
+        _ => TensorData::new(rotate(&xf.storage::<bf16>(), &view, cos_f.as_slice()?, sin_f.as_slice()?)?, [b, h, t, d]),
+    };
+    Some(Tensor::from_data(data, (&x.device(), dtype)))
+}
+
+/// Where the rows of a strided `[B, H, T, D]` input are.
+struct View {
+    dims: [usize; 4],
+    /// Strides of B, H, T (D's is 1).
+    strides: [usize; 3],
+    start: usize,
+    /// 1 (tables shared by the batch) or B.
+    table_batch: usize,
+}
+
+/// The rotated rows, contiguous; `None` if a row would lie outside `storage`.
+fn rotate<T: Float>(storage: &[T], v: &View, cos: &[T], sin: &[T]) -> Option<Vec<T>> {
+    let [b, h, t, d] = v.dims;
+    let [s0, s1, s2] = v.strides;
     // The last element any row reads must be inside the storage.
-    let last = start + (b - 1) * s0 + (h - 1) * s1 + (t - 1) * s2 + d;
-    if last > storage.len() {
+    if v.start + (b - 1) * s0 + (h - 1) * s1 + (t - 1) * s2 + d > storage.len() {
         return None;
     }
+    let (mut cos32, mut sin32) = (vec![0f32; cos.len()], vec![0f32; sin.len()]);
+    widen(cos, &mut cos32);
+    widen(sin, &mut sin32);
     let half = d / 2;
-    let mut out = vec![0f32; b * h * t * d];
-    let rows = |(i, out): (usize, &mut [f32])| {
+    let mut out = vec![T::ZERO; b * h * t * d];
+    // Per task: the row widened, the two products, and a scratch for rounding.
+    type Scratch<T> = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<T>);
+    let rows = |(x32, a, r, scratch): &mut Scratch<T>, (i, out): (usize, &mut [T])| {
         let (bi, hi, ti) = (i / (h * t), (i / t) % h, i % t);
-        let x = &storage[start + bi * s0 + hi * s1 + ti * s2..][..d];
-        let at = ((if cb == 1 { 0 } else { bi }) * t + ti) * d;
-        let (c, s) = (&cos_v[at..at + d], &sin_v[at..at + d]);
-        for k in 0..half {
-            out[k] = x[k] * c[k] + (-x[k + half]) * s[k];
-            out[k + half] = x[k + half] * c[k + half] + x[k] * s[k + half];
-        }
+        x32.resize(d, 0.0);
+        widen(&storage[v.start + bi * s0 + hi * s1 + ti * s2..][..d], x32);
+        let at = ((if v.table_batch == 1 { 0 } else { bi }) * t + ti) * d;
+        let (c, s) = (&cos32[at..at + d], &sin32[at..at + d]);
+        a.clear();
+        a.extend(x32.iter().zip(c).map(|(x, c)| x * c));
+        r.clear();
+        r.extend((0..half).map(|k| -x32[k + half] * s[k]));
+        r.extend((half..d).map(|k| x32[k - half] * s[k]));
+        T::round(a, scratch);
+        T::round(r, scratch);
+        a.iter_mut().zip(r.iter()).for_each(|(a, r)| *a += r);
+        T::narrow(a, out);
     };
     if b * h * t * d >= 1 << 15 {
-        out.par_chunks_mut(d).enumerate().for_each(rows);
+        out.par_chunks_mut(d).enumerate().for_each_init(Default::default, rows);
     } else {
-        out.chunks_mut(d).enumerate().for_each(rows);
+        let mut scratch = Default::default();
+        out.chunks_mut(d).enumerate().for_each(|row| rows(&mut scratch, row));
     }
-    Some(Tensor::from_data(TensorData::new(out, [b, h, t, d]), &x.device()))
+    Some(out)
 }
 
 #[cfg(test)]
@@ -61,22 +102,43 @@ mod tests {
     use super::*;
     use burn::tensor::Device;
 
-    #[test]
-    fn equals_burn_ops_on_a_strided_view() {
+    /// Ours against Burn's ops in `dtype` (each op computed in f32 and rounded to the dtype, as
+    /// PyTorch's CPU kernels do): bit-identical, on a strided view, for a table shared by the
+    /// batch and one per batch row (left-padded prompts).
+    fn check(dtype: DType) {
         let (b, t, h, d) = (2, 5, 3, 8);
         let values: Vec<f32> = (0..b * t * h * d).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
-        let x = Tensor::<4>::from_data(TensorData::new(values, [b, t, h, d]), &Device::flex()).swap_dims(1, 2);
-        let table = |phase: f32| {
-            let v: Vec<f32> = (0..t * d).map(|i| (i as f32 * 0.37 + phase).cos()).collect();
-            Tensor::<4>::from_data(TensorData::new(v, [1, 1, t, d]), &Device::flex())
-        };
-        let (cos, sin) = (table(0.0), table(1.3));
-        let ours: Vec<f32> = try_cpu(&x, &cos, &sin).expect("the kernel takes these").into_data().try_to_vec().unwrap();
-        let half = d / 2;
-        let x1 = x.clone().narrow(3, 0, half);
-        let x2 = x.clone().narrow(3, half, half);
-        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-        let burn: Vec<f32> = (x * cos + rotated * sin).into_data().try_to_vec().unwrap();
-        assert_eq!(ours, burn);
+        let x = Tensor::<4>::from_data(TensorData::new(values, [b, t, h, d]), &Device::flex()).cast(dtype).swap_dims(1, 2);
+        for table_batch in [1, b] {
+            let table = |phase: f32| {
+                let v: Vec<f32> = (0..table_batch * t * d).map(|i| (i as f32 * 0.37 + phase).cos()).collect();
+                Tensor::<4>::from_data(TensorData::new(v, [table_batch, 1, t, d]), &Device::flex()).cast(dtype)
+            };
+            let (cos, sin) = (table(0.0), table(1.3));
+            let ours = try_cpu(&x, &cos, &sin).expect("the kernel takes these");
+            assert_eq!(ours.dtype(), dtype);
+            let half = d / 2;
+            let x1 = x.clone().narrow(3, 0, half);
+            let x2 = x.clone().narrow(3, half, half);
+            let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+            let burn = x.clone() * cos + rotated * sin;
+            let bits = |t: Tensor<4>| -> Vec<f32> { t.cast(DType::F32).into_data().try_to_vec().unwrap() };
+            assert_eq!(bits(ours), bits(burn), "{dtype:?}, tables for {table_batch} batch rows");
+        }
+    }
+
+    #[test]
+    fn equals_burn_ops_in_f32() {
+        check(DType::F32);
+    }
+
+    #[test]
+    fn equals_burn_ops_in_f16() {
+        check(DType::F16);
+    }
+
+    #[test]
+    fn equals_burn_ops_in_bf16() {
+        check(DType::BF16);
     }
 }
