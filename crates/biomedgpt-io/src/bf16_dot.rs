@@ -41,7 +41,7 @@ pub fn available() -> bool {
 /// half is exact). `None` where the kernel does not apply: no AVX512_BF16, or an odd `d_in`
 /// (inputs are read in pairs straight from the weight rows).
 pub fn matmul(x: &[f32], rows: usize, w: &[bf16], d_in: usize, d_out: usize, bias: Option<&[f32]>) -> Option<Vec<f32>> {
-    if !available() || d_in % 2 != 0 || rows == 0 || d_out == 0 {
+    if !available() || !d_in.is_multiple_of(2) || rows == 0 || d_out == 0 {
         return None;
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -268,6 +268,7 @@ mod x86 {
     }
 
     /// `R` rows, `O` weight rows per pass, each weight row streamed once.
+    #[allow(clippy::needless_range_loop)] // const-size register arrays, indexed to unroll
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
     unsafe fn rows_pass<const R: usize, const O: usize>(xb: &[u16], w: &[bf16], d_in: usize, width: usize, y: &mut [f32]) {
         let body = d_in / 32 * 32;
@@ -285,7 +286,7 @@ mod x86 {
                 let mut i = 0;
                 while i < d_in {
                     let masked = i == body;
-                    let mut xv: [__m512bh; R] = [std::mem::transmute(_mm512_setzero_ps()); R];
+                    let mut xv: [__m512bh; R] = [std::mem::transmute::<__m512, __m512bh>(_mm512_setzero_ps()); R];
                     for (r, xv) in xv.iter_mut().enumerate() {
                         *xv = load32(x.add(r * d_in + i), masked, tail_mask);
                     }

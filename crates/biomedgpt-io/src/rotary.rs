@@ -40,9 +40,9 @@ pub fn try_cpu(x: &Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Option<Tensor
     };
     let (cos_f, sin_f) = (contiguous_flex(cos)?, contiguous_flex(sin)?);
     let data = match dtype {
-        DType::F32 => TensorData::new(rotate(&xf.storage::<f32>(), &view, cos_f.as_slice()?, sin_f.as_slice()?)?, [b, h, t, d]),
-        DType::F16 => TensorData::new(rotate(&xf.storage::<f16>(), &view, cos_f.as_slice()?, sin_f.as_slice()?)?, [b, h, t, d]),
-        _ => TensorData::new(rotate(&xf.storage::<bf16>(), &view, cos_f.as_slice()?, sin_f.as_slice()?)?, [b, h, t, d]),
+        DType::F32 => TensorData::new(rotate(xf.storage::<f32>(), &view, cos_f.as_slice()?, sin_f.as_slice()?)?, [b, h, t, d]),
+        DType::F16 => TensorData::new(rotate(xf.storage::<f16>(), &view, cos_f.as_slice()?, sin_f.as_slice()?)?, [b, h, t, d]),
+        _ => TensorData::new(rotate(xf.storage::<bf16>(), &view, cos_f.as_slice()?, sin_f.as_slice()?)?, [b, h, t, d]),
     };
     Some(Tensor::from_data(data, (&x.device(), dtype)))
 }
