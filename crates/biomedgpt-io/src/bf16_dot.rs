@@ -41,38 +41,70 @@ pub fn available() -> bool {
 /// half is exact). `None` where the kernel does not apply: no AVX512_BF16, or an odd `d_in`
 /// (inputs are read in pairs straight from the weight rows).
 pub fn matmul(x: &[f32], rows: usize, w: &[bf16], d_in: usize, d_out: usize, bias: Option<&[f32]>) -> Option<Vec<f32>> {
-    if !available() || !d_in.is_multiple_of(2) || rows == 0 || d_out == 0 {
+    let mut ys = matmul_many(x, rows, &[Product { weight: w, d_out, bias }], d_in)?;
+    ys.pop()
+}
+
+/// One of several products of the same input: the weight `[d_out, d_in]` and its bias.
+#[derive(Clone, Copy)]
+pub struct Product<'a> {
+    pub weight: &'a [bf16],
+    pub d_out: usize,
+    pub bias: Option<&'a [f32]>,
+}
+
+/// [`matmul`] for several weights applied to the same `x` (a layer's q/k/v projections, an MLP's
+/// gate and up): `x` is packed once and every weight's register tiles share one parallel pass,
+/// so that small products (GQA's k and v) cost no packing and no pass of their own.
+pub fn matmul_many(x: &[f32], rows: usize, products: &[Product], d_in: usize) -> Option<Vec<Vec<f32>>> {
+    if !available() || !d_in.is_multiple_of(2) || rows == 0 || products.iter().any(|p| p.d_out == 0) {
         return None;
     }
     #[cfg(not(target_arch = "x86_64"))]
     return None;
     #[cfg(target_arch = "x86_64")]
-    Some(product(x, rows, w, d_in, d_out, bias))
+    Some(products_of(x, rows, products, d_in))
 }
 
 #[cfg(target_arch = "x86_64")]
-fn product(x: &[f32], rows: usize, w: &[bf16], d_in: usize, d_out: usize, bias: Option<&[f32]>) -> Vec<f32> {
+fn products_of(x: &[f32], rows: usize, products: &[Product], d_in: usize) -> Vec<Vec<f32>> {
     assert_eq!(x.len(), rows * d_in, "x holds {} values, expected {rows} x {d_in}", x.len());
-    assert!(w.len() >= d_in * d_out, "weight holds {} values, expected {d_out} x {d_in}", w.len());
+    for p in products {
+        assert!(p.weight.len() >= d_in * p.d_out, "weight holds {} values, expected {} x {d_in}", p.weight.len(), p.d_out);
+        assert!(p.bias.is_none_or(|b| b.len() == p.d_out), "one bias value per output");
+    }
     let padded = rows.div_ceil(MR) * MR;
     let xp = pack_rows(x, rows, d_in, padded);
-    // The result column-major, [d_out, padded]: each output's rows are contiguous lanes.
-    let mut yt = vec![0f32; d_out * padded];
-    // Tasks of whole register tiles, a few per thread so that uneven progress evens out.
-    let tiles = d_out.div_ceil(NR);
+    // Each result column-major, [d_out, padded]: each output's rows are contiguous lanes.
+    let mut yts: Vec<Vec<f32>> = products.iter().map(|p| vec![0f32; p.d_out * padded]).collect();
+    // Tasks of whole register tiles of one weight, a few per thread so that uneven progress
+    // evens out.
+    let tiles: usize = products.iter().map(|p| p.d_out.div_ceil(NR)).sum();
     let per_task = tiles.div_ceil(4 * rayon::current_num_threads()).max(1);
-    yt.par_chunks_mut(per_task * NR * padded).enumerate().for_each(|(task, yt)| {
-        let n0 = task * per_task * NR;
-        let outputs = yt.len() / padded;
-        // SAFETY: the CPU has AVX-512F and AVX512_BF16 (checked by `available`); the weight rows
-        // n0..n0 + outputs exist (asserted above) and `yt` holds those outputs' padded rows.
-        unsafe { x86::outputs(&xp, padded, &w[n0 * d_in..(n0 + outputs) * d_in], d_in, outputs, yt) };
+    let mut tasks = Vec::new();
+    for (p, yt) in products.iter().zip(yts.iter_mut()) {
+        for (task, yt) in yt.chunks_mut(per_task * NR * padded).enumerate() {
+            let n0 = task * per_task * NR;
+            let outputs = yt.len() / padded;
+            tasks.push((&p.weight[n0 * d_in..(n0 + outputs) * d_in], outputs, yt));
+        }
+    }
+    tasks.into_par_iter().for_each(|(w, outputs, yt)| {
+        // SAFETY: the CPU has AVX-512F and AVX512_BF16 (checked by `available`); `w` holds the
+        // task's `outputs` weight rows (asserted above) and `yt` their padded rows.
+        unsafe { x86::outputs(&xp, padded, w, d_in, outputs, yt) };
     });
-    let mut y = Vec::with_capacity(rows * d_out);
-    transpose_into_uninit(&yt, d_out, padded, rows, y.spare_capacity_mut(), d_out, bias);
-    // SAFETY: the transpose wrote all rows x d_out values.
-    unsafe { y.set_len(rows * d_out) };
-    y
+    products
+        .iter()
+        .zip(&yts)
+        .map(|(p, yt)| {
+            let mut y = Vec::with_capacity(rows * p.d_out);
+            transpose_into_uninit(yt, p.d_out, padded, rows, y.spare_capacity_mut(), p.d_out, p.bias);
+            // SAFETY: the transpose wrote all rows x d_out values.
+            unsafe { y.set_len(rows * p.d_out) };
+            y
+        })
+        .collect()
 }
 
 /// Decoding-sized `y [rows, d_out] = x [rows, d_in] · Wᵀ` (rows <= [`MATVEC_ROWS`]) in f32 for
@@ -339,6 +371,33 @@ mod tests {
                     assert!((got - want).abs() <= 1e-6 * d_in as f64, "[{r}, {j}] of {rows}x{d_in}x{d_out}: {got} vs {want}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn products_sharing_an_input_equal_one_at_a_time() {
+        if !available() {
+            eprintln!("skipped: this CPU has no AVX512_BF16");
+            return;
+        }
+        // q/k/v-like: a wide product, two narrow ones (GQA's k and v), one with a bias.
+        let (rows, d_in) = (45, 96);
+        let x: Vec<f32> = (0..rows * d_in).map(bf16_value).collect();
+        let weights: Vec<Vec<bf16>> = [96, 13, 13]
+            .iter()
+            .enumerate()
+            .map(|(k, &d_out)| (0..d_out * d_in).map(|i| bf16::from_f32((((i + 7 * k) * 53 % 97) as f32 / 48.0) - 1.0)).collect())
+            .collect();
+        let bias: Vec<f32> = (0..13).map(|j| j as f32 / 3.0).collect();
+        let products: Vec<Product> = weights
+            .iter()
+            .enumerate()
+            .map(|(k, w)| Product { weight: w, d_out: w.len() / d_in, bias: (k == 2).then_some(&bias[..]) })
+            .collect();
+        let together = matmul_many(&x, rows, &products, d_in).expect("kernel applies");
+        for (p, y) in products.iter().zip(&together) {
+            let alone = matmul(&x, rows, p.weight, d_in, p.d_out, p.bias).expect("kernel applies");
+            assert_eq!(y, &alone, "product with {} outputs", p.d_out);
         }
     }
 

@@ -167,13 +167,18 @@ pub(crate) fn bias_f32(bias: Option<&Tensor<1>>, d_out: usize, dtype: DType) -> 
 /// For plain tensors on Burn's CPU backend: the rows of `x` as f32, the weight's storage, its
 /// layout and the offset of its first element; `None` for anything the kernels do not read.
 pub(crate) fn cpu_operands(x: &Tensor<2>, weight: &Tensor<2>) -> Option<(RowsF32, FlexTensor, WeightLayout, usize)> {
-    let [_, d_in] = x.dims();
-    let [_, d_out] = weight.dims();
+    let (wt, layout, offset) = weight_operand(weight)?;
     let xt: FlexTensor = x.clone().try_into_primitive::<Flex>().ok()?;
-    let wt: FlexTensor = weight.clone().try_into_primitive::<Flex>().ok()?;
-    let (layout, offset) = weight_layout(&wt, d_in, d_out)?;
     let x32 = RowsF32::new(xt, x.dtype())?;
     Some((x32, wt, layout, offset))
+}
+
+/// A weight `[in, out]` on Burn's CPU backend: its storage, layout and first element's offset.
+pub(crate) fn weight_operand(weight: &Tensor<2>) -> Option<(FlexTensor, WeightLayout, usize)> {
+    let [d_in, d_out] = weight.dims();
+    let wt: FlexTensor = weight.clone().try_into_primitive::<Flex>().ok()?;
+    let (layout, offset) = weight_layout(&wt, d_in, d_out)?;
+    Some((wt, layout, offset))
 }
 
 /// A plain tensor on Burn's CPU backend, contiguous (copied only when it is a strided view):

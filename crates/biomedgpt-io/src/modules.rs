@@ -61,6 +61,26 @@ pub fn apply_linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
     y.reshape(out_dims)
 }
 
+/// [`apply_linear`] of several layers to the same `x` (q/k/v projections, gate and up): on the
+/// CPU's bf16 path one product prepares `x` once for all of them; otherwise one by one.
+pub fn apply_linears<const D: usize>(layers: &[&Linear], x: Tensor<D>) -> Vec<Tensor<D>> {
+    let dims = x.dims();
+    let d_in = dims[D - 1];
+    let rows: usize = dims[..D - 1].iter().product();
+    let weights: Vec<(Tensor<2>, Option<Tensor<1>>)> = layers.iter().map(|l| (l.weight.val(), l.bias.as_ref().map(|b| b.val()))).collect();
+    match crate::prompt_gemm::try_matmul_many(&x.clone().reshape([rows, d_in]), &weights) {
+        Some(ys) => ys
+            .into_iter()
+            .map(|y| {
+                let mut out_dims = dims;
+                out_dims[D - 1] = y.dims()[1];
+                y.reshape(out_dims)
+            })
+            .collect(),
+        None => layers.iter().map(|l| apply_linear(l, x.clone())).collect(),
+    }
+}
+
 /// `x [rows, in] · weight [in, out]`. On Burn's CPU backend: the decoding kernels of
 /// [`crate::matvec`] for a few rows, [`crate::prompt_gemm`] for more rows with weights in
 /// PyTorch's layout; Burn's matmul otherwise.

@@ -58,6 +58,41 @@ pub fn try_matmul(x: &Tensor<2>, weight: &Tensor<2>, bias: Option<&Tensor<1>>) -
     Some(to_tensor(y, rows, d_out, dtype, &x.device()))
 }
 
+/// [`try_matmul`] for several `(weight, bias)` pairs applied to the same `x`, in one pass over
+/// the threads with `x` prepared once: bf16 weights in PyTorch's layout on a CPU with AVX512_BF16
+/// and more rows than the decoding kernels take; `None` otherwise (the caller multiplies them
+/// one by one).
+pub fn try_matmul_many(x: &Tensor<2>, weights: &[(Tensor<2>, Option<Tensor<1>>)]) -> Option<Vec<Tensor<2>>> {
+    let [rows, d_in] = x.dims();
+    if x.dtype() != DType::BF16 || rows <= crate::matvec::MAX_ROWS || !crate::bf16_dot::available() {
+        return None;
+    }
+    let mut operands = Vec::with_capacity(weights.len());
+    for (weight, bias) in weights {
+        let [w_in, d_out] = weight.dims();
+        if weight.dtype() != DType::BF16 || w_in != d_in {
+            return None;
+        }
+        let bias = bias_f32(bias.as_ref(), d_out, DType::BF16)?;
+        let (wt, layout, offset) = crate::matvec::weight_operand(weight)?;
+        if layout != WeightLayout::OutputMajor {
+            return None;
+        }
+        operands.push((wt, offset, d_out, bias));
+    }
+    let (x32, _, _, _) = cpu_operands(x, &weights.first()?.0)?;
+    let products: Vec<crate::bf16_dot::Product> = operands
+        .iter()
+        .map(|(wt, offset, d_out, bias)| crate::bf16_dot::Product {
+            weight: &wt.storage::<bf16>()[*offset..],
+            d_out: *d_out,
+            bias: bias.as_deref(),
+        })
+        .collect();
+    let ys = crate::bf16_dot::matmul_many(&x32, rows, &products, d_in)?;
+    Some(ys.into_iter().zip(&operands).map(|(y, (_, _, d_out, _))| to_tensor(y, rows, *d_out, DType::BF16, &x.device())).collect())
+}
+
 /// `y [rows, out] = x [rows, in] · Wᵀ (+ bias)` for `W [out, in]`.
 pub fn matmul_tiles<T: Element>(x: &[f32], rows: usize, w: &[T], d_in: usize, d_out: usize, bias: Option<&[f32]>) -> Vec<f32> {
     assert_eq!(x.len(), rows * d_in, "x holds {} values, expected {rows} x {d_in}", x.len());
@@ -180,6 +215,32 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Tensor level: the shared-input products equal the products one at a time, and the path
+    /// declines what it does not take (f32, a decoding step's few rows).
+    #[test]
+    fn shared_input_products_equal_separate_ones() {
+        use burn::tensor::{Device, TensorData};
+        let device = Device::flex();
+        let tensor = |n: usize, m: usize, seed: usize| {
+            let v: Vec<f32> = (0..n * m).map(|i| (((i + seed) * 37 % 101) as f32 / 50.0) - 1.0).collect();
+            Tensor::<2>::from_data(TensorData::new(v, [n, m]), &device).cast(DType::BF16)
+        };
+        let x = tensor(20, 64, 0);
+        // PyTorch's [out, in] storage, used transposed, as the models hold them.
+        let weights: Vec<(Tensor<2>, Option<Tensor<1>>)> =
+            vec![(tensor(64, 64, 1).transpose(), None), (tensor(8, 64, 2).transpose(), Some(tensor(1, 8, 3).reshape([8])))];
+        if crate::bf16_dot::available() {
+            let together = try_matmul_many(&x, &weights).expect("bf16 path applies");
+            for ((w, b), y) in weights.iter().zip(together) {
+                let alone = try_matmul(&x, w, b.as_ref()).expect("prompt path applies");
+                let values = |t: Tensor<2>| -> Vec<f32> { t.cast(DType::F32).into_data().try_to_vec().unwrap() };
+                assert_eq!(values(y), values(alone));
+            }
+        }
+        assert!(try_matmul_many(&x.clone().cast(DType::F32), &weights).is_none(), "f32 input");
+        assert!(try_matmul_many(&x.narrow(0, 0, 2), &weights).is_none(), "decoding-sized input");
     }
 
     #[test]

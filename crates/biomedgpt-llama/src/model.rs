@@ -6,7 +6,7 @@ use burn::nn::{Embedding, Linear};
 use biomedgpt_io::activation::{rms_norm, silu_mul};
 use biomedgpt_io::attention::attention;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
-use biomedgpt_io::modules::{apply_linear, apply_rotary, linear as load_linear, matmul_weight, param, rotary_tables};
+use biomedgpt_io::modules::{apply_linear, apply_linears, apply_rotary, linear as load_linear, matmul_weight, param, rotary_tables};
 use biomedgpt_io::{FloatType, LoadError, WeightView};
 
 use crate::cache::{KvCache, StepMask};
@@ -53,8 +53,8 @@ impl Mlp {
     }
 
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let gate = apply_linear(&self.gate_proj, x.clone());
-        apply_linear(&self.down_proj, silu_mul(gate, apply_linear(&self.up_proj, x)))
+        let [gate, up]: [Tensor<3>; 2] = apply_linears(&[&self.gate_proj, &self.up_proj], x).try_into().expect("two products");
+        apply_linear(&self.down_proj, silu_mul(gate, up))
     }
 }
 
@@ -102,9 +102,8 @@ impl Attention {
         let [b, t, _] = x.dims();
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let heads = |y: Tensor<3>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2);
-        let q = heads(apply_linear(&self.q_proj, x.clone()), nh);
-        let k = heads(apply_linear(&self.k_proj, x.clone()), nkv);
-        let v = heads(apply_linear(&self.v_proj, x), nkv);
+        let [q, k, v]: [Tensor<3>; 3] = apply_linears(&[&self.q_proj, &self.k_proj, &self.v_proj], x).try_into().expect("three products");
+        let (q, k, v) = (heads(q, nh), heads(k, nkv), heads(v, nkv));
 
         let dtype = q.dtype();
         let q = apply_rotary(q, &ctx.cos, &ctx.sin);
