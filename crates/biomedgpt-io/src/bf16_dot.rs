@@ -1,4 +1,6 @@
-//! Prompt-sized bf16 products with the AVX-512 BF16 dot-product instruction (`VDPBF16PS`).
+//! bf16 products with the AVX-512 BF16 dot-product instruction (`VDPBF16PS`): prompt-sized
+//! ([`matmul`], [`matmul_many`] for several weights sharing an input) and decoding-sized
+//! ([`matvec`]).
 //!
 //! CPUs with AVX512_BF16 (AMD Zen 4/5, Intel Cooper Lake and Sapphire Rapids) multiply pairs of
 //! bf16 values and add both products to an f32 lane in one instruction: twice the f32 FMA rate,
@@ -10,7 +12,8 @@
 //! (packed once per product, a pair of consecutive inputs per 32-bit lane), and each weight
 //! element pair is broadcast straight from PyTorch's `[out, in]` rows. A register tile is 32 rows
 //! of `x` by [`NR`] outputs; the inputs are taken in blocks of [`K_BLOCK`] so that a block of the
-//! packed `x` stays in L2 while the threads stream the weight.
+//! packed `x` stays in L2 while the threads stream the weight. Decoding streams each weight row
+//! once for all rows of `x`, 32 inputs per instruction.
 
 use half::bf16;
 use rayon::prelude::*;
