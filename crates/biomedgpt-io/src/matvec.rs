@@ -168,9 +168,13 @@ pub(crate) fn bias_f32(bias: Option<&Tensor<1>>, d_out: usize, dtype: DType) -> 
 /// layout and the offset of its first element; `None` for anything the kernels do not read.
 pub(crate) fn cpu_operands(x: &Tensor<2>, weight: &Tensor<2>) -> Option<(RowsF32, FlexTensor, WeightLayout, usize)> {
     let (wt, layout, offset) = weight_operand(weight)?;
+    Some((rows_f32(x)?, wt, layout, offset))
+}
+
+/// The rows of a plain tensor on Burn's CPU backend as f32 (see [`RowsF32`]).
+pub(crate) fn rows_f32(x: &Tensor<2>) -> Option<RowsF32> {
     let xt: FlexTensor = x.clone().try_into_primitive::<Flex>().ok()?;
-    let x32 = RowsF32::new(xt, x.dtype())?;
-    Some((x32, wt, layout, offset))
+    RowsF32::new(xt, x.dtype())
 }
 
 /// A weight `[in, out]` on Burn's CPU backend: its storage, layout and first element's offset.

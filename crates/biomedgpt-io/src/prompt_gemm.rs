@@ -80,7 +80,7 @@ pub fn try_matmul_many(x: &Tensor<2>, weights: &[(Tensor<2>, Option<Tensor<1>>)]
         }
         operands.push((wt, offset, d_out, bias));
     }
-    let (x32, _, _, _) = cpu_operands(x, &weights.first()?.0)?;
+    let x32 = crate::matvec::rows_f32(x)?;
     let products: Vec<crate::bf16_dot::Product> = operands
         .iter()
         .map(|(wt, offset, d_out, bias)| crate::bf16_dot::Product {

@@ -74,8 +74,8 @@ fn rotate<T: Float>(storage: &[T], v: &View, cos: &[T], sin: &[T]) -> Option<Vec
     type Scratch<T> = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<T>);
     let rows = |(x32, a, r, scratch): &mut Scratch<T>, (i, out): (usize, &mut [T])| {
         let (bi, hi, ti) = (i / (h * t), (i / t) % h, i % t);
-        x32.resize(d, 0.0);
-        widen(&storage[v.start + bi * s0 + hi * s1 + ti * s2..][..d], x32);
+        // f32 rows are read in place, 16-bit rows widened.
+        let x32 = T::as_f32_tile(&storage[v.start + bi * s0 + hi * s1 + ti * s2..][..d], x32);
         let at = ((if v.table_batch == 1 { 0 } else { bi }) * t + ti) * d;
         let (c, s) = (&cos32[at..at + d], &sin32[at..at + d]);
         a.clear();
