@@ -44,7 +44,10 @@ fn main() {
         let f16_s = best(&|| drop(matmul_tiles(&x, rows, &w16, d_in, d_out, None)));
         let bf16_s = best(&|| drop(matmul_tiles(&x, rows, &wb, d_in, d_out, None)));
         let dot = if bf16_dot::available() {
-            rate(best(&|| drop(bf16_dot::matmul(&x, rows, &wb, d_in, d_out, None))))
+            // As the models call it: bf16 rows in, bf16 results out.
+            let xb: Vec<bf16> = x.iter().map(|&v| bf16::from_f32(v)).collect();
+            let product = [bf16_dot::Product { weight: &wb, d_out, bias: None }];
+            rate(best(&|| drop(bf16_dot::matmul_many::<bf16>(&xb, rows, &product, d_in))))
         } else {
             "n/a".into()
         };

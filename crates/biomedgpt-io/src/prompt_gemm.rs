@@ -10,7 +10,7 @@
 //! already in the layout they read: `x` and each result tile column-major, the tile's rows as
 //! contiguous columns. f32 arithmetic throughout, as torch does on CPU for 16-bit types.
 
-use burn::tensor::{DType, Tensor, bf16, f16};
+use burn::tensor::{DType, Tensor, TensorData, bf16, f16};
 use rayon::prelude::*;
 
 use crate::transpose::{transpose_into, transpose_into_uninit};
@@ -40,6 +40,11 @@ pub fn try_matmul(x: &Tensor<2>, weight: &Tensor<2>, bias: Option<&Tensor<1>>) -
     if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) || x.dtype() != dtype || w_in != d_in || rows == 0 || d_out == 0 {
         return None;
     }
+    if dtype == DType::BF16
+        && let Some(mut ys) = try_matmul_many(x, &[(weight.clone(), bias.cloned())])
+    {
+        return ys.pop();
+    }
     let bias = bias_f32(bias, d_out, dtype)?;
     let (x32, wt, layout, offset) = cpu_operands(x, weight)?;
     if layout != WeightLayout::OutputMajor {
@@ -49,11 +54,8 @@ pub fn try_matmul(x: &Tensor<2>, weight: &Tensor<2>, bias: Option<&Tensor<1>>) -
     let y = match dtype {
         DType::F32 => matmul_tiles(&x32, rows, &wt.storage::<f32>()[offset..], d_in, d_out, bias),
         DType::F16 => matmul_tiles(&x32, rows, &wt.storage::<f16>()[offset..], d_in, d_out, bias),
-        // x holds bf16 values here, which the dot-product instructions take as they are.
-        _ => {
-            let w = &wt.storage::<bf16>()[offset..];
-            crate::bf16_dot::matmul(&x32, rows, w, d_in, d_out, bias).unwrap_or_else(|| matmul_tiles(&x32, rows, w, d_in, d_out, bias))
-        }
+        // Where the dot-product kernel does not apply (see above).
+        _ => matmul_tiles(&x32, rows, &wt.storage::<bf16>()[offset..], d_in, d_out, bias),
     };
     Some(to_tensor(y, rows, d_out, dtype, &x.device()))
 }
@@ -80,7 +82,8 @@ pub fn try_matmul_many(x: &Tensor<2>, weights: &[(Tensor<2>, Option<Tensor<1>>)]
         }
         operands.push((wt, offset, d_out, bias));
     }
-    let x32 = crate::matvec::rows_f32(x)?;
+    let xt = crate::matvec::contiguous_flex(x)?;
+    let xs = xt.as_slice::<bf16>()?;
     let products: Vec<crate::bf16_dot::Product> = operands
         .iter()
         .map(|(wt, offset, d_out, bias)| crate::bf16_dot::Product {
@@ -89,8 +92,15 @@ pub fn try_matmul_many(x: &Tensor<2>, weights: &[(Tensor<2>, Option<Tensor<1>>)]
             bias: bias.as_deref(),
         })
         .collect();
-    let ys = crate::bf16_dot::matmul_many(&x32, rows, &products, d_in)?;
-    Some(ys.into_iter().zip(&operands).map(|(y, (_, _, d_out, _))| to_tensor(y, rows, *d_out, DType::BF16, &x.device())).collect())
+    // Results rounded to bf16 by the threads that compute them.
+    let ys = crate::bf16_dot::matmul_many::<bf16>(xs, rows, &products, d_in)?;
+    let device = x.device();
+    Some(
+        ys.into_iter()
+            .zip(&operands)
+            .map(|(y, (_, _, d_out, _))| Tensor::from_data(TensorData::new(y, [rows, *d_out]), (&device, DType::BF16)))
+            .collect(),
+    )
 }
 
 /// `y [rows, out] = x [rows, in] · Wᵀ (+ bias)` for `W [out, in]`.

@@ -35,6 +35,19 @@ pub fn block(src: &[f32], rows: usize, stride: usize, cols: usize, dst: &mut [Ma
     block_add(src, rows, stride, cols, dst, padded, None)
 }
 
+/// [`block`] for 32-bit values of any kind (packed pairs of 16-bit values): moved bit for bit.
+pub fn block_u32(src: &[u32], rows: usize, stride: usize, cols: usize, dst: &mut [MaybeUninit<u32>], padded: usize) {
+    // SAFETY: u32 and f32 have the same size and alignment and every bit pattern is a valid
+    // f32; the transpose only moves values (no arithmetic without `add`).
+    let (src, dst) = unsafe {
+        (
+            std::slice::from_raw_parts(src.as_ptr() as *const f32, src.len()),
+            std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut MaybeUninit<f32>, dst.len()),
+        )
+    };
+    block_add(src, rows, stride, cols, dst, padded, None)
+}
+
 fn block_add(src: &[f32], rows: usize, stride: usize, cols: usize, dst: &mut [MaybeUninit<f32>], padded: usize, add: Option<&[f32]>) {
     #[cfg(target_arch = "x86_64")]
     {
@@ -48,9 +61,10 @@ fn block_add(src: &[f32], rows: usize, stride: usize, cols: usize, dst: &mut [Ma
 
 fn scalar(src: &[f32], rows: std::ops::Range<usize>, stride: usize, cols: std::ops::Range<usize>, dst: &mut [MaybeUninit<f32>], padded: usize, add: Option<&[f32]>) {
     for r in rows {
-        let a = add.map_or(0.0, |a| a[r]);
         for c in cols.clone() {
-            dst[c * padded + r].write(src[r * stride + c] + a);
+            let v = src[r * stride + c];
+            // Without `add`, values are moved as they are (bit for bit, -0.0 included).
+            dst[c * padded + r].write(add.map_or(v, |a| v + a[r]));
         }
     }
 }
