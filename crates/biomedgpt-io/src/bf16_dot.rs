@@ -270,34 +270,71 @@ mod x86 {
         let pairs = d_in / 2;
         assert!(xp.len() >= padded * pairs && w.len() >= outputs * d_in && sums.len() >= outputs * padded);
         assert!(packed.len() >= NR * K_BLOCK / 2);
-        for p0 in (0..pairs).step_by(K_BLOCK / 2) {
+        // The register tiles in order, input block by input block.
+        let tiles: Vec<(usize, usize)> =
+            (0..pairs).step_by(K_BLOCK / 2).flat_map(|p0| (0..outputs).step_by(NR).map(move |n0| (p0, n0))).collect();
+        let panels = padded / MR;
+        for (t, &(p0, n0)) in tiles.iter().enumerate() {
             let p1 = (p0 + K_BLOCK / 2).min(pairs);
-            for n0 in (0..outputs).step_by(NR) {
-                let width = (outputs - n0).min(NR);
-                // SAFETY: as for this function.
-                unsafe { pack_weights(&w[n0 * d_in..(n0 + width) * d_in], width, d_in, p0..p1, packed) };
-                for m0 in (0..padded).step_by(MR) {
-                    let panel = &xp[m0 * pairs..(m0 + MR) * pairs];
-                    let out = &mut sums[n0 * padded + m0..];
-                    // SAFETY: as for this function; the tile's slices are in bounds (above).
-                    unsafe {
-                        match width {
-                            12 => tile::<12>(panel, packed, p0..p1, out, padded),
-                            11 => tile::<11>(panel, packed, p0..p1, out, padded),
-                            10 => tile::<10>(panel, packed, p0..p1, out, padded),
-                            9 => tile::<9>(panel, packed, p0..p1, out, padded),
-                            8 => tile::<8>(panel, packed, p0..p1, out, padded),
-                            7 => tile::<7>(panel, packed, p0..p1, out, padded),
-                            6 => tile::<6>(panel, packed, p0..p1, out, padded),
-                            5 => tile::<5>(panel, packed, p0..p1, out, padded),
-                            4 => tile::<4>(panel, packed, p0..p1, out, padded),
-                            3 => tile::<3>(panel, packed, p0..p1, out, padded),
-                            2 => tile::<2>(panel, packed, p0..p1, out, padded),
-                            _ => tile::<1>(panel, packed, p0..p1, out, padded),
-                        }
+            let width = (outputs - n0).min(NR);
+            pack_weights(&w[n0 * d_in..(n0 + width) * d_in], width, d_in, p0..p1, packed);
+            // The next tile's weights are fetched while this one computes, a share per panel:
+            // packing reads them from cache instead of waiting on memory row by row.
+            let next = tiles.get(t + 1).map(|&(p0, n0)| Ahead {
+                base: w.as_ptr().wrapping_add(n0 * d_in + 2 * p0) as *const u8,
+                stride: d_in * 2,
+                per_row: ((p0 + K_BLOCK / 2).min(pairs) - p0).div_ceil(GROUP),
+                from: 0,
+                to: 0,
+            });
+            for (m, m0) in (0..padded).step_by(MR).enumerate() {
+                let panel = &xp[m0 * pairs..(m0 + MR) * pairs];
+                let out = &mut sums[n0 * padded + m0..];
+                let ahead = next.map_or(Ahead::NONE, |a| {
+                    let lines = (outputs - tiles[t + 1].1).min(NR) * a.per_row;
+                    Ahead { from: lines * m / panels, to: lines * (m + 1) / panels, ..a }
+                });
+                // SAFETY: as for this function; the tile's slices are in bounds (above).
+                unsafe {
+                    match width {
+                        12 => tile::<12>(panel, packed, p0..p1, out, padded, ahead),
+                        11 => tile::<11>(panel, packed, p0..p1, out, padded, ahead),
+                        10 => tile::<10>(panel, packed, p0..p1, out, padded, ahead),
+                        9 => tile::<9>(panel, packed, p0..p1, out, padded, ahead),
+                        8 => tile::<8>(panel, packed, p0..p1, out, padded, ahead),
+                        7 => tile::<7>(panel, packed, p0..p1, out, padded, ahead),
+                        6 => tile::<6>(panel, packed, p0..p1, out, padded, ahead),
+                        5 => tile::<5>(panel, packed, p0..p1, out, padded, ahead),
+                        4 => tile::<4>(panel, packed, p0..p1, out, padded, ahead),
+                        3 => tile::<3>(panel, packed, p0..p1, out, padded, ahead),
+                        2 => tile::<2>(panel, packed, p0..p1, out, padded, ahead),
+                        _ => tile::<1>(panel, packed, p0..p1, out, padded, ahead),
                     }
                 }
             }
+        }
+    }
+
+    /// Cache lines of weight rows to prefetch: lines `from..to` of the rows at `base`, `stride`
+    /// bytes apart, `per_row` 64-byte lines each.
+    #[derive(Clone, Copy)]
+    struct Ahead {
+        base: *const u8,
+        stride: usize,
+        per_row: usize,
+        from: usize,
+        to: usize,
+    }
+
+    impl Ahead {
+        const NONE: Ahead = Ahead { base: std::ptr::null(), stride: 0, per_row: 1, from: 0, to: 0 };
+
+        /// Line `i` into the cache (a hint: never faults, whatever the address).
+        #[inline(always)]
+        fn fetch(&self, i: usize) {
+            let at = self.base.wrapping_add(i / self.per_row * self.stride + i % self.per_row * 64);
+            // SAFETY: prefetching is a hint that touches no architectural state.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(at as *const i8) };
         }
     }
 
@@ -338,15 +375,25 @@ mod x86 {
     /// `packed` its `N` weight rows for these pairs (see `pack_weights`), `out[j * padded..][..MR]`
     /// output `j`'s rows.
     #[target_feature(enable = "avx512f,avx512bf16")]
-    unsafe fn tile<const N: usize>(panel: &[u32], packed: &[u32], pairs: std::ops::Range<usize>, out: &mut [f32], padded: usize) {
+    unsafe fn tile<const N: usize>(panel: &[u32], packed: &[u32], pairs: std::ops::Range<usize>, out: &mut [f32], padded: usize, ahead: Ahead) {
         let n = pairs.len();
+        // Prefetches spread evenly over the groups of pairs.
+        let groups = n.div_ceil(GROUP);
+        let per_group = (ahead.to - ahead.from).div_ceil(groups);
+        let mut line = ahead.from;
         debug_assert!(N <= NR && packed.len() >= N * n.div_ceil(GROUP) * GROUP && panel.len() >= pairs.end * MR);
         debug_assert!(out.len() >= (N - 1) * padded + MR);
         let mut acc = [[_mm512_setzero_ps(); 2]; N];
         // SAFETY: packed pair (g, j, q) is at (g * N + j) * GROUP + q < packed.len() and lane
         // (p, l) inside `panel` (asserted above); the result columns are inside `out`.
         unsafe {
-            for g in 0..n.div_ceil(GROUP) {
+            for g in 0..groups {
+                for _ in 0..per_group {
+                    if line < ahead.to {
+                        ahead.fetch(line);
+                        line += 1;
+                    }
+                }
                 let group = packed.as_ptr().add(g * N * GROUP);
                 let xp = panel.as_ptr().add((pairs.start + g * GROUP) * MR);
                 for q in 0..(n - g * GROUP).min(GROUP) {
