@@ -6,6 +6,7 @@ of a LLaMA or GPT-2 directory with torch on 2 threads. Prints one JSON line in t
 usage: llama_transformers.py MODEL_DIR DTYPE [PROMPT_LEN] [NEW_TOKENS]
 TORCH_DEVICE=cuda runs it on the GPU instead (benches/gpu.sh).
 """
+import inspect
 import json
 import os
 import sys
@@ -40,14 +41,17 @@ def main():
     load_s = time.perf_counter() - start
     peak_after_load = peak_rss()
     prompt = torch.tensor([[3 + (i * 7919) % 28000 for i in range(prompt_len)]], device=DEVICE)  # as `bench lm`
+    # The prompt's logits for its last position only, as `model.generate` asks for them (and as
+    # `bench lm` computes them), where the model takes `logits_to_keep`.
+    last_only = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
     with torch.inference_mode():
         # Warm-up as `bench lm`: the whole prompt and two decoding steps, not measured.
-        out = model(prompt, use_cache=True)
+        out = model(prompt, use_cache=True, **last_only)
         for _ in range(2):
             out = model(out.logits[:, -1].argmax(-1, keepdim=True), past_key_values=out.past_key_values, use_cache=True)
         sync()
         t = time.perf_counter()
-        out = model(prompt, use_cache=True)
+        out = model(prompt, use_cache=True, **last_only)
         token = out.logits[:, -1].argmax(-1, keepdim=True)
         token.item()  # as ours: the chosen id reaches the host (a GPU sync)
         prefill_s = time.perf_counter() - t

@@ -99,6 +99,15 @@ pub(crate) trait Float: Element + burn::tensor::Element {
     /// `dst = src` in this type (rounded to nearest even).
     fn narrow(src: &[f32], dst: &mut [Self]);
 
+    /// One value in this type (rounded to nearest even), inlined into vector loops.
+    fn from_f32_one(v: f32) -> Self;
+
+    /// One value rounded to this type and back.
+    #[inline(always)]
+    fn round_one(v: f32) -> f32 {
+        Self::from_f32_one(v).to_f32()
+    }
+
     /// `values` rounded to this type and back (nothing for f32).
     fn round(values: &mut [f32], scratch: &mut Vec<Self>) {
         if Self::KIND != crate::matvec::ElementKind::F32 {
@@ -114,12 +123,20 @@ impl Float for f32 {
     fn narrow(src: &[f32], dst: &mut [Self]) {
         dst.copy_from_slice(src);
     }
+    #[inline(always)]
+    fn from_f32_one(v: f32) -> Self {
+        v
+    }
 }
 
 impl Float for f16 {
     const ZERO: Self = f16::ZERO;
     fn narrow(src: &[f32], dst: &mut [Self]) {
         <f16 as HalfFloat>::narrow_into(src, dst)
+    }
+    #[inline(always)]
+    fn from_f32_one(v: f32) -> Self {
+        f16::from_f32(v)
     }
 }
 
@@ -128,23 +145,32 @@ impl Float for bf16 {
     fn narrow(src: &[f32], dst: &mut [Self]) {
         <bf16 as HalfFloat>::narrow_into(src, dst)
     }
+    #[inline(always)]
+    fn from_f32_one(v: f32) -> Self {
+        bf16::from_bits(crate::matvec::round_to_bf16(v.to_bits()))
+    }
 }
 
 /// Elements per task of the element-wise kernels.
 const CHUNK: usize = 1 << 13;
 
+/// Elements per pass of the element-wise kernels inside a task: their f32 buffers stay in L1.
+const PASS: usize = 1 << 10;
+
 fn silu_mul_slices<T: Float>(gate: &[T], up: &[T]) -> Vec<T> {
     let mut out = vec![T::ZERO; gate.len()];
     let chunk = |(g32, u32, scratch): &mut (Vec<f32>, Vec<f32>, Vec<T>), (out, (g, u)): (&mut [T], (&[T], &[T]))| {
-        let n = out.len();
-        g32.resize(n, 0.0);
-        u32.resize(n, 0.0);
-        widen(g, g32);
-        widen(u, u32);
-        silu_in_place(g32);
-        T::round(g32, scratch);
-        g32.iter_mut().zip(u32.iter()).for_each(|(s, u)| *s *= u);
-        T::narrow(g32, out);
+        for (out, (g, u)) in out.chunks_mut(PASS).zip(g.chunks(PASS).zip(u.chunks(PASS))) {
+            let n = out.len();
+            g32.resize(n, 0.0);
+            u32.resize(n, 0.0);
+            widen(g, g32);
+            widen(u, u32);
+            silu_in_place(g32);
+            T::round(g32, scratch);
+            g32.iter_mut().zip(u32.iter()).for_each(|(s, u)| *s *= u);
+            T::narrow(g32, out);
+        }
     };
     if gate.len() <= CHUNK {
         // A decoding step's few rows: waking a pool thread would cost more than the work.

@@ -78,21 +78,8 @@ impl Output for f32 {
 
 impl Output for bf16 {
     fn store(src: &[f32], bias: Option<&[f32]>, dst: &mut [MaybeUninit<bf16>]) {
-        let round = |v: f32| bf16::from_bits(round_to_bf16(v.to_bits()));
-        match bias {
-            Some(b) => dst.iter_mut().zip(src).zip(b).for_each(|((d, s), b)| _ = d.write(round(s + b))),
-            None => dst.iter_mut().zip(src).for_each(|(d, s)| _ = d.write(round(*s))),
-        }
+        crate::matvec::narrow_bf16(src, bias, dst)
     }
-}
-
-/// f32 bits to bf16 bits, rounded to nearest even, NaN kept quiet: `half::bf16::from_f32` (and
-/// torch's rounding) as branch-free integer operations, which the compiler vectorizes.
-#[inline(always)]
-fn round_to_bf16(bits: u32) -> u16 {
-    let rounded = bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) >> 16;
-    let nan = (bits & 0x7fff_ffff) > 0x7f80_0000;
-    (if nan { (bits >> 16) | 0x40 } else { rounded }) as u16
 }
 
 /// Several products of the same `x [rows, d_in]` (bf16): a layer's q/k/v projections, an MLP's
@@ -600,7 +587,7 @@ mod tests {
         let special = [0x3f80_8000u32, 0x3f81_8000, 0x3f80_8001, 0x7f7f_ffff, 0x7f80_0000, 0xff80_0000, 0x7fc0_0000, 0x7f80_0001, 0xffa0_0000, 0x0000_8000, 0x0001_8000, 0x8000_0000];
         let sweep = (0..1u64 << 32).step_by(65_521).map(|b| b as u32);
         for bits in special.into_iter().chain(sweep) {
-            assert_eq!(round_to_bf16(bits), bf16::from_f32(f32::from_bits(bits)).to_bits(), "{bits:#x}");
+            assert_eq!(crate::matvec::round_to_bf16(bits), bf16::from_f32(f32::from_bits(bits)).to_bits(), "{bits:#x}");
         }
     }
 

@@ -45,18 +45,52 @@ pub(crate) trait HalfFloat: Copy {
     fn narrow_into(src: &[f32], dst: &mut [Self]);
 }
 
-macro_rules! half_float {
-    ($t:ty) => {
-        impl HalfFloat for $t {
-            const ZERO: Self = <$t>::ZERO;
-            fn narrow_into(src: &[f32], dst: &mut [Self]) {
-                dst.convert_from_f32_slice(src)
-            }
-        }
-    };
+impl HalfFloat for f16 {
+    const ZERO: Self = f16::ZERO;
+    fn narrow_into(src: &[f32], dst: &mut [Self]) {
+        dst.convert_from_f32_slice(src)
+    }
 }
-half_float!(f16);
-half_float!(bf16);
+
+impl HalfFloat for bf16 {
+    const ZERO: Self = bf16::ZERO;
+    fn narrow_into(src: &[f32], dst: &mut [Self]) {
+        // SAFETY: the same memory viewed as possibly uninitialized; only bf16 values are written.
+        narrow_bf16(src, None, unsafe { &mut *(dst as *mut [bf16] as *mut [std::mem::MaybeUninit<bf16>]) })
+    }
+}
+
+/// f32 bits to bf16 bits, rounded to nearest even, NaN kept quiet: `half::bf16::from_f32` (and
+/// torch's rounding) as branch-free integer operations, which the compiler vectorizes (`half`'s
+/// slice conversion for bf16 is a scalar loop with branches).
+#[inline(always)]
+pub(crate) fn round_to_bf16(bits: u32) -> u16 {
+    let rounded = bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) >> 16;
+    let nan = (bits & 0x7fff_ffff) > 0x7f80_0000;
+    (if nan { (bits >> 16) | 0x40 } else { rounded }) as u16
+}
+
+/// `dst = src (+ bias)` rounded to bf16, with the widest vector instructions the CPU has.
+pub(crate) fn narrow_bf16(src: &[f32], bias: Option<&[f32]>, dst: &mut [std::mem::MaybeUninit<bf16>]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx512() {
+            // SAFETY: the CPU supports AVX-512F (checked above).
+            return unsafe { x86::narrow_bf16_avx512(src, bias, dst) };
+        }
+    }
+    narrow_bf16_loop(src, bias, dst)
+}
+
+#[inline(always)]
+fn narrow_bf16_loop(src: &[f32], bias: Option<&[f32]>, dst: &mut [std::mem::MaybeUninit<bf16>]) {
+    assert!(dst.len() == src.len() && bias.is_none_or(|b| b.len() == src.len()));
+    let round = |v: f32| bf16::from_bits(round_to_bf16(v.to_bits()));
+    match bias {
+        Some(b) => dst.iter_mut().zip(src).zip(b).for_each(|((d, s), b)| _ = d.write(round(s + b))),
+        None => dst.iter_mut().zip(src).for_each(|(d, s)| _ = d.write(round(*s))),
+    }
+}
 
 /// Weight element types the kernels read.
 pub trait Element: Copy + Send + Sync + 'static {
@@ -524,6 +558,15 @@ mod x86 {
                 }
             }
         };
+    }
+
+    /// [`super::narrow_bf16`], compiled for AVX-512 (16 lanes).
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn narrow_bf16_avx512(src: &[f32], bias: Option<&[f32]>, dst: &mut [std::mem::MaybeUninit<half::bf16>]) {
+        super::narrow_bf16_loop(src, bias, dst)
     }
 
     /// `dst = src` widened to f32, 16 (8) lanes at a time.
