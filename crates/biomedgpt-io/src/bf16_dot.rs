@@ -275,20 +275,16 @@ mod x86 {
             pack_weights(&w[n0 * d_in..(n0 + width) * d_in], width, d_in, p0..p1, packed);
             // The next tile's weights are fetched while this one computes, a share per panel:
             // packing reads them from cache instead of waiting on memory row by row.
-            let next = tiles.get(t + 1).map(|&(p0, n0)| Ahead {
-                base: w.as_ptr().wrapping_add(n0 * d_in + 2 * p0) as *const u8,
-                stride: d_in * 2,
-                per_row: ((p0 + K_BLOCK / 2).min(pairs) - p0).div_ceil(GROUP),
-                from: 0,
-                to: 0,
+            let next = tiles.get(t + 1).map(|&(p0, n0)| {
+                let per_row = ((p0 + K_BLOCK / 2).min(pairs) - p0).div_ceil(GROUP);
+                let rows = (outputs - n0).min(NR);
+                Ahead { base: w.as_ptr().wrapping_add(n0 * d_in + 2 * p0) as *const u8, stride: d_in * 2, per_row, from: 0, to: rows * per_row }
             });
             for (m, m0) in (0..padded).step_by(MR).enumerate() {
                 let panel = &xp[m0 * pairs..(m0 + MR) * pairs];
                 let out = &mut sums[n0 * padded + m0..];
-                let ahead = next.map_or(Ahead::NONE, |a| {
-                    let lines = (outputs - tiles[t + 1].1).min(NR) * a.per_row;
-                    Ahead { from: lines * m / panels, to: lines * (m + 1) / panels, ..a }
-                });
+                // Panel m's share of the next tile's lines.
+                let ahead = next.map_or(Ahead::NONE, |a| Ahead { from: a.to * m / panels, to: a.to * (m + 1) / panels, ..a });
                 // SAFETY: as for this function; the tile's slices are in bounds (above).
                 unsafe {
                     match width {

@@ -70,13 +70,22 @@ fn rotate<T: Float>(storage: &[T], v: &View, cos: &[T], sin: &[T]) -> Option<Vec
     widen(sin, &mut sin32);
     let mut out = vec![T::ZERO; b * h * t * d];
     let rows_per_task = (TASK / d).max(1);
+    #[cfg(target_arch = "x86_64")]
+    let avx512 = is_x86_feature_detected!("avx512f");
     let task = |(task, out): (usize, &mut [T])| {
         for (j, out) in out.chunks_exact_mut(d).enumerate() {
             let i = task * rows_per_task + j;
             let (bi, hi, ti) = (i / (h * t), (i / t) % h, i % t);
             let x = &storage[v.start + bi * s0 + hi * s1 + ti * s2..][..d];
             let at = ((if v.table_batch == 1 { 0 } else { bi }) * t + ti) * d;
-            rotate_row(x, &cos32[at..at + d], &sin32[at..at + d], out);
+            let (cos, sin) = (&cos32[at..at + d], &sin32[at..at + d]);
+            #[cfg(target_arch = "x86_64")]
+            if avx512 {
+                // SAFETY: the CPU supports AVX-512F (checked above).
+                unsafe { rotate_row_avx512(x, cos, sin, out) };
+                continue;
+            }
+            rotate_row(x, cos, sin, out);
         }
     };
     if b * h * t * d > TASK {
@@ -90,30 +99,19 @@ fn rotate<T: Float>(storage: &[T], v: &View, cos: &[T], sin: &[T]) -> Option<Vec
 /// Elements per task (and below which one thread does all).
 const TASK: usize = 1 << 13;
 
-/// One row: `out = x·cos + rotate_half(x)·sin`, each product and the sum rounded to `T`.
-fn rotate_row<T: Float>(x: &[T], cos: &[f32], sin: &[f32], out: &mut [T]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F (checked above).
-            return unsafe { rotate_row_avx512(x, cos, sin, out) };
-        }
-    }
-    rotate_row_loop(x, cos, sin, out)
-}
-
-/// [`rotate_row_loop`] compiled for AVX-512 (the loop vectorizes, 16 lanes).
+/// [`rotate_row`] compiled for AVX-512 (the loop vectorizes, 16 lanes).
 ///
 /// # Safety
 /// The CPU must support AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn rotate_row_avx512<T: Float>(x: &[T], cos: &[f32], sin: &[f32], out: &mut [T]) {
-    rotate_row_loop(x, cos, sin, out)
+    rotate_row(x, cos, sin, out)
 }
 
+/// One row: `out = x·cos + rotate_half(x)·sin`, each product and the sum rounded to `T`.
 #[inline(always)]
-fn rotate_row_loop<T: Float>(x: &[T], cos: &[f32], sin: &[f32], out: &mut [T]) {
+fn rotate_row<T: Float>(x: &[T], cos: &[f32], sin: &[f32], out: &mut [T]) {
     let half = x.len() / 2;
     let (x1, x2) = x.split_at(half);
     let (c1, c2) = cos.split_at(half);
