@@ -3,7 +3,7 @@
 //! bf16 through `prompt_gemm`'s widening path and through the AVX512_BF16 dot-product kernel
 //! (`bf16_dot`, where the CPU has it). The measurement behind the README's prefill numbers.
 //! `cargo run --release -p biomedgpt-io --example prompt_products [ROWS] [REPEATS]`.
-use biomedgpt_io::{bf16_dot, prompt_gemm::matmul_tiles};
+use biomedgpt_io::{bf16_dot::{self, Kernel}, prompt_gemm::matmul_tiles};
 use half::{bf16, f16};
 use std::time::Instant;
 
@@ -20,8 +20,8 @@ fn main() {
         drop(matmul_tiles(&x, rows, &w, 2048, 2048, None));
     }
     println!("rows {rows}, best of {repeats}; GFLOP/s");
-    println!("| in x out | f32 | f16 (widened) | bf16 (widened) | bf16 (dot) |");
-    println!("|---|---|---|---|---|");
+    println!("| in x out | f32 | f16 (widened) | bf16 (widened) | bf16 (dot) | bf16 (AMX) |");
+    println!("|---|---|---|---|---|---|");
     for (d_in, d_out) in shapes {
         // bf16-exact inputs, so every kernel multiplies the same numbers.
         let x: Vec<f32> = (0..rows * d_in).map(|i| bf16::from_f32(((i * 37 % 101) as f32 / 50.0) - 1.0).to_f32()).collect();
@@ -47,10 +47,14 @@ fn main() {
             // As the models call it: bf16 rows in, bf16 results out.
             let xb: Vec<bf16> = x.iter().map(|&v| bf16::from_f32(v)).collect();
             let product = [bf16_dot::Product { weight: &wb, d_out, bias: None }];
-            rate(best(&|| drop(bf16_dot::matmul_many::<bf16>(&xb, rows, &product, d_in))))
+            let on = |kernel: Kernel| match kernel.applies(d_in, &product) {
+                true => rate(best(&|| drop(bf16_dot::matmul_many_on::<bf16>(kernel, &xb, rows, &product, d_in)))),
+                false => "n/a".into(),
+            };
+            [on(Kernel::Dot), on(Kernel::Amx)]
         } else {
-            "n/a".into()
+            ["n/a".into(), "n/a".into()]
         };
-        println!("| {d_in} x {d_out} | {} | {} | {} | {dot} |", rate(f32_s), rate(f16_s), rate(bf16_s));
+        println!("| {d_in} x {d_out} | {} | {} | {} | {} | {} |", rate(f32_s), rate(f16_s), rate(bf16_s), dot[0], dot[1]);
     }
 }

@@ -96,13 +96,45 @@ impl Output for bf16 {
 /// in the type `T`) straight into the rows of its result, so that small products (GQA's k and v)
 /// cost no pass of their own. `None` where the kernel does not apply (see [`matmul`]).
 pub fn matmul_many<T: Output>(x: &[bf16], rows: usize, products: &[Product], d_in: usize) -> Option<Vec<Vec<T>>> {
-    if !available() || !d_in.is_multiple_of(2) || rows == 0 || products.iter().any(|p| p.d_out == 0) {
+    matmul_many_on::<T>(Kernel::best(d_in, products), x, rows, products, d_in)
+}
+
+/// The instructions a prompt product runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// AVX512_BF16's `VDPBF16PS` (AMD Zen 4/5, Intel Cooper Lake and later).
+    Dot,
+    /// AMX tiles (Intel Sapphire Rapids and later): see `amx.rs`. Whole tiles only: inputs a
+    /// multiple of 32, outputs of 16.
+    Amx,
+}
+
+impl Kernel {
+    /// AMX where the CPU has it and the shapes fit, else the dot-product kernel.
+    pub fn best(d_in: usize, products: &[Product]) -> Kernel {
+        if Kernel::Amx.applies(d_in, products) { Kernel::Amx } else { Kernel::Dot }
+    }
+
+    /// Whether this kernel runs here for these shapes.
+    pub fn applies(self, d_in: usize, products: &[Product]) -> bool {
+        available()
+            && match self {
+                Kernel::Dot => d_in.is_multiple_of(2),
+                Kernel::Amx => crate::amx::available() && crate::amx::fits(d_in, products.iter().map(|p| p.d_out)),
+            }
+    }
+}
+
+/// [`matmul_many`] on the given kernel (for tests and measurements); `None` where it does not
+/// apply.
+pub fn matmul_many_on<T: Output>(kernel: Kernel, x: &[bf16], rows: usize, products: &[Product], d_in: usize) -> Option<Vec<Vec<T>>> {
+    if !kernel.applies(d_in, products) || rows == 0 || products.iter().any(|p| p.d_out == 0) {
         return None;
     }
     #[cfg(not(target_arch = "x86_64"))]
     return None;
     #[cfg(target_arch = "x86_64")]
-    Some(products_of(x, rows, products, d_in))
+    Some(products_of(kernel, x, rows, products, d_in))
 }
 
 /// Outputs per task: 8 register tiles, so that a task's partial sums (`[96, rows]` f32, 48 KiB
@@ -132,7 +164,7 @@ thread_local! {
 }
 
 #[cfg(target_arch = "x86_64")]
-fn products_of<T: Output>(x: &[bf16], rows: usize, products: &[Product], d_in: usize) -> Vec<Vec<T>> {
+fn products_of<T: Output>(kernel: Kernel, x: &[bf16], rows: usize, products: &[Product], d_in: usize) -> Vec<Vec<T>> {
     assert_eq!(x.len(), rows * d_in, "x holds {} values, expected {rows} x {d_in}", x.len());
     for p in products {
         assert!(p.weight.len() >= d_in * p.d_out, "weight holds {} values, expected {} x {d_in}", p.weight.len(), p.d_out);
@@ -153,12 +185,21 @@ fn products_of<T: Output>(x: &[bf16], rows: usize, products: &[Product], d_in: u
         let out = outs[k];
         SCRATCH.with_borrow_mut(|s| {
             s.sums.resize(outputs * padded, 0.0);
-            s.weights.resize(NR * K_BLOCK / 2, 0);
             s.rows.resize(rows * outputs, MaybeUninit::uninit());
             let w = &p.weight[n0 * d_in..(n0 + outputs) * d_in];
-            // SAFETY: the CPU has AVX-512F and AVX512_BF16 (checked by `available`); `w` holds
-            // the task's `outputs` weight rows (asserted above), `sums` their padded rows.
-            unsafe { x86::outputs(&xp, padded, w, d_in, outputs, &mut s.sums, &mut s.weights) };
+            match kernel {
+                Kernel::Dot => {
+                    s.weights.resize(NR * K_BLOCK / 2, 0);
+                    // SAFETY: the CPU has AVX-512F and AVX512_BF16 (checked by `available`); `w`
+                    // holds the task's `outputs` weight rows (asserted above), `sums` their
+                    // padded rows.
+                    unsafe { x86::outputs(&xp, padded, w, d_in, outputs, &mut s.sums, &mut s.weights) }
+                }
+                // SAFETY: AMX is available and the shapes fit (`Kernel::applies`): d_in a multiple
+                // of 32, every d_out and so every task's outputs (TASK_OUTPUTS is too) of 16,
+                // `padded` of MR = 32.
+                Kernel::Amx => unsafe { crate::amx::outputs(&xp, padded, w, d_in, outputs, &mut s.sums, K_BLOCK) },
+            }
             crate::transpose::block(&s.sums, outputs, padded, rows, &mut s.rows, outputs);
             let bias = p.bias.map(|b| &b[n0..n0 + outputs]);
             for r in 0..rows {
@@ -555,10 +596,13 @@ mod tests {
             .map(|(k, w)| Product { weight: w, d_out: w.len() / d_in, bias: (k == 2).then_some(&bias[..]) })
             .collect();
         let xb: Vec<bf16> = x.iter().map(|&v| bf16::from_f32(v)).collect();
-        let together = matmul_many::<f32>(&xb, rows, &products, d_in).expect("kernel applies");
-        for (p, y) in products.iter().zip(&together) {
-            let alone = matmul(&x, rows, p.weight, d_in, p.d_out, p.bias).expect("kernel applies");
-            assert_eq!(y, &alone, "product with {} outputs", p.d_out);
+        // (One kernel on both sides: the wide product alone would go to AMX where it exists.)
+        for kernel in [Kernel::Dot, Kernel::Amx] {
+            let Some(together) = matmul_many_on::<f32>(kernel, &xb, rows, &products, d_in) else { continue };
+            for (p, y) in products.iter().zip(&together) {
+                let alone = matmul_many_on::<f32>(kernel, &xb, rows, std::slice::from_ref(p), d_in).expect("kernel applies");
+                assert_eq!(y, &alone[0], "{kernel:?}: product with {} outputs", p.d_out);
+            }
         }
     }
 
@@ -618,6 +662,47 @@ mod tests {
             }
         }
         assert!(matvec(&[0.0; 9 * 4], 9, &[bf16::ZERO; 4], 4, 1).is_none(), "more rows than the kernel takes");
+    }
+
+    #[test]
+    fn amx_equals_the_f64_product() {
+        let fits = [Product { weight: &[], d_out: 16, bias: None }];
+        if !Kernel::Amx.applies(32, &fits) {
+            eprintln!("skipped: this CPU (or kernel) offers no AMX");
+            return;
+        }
+        // Rows around the 32-row panels; outputs of one and of several pairs of 16-output tiles,
+        // over a task's 96 and with an odd tile at the end; inputs over several blocks with a
+        // short last one; q/k/v-like products sharing the input, one with a bias.
+        for &(rows, d_in, d_outs) in &[(9, 32, &[16][..]), (33, 96, &[48, 16, 16]), (70, 2 * K_BLOCK + 96, &[112, 32])] {
+            let x: Vec<bf16> = (0..rows * d_in).map(|i| bf16::from_f32(bf16_value(i))).collect();
+            let weights: Vec<Vec<bf16>> = d_outs
+                .iter()
+                .enumerate()
+                .map(|(k, &d_out)| (0..d_out * d_in).map(|i| bf16::from_f32((((i + 7 * k) * 53 % 97) as f32 / 48.0) - 1.0)).collect())
+                .collect();
+            let bias: Vec<f32> = (0..d_outs[0]).map(|j| j as f32 / 7.0).collect();
+            let products: Vec<Product> = weights
+                .iter()
+                .enumerate()
+                .map(|(k, w)| Product { weight: w, d_out: w.len() / d_in, bias: (k == 0).then_some(&bias[..]) })
+                .collect();
+            assert_eq!(Kernel::best(d_in, &products), Kernel::Amx);
+            let ys = matmul_many_on::<f32>(Kernel::Amx, &x, rows, &products, d_in).expect("kernel applies");
+            for (p, y) in products.iter().zip(&ys) {
+                for r in 0..rows {
+                    for j in 0..p.d_out {
+                        let b = p.bias.map_or(0.0, |b| b[j] as f64);
+                        let want: f64 = b + (0..d_in).map(|i| x[r * d_in + i].to_f64() * p.weight[j * d_in + i].to_f64()).sum::<f64>();
+                        let got = y[r * p.d_out + j] as f64;
+                        assert!((got - want).abs() <= 1e-6 * d_in as f64, "[{r}, {j}] of {rows}x{d_in}x{}: {got} vs {want}", p.d_out);
+                    }
+                }
+            }
+        }
+        // Shapes that are not whole tiles go to the dot-product kernel.
+        assert_eq!(Kernel::best(40, &fits), Kernel::Dot);
+        assert_eq!(Kernel::best(32, &[Product { weight: &[], d_out: 24, bias: None }]), Kernel::Dot);
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod checkpoint;
 mod dtype;
 mod error;
 pub mod activation;
+mod amx;
 pub mod attention;
 pub mod bf16_dot;
 pub mod export;
