@@ -228,40 +228,79 @@ fn products_of<T: Output>(kernel: Kernel, x: &[bf16], rows: usize, products: &[P
 }
 
 /// Decoding-sized `y [rows, d_out] = x [rows, d_in] · Wᵀ` (rows <= [`MATVEC_ROWS`]) in f32 for
-/// `W [d_out, d_in]` in bf16 and `x` holding bf16 values, as [`matmul`]: each weight row is
-/// read once for all rows, 32 inputs per instruction, split over the threads by output ranges.
+/// `W [d_out, d_in]` in bf16 and `x` holding bf16 values, as [`matmul`]: see [`matvec_many`].
 /// `None` without AVX512_BF16 or for more rows.
 pub fn matvec(x: &[f32], rows: usize, w: &[bf16], d_in: usize, d_out: usize) -> Option<Vec<f32>> {
-    if !available() || rows == 0 || rows > MATVEC_ROWS || d_in == 0 || d_out == 0 {
+    // Exact: the values are bf16 (see `matmul`).
+    let x: Vec<bf16> = x.iter().map(|v| bf16::from_bits((v.to_bits() >> 16) as u16)).collect();
+    matvec_many::<f32>(&x, rows, &[Product { weight: w, d_out, bias: None }], d_in).map(|mut ys| ys.remove(0))
+}
+
+/// Several decoding-sized products of the same `x [rows, d_in]` (rows <= [`MATVEC_ROWS`], bf16):
+/// each weight row is read once for all rows, 32 inputs per instruction. The outputs of all the
+/// products, end to end, are split over the threads in one parallel pass (a layer's q/k/v or
+/// gate and up: one pass instead of three or two, so that fewer passes wait on their slowest
+/// thread), each thread writing its outputs (bias added, in the type `T`) into the results.
+/// Every output is summed by one thread in the same order however the outputs are split.
+/// `None` without AVX512_BF16 or for more rows.
+pub fn matvec_many<T: Output>(x: &[bf16], rows: usize, products: &[Product], d_in: usize) -> Option<Vec<Vec<T>>> {
+    if !available() || rows == 0 || rows > MATVEC_ROWS || d_in == 0 || products.iter().any(|p| p.d_out == 0) {
         return None;
     }
     assert_eq!(x.len(), rows * d_in, "x holds {} values, expected {rows} x {d_in}", x.len());
-    assert!(w.len() >= d_in * d_out, "weight holds {} values, expected {d_out} x {d_in}", w.len());
+    for p in products {
+        assert!(p.weight.len() >= d_in * p.d_out, "weight holds {} values, expected {} x {d_in}", p.weight.len(), p.d_out);
+        assert!(p.bias.is_none_or(|b| b.len() == p.d_out), "one bias value per output");
+    }
     #[cfg(not(target_arch = "x86_64"))]
     return None;
     #[cfg(target_arch = "x86_64")]
     {
-        // Exact: the values are bf16 (see above).
-        let xb: Vec<u16> = x.iter().map(|v| (v.to_bits() >> 16) as u16).collect();
-        // One contiguous range of outputs per thread, unless the weight is too small to share.
+        // SAFETY: bf16 and u16 have the same size and alignment.
+        let xb: &[u16] = unsafe { std::slice::from_raw_parts(x.as_ptr() as *const u16, x.len()) };
+        // One contiguous range of the outputs end to end per thread, unless they are too few
+        // to share; each range cut where it crosses from one product into the next.
+        let total: usize = products.iter().map(|p| p.d_out).sum();
         let min_part = ((256 << 10) / (2 * d_in)).max(16);
-        let parts = rayon::current_num_threads().clamp(1, d_out.div_ceil(min_part));
-        let part = d_out.div_ceil(parts).next_multiple_of(16);
-        let blocks: Vec<(usize, Vec<f32>)> = (0..d_out)
-            .step_by(part)
-            .collect::<Vec<_>>()
-            .into_par_iter()
-            .map(|start| {
-                let width = part.min(d_out - start);
+        let parts = rayon::current_num_threads().clamp(1, total.div_ceil(min_part));
+        let part = total.div_ceil(parts).next_multiple_of(16);
+        let mut segments: Vec<Vec<(usize, usize, usize)>> = vec![Vec::new(); total.div_ceil(part)];
+        let mut first = 0;
+        for (k, p) in products.iter().enumerate() {
+            let mut start = 0;
+            while start < p.d_out {
+                let at = first + start;
+                let width = (p.d_out - start).min(part - at % part);
+                segments[at / part].push((k, start, width));
+                start += width;
+            }
+            first += p.d_out;
+        }
+        let mut ys: Vec<Vec<T>> = products.iter().map(|p| Vec::with_capacity(rows * p.d_out)).collect();
+        let outs: Vec<Shared<MaybeUninit<T>>> = ys.iter_mut().map(|y| Shared(y.spare_capacity_mut().as_mut_ptr())).collect();
+        segments.into_par_iter().for_each(|segments| {
+            for (k, start, width) in segments {
+                let p = &products[k];
                 let mut y = vec![0f32; rows * width];
-                let w = &w[start * d_in..(start + width) * d_in];
+                let w = &p.weight[start * d_in..(start + width) * d_in];
                 // SAFETY: the CPU has AVX-512F/BW and AVX512_BF16 (checked by `available`);
                 // `xb` holds rows x d_in values, `w` width rows of d_in, `y` rows x width.
-                unsafe { x86::matvec(&xb, rows, w, d_in, width, &mut y) };
-                (start, y)
-            })
-            .collect();
-        Some(crate::matvec::join_column_blocks(blocks, rows, d_out))
+                unsafe { x86::matvec(xb, rows, w, d_in, width, &mut y) };
+                let bias = p.bias.map(|b| &b[start..start + width]);
+                for r in 0..rows {
+                    // SAFETY: row r's outputs start..start + width of result k: inside its
+                    // capacity (rows x d_out) and written by this segment only (segments
+                    // cover disjoint ranges).
+                    let dst = unsafe { std::slice::from_raw_parts_mut(outs[k].0.add(r * p.d_out + start), width) };
+                    T::store(&y[r * width..(r + 1) * width], bias, dst);
+                }
+            }
+        });
+        for (y, p) in ys.iter_mut().zip(products) {
+            // SAFETY: the segments wrote every output of every row.
+            unsafe { y.set_len(rows * p.d_out) };
+        }
+        Some(ys)
     }
 }
 
@@ -713,6 +752,42 @@ mod tests {
         // Shapes that are not whole tiles go to the dot-product kernel.
         assert_eq!(Kernel::best(40, &fits), Kernel::Dot);
         assert_eq!(Kernel::best(32, &[Product { weight: &[], d_out: 24, bias: None }]), Kernel::Dot);
+    }
+
+    #[test]
+    fn matvec_many_equals_one_at_a_time() {
+        if !available() {
+            eprintln!("skipped: this CPU has no AVX512_BF16");
+            return;
+        }
+        // Wide enough that the outputs split over the threads inside a product and across the
+        // boundary between products (min_part 16 outputs at d_in 8192); a bias on one of them.
+        let d_in = 8192;
+        for rows in [1, 3] {
+            let x: Vec<bf16> = (0..rows * d_in).map(|i| bf16::from_f32(bf16_value(i))).collect();
+            let weights: Vec<Vec<bf16>> = [40, 8, 24]
+                .iter()
+                .enumerate()
+                .map(|(k, &d_out)| (0..d_out * d_in).map(|i| bf16::from_f32((((i + 7 * k) * 53 % 97) as f32 / 48.0) - 1.0)).collect())
+                .collect();
+            let bias: Vec<f32> = (0..8).map(|j| j as f32 / 3.0).collect();
+            let products: Vec<Product> = weights
+                .iter()
+                .enumerate()
+                .map(|(k, w)| Product { weight: w, d_out: w.len() / d_in, bias: (k == 1).then_some(&bias[..]) })
+                .collect();
+            let together = matvec_many::<f32>(&x, rows, &products, d_in).expect("kernel applies");
+            let rounded = matvec_many::<bf16>(&x, rows, &products, d_in).expect("kernel applies");
+            let x32: Vec<f32> = x.iter().map(|v| v.to_f32()).collect();
+            for ((p, y), y16) in products.iter().zip(&together).zip(&rounded) {
+                let mut alone = matvec(&x32, rows, p.weight, d_in, p.d_out).expect("kernel applies");
+                if let Some(b) = p.bias {
+                    alone.chunks_exact_mut(p.d_out).for_each(|row| row.iter_mut().zip(b).for_each(|(y, b)| *y += b));
+                }
+                assert_eq!(y, &alone, "rows {rows}, product with {} outputs", p.d_out);
+                assert_eq!(y16, &y.iter().map(|&v| bf16::from_f32(v)).collect::<Vec<_>>());
+            }
+        }
     }
 
     #[test]

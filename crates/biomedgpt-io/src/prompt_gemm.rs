@@ -61,12 +61,12 @@ pub fn try_matmul(x: &Tensor<2>, weight: &Tensor<2>, bias: Option<&Tensor<1>>) -
 }
 
 /// [`try_matmul`] for several `(weight, bias)` pairs applied to the same `x`, in one pass over
-/// the threads with `x` prepared once: bf16 weights in PyTorch's layout on a CPU with AVX512_BF16
-/// and more rows than the decoding kernels take; `None` otherwise (the caller multiplies them
-/// one by one).
+/// the threads with `x` prepared once: bf16 weights in PyTorch's layout on a CPU with
+/// AVX512_BF16, through the prompt kernels or, for a few rows, the decoding kernels
+/// (`bf16_dot::matvec_many`); `None` otherwise (the caller multiplies them one by one).
 pub fn try_matmul_many(x: &Tensor<2>, weights: &[(Tensor<2>, Option<Tensor<1>>)]) -> Option<Vec<Tensor<2>>> {
     let [rows, d_in] = x.dims();
-    if x.dtype() != DType::BF16 || rows <= crate::matvec::MAX_ROWS || !crate::bf16_dot::available() {
+    if x.dtype() != DType::BF16 || !crate::bf16_dot::available() {
         return None;
     }
     let mut operands = Vec::with_capacity(weights.len());
@@ -93,7 +93,11 @@ pub fn try_matmul_many(x: &Tensor<2>, weights: &[(Tensor<2>, Option<Tensor<1>>)]
         })
         .collect();
     // Results rounded to bf16 by the threads that compute them.
-    let ys = crate::bf16_dot::matmul_many::<bf16>(xs, rows, &products, d_in)?;
+    let ys = if rows <= crate::bf16_dot::MATVEC_ROWS {
+        crate::bf16_dot::matvec_many::<bf16>(xs, rows, &products, d_in)?
+    } else {
+        crate::bf16_dot::matmul_many::<bf16>(xs, rows, &products, d_in)?
+    };
     let device = x.device();
     Some(
         ys.into_iter()
@@ -227,8 +231,8 @@ mod tests {
         }
     }
 
-    /// Tensor level: the shared-input products equal the products one at a time, and the path
-    /// declines what it does not take (f32, a decoding step's few rows).
+    /// Tensor level: the shared-input products equal the products one at a time, for a prompt
+    /// and for a decoding step's few rows, and the path declines f32.
     #[test]
     fn shared_input_products_equal_separate_ones() {
         use burn::tensor::{Device, TensorData};
@@ -250,7 +254,16 @@ mod tests {
             }
         }
         assert!(try_matmul_many(&x.clone().cast(DType::F32), &weights).is_none(), "f32 input");
-        assert!(try_matmul_many(&x.narrow(0, 0, 2), &weights).is_none(), "decoding-sized input");
+        // A decoding step's few rows: the decoding kernels, equal to their one-at-a-time path.
+        if crate::bf16_dot::available() {
+            let x = x.narrow(0, 0, 2);
+            let together = try_matmul_many(&x, &weights).expect("bf16 decoding path applies");
+            for ((w, b), y) in weights.iter().zip(together) {
+                let alone = crate::matvec::try_matmul(&x, w, b.as_ref()).expect("decoding path applies");
+                let values = |t: Tensor<2>| -> Vec<f32> { t.cast(DType::F32).into_data().try_to_vec().unwrap() };
+                assert_eq!(values(y), values(alone));
+            }
+        }
     }
 
     #[test]
