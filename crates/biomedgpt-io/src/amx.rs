@@ -18,9 +18,9 @@
 use std::sync::OnceLock;
 
 /// Inputs per tile step (one `A` row: 32 bf16, 64 bytes).
-pub(crate) const K_STEP: usize = 32;
+const K_STEP: usize = 32;
 /// Outputs (rows of `A`) and rows of `x` (columns of `B`) per tile.
-pub(crate) const TILE: usize = 16;
+const TILE: usize = 16;
 
 /// Whether this CPU has AMX-TILE and AMX-BF16 and the kernel lets this process use them.
 pub(crate) fn available() -> bool {
@@ -159,29 +159,24 @@ mod x86 {
                         for k in (k0..k1).step_by(K_STEP) {
                             let a = w.as_ptr().add(j0 * d_in + k);
                             let b = panel.add(k / 2 * PANEL);
+                            // The first weight tile against both x tiles; the second weight tile
+                            // (outputs j0 + 16..) against the same x tiles, which stay loaded.
+                            asm!(
+                                "tileloadd tmm4, [{a} + {sa}*1]",
+                                "tileloadd tmm6, [{b} + {sb}*1]",
+                                "tdpbf16ps tmm0, tmm4, tmm6",
+                                "tileloadd tmm7, [{b1} + {sb}*1]",
+                                "tdpbf16ps tmm1, tmm4, tmm7",
+                                a = in(reg) a, sa = in(reg) w_stride,
+                                b = in(reg) b, b1 = in(reg) b.add(TILE), sb = in(reg) PANEL * 4,
+                                options(nostack, readonly),
+                            );
                             if two {
                                 asm!(
-                                    "tileloadd tmm4, [{a} + {sa}*1]",
-                                    "tileloadd tmm6, [{b} + {sb}*1]",
-                                    "tdpbf16ps tmm0, tmm4, tmm6",
-                                    "tileloadd tmm7, [{b1} + {sb}*1]",
-                                    "tdpbf16ps tmm1, tmm4, tmm7",
                                     "tileloadd tmm5, [{a1} + {sa}*1]",
                                     "tdpbf16ps tmm2, tmm5, tmm6",
                                     "tdpbf16ps tmm3, tmm5, tmm7",
-                                    a = in(reg) a, a1 = in(reg) a.add(TILE * d_in), sa = in(reg) w_stride,
-                                    b = in(reg) b, b1 = in(reg) b.add(TILE), sb = in(reg) PANEL * 4,
-                                    options(nostack, readonly),
-                                );
-                            } else {
-                                asm!(
-                                    "tileloadd tmm4, [{a} + {sa}*1]",
-                                    "tileloadd tmm6, [{b} + {sb}*1]",
-                                    "tdpbf16ps tmm0, tmm4, tmm6",
-                                    "tileloadd tmm7, [{b1} + {sb}*1]",
-                                    "tdpbf16ps tmm1, tmm4, tmm7",
-                                    a = in(reg) a, sa = in(reg) w_stride,
-                                    b = in(reg) b, b1 = in(reg) b.add(TILE), sb = in(reg) PANEL * 4,
+                                    a1 = in(reg) a.add(TILE * d_in), sa = in(reg) w_stride,
                                     options(nostack, readonly),
                                 );
                             }
