@@ -164,18 +164,21 @@ pub fn try_matmul(x: &Tensor<2>, weight: &Tensor<2>, bias: Option<&Tensor<1>>) -
     if rows == 0 || rows > MAX_ROWS || w_in != d_in || x.dtype() != weight.dtype() || !simd_available() {
         return None;
     }
+    // bf16 in PyTorch's layout on a CPU with AVX512_BF16: the dot-product kernel, which takes
+    // x's bf16 values as they are and rounds its results itself (as the prompt path does).
+    if x.dtype() == DType::BF16
+        && let Some(mut ys) = crate::prompt_gemm::try_matmul_many(x, &[(weight.clone(), bias.cloned())])
+    {
+        return ys.pop();
+    }
     let bias = bias_f32(bias, d_out, x.dtype())?;
     let (x32, wt, layout, offset) = cpu_operands(x, weight)?;
     let dtype = x.dtype();
     let mut y = match dtype {
         DType::F32 => matvec(&x32, rows, &wt.storage::<f32>()[offset..], layout, d_in, d_out),
         DType::F16 => matvec(&x32, rows, &wt.storage::<f16>()[offset..], layout, d_in, d_out),
-        DType::BF16 => {
-            let w = &wt.storage::<bf16>()[offset..];
-            // x holds bf16 values, which the dot-product instructions take as they are.
-            let dot = (layout == WeightLayout::OutputMajor).then(|| crate::bf16_dot::matvec(&x32, rows, w, d_in, d_out)).flatten();
-            dot.unwrap_or_else(|| matvec(&x32, rows, w, layout, d_in, d_out))
-        }
+        // Where the dot-product kernel does not apply (see above).
+        DType::BF16 => matvec(&x32, rows, &wt.storage::<bf16>()[offset..], layout, d_in, d_out),
         _ => return None,
     };
     if let Some(bias) = bias {
