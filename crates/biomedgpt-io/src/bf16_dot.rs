@@ -600,6 +600,24 @@ mod tests {
         bf16::from_f32(((i * 37 % 101) as f32 / 50.0) - 1.0).to_f32()
     }
 
+    /// Weights `[d_out, d_in]` of several products, each with different values.
+    fn weights(d_outs: &[usize], d_in: usize) -> Vec<Vec<bf16>> {
+        d_outs
+            .iter()
+            .enumerate()
+            .map(|(k, &d_out)| (0..d_out * d_in).map(|i| bf16::from_f32((((i + 7 * k) * 53 % 97) as f32 / 48.0) - 1.0)).collect())
+            .collect()
+    }
+
+    /// The products of `weights`, product `biased` with `bias`.
+    fn products<'a>(weights: &'a [Vec<bf16>], d_in: usize, biased: usize, bias: &'a [f32]) -> Vec<Product<'a>> {
+        weights
+            .iter()
+            .enumerate()
+            .map(|(k, w)| Product { weight: w, d_out: w.len() / d_in, bias: (k == biased).then_some(bias) })
+            .collect()
+    }
+
     #[test]
     fn equals_the_f64_product() {
         if !available() {
@@ -633,17 +651,9 @@ mod tests {
         // q/k/v-like: a wide product, two narrow ones (GQA's k and v), one with a bias.
         let (rows, d_in) = (45, 96);
         let x: Vec<f32> = (0..rows * d_in).map(bf16_value).collect();
-        let weights: Vec<Vec<bf16>> = [96, 13, 13]
-            .iter()
-            .enumerate()
-            .map(|(k, &d_out)| (0..d_out * d_in).map(|i| bf16::from_f32((((i + 7 * k) * 53 % 97) as f32 / 48.0) - 1.0)).collect())
-            .collect();
+        let weights = weights(&[96, 13, 13], d_in);
         let bias: Vec<f32> = (0..13).map(|j| j as f32 / 3.0).collect();
-        let products: Vec<Product> = weights
-            .iter()
-            .enumerate()
-            .map(|(k, w)| Product { weight: w, d_out: w.len() / d_in, bias: (k == 2).then_some(&bias[..]) })
-            .collect();
+        let products = products(&weights, d_in, 2, &bias);
         let xb: Vec<bf16> = x.iter().map(|&v| bf16::from_f32(v)).collect();
         // (One kernel on both sides: the wide product alone would go to AMX where it exists.)
         for kernel in [Kernel::Dot, Kernel::Amx] {
@@ -725,17 +735,9 @@ mod tests {
         // short last one; q/k/v-like products sharing the input, one with a bias.
         for &(rows, d_in, d_outs) in &[(9, 32, &[16][..]), (33, 96, &[48, 16, 16]), (70, 2 * K_BLOCK + 96, &[112, 32])] {
             let x: Vec<bf16> = (0..rows * d_in).map(|i| bf16::from_f32(bf16_value(i))).collect();
-            let weights: Vec<Vec<bf16>> = d_outs
-                .iter()
-                .enumerate()
-                .map(|(k, &d_out)| (0..d_out * d_in).map(|i| bf16::from_f32((((i + 7 * k) * 53 % 97) as f32 / 48.0) - 1.0)).collect())
-                .collect();
+            let weights = weights(d_outs, d_in);
             let bias: Vec<f32> = (0..d_outs[0]).map(|j| j as f32 / 7.0).collect();
-            let products: Vec<Product> = weights
-                .iter()
-                .enumerate()
-                .map(|(k, w)| Product { weight: w, d_out: w.len() / d_in, bias: (k == 0).then_some(&bias[..]) })
-                .collect();
+            let products = products(&weights, d_in, 0, &bias);
             assert_eq!(Kernel::best(d_in, &products), Kernel::Amx);
             let ys = matmul_many_on::<f32>(Kernel::Amx, &x, rows, &products, d_in).expect("kernel applies");
             for (p, y) in products.iter().zip(&ys) {
@@ -765,17 +767,9 @@ mod tests {
         let d_in = 8192;
         for rows in [1, 3] {
             let x: Vec<bf16> = (0..rows * d_in).map(|i| bf16::from_f32(bf16_value(i))).collect();
-            let weights: Vec<Vec<bf16>> = [40, 8, 24]
-                .iter()
-                .enumerate()
-                .map(|(k, &d_out)| (0..d_out * d_in).map(|i| bf16::from_f32((((i + 7 * k) * 53 % 97) as f32 / 48.0) - 1.0)).collect())
-                .collect();
+            let weights = weights(&[40, 8, 24], d_in);
             let bias: Vec<f32> = (0..8).map(|j| j as f32 / 3.0).collect();
-            let products: Vec<Product> = weights
-                .iter()
-                .enumerate()
-                .map(|(k, w)| Product { weight: w, d_out: w.len() / d_in, bias: (k == 1).then_some(&bias[..]) })
-                .collect();
+            let products = products(&weights, d_in, 1, &bias);
             let together = matvec_many::<f32>(&x, rows, &products, d_in).expect("kernel applies");
             let rounded = matvec_many::<bf16>(&x, rows, &products, d_in).expect("kernel applies");
             let x32: Vec<f32> = x.iter().map(|v| v.to_f32()).collect();
