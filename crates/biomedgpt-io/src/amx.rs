@@ -64,6 +64,39 @@ mod x86 {
     /// Rows of the packed `x` per panel (`bf16_dot`'s `MR`).
     const PANEL: usize = 32;
 
+    /// The weight lines of the next group (rows `rows`, `lines_per_row` lines of 32 inputs from
+    /// `at`), prefetched into L2 `per_step` at a time, row by row.
+    struct Prefetch {
+        at: *const bf16,
+        d_in: usize,
+        rows: usize,
+        lines_per_row: usize,
+        per_step: usize,
+        row: usize,
+        line: usize,
+    }
+
+    impl Prefetch {
+        #[inline(always)]
+        fn step(&mut self) {
+            for _ in 0..self.per_step {
+                if self.row == self.rows {
+                    return;
+                }
+                // SAFETY: a prefetch never faults (and the address is inside the weights).
+                unsafe {
+                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(
+                        self.at.wrapping_add(self.row * self.d_in + self.line * K_STEP) as *const i8,
+                    )
+                };
+                self.line += 1;
+                if self.line == self.lines_per_row {
+                    (self.row, self.line) = (self.row + 1, 0);
+                }
+            }
+        }
+    }
+
     /// The tile configuration (`LDTILECFG`'s 64-byte operand, palette 1): all eight tiles 16
     /// rows of 64 bytes.
     #[repr(C, align(64))]
@@ -113,7 +146,12 @@ mod x86 {
     /// rows: 1215-1611 GFLOP/s on LLaMA's shapes (torch's bf16 `F.linear` 1309-1827), the same
     /// with weight rows misaligned by 32 bytes, as checkpoint tensors are; copying each step's
     /// weights into aligned tiles first (with or without prefetching) measured 650-1400 and
-    /// slowed TinyLlama prompts by 20%. `x` and the sums must start on cache lines: tile rows
+    /// slowed TinyLlama prompts by 20%. A model's weights come from memory, not from the cache
+    /// as in a benchmark that repeats one product: while a group of 32 outputs runs over its
+    /// panels, the next group's weight rows are prefetched into L2, a few lines per tile step
+    /// (`examples/prompt_products.rs` with `COLD=1`, weights rotating over 1.5 GB of copies:
+    /// 1082-1417 GFLOP/s before, 1200-1350 after; TinyLlama's prompt products in the model 227
+    /// -> 199 ms). `x` and the sums must start on cache lines: tile rows
     /// that straddle two lines load 6 times slower from L1 (16.5 against 2.7 ns per 1 KiB tile).
     ///
     /// # Safety
@@ -127,74 +165,95 @@ mod x86 {
         let _tiles = Tiles::configure();
         let w_stride = d_in * 2;
         let c_stride = padded * 4;
-        for k0 in (0..d_in).step_by(k_block) {
+        // The groups of (input block, 32 outputs) in the order they run: while one runs, the
+        // next one's weight rows are prefetched into L2, spread over its tile steps.
+        let groups: Vec<(usize, usize)> = (0..d_in)
+            .step_by(k_block)
+            .flat_map(|k0| (0..outputs).step_by(2 * TILE).map(move |j0| (k0, j0)))
+            .collect();
+        for (g, &(k0, j0)) in groups.iter().enumerate() {
             let k1 = (k0 + k_block).min(d_in);
-            for j0 in (0..outputs).step_by(2 * TILE) {
-                let two = outputs - j0 >= 2 * TILE;
-                for r0 in (0..padded).step_by(PANEL) {
-                    let c = sums[j0 * padded + r0..].as_mut_ptr();
-                    let panel = xp[r0 * pairs..].as_ptr();
-                    // SAFETY: the sums of outputs j0..j0 + 32 (16 when not `two`), rows
-                    // r0..r0 + 32, are inside `sums`; the weight tiles are rows j0.. of `w`,
-                    // inputs k..k + 32 < d_in; the x tiles pairs k/2..k/2 + 16 of the panel.
-                    unsafe {
-                        if k0 == 0 {
-                            asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
-                        } else {
-                            asm!(
-                                "tileloadd tmm0, [{c} + {s}*1]",
-                                "tileloadd tmm1, [{c1} + {s}*1]",
-                                c = in(reg) c, c1 = in(reg) c.add(TILE), s = in(reg) c_stride,
-                                options(nostack, readonly),
-                            );
-                            if two {
-                                asm!(
-                                    "tileloadd tmm2, [{c2} + {s}*1]",
-                                    "tileloadd tmm3, [{c3} + {s}*1]",
-                                    c2 = in(reg) c.add(TILE * padded), c3 = in(reg) c.add(TILE * padded + TILE), s = in(reg) c_stride,
-                                    options(nostack, readonly),
-                                );
-                            }
-                        }
-                        for k in (k0..k1).step_by(K_STEP) {
-                            let a = w.as_ptr().add(j0 * d_in + k);
-                            let b = panel.add(k / 2 * PANEL);
-                            // The first weight tile against both x tiles; the second weight tile
-                            // (outputs j0 + 16..) against the same x tiles, which stay loaded.
-                            asm!(
-                                "tileloadd tmm4, [{a} + {sa}*1]",
-                                "tileloadd tmm6, [{b} + {sb}*1]",
-                                "tdpbf16ps tmm0, tmm4, tmm6",
-                                "tileloadd tmm7, [{b1} + {sb}*1]",
-                                "tdpbf16ps tmm1, tmm4, tmm7",
-                                a = in(reg) a, sa = in(reg) w_stride,
-                                b = in(reg) b, b1 = in(reg) b.add(TILE), sb = in(reg) PANEL * 4,
-                                options(nostack, readonly),
-                            );
-                            if two {
-                                asm!(
-                                    "tileloadd tmm5, [{a1} + {sa}*1]",
-                                    "tdpbf16ps tmm2, tmm5, tmm6",
-                                    "tdpbf16ps tmm3, tmm5, tmm7",
-                                    a1 = in(reg) a.add(TILE * d_in), sa = in(reg) w_stride,
-                                    options(nostack, readonly),
-                                );
-                            }
-                        }
+            let two = outputs - j0 >= 2 * TILE;
+            let mut prefetch = groups.get(g + 1).map(|&(nk0, nj0)| {
+                let rows = (outputs - nj0).min(2 * TILE);
+                let lines_per_row = ((nk0 + k_block).min(d_in) - nk0) / K_STEP;
+                let steps = padded / PANEL * (k1 - k0) / K_STEP;
+                Prefetch {
+                    at: w[nj0 * d_in + nk0..].as_ptr(),
+                    d_in,
+                    rows,
+                    lines_per_row,
+                    per_step: (rows * lines_per_row).div_ceil(steps),
+                    row: 0,
+                    line: 0,
+                }
+            });
+            for r0 in (0..padded).step_by(PANEL) {
+                let c = sums[j0 * padded + r0..].as_mut_ptr();
+                let panel = xp[r0 * pairs..].as_ptr();
+                // SAFETY: the sums of outputs j0..j0 + 32 (16 when not `two`), rows
+                // r0..r0 + 32, are inside `sums`; the weight tiles are rows j0.. of `w`,
+                // inputs k..k + 32 < d_in; the x tiles pairs k/2..k/2 + 16 of the panel.
+                unsafe {
+                    if k0 == 0 {
+                        asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
+                    } else {
                         asm!(
-                            "tilestored [{c} + {s}*1], tmm0",
-                            "tilestored [{c1} + {s}*1], tmm1",
+                            "tileloadd tmm0, [{c} + {s}*1]",
+                            "tileloadd tmm1, [{c1} + {s}*1]",
                             c = in(reg) c, c1 = in(reg) c.add(TILE), s = in(reg) c_stride,
-                            options(nostack),
+                            options(nostack, readonly),
                         );
                         if two {
                             asm!(
-                                "tilestored [{c2} + {s}*1], tmm2",
-                                "tilestored [{c3} + {s}*1], tmm3",
+                                "tileloadd tmm2, [{c2} + {s}*1]",
+                                "tileloadd tmm3, [{c3} + {s}*1]",
                                 c2 = in(reg) c.add(TILE * padded), c3 = in(reg) c.add(TILE * padded + TILE), s = in(reg) c_stride,
-                                options(nostack),
+                                options(nostack, readonly),
                             );
                         }
+                    }
+                    for k in (k0..k1).step_by(K_STEP) {
+                        if let Some(p) = prefetch.as_mut() {
+                            p.step();
+                        }
+                        let a = w.as_ptr().add(j0 * d_in + k);
+                        let b = panel.add(k / 2 * PANEL);
+                        // The first weight tile against both x tiles; the second weight tile
+                        // (outputs j0 + 16..) against the same x tiles, which stay loaded.
+                        asm!(
+                            "tileloadd tmm4, [{a} + {sa}*1]",
+                            "tileloadd tmm6, [{b} + {sb}*1]",
+                            "tdpbf16ps tmm0, tmm4, tmm6",
+                            "tileloadd tmm7, [{b1} + {sb}*1]",
+                            "tdpbf16ps tmm1, tmm4, tmm7",
+                            a = in(reg) a, sa = in(reg) w_stride,
+                            b = in(reg) b, b1 = in(reg) b.add(TILE), sb = in(reg) PANEL * 4,
+                            options(nostack, readonly),
+                        );
+                        if two {
+                            asm!(
+                                "tileloadd tmm5, [{a1} + {sa}*1]",
+                                "tdpbf16ps tmm2, tmm5, tmm6",
+                                "tdpbf16ps tmm3, tmm5, tmm7",
+                                a1 = in(reg) a.add(TILE * d_in), sa = in(reg) w_stride,
+                                options(nostack, readonly),
+                            );
+                        }
+                    }
+                    asm!(
+                        "tilestored [{c} + {s}*1], tmm0",
+                        "tilestored [{c1} + {s}*1], tmm1",
+                        c = in(reg) c, c1 = in(reg) c.add(TILE), s = in(reg) c_stride,
+                        options(nostack),
+                    );
+                    if two {
+                        asm!(
+                            "tilestored [{c2} + {s}*1], tmm2",
+                            "tilestored [{c3} + {s}*1], tmm3",
+                            c2 = in(reg) c.add(TILE * padded), c3 = in(reg) c.add(TILE * padded + TILE), s = in(reg) c_stride,
+                            options(nostack),
+                        );
                     }
                 }
             }
