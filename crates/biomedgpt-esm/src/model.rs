@@ -6,7 +6,7 @@ use burn::module::Module;
 use burn::nn::{Embedding, LayerNorm, Linear};
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use biomedgpt_io::activation::gelu;
-use biomedgpt_io::attention::attention;
+use biomedgpt_io::attention::attention_merged;
 use biomedgpt_io::modules::{apply_linear, apply_rotary, embedding, layer_norm, linear, rotary_tables};
 use biomedgpt_io::{FloatType, LoadError, WeightView};
 
@@ -72,8 +72,7 @@ impl SelfAttention {
         let k = apply_rotary(k, cos, sin);
         // The query is already scaled, so attention runs with scale 1 and the padding mask as an
         // additive bias broadcast over heads and queries.
-        let out = attention(q, k, v, mask.clone(), 1.0).cast(dtype);
-        out.swap_dims(1, 2).reshape([b, l, h])
+        attention_merged(q, k, v, mask.clone(), 1.0, 1).cast(dtype)
     }
 }
 

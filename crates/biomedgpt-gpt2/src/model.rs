@@ -12,7 +12,7 @@ use biomedgpt_llama::{CausalLm, DecoderInput, KvCache, StepMask};
 use burn::module::Module;
 use burn::nn::{Embedding, LayerNorm, Linear};
 use burn::tensor::activation::{gelu, gelu_approximate, relu};
-use biomedgpt_io::attention::attention;
+use biomedgpt_io::attention::attention_merged;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 
 use crate::config::Gpt2Config;
@@ -45,9 +45,9 @@ impl Gpt2Attention {
             None => (k, v),
         };
         *cache = Some((k.clone(), v.clone()));
-        let dtype = q.dtype();
-        let out = attention(q.cast(DType::F32), k, v, mask.cloned(), self.scale).cast(dtype);
-        apply_linear(&self.c_proj, out.swap_dims(1, 2).reshape([b, t, h]))
+        // In f32 (q widened, k and v per head), rounded once to the model's dtype, [B, T, h].
+        let out = attention_merged(q, k, v, mask.cloned(), self.scale, 1);
+        apply_linear(&self.c_proj, out)
     }
 }
 

@@ -15,6 +15,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, Tensor, TensorData, bf16, f16};
 use rayon::prelude::*;
 
+use crate::activation::Float;
 use crate::matvec::{Element, contiguous_flex};
 use crate::prompt_gemm::gemm_column_major;
 
@@ -26,9 +27,36 @@ const QUERY_BLOCK: usize = 64;
 /// and `v` may be in another float dtype (a 16-bit KV cache with an f32 query): the CPU kernel
 /// widens them a head at a time instead of casting the whole cache at every decoding step.
 pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Option<Tensor<4>>, scale: f64) -> Tensor<4> {
-    if let Some(out) = try_cpu(&q, &k, &v, bias.as_ref(), scale) {
-        return out;
+    if q.dtype() == DType::F32
+        && let Some(out) = try_cpu(&q, &k, &v, bias.as_ref(), scale, Merge::None)
+    {
+        return Tensor::from_data(out, &q.device());
     }
+    burn_fallback(q, k, v, bias, scale)
+}
+
+/// Attention with the heads merged back into the tokens' rows, in `q`'s dtype (f32, f16 or
+/// bf16; the scores and sums in f32, one rounding at the end, as [`attention`] then a cast):
+/// `q [B, Hkv, rep·T, D]` holds the `rep` query heads that share each KV head folded into its
+/// rows (GQA; `rep` = 1 for plain multi-head attention), `k [B, Hkv, Tk, D]`, `v [B, Hkv, Tk,
+/// Dv]`, and the result is `[B, T, Hkv·rep·Dv]`, the output projection's input. On the CPU
+/// kernel that saves the cast and the transposing copy of separate ops.
+pub fn attention_merged(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Option<Tensor<4>>, scale: f64, rep: usize) -> Tensor<3> {
+    let [b, hkv, rows, _] = q.dims();
+    let dv = v.dims()[3];
+    assert!(rep > 0 && rows % rep == 0, "{rows} query rows per KV head do not fold {rep} heads");
+    let (t, dtype) = (rows / rep, q.dtype());
+    if let Some(out) = try_cpu(&q, &k, &v, bias.as_ref(), scale, Merge::Tokens { rep }) {
+        return Tensor::from_data(out, (&q.device(), dtype));
+    }
+    burn_fallback(q.cast(DType::F32), k, v, bias, scale)
+        .cast(dtype)
+        .reshape([b, hkv * rep, t, dv])
+        .swap_dims(1, 2)
+        .reshape([b, t, hkv * rep * dv])
+}
+
+fn burn_fallback(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Option<Tensor<4>>, scale: f64) -> Tensor<4> {
     let (k, v) = (k.cast(q.dtype()), v.cast(q.dtype()));
     let options = AttentionModuleOptions {
         scale: Some(scale),
@@ -37,13 +65,24 @@ pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Option<Tensor<4
     burn_attention(q, k, v, None, bias, options)
 }
 
-/// The kernel's operands, contiguous: `None` for anything it does not take.
-fn try_cpu(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, bias: Option<&Tensor<4>>, scale: f64) -> Option<Tensor<4>> {
+/// Where the kernel writes a head's output rows.
+#[derive(Clone, Copy)]
+enum Merge {
+    /// `[B, H, Tq, Dv]`, as the heads come.
+    None,
+    /// `[B, Tq / rep, H·rep, Dv]`: see [`attention_merged`].
+    Tokens { rep: usize },
+}
+
+/// The output as `TensorData` in `q`'s dtype (`Merge::None` keeps f32 only), or `None` for
+/// anything the kernel does not take.
+fn try_cpu(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, bias: Option<&Tensor<4>>, scale: f64, merge: Merge) -> Option<TensorData> {
     let [b, h, tq, d] = q.dims();
     let [kb, kh, tk, kd] = k.dims();
     let [vb, vh, vt, dv] = v.dims();
     let kv_dtype = k.dtype();
-    if (kb, kh, kd, vb, vh, vt) != (b, h, d, b, h, tk) || q.dtype() != DType::F32 || v.dtype() != kv_dtype || !matches!(kv_dtype, DType::F32 | DType::F16 | DType::BF16) {
+    let float = |t: DType| matches!(t, DType::F32 | DType::F16 | DType::BF16);
+    if (kb, kh, kd, vb, vh, vt) != (b, h, d, b, h, tk) || !float(q.dtype()) || v.dtype() != kv_dtype || !float(kv_dtype) {
         return None;
     }
     if b * h * tq * tk * d * dv == 0 {
@@ -60,18 +99,29 @@ fn try_cpu(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, bias: Option<&Tensor<4>>
         }
         None => None,
     };
-    let device = q.device();
     let (q, k, v) = (contiguous_flex(q)?, contiguous_flex(k)?, contiguous_flex(v)?);
     let bias = bias.as_ref().map(|(t, dims)| (t.as_slice::<f32>().expect("contiguous f32"), *dims));
-    let shape = Shape { b, h, tq, tk, d, dv };
-    let q = q.as_slice::<f32>().expect("contiguous f32");
+    let s = Shape { b, h, tq, tk, d, dv };
     let scale = scale as f32;
-    let out = match kv_dtype {
-        DType::F32 => attend(q, k.as_slice::<f32>()?, v.as_slice::<f32>()?, bias, scale, shape),
-        DType::F16 => attend(q, k.as_slice::<f16>()?, v.as_slice::<f16>()?, bias, scale, shape),
-        _ => attend(q, k.as_slice::<bf16>()?, v.as_slice::<bf16>()?, bias, scale, shape),
+    let dims: Vec<usize> = match merge {
+        Merge::None => vec![b, h, tq, dv],
+        Merge::Tokens { rep } => vec![b, tq / rep, h * rep * dv],
     };
-    Some(Tensor::from_data(TensorData::new(out, [b, h, tq, dv]), &device))
+    /// Dispatches over the three dtypes of `k`/`v`.
+    macro_rules! with_kv {
+        ($q:expr, $out:ty) => {
+            match kv_dtype {
+                DType::F32 => attend::<_, _, $out>($q, k.as_slice::<f32>()?, v.as_slice::<f32>()?, bias, scale, s, merge),
+                DType::F16 => attend::<_, _, $out>($q, k.as_slice::<f16>()?, v.as_slice::<f16>()?, bias, scale, s, merge),
+                _ => attend::<_, _, $out>($q, k.as_slice::<bf16>()?, v.as_slice::<bf16>()?, bias, scale, s, merge),
+            }
+        };
+    }
+    Some(match q.dtype() {
+        DType::F32 => TensorData::new(with_kv!(q.as_slice::<f32>()?, f32), dims),
+        DType::F16 => TensorData::new(with_kv!(q.as_slice::<f16>()?, f16), dims),
+        _ => TensorData::new(with_kv!(q.as_slice::<bf16>()?, bf16), dims),
+    })
 }
 
 #[derive(Clone, Copy)]
@@ -90,12 +140,66 @@ type Bias<'a> = Option<(&'a [f32], [usize; 3])>;
 /// Below this many scores and cached values, the heads run on the calling thread.
 const PARALLEL_WORK: usize = 1 << 16;
 
-/// `out [B, H, Tq, Dv]`, threads over heads and blocks of [`QUERY_BLOCK`] queries.
-fn attend<T: Element>(q: &[f32], k: &[T], v: &[T], bias: Bias, scale: f32, s: Shape) -> Vec<f32> {
+/// A raw pointer shared by tasks that write disjoint rows of what it points to.
+#[derive(Clone, Copy)]
+struct Shared<T>(*mut T);
+// SAFETY: each task writes only its own rows (see `attend`).
+unsafe impl<T> Send for Shared<T> {}
+unsafe impl<T> Sync for Shared<T> {}
+
+impl<T> Shared<T> {
+    /// The pointer (a method, so that closures capture the `Send` wrapper, not its field).
+    fn ptr(self) -> *mut T {
+        self.0
+    }
+}
+
+/// Whether a bias value masks its key outright (`exp` of it is 0 whatever the score): the
+/// values our masks and HF's use.
+fn masks(bias: f32) -> bool {
+    bias == f32::MIN || bias == f32::NEG_INFINITY
+}
+
+/// Keys a block of queries has to look at: past the last key that some query's bias leaves
+/// unmasked, every key is masked for every query of the block (a causal prompt's later keys
+/// for its earlier queries), and its `exp` would be 0. All keys where a query has every key
+/// masked (its softmax is then uniform or zero, which the full row decides). Pass the rows
+/// last first: a causal block's last query needs the most keys, and each earlier row then only
+/// checks the keys past those, in one vectorized pass.
+fn keys_needed<'a>(bias_rows: impl Iterator<Item = Option<&'a [f32]>>, tk: usize) -> usize {
+    let mut needed = 0;
+    for row in bias_rows {
+        let Some(row) = row else { return tk };
+        if row[needed..].iter().fold(false, |any, &x| any | !masks(x)) {
+            needed = row.iter().rposition(|&x| !masks(x)).expect("an unmasked key") + 1;
+        } else if !row[..needed].iter().any(|&x| !masks(x)) {
+            return tk; // every key of this query masked
+        }
+        if needed == tk {
+            break;
+        }
+    }
+    needed
+}
+
+/// The output in `O` with the heads laid out as `merge` says; threads over heads and blocks of
+/// [`QUERY_BLOCK`] queries.
+fn attend<Q: Element, T: Element, O: Float>(q: &[Q], k: &[T], v: &[T], bias: Bias, scale: f32, s: Shape, merge: Merge) -> Vec<O> {
     let Shape { b, h, tq, tk, d, dv } = s;
-    let mut out = vec![0f32; b * h * tq * dv];
+    let mut out: Vec<O> = Vec::with_capacity(b * h * tq * dv);
+    let dst = Shared(out.spare_capacity_mut().as_mut_ptr());
+    // Where output row `row` of head `head` goes.
+    let dst_row = move |head: usize, row: usize| -> usize {
+        match merge {
+            Merge::None => head * tq + row,
+            Merge::Tokens { rep } => {
+                let (bi, hi, t) = (head / h, head % h, tq / rep);
+                (bi * t + row % t) * h * rep + hi * rep + row / t
+            }
+        }
+    };
     let parallel = b * h * tk * (tq + d + dv) >= PARALLEL_WORK;
-    let one_head = |(head, out): (usize, &mut [f32])| {
+    let one_head = |head: usize| {
         let (bi, hi) = (head / h, head % h);
         let q = &q[head * tq * d..(head + 1) * tq * d];
         let (mut k_wide, mut v_wide) = (Vec::new(), Vec::new());
@@ -106,41 +210,55 @@ fn attend<T: Element>(q: &[f32], k: &[T], v: &[T], bias: Bias, scale: f32, s: Sh
         crate::transpose::block(k, tk, d, d, kt.spare_capacity_mut(), tk);
         // SAFETY: the transpose wrote all tk x d values.
         unsafe { kt.set_len(tk * d) };
-        let query_block = |scores: &mut Vec<f32>, (block, out): (usize, &mut [f32])| {
+        let bias_row = |row: usize| {
+            bias.map(|(values, [bb, bh, bq])| {
+                let at = ((if bb == 1 { 0 } else { bi }) * bh + if bh == 1 { 0 } else { hi }) * bq + if bq == 1 { 0 } else { row };
+                &values[at * tk..(at + 1) * tk]
+            })
+        };
+        let query_block = |(scores, q_wide, block_out): &mut (Vec<f32>, Vec<f32>, Vec<f32>), block: usize| {
             let q0 = block * QUERY_BLOCK;
-            let rows = out.len() / dv;
-            scores.resize(rows * tk, 0.0);
-            // scoresᵀ [Tk, rows] column-major (= scores [rows, Tk] row-major) = k · qᵀ, with kᵀ
-            // as the column-major left operand and this block of q's rows as contiguous columns.
-            gemm_column_major(tk, rows, d, scores, &kt, tk, &q[q0 * d..], d, gemm::Parallelism::None);
+            let rows = QUERY_BLOCK.min(tq - q0);
+            let q = Q::as_f32_tile(&q[q0 * d..(q0 + rows) * d], q_wide);
+            let keys = keys_needed((q0..q0 + rows).rev().map(bias_row), tk);
+            scores.resize(rows * keys, 0.0);
+            block_out.resize(rows * dv, 0.0);
+            // scoresᵀ [keys, rows] column-major (= scores [rows, keys] row-major) = k · qᵀ,
+            // with kᵀ as the column-major left operand and this block of q's rows as
+            // contiguous columns.
+            gemm_column_major(keys, rows, d, scores, &kt, tk, q, d, gemm::Parallelism::None);
             let mut inv_sums = [0f32; QUERY_BLOCK];
-            for (r, row) in scores.chunks_exact_mut(tk).enumerate() {
-                let bias_row = bias.map(|(values, [bb, bh, bq])| {
-                    let at = ((if bb == 1 { 0 } else { bi }) * bh + if bh == 1 { 0 } else { hi }) * bq + if bq == 1 { 0 } else { q0 + r };
-                    &values[at * tk..(at + 1) * tk]
-                });
-                inv_sums[r] = exp_row(row, scale, bias_row);
+            for (r, row) in scores.chunks_exact_mut(keys).enumerate() {
+                inv_sums[r] = exp_row(row, scale, bias_row(q0 + r).map(|b| &b[..keys]));
             }
             // outᵀ [Dv, rows] column-major (= out [rows, Dv] row-major) = vᵀ · pᵀ: v row-major is
             // vᵀ column-major, and the probabilities' rows are contiguous columns.
-            gemm_column_major(dv, rows, tk, out, v, dv, scores, tk, gemm::Parallelism::None);
+            gemm_column_major(dv, rows, keys, block_out, v, dv, scores, keys, gemm::Parallelism::None);
             // The softmax's division, on Dv outputs per query instead of Tk probabilities.
-            for (row, inv) in out.chunks_exact_mut(dv).zip(inv_sums) {
+            for (r, (row, inv)) in block_out.chunks_exact_mut(dv).zip(inv_sums).enumerate() {
                 row.iter_mut().for_each(|x| *x *= inv);
+                // SAFETY: output row `dst_row(head, q0 + r)` is inside the capacity (b·h·tq
+                // rows of dv) and written by this task only: the map is one-to-one.
+                let dst = unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(dst_row(head, q0 + r) * dv), dv) };
+                // SAFETY: only O values are written into the uninitialized row.
+                O::narrow(row, unsafe { &mut *(dst as *mut [std::mem::MaybeUninit<O>] as *mut [O]) });
             }
         };
+        let blocks = tq.div_ceil(QUERY_BLOCK);
         if parallel {
-            out.par_chunks_mut(QUERY_BLOCK * dv).enumerate().for_each_init(Vec::new, query_block);
+            (0..blocks).into_par_iter().for_each_init(Default::default, query_block);
         } else {
-            let mut scores = Vec::new();
-            out.chunks_mut(QUERY_BLOCK * dv).enumerate().for_each(|block| query_block(&mut scores, block));
+            let mut buffers = Default::default();
+            (0..blocks).for_each(|block| query_block(&mut buffers, block));
         }
     };
     if parallel {
-        out.par_chunks_mut(tq * dv).enumerate().for_each(one_head);
+        (0..b * h).into_par_iter().for_each(one_head);
     } else {
-        out.chunks_mut(tq * dv).enumerate().for_each(one_head);
+        (0..b * h).for_each(one_head);
     }
+    // SAFETY: the tasks wrote every row of every head.
+    unsafe { out.set_len(b * h * tq * dv) };
     out
 }
 
@@ -262,6 +380,64 @@ mod tests {
         Tensor::from_data(TensorData::new(v, dims), &Device::flex())
     }
 
+    /// The CPU kernel in the heads' layout, f32.
+    fn kernel(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, bias: Option<&Tensor<4>>, scale: f64) -> Option<Tensor<4>> {
+        Some(Tensor::from_data(try_cpu(q, k, v, bias, scale, Merge::None)?, &Device::flex()))
+    }
+
+    /// A causal mask `[1, 1, t, t]` with HF's value for masked keys.
+    fn causal(t: usize) -> Tensor<4> {
+        let m: Vec<f32> = (0..t * t).map(|i| if i % t > i / t { f32::MIN } else { 0.0 }).collect();
+        tensor(m, [1, 1, t, t])
+    }
+
+    /// A causal prompt of two query blocks and a tail (the later keys skipped for the first
+    /// block) equals Burn's attention, which looks at every key.
+    #[test]
+    fn causal_prompts_equal_burn_attention() {
+        let (b, h, t, d) = (1, 2, 2 * QUERY_BLOCK + 6, 8);
+        let q = tensor(values(b * h * t * d, 1), [b, h, t, d]);
+        let k = tensor(values(b * h * t * d, 2), [b, h, t, d]);
+        let v = tensor(values(b * h * t * d, 3), [b, h, t, d]);
+        let ours: Vec<f32> = kernel(&q, &k, &v, Some(&causal(t)), 0.35).unwrap().into_data().try_to_vec().unwrap();
+        let options = AttentionModuleOptions { scale: Some(0.35), ..Default::default() };
+        let theirs: Vec<f32> = burn_attention(q, k, v, None, Some(causal(t)), options).into_data().try_to_vec().unwrap();
+        for (i, (a, t)) in ours.iter().zip(&theirs).enumerate() {
+            assert!((a - t).abs() <= 1e-6 + 1e-5 * t.abs(), "[{i}] ours {a}, Burn {t}");
+        }
+        let rows = |bias: &[f32], n: usize| keys_needed(bias.chunks(n).map(Some), n);
+        let m: Vec<f32> = causal(t).into_data().try_to_vec().unwrap();
+        assert_eq!(rows(&m[..QUERY_BLOCK * t], t), QUERY_BLOCK, "the first block needs its own keys only");
+        let mut one_masked_row = m[..QUERY_BLOCK * t].to_vec();
+        one_masked_row[t..2 * t].fill(f32::NEG_INFINITY);
+        assert_eq!(rows(&one_masked_row, t), t, "a query with every key masked keeps them all");
+    }
+
+    /// The merged layout in f32, bf16 and f16 equals `attention`, cast, with the heads moved
+    /// into the tokens' rows, for plain heads and for GQA's folded ones.
+    #[test]
+    fn merged_heads_equal_attention_then_transpose() {
+        let (b, hkv, t, tk, d) = (2, 2, 9, 9, 8);
+        for rep in [1, 3] {
+            let q = tensor(values(b * hkv * rep * t * d, 1), [b, hkv, rep * t, d]);
+            let k = tensor(values(b * hkv * tk * d, 2), [b, hkv, tk, d]);
+            let v = tensor(values(b * hkv * tk * d, 3), [b, hkv, tk, d]);
+            let mask = causal(t).repeat_dim(2, rep);
+            for dtype in [DType::F32, DType::BF16, DType::F16] {
+                let (q, k, v) = (q.clone().cast(dtype), k.clone().cast(dtype), v.clone().cast(dtype));
+                let ours = attention_merged(q.clone(), k.clone(), v.clone(), Some(mask.clone()), 0.4, rep);
+                assert_eq!((ours.dims(), ours.dtype()), ([b, t, hkv * rep * d], dtype));
+                let want = attention(q.cast(DType::F32), k, v, Some(mask.clone()), 0.4)
+                    .cast(dtype)
+                    .reshape([b, hkv * rep, t, d])
+                    .swap_dims(1, 2)
+                    .reshape([b, t, hkv * rep * d]);
+                let bits = |x: Tensor<3>| -> Vec<f32> { x.cast(DType::F32).into_data().try_to_vec().unwrap() };
+                assert_eq!(bits(ours), bits(want), "rep {rep}, {dtype:?}");
+            }
+        }
+    }
+
     #[test]
     fn exp_matches_std_to_two_ulp() {
         #[cfg(target_arch = "x86_64")]
@@ -320,7 +496,7 @@ mod tests {
                 }
                 tensor(vals, dims)
             });
-            let ours = try_cpu(&q, &k, &v, bias.as_ref(), 0.35).expect("the kernel takes these operands");
+            let ours = kernel(&q, &k, &v, bias.as_ref(), 0.35).expect("the kernel takes these operands");
             let options = AttentionModuleOptions { scale: Some(0.35), ..Default::default() };
             let theirs = burn_attention(q.clone(), k.clone(), v.clone(), None, bias, options);
             let (ours, theirs): (Vec<f32>, Vec<f32>) = (ours.into_data().try_to_vec().unwrap(), theirs.into_data().try_to_vec().unwrap());
@@ -338,8 +514,8 @@ mod tests {
         let v = tensor(values(b * h * tk * d, 3), [b, h, tk, d]);
         for dtype in [DType::F16, DType::BF16] {
             let (k16, v16) = (k.clone().cast(dtype), v.clone().cast(dtype));
-            let ours: Vec<f32> = try_cpu(&q, &k16, &v16, None, 0.3).expect("16-bit K/V taken").into_data().try_to_vec().unwrap();
-            let want: Vec<f32> = try_cpu(&q, &k16.cast(DType::F32), &v16.cast(DType::F32), None, 0.3).unwrap().into_data().try_to_vec().unwrap();
+            let ours: Vec<f32> = kernel(&q, &k16, &v16, None, 0.3).expect("16-bit K/V taken").into_data().try_to_vec().unwrap();
+            let want: Vec<f32> = kernel(&q, &k16.cast(DType::F32), &v16.cast(DType::F32), None, 0.3).unwrap().into_data().try_to_vec().unwrap();
             assert_eq!(ours, want, "{dtype:?}");
             // And the fallback casts to the query's dtype too.
             let options = AttentionModuleOptions { scale: Some(0.3), ..Default::default() };

@@ -4,7 +4,7 @@
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, Linear};
 use biomedgpt_io::activation::{rms_norm, silu_mul};
-use biomedgpt_io::attention::attention;
+use biomedgpt_io::attention::attention_merged;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use biomedgpt_io::modules::{apply_linear, apply_linears, apply_rotary, linear as load_linear, matmul_weight, param, rotary_tables};
 use biomedgpt_io::{FloatType, LoadError, WeightView};
@@ -105,7 +105,6 @@ impl Attention {
         let [q, k, v]: [Tensor<3>; 3] = apply_linears(&[&self.q_proj, &self.k_proj, &self.v_proj], x).try_into().expect("three products");
         let (q, k, v) = (heads(q, nh), heads(k, nkv), heads(v, nkv));
 
-        let dtype = q.dtype();
         let q = apply_rotary(q, &ctx.cos, &ctx.sin);
         let k = apply_rotary(k, &ctx.cos, &ctx.sin);
 
@@ -118,11 +117,11 @@ impl Attention {
         // Grouped-query attention without copying K/V: fold the query heads that share a KV head
         // into the row dimension, [B, nkv, rep*T, hd] x [B, nkv, hd, S].
         let rep = nh / nkv;
-        // q in f32; k and v stay in the cache's dtype (the kernel widens them per head).
-        let q = q.reshape([b, nkv, rep * t, hd]).cast(DType::F32);
-        // softmax(q k^T / sqrt(hd) + mask) v, with the causal/padding mask as an additive bias.
-        let out = attention(q, k, v, ctx.mask.clone(), (hd as f64).powf(-0.5)).cast(dtype); // [B, nkv, rep*T, hd]
-        let out = out.reshape([b, nh, t, hd]).swap_dims(1, 2).reshape([b, t, nh * hd]);
+        let q = q.reshape([b, nkv, rep * t, hd]);
+        // softmax(q k^T / sqrt(hd) + mask) v, with the causal/padding mask as an additive bias,
+        // in f32 (k and v widened from the cache's dtype per head), rounded once to the model's
+        // dtype and written as [B, T, nh * hd].
+        let out = attention_merged(q, k, v, ctx.mask.clone(), (hd as f64).powf(-0.5), rep);
         apply_linear(&self.o_proj, out)
     }
 }
