@@ -8,7 +8,7 @@
 
 use biomedgpt_io::modules::{apply_linear, embedding, layer_norm, matmul_weight, param};
 use biomedgpt_io::{FloatType, LoadError, WeightView};
-use biomedgpt_llama::{CausalLm, DecoderInput, KvCache, StepMask};
+use biomedgpt_llama::{CausalLm, DecoderInput, KvCache, LayerCache, StepMask};
 use burn::module::Module;
 use burn::nn::{Embedding, LayerNorm, Linear};
 use burn::tensor::activation::{gelu, gelu_approximate, relu};
@@ -34,17 +34,13 @@ pub struct Gpt2Attention {
 }
 
 impl Gpt2Attention {
-    fn forward(&self, x: Tensor<3>, mask: Option<&Tensor<4>>, cache: &mut Option<(Tensor<4>, Tensor<4>)>) -> Tensor<3> {
+    fn forward(&self, x: Tensor<3>, mask: Option<&Tensor<4>>, cache: &mut Option<LayerCache>) -> Tensor<3> {
         let [b, t, h] = x.dims();
         let (nh, hd) = (self.num_heads, h / self.num_heads);
         let qkv = apply_linear(&self.c_attn, x);
         let heads = |i: usize| qkv.clone().narrow(2, i * h, h).reshape([b, t, nh, hd]).swap_dims(1, 2);
         let (q, k, v) = (heads(0), heads(1), heads(2));
-        let (k, v) = match cache.take() {
-            Some((k_past, v_past)) => (Tensor::cat(vec![k_past, k], 2), Tensor::cat(vec![v_past, v], 2)),
-            None => (k, v),
-        };
-        *cache = Some((k.clone(), v.clone()));
+        let (k, v) = LayerCache::append(cache, k, v);
         // In f32 (q widened, k and v per head), rounded once to the model's dtype, [B, T, h].
         let out = attention_merged(q, k, v, mask.cloned(), self.scale, 1);
         apply_linear(&self.c_proj, out)

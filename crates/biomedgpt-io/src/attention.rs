@@ -99,7 +99,8 @@ fn try_cpu(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, bias: Option<&Tensor<4>>
         }
         None => None,
     };
-    let (q, k, v) = (contiguous_flex(q)?, contiguous_flex(k)?, contiguous_flex(v)?);
+    let q = contiguous_flex(q)?;
+    let (k, v) = (HeadsView::new(k)?, HeadsView::new(v)?);
     let bias = bias.as_ref().map(|(t, dims)| (t.as_slice::<f32>().expect("contiguous f32"), *dims));
     let s = Shape { b, h, tq, tk, d, dv };
     let scale = scale as f32;
@@ -111,9 +112,9 @@ fn try_cpu(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, bias: Option<&Tensor<4>>
     macro_rules! with_kv {
         ($q:expr, $out:ty) => {
             match kv_dtype {
-                DType::F32 => attend::<_, _, $out>($q, k.as_slice::<f32>()?, v.as_slice::<f32>()?, bias, scale, s, merge),
-                DType::F16 => attend::<_, _, $out>($q, k.as_slice::<f16>()?, v.as_slice::<f16>()?, bias, scale, s, merge),
-                _ => attend::<_, _, $out>($q, k.as_slice::<bf16>()?, v.as_slice::<bf16>()?, bias, scale, s, merge),
+                DType::F32 => attend::<_, _, $out>($q, k.heads::<f32>(), v.heads::<f32>(), bias, scale, s, merge),
+                DType::F16 => attend::<_, _, $out>($q, k.heads::<f16>(), v.heads::<f16>(), bias, scale, s, merge),
+                _ => attend::<_, _, $out>($q, k.heads::<bf16>(), v.heads::<bf16>(), bias, scale, s, merge),
             }
         };
     }
@@ -122,6 +123,57 @@ fn try_cpu(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>, bias: Option<&Tensor<4>>
         DType::F16 => TensorData::new(with_kv!(q.as_slice::<f16>()?, f16), dims),
         _ => TensorData::new(with_kv!(q.as_slice::<bf16>()?, bf16), dims),
     })
+}
+
+/// A `[B, H, S, D]` tensor whose heads each lie contiguous (`[S, D]` row-major) somewhere in
+/// its storage: a contiguous tensor, or a view of the filled part of a KV cache's buffers
+/// (`LayerCache`), read in place. Anything else is copied contiguous first.
+struct HeadsView {
+    tensor: burn::backend::flex::FlexTensor,
+    layout: Heads,
+}
+
+/// Where head `(b, h)` starts in the storage.
+#[derive(Clone, Copy)]
+struct Heads {
+    start: usize,
+    batch_stride: usize,
+    head_stride: usize,
+}
+
+impl Heads {
+    fn at(self, b: usize, h: usize) -> usize {
+        self.start + b * self.batch_stride + h * self.head_stride
+    }
+}
+
+impl HeadsView {
+    fn new(t: &Tensor<4>) -> Option<HeadsView> {
+        let [_, h, s, d] = t.dims();
+        let tensor: burn::backend::flex::FlexTensor = t.clone().try_into_primitive::<burn::backend::flex::Flex>().ok()?;
+        let strides = tensor.layout().strides();
+        let rows_contiguous = strides[3] == 1 && (s == 1 || strides[2] == d as isize);
+        if rows_contiguous && strides[0] >= 0 && strides[1] >= 0 {
+            let layout = Heads {
+                start: tensor.layout().start_offset(),
+                batch_stride: strides[0] as usize,
+                head_stride: strides[1] as usize,
+            };
+            return Some(HeadsView { tensor, layout });
+        }
+        let tensor = tensor.to_contiguous();
+        let layout = Heads {
+            start: tensor.layout().start_offset(),
+            batch_stride: h * s * d,
+            head_stride: s * d,
+        };
+        Some(HeadsView { tensor, layout })
+    }
+
+    /// The whole storage and where the heads are in it.
+    fn heads<T: burn::tensor::Element + bytemuck::Pod>(&self) -> (&[T], Heads) {
+        (self.tensor.storage::<T>(), self.layout)
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -184,7 +236,7 @@ fn keys_needed<'a>(bias_rows: impl Iterator<Item = Option<&'a [f32]>>, tk: usize
 
 /// The output in `O` with the heads laid out as `merge` says; threads over heads and blocks of
 /// [`QUERY_BLOCK`] queries.
-fn attend<Q: Element, T: Element, O: Float>(q: &[Q], k: &[T], v: &[T], bias: Bias, scale: f32, s: Shape, merge: Merge) -> Vec<O> {
+fn attend<Q: Element, T: Element, O: Float>(q: &[Q], (k, k_heads): (&[T], Heads), (v, v_heads): (&[T], Heads), bias: Bias, scale: f32, s: Shape, merge: Merge) -> Vec<O> {
     let Shape { b, h, tq, tk, d, dv } = s;
     let mut out: Vec<O> = Vec::with_capacity(b * h * tq * dv);
     let dst = Shared(out.spare_capacity_mut().as_mut_ptr());
@@ -203,8 +255,8 @@ fn attend<Q: Element, T: Element, O: Float>(q: &[Q], k: &[T], v: &[T], bias: Bia
         let (bi, hi) = (head / h, head % h);
         let q = &q[head * tq * d..(head + 1) * tq * d];
         let (mut k_wide, mut v_wide) = (Vec::new(), Vec::new());
-        let k = T::as_f32_tile(&k[head * tk * d..(head + 1) * tk * d], &mut k_wide);
-        let v = T::as_f32_tile(&v[head * tk * dv..(head + 1) * tk * dv], &mut v_wide);
+        let k = T::as_f32_tile(&k[k_heads.at(bi, hi)..][..tk * d], &mut k_wide);
+        let v = T::as_f32_tile(&v[v_heads.at(bi, hi)..][..tk * dv], &mut v_wide);
         // kᵀ [D, Tk]: the scores' left operand column-major, read in place by gemm.
         let mut kt = Vec::with_capacity(tk * d);
         crate::transpose::block(k, tk, d, d, kt.spare_capacity_mut(), tk);
@@ -411,6 +463,21 @@ mod tests {
         let mut one_masked_row = m[..QUERY_BLOCK * t].to_vec();
         one_masked_row[t..2 * t].fill(f32::NEG_INFINITY);
         assert_eq!(rows(&one_masked_row, t), t, "a query with every key masked keeps them all");
+    }
+
+    /// Keys and values viewed out of longer buffers (a KV cache's filled positions) are read
+    /// in place and give what their contiguous copies give.
+    #[test]
+    fn cache_views_equal_contiguous_keys_and_values() {
+        let (b, h, tq, tk, cap, d) = (2, 3, 4, 7, 12, 8);
+        let q = tensor(values(b * h * tq * d, 1), [b, h, tq, d]);
+        let buffer = |seed| tensor(values(b * h * cap * d, seed), [b, h, cap, d]).cast(DType::BF16);
+        let (k, v) = (buffer(2).narrow(2, 0, tk), buffer(3).narrow(2, 0, tk));
+        assert!(matches!(HeadsView::new(&k).unwrap().layout, Heads { head_stride, .. } if head_stride == cap * d), "read in place");
+        let ours: Vec<f32> = kernel(&q, &k, &v, None, 0.3).unwrap().into_data().try_to_vec().unwrap();
+        let (kc, vc) = (tensor(k.clone().cast(DType::F32).into_data().try_to_vec().unwrap(), [b, h, tk, d]), tensor(v.clone().cast(DType::F32).into_data().try_to_vec().unwrap(), [b, h, tk, d]));
+        let want: Vec<f32> = kernel(&q, &kc.cast(DType::BF16), &vc.cast(DType::BF16), None, 0.3).unwrap().into_data().try_to_vec().unwrap();
+        assert_eq!(ours, want);
     }
 
     /// The merged layout in f32, bf16 and f16 equals `attention`, cast, with the heads moved

@@ -23,7 +23,7 @@ pub mod rope;
 pub mod scoring;
 pub mod tokenizer;
 
-pub use cache::{KvCache, StepMask};
+pub use cache::{KvCache, LayerCache, StepMask};
 pub use config::{ConfigError, LlamaConfig, RopeKind};
 pub use decoder::CausalLm;
 pub use generation::{

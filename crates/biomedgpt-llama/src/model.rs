@@ -9,7 +9,7 @@ use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use biomedgpt_io::modules::{apply_linear, apply_linears, apply_rotary, linear as load_linear, matmul_weight, param, rotary_tables};
 use biomedgpt_io::{FloatType, LoadError, WeightView};
 
-use crate::cache::{KvCache, StepMask};
+use crate::cache::{KvCache, LayerCache, StepMask};
 use crate::config::LlamaConfig;
 use crate::rope;
 
@@ -98,7 +98,7 @@ impl Attention {
         })
     }
 
-    fn forward(&self, x: Tensor<3>, ctx: &StepContext, cache: &mut Option<(Tensor<4>, Tensor<4>)>) -> Tensor<3> {
+    fn forward(&self, x: Tensor<3>, ctx: &StepContext, cache: &mut Option<LayerCache>) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let heads = |y: Tensor<3>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2);
@@ -108,11 +108,7 @@ impl Attention {
         let q = apply_rotary(q, &ctx.cos, &ctx.sin);
         let k = apply_rotary(k, &ctx.cos, &ctx.sin);
 
-        let (k, v) = match cache.take() {
-            Some((k_past, v_past)) => (Tensor::cat(vec![k_past, k], 2), Tensor::cat(vec![v_past, v], 2)),
-            None => (k, v),
-        };
-        *cache = Some((k.clone(), v.clone()));
+        let (k, v) = LayerCache::append(cache, k, v);
 
         // Grouped-query attention without copying K/V: fold the query heads that share a KV head
         // into the row dimension, [B, nkv, rep*T, hd] x [B, nkv, hd, S].
@@ -150,7 +146,7 @@ impl DecoderLayer {
         })
     }
 
-    fn forward(&self, x: Tensor<3>, ctx: &StepContext, cache: &mut Option<(Tensor<4>, Tensor<4>)>) -> Tensor<3> {
+    fn forward(&self, x: Tensor<3>, ctx: &StepContext, cache: &mut Option<LayerCache>) -> Tensor<3> {
         let h = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), ctx, cache);
         h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
     }
