@@ -116,6 +116,38 @@ pub(crate) trait Float: Element + burn::tensor::Element {
             widen(scratch, values);
         }
     }
+
+    /// `out = round(round(a) · b)` in this type (PyTorch's `silu(gate) * up` in 16 bits: each
+    /// op's result rounded). One pass in 16-lane groups (vector code for f32 and bf16, whose
+    /// rounding is integer arithmetic); f16 overrides it with `half`'s F16C slice conversions.
+    fn round_mul_narrow(a: &mut [f32], b: &[f32], out: &mut [Self], _scratch: &mut Vec<Self>) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU supports AVX-512F (checked above).
+                return unsafe { x86::round_mul_narrow_avx512(a, b, out) };
+            }
+        }
+        round_mul_narrow_lanes(a, b, out)
+    }
+}
+
+#[inline(always)]
+fn round_mul_narrow_lanes<T: Float>(a: &[f32], b: &[f32], out: &mut [T]) {
+    assert!(a.len() == out.len() && b.len() == out.len());
+    const LANES: usize = 16;
+    let mut groups = out.chunks_exact_mut(LANES);
+    let (mut a_groups, mut b_groups) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    for ((o, a), b) in (&mut groups).zip(&mut a_groups).zip(&mut b_groups) {
+        let (o, a, b): (&mut [T; LANES], &[f32; LANES], &[f32; LANES]) = (o.try_into().unwrap(), a.try_into().unwrap(), b.try_into().unwrap());
+        for k in 0..LANES {
+            o[k] = T::from_f32_one(T::round_one(a[k]) * b[k]);
+        }
+    }
+    let tail = groups.into_remainder().iter_mut().zip(a_groups.remainder()).zip(b_groups.remainder());
+    for ((o, a), b) in tail {
+        *o = T::from_f32_one(T::round_one(*a) * b);
+    }
 }
 
 impl Float for f32 {
@@ -134,6 +166,13 @@ impl Float for f16 {
     fn narrow(src: &[f32], dst: &mut [Self]) {
         <f16 as HalfFloat>::narrow_into(src, dst)
     }
+    fn round_mul_narrow(a: &mut [f32], b: &[f32], out: &mut [Self], scratch: &mut Vec<Self>) {
+        // `f16::from_f32` one value at a time checks for F16C at each call; the slice
+        // conversions are vector code.
+        Self::round(a, scratch);
+        a.iter_mut().zip(b).for_each(|(a, b)| *a *= b);
+        Self::narrow(a, out);
+    }
     #[inline(always)]
     fn from_f32_one(v: f32) -> Self {
         f16::from_f32(v)
@@ -148,6 +187,10 @@ impl Float for bf16 {
     #[inline(always)]
     fn from_f32_one(v: f32) -> Self {
         bf16::from_bits(crate::matvec::round_to_bf16(v.to_bits()))
+    }
+    #[inline(always)]
+    fn round_one(v: f32) -> f32 {
+        f32::from_bits((crate::matvec::round_to_bf16(v.to_bits()) as u32) << 16)
     }
 }
 
@@ -167,9 +210,7 @@ fn silu_mul_slices<T: Float>(gate: &[T], up: &[T]) -> Vec<T> {
             widen(g, g32);
             widen(u, u32);
             silu_in_place(g32);
-            T::round(g32, scratch);
-            g32.iter_mut().zip(u32.iter()).for_each(|(s, u)| *s *= u);
-            T::narrow(g32, out);
+            T::round_mul_narrow(g32, u32, out, scratch);
         }
     };
     if gate.len() <= CHUNK {
@@ -256,6 +297,15 @@ mod x86 {
                 _mm512_mask_storeu_ps(p.add(i), m, y);
             }
         }
+    }
+
+    /// [`super::round_mul_narrow_lanes`] compiled for AVX-512.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn round_mul_narrow_avx512<T: super::Float>(a: &[f32], b: &[f32], out: &mut [T]) {
+        super::round_mul_narrow_lanes(a, b, out)
     }
 
     /// # Safety

@@ -143,6 +143,7 @@ impl Element for f32 {
 
 impl Element for f16 {
     const KIND: ElementKind = ElementKind::F16;
+    #[inline(always)]
     fn to_f32(self) -> f32 {
         f16::to_f32(self)
     }
@@ -150,6 +151,7 @@ impl Element for f16 {
 
 impl Element for bf16 {
     const KIND: ElementKind = ElementKind::BF16;
+    #[inline(always)]
     fn to_f32(self) -> f32 {
         bf16::to_f32(self)
     }
