@@ -5,7 +5,7 @@
 use burn::module::Module;
 use burn::nn::{Embedding, LayerNorm, Linear};
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
-use biomedgpt_io::activation::gelu;
+use biomedgpt_io::activation::{add, gelu};
 use biomedgpt_io::attention::attention_merged;
 use biomedgpt_io::modules::{apply_linear, apply_rotary, embedding, layer_norm, linear, rotary_tables};
 use biomedgpt_io::{FloatType, LoadError, WeightView};
@@ -79,9 +79,9 @@ impl SelfAttention {
 impl EsmLayer {
     fn forward(&self, x: Tensor<3>, cos: &Tensor<4>, sin: &Tensor<4>, mask: &Option<Tensor<4>>) -> Tensor<3> {
         let attn = self.attention.forward(self.attention_layer_norm.forward(x.clone()), cos, sin, mask);
-        let x = apply_linear(&self.attention_output, attn) + x;
+        let x = add(apply_linear(&self.attention_output, attn), x);
         let ff = gelu(apply_linear(&self.intermediate, self.layer_norm.forward(x.clone())));
-        apply_linear(&self.output, ff) + x
+        add(apply_linear(&self.output, ff), x)
     }
 }
 

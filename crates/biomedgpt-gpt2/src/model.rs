@@ -13,6 +13,7 @@ use burn::module::Module;
 use burn::nn::{Embedding, LayerNorm, Linear};
 use burn::tensor::activation::{gelu, gelu_approximate, relu};
 use biomedgpt_io::attention::attention_merged;
+use biomedgpt_io::activation::add;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 
 use crate::config::Gpt2Config;
@@ -151,8 +152,8 @@ impl Gpt2 {
         let mut x = x + self.wpe.forward(positions);
         let mask = plan.additive_mask.map(|m| Tensor::<4>::from_data(TensorData::new(m, [b, 1, t, plan.total_len]), (&device, DType::F32)));
         for (block, layer_cache) in self.h.iter().zip(cache.layers_mut().iter_mut()) {
-            x = x.clone() + block.attn.forward(block.ln_1.forward(x), mask.as_ref(), layer_cache);
-            x = x.clone() + block.mlp.forward(block.ln_2.forward(x));
+            x = add(x.clone(), block.attn.forward(block.ln_1.forward(x), mask.as_ref(), layer_cache));
+            x = add(x.clone(), block.mlp.forward(block.ln_2.forward(x)));
         }
         self.ln_f.forward(x)
     }

@@ -3,7 +3,7 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, Linear};
-use biomedgpt_io::activation::{rms_norm, silu_mul};
+use biomedgpt_io::activation::{add, rms_norm, silu_mul};
 use biomedgpt_io::attention::attention_merged;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use biomedgpt_io::modules::{apply_linear, apply_linears, apply_rotary, linear as load_linear, matmul_weight, param, rotary_tables};
@@ -147,8 +147,8 @@ impl DecoderLayer {
     }
 
     fn forward(&self, x: Tensor<3>, ctx: &StepContext, cache: &mut Option<LayerCache>) -> Tensor<3> {
-        let h = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), ctx, cache);
-        h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
+        let h = add(x.clone(), self.self_attn.forward(self.input_layernorm.forward(x), ctx, cache));
+        add(h.clone(), self.mlp.forward(self.post_attention_layernorm.forward(h)))
     }
 }
 
