@@ -15,7 +15,7 @@ pub struct StepMask(pub Vec<Vec<bool>>);
 /// `slice_assign` reuses a buffer no other tensor shares) and attention reads views of the
 /// filled part, so a decoding step copies its one new position, not the whole cache as a
 /// concatenation would (LLaMA-2-7B: 64 MB per step at 128 cached positions). Full buffers
-/// grow by half, plus 64 positions.
+/// grow by half, plus 64 positions; the first step's keys and values are kept as they come.
 #[derive(Debug, Clone)]
 pub struct LayerCache {
     keys: Tensor<4>,
@@ -35,7 +35,13 @@ impl LayerCache {
                 let needed = c.len + t;
                 c.grown(needed)
             }
-            None => LayerCache::empty(&keys, &values, t),
+            // A prompt's keys and values are kept as they are: no buffer to fill and copy into
+            // for a forward pass that may be the only one (scoring, logits); the first
+            // decoding step moves them into grown buffers.
+            None => {
+                *slot = Some(LayerCache { keys, values, len: t });
+                return slot.as_ref().expect("just set").views();
+            }
         };
         let (start, end) = (cache.len, cache.len + t);
         cache.keys = cache.keys.slice_assign([0..b, 0..h, start..end, 0..d], keys);
@@ -67,15 +73,6 @@ impl LayerCache {
     fn buffer(like: &Tensor<4>, capacity: usize) -> Tensor<4> {
         let [b, h, _, d] = like.dims();
         Tensor::zeros([b, h, capacity, d], (&like.device(), like.dtype()))
-    }
-
-    fn empty(keys: &Tensor<4>, values: &Tensor<4>, needed: usize) -> LayerCache {
-        let capacity = Self::grown_capacity(needed);
-        LayerCache {
-            keys: Self::buffer(keys, capacity),
-            values: Self::buffer(values, capacity),
-            len: 0,
-        }
     }
 
     fn grown_capacity(needed: usize) -> usize {
