@@ -254,6 +254,39 @@ fn attend<Q: Element, T: Element, O: Float>(q: &[Q], (k, k_heads): (&[T], Heads)
     let one_head = |head: usize| {
         let (bi, hi) = (head / h, head % h);
         let q = &q[head * tq * d..(head + 1) * tq * d];
+        let bias_row = |row: usize| {
+            bias.map(|(values, [bb, bh, bq])| {
+                let at = ((if bb == 1 { 0 } else { bi }) * bh + if bh == 1 { 0 } else { hi }) * bq + if bq == 1 { 0 } else { row };
+                &values[at * tk..(at + 1) * tk]
+            })
+        };
+        // The output row `row` (f32, softmax's division still to apply) written where it goes.
+        let emit = |row: usize, values: &mut [f32], inv_sum: f32| {
+            values.iter_mut().for_each(|x| *x *= inv_sum);
+            // SAFETY: output row `dst_row(head, row)` is inside the capacity (b·h·tq rows of dv)
+            // and written by this task only: the map is one-to-one.
+            let dst = unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(dst_row(head, row) * dv), dv) };
+            // SAFETY: only O values are written into the uninitialized row.
+            O::narrow(values, unsafe { &mut *(dst as *mut [std::mem::MaybeUninit<O>] as *mut [O]) });
+        };
+        if tq <= crate::matvec::MAX_ROWS {
+            // Decoding (a few queries): scores and outputs as matrix-vector products that read
+            // the cached keys and values in their dtype, widened in registers, instead of a
+            // widened copy, a transpose and gemm's set-up per head and step.
+            let k = &k[k_heads.at(bi, hi)..][..tk * d];
+            let v = &v[v_heads.at(bi, hi)..][..tk * dv];
+            let mut q_wide = Vec::new();
+            let q = Q::as_f32_tile(q, &mut q_wide);
+            let mut scores = vec![0f32; tq * tk];
+            crate::matvec::matvec_here(q, tq, k, crate::matvec::WeightLayout::OutputMajor, d, tk, &mut scores);
+            let inv_sums: Vec<f32> = scores.chunks_exact_mut(tk).enumerate().map(|(r, row)| exp_row(row, scale, bias_row(r))).collect();
+            let mut rows_out = vec![0f32; tq * dv];
+            crate::matvec::matvec_here(&scores, tq, v, crate::matvec::WeightLayout::InputMajor, tk, dv, &mut rows_out);
+            for (r, (row, inv)) in rows_out.chunks_exact_mut(dv).zip(inv_sums).enumerate() {
+                emit(r, row, inv);
+            }
+            return;
+        }
         let (mut k_wide, mut v_wide) = (Vec::new(), Vec::new());
         let k = T::as_f32_tile(&k[k_heads.at(bi, hi)..][..tk * d], &mut k_wide);
         let v = T::as_f32_tile(&v[v_heads.at(bi, hi)..][..tk * dv], &mut v_wide);
@@ -262,12 +295,6 @@ fn attend<Q: Element, T: Element, O: Float>(q: &[Q], (k, k_heads): (&[T], Heads)
         crate::transpose::block(k, tk, d, d, kt.spare_capacity_mut(), tk);
         // SAFETY: the transpose wrote all tk x d values.
         unsafe { kt.set_len(tk * d) };
-        let bias_row = |row: usize| {
-            bias.map(|(values, [bb, bh, bq])| {
-                let at = ((if bb == 1 { 0 } else { bi }) * bh + if bh == 1 { 0 } else { hi }) * bq + if bq == 1 { 0 } else { row };
-                &values[at * tk..(at + 1) * tk]
-            })
-        };
         let query_block = |(scores, q_wide, block_out): &mut (Vec<f32>, Vec<f32>, Vec<f32>), block: usize| {
             let q0 = block * QUERY_BLOCK;
             let rows = QUERY_BLOCK.min(tq - q0);
@@ -288,12 +315,7 @@ fn attend<Q: Element, T: Element, O: Float>(q: &[Q], (k, k_heads): (&[T], Heads)
             gemm_column_major(dv, rows, keys, block_out, v, dv, scores, keys, gemm::Parallelism::None);
             // The softmax's division, on Dv outputs per query instead of Tk probabilities.
             for (r, (row, inv)) in block_out.chunks_exact_mut(dv).zip(inv_sums).enumerate() {
-                row.iter_mut().for_each(|x| *x *= inv);
-                // SAFETY: output row `dst_row(head, q0 + r)` is inside the capacity (b·h·tq
-                // rows of dv) and written by this task only: the map is one-to-one.
-                let dst = unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(dst_row(head, q0 + r) * dv), dv) };
-                // SAFETY: only O values are written into the uninitialized row.
-                O::narrow(row, unsafe { &mut *(dst as *mut [std::mem::MaybeUninit<O>] as *mut [O]) });
+                emit(q0 + r, row, inv);
             }
         };
         let blocks = tq.div_ceil(QUERY_BLOCK);
@@ -548,7 +570,14 @@ mod tests {
     /// fully masked queries and sizes that are not multiples of the blocks.
     #[test]
     fn equals_burn_attention() {
-        let (b, h, tq, tk, d, dv) = (2, 3, 70, 37, 8, 5);
+        // Prompt-sized (blocks of queries through gemm) and decoding-sized (matrix-vector).
+        for tq in [70, 6] {
+            equals_burn_attention_with(tq);
+        }
+    }
+
+    fn equals_burn_attention_with(tq: usize) {
+        let (b, h, tk, d, dv) = (2, 3, 37, 8, 5);
         let q = tensor(values(b * h * tq * d, 1), [b, h, tq, d]);
         let k = tensor(values(b * h * tk * d, 2), [b, h, tk, d]);
         let v = tensor(values(b * h * tk * dv, 3), [b, h, tk, dv]);

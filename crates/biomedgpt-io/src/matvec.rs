@@ -409,6 +409,18 @@ fn matvec_pieces<T: Element>(x: &[f32], rows: usize, w: &[T], d_in: usize, d_out
     y
 }
 
+/// `y [rows, d_out] += x [rows, d_in] · W` on the calling thread, `W` stored as `layout` says
+/// (attention's few decoding queries against one head's cached keys or values).
+pub(crate) fn matvec_here<T: Element>(x: &[f32], rows: usize, w: &[T], layout: WeightLayout, d_in: usize, d_out: usize, y: &mut [f32]) {
+    assert!(x.len() == rows * d_in && y.len() == rows * d_out && w.len() >= d_in * d_out);
+    let group_max = layout.max_block_rows();
+    for first in (0..rows).step_by(group_max) {
+        let group = (rows - first).min(group_max);
+        let xs = &x[first * d_in..(first + group) * d_in];
+        block(xs, group, w, layout, d_in, d_out, 0..d_in, 0..d_out, &mut y[first * d_out..(first + group) * d_out]);
+    }
+}
+
 /// `y [rows, cols]` from blocks of whole columns, each `(first column, [rows, width])`.
 pub(crate) fn join_column_blocks(blocks: Vec<(usize, Vec<f32>)>, rows: usize, cols: usize) -> Vec<f32> {
     let mut y = vec![0f32; rows * cols];
