@@ -78,6 +78,16 @@ pub struct Product<'a> {
 pub trait Output: Copy + Send + Sync + 'static {
     /// `dst[j] = src[j] (+ bias[j])`, in this type.
     fn store(src: &[f32], bias: Option<&[f32]>, dst: &mut [MaybeUninit<Self>]);
+
+    /// A task's sums (column-major `[outputs, padded]`, 64-byte aligned) plus bias, written
+    /// transposed into `rows` rows of `stride` values from `dst` in one pass, where this type
+    /// has such a kernel for these sizes; `false` leaves it to the caller.
+    ///
+    /// # Safety
+    /// `dst + r * stride .. + outputs` must be writable for every `r < rows`.
+    unsafe fn store_sums(_sums: &[f32], _padded: usize, _outputs: usize, _rows: usize, _bias: Option<&[f32]>, _dst: *mut MaybeUninit<Self>, _stride: usize) -> bool {
+        false
+    }
 }
 
 impl Output for f32 {
@@ -92,6 +102,16 @@ impl Output for f32 {
 impl Output for bf16 {
     fn store(src: &[f32], bias: Option<&[f32]>, dst: &mut [MaybeUninit<bf16>]) {
         crate::matvec::narrow_bf16(src, bias, dst)
+    }
+
+    unsafe fn store_sums(sums: &[f32], padded: usize, outputs: usize, rows: usize, bias: Option<&[f32]>, dst: *mut MaybeUninit<Self>, stride: usize) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if outputs.is_multiple_of(16) && padded.is_multiple_of(16) && is_x86_feature_detected!("avx512f") {
+            // SAFETY: AVX-512F checked; the caller vouches for `dst`.
+            unsafe { x86::store_sums_bf16(sums, padded, outputs, rows, bias, dst, stride) };
+            return true;
+        }
+        false
     }
 }
 
@@ -208,8 +228,13 @@ fn products_of<T: Output>(kernel: Kernel, x: &[bf16], rows: usize, products: &[P
                 // of 16, `padded` of MR = 32; `xp` and `sums` are `Lines`.
                 Kernel::Amx => unsafe { crate::amx::outputs(&xp, padded, w, d_in, outputs, &mut s.sums, K_BLOCK) },
             }
-            crate::transpose::block(&s.sums, outputs, padded, rows, &mut s.rows, outputs);
             let bias = p.bias.map(|b| &b[n0..n0 + outputs]);
+            // SAFETY: row r < rows of result k holds d_out values from out.0 + r * d_out;
+            // this task writes outputs n0..n0 + outputs of each (tasks cover disjoint ranges).
+            if unsafe { T::store_sums(&s.sums, padded, outputs, rows, bias, out.0.add(n0), p.d_out) } {
+                return;
+            }
+            crate::transpose::block(&s.sums, outputs, padded, rows, &mut s.rows, outputs);
             for r in 0..rows {
                 // SAFETY: the transpose wrote rows x outputs values.
                 let src = unsafe { &*(&s.rows[r * outputs..(r + 1) * outputs] as *const [MaybeUninit<f32>] as *const [f32]) };
@@ -345,6 +370,74 @@ mod x86 {
     use super::{K_BLOCK, MR, NR};
     use half::bf16;
     use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
+
+    /// [`super::Output::store_sums`] for bf16: 16 outputs by 16 rows at a time, transposed in
+    /// registers (unpack and lane shuffles), the bias added and rounded to bf16 as
+    /// `round_to_bf16` does (nearest even, NaN kept quiet), 16 values stored per row.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F; `outputs` and `padded` multiples of 16, `rows <= padded`,
+    /// `sums` holding `outputs * padded` values, `dst` as the trait says.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn store_sums_bf16(sums: &[f32], padded: usize, outputs: usize, rows: usize, bias: Option<&[f32]>, dst: *mut MaybeUninit<bf16>, stride: usize) {
+        assert!(sums.len() >= outputs * padded && rows <= padded && bias.is_none_or(|b| b.len() >= outputs));
+        for j0 in (0..outputs).step_by(16) {
+            // SAFETY (loads): outputs j0..j0 + 16 and rows r0..r0 + 16 <= padded are inside sums.
+            let bias_v = bias.map_or(_mm512_setzero_ps(), |b| unsafe { _mm512_loadu_ps(b.as_ptr().add(j0)) });
+            for r0 in (0..rows).step_by(16) {
+                let mut v: [__m512; 16] = std::array::from_fn(|i| unsafe { _mm512_loadu_ps(sums.as_ptr().add((j0 + i) * padded + r0)) });
+                transpose16(&mut v);
+                // v[m] now holds row r0 + m's 16 outputs (see `transpose16`).
+                for (m, &row) in v.iter().enumerate().take((rows - r0).min(16)) {
+                    let narrow = round_bf16(_mm512_add_ps(row, bias_v));
+                    // SAFETY: row r0 + m < rows, outputs j0..j0 + 16 of it (the caller's dst).
+                    unsafe { _mm256_storeu_si256(dst.add((r0 + m) * stride + j0) as *mut __m256i, narrow) };
+                }
+            }
+        }
+    }
+
+    /// Rows `v[i]` (16 lanes each) to columns: afterwards `v[c]` lane `i` is what `v[i]` lane
+    /// `c` was. Unpacks within 128-bit lanes, then two rounds of lane shuffles.
+    #[target_feature(enable = "avx512f")]
+    fn transpose16(v: &mut [__m512; 16]) {
+        let mut t = [_mm512_setzero_ps(); 16];
+        for i in 0..8 {
+            t[2 * i] = _mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]);
+        }
+        // u[4g + m]: lane L holds column 4L + m of rows 4g..4g + 4.
+        let mut u = [_mm512_setzero_ps(); 16];
+        for g in 0..4 {
+            let pd = |x: __m512| _mm512_castps_pd(x);
+            u[4 * g] = _mm512_castpd_ps(_mm512_unpacklo_pd(pd(t[4 * g]), pd(t[4 * g + 2])));
+            u[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(pd(t[4 * g]), pd(t[4 * g + 2])));
+            u[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(pd(t[4 * g + 1]), pd(t[4 * g + 3])));
+            u[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(pd(t[4 * g + 1]), pd(t[4 * g + 3])));
+        }
+        for m in 0..4 {
+            let (a, b) = (u[m], u[4 + m]);
+            let (c, d) = (u[8 + m], u[12 + m]);
+            let (even_ab, odd_ab) = (_mm512_shuffle_f32x4::<0x88>(a, b), _mm512_shuffle_f32x4::<0xdd>(a, b));
+            let (even_cd, odd_cd) = (_mm512_shuffle_f32x4::<0x88>(c, d), _mm512_shuffle_f32x4::<0xdd>(c, d));
+            v[m] = _mm512_shuffle_f32x4::<0x88>(even_ab, even_cd);
+            v[8 + m] = _mm512_shuffle_f32x4::<0xdd>(even_ab, even_cd);
+            v[4 + m] = _mm512_shuffle_f32x4::<0x88>(odd_ab, odd_cd);
+            v[12 + m] = _mm512_shuffle_f32x4::<0xdd>(odd_ab, odd_cd);
+        }
+    }
+
+    /// 16 f32 to bf16 bits, `matvec::round_to_bf16` lane-wise.
+    #[target_feature(enable = "avx512f")]
+    fn round_bf16(x: __m512) -> __m256i {
+        let bits = _mm512_castps_si512(x);
+        let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(1));
+        let rounded = _mm512_srli_epi32::<16>(_mm512_add_epi32(bits, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), odd)));
+        let nan = _mm512_cmpgt_epi32_mask(_mm512_and_si512(bits, _mm512_set1_epi32(0x7fff_ffff)), _mm512_set1_epi32(0x7f80_0000));
+        let quiet = _mm512_or_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(0x40));
+        _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, rounded, quiet))
+    }
 
     /// `sums [outputs, padded]` (column-major result) for the weight rows `w [outputs, d_in]`
     /// and the packed rows `xp` (see `pack_rows`), every input block in turn. `packed` holds
@@ -750,6 +843,31 @@ mod tests {
                         let got = y[r * p.d_out + j] as f64;
                         assert!((got - want).abs() <= 1e-6 * d_in as f64, "[{r}, {j}] of {rows}x{d_in}x{}: {got} vs {want}", p.d_out);
                     }
+                }
+            }
+            // bf16 results (written transposed in registers) are the f32 ones rounded, bias
+            // included, NaN and infinity kept.
+            let rounded = matmul_many_on::<bf16>(Kernel::Amx, &x, rows, &products, d_in).expect("kernel applies");
+            for (y, y16) in ys.iter().zip(&rounded) {
+                assert_eq!(y16, &y.iter().map(|&v| bf16::from_f32(v)).collect::<Vec<_>>(), "{rows}x{d_in}");
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx512f") {
+            // The transposing store alone, on special values: 32 outputs, 20 of 32 padded rows.
+            let (outputs, padded, rows) = (32, 32, 20);
+            let specials = [f32::NAN, f32::INFINITY, -0.0, 1.0 + f32::EPSILON, 3.4e38, -1e-40];
+            let sums: Vec<f32> = (0..outputs * padded).map(|i| if i % 37 == 5 { specials[i % 6] } else { bf16_value(i * 13) * 1.001 }).collect();
+            let bias: Vec<f32> = (0..outputs).map(|j| j as f32 / 3.0).collect();
+            let mut dst = vec![MaybeUninit::new(bf16::ZERO); rows * 40];
+            // SAFETY: AVX-512F checked; rows of 40 hold outputs 0..32 of each of the 20 rows.
+            unsafe { x86::store_sums_bf16(&sums, padded, outputs, rows, Some(&bias), dst.as_mut_ptr(), 40) };
+            for r in 0..rows {
+                for j in 0..outputs {
+                    // SAFETY: initialized above.
+                    let got = unsafe { dst[r * 40 + j].assume_init() };
+                    let want = bf16::from_f32(sums[j * padded + r] + bias[j]);
+                    assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()), "[{r}, {j}]: {got} vs {want}");
                 }
             }
         }
