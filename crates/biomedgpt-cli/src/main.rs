@@ -34,13 +34,15 @@ unsafe extern "C" {
 /// `mi_option_purge_delay` in mimalloc.h (v2 and v3 alike).
 const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
 
-/// Freed memory is returned to the kernel after 1 s instead of mimalloc's 10 ms: a forward pass
+/// Freed memory is returned to the kernel after 10 s instead of mimalloc's 10 ms: a forward pass
 /// frees and reallocates the same large buffers every few milliseconds to a few hundred, and
 /// each return costs page faults and zeroing on reuse (measured: TinyLlama f16 prefill 57-59 ->
-/// 63-67 tok/s, ESM-2 t33 at 256 residues 140-146 -> 149-152 residues/s).
+/// 63-67 tok/s, ESM-2 t33 at 256 residues 140-146 -> 149-152 residues/s, with 1 s; with 1 s
+/// the kernel's page zeroing was still 3.5% of a TinyLlama bf16 bench's samples, 0.3% with
+/// 10 s). Memory a session no longer uses still goes back after 10 s idle.
 fn keep_freed_memory() {
     // SAFETY: a plain setter of a process-wide option, valid at any time.
-    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 1000) };
+    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 10_000) };
 }
 
 #[derive(Parser)]
