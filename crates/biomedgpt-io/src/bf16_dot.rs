@@ -644,7 +644,11 @@ mod x86 {
         }
     }
 
-    /// `R` rows, `O` weight rows per pass, each weight row streamed once.
+    /// `R` rows, `O` weight rows per pass, each weight row streamed once, the next pass's rows
+    /// prefetched into L2 alongside (the hardware prefetchers alone left the pass waiting on
+    /// memory at every new group of rows: LLaMA-2-7B decode 1.94-1.96 -> 2.04-2.07 tok/s,
+    /// TinyLlama bf16 11.57 -> 12.93, interleaved runs; the same into L1, or two passes
+    /// ahead, measured no better).
     #[allow(clippy::needless_range_loop)] // const-size register arrays, indexed to unroll
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
     unsafe fn rows_pass<const R: usize, const O: usize>(xb: &[u16], w: &[bf16], d_in: usize, width: usize, y: &mut [f32]) {
@@ -666,6 +670,13 @@ mod x86 {
                     let mut xv: [__m512bh; R] = [std::mem::transmute::<__m512, __m512bh>(_mm512_setzero_ps()); R];
                     for (r, xv) in xv.iter_mut().enumerate() {
                         *xv = load32(x.add(r * d_in + i), masked, tail_mask);
+                    }
+                    // The next pass's weight rows, the same line of each, into L2: twice the
+                    // streams in flight, and each pass starts on rows already fetched.
+                    if j + 2 * O <= width {
+                        for o in 0..O {
+                            _mm_prefetch::<_MM_HINT_T1>(wp.add((j + O + o) * d_in + i) as *const i8);
+                        }
                     }
                     for o in 0..O {
                         let row = wp.add((j + if o < outputs { o } else { 0 }) * d_in + i);
