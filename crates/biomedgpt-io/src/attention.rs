@@ -16,6 +16,7 @@ use burn::tensor::{DType, Tensor, TensorData, bf16, f16};
 use rayon::prelude::*;
 
 use crate::activation::Float;
+use crate::bf16_dot::Shared;
 use crate::matvec::{Element, contiguous_flex};
 use crate::prompt_gemm::gemm_column_major;
 
@@ -191,20 +192,6 @@ type Bias<'a> = Option<(&'a [f32], [usize; 3])>;
 
 /// Below this many scores and cached values, the heads run on the calling thread.
 const PARALLEL_WORK: usize = 1 << 16;
-
-/// A raw pointer shared by tasks that write disjoint rows of what it points to.
-#[derive(Clone, Copy)]
-struct Shared<T>(*mut T);
-// SAFETY: each task writes only its own rows (see `attend`).
-unsafe impl<T> Send for Shared<T> {}
-unsafe impl<T> Sync for Shared<T> {}
-
-impl<T> Shared<T> {
-    /// The pointer (a method, so that closures capture the `Send` wrapper, not its field).
-    fn ptr(self) -> *mut T {
-        self.0
-    }
-}
 
 /// Whether a bias value masks its key outright (`exp` of it is 0 whatever the score): the
 /// values our masks and HF's use.

@@ -173,6 +173,13 @@ pub(crate) struct Shared<T>(pub(crate) *mut T);
 unsafe impl<T> Send for Shared<T> {}
 unsafe impl<T> Sync for Shared<T> {}
 
+impl<T> Shared<T> {
+    /// The pointer (a method, so that closures capture the `Send` wrapper, not its field).
+    pub(crate) fn ptr(self) -> *mut T {
+        self.0
+    }
+}
+
 /// Per-thread buffers of the prompt products, kept between calls.
 struct Scratch {
     /// A task's partial sums, column-major `[outputs, padded]`.

@@ -384,7 +384,6 @@ fn matvec_pieces<T: Element>(x: &[f32], rows: usize, w: &[T], d_in: usize, d_out
     let next = std::sync::atomic::AtomicUsize::new(0);
     let group_max = WeightLayout::OutputMajor.max_block_rows();
     (0..threads.min(starts.len())).into_par_iter().for_each_init(Vec::new, |part: &mut Vec<f32>, _| {
-        let out = out;
         loop {
             let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let Some(&start) = starts.get(i) else { break };
@@ -401,7 +400,7 @@ fn matvec_pieces<T: Element>(x: &[f32], rows: usize, w: &[T], d_in: usize, d_out
             for r in 0..rows {
                 // SAFETY: row r's columns `cols` of y: inside it (rows x d_out) and written by
                 // this piece only (the pieces are disjoint, each taken once).
-                let dst = unsafe { std::slice::from_raw_parts_mut(out.0.add(r * d_out + start), width) };
+                let dst = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(r * d_out + start), width) };
                 dst.copy_from_slice(&part[r * width..(r + 1) * width]);
             }
         }
