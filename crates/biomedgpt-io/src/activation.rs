@@ -42,21 +42,10 @@ fn gelu_flex(t: FlexTensor) -> FlexTensor {
 /// `silu(gate) * up` (HF LLaMA's MLP): in f32, with the silu rounded to the tensors' dtype
 /// before the product as PyTorch does for 16-bit types.
 pub fn silu_mul<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
-    let dtype = gate.dtype();
-    if dtype == up.dtype() && gate.dims() == up.dims() {
-        if let (Some(g), Some(u)) = (plain(&gate), plain(&up)) {
-            let dims = gate.dims();
-            let device = gate.device();
-            let data = match dtype {
-                DType::F32 => TensorData::new(silu_mul_slices::<f32>(g.as_slice().unwrap(), u.as_slice().unwrap()), dims),
-                DType::F16 => TensorData::new(silu_mul_slices::<f16>(g.as_slice().unwrap(), u.as_slice().unwrap()), dims),
-                DType::BF16 => TensorData::new(silu_mul_slices::<bf16>(g.as_slice().unwrap(), u.as_slice().unwrap()), dims),
-                _ => unreachable!("plain() takes float dtypes only"),
-            };
-            return Tensor::from_data(data, (&device, dtype));
-        }
+    match pairwise::<SiluMul, D>(&gate, &up) {
+        Some(out) => out,
+        None => burn::tensor::activation::silu(gate) * up,
     }
-    burn::tensor::activation::silu(gate) * up
 }
 
 /// `a + b` for tensors of one shape and dtype (a residual connection), computed in f32 and
@@ -64,37 +53,67 @@ pub fn silu_mul<const D: usize>(gate: Tensor<D>, up: Tensor<D>) -> Tensor<D> {
 /// CPU backend (for a 128 x 2048 bf16 prompt Burn's add measured 143 us, this one 92 us);
 /// anything else goes to Burn's add.
 pub fn add<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
-    let dtype = a.dtype();
-    if dtype == b.dtype()
-        && a.dims() == b.dims()
-        && let (Some(x), Some(y)) = (plain(&a), plain(&b))
-    {
-        let dims = a.dims();
-        let device = a.device();
-        let data = match dtype {
-            DType::F32 => TensorData::new(add_slices::<f32>(x.as_slice().unwrap(), y.as_slice().unwrap()), dims),
-            DType::F16 => TensorData::new(add_slices::<f16>(x.as_slice().unwrap(), y.as_slice().unwrap()), dims),
-            DType::BF16 => TensorData::new(add_slices::<bf16>(x.as_slice().unwrap(), y.as_slice().unwrap()), dims),
-            _ => unreachable!("plain() takes float dtypes only"),
-        };
-        return Tensor::from_data(data, (&device, dtype));
+    match pairwise::<Add, D>(&a, &b) {
+        Some(out) => out,
+        None => a + b,
     }
-    a + b
 }
 
-fn add_slices<T: Float>(a: &[T], b: &[T]) -> Vec<T> {
+/// An element-wise kernel of two same-shape tensors, one pass at a time: both operands' pass
+/// widened to f32 (`a`, `b`), the result written into `out` in the tensors' type.
+trait PairwiseOp {
+    fn pass<T: Float>(a: &mut [f32], b: &[f32], out: &mut [T], scratch: &mut Vec<T>);
+}
+
+struct SiluMul;
+
+impl PairwiseOp for SiluMul {
+    fn pass<T: Float>(gate: &mut [f32], up: &[f32], out: &mut [T], scratch: &mut Vec<T>) {
+        silu_in_place(gate);
+        T::round_mul_narrow(gate, up, out, scratch);
+    }
+}
+
+struct Add;
+
+impl PairwiseOp for Add {
+    fn pass<T: Float>(a: &mut [f32], b: &[f32], out: &mut [T], _: &mut Vec<T>) {
+        a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+        T::narrow(a, out);
+    }
+}
+
+/// `Op` on plain f32/f16/bf16 tensors of one shape and dtype on Burn's CPU backend, `None`
+/// for anything else (the caller falls back to Burn's ops).
+fn pairwise<Op: PairwiseOp, const D: usize>(a: &Tensor<D>, b: &Tensor<D>) -> Option<Tensor<D>> {
+    let dtype = a.dtype();
+    if dtype != b.dtype() || a.dims() != b.dims() {
+        return None;
+    }
+    let (x, y) = (plain(a)?, plain(b)?);
+    let dims = a.dims();
+    let data = match dtype {
+        DType::F32 => TensorData::new(pairwise_slices::<Op, f32>(x.as_slice().unwrap(), y.as_slice().unwrap()), dims),
+        DType::F16 => TensorData::new(pairwise_slices::<Op, f16>(x.as_slice().unwrap(), y.as_slice().unwrap()), dims),
+        DType::BF16 => TensorData::new(pairwise_slices::<Op, bf16>(x.as_slice().unwrap(), y.as_slice().unwrap()), dims),
+        _ => unreachable!("plain() takes float dtypes only"),
+    };
+    Some(Tensor::from_data(data, (&a.device(), dtype)))
+}
+
+fn pairwise_slices<Op: PairwiseOp, T: Float>(a: &[T], b: &[T]) -> Vec<T> {
     let mut out = vec![T::ZERO; a.len()];
-    let chunk = |(a32, b32): &mut (Vec<f32>, Vec<f32>), (out, (a, b)): (&mut [T], (&[T], &[T]))| {
+    let chunk = |(a32, b32, scratch): &mut (Vec<f32>, Vec<f32>, Vec<T>), (out, (a, b)): (&mut [T], (&[T], &[T]))| {
         for (out, (a, b)) in out.chunks_mut(PASS).zip(a.chunks(PASS).zip(b.chunks(PASS))) {
             a32.resize(out.len(), 0.0);
             b32.resize(out.len(), 0.0);
             widen(a, a32);
             widen(b, b32);
-            a32.iter_mut().zip(b32.iter()).for_each(|(x, y)| *x += y);
-            T::narrow(a32, out);
+            Op::pass(a32, b32, out, scratch);
         }
     };
     if a.len() <= CHUNK {
+        // A decoding step's few rows: waking a pool thread would cost more than the work.
         chunk(&mut Default::default(), (&mut out, (a, b)));
     } else {
         out.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK))).for_each_init(Default::default, chunk);
@@ -242,28 +261,6 @@ const CHUNK: usize = 1 << 13;
 
 /// Elements per pass of the element-wise kernels inside a task: their f32 buffers stay in L1.
 const PASS: usize = 1 << 10;
-
-fn silu_mul_slices<T: Float>(gate: &[T], up: &[T]) -> Vec<T> {
-    let mut out = vec![T::ZERO; gate.len()];
-    let chunk = |(g32, u32, scratch): &mut (Vec<f32>, Vec<f32>, Vec<T>), (out, (g, u)): (&mut [T], (&[T], &[T]))| {
-        for (out, (g, u)) in out.chunks_mut(PASS).zip(g.chunks(PASS).zip(u.chunks(PASS))) {
-            let n = out.len();
-            g32.resize(n, 0.0);
-            u32.resize(n, 0.0);
-            widen(g, g32);
-            widen(u, u32);
-            silu_in_place(g32);
-            T::round_mul_narrow(g32, u32, out, scratch);
-        }
-    };
-    if gate.len() <= CHUNK {
-        // A decoding step's few rows: waking a pool thread would cost more than the work.
-        chunk(&mut Default::default(), (&mut out, (gate, up)));
-    } else {
-        out.par_chunks_mut(CHUNK).zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK))).for_each_init(Default::default, chunk);
-    }
-    out
-}
 
 fn rms_norm_rows<T: Float>(x: &[T], weight: &[T], eps: f32) -> Vec<T> {
     let size = weight.len();

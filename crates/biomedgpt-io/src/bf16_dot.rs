@@ -290,11 +290,8 @@ pub fn matvec_many<T: Output>(x: &[bf16], rows: usize, products: &[Product], d_i
     {
         // SAFETY: bf16 and u16 have the same size and alignment.
         let xb: &[u16] = unsafe { std::slice::from_raw_parts(x.as_ptr() as *const u16, x.len()) };
-        // The outputs of all the products end to end, in pieces of about 512 KiB of weights
-        // (cut where a piece crosses from one product into the next) that the threads take in
-        // turn from a shared counter: a thread that got less of the memory bandwidth, or
-        // started late, takes fewer pieces. (One contiguous half per thread left one waiting
-        // on the other for 9% of each pass on average, measured on LLaMA-2-7B.)
+        // Every product's outputs in pieces of about 512 KiB of weights, all the products' pieces
+        // shared by the threads in one pass (`matvec::share_pieces`).
         let piece = ((512 << 10) / (2 * d_in)).next_multiple_of(16).max(16);
         let mut pieces: Vec<(usize, usize, usize)> = Vec::new();
         for (k, p) in products.iter().enumerate() {
@@ -302,34 +299,24 @@ pub fn matvec_many<T: Output>(x: &[bf16], rows: usize, products: &[Product], d_i
         }
         let mut ys: Vec<Vec<T>> = products.iter().map(|p| Vec::with_capacity(rows * p.d_out)).collect();
         let outs: Vec<Shared<MaybeUninit<T>>> = ys.iter_mut().map(|y| Shared(y.spare_capacity_mut().as_mut_ptr())).collect();
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let take_pieces = |y: &mut Vec<f32>| {
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(&(k, start, width)) = pieces.get(i) else { break };
-                let p = &products[k];
-                y.clear();
-                y.resize(rows * width, 0.0);
-                let w = &p.weight[start * d_in..(start + width) * d_in];
-                // SAFETY: the CPU has AVX-512F/BW and AVX512_BF16 (checked by `available`);
-                // `xb` holds rows x d_in values, `w` width rows of d_in, `y` rows x width.
-                unsafe { x86::matvec(xb, rows, w, d_in, width, y) };
-                let bias = p.bias.map(|b| &b[start..start + width]);
-                for r in 0..rows {
-                    // SAFETY: row r's outputs start..start + width of result k: inside its
-                    // capacity (rows x d_out) and written by this piece only (pieces cover
-                    // disjoint ranges, each taken once).
-                    let dst = unsafe { std::slice::from_raw_parts_mut(outs[k].0.add(r * p.d_out + start), width) };
-                    T::store(&y[r * width..(r + 1) * width], bias, dst);
-                }
+        crate::matvec::share_pieces(pieces.len(), rayon::current_num_threads(), |i, y: &mut Vec<f32>| {
+            let (k, start, width) = pieces[i];
+            let p = &products[k];
+            y.clear();
+            y.resize(rows * width, 0.0);
+            let w = &p.weight[start * d_in..(start + width) * d_in];
+            // SAFETY: the CPU has AVX-512F/BW and AVX512_BF16 (checked by `available`); `xb`
+            // holds rows x d_in values, `w` width rows of d_in, `y` rows x width.
+            unsafe { x86::matvec(xb, rows, w, d_in, width, y) };
+            let bias = p.bias.map(|b| &b[start..start + width]);
+            for r in 0..rows {
+                // SAFETY: row r's outputs start..start + width of result k: inside its capacity
+                // (rows x d_out) and written by this piece only (pieces cover disjoint ranges,
+                // each taken once).
+                let dst = unsafe { std::slice::from_raw_parts_mut(outs[k].ptr().add(r * p.d_out + start), width) };
+                T::store(&y[r * width..(r + 1) * width], bias, dst);
             }
-        };
-        let threads = rayon::current_num_threads().min(pieces.len());
-        if threads <= 1 {
-            take_pieces(&mut Vec::new());
-        } else {
-            (0..threads).into_par_iter().for_each_init(Vec::new, |y, _| take_pieces(y));
-        }
+        });
         for (y, p) in ys.iter_mut().zip(products) {
             // SAFETY: the pieces wrote every output of every row.
             unsafe { y.set_len(rows * p.d_out) };

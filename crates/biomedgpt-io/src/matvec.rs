@@ -318,9 +318,9 @@ fn has_avx2_fma_f16c() -> bool {
 }
 
 /// `y [rows, out] = x [rows, in] · W`, with `W` stored as `layout` says, f32 accumulation,
-/// split over the rayon thread pool so that each thread streams one contiguous part of `W`:
-/// a range of output rows (output-major) or of input rows, whose partial sums are then added
-/// (input-major).
+/// split over the rayon thread pool: output-major weights in pieces of output rows the threads
+/// take in turn ([`share_pieces`]), input-major ones in one contiguous range of input rows per
+/// thread, whose partial sums are then added.
 pub fn matvec<T: Element>(x: &[f32], rows: usize, w: &[T], layout: WeightLayout, d_in: usize, d_out: usize) -> Vec<f32> {
     assert_eq!(x.len(), rows * d_in, "x holds {} values, expected {rows} x {d_in}", x.len());
     assert!(w.len() >= d_in * d_out, "weight holds {} values, expected {d_in} x {d_out}", w.len());
@@ -331,105 +331,91 @@ pub fn matvec<T: Element>(x: &[f32], rows: usize, w: &[T], layout: WeightLayout,
     // Below ~256 KiB of weights per part, waking another thread costs more than it saves.
     let min_part = ((256 << 10) / (std::mem::size_of::<T>() * (d_in * d_out / split).max(1))).max(16);
     let parts = rayon::current_num_threads().clamp(1, split.div_ceil(min_part).max(1));
-    if layout == WeightLayout::OutputMajor && parts > 1 {
+    if layout == WeightLayout::OutputMajor {
         return matvec_pieces(x, rows, w, d_in, d_out, parts);
     }
     let part = split.div_ceil(parts).next_multiple_of(16);
-    let range = |start: usize| start..(start + part).min(split);
-    let partials: Vec<(usize, Vec<f32>)> = (0..split)
+    let mut partials = (0..split)
         .step_by(part)
         .collect::<Vec<_>>()
         .into_par_iter()
         .map(|start| {
-            let (ins, outs) = match layout {
-                WeightLayout::OutputMajor => (0..d_in, range(start)),
-                WeightLayout::InputMajor => (range(start), 0..d_out),
-            };
-            let width = outs.len();
-            let mut y = vec![0f32; rows * width];
-            let group_max = layout.max_block_rows();
-            for first in (0..rows).step_by(group_max) {
-                let group = (rows - first).min(group_max);
-                let xs = &x[first * d_in..(first + group) * d_in];
-                let ys = &mut y[first * width..(first + group) * width];
-                block(xs, group, w, layout, d_in, d_out, ins.clone(), outs.clone(), ys);
-            }
-            (start, y)
-        })
-        .collect();
-    match layout {
-        WeightLayout::InputMajor => {
-            let mut partials = partials.into_iter().map(|(_, y)| y);
-            let mut y = partials.next().expect("at least one part");
-            for partial in partials {
-                y.iter_mut().zip(partial).for_each(|(a, b)| *a += b);
-            }
+            let mut y = vec![0f32; rows * d_out];
+            rows_through_blocks(x, rows, w, layout, d_in, d_out, start..(start + part).min(split), 0..d_out, &mut y);
             y
-        }
-        WeightLayout::OutputMajor => join_column_blocks(partials, rows, d_out),
+        })
+        .collect::<Vec<_>>()
+        .into_iter();
+    let mut y = partials.next().expect("at least one part");
+    for partial in partials {
+        y.iter_mut().zip(partial).for_each(|(a, b)| *a += b);
     }
+    y
 }
 
-/// [`matvec`] for PyTorch's `[out, in]` layout on `threads` threads: the outputs in pieces of
-/// about 512 KiB of weights that the threads take in turn from a shared counter, so that a
-/// thread that got less of the memory bandwidth, or started late, takes fewer (one contiguous
-/// half each left one thread waiting on the other for 9% of each pass on average, measured on
-/// LLaMA-2-7B). Each output is summed by one kernel call in the same order however the
-/// outputs are split.
+/// [`matvec`] for PyTorch's `[out, in]` layout on up to `threads` threads: the outputs in pieces
+/// of about 512 KiB of weights that the threads take in turn (see [`share_pieces`]). Each output
+/// is summed by one kernel call in the same order however the outputs are split.
 fn matvec_pieces<T: Element>(x: &[f32], rows: usize, w: &[T], d_in: usize, d_out: usize, threads: usize) -> Vec<f32> {
     let piece = ((512 << 10) / (std::mem::size_of::<T>() * d_in)).next_multiple_of(16).max(16);
     let starts: Vec<usize> = (0..d_out).step_by(piece).collect();
     let mut y = vec![0f32; rows * d_out];
     let out = crate::bf16_dot::Shared(y.as_mut_ptr());
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let group_max = WeightLayout::OutputMajor.max_block_rows();
-    (0..threads.min(starts.len())).into_par_iter().for_each_init(Vec::new, |part: &mut Vec<f32>, _| {
-        loop {
-            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let Some(&start) = starts.get(i) else { break };
-            let cols = start..(start + piece).min(d_out);
-            let width = cols.len();
-            part.clear();
-            part.resize(rows * width, 0.0);
-            for first in (0..rows).step_by(group_max) {
-                let group = (rows - first).min(group_max);
-                let xs = &x[first * d_in..(first + group) * d_in];
-                let ys = &mut part[first * width..(first + group) * width];
-                block(xs, group, w, WeightLayout::OutputMajor, d_in, d_out, 0..d_in, cols.clone(), ys);
-            }
-            for r in 0..rows {
-                // SAFETY: row r's columns `cols` of y: inside it (rows x d_out) and written by
-                // this piece only (the pieces are disjoint, each taken once).
-                let dst = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(r * d_out + start), width) };
-                dst.copy_from_slice(&part[r * width..(r + 1) * width]);
-            }
+    share_pieces(starts.len(), threads, |i, part: &mut Vec<f32>| {
+        let cols = starts[i]..(starts[i] + piece).min(d_out);
+        let width = cols.len();
+        part.clear();
+        part.resize(rows * width, 0.0);
+        rows_through_blocks(x, rows, w, WeightLayout::OutputMajor, d_in, d_out, 0..d_in, cols.clone(), part);
+        for r in 0..rows {
+            // SAFETY: row r's columns `cols` of y: inside it (rows x d_out) and written by this
+            // piece only (the pieces are disjoint, each taken once).
+            let dst = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(r * d_out + cols.start), width) };
+            dst.copy_from_slice(&part[r * width..(r + 1) * width]);
         }
     });
     y
+}
+
+/// Runs `work(piece, scratch)` for every piece in `0..pieces` on up to `threads` threads of the
+/// pool, each thread taking the next piece from a shared counter (with its own `scratch`): a
+/// thread that got less of the memory bandwidth, or started late, takes fewer pieces. Decoding
+/// products split this way instead of one contiguous half per thread, which left one thread
+/// waiting on the other for 9% of each pass on average (measured on LLaMA-2-7B).
+pub(crate) fn share_pieces<S: Default + Send>(pieces: usize, threads: usize, work: impl Fn(usize, &mut S) + Sync) {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let take = |scratch: &mut S| {
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if i >= pieces {
+                break;
+            }
+            work(i, scratch);
+        }
+    };
+    match threads.min(pieces) {
+        0 | 1 => take(&mut S::default()),
+        threads => (0..threads).into_par_iter().for_each_init(S::default, |scratch, _| take(scratch)),
+    }
+}
+
+/// `y [rows, cols.len()] += x [rows, d_in] · W` over the inputs `ins` on the calling thread, `W`
+/// stored as `layout` says, in groups of the rows the kernels hold in registers.
+#[allow(clippy::too_many_arguments)]
+fn rows_through_blocks<T: Element>(x: &[f32], rows: usize, w: &[T], layout: WeightLayout, d_in: usize, d_out: usize, ins: Range<usize>, cols: Range<usize>, y: &mut [f32]) {
+    let (group_max, width) = (layout.max_block_rows(), cols.len());
+    for first in (0..rows).step_by(group_max) {
+        let group = (rows - first).min(group_max);
+        let xs = &x[first * d_in..(first + group) * d_in];
+        block(xs, group, w, layout, d_in, d_out, ins.clone(), cols.clone(), &mut y[first * width..(first + group) * width]);
+    }
 }
 
 /// `y [rows, d_out] += x [rows, d_in] · W` on the calling thread, `W` stored as `layout` says
 /// (attention's few decoding queries against one head's cached keys or values).
 pub(crate) fn matvec_here<T: Element>(x: &[f32], rows: usize, w: &[T], layout: WeightLayout, d_in: usize, d_out: usize, y: &mut [f32]) {
     assert!(x.len() == rows * d_in && y.len() == rows * d_out && w.len() >= d_in * d_out);
-    let group_max = layout.max_block_rows();
-    for first in (0..rows).step_by(group_max) {
-        let group = (rows - first).min(group_max);
-        let xs = &x[first * d_in..(first + group) * d_in];
-        block(xs, group, w, layout, d_in, d_out, 0..d_in, 0..d_out, &mut y[first * d_out..(first + group) * d_out]);
-    }
-}
-
-/// `y [rows, cols]` from blocks of whole columns, each `(first column, [rows, width])`.
-pub(crate) fn join_column_blocks(blocks: Vec<(usize, Vec<f32>)>, rows: usize, cols: usize) -> Vec<f32> {
-    let mut y = vec![0f32; rows * cols];
-    for (start, block) in blocks {
-        let width = block.len() / rows;
-        for r in 0..rows {
-            y[r * cols + start..r * cols + start + width].copy_from_slice(&block[r * width..(r + 1) * width]);
-        }
-    }
-    y
+    rows_through_blocks(x, rows, w, layout, d_in, d_out, 0..d_in, 0..d_out, y);
 }
 
 /// For up to [`WeightLayout::max_block_rows`] rows of `x`: the outputs `cols` of the products
