@@ -39,7 +39,7 @@ impl ModelArgs {
             return self.dtype.parse::<FloatType>().map_err(anyhow::Error::msg);
         }
         let stored = stored.unwrap_or(FloatType::F32);
-        let slow_bf16 = self.device.starts_with("cpu") && !biomedgpt_io::bf16_dot::available();
+        let slow_bf16 = self.device.starts_with("cpu") && !biomedgpt_kernels::matmul::bf16_dot::available();
         Ok(match stored {
             FloatType::BF16 if slow_bf16 => FloatType::F16,
             ty => ty,

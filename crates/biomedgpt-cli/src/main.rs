@@ -96,6 +96,8 @@ fn main() -> ExitCode {
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
+    // A forced instruction set the CPU lacks is an error here, before any kernel runs.
+    biomedgpt_kernels::isa::from_env().map_err(anyhow::Error::msg)?;
     match command {
         Command::Ask(args) => ask::ask(args),
         Command::Chat(args) => ask::chat(args),

@@ -5,9 +5,10 @@
 use burn::module::Module;
 use burn::nn::{Embedding, LayerNorm, Linear};
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
-use biomedgpt_io::activation::{add, gelu};
-use biomedgpt_io::attention::attention_merged;
-use biomedgpt_io::modules::{apply_linear, apply_rotary, embedding, layer_norm, linear, rotary_tables};
+use biomedgpt_kernels::activation::{add, gelu};
+use biomedgpt_kernels::attention::attention_merged;
+use biomedgpt_kernels::{apply_rotary, rotary_tables};
+use biomedgpt_nn::{apply_linear, embedding, layer_norm, linear};
 use biomedgpt_io::{FloatType, LoadError, WeightView};
 
 use crate::config::EsmConfig;

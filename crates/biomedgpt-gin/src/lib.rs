@@ -13,7 +13,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::ops::IndexingUpdateOp;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use biomedgpt_chem::{MolGraph, NUM_ATOM_TYPES, NUM_BOND_DIRECTIONS, NUM_BOND_TYPES, NUM_CHIRALITY_TAGS, SELF_LOOP_BOND_TYPE};
-use biomedgpt_io::modules::{apply_linear, embedding, linear, param};
+use biomedgpt_nn::{apply_linear, embedding, linear, param};
 use biomedgpt_io::{FloatType, LoadError, WeightView};
 use serde::Deserialize;
 

@@ -6,14 +6,15 @@
 //! HF stores GPT-2's projections as `Conv1D` with weights `[in, out]`, which is already Burn's
 //! `Linear` layout: they are loaded as they are, with no transpose.
 
-use biomedgpt_io::modules::{apply_linear, embedding, layer_norm, matmul_weight, param};
+use biomedgpt_kernels::matmul;
+use biomedgpt_nn::{apply_linear, embedding, layer_norm, param};
 use biomedgpt_io::{FloatType, LoadError, WeightView};
 use biomedgpt_llama::{CausalLm, DecoderInput, KvCache, LayerCache, StepMask};
 use burn::module::Module;
 use burn::nn::{Embedding, LayerNorm, Linear};
 use burn::tensor::activation::{gelu, gelu_approximate, relu};
-use biomedgpt_io::attention::attention_merged;
-use biomedgpt_io::activation::add;
+use biomedgpt_kernels::activation::add;
+use biomedgpt_kernels::attention::attention_merged;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 
 use crate::config::Gpt2Config;
@@ -122,7 +123,7 @@ impl Gpt2 {
         let lm_head = if c.tie_word_embeddings {
             None
         } else {
-            Some(biomedgpt_io::modules::linear(&vb.pp("lm_head"), e, c.vocab_size, false, ty, device)?)
+            Some(biomedgpt_nn::linear(&vb.pp("lm_head"), e, c.vocab_size, false, ty, device)?)
         };
         Ok(Gpt2 {
             wte: embedding(&t.pp("wte"), c.vocab_size, e, ty, device)?,
@@ -164,7 +165,7 @@ impl Gpt2 {
             Some(head) => apply_linear(head, hidden),
             None => {
                 let [b, t, e] = hidden.dims();
-                matmul_weight(hidden.reshape([b * t, e]), self.wte.weight.val().transpose()).reshape([b, t, self.config.vocab_size])
+                matmul(hidden.reshape([b * t, e]), self.wte.weight.val().transpose(), None).reshape([b, t, self.config.vocab_size])
             }
         }
     }

@@ -11,20 +11,11 @@
 mod checkpoint;
 mod dtype;
 mod error;
-pub mod activation;
-mod amx;
-pub mod attention;
-pub mod bf16_dot;
 pub mod export;
-pub mod prompt_gemm;
-pub mod matvec;
-pub mod modules;
 pub mod npy;
 mod pickle;
 mod safetensors_file;
-pub mod rotary;
 pub mod safetensors_writer;
-pub mod transpose;
 mod torch_zip;
 
 pub use checkpoint::{Checkpoint, KeyRename, TensorInfo, WeightView};

@@ -3,10 +3,11 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, Linear};
-use biomedgpt_io::activation::{add, rms_norm, silu_mul};
-use biomedgpt_io::attention::attention_merged;
+use biomedgpt_kernels::activation::{add, rms_norm, silu_mul};
+use biomedgpt_kernels::attention::attention_merged;
+use biomedgpt_kernels::{apply_rotary, matmul, rotary_tables};
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
-use biomedgpt_io::modules::{apply_linear, apply_linears, apply_rotary, linear as load_linear, matmul_weight, param, rotary_tables};
+use biomedgpt_nn::{apply_linear, apply_linears, linear as load_linear, param};
 use biomedgpt_io::{FloatType, LoadError, WeightView};
 
 use crate::cache::{KvCache, LayerCache, StepMask};
@@ -271,7 +272,7 @@ impl Llama {
             None => {
                 let w = self.model.embed_tokens.weight.val(); // [vocab, hidden]
                 let [b, t, h] = hidden.dims();
-                matmul_weight(hidden.reshape([b * t, h]), w.transpose()).reshape([b, t, self.config.vocab_size])
+                matmul(hidden.reshape([b * t, h]), w.transpose(), None).reshape([b, t, self.config.vocab_size])
             }
         }
     }

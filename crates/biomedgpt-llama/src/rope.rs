@@ -1,5 +1,5 @@
 //! Inverse frequencies of LLaMA's rotary embeddings (default, linear and llama3 rules), computed
-//! in f32 exactly as transformers does. Tables and the rotation are `biomedgpt_io::modules`'.
+//! in f32 exactly as transformers does. Tables and the rotation are `biomedgpt_kernels::rotary`'.
 
 use crate::config::RopeKind;
 

@@ -3,7 +3,7 @@
 use biomedgpt_chem::featurize;
 use biomedgpt_esm::{Alphabet, Esm, EsmConfig};
 use biomedgpt_gin::{Gin, GinConfig, GraphBatch, JumpingKnowledge};
-use biomedgpt_io::modules::{apply_linear, linear};
+use biomedgpt_nn::{apply_linear, linear};
 use biomedgpt_io::safetensors_writer::{TensorSpec, write_streaming};
 use biomedgpt_io::{Checkpoint, FloatType, SourceDType, WeightView};
 use biomedgpt_llama::generation::ids_tensor;

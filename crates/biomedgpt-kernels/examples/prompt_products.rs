@@ -3,7 +3,7 @@
 //! bf16 through `prompt_gemm`'s widening path and through the AVX512_BF16 dot-product kernel
 //! (`bf16_dot`, where the CPU has it). The measurement behind the README's prefill numbers.
 //! `cargo run --release -p biomedgpt-io --example prompt_products [ROWS] [REPEATS]`.
-use biomedgpt_io::{bf16_dot::{self, Kernel}, prompt_gemm::matmul_tiles};
+use biomedgpt_kernels::matmul::{bf16_dot::{self, Kernel}, gemm::matmul_tiles};
 use half::{bf16, f16};
 use std::time::Instant;
 

@@ -9,7 +9,8 @@
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::needless_range_loop)] // const-size register arrays, indexed to unroll
 mod bench {
-    use biomedgpt_io::matvec::{WeightLayout, matvec};
+    use biomedgpt_kernels::element::WeightLayout;
+    use biomedgpt_kernels::matmul::matvec::matvec;
     use half::f16;
     use rayon::prelude::*;
     use std::arch::x86_64::*;
@@ -166,7 +167,7 @@ mod bench {
     }
 
     pub fn main() {
-        if !is_x86_feature_detected!("avx512f") {
+        if !biomedgpt_kernels::Isa::Avx512.supported() {
             eprintln!("needs AVX-512");
             return;
         }
@@ -259,7 +260,7 @@ mod bench {
         let mut best = vec![0f64; variants.len()];
         for _ in 0..reps {
             for (v, (name, kernel)) in variants.iter().enumerate() {
-                if name.contains("bf16") && !biomedgpt_io::bf16_dot::available() {
+                if name.contains("bf16") && !biomedgpt_kernels::matmul::bf16_dot::available() {
                     continue;
                 }
                 let t = Instant::now();
@@ -270,7 +271,7 @@ mod bench {
                             None if name.contains("bf16") => {
                                 // SAFETY: f16 and bf16 are both 16-bit plain values.
                                 let w: &[half::bf16] = unsafe { std::slice::from_raw_parts(w.as_ptr() as *const half::bf16, w.len()) };
-                                match biomedgpt_io::bf16_dot::matvec(x, 1, w, *d_in, *d_out) {
+                                match biomedgpt_kernels::matmul::bf16_dot::matvec(x, 1, w, *d_in, *d_out) {
                                     Some(y) => y,
                                     None => continue,
                                 }

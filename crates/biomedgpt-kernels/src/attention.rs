@@ -15,10 +15,11 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, Tensor, TensorData, bf16, f16};
 use rayon::prelude::*;
 
-use crate::activation::Float;
-use crate::bf16_dot::Shared;
-use crate::matvec::{Element, contiguous_flex};
-use crate::prompt_gemm::gemm_column_major;
+use crate::element::{Element, Float, WeightLayout};
+use crate::flex::contiguous_flex;
+use crate::matmul::gemm::gemm_column_major;
+use crate::matmul::matvec::{MAX_ROWS, matvec_here};
+use crate::parallel::Shared;
 
 /// Queries per task: a 64 x 1024 block of scores is 256 KiB, in a core's L2 cache.
 const QUERY_BLOCK: usize = 64;
@@ -256,7 +257,7 @@ fn attend<Q: Element, T: Element, O: Float>(q: &[Q], (k, k_heads): (&[T], Heads)
             // SAFETY: only O values are written into the uninitialized row.
             O::narrow(values, unsafe { &mut *(dst as *mut [std::mem::MaybeUninit<O>] as *mut [O]) });
         };
-        if tq <= crate::matvec::MAX_ROWS {
+        if tq <= MAX_ROWS {
             // Decoding (a few queries): scores and outputs as matrix-vector products that read
             // the cached keys and values in their dtype, widened in registers, instead of a
             // widened copy, a transpose and gemm's set-up per head and step.
@@ -265,10 +266,10 @@ fn attend<Q: Element, T: Element, O: Float>(q: &[Q], (k, k_heads): (&[T], Heads)
             let mut q_wide = Vec::new();
             let q = Q::as_f32_tile(q, &mut q_wide);
             let mut scores = vec![0f32; tq * tk];
-            crate::matvec::matvec_here(q, tq, k, crate::matvec::WeightLayout::OutputMajor, d, tk, &mut scores);
+            matvec_here(q, tq, k, WeightLayout::OutputMajor, d, tk, &mut scores);
             let inv_sums: Vec<f32> = scores.chunks_exact_mut(tk).enumerate().map(|(r, row)| exp_row(row, scale, bias_row(r))).collect();
             let mut rows_out = vec![0f32; tq * dv];
-            crate::matvec::matvec_here(&scores, tq, v, crate::matvec::WeightLayout::InputMajor, tk, dv, &mut rows_out);
+            matvec_here(&scores, tq, v, WeightLayout::InputMajor, tk, dv, &mut rows_out);
             for (r, (row, inv)) in rows_out.chunks_exact_mut(dv).zip(inv_sums).enumerate() {
                 emit(r, row, inv);
             }
@@ -329,7 +330,7 @@ fn attend<Q: Element, T: Element, O: Float>(q: &[Q], (k, k_heads): (&[T], Heads)
 fn exp_row(row: &mut [f32], scale: f32, bias: Option<&[f32]>) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx512f") {
+        if crate::isa::current() >= crate::isa::Isa::Avx512 {
             // SAFETY: the CPU supports AVX-512F (checked above).
             return unsafe { x86::exp_row(row, scale, bias) };
         }
@@ -356,10 +357,8 @@ pub fn exp_row_scalar(row: &mut [f32], scale: f32, bias: Option<&[f32]>) -> f32 
 }
 
 #[cfg(target_arch = "x86_64")]
-pub(crate) use x86::exp16;
-
-#[cfg(target_arch = "x86_64")]
 mod x86 {
+    use crate::math::x86::exp16;
     use std::arch::x86_64::*;
 
     /// See [`super::exp_row`].
@@ -404,27 +403,6 @@ mod x86 {
             sum_v = _mm512_mask_add_ps(sum_v, m, sum_v, e);
         }
         1.0 / _mm512_reduce_add_ps(sum_v)
-    }
-
-    /// `e^x` lane-wise: `2^n · e^r` with `n = round(x / ln 2)`, `r = x - n ln 2` (two-part ln 2)
-    /// and `e^r` by its Taylor series to degree 7 (|r| <= ln2/2: truncation 5e-9, below f32
-    /// rounding). Inputs below -87 give 0 (`-inf` included) rather than a subnormal result
-    /// (under 1.2e-38): Intel cores take a microcode assist of about a hundred cycles for each
-    /// subnormal they produce or read, and every masked score of a causal prompt lands there.
-    /// Inputs above 88.7 are clamped.
-    #[target_feature(enable = "avx512f")]
-    pub fn exp16(x: __m512) -> __m512 {
-        let normal = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, _mm512_set1_ps(-87.0));
-        let x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0)), _mm512_set1_ps(88.7));
-        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)));
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
-        const C: [f32; 8] = [1.0, 1.0, 1.0 / 2.0, 1.0 / 6.0, 1.0 / 24.0, 1.0 / 120.0, 1.0 / 720.0, 1.0 / 5040.0];
-        let mut p = _mm512_set1_ps(C[7]);
-        for &c in C[..7].iter().rev() {
-            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
-        }
-        _mm512_maskz_scalef_ps(normal, p, n)
     }
 }
 
@@ -510,45 +488,6 @@ mod tests {
                     .reshape([b, t, hkv * rep * d]);
                 let bits = |x: Tensor<3>| -> Vec<f32> { x.cast(DType::F32).into_data().try_to_vec().unwrap() };
                 assert_eq!(bits(ours), bits(want), "rep {rep}, {dtype:?}");
-            }
-        }
-    }
-
-    #[test]
-    fn exp_matches_std_to_two_ulp() {
-        #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx512f") {
-            use std::arch::x86_64::*;
-            let mut worst = 0f32;
-            let mut x = -87.0f32;
-            while x < 88.0 {
-                let xs: [f32; 16] = std::array::from_fn(|i| x + i as f32 * 0.0013);
-                let mut got = [0f32; 16];
-                // SAFETY: AVX-512F checked above; 16-lane arrays.
-                unsafe { _mm512_storeu_ps(got.as_mut_ptr(), x86::exp16(_mm512_loadu_ps(xs.as_ptr()))) };
-                for (g, x) in got.iter().zip(xs) {
-                    let want = (x as f64).exp();
-                    worst = worst.max(((*g as f64 - want).abs() / want) as f32);
-                }
-                x += 0.0173;
-            }
-            assert!(worst < 2.5e-7, "relative error {worst}");
-            let mut got = [0f32; 16];
-            // SAFETY: as above.
-            unsafe { _mm512_storeu_ps(got.as_mut_ptr(), x86::exp16(_mm512_set1_ps(f32::NEG_INFINITY))) };
-            assert!(got.iter().all(|&g| g == 0.0), "exp(-inf) = {got:?}");
-            // No subnormal results (each would cost Intel cores a microcode assist): zero below
-            // -87, normal from there up.
-            let mut x = -120.0f32;
-            while x < -80.0 {
-                let xs: [f32; 16] = std::array::from_fn(|i| x + i as f32 * 0.0007);
-                // SAFETY: as above.
-                unsafe { _mm512_storeu_ps(got.as_mut_ptr(), x86::exp16(_mm512_loadu_ps(xs.as_ptr()))) };
-                for (g, x) in got.iter().zip(xs) {
-                    assert!(*g == 0.0 || g.is_normal(), "exp({x}) = {g:e} is subnormal");
-                    assert_eq!(*g == 0.0, x < -87.0, "exp({x}) = {g:e}");
-                }
-                x += 0.0113;
             }
         }
     }

@@ -11,8 +11,8 @@ use burn::backend::flex::{Flex, FlexTensor};
 use burn::tensor::{DType, Tensor, TensorData, bf16, f16};
 use rayon::prelude::*;
 
-use crate::activation::Float;
-use crate::matvec::{contiguous_flex, widen};
+use crate::element::{Float, widen};
+use crate::flex::contiguous_flex;
 
 /// `x [B, H, T, D]` (any strides with a contiguous last dim) with `cos`/`sin` `[B or 1, 1, T, D]`
 /// of `x`'s dtype (f32, f16 or bf16), plain tensors on Burn's CPU backend; `None` otherwise.
@@ -71,7 +71,7 @@ fn rotate<T: Float>(storage: &[T], v: &View, cos: &[T], sin: &[T]) -> Option<Vec
     let mut out = vec![T::ZERO; b * h * t * d];
     let rows_per_task = (TASK / d).max(1);
     #[cfg(target_arch = "x86_64")]
-    let avx512 = is_x86_feature_detected!("avx512f");
+    let avx512 = crate::isa::current() >= crate::isa::Isa::Avx512;
     let task = |(task, out): (usize, &mut [T])| {
         for (j, out) in out.chunks_exact_mut(d).enumerate() {
             let i = task * rows_per_task + j;
@@ -152,6 +152,35 @@ fn rotate_lanes<T: Float, const L: usize>(x: [&[T; L]; 2], cos: [&[f32; L]; 2], 
         o1[k] = T::from_f32_one(T::round_one(a * cos[0][k]) + T::round_one(-b * sin[0][k]));
         o2[k] = T::from_f32_one(T::round_one(b * cos[1][k]) + T::round_one(a * sin[1][k]));
     }
+}
+
+/// Rotary position embedding in HF's rotate-half layout: `x * cos + rotate_half(x) * sin`, with
+/// `cos`/`sin` `[.., positions, head_dim]` broadcast over `x` `[batch, heads, positions, head_dim]`.
+pub fn apply_rotary(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
+    if let Some(out) = try_cpu(&x, cos, sin) {
+        return out;
+    }
+    let half = x.dims()[3] / 2;
+    let x1 = x.clone().narrow(3, 0, half);
+    let x2 = x.clone().narrow(3, half, half);
+    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+    x * cos.clone() + rotated * sin.clone()
+}
+
+/// cos and sin tables for `positions`, each `[positions.len(), 2 * inv_freq.len()]` row-major,
+/// with the halves repeated (`cat(freqs, freqs)`) as HF does, computed in f32 like torch.
+pub fn rotary_tables(inv_freq: &[f32], positions: &[i64]) -> (Vec<f32>, Vec<f32>) {
+    let half = inv_freq.len();
+    let mut cos = Vec::with_capacity(positions.len() * half * 2);
+    let mut sin = Vec::with_capacity(positions.len() * half * 2);
+    for &p in positions {
+        let row: Vec<f32> = inv_freq.iter().map(|&f| p as f32 * f).collect();
+        for _ in 0..2 {
+            cos.extend(row.iter().map(|x| x.cos()));
+            sin.extend(row.iter().map(|x| x.sin()));
+        }
+    }
+    (cos, sin)
 }
 
 #[cfg(test)]

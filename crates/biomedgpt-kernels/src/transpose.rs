@@ -51,8 +51,8 @@ pub fn block_u32(src: &[u32], rows: usize, stride: usize, cols: usize, dst: &mut
 fn block_add(src: &[f32], rows: usize, stride: usize, cols: usize, dst: &mut [MaybeUninit<f32>], padded: usize, add: Option<&[f32]>) {
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx") {
-            // SAFETY: the CPU supports AVX (checked above); bounds are checked inside.
+        if crate::isa::current() >= crate::isa::Isa::Avx2 {
+            // SAFETY: the CPU supports AVX (part of the avx2 level, checked above); bounds are checked inside.
             return unsafe { x86::block(src, rows, stride, cols, dst, padded, add) };
         }
     }

@@ -27,6 +27,8 @@ use aligned_vec::{AVec, ConstAlign};
 use half::bf16;
 use rayon::prelude::*;
 
+use crate::parallel::Shared;
+
 /// A buffer starting on a cache line: AMX tile loads of rows that straddle two lines run 6 times
 /// slower (measured on a Xeon with AMX: 16.5 against 2.7 ns per 1 KiB tile from L1).
 pub(crate) type Lines<T> = AVec<T, ConstAlign<64>>;
@@ -45,13 +47,9 @@ const NR: usize = 12;
 /// busy Zen 5 VM, before the weight tiles were packed; TinyLlama and the products alone unchanged).
 const K_BLOCK: usize = 2048;
 
-/// Whether this CPU has the instructions (checked once per call; `is_x86_feature_detected`
-/// caches the answer).
+/// Whether the kernels use these instructions ([`crate::isa`]: `avx512bf16` or above).
 pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16");
-    #[cfg(not(target_arch = "x86_64"))]
-    return false;
+    crate::isa::current() >= crate::isa::Isa::Avx512Bf16
 }
 
 /// `y [rows, d_out] = x [rows, d_in] · Wᵀ (+ bias)` in f32 for `W [d_out, d_in]` in bf16 and
@@ -101,12 +99,12 @@ impl Output for f32 {
 
 impl Output for bf16 {
     fn store(src: &[f32], bias: Option<&[f32]>, dst: &mut [MaybeUninit<bf16>]) {
-        crate::matvec::narrow_bf16(src, bias, dst)
+        crate::element::narrow_bf16(src, bias, dst)
     }
 
     unsafe fn store_sums(sums: &[f32], padded: usize, outputs: usize, rows: usize, bias: Option<&[f32]>, dst: *mut MaybeUninit<Self>, stride: usize) -> bool {
         #[cfg(target_arch = "x86_64")]
-        if outputs.is_multiple_of(16) && padded.is_multiple_of(16) && is_x86_feature_detected!("avx512f") {
+        if outputs.is_multiple_of(16) && padded.is_multiple_of(16) && crate::isa::current() >= crate::isa::Isa::Avx512 {
             // SAFETY: AVX-512F checked; the caller vouches for `dst`.
             unsafe { x86::store_sums_bf16(sums, padded, outputs, rows, bias, dst, stride) };
             return true;
@@ -145,7 +143,7 @@ impl Kernel {
         available()
             && match self {
                 Kernel::Dot => d_in.is_multiple_of(2),
-                Kernel::Amx => crate::amx::available() && crate::amx::fits(d_in, products.iter().map(|p| p.d_out)),
+                Kernel::Amx => super::amx::available() && super::amx::fits(d_in, products.iter().map(|p| p.d_out)),
             }
     }
 }
@@ -165,20 +163,6 @@ pub fn matmul_many_on<T: Output>(kernel: Kernel, x: &[bf16], rows: usize, produc
 /// Outputs per task: 8 register tiles, so that a task's partial sums (`[96, rows]` f32, 48 KiB
 /// for a 128-token prompt) stay in L2 across the input blocks.
 const TASK_OUTPUTS: usize = 8 * NR;
-
-/// A raw pointer shared by the tasks that write disjoint parts of what it points to.
-#[derive(Clone, Copy)]
-pub(crate) struct Shared<T>(pub(crate) *mut T);
-// SAFETY: each task writes only its own output columns (see `products_of`).
-unsafe impl<T> Send for Shared<T> {}
-unsafe impl<T> Sync for Shared<T> {}
-
-impl<T> Shared<T> {
-    /// The pointer (a method, so that closures capture the `Send` wrapper, not its field).
-    pub(crate) fn ptr(self) -> *mut T {
-        self.0
-    }
-}
 
 /// Per-thread buffers of the prompt products, kept between calls.
 struct Scratch {
@@ -233,7 +217,7 @@ fn products_of<T: Output>(kernel: Kernel, x: &[bf16], rows: usize, products: &[P
                 // SAFETY: AMX is available and the shapes fit (`Kernel::applies`): d_in a
                 // multiple of 32, every d_out and so every task's outputs (TASK_OUTPUTS is too)
                 // of 16, `padded` of MR = 32; `xp` and `sums` are `Lines`.
-                Kernel::Amx => unsafe { crate::amx::outputs(&xp, padded, w, d_in, outputs, &mut s.sums, K_BLOCK) },
+                Kernel::Amx => unsafe { super::amx::outputs(&xp, padded, w, d_in, outputs, &mut s.sums, K_BLOCK) },
             }
             let bias = p.bias.map(|b| &b[n0..n0 + outputs]);
             // SAFETY: row r < rows of result k holds d_out values from out.0 + r * d_out;
@@ -299,7 +283,7 @@ pub fn matvec_many<T: Output>(x: &[bf16], rows: usize, products: &[Product], d_i
         }
         let mut ys: Vec<Vec<T>> = products.iter().map(|p| Vec::with_capacity(rows * p.d_out)).collect();
         let outs: Vec<Shared<MaybeUninit<T>>> = ys.iter_mut().map(|y| Shared(y.spare_capacity_mut().as_mut_ptr())).collect();
-        crate::matvec::share_pieces(pieces.len(), rayon::current_num_threads(), |i, y: &mut Vec<f32>| {
+        crate::parallel::share_pieces(pieces.len(), rayon::current_num_threads(), |i, y: &mut Vec<f32>| {
             let (k, start, width) = pieces[i];
             let p = &products[k];
             y.clear();
@@ -325,7 +309,7 @@ pub fn matvec_many<T: Output>(x: &[bf16], rows: usize, products: &[Product], d_i
     }
 }
 
-/// The most rows [`matvec`] takes (the decoding kernels' limit, [`crate::matvec::MAX_ROWS`]).
+/// The most rows [`matvec`] takes (the decoding kernels' limit, [`super::matvec::MAX_ROWS`]).
 pub const MATVEC_ROWS: usize = 8;
 
 /// `x [rows, d_in]` as `[padded / MR][d_in / 2][MR]` 32-bit lanes, each the bf16 pair
@@ -794,7 +778,7 @@ mod tests {
         let special = [0x3f80_8000u32, 0x3f81_8000, 0x3f80_8001, 0x7f7f_ffff, 0x7f80_0000, 0xff80_0000, 0x7fc0_0000, 0x7f80_0001, 0xffa0_0000, 0x0000_8000, 0x0001_8000, 0x8000_0000];
         let sweep = (0..1u64 << 32).step_by(65_521).map(|b| b as u32);
         for bits in special.into_iter().chain(sweep) {
-            assert_eq!(crate::matvec::round_to_bf16(bits), bf16::from_f32(f32::from_bits(bits)).to_bits(), "{bits:#x}");
+            assert_eq!(crate::element::round_to_bf16(bits), bf16::from_f32(f32::from_bits(bits)).to_bits(), "{bits:#x}");
         }
     }
 
@@ -858,7 +842,7 @@ mod tests {
             }
         }
         #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx512f") {
+        if crate::isa::Isa::Avx512.supported() {
             // The transposing store alone, on special values: 32 outputs, 20 of 32 padded rows.
             let (outputs, padded, rows) = (32, 32, 20);
             let specials = [f32::NAN, f32::INFINITY, -0.0, 1.0 + f32::EPSILON, 3.4e38, -1e-40];

@@ -2,7 +2,7 @@
 //!
 //! Checkpoints in the dtype asked for are used straight from the memory-mapped file, in
 //! PyTorch's layout (no copy, no re-layout at load), which is what the decoding kernels of
-//! [`crate::matvec`] read fastest. For more rows, Burn 0.22's CPU matmul on such a transposed
+//! [`super::matvec`] read fastest. For more rows, Burn 0.22's CPU matmul on such a transposed
 //! view re-packs its operands with scalar strided copies for every block (a quarter of a
 //! TinyLlama prompt's time) and multiplies 16-bit types about a third slower than f32. Here the
 //! weight is taken a tile of output rows at a time (16-bit tiles widened to f32 in cache, f32
@@ -10,11 +10,10 @@
 //! already in the layout they read: `x` and each result tile column-major, the tile's rows as
 //! contiguous columns. f32 arithmetic throughout, as torch does on CPU for 16-bit types.
 
-use burn::tensor::{DType, Tensor, TensorData, bf16, f16};
 use rayon::prelude::*;
 
+use crate::element::{Element, ElementKind, widen};
 use crate::transpose::{transpose_into, transpose_into_uninit};
-use crate::matvec::{Element, ElementKind, WeightLayout, bias_f32, cpu_operands, to_tensor, widen};
 
 /// Output rows per tile when each thread widens its own: 48 x 4096 f32 is 768 KiB, within a
 /// core's L2 cache here. gemm re-packs `x` for tiles wider than 48 on one thread (16 lanes x 6
@@ -29,83 +28,6 @@ const BIG_TILE: usize = 1024;
 
 /// gemm reads `x` in place only with whole 16-lane columns: rows are padded to a multiple.
 const LANES: usize = 16;
-
-/// `x [rows, in] · W` for `W` stored as a transposed view of a contiguous `[out, in]` matrix of
-/// f32, f16 or bf16 on Burn's CPU backend (plain tensors, one dtype); `None` otherwise. The
-/// result has `x`'s dtype.
-pub fn try_matmul(x: &Tensor<2>, weight: &Tensor<2>, bias: Option<&Tensor<1>>) -> Option<Tensor<2>> {
-    let dtype = weight.dtype();
-    let [rows, d_in] = x.dims();
-    let [w_in, d_out] = weight.dims();
-    if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) || x.dtype() != dtype || w_in != d_in || rows == 0 || d_out == 0 {
-        return None;
-    }
-    if dtype == DType::BF16
-        && let Some(mut ys) = try_matmul_many(x, &[(weight.clone(), bias.cloned())])
-    {
-        return ys.pop();
-    }
-    let bias = bias_f32(bias, d_out, dtype)?;
-    let (x32, wt, layout, offset) = cpu_operands(x, weight)?;
-    if layout != WeightLayout::OutputMajor {
-        return None; // Burn's own kernels read a contiguous `[in, out]` matrix as it is.
-    }
-    let bias = bias.as_deref();
-    let y = match dtype {
-        DType::F32 => matmul_tiles(&x32, rows, &wt.storage::<f32>()[offset..], d_in, d_out, bias),
-        DType::F16 => matmul_tiles(&x32, rows, &wt.storage::<f16>()[offset..], d_in, d_out, bias),
-        // Where the dot-product kernel does not apply (see above).
-        _ => matmul_tiles(&x32, rows, &wt.storage::<bf16>()[offset..], d_in, d_out, bias),
-    };
-    Some(to_tensor(y, rows, d_out, dtype, &x.device()))
-}
-
-/// [`try_matmul`] for several `(weight, bias)` pairs applied to the same `x`, in one pass over
-/// the threads with `x` prepared once: bf16 weights in PyTorch's layout on a CPU with
-/// AVX512_BF16, through the prompt kernels or, for a few rows, the decoding kernels
-/// (`bf16_dot::matvec_many`); `None` otherwise (the caller multiplies them one by one).
-pub fn try_matmul_many(x: &Tensor<2>, weights: &[(Tensor<2>, Option<Tensor<1>>)]) -> Option<Vec<Tensor<2>>> {
-    let [rows, d_in] = x.dims();
-    if x.dtype() != DType::BF16 || !crate::bf16_dot::available() {
-        return None;
-    }
-    let mut operands = Vec::with_capacity(weights.len());
-    for (weight, bias) in weights {
-        let [w_in, d_out] = weight.dims();
-        if weight.dtype() != DType::BF16 || w_in != d_in {
-            return None;
-        }
-        let bias = bias_f32(bias.as_ref(), d_out, DType::BF16)?;
-        let (wt, layout, offset) = crate::matvec::weight_operand(weight)?;
-        if layout != WeightLayout::OutputMajor {
-            return None;
-        }
-        operands.push((wt, offset, d_out, bias));
-    }
-    let xt = crate::matvec::contiguous_flex(x)?;
-    let xs = xt.as_slice::<bf16>()?;
-    let products: Vec<crate::bf16_dot::Product> = operands
-        .iter()
-        .map(|(wt, offset, d_out, bias)| crate::bf16_dot::Product {
-            weight: &wt.storage::<bf16>()[*offset..],
-            d_out: *d_out,
-            bias: bias.as_deref(),
-        })
-        .collect();
-    // Results rounded to bf16 by the threads that compute them.
-    let ys = if rows <= crate::bf16_dot::MATVEC_ROWS {
-        crate::bf16_dot::matvec_many::<bf16>(xs, rows, &products, d_in)?
-    } else {
-        crate::bf16_dot::matmul_many::<bf16>(xs, rows, &products, d_in)?
-    };
-    let device = x.device();
-    Some(
-        ys.into_iter()
-            .zip(&operands)
-            .map(|(y, (_, _, d_out, _))| Tensor::from_data(TensorData::new(y, [rows, *d_out]), (&device, DType::BF16)))
-            .collect(),
-    )
-}
 
 /// `y [rows, out] = x [rows, in] · Wᵀ (+ bias)` for `W [out, in]`.
 pub fn matmul_tiles<T: Element>(x: &[f32], rows: usize, w: &[T], d_in: usize, d_out: usize, bias: Option<&[f32]>) -> Vec<f32> {
@@ -212,6 +134,7 @@ pub(crate) fn gemm_column_major(m: usize, n: usize, k: usize, dst: &mut [f32], l
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::{bf16, f16};
 
     fn check<T: Element>(convert: fn(f32) -> T) {
         // Sizes around the tile widths, ragged last tiles, rows not a multiple of 16, and enough
@@ -227,41 +150,6 @@ mod tests {
                     let got = y[r * d_out + j] as f64;
                     assert!((got - want).abs() <= 1e-5 * d_in as f64, "[{r}, {j}] of {rows}x{d_in}x{d_out}: {got} vs {want}");
                 }
-            }
-        }
-    }
-
-    /// Tensor level: the shared-input products equal the products one at a time, for a prompt
-    /// and for a decoding step's few rows, and the path declines f32.
-    #[test]
-    fn shared_input_products_equal_separate_ones() {
-        use burn::tensor::{Device, TensorData};
-        let device = Device::flex();
-        let tensor = |n: usize, m: usize, seed: usize| {
-            let v: Vec<f32> = (0..n * m).map(|i| (((i + seed) * 37 % 101) as f32 / 50.0) - 1.0).collect();
-            Tensor::<2>::from_data(TensorData::new(v, [n, m]), &device).cast(DType::BF16)
-        };
-        let x = tensor(20, 64, 0);
-        // PyTorch's [out, in] storage, used transposed, as the models hold them.
-        let weights: Vec<(Tensor<2>, Option<Tensor<1>>)> =
-            vec![(tensor(64, 64, 1).transpose(), None), (tensor(8, 64, 2).transpose(), Some(tensor(1, 8, 3).reshape([8])))];
-        if crate::bf16_dot::available() {
-            let together = try_matmul_many(&x, &weights).expect("bf16 path applies");
-            for ((w, b), y) in weights.iter().zip(together) {
-                let alone = try_matmul(&x, w, b.as_ref()).expect("prompt path applies");
-                let values = |t: Tensor<2>| -> Vec<f32> { t.cast(DType::F32).into_data().try_to_vec().unwrap() };
-                assert_eq!(values(y), values(alone));
-            }
-        }
-        assert!(try_matmul_many(&x.clone().cast(DType::F32), &weights).is_none(), "f32 input");
-        // A decoding step's few rows: the decoding kernels, equal to their one-at-a-time path.
-        if crate::bf16_dot::available() {
-            let x = x.narrow(0, 0, 2);
-            let together = try_matmul_many(&x, &weights).expect("bf16 decoding path applies");
-            for ((w, b), y) in weights.iter().zip(together) {
-                let alone = crate::matvec::try_matmul(&x, w, b.as_ref()).expect("decoding path applies");
-                let values = |t: Tensor<2>| -> Vec<f32> { t.cast(DType::F32).into_data().try_to_vec().unwrap() };
-                assert_eq!(values(y), values(alone));
             }
         }
     }

@@ -13,7 +13,7 @@
 //!
 //! There are no stable Rust intrinsics for AMX yet (rust-lang/rust#126622): the instructions are
 //! written as inline assembly, and the feature is detected with CPUID. Linux hands a process the
-//! tile registers only after it asks (`arch_prctl(ARCH_REQ_XCOMP_PERM)`): [`available`] asks once.
+//! tile registers only after it asks (`arch_prctl(ARCH_REQ_XCOMP_PERM)`): [`usable`] asks once.
 
 use std::sync::OnceLock;
 
@@ -22,15 +22,18 @@ const K_STEP: usize = 32;
 /// Outputs (rows of `A`) and rows of `x` (columns of `B`) per tile.
 const TILE: usize = 16;
 
-/// Whether this CPU has AMX-TILE and AMX-BF16 and the kernel lets this process use them.
+/// Whether the kernels use AMX ([`crate::isa`]: this CPU has it and no lower level is forced).
 pub(crate) fn available() -> bool {
-    static AVAILABLE: OnceLock<bool> = OnceLock::new();
-    *AVAILABLE.get_or_init(|| {
+    crate::isa::current() >= crate::isa::Isa::Amx
+}
+
+/// Whether this CPU has AMX-TILE and AMX-BF16 and the kernel lets this process use them (asked
+/// once, by [`crate::isa::detected`]).
+pub(crate) fn usable() -> bool {
+    static USABLE: OnceLock<bool> = OnceLock::new();
+    *USABLE.get_or_init(|| {
         #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
         {
-            if std::env::var_os("BIOMEDGPT_NO_AMX").is_some() {
-                return false;
-            }
             // CPUID leaf 7: EDX bit 22 AMX-BF16, bit 24 AMX-TILE.
             let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
             if leaf7.edx >> 22 & 1 == 0 || leaf7.edx >> 24 & 1 == 0 {

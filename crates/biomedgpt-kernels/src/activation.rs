@@ -11,13 +11,14 @@ use burn::backend::flex::{Flex, FlexTensor};
 use burn::tensor::{DType, Tensor, TensorData, bf16, f16};
 use rayon::prelude::*;
 
-use crate::matvec::{Element, HalfFloat, contiguous_flex, widen};
+use crate::element::{Float, widen};
+use crate::flex::contiguous_flex;
 
 /// `x · Φ(x) = 0.5 x (1 + erf(x / √2))` (PyTorch's `gelu`, not the tanh approximation).
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     #[cfg(target_arch = "x86_64")]
     {
-        if x.dtype() == DType::F32 && is_x86_feature_detected!("avx512f") {
+        if x.dtype() == DType::F32 && crate::isa::current() >= crate::isa::Isa::Avx512 {
             if let Ok(t) = x.clone().try_into_primitive::<Flex>() {
                 drop(x); // so that the storage is ours alone and updated in place
                 return Tensor::from_primitive::<Flex>(gelu_flex(t));
@@ -154,108 +155,6 @@ fn plain<const D: usize>(t: &Tensor<D>) -> Option<FlexTensor> {
     contiguous_flex(t)
 }
 
-/// Element types of the fused kernels: f32 values and rounding back.
-pub(crate) trait Float: Element + burn::tensor::Element {
-    const ZERO: Self;
-
-    /// `dst = src` in this type (rounded to nearest even).
-    fn narrow(src: &[f32], dst: &mut [Self]);
-
-    /// One value in this type (rounded to nearest even), inlined into vector loops.
-    fn from_f32_one(v: f32) -> Self;
-
-    /// One value rounded to this type and back.
-    #[inline(always)]
-    fn round_one(v: f32) -> f32 {
-        Self::from_f32_one(v).to_f32()
-    }
-
-    /// `values` rounded to this type and back (nothing for f32).
-    fn round(values: &mut [f32], scratch: &mut Vec<Self>) {
-        if Self::KIND != crate::matvec::ElementKind::F32 {
-            scratch.resize(values.len(), Self::ZERO);
-            Self::narrow(values, scratch);
-            widen(scratch, values);
-        }
-    }
-
-    /// `out = round(round(a) · b)` in this type (PyTorch's `silu(gate) * up` in 16 bits: each
-    /// op's result rounded). One pass in 16-lane groups (vector code for f32 and bf16, whose
-    /// rounding is integer arithmetic); f16 overrides it with `half`'s F16C slice conversions.
-    fn round_mul_narrow(a: &mut [f32], b: &[f32], out: &mut [Self], _scratch: &mut Vec<Self>) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU supports AVX-512F (checked above).
-                return unsafe { x86::round_mul_narrow_avx512(a, b, out) };
-            }
-        }
-        round_mul_narrow_lanes(a, b, out)
-    }
-}
-
-#[inline(always)]
-fn round_mul_narrow_lanes<T: Float>(a: &[f32], b: &[f32], out: &mut [T]) {
-    assert!(a.len() == out.len() && b.len() == out.len());
-    const LANES: usize = 16;
-    let mut groups = out.chunks_exact_mut(LANES);
-    let (mut a_groups, mut b_groups) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    for ((o, a), b) in (&mut groups).zip(&mut a_groups).zip(&mut b_groups) {
-        let (o, a, b): (&mut [T; LANES], &[f32; LANES], &[f32; LANES]) = (o.try_into().unwrap(), a.try_into().unwrap(), b.try_into().unwrap());
-        for k in 0..LANES {
-            o[k] = T::from_f32_one(T::round_one(a[k]) * b[k]);
-        }
-    }
-    let tail = groups.into_remainder().iter_mut().zip(a_groups.remainder()).zip(b_groups.remainder());
-    for ((o, a), b) in tail {
-        *o = T::from_f32_one(T::round_one(*a) * b);
-    }
-}
-
-impl Float for f32 {
-    const ZERO: Self = 0.0;
-    fn narrow(src: &[f32], dst: &mut [Self]) {
-        dst.copy_from_slice(src);
-    }
-    #[inline(always)]
-    fn from_f32_one(v: f32) -> Self {
-        v
-    }
-}
-
-impl Float for f16 {
-    const ZERO: Self = f16::ZERO;
-    fn narrow(src: &[f32], dst: &mut [Self]) {
-        <f16 as HalfFloat>::narrow_into(src, dst)
-    }
-    fn round_mul_narrow(a: &mut [f32], b: &[f32], out: &mut [Self], scratch: &mut Vec<Self>) {
-        // `f16::from_f32` one value at a time checks for F16C at each call; the slice
-        // conversions are vector code.
-        Self::round(a, scratch);
-        a.iter_mut().zip(b).for_each(|(a, b)| *a *= b);
-        Self::narrow(a, out);
-    }
-    #[inline(always)]
-    fn from_f32_one(v: f32) -> Self {
-        f16::from_f32(v)
-    }
-}
-
-impl Float for bf16 {
-    const ZERO: Self = bf16::ZERO;
-    fn narrow(src: &[f32], dst: &mut [Self]) {
-        <bf16 as HalfFloat>::narrow_into(src, dst)
-    }
-    #[inline(always)]
-    fn from_f32_one(v: f32) -> Self {
-        bf16::from_bits(crate::matvec::round_to_bf16(v.to_bits()))
-    }
-    #[inline(always)]
-    fn round_one(v: f32) -> f32 {
-        f32::from_bits((crate::matvec::round_to_bf16(v.to_bits()) as u32) << 16)
-    }
-}
-
 /// Elements per task of the element-wise kernels.
 const CHUNK: usize = 1 << 13;
 
@@ -307,7 +206,7 @@ fn sum_of_squares(values: &[f32]) -> f32 {
 fn silu_in_place(values: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx512f") {
+        if crate::isa::current() >= crate::isa::Isa::Avx512 {
             // SAFETY: the CPU supports AVX-512F (checked above).
             return unsafe { x86::silu_in_place(values) };
         }
@@ -317,6 +216,7 @@ fn silu_in_place(values: &mut [f32]) {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use crate::math::x86::{erf, exp16};
     use std::arch::x86_64::*;
 
     /// # Safety
@@ -339,15 +239,6 @@ mod x86 {
         }
     }
 
-    /// [`super::round_mul_narrow_lanes`] compiled for AVX-512.
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512F.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn round_mul_narrow_avx512<T: super::Float>(a: &[f32], b: &[f32], out: &mut [T]) {
-        super::round_mul_narrow_lanes(a, b, out)
-    }
-
     /// # Safety
     /// The CPU must support AVX-512F.
     #[target_feature(enable = "avx512f")]
@@ -360,33 +251,10 @@ mod x86 {
             // SAFETY: masked to the lanes below `n`.
             unsafe {
                 let x = _mm512_maskz_loadu_ps(m, p.add(i));
-                let e = crate::attention::exp16(_mm512_sub_ps(_mm512_setzero_ps(), x));
+                let e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), x));
                 _mm512_mask_storeu_ps(p.add(i), m, _mm512_div_ps(x, _mm512_add_ps(one, e)));
             }
         }
-    }
-
-    /// erf lane-wise: `x P(x²) / Q(x²)` on [-4, 4] (±1 to f32 precision outside), with the
-    /// coefficients of Eigen's `generic_fast_erf_float`.
-    #[target_feature(enable = "avx512f")]
-    pub fn erf(x: __m512) -> __m512 {
-        let x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-4.0)), _mm512_set1_ps(4.0));
-        let x2 = _mm512_mul_ps(x, x);
-        const ALPHA: [f32; 7] = [
-            -2.726_142_3e-10, 2.770_681_4e-8, -2.101_024e-6, -5.692_506_4e-5,
-            -7.349_906_3e-4, -2.954_600_1e-3, -1.609_603_3e-2,
-        ];
-        const BETA: [f32; 5] = [-1.456_607_2e-5, -2.133_740_6e-4, -1.682_827e-3, -7.373_329_2e-3, -1.426_474e-2];
-        let mut p = _mm512_set1_ps(ALPHA[0]);
-        for &a in &ALPHA[1..] {
-            p = _mm512_fmadd_ps(p, x2, _mm512_set1_ps(a));
-        }
-        let p = _mm512_mul_ps(x, p);
-        let mut q = _mm512_set1_ps(BETA[0]);
-        for &b in &BETA[1..] {
-            q = _mm512_fmadd_ps(q, x2, _mm512_set1_ps(b));
-        }
-        _mm512_div_ps(p, q)
     }
 }
 

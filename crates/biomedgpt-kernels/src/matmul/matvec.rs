@@ -11,311 +11,16 @@
 //! contiguous `[in, out]` matrix or a transposed view of a contiguous `[out, in]` one (PyTorch's
 //! `nn.Linear` storage); anything else returns `None` and the caller uses Burn's matmul.
 
-use burn::backend::flex::{Flex, FlexTensor};
-use burn::tensor::{DType, Device, Tensor, TensorData, bf16, f16};
-use half::slice::HalfFloatSliceExt;
+
 use rayon::prelude::*;
 use std::ops::Range;
 
+use crate::element::{Element, WeightLayout};
+use crate::isa::{self, Isa};
+use crate::parallel::{Shared, share_pieces};
+
 /// Above this many rows, Burn's matrix-matrix kernels are the better choice.
 pub const MAX_ROWS: usize = 8;
-
-/// How the weight `[in, out]` is stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WeightLayout {
-    /// Row-major `[in, out]`: row `i` holds input `i`'s contribution to every output.
-    InputMajor,
-    /// Row-major `[out, in]` (PyTorch's Linear): output `j` is a dot product with row `j`.
-    OutputMajor,
-}
-
-impl WeightLayout {
-    /// Rows of `x` one kernel call takes (the accumulators that fit in vector registers).
-    pub fn max_block_rows(self) -> usize {
-        match self {
-            WeightLayout::OutputMajor => 8,
-            WeightLayout::InputMajor => 4,
-        }
-    }
-}
-
-/// The two 16-bit float types, through `half`'s vectorized slice conversions.
-pub(crate) trait HalfFloat: Copy {
-    const ZERO: Self;
-    fn narrow_into(src: &[f32], dst: &mut [Self]);
-}
-
-impl HalfFloat for f16 {
-    const ZERO: Self = f16::ZERO;
-    fn narrow_into(src: &[f32], dst: &mut [Self]) {
-        dst.convert_from_f32_slice(src)
-    }
-}
-
-impl HalfFloat for bf16 {
-    const ZERO: Self = bf16::ZERO;
-    fn narrow_into(src: &[f32], dst: &mut [Self]) {
-        // SAFETY: the same memory viewed as possibly uninitialized; only bf16 values are written.
-        narrow_bf16(src, None, unsafe { &mut *(dst as *mut [bf16] as *mut [std::mem::MaybeUninit<bf16>]) })
-    }
-}
-
-/// f32 bits to bf16 bits, rounded to nearest even, NaN kept quiet: `half::bf16::from_f32` (and
-/// torch's rounding) as branch-free integer operations, which the compiler vectorizes (`half`'s
-/// slice conversion for bf16 is a scalar loop with branches).
-#[inline(always)]
-pub(crate) fn round_to_bf16(bits: u32) -> u16 {
-    let rounded = bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) >> 16;
-    let nan = (bits & 0x7fff_ffff) > 0x7f80_0000;
-    (if nan { (bits >> 16) | 0x40 } else { rounded }) as u16
-}
-
-/// `dst = src (+ bias)` rounded to bf16, with the widest vector instructions the CPU has.
-pub(crate) fn narrow_bf16(src: &[f32], bias: Option<&[f32]>, dst: &mut [std::mem::MaybeUninit<bf16>]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if has_avx512() {
-            // SAFETY: the CPU supports AVX-512F (checked above).
-            return unsafe { x86::narrow_bf16_avx512(src, bias, dst) };
-        }
-    }
-    narrow_bf16_loop(src, bias, dst)
-}
-
-#[inline(always)]
-fn narrow_bf16_loop(src: &[f32], bias: Option<&[f32]>, dst: &mut [std::mem::MaybeUninit<bf16>]) {
-    assert!(dst.len() == src.len() && bias.is_none_or(|b| b.len() == src.len()));
-    let round = |v: f32| bf16::from_bits(round_to_bf16(v.to_bits()));
-    match bias {
-        Some(b) => dst.iter_mut().zip(src).zip(b).for_each(|((d, s), b)| _ = d.write(round(s + b))),
-        None => dst.iter_mut().zip(src).for_each(|(d, s)| _ = d.write(round(*s))),
-    }
-}
-
-/// Weight element types the kernels read.
-pub trait Element: Copy + Send + Sync + 'static {
-    const KIND: ElementKind;
-    fn to_f32(self) -> f32;
-
-    /// `src` as f32 values: the slice itself for f32, otherwise widened into `buf`.
-    fn as_f32_tile<'a>(src: &'a [Self], buf: &'a mut Vec<f32>) -> &'a [f32] {
-        buf.resize(src.len(), 0.0);
-        widen(src, buf);
-        buf
-    }
-}
-
-/// `dst = src` as f32, with the widest vector instructions the CPU has.
-pub fn widen<T: Element>(src: &[T], dst: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if has_avx512() {
-            // SAFETY: the CPU supports AVX-512F (checked above).
-            return unsafe { x86::widen_avx512(src, dst) };
-        }
-        if has_avx2_fma_f16c() {
-            // SAFETY: the CPU supports AVX2, FMA and F16C (checked above).
-            return unsafe { x86::widen_avx2(src, dst) };
-        }
-    }
-    for (d, s) in dst.iter_mut().zip(src) {
-        *d = s.to_f32();
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ElementKind {
-    F32,
-    F16,
-    BF16,
-}
-
-impl Element for f32 {
-    const KIND: ElementKind = ElementKind::F32;
-    fn to_f32(self) -> f32 {
-        self
-    }
-
-    fn as_f32_tile<'a>(src: &'a [Self], _: &'a mut Vec<f32>) -> &'a [f32] {
-        src
-    }
-}
-
-impl Element for f16 {
-    const KIND: ElementKind = ElementKind::F16;
-    #[inline(always)]
-    fn to_f32(self) -> f32 {
-        f16::to_f32(self)
-    }
-}
-
-impl Element for bf16 {
-    const KIND: ElementKind = ElementKind::BF16;
-    #[inline(always)]
-    fn to_f32(self) -> f32 {
-        bf16::to_f32(self)
-    }
-}
-
-/// `x [rows, in] · W [in, out] (+ bias [out])` for 2D tensors on Burn's CPU backend, or `None`
-/// where this path does not apply (see the module docs). The result has `x`'s dtype and
-/// device; the bias is added in f32 before the one rounding to that dtype, as PyTorch's addmm.
-pub fn try_matmul(x: &Tensor<2>, weight: &Tensor<2>, bias: Option<&Tensor<1>>) -> Option<Tensor<2>> {
-    let [rows, d_in] = x.dims();
-    let [w_in, d_out] = weight.dims();
-    if rows == 0 || rows > MAX_ROWS || w_in != d_in || x.dtype() != weight.dtype() || !simd_available() {
-        return None;
-    }
-    // bf16 in PyTorch's layout on a CPU with AVX512_BF16: the dot-product kernel, which takes
-    // x's bf16 values as they are and rounds its results itself (as the prompt path does).
-    if x.dtype() == DType::BF16
-        && let Some(mut ys) = crate::prompt_gemm::try_matmul_many(x, &[(weight.clone(), bias.cloned())])
-    {
-        return ys.pop();
-    }
-    let bias = bias_f32(bias, d_out, x.dtype())?;
-    let (x32, wt, layout, offset) = cpu_operands(x, weight)?;
-    let dtype = x.dtype();
-    let mut y = match dtype {
-        DType::F32 => matvec(&x32, rows, &wt.storage::<f32>()[offset..], layout, d_in, d_out),
-        DType::F16 => matvec(&x32, rows, &wt.storage::<f16>()[offset..], layout, d_in, d_out),
-        // Where the dot-product kernel does not apply (see above).
-        DType::BF16 => matvec(&x32, rows, &wt.storage::<bf16>()[offset..], layout, d_in, d_out),
-        _ => return None,
-    };
-    if let Some(bias) = bias {
-        for row in y.chunks_exact_mut(d_out) {
-            row.iter_mut().zip(&bias).for_each(|(y, b)| *y += b);
-        }
-    }
-    Some(to_tensor(y, rows, d_out, dtype, &x.device()))
-}
-
-/// `Some(None)` without a bias, `Some(Some(values))` for a plain `[out]` bias of `dtype` on
-/// Burn's CPU backend, `None` for any other bias (the caller falls back to Burn's ops).
-pub(crate) fn bias_f32(bias: Option<&Tensor<1>>, d_out: usize, dtype: DType) -> Option<Option<Vec<f32>>> {
-    let Some(bias) = bias else { return Some(None) };
-    if bias.dims() != [d_out] || bias.dtype() != dtype {
-        return None;
-    }
-    let b: FlexTensor = bias.clone().try_into_primitive::<Flex>().ok()?;
-    let values = RowsF32::new(b, dtype)?;
-    Some(Some(values.to_vec()))
-}
-
-/// For plain tensors on Burn's CPU backend: the rows of `x` as f32, the weight's storage, its
-/// layout and the offset of its first element; `None` for anything the kernels do not read.
-pub(crate) fn cpu_operands(x: &Tensor<2>, weight: &Tensor<2>) -> Option<(RowsF32, FlexTensor, WeightLayout, usize)> {
-    let (wt, layout, offset) = weight_operand(weight)?;
-    Some((rows_f32(x)?, wt, layout, offset))
-}
-
-/// The rows of a plain tensor on Burn's CPU backend as f32 (see [`RowsF32`]).
-pub(crate) fn rows_f32(x: &Tensor<2>) -> Option<RowsF32> {
-    let xt: FlexTensor = x.clone().try_into_primitive::<Flex>().ok()?;
-    RowsF32::new(xt, x.dtype())
-}
-
-/// A weight `[in, out]` on Burn's CPU backend: its storage, layout and first element's offset.
-pub(crate) fn weight_operand(weight: &Tensor<2>) -> Option<(FlexTensor, WeightLayout, usize)> {
-    let [d_in, d_out] = weight.dims();
-    let wt: FlexTensor = weight.clone().try_into_primitive::<Flex>().ok()?;
-    let (layout, offset) = weight_layout(&wt, d_in, d_out)?;
-    Some((wt, layout, offset))
-}
-
-/// A plain tensor on Burn's CPU backend, contiguous (copied only when it is a strided view):
-/// `as_slice` then succeeds for its dtype. `None` for autodiff tensors and other backends.
-pub(crate) fn contiguous_flex<const D: usize>(t: &Tensor<D>) -> Option<FlexTensor> {
-    let t: FlexTensor = t.clone().try_into_primitive::<Flex>().ok()?;
-    Some(if t.is_contiguous() { t } else { t.to_contiguous() })
-}
-
-/// The rows of `x` as contiguous f32: f32 storage is read in place, 16-bit rows are widened.
-pub(crate) enum RowsF32 {
-    Shared(FlexTensor),
-    Widened(Vec<f32>),
-}
-
-impl RowsF32 {
-    fn new(x: FlexTensor, dtype: DType) -> Option<Self> {
-        Some(match dtype {
-            DType::F32 => {
-                x.as_slice::<f32>()?;
-                RowsF32::Shared(x)
-            }
-            DType::F16 => RowsF32::Widened(widened(x.as_slice::<f16>()?)),
-            DType::BF16 => RowsF32::Widened(widened(x.as_slice::<bf16>()?)),
-            _ => return None,
-        })
-    }
-}
-
-impl std::ops::Deref for RowsF32 {
-    type Target = [f32];
-    fn deref(&self) -> &[f32] {
-        match self {
-            RowsF32::Shared(x) => x.as_slice::<f32>().expect("checked contiguous in RowsF32::new"),
-            RowsF32::Widened(v) => v,
-        }
-    }
-}
-
-/// `y [rows, cols]` (f32) as a tensor of `dtype` on `device`.
-pub(crate) fn to_tensor(y: Vec<f32>, rows: usize, cols: usize, dtype: DType, device: &Device) -> Tensor<2> {
-    let data = match dtype {
-        DType::F16 => TensorData::new(narrow::<f16>(&y), [rows, cols]),
-        DType::BF16 => TensorData::new(narrow::<bf16>(&y), [rows, cols]),
-        _ => TensorData::new(y, [rows, cols]),
-    };
-    Tensor::from_data(data, (device, dtype))
-}
-
-/// The weight's layout and the storage offset of its first element, if it is one the kernels read.
-fn weight_layout(w: &FlexTensor, d_in: usize, d_out: usize) -> Option<(WeightLayout, usize)> {
-    let strides = w.layout().strides();
-    let offset = w.layout().start_offset();
-    let (s_in, s_out) = (strides[0], strides[1]);
-    if (s_out == 1 || d_out == 1) && (s_in == d_out as isize || d_in == 1) {
-        Some((WeightLayout::InputMajor, offset))
-    } else if (s_in == 1 || d_in == 1) && (s_out == d_in as isize || d_out == 1) {
-        Some((WeightLayout::OutputMajor, offset))
-    } else {
-        None
-    }
-}
-
-/// f32 values rounded to a 16-bit type (vectorized by `half`).
-fn narrow<T: HalfFloat>(y: &[f32]) -> Vec<T> {
-    let mut out = vec![T::ZERO; y.len()];
-    T::narrow_into(y, &mut out);
-    out
-}
-
-fn widened<T: Element>(x: &[T]) -> Vec<f32> {
-    let mut out = vec![0f32; x.len()];
-    widen(x, &mut out);
-    out
-}
-
-/// Whether this CPU has the vector instructions the kernels use.
-pub fn simd_available() -> bool {
-    has_avx512() || has_avx2_fma_f16c()
-}
-
-fn has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return is_x86_feature_detected!("avx512f");
-    #[cfg(not(target_arch = "x86_64"))]
-    return false;
-}
-
-fn has_avx2_fma_f16c() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
-    #[cfg(not(target_arch = "x86_64"))]
-    return false;
-}
 
 /// `y [rows, out] = x [rows, in] · W`, with `W` stored as `layout` says, f32 accumulation,
 /// split over the rayon thread pool: output-major weights in pieces of output rows the threads
@@ -360,7 +65,7 @@ fn matvec_pieces<T: Element>(x: &[f32], rows: usize, w: &[T], d_in: usize, d_out
     let piece = ((512 << 10) / (std::mem::size_of::<T>() * d_in)).next_multiple_of(16).max(16);
     let starts: Vec<usize> = (0..d_out).step_by(piece).collect();
     let mut y = vec![0f32; rows * d_out];
-    let out = crate::bf16_dot::Shared(y.as_mut_ptr());
+    let out = Shared(y.as_mut_ptr());
     share_pieces(starts.len(), threads, |i, part: &mut Vec<f32>| {
         let cols = starts[i]..(starts[i] + piece).min(d_out);
         let width = cols.len();
@@ -375,28 +80,6 @@ fn matvec_pieces<T: Element>(x: &[f32], rows: usize, w: &[T], d_in: usize, d_out
         }
     });
     y
-}
-
-/// Runs `work(piece, scratch)` for every piece in `0..pieces` on up to `threads` threads of the
-/// pool, each thread taking the next piece from a shared counter (with its own `scratch`): a
-/// thread that got less of the memory bandwidth, or started late, takes fewer pieces. Decoding
-/// products split this way instead of one contiguous half per thread, which left one thread
-/// waiting on the other for 9% of each pass on average (measured on LLaMA-2-7B).
-pub(crate) fn share_pieces<S: Default + Send>(pieces: usize, threads: usize, work: impl Fn(usize, &mut S) + Sync) {
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let take = |scratch: &mut S| {
-        loop {
-            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if i >= pieces {
-                break;
-            }
-            work(i, scratch);
-        }
-    };
-    match threads.min(pieces) {
-        0 | 1 => take(&mut S::default()),
-        threads => (0..threads).into_par_iter().for_each_init(S::default, |scratch, _| take(scratch)),
-    }
 }
 
 /// `y [rows, cols.len()] += x [rows, d_in] · W` over the inputs `ins` on the calling thread, `W`
@@ -424,12 +107,12 @@ pub(crate) fn matvec_here<T: Element>(x: &[f32], rows: usize, w: &[T], layout: W
 fn block<T: Element>(x: &[f32], rows: usize, w: &[T], layout: WeightLayout, d_in: usize, d_out: usize, ins: Range<usize>, cols: Range<usize>, y: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if has_avx512() {
+        if isa::current() >= Isa::Avx512 {
             // SAFETY: the CPU supports AVX-512F (checked above); bounds are checked inside.
             unsafe { x86::block_avx512(x, rows, w, layout, d_in, d_out, ins, cols, y) };
             return;
         }
-        if has_avx2_fma_f16c() {
+        if isa::current() >= Isa::Avx2 {
             // SAFETY: the CPU supports AVX2, FMA and F16C (checked above).
             unsafe { x86::block_avx2(x, rows, w, layout, d_in, d_out, ins, cols, y) };
             return;
@@ -461,7 +144,8 @@ pub fn block_scalar<T: Element>(x: &[f32], rows: usize, w: &[T], layout: WeightL
 mod x86 {
     //! The same two loops twice: 16-lane AVX-512 and 8-lane AVX2 (+F16C for f16).
 
-    use super::{Element, ElementKind, WeightLayout};
+    use super::{Element, WeightLayout};
+    use crate::element::x86::{load8, load16};
     use std::arch::x86_64::*;
     use std::ops::Range;
 
@@ -604,83 +288,6 @@ mod x86 {
         };
     }
 
-    /// [`super::narrow_bf16`], compiled for AVX-512 (16 lanes).
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512F.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn narrow_bf16_avx512(src: &[f32], bias: Option<&[f32]>, dst: &mut [std::mem::MaybeUninit<half::bf16>]) {
-        super::narrow_bf16_loop(src, bias, dst)
-    }
-
-    /// `dst = src` widened to f32, 16 (8) lanes at a time.
-    ///
-    /// # Safety
-    /// The CPU must support the target features.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn widen_avx512<T: Element>(src: &[T], dst: &mut [f32]) {
-        assert_eq!(src.len(), dst.len());
-        let body = src.len() / 16 * 16;
-        for i in (0..body).step_by(16) {
-            // SAFETY: i + 16 <= len for both slices.
-            unsafe { _mm512_storeu_ps(dst.as_mut_ptr().add(i), load16(src.as_ptr().add(i))) };
-        }
-        for i in body..src.len() {
-            dst[i] = src[i].to_f32();
-        }
-    }
-
-    /// See [`widen_avx512`].
-    ///
-    /// # Safety
-    /// The CPU must support the target features.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn widen_avx2<T: Element>(src: &[T], dst: &mut [f32]) {
-        assert_eq!(src.len(), dst.len());
-        let body = src.len() / 8 * 8;
-        for i in (0..body).step_by(8) {
-            // SAFETY: i + 8 <= len for both slices.
-            unsafe { _mm256_storeu_ps(dst.as_mut_ptr().add(i), load8(src.as_ptr().add(i))) };
-        }
-        for i in body..src.len() {
-            dst[i] = src[i].to_f32();
-        }
-    }
-
-    /// 16 weights widened to f32.
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    unsafe fn load16<T: Element>(p: *const T) -> __m512 {
-        // SAFETY: the caller passes a pointer to 16 (8) readable elements.
-        unsafe {
-        match T::KIND {
-            ElementKind::F32 => _mm512_loadu_ps(p as *const f32),
-            ElementKind::F16 => _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)),
-            ElementKind::BF16 => {
-                let wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i));
-                _mm512_castsi512_ps(_mm512_slli_epi32::<16>(wide))
-            }
-        }
-        }
-    }
-
-    /// 8 weights widened to f32.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    unsafe fn load8<T: Element>(p: *const T) -> __m256 {
-        // SAFETY: the caller passes a pointer to 16 (8) readable elements.
-        unsafe {
-        match T::KIND {
-            ElementKind::F32 => _mm256_loadu_ps(p as *const f32),
-            ElementKind::F16 => _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)),
-            ElementKind::BF16 => {
-                let wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i));
-                _mm256_castsi256_ps(_mm256_slli_epi32::<16>(wide))
-            }
-        }
-        }
-    }
-
     #[target_feature(enable = "avx512f")]
     #[inline]
     fn hsum16(v: __m512) -> f32 {
@@ -703,6 +310,7 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::{bf16, f16};
 
     /// Deterministic values in [-1, 1).
     fn values(n: usize, seed: u64) -> Vec<f32> {
@@ -740,11 +348,11 @@ mod tests {
         let mut all: Vec<(&'static str, Kernel<T>)> = vec![("scalar", block_scalar::<T>)];
         #[cfg(target_arch = "x86_64")]
         {
-            if has_avx2_fma_f16c() {
+            if isa::current() >= Isa::Avx2 {
                 // SAFETY: the CPU has the kernel's features (checked).
                 all.push(("avx2", |x, r, w, l, i, o, ins, cols, y| unsafe { x86::block_avx2(x, r, w, l, i, o, ins, cols, y) }));
             }
-            if has_avx512() {
+            if isa::current() >= Isa::Avx512 {
                 // SAFETY: as above.
                 all.push(("avx512", |x, r, w, l, i, o, ins, cols, y| unsafe { x86::block_avx512(x, r, w, l, i, o, ins, cols, y) }));
             }
