@@ -19,6 +19,16 @@ pub enum InspectCommand {
         #[arg(long)]
         smiles: String,
     },
+    /// Print the CPU kernels' instruction-set levels: the one in use (BIOMEDGPT_CPU_ISA or the
+    /// best detected), and which this CPU supports.
+    Isa {
+        /// Only the supported levels, one per line, lowest first.
+        #[arg(long, conflicts_with = "detected")]
+        supported: bool,
+        /// Only the best level this CPU supports.
+        #[arg(long)]
+        detected: bool,
+    },
 }
 
 #[derive(Args)]
@@ -43,6 +53,17 @@ pub struct LogitsArgs {
 pub fn run(cmd: InspectCommand) -> Result<()> {
     match cmd {
         InspectCommand::Logits(args) => logits(args),
+        InspectCommand::Isa { supported, detected } => {
+            use biomedgpt_kernels::isa;
+            if supported {
+                isa::supported().iter().for_each(|level| println!("{level}"));
+            } else if detected {
+                println!("{}", isa::detected());
+            } else {
+                println!("{}", isa::describe());
+            }
+            Ok(())
+        }
         InspectCommand::Featurize { smiles } => {
             if smiles.trim().is_empty() {
                 bail!("--smiles is empty");

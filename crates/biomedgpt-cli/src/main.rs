@@ -60,7 +60,7 @@ enum Command {
     Chat(ask::ChatArgs),
     /// Rewrite a BioMedGPT directory's fused weights as sharded f16/bf16 safetensors.
     Convert(convert::ConvertArgs),
-    /// Continue a text prompt with a LLaMA model (HF directory).
+    /// Continue a text prompt with a LLaMA or GPT-2 model (HF directory).
     Generate(generate::GenerateArgs),
     /// Text metrics (BLEU-2/4, ROUGE-1/2/L, METEOR; MolT5 protocol) of a predictions JSONL file.
     Score(eval::ScoreArgs),
@@ -72,10 +72,10 @@ enum Command {
     MergeLora(convert::ConvertArgs),
     /// Fine-tune BioMedGPT on molecule/protein QA: adapters, LoRA or the whole LLM (resumable).
     Train(Box<train::TrainArgs>),
-    /// Embeddings for users: protein (ESM-2).
+    /// Embeddings: proteins (ESM-2) and molecules (GraphMVP GIN), as .npy/.npz.
     #[command(subcommand)]
     Embed(embed::EmbedCommand),
-    /// Look inside a model: logits of every position, as .npy.
+    /// Look inside: logits of every position (.npy), the molecular graph, the CPU kernels' ISA.
     #[command(subcommand)]
     Inspect(inspect::InspectCommand),
     /// Speed and memory measurements (see benches/).

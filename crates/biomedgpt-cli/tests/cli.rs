@@ -126,3 +126,40 @@ fn inspect_featurize_prints_the_rdkit_graph() {
     assert!(!ok && stdout.is_empty(), "{stdout}");
     assert!(stderr.contains("invalid SMILES `C1CC`") && stderr.contains("unclosed ring"), "{stderr}");
 }
+
+/// The README's command table is the binary's top-level `--help`, row for row: a command added,
+/// renamed or re-described in clap fails here until the README says the same.
+#[test]
+fn readme_command_table_equals_help() {
+    let (ok, help, _) = biomedgpt(&["--help"]);
+    assert!(ok);
+    let from_help: Vec<(String, String)> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.trim().split_once(char::is_whitespace).map(|(n, a)| (n.to_string(), a.trim().to_string())))
+        .filter(|(n, _)| n != "help")
+        .collect();
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md")).unwrap();
+    let from_readme: Vec<(String, String)> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `biomedgpt "))
+        .filter_map(|l| l.split_once("` | "))
+        .map(|(n, a)| (n.to_string(), a.trim_end_matches(" |").to_string()))
+        .collect();
+    assert!(from_help.len() >= 12, "{help}");
+    assert_eq!(from_readme, from_help, "README.md's command table differs from `biomedgpt --help`");
+}
+
+/// A forced instruction set the CPU lacks is a clear error before anything runs; a known and
+/// supported one is used, and `inspect isa` names it.
+#[test]
+fn forced_isa_is_checked() {
+    let out = Command::new(env!("CARGO_BIN_EXE_biomedgpt")).args(["inspect", "isa"]).env("BIOMEDGPT_CPU_ISA", "sse9").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected one of scalar, avx2, avx512, avx512bf16, amx"));
+    let out = Command::new(env!("CARGO_BIN_EXE_biomedgpt")).args(["inspect", "isa"]).env("BIOMEDGPT_CPU_ISA", "scalar").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("CPU kernels: scalar"), "{}", String::from_utf8_lossy(&out.stdout));
+}
