@@ -103,13 +103,36 @@ fn detect() -> Isa {
         if !(has!("avx512bw") && has!("avx512bf16")) {
             return Isa::Avx512;
         }
-        if !crate::matmul::amx::usable() {
+        if !amx_usable() {
             return Isa::Avx512Bf16;
         }
         Isa::Amx
     }
     #[cfg(not(target_arch = "x86_64"))]
     Isa::Scalar
+}
+
+/// Whether this CPU has AMX-TILE and AMX-BF16 and the kernel lets this process use them (asked once,
+/// by [`detected`]; the AMX kernel is `matmul::amx`).
+#[cfg(target_arch = "x86_64")]
+fn amx_usable() -> bool {
+    static USABLE: OnceLock<bool> = OnceLock::new();
+    *USABLE.get_or_init(|| {
+        #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+        {
+            // CPUID leaf 7: EDX bit 22 AMX-BF16, bit 24 AMX-TILE.
+            let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
+            if leaf7.edx >> 22 & 1 == 0 || leaf7.edx >> 24 & 1 == 0 {
+                return false;
+            }
+            const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+            const XFEATURE_XTILEDATA: libc::c_long = 18;
+            // SAFETY: a plain syscall; it fails (non-zero) where the kernel does not offer AMX.
+            unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 }
+        }
+        #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+        false
+    })
 }
 
 /// The level named by `BIOMEDGPT_CPU_ISA`, `Ok(None)` when it is unset or empty, an error for

@@ -13,9 +13,7 @@
 //!
 //! There are no stable Rust intrinsics for AMX yet (rust-lang/rust#126622): the instructions are
 //! written as inline assembly, and the feature is detected with CPUID. Linux hands a process the
-//! tile registers only after it asks (`arch_prctl(ARCH_REQ_XCOMP_PERM)`): [`usable`] asks once.
-
-use std::sync::OnceLock;
+//! tile registers only after it asks (`arch_prctl(ARCH_REQ_XCOMP_PERM)`): [`crate::isa`] asks once.
 
 /// Inputs per tile step (one `A` row: 32 bf16, 64 bytes).
 const K_STEP: usize = 32;
@@ -25,28 +23,6 @@ const TILE: usize = 16;
 /// Whether the kernels use AMX ([`crate::isa`]: this CPU has it and no lower level is forced).
 pub(crate) fn available() -> bool {
     crate::isa::current() >= crate::isa::Isa::Amx
-}
-
-/// Whether this CPU has AMX-TILE and AMX-BF16 and the kernel lets this process use them (asked
-/// once, by [`crate::isa::detected`]).
-pub(crate) fn usable() -> bool {
-    static USABLE: OnceLock<bool> = OnceLock::new();
-    *USABLE.get_or_init(|| {
-        #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-        {
-            // CPUID leaf 7: EDX bit 22 AMX-BF16, bit 24 AMX-TILE.
-            let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
-            if leaf7.edx >> 22 & 1 == 0 || leaf7.edx >> 24 & 1 == 0 {
-                return false;
-            }
-            const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
-            const XFEATURE_XTILEDATA: libc::c_long = 18;
-            // SAFETY: a plain syscall; it fails (non-zero) where the kernel does not offer AMX.
-            unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 }
-        }
-        #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
-        false
-    })
 }
 
 /// Whether the AMX kernel takes a product of `d_in` inputs and these outputs: whole tiles only
