@@ -8,7 +8,9 @@ use memmap2::{Mmap, UncheckedAdvice};
 
 use crate::dtype::{FloatType, SourceDType, convert_chunk, convert_int, zeroed_storage};
 use crate::error::LoadError;
+use crate::gguf::Gguf;
 use crate::{safetensors_file, torch_zip};
+use biomedgpt_kernels::quant::{GgmlType, dequantize};
 
 /// Where one tensor's bytes lie in one of the checkpoint's files.
 #[derive(Debug, Clone)]
@@ -51,6 +53,11 @@ impl AsRef<[u8]> for MapSlice {
 pub struct Checkpoint {
     files: Vec<MappedFile>,
     entries: BTreeMap<String, RawEntry>,
+    /// The header of a GGUF checkpoint (its metadata holds the config and the tokenizer).
+    gguf: Option<Gguf>,
+    /// Tensors whose rows are read in another order than stored: result row i = stored row
+    /// `order[i]` (GGUF's q/k projections, see [`Checkpoint::reorder_rows`]).
+    row_orders: BTreeMap<String, Arc<Vec<usize>>>,
     /// Reused, 8-byte aligned buffer for reads that need a dtype conversion.
     staging: std::sync::Mutex<Vec<u64>>,
 }
@@ -78,12 +85,21 @@ impl Checkpoint {
     pub fn open_files(paths: &[PathBuf]) -> Result<Self, LoadError> {
         let mut files = Vec::with_capacity(paths.len());
         let mut entries = BTreeMap::new();
+        let mut gguf = None;
         for (index, path) in paths.iter().enumerate() {
             let file = File::open(path).map_err(|e| LoadError::io(path, e))?;
             // SAFETY: the file is opened read-only and mapped privately; users must not modify a
             // checkpoint while it loads (the same contract as safetensors and PyTorch mmap).
             let map = unsafe { Mmap::map(&file) }.map_err(|e| LoadError::io(path, e))?;
-            let listed = if torch_zip::is_zip(&map) {
+            let listed = if Gguf::sniff(&map) {
+                if paths.len() > 1 {
+                    return Err(LoadError::format(path, "split GGUF files (gguf-split) are not supported: merge them with `llama-gguf-split --merge`"));
+                }
+                let header = Gguf::parse(path, &map)?;
+                let listed = header.entries();
+                gguf = Some(header);
+                listed
+            } else if torch_zip::is_zip(&map) {
                 torch_zip::entries(path, map.len())?
             } else if path.extension().is_some_and(|e| e == "safetensors") || looks_like_safetensors(&map) {
                 safetensors_file::entries(path, &map)?
@@ -110,6 +126,8 @@ impl Checkpoint {
         Ok(Checkpoint {
             files,
             entries,
+            gguf,
+            row_orders: BTreeMap::new(),
             staging: std::sync::Mutex::new(Vec::new()),
         })
     }
@@ -131,6 +149,45 @@ impl Checkpoint {
             dtype: e.dtype,
             shape: e.shape.clone(),
         })
+    }
+
+    /// The parsed header when the checkpoint is a GGUF file.
+    pub fn gguf(&self) -> Option<&Gguf> {
+        self.gguf.as_ref()
+    }
+
+    /// Renames tensors: `rename(stored)` gives the name models ask for, or `None` to keep the
+    /// stored one (GGUF's `blk.0.attn_q.weight` -> HF's `model.layers.0.self_attn.q_proj.weight`,
+    /// from the one table of the model crate). Two tensors may not end up with one name.
+    pub fn rename(&mut self, rename: impl Fn(&str) -> Option<String>) -> Result<(), LoadError> {
+        let mut renamed = BTreeMap::new();
+        for (name, entry) in std::mem::take(&mut self.entries) {
+            let new = rename(&name).unwrap_or_else(|| name.clone());
+            if renamed.contains_key(&new) {
+                return Err(LoadError::format(self.files[entry.file].path.clone(), format!("tensors `{name}` and another map to `{new}`")));
+            }
+            renamed.insert(new, entry);
+        }
+        self.entries = renamed;
+        Ok(())
+    }
+
+    /// Reads `key`'s rows (outermost dimension) in `order`: row i of what [`Checkpoint::load`]
+    /// returns is stored row `order[i]`. llama.cpp's converter stores LLaMA's q/k projection rows
+    /// interleaved for its RoPE; this undoes it at load. `order` must be a permutation.
+    pub fn reorder_rows(&mut self, key: &str, order: Vec<usize>) -> Result<(), LoadError> {
+        let entry = self.entry(key)?;
+        let rows = entry.shape.first().copied().unwrap_or(1);
+        let mut seen = vec![false; rows];
+        let is_permutation = order.len() == rows && order.iter().all(|&r| r < rows && !std::mem::replace(&mut seen[r], true));
+        if !is_permutation {
+            return Err(LoadError::format(
+                self.files[entry.file].path.clone(),
+                format!("row order for `{key}` is not a permutation of its {rows} rows"),
+            ));
+        }
+        self.row_orders.insert(key.to_string(), Arc::new(order));
+        Ok(())
     }
 
     /// The files this checkpoint reads.
@@ -209,6 +266,23 @@ impl Checkpoint {
                 wanted: ty.to_string(),
             });
         }
+        let data = match entry.dtype {
+            SourceDType::Ggml(block) => self.read_dequantized(key, entry, block, ty)?,
+            _ => self.load_plain(entry, ty)?,
+        };
+        match self.row_orders.get(key) {
+            Some(order) => {
+                let data = reorder_rows(data, order, ty);
+                self.release(key);
+                Ok(data)
+            }
+            None => Ok(data),
+        }
+    }
+
+    /// A float tensor stored as a plain array: used in place when the file holds the type asked
+    /// for, converted otherwise.
+    fn load_plain(&self, entry: &RawEntry, ty: FloatType) -> Result<TensorData, LoadError> {
         let file = &self.files[entry.file];
         let stored_as_wanted = matches!(
             (entry.dtype, ty),
@@ -227,6 +301,58 @@ impl Checkpoint {
             return Ok(TensorData::from_bytes(bytes, entry.shape.clone(), ty.dtype()));
         }
         self.read_converted(entry, ty)
+    }
+
+    /// Dequantizes a GGML block-quantized tensor into `ty`, a chunk of rows at a time through the
+    /// staging buffer (f32 first, as gguf-py and transformers' GGUF loader do, then rounded once).
+    fn read_dequantized(&self, key: &str, entry: &RawEntry, block: GgmlType, ty: FloatType) -> Result<TensorData, LoadError> {
+        use std::os::unix::fs::FileExt;
+        if !block.is_dequantizable() {
+            return Err(LoadError::DType {
+                key: key.to_string(),
+                found: block.to_string(),
+                wanted: format!("{ty} (GGML types this build reads: {})", GgmlType::DEQUANTIZABLE),
+            });
+        }
+        let file = &self.files[entry.file];
+        let row_len = entry.shape.last().copied().unwrap_or(1);
+        let numel: usize = entry.shape.iter().product();
+        let row_bytes = block.row_bytes(row_len).expect("checked when the header was read");
+        let rows = if row_len == 0 { 0 } else { numel / row_len };
+        let rows_per_chunk = (STAGING_BYTES / row_bytes.max(1)).max(1);
+        let mut storage = zeroed_storage(ty, numel);
+        let out = storage.bytes_mut();
+        let mut staging = self.staging.lock().unwrap_or_else(|e| e.into_inner());
+        let need = (rows_per_chunk * row_bytes).div_ceil(8);
+        if staging.len() < need {
+            staging.resize(need, 0);
+        }
+        // SAFETY: viewing initialised u64s as bytes.
+        let buffer: &mut [u8] = unsafe { staging.align_to_mut::<u8>().1 };
+        let mut values = if ty == FloatType::F32 { Vec::new() } else { vec![0f32; rows_per_chunk.min(rows) * row_len] };
+        let mut row = 0;
+        while row < rows {
+            let n = rows_per_chunk.min(rows - row);
+            let src = &mut buffer[..n * row_bytes];
+            file.file
+                .read_exact_at(src, (entry.offset + row * row_bytes) as u64)
+                .map_err(|e| LoadError::io(&file.path, e))?;
+            let first = row * row_len * ty.size();
+            let dst = &mut out[first..first + n * row_len * ty.size()];
+            if ty == FloatType::F32 {
+                // SAFETY: the storage is a Vec<f32>, so `dst` is aligned f32s.
+                let dst: &mut [f32] = unsafe { dst.align_to_mut::<f32>().1 };
+                dequantize(block, src, dst);
+            } else {
+                let chunk = &mut values[..n * row_len];
+                dequantize(block, src, chunk);
+                // SAFETY: viewing f32s as bytes.
+                let bytes: &[u8] = unsafe { chunk.align_to::<u8>().1 };
+                convert_chunk(bytes, SourceDType::F32, ty, dst);
+            }
+            row += n;
+        }
+        Ok(storage.into_tensor_data(entry.shape.clone()))
     }
 
     /// Reads a tensor through the staging buffer with positioned reads (no page faults on the
@@ -282,6 +408,20 @@ impl Checkpoint {
             })?;
         Ok((values, entry.shape.clone()))
     }
+}
+
+/// Copies `data`'s rows into the order `order` (row i = row `order[i]`).
+fn reorder_rows(data: TensorData, order: &[usize], ty: FloatType) -> TensorData {
+    let shape = data.shape().to_vec();
+    let numel: usize = shape.iter().product();
+    let bytes = data.as_bytes();
+    let row_bytes = if order.is_empty() { 0 } else { bytes.len() / order.len() };
+    let mut storage = zeroed_storage(ty, numel);
+    let out = storage.bytes_mut();
+    for (i, &from) in order.iter().enumerate() {
+        out[i * row_bytes..(i + 1) * row_bytes].copy_from_slice(&bytes[from * row_bytes..(from + 1) * row_bytes]);
+    }
+    storage.into_tensor_data(shape)
 }
 
 /// Maps a model's own key (HF naming) to the name a checkpoint stores it under.

@@ -1,6 +1,7 @@
 use burn::tensor::DType;
 #[cfg(test)]
 use burn::tensor::TensorData;
+use biomedgpt_kernels::quant::GgmlType;
 use half::{bf16, f16};
 
 /// Element types a checkpoint may store.
@@ -16,11 +17,15 @@ pub enum SourceDType {
     I8,
     U8,
     Bool,
+    /// A GGML block-quantized type (GGUF files): read through its dequantization.
+    Ggml(GgmlType),
 }
 
 impl SourceDType {
+    /// Bytes per element; for a GGML block type, bytes per block.
     pub fn size(self) -> usize {
         match self {
+            SourceDType::Ggml(t) => t.block().1,
             SourceDType::F64 | SourceDType::I64 => 8,
             SourceDType::F32 | SourceDType::I32 => 4,
             SourceDType::F16 | SourceDType::BF16 | SourceDType::I16 => 2,
@@ -31,7 +36,7 @@ impl SourceDType {
     pub fn is_float(self) -> bool {
         matches!(
             self,
-            SourceDType::F64 | SourceDType::F32 | SourceDType::F16 | SourceDType::BF16
+            SourceDType::F64 | SourceDType::F32 | SourceDType::F16 | SourceDType::BF16 | SourceDType::Ggml(_)
         )
     }
 
@@ -72,6 +77,9 @@ impl SourceDType {
 
 impl std::fmt::Display for SourceDType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let SourceDType::Ggml(t) = self {
+            return write!(f, "{t}");
+        }
         write!(f, "{}", format!("{self:?}").to_lowercase())
     }
 }

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use crate::dtype::SourceDType;
 
-fn dtype_name(d: SourceDType) -> &'static str {
-    match d {
+fn dtype_name(d: SourceDType) -> std::io::Result<&'static str> {
+    Ok(match d {
         SourceDType::F64 => "F64",
         SourceDType::F32 => "F32",
         SourceDType::F16 => "F16",
@@ -18,7 +18,13 @@ fn dtype_name(d: SourceDType) -> &'static str {
         SourceDType::I8 => "I8",
         SourceDType::U8 => "U8",
         SourceDType::Bool => "BOOL",
-    }
+        SourceDType::Ggml(t) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("safetensors has no {t} type (GGML block types are written as GGUF)"),
+            ));
+        }
+    })
 }
 
 /// One tensor to write: name, dtype, shape.
@@ -47,7 +53,7 @@ pub fn write_streaming(
         let nbytes = spec.shape.iter().product::<usize>() * spec.dtype.size();
         header.insert(
             spec.name.clone(),
-            serde_json::json!({"dtype": dtype_name(spec.dtype), "shape": spec.shape, "data_offsets": [offset, offset + nbytes]}),
+            serde_json::json!({"dtype": dtype_name(spec.dtype)?, "shape": spec.shape, "data_offsets": [offset, offset + nbytes]}),
         );
         offset += nbytes;
     }

@@ -11,6 +11,7 @@
 //! | attention | [`attention::attention`], [`attention::attention_merged`] | gemm + vector softmax, matrix-vector for decoding |
 //! | activations, norms, residuals | [`activation::gelu`], [`activation::silu_mul`], [`activation::rms_norm`], [`activation::add`] | fused one-pass loops |
 //! | rotary embedding | [`rotary::apply_rotary`], [`rotary::rotary_tables`] | one pass per row |
+//! | GGML block types | [`quant::dequantize`] | scalar reference per type |
 //!
 //! Which instruction set the kernels use is decided in one place, [`isa`] (detected, or forced
 //! with `BIOMEDGPT_CPU_ISA`). Below each op, the ISA-specific code lives in an `x86` submodule
@@ -29,6 +30,7 @@ pub mod isa;
 mod math;
 pub mod matmul;
 mod parallel;
+pub mod quant;
 pub mod rotary;
 pub mod transpose;
 

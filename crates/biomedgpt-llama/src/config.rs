@@ -123,7 +123,7 @@ impl LlamaConfig {
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         if let Some(t) = &self.model_type
             && !matches!(t.as_str(), "llama" | "mistral")
         {

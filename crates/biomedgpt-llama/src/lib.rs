@@ -18,6 +18,8 @@ pub mod cache;
 pub mod config;
 pub mod decoder;
 pub mod generation;
+pub mod gguf;
+mod gguf_tokenizer;
 pub mod model;
 pub mod rope;
 pub mod scoring;
@@ -26,6 +28,8 @@ pub mod tokenizer;
 pub use cache::{KvCache, LayerCache, StepMask};
 pub use config::{ConfigError, LlamaConfig, RopeKind};
 pub use decoder::CausalLm;
+pub use gguf::GgufModelError;
+pub use gguf_tokenizer::tokenizer_json as gguf_tokenizer_json;
 pub use generation::{
     EarlyStopping, GenerationConfig, GenerationError, GenerationOutput, Prompt, Strategy, generate,
 };
@@ -35,7 +39,7 @@ pub use tokenizer::{LlamaTokenizer, TokenizerError};
 
 use std::path::{Path, PathBuf};
 
-use biomedgpt_io::{Checkpoint, FloatType, LoadError};
+use biomedgpt_io::{Checkpoint, FloatType, Gguf, LoadError};
 use burn::tensor::Device;
 
 /// Everything that can fail while opening a model directory.
@@ -47,11 +51,14 @@ pub enum OpenError {
     Weights(#[from] LoadError),
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
-    #[error("{0} is not a directory")]
+    #[error(transparent)]
+    Gguf(#[from] GgufModelError),
+    #[error("{0} is neither a model directory nor a .gguf file")]
     NotADirectory(PathBuf),
 }
 
-/// An HF LLaMA directory: `config.json`, weights, `tokenizer.json`.
+/// An HF LLaMA directory (`config.json`, weights, `tokenizer.json`) or a llama.cpp GGUF file
+/// (config and tokenizer in its metadata).
 pub struct LlamaDir {
     pub model: Llama,
     pub tokenizer: LlamaTokenizer,
@@ -60,6 +67,16 @@ pub struct LlamaDir {
 impl LlamaDir {
     pub fn open(dir: impl AsRef<Path>, ty: FloatType, device: &Device) -> Result<Self, OpenError> {
         let dir = dir.as_ref();
+        if is_gguf(dir) {
+            let (ckpt, config) = gguf::open(dir)?;
+            let g = ckpt.gguf().expect("opened as GGUF");
+            let tokenizer = LlamaTokenizer::from_gguf(g).map_err(|e| match e {
+                TokenizerError::Load { message, .. } => TokenizerError::Load { path: dir.display().to_string(), message },
+                other => other,
+            })?;
+            let model = Llama::load(&config, &ckpt.root(), ty, device)?;
+            return Ok(LlamaDir { model, tokenizer });
+        }
         if !dir.is_dir() {
             return Err(OpenError::NotADirectory(dir.to_path_buf()));
         }
@@ -73,8 +90,22 @@ impl LlamaDir {
     /// Opens the model only (no tokenizer), for id-level work such as parity tests.
     pub fn open_model(dir: impl AsRef<Path>, ty: FloatType, device: &Device) -> Result<Llama, OpenError> {
         let dir = dir.as_ref();
+        if is_gguf(dir) {
+            let (ckpt, config) = gguf::open(dir)?;
+            return Ok(Llama::load(&config, &ckpt.root(), ty, device)?);
+        }
         let config = LlamaConfig::from_file(dir.join("config.json"))?;
         let ckpt = Checkpoint::open(dir)?;
         Ok(Llama::load(&config, &ckpt.root(), ty, device)?)
     }
+}
+
+/// A path to a GGUF file (by its magic, so the extension does not matter).
+pub fn is_gguf(path: &Path) -> bool {
+    use std::io::Read;
+    if !path.is_file() {
+        return false;
+    }
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && Gguf::sniff(&magic)
 }

@@ -36,6 +36,16 @@ impl LlamaTokenizer {
         Ok(LlamaTokenizer { inner, bos_id })
     }
 
+    /// A tokenizer built elsewhere (GGUF metadata), with the BOS id `encode` prepends.
+    pub fn from_parts(inner: tokenizers::Tokenizer, bos_id: Option<u32>) -> Self {
+        LlamaTokenizer { inner, bos_id }
+    }
+
+    /// The BOS id `encode(.., true)` prepends (`None`: the model adds none).
+    pub fn bos_id(&self) -> Option<u32> {
+        self.bos_id
+    }
+
     /// GPT-2's byte-level BPE from `vocab.json` and `merges.txt` (no prefix space, GPT-2's
     /// split regex), with `<|endoftext|>` special when the vocabulary has it; no BOS.
     pub fn from_byte_level_bpe(vocab: &Path, merges: &Path) -> Result<Self, TokenizerError> {
