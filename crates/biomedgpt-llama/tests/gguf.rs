@@ -1,0 +1,157 @@
+//! GGUF models against the references that `tests/fixtures/gguf/make_fixtures.py` recorded:
+//! gguf-py's dequantization (bit for bit) and transformers' GGUF loader (logits, greedy ids).
+//!
+//! Tolerance for logits: |ours - torch| <= 2e-4 max|torch| over each position's logits. Both sides
+//! run f32 on the same dequantized weights (transformers dequantizes with gguf-py, we with the
+//! bit-identical kernels of `biomedgpt_kernels::quant`), so only the summation order differs.
+//! That error scales with the size of the summands, not of the result: a logit near zero is the
+//! sum of terms as large as the largest logit, so the bound is relative to the largest one.
+//! Measured: gqa_f16 3e-7, gqa_tied_q4_k_m 7e-7, mha_untied_mixed 6.5e-5; on that last model
+//! (random k-quant blocks in layer 0 make large activations) transformers' own float32 and float64
+//! runs differ by 3.8e-5, so its f32 rounding is of that size there. A wrong q/k row order, tensor
+//! name or block layout moves logits by 1e-2 of the scale or more.
+
+use std::path::{Path, PathBuf};
+
+use biomedgpt_io::{Checkpoint, FloatType};
+use biomedgpt_llama::{DecoderInput, GenerationConfig, Llama, LlamaDir, Prompt, Strategy, generate};
+use burn::tensor::{DType, Device, Int, Tensor, TensorData};
+use serde_json::Value;
+
+const CASES: &[&str] = &["mha_untied_mixed", "gqa_tied_q4_k_m", "gqa_f16"];
+
+fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/gguf")
+}
+
+fn expected(name: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir().join(format!("{name}.json"))).unwrap()).unwrap()
+}
+
+fn ids_of(v: &Value) -> Vec<u32> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+}
+
+fn ids_tensor(ids: &[Vec<u32>]) -> Tensor<2, Int> {
+    let flat: Vec<i64> = ids.iter().flatten().map(|&i| i as i64).collect();
+    Tensor::from_data(TensorData::new(flat, [ids.len(), ids[0].len()]), &Device::flex())
+}
+
+fn load(name: &str, ty: FloatType) -> Llama {
+    LlamaDir::open_model(dir().join(format!("{name}.gguf")), ty, &Device::flex()).unwrap()
+}
+
+#[test]
+fn dequantization_is_bit_identical_to_gguf_py() {
+    let ckpt = Checkpoint::open(dir().join("blocks.gguf")).unwrap();
+    let mut checked = 0;
+    for ty in ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"] {
+        let ours = ckpt.load(ty, &[4, 512], FloatType::F32).unwrap().try_to_vec::<f32>().unwrap();
+        let theirs = ckpt.load(&format!("{ty}.dequantized"), &[4, 512], FloatType::F32).unwrap().try_to_vec::<f32>().unwrap();
+        for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+            assert_eq!(a.to_bits(), b.to_bits(), "{ty} value {i}: ours {a}, gguf-py {b}");
+        }
+        assert!(theirs.iter().any(|v| *v != 0.0), "{ty}: fixture is all zeros");
+        checked += 1;
+    }
+    assert_eq!(checked, 10);
+}
+
+#[test]
+fn dequantized_to_f16_and_bf16_round_the_f32_values() {
+    let ckpt = Checkpoint::open(dir().join("blocks.gguf")).unwrap();
+    let f32s = ckpt.load("Q4_K", &[4, 512], FloatType::F32).unwrap().try_to_vec::<f32>().unwrap();
+    let f16s = ckpt.load("Q4_K", &[4, 512], FloatType::F16).unwrap().try_to_vec::<half::f16>().unwrap();
+    let bf16s = ckpt.load("Q4_K", &[4, 512], FloatType::BF16).unwrap().try_to_vec::<half::bf16>().unwrap();
+    for i in 0..f32s.len() {
+        assert_eq!(f16s[i], half::f16::from_f32(f32s[i]));
+        assert_eq!(bf16s[i], half::bf16::from_f32(f32s[i]));
+    }
+}
+
+#[test]
+fn logits_match_transformers_gguf_loader() {
+    for name in CASES {
+        let exp = expected(name);
+        let model = load(name, FloatType::F32);
+        let rows: Vec<Vec<u32>> = exp["ids"].as_array().unwrap().iter().map(ids_of).collect();
+        let logits = model.forward(DecoderInput::Ids(ids_tensor(&rows)), None, &mut model.new_cache(rows.len()));
+        let [b, t, vocab] = logits.dims();
+        assert_eq!(vocab, exp["vocab_size"].as_u64().unwrap() as usize);
+        let got = logits.cast(DType::F32).into_data().try_to_vec::<f32>().unwrap();
+        let tail = exp["logits_tail"].as_array().unwrap();
+        let mut worst = 0f32;
+        for (row, want_row) in tail.iter().enumerate().take(b) {
+            for (k, want_pos) in want_row.as_array().unwrap().iter().enumerate() {
+                let pos = t - 3 + k;
+                let want: Vec<f32> = want_pos.as_array().unwrap().iter().map(|w| w.as_f64().unwrap() as f32).collect();
+                let scale = want.iter().fold(0f32, |a, w| a.max(w.abs()));
+                for (v, &w) in want.iter().enumerate() {
+                    let ours = got[(row * t + pos) * vocab + v];
+                    let err = (ours - w).abs() / scale;
+                    worst = worst.max(err);
+                    assert!(err <= 2e-4, "{name} row {row} pos {pos} token {v}: ours {ours}, transformers {w} (logits up to {scale})");
+                }
+            }
+        }
+        eprintln!("{name}: largest logit error {worst:.2e} of the largest logit");
+    }
+}
+
+#[test]
+fn greedy_ids_match_transformers() {
+    for name in CASES {
+        let exp = expected(name);
+        let model = load(name, FloatType::F32);
+        let prompt = ids_of(&exp["ids"][0]);
+        let want = ids_of(&exp["greedy"]);
+        let config = GenerationConfig { max_new_tokens: want.len(), strategy: Strategy::Greedy, repetition_penalty: 1.0, eos_token_ids: vec![] };
+        let got = generate(&model, Prompt::Ids(prompt), &config, &mut |_| {}).unwrap().tokens;
+        assert_eq!(got, want, "{name}");
+    }
+}
+
+#[test]
+fn config_and_tokenizer_come_from_the_metadata() {
+    let opened = LlamaDir::open(dir().join("gqa_tied_q4_k_m.gguf"), FloatType::F32, &Device::flex()).unwrap();
+    let c = opened.model.config();
+    assert_eq!((c.hidden_size, c.num_attention_heads, c.num_kv_heads(), c.num_hidden_layers), (256, 8, 2, 2));
+    assert!(c.tie_word_embeddings);
+    assert_eq!(c.eos_token_ids(), vec![2]);
+    let ids = opened.tokenizer.encode("the protein", true).unwrap();
+    assert_eq!(ids[0], 1, "BOS from tokenizer.ggml.add_bos_token");
+    assert_eq!(opened.tokenizer.decode(&ids).unwrap(), "the protein");
+}
+
+#[test]
+fn half_precision_loads_run_close_to_f32() {
+    let name = "gqa_f16";
+    let exp = expected(name);
+    let rows: Vec<Vec<u32>> = exp["ids"].as_array().unwrap().iter().map(ids_of).collect();
+    let f32_logits = {
+        let m = load(name, FloatType::F32);
+        m.forward(DecoderInput::Ids(ids_tensor(&rows)), None, &mut m.new_cache(2)).into_data().try_to_vec::<f32>().unwrap()
+    };
+    for ty in [FloatType::F16, FloatType::BF16] {
+        let m = load(name, ty);
+        let got = m.forward(DecoderInput::Ids(ids_tensor(&rows)), None, &mut m.new_cache(2)).cast(DType::F32).into_data().try_to_vec::<f32>().unwrap();
+        let scale = f32_logits.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let worst = got.iter().zip(&f32_logits).fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+        // bf16 keeps 8 bits of mantissa: 2 layers of rounding stay within a few percent of the scale.
+        assert!(worst <= 0.05 * scale, "{ty}: largest difference {worst} for logits up to {scale}");
+    }
+}
+
+#[test]
+fn other_architectures_are_named() {
+    // A copy of a fixture with general.architecture changed from "llama" to "qwen2" (same length
+    // would need 5 bytes; "gemma" keeps the file layout).
+    let mut bytes = std::fs::read(dir().join("gqa_f16.gguf")).unwrap();
+    let at = bytes.windows(5).position(|w| w == b"llama").unwrap();
+    bytes[at..at + 5].copy_from_slice(b"gemma");
+    let path = std::env::temp_dir().join(format!("biomedgpt-arch-{}.gguf", std::process::id()));
+    std::fs::write(&path, &bytes).unwrap();
+    let err = LlamaDir::open_model(&path, FloatType::F32, &Device::flex()).err().expect("gemma refused").to_string();
+    std::fs::remove_file(&path).ok();
+    assert!(err.contains("gemma") && err.contains("general.architecture"), "{err}");
+}
