@@ -119,7 +119,11 @@ pub struct ChatArgs {
 /// Loads a BioMedGPT directory (or a LLaMA directory, text-only) and shows its notice.
 pub fn open(args: &ModelArgs) -> Result<BioMedGpt> {
     let layout = Layout::resolve(&args.model)?;
-    let ty = args.float_type(&LlamaConfig::from_file(layout.llm.join("config.json"))?)?;
+    let ty = if biomedgpt_llama::is_gguf(&layout.llm) {
+        args.float_type_of(crate::lm::stored_dtype(&layout.llm))?
+    } else {
+        args.float_type(&LlamaConfig::from_file(layout.llm.join("config.json"))?)?
+    };
     let model = BioMedGpt::load(&args.model, ty, &args.device()?).with_context(|| format!("loading {}", args.model.display()))?;
     if let Some(notice) = &model.notice {
         eprintln!("note: {notice}");

@@ -11,11 +11,12 @@ use clap::Args;
 /// Model location, dtype and device, shared by every command that loads a model.
 #[derive(Args, Clone)]
 pub struct ModelArgs {
-    /// HF model directory (config.json, weights, tokenizer.json).
+    /// HF model directory (config.json, weights, tokenizer.json) or a llama.cpp .gguf file.
     #[arg(long)]
     pub model: PathBuf,
     /// Weight dtype: f32, f16, bf16, or auto (the checkpoint's dtype; f16 instead of bf16 on a
-    /// CPU without AVX512_BF16, where bf16 products would be widened to f32 and slower).
+    /// CPU without AVX512_BF16, where bf16 products would be widened to f32 and slower; GGUF
+    /// block-quantized weights are dequantized, to f16 with auto).
     #[arg(long, default_value = "auto")]
     pub dtype: String,
     /// cpu, wgpu[:N] or cuda[:N] (GPU backends need the matching cargo feature).

@@ -17,8 +17,15 @@ pub enum Family {
     Gpt2,
 }
 
-/// The family of an HF model directory, from its config.json.
+/// The family of an HF model directory, from its config.json (a GGUF file is a LLaMA: its
+/// architecture is checked when it is opened).
 pub fn family_of(dir: &Path) -> Result<Family> {
+    if biomedgpt_llama::is_gguf(dir) {
+        return Ok(Family::Llama);
+    }
+    if dir.is_file() {
+        bail!("{} is a file but not a GGUF file (no `GGUF` magic): --model takes an HF model directory or a .gguf file", dir.display());
+    }
     let path = dir.join("config.json");
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let json: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
@@ -29,8 +36,12 @@ pub fn family_of(dir: &Path) -> Result<Family> {
     }
 }
 
-/// The checkpoint's dtype as config.json names it (`torch_dtype`, or `dtype` in transformers 5).
+/// The checkpoint's dtype as config.json names it (`torch_dtype`, or `dtype` in transformers 5),
+/// or for a GGUF file the type of its weights (f16 for quantized ones).
 pub fn stored_dtype(dir: &Path) -> Option<FloatType> {
+    if biomedgpt_llama::is_gguf(dir) {
+        return biomedgpt_io::Gguf::open(dir).ok().map(|g| biomedgpt_llama::gguf::stored_float_type(&g));
+    }
     let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
     let json: serde_json::Value = serde_json::from_str(&text).ok()?;
     let name = json.get("torch_dtype").or_else(|| json.get("dtype"))?.as_str()?;

@@ -164,6 +164,14 @@ impl Gguf {
         bytes.len() >= 4 && &bytes[..4] == MAGIC
     }
 
+    /// Reads the header of the GGUF file at `path` (memory-mapped; tensor data is not touched).
+    pub fn open(path: &Path) -> Result<Self, LoadError> {
+        let file = std::fs::File::open(path).map_err(|e| LoadError::io(path, e))?;
+        // SAFETY: read-only private mapping of a file nobody should modify while it is read.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| LoadError::io(path, e))?;
+        Self::parse(path, &map)
+    }
+
     /// Parses the header of a whole GGUF file held in `bytes` (usually the memory map) and checks
     /// that every tensor lies inside the file, aligned, without overlapping another.
     pub fn parse(path: &Path, bytes: &[u8]) -> Result<Self, LoadError> {

@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use biomedgpt_io::{Checkpoint, Gguf, LoadError, MetaError};
+use biomedgpt_io::{Checkpoint, FloatType, Gguf, LoadError, MetaError};
 
 use crate::config::{LlamaConfig, RopeScaling, TokenIds};
 
@@ -163,6 +163,19 @@ fn linear_scaling(factor: f64) -> RopeScaling {
         rope_type: Some("linear".into()),
         factor: Some(factor),
         ..RopeScaling::default()
+    }
+}
+
+/// The float type a GGUF model's weights load in by default (`--dtype auto`): the type of its
+/// projection matrices when that is F32, F16 or BF16; f16 for block-quantized files (their
+/// values are f16 scales times small integers, and f16 halves the memory of f32).
+pub fn stored_float_type(g: &Gguf) -> FloatType {
+    use biomedgpt_kernels::quant::GgmlType;
+    let first = g.tensors.iter().find(|t| t.name.starts_with("blk.") && t.name.ends_with("attn_q.weight"));
+    match first.map(|t| t.ty) {
+        Some(GgmlType::F32) => FloatType::F32,
+        Some(GgmlType::BF16) => FloatType::BF16,
+        _ => FloatType::F16,
     }
 }
 

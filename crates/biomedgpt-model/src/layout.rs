@@ -5,7 +5,8 @@
 //!   and the fused weights beside them (`biomedgpt_10b.pth`, or safetensors, single or sharded);
 //! - OpenBioMed's `ckpts/` layout: `text_ckpts/biomedgpt-lm-7b`, `protein_ckpts/esm2-3b`,
 //!   `fusion_ckpts/biomedgpt_10b.pth`;
-//! - a plain LLaMA directory (config.json at the top): text-only use;
+//! - a plain LLaMA directory (config.json at the top), or a llama.cpp GGUF file (or a directory
+//!   holding one GGUF file and no config.json): text-only use;
 //! - any of these with a `biomedgpt.json` that names other locations and settings.
 
 use std::path::{Path, PathBuf};
@@ -79,8 +80,20 @@ const FUSED_NAMES: [&str; 3] = ["biomedgpt_10b.pth", "model.safetensors.index.js
 
 impl Layout {
     pub fn resolve(dir: &Path) -> Result<Self, ModelError> {
+        if let Some(gguf) = gguf_model(dir) {
+            return Ok(Layout {
+                llm: gguf,
+                esm: None,
+                fused_weights: None,
+                adapters: None,
+                lora: None,
+                llm_weights: None,
+                encoder_weights: None,
+                settings: Settings::default(),
+            });
+        }
         if !dir.is_dir() {
-            return Err(ModelError::Layout(format!("{} is not a directory", dir.display())));
+            return Err(ModelError::Layout(format!("{} is neither a model directory nor a GGUF file", dir.display())));
         }
         let settings_path = dir.join("biomedgpt.json");
         let settings: Settings = if settings_path.is_file() {
@@ -117,7 +130,7 @@ impl Layout {
         {
             return Err(ModelError::Layout(format!("fused weights {} not found", f.display())));
         }
-        if !llm.join("config.json").is_file() {
+        if !llm.join("config.json").is_file() && !biomedgpt_llama::is_gguf(&llm) {
             return Err(ModelError::Layout(format!("{} has no config.json (the LLaMA's HF config)", llm.display())));
         }
         // Without fused weights there is nothing to run encoders with: text-only.
@@ -158,4 +171,18 @@ impl Layout {
         }
         Ok(Layout { llm, esm, fused_weights: fused, adapters, lora, llm_weights, encoder_weights, settings })
     }
+}
+
+/// The GGUF file `path` is, or the only `.gguf` file of a directory without a config.json or a
+/// biomedgpt.json.
+fn gguf_model(path: &Path) -> Option<PathBuf> {
+    if biomedgpt_llama::is_gguf(path) {
+        return Some(path.to_path_buf());
+    }
+    if !path.is_dir() || path.join("config.json").exists() || path.join("biomedgpt.json").exists() {
+        return None;
+    }
+    let mut found = std::fs::read_dir(path).ok()?.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "gguf"));
+    let first = found.next()?;
+    found.next().is_none().then_some(first)
 }

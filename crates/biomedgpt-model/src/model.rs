@@ -7,7 +7,7 @@ use biomedgpt_nn::{apply_linear, linear};
 use biomedgpt_io::safetensors_writer::{TensorSpec, write_streaming};
 use biomedgpt_io::{Checkpoint, FloatType, SourceDType, WeightView};
 use biomedgpt_llama::generation::ids_tensor;
-use biomedgpt_llama::{DecoderInput, GenerationConfig, Llama, LlamaConfig, LlamaTokenizer, Prompt, generate};
+use biomedgpt_llama::{DecoderInput, GenerationConfig, Llama, LlamaConfig, LlamaDir, LlamaTokenizer, Prompt, generate};
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::{DType, Device, Tensor};
@@ -217,10 +217,15 @@ impl BioMedGpt {
     /// a frozen LLM and ESM may be held in half precision).
     pub fn load_with_adapters_in(dir: &std::path::Path, ty: FloatType, adapter_ty: FloatType, device: &Device) -> Result<Self, ModelError> {
         let layout = Layout::resolve(dir)?;
+        let system_prompt = layout.settings.system_prompt.clone().unwrap_or_else(|| DEFAULT_SYSTEM_PROMPT.to_string());
+        if biomedgpt_llama::is_gguf(&layout.llm) {
+            let LlamaDir { model: llm, tokenizer } = LlamaDir::open(&layout.llm, ty, device)?;
+            let adapters = Adapters { proj_mol: None, proj_prot: None };
+            return Ok(BioMedGpt { llm, tokenizer, adapters, molecule: None, protein: None, system_prompt, notice: layout.settings.notice });
+        }
         let mut config = LlamaConfig::from_file(layout.llm.join("config.json")).map_err(biomedgpt_llama::OpenError::from)?;
         let tokenizer_path = layout.llm.join("tokenizer.json");
         let mut tokenizer = LlamaTokenizer::from_file(&tokenizer_path, config.bos_token_id.or(Some(1)))?;
-        let system_prompt = layout.settings.system_prompt.clone().unwrap_or_else(|| DEFAULT_SYSTEM_PROMPT.to_string());
         let Some(fused) = &layout.fused_weights else {
             let ckpt = Checkpoint::open(&layout.llm)?;
             let llm = Llama::load(&config, &ckpt.root(), ty, device)?;
