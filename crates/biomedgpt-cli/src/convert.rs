@@ -1,26 +1,32 @@
 //! `biomedgpt convert`: a BioMedGPT directory with the fused `.pth` -> the same model with its
-//! weights as sharded f16/bf16 safetensors (memory-mapped at load, no unpickling).
+//! weights as sharded f16/bf16 safetensors (memory-mapped at load, no unpickling); or a LLaMA
+//! (HF directory or GGUF file) -> a GGUF file in one of llama.cpp's quantization mixes.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use biomedgpt_io::safetensors_writer::{TensorSpec, write_streaming};
 use biomedgpt_io::{Checkpoint, FloatType, SourceDType};
+use biomedgpt_llama::LlamaConfig;
 use biomedgpt_model::Layout;
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use clap::Args;
 
 #[derive(Args)]
 pub struct ConvertArgs {
-    /// BioMedGPT model directory (see `ask --model`).
+    /// BioMedGPT model directory (see `ask --model`); for GGUF output also a LLaMA directory or
+    /// a .gguf file.
     #[arg(long)]
     model: PathBuf,
-    /// New directory: llm/, esm/, model-*.safetensors + model.safetensors.index.json.
+    /// New directory: llm/, esm/, model-*.safetensors + model.safetensors.index.json; or a
+    /// `.gguf` file for the GGUF types.
     #[arg(long)]
     out: PathBuf,
-    /// f16, bf16 or f32. The GIN (a few MB) stays f32, as `ask` runs it.
+    /// f16, bf16 or f32 (safetensors; the GIN, a few MB, stays f32, as `ask` runs it), or a GGUF
+    /// mix: q8_0, q6_k, q5_k_m, q4_k_m, q4_0 (llama.cpp's rules and reference quantizers; f16
+    /// with an --out ending in .gguf).
     #[arg(long, default_value = "f16")]
-    dtype: FloatType,
+    dtype: String,
     #[arg(long, default_value_t = 2.0)]
     shard_gb: f64,
     /// The line the converted model prints whenever it is loaded (replaces the source's notice;
@@ -104,7 +110,61 @@ impl Overlays {
 }
 
 pub fn run(args: ConvertArgs) -> Result<()> {
-    convert(args, false)
+    let to_gguf = args.out.extension().is_some_and(|e| e == "gguf");
+    match biomedgpt_llama::gguf_export::QuantMix::parse(&args.dtype) {
+        Some(mix) if to_gguf || mix != biomedgpt_llama::gguf_export::QuantMix::F16 => convert_to_gguf(&args, mix),
+        _ => convert(args, false),
+    }
+}
+
+/// A LLaMA (HF directory, GGUF file, or a BioMedGPT directory's LLM) written as one GGUF file.
+fn convert_to_gguf(args: &ConvertArgs, mix: biomedgpt_llama::gguf_export::QuantMix) -> Result<()> {
+    use biomedgpt_llama::gguf_export::{export, tokenizer_metadata_from_gguf, tokenizer_metadata_from_json};
+    if args.out.extension().is_none_or(|e| e != "gguf") {
+        bail!("--dtype {} writes a GGUF file: --out must end in .gguf (got {})", args.dtype, args.out.display());
+    }
+    if args.out.exists() {
+        bail!("{} exists: choose a new file", args.out.display());
+    }
+    let (ckpt, config, tokenizer, name) = if biomedgpt_llama::is_gguf(&args.model) {
+        let (ckpt, config) = biomedgpt_llama::gguf::open(&args.model)?;
+        let g = ckpt.gguf().expect("opened as GGUF");
+        let name = g.str("general.name").ok().flatten().unwrap_or("model").to_string();
+        let tokenizer = tokenizer_metadata_from_gguf(g);
+        (ckpt, config, tokenizer, name)
+    } else {
+        let layout = Layout::resolve(&args.model)?;
+        if layout.fused_weights.is_some() {
+            bail!(
+                "{} is a fused BioMedGPT model: writing it as GGUF (LLM) + safetensors (encoders) is not supported yet; \
+                 convert its LLaMA directory, or use --dtype f16/bf16 for safetensors",
+                args.model.display()
+            );
+        }
+        let config = LlamaConfig::from_file(layout.llm.join("config.json"))?;
+        let path = layout.llm.join("tokenizer.json");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let spec: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let tokenizer = tokenizer_metadata_from_json(&spec, &config).with_context(|| format!("converting {}", path.display()))?;
+        let name = layout.llm.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "model".into());
+        (Checkpoint::open(&layout.llm)?, config, tokenizer, name)
+    };
+    let started = std::time::Instant::now();
+    let types = export(&ckpt, "", &config, &name, tokenizer, mix, &args.out).with_context(|| format!("writing {}", args.out.display()))?;
+    let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for (_, ty) in &types {
+        *counts.entry(ty.name()).or_default() += 1;
+    }
+    let size = std::fs::metadata(&args.out)?.len();
+    let summary: Vec<String> = counts.iter().map(|(t, n)| format!("{n} {t}")).collect();
+    eprintln!(
+        "wrote {} ({:.1} MB, {}) in {:.1} s",
+        args.out.display(),
+        size as f64 / 1e6,
+        summary.join(", "),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// `merge-lora`: `convert` of a fine-tuned checkpoint, whose adapters and LoRA factors become
@@ -114,6 +174,7 @@ pub fn merge(args: ConvertArgs) -> Result<()> {
 }
 
 fn convert(args: ConvertArgs, must_merge: bool) -> Result<()> {
+    let dtype: FloatType = args.dtype.parse().map_err(|e: String| anyhow::anyhow!("--dtype: {e}, or a GGUF mix ({})", biomedgpt_llama::gguf_export::QuantMix::NAMES))?;
     let layout = Layout::resolve(&args.model)?;
     let Some(fused) = &layout.fused_weights else {
         bail!("{} has no fused BioMedGPT weights to convert", args.model.display());
@@ -143,7 +204,7 @@ fn convert(args: ConvertArgs, must_merge: bool) -> Result<()> {
     }
 
     // Float tensors only (`num_batches_tracked` and other integer buffers are not read).
-    let target = match args.dtype {
+    let target = match dtype {
         FloatType::BF16 => SourceDType::BF16,
         FloatType::F16 => SourceDType::F16,
         FloatType::F32 => SourceDType::F32,
@@ -156,7 +217,7 @@ fn convert(args: ConvertArgs, must_merge: bool) -> Result<()> {
             skipped += 1;
             continue;
         }
-        let (dtype, ty) = if key.starts_with("mol_structure_encoder.") { (SourceDType::F32, FloatType::F32) } else { (target, args.dtype) };
+        let (dtype, ty) = if key.starts_with("mol_structure_encoder.") { (SourceDType::F32, FloatType::F32) } else { (target, dtype) };
         specs.push((TensorSpec { name: key.to_string(), dtype, shape: info.shape }, ty));
     }
     let limit = (args.shard_gb * 1e9) as usize;

@@ -15,6 +15,7 @@ mod dtype;
 mod error;
 pub mod export;
 pub mod gguf;
+pub mod gguf_writer;
 pub mod npy;
 mod pickle;
 mod safetensors_file;

@@ -19,6 +19,7 @@ pub mod config;
 pub mod decoder;
 pub mod generation;
 pub mod gguf;
+pub mod gguf_export;
 mod gguf_tokenizer;
 pub mod model;
 pub mod rope;

@@ -6,11 +6,14 @@
 //! error can name an unsupported one); [`dequantize`] is the scalar reference for the types this
 //! project reads, written from llama.cpp's `dequantize_row_*` and equal bit for bit to gguf-py's
 //! `gguf.quants.dequantize` (same f32 operations in the same order; tested against it with the
-//! committed fixtures of `tests/fixtures/gguf`).
+//! committed fixtures of `tests/fixtures/gguf`). [`quantize`] is llama.cpp's reference quantizer
+//! for the types `convert` writes.
 
 mod dequant;
+mod quantize;
 
 pub use dequant::dequantize;
+pub use quantize::{QUANTIZABLE, quantize};
 
 /// Values per super-block of the k-quants.
 pub const QK_K: usize = 256;
