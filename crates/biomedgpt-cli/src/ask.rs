@@ -124,7 +124,8 @@ pub fn open(args: &ModelArgs) -> Result<BioMedGpt> {
     } else {
         args.float_type(&LlamaConfig::from_file(layout.llm.join("config.json"))?)?
     };
-    let model = BioMedGpt::load(&args.model, ty, &args.device()?).with_context(|| format!("loading {}", args.model.display()))?;
+    let model = BioMedGpt::load_keeping_blocks(&args.model, ty, args.keep_blocks(), &args.device()?)
+        .with_context(|| format!("loading {}", args.model.display()))?;
     if let Some(notice) = &model.notice {
         eprintln!("note: {notice}");
     }

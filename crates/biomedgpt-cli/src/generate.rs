@@ -15,8 +15,9 @@ pub struct ModelArgs {
     #[arg(long)]
     pub model: PathBuf,
     /// Weight dtype: f32, f16, bf16, or auto (the checkpoint's dtype; f16 instead of bf16 on a
-    /// CPU without AVX512_BF16, where bf16 products would be widened to f32 and slower; GGUF
-    /// block-quantized weights are dequantized, to f16 with auto).
+    /// CPU without AVX512_BF16, where bf16 products would be widened to f32 and slower). A GGUF
+    /// file's block-quantized projections stay in their blocks with auto on the CPU (activations
+    /// f16); an explicit dtype dequantizes them at load.
     #[arg(long, default_value = "auto")]
     pub dtype: String,
     /// cpu, wgpu[:N] or cuda[:N] (GPU backends need the matching cargo feature).
@@ -47,16 +48,23 @@ impl ModelArgs {
         })
     }
 
+    /// Whether block-quantized GGUF weights stay in their blocks: with `--dtype auto` on the CPU
+    /// (an explicit dtype dequantizes at load, the reference semantics; GPUs get dequantized
+    /// weights).
+    pub fn keep_blocks(&self) -> bool {
+        self.dtype == "auto" && self.device.starts_with("cpu")
+    }
+
     /// Model and tokenizer, of the family config.json names (LLaMA or GPT-2).
     pub fn open(&self) -> Result<TextLm> {
         let ty = self.float_type_of(stored_dtype(&self.model))?;
-        TextLm::open(&self.model, ty, &self.device()?)
+        TextLm::open(&self.model, ty, self.keep_blocks(), &self.device()?)
     }
 
     /// Model only, for work on token ids (no tokenizer needed), of either family.
     pub fn open_model(&self) -> Result<Box<dyn CausalLm>> {
         let ty = self.float_type_of(stored_dtype(&self.model))?;
-        TextLm::open_model(&self.model, ty, &self.device()?)
+        TextLm::open_model(&self.model, ty, self.keep_blocks(), &self.device()?)
     }
 }
 

@@ -55,11 +55,12 @@ pub struct TextLm {
 }
 
 impl TextLm {
-    pub fn open(dir: &Path, ty: FloatType, device: &Device) -> Result<Self> {
+    /// `keep_blocks`: a GGUF file's block-quantized projections stay in their blocks.
+    pub fn open(dir: &Path, ty: FloatType, keep_blocks: bool, device: &Device) -> Result<Self> {
         let loading = || format!("loading {}", dir.display());
         Ok(match family_of(dir)? {
             Family::Llama => {
-                let LlamaDir { model, tokenizer } = LlamaDir::open(dir, ty, device).with_context(loading)?;
+                let LlamaDir { model, tokenizer } = LlamaDir::open_with(dir, ty, keep_blocks, device).with_context(loading)?;
                 TextLm { model: Box::new(model), tokenizer }
             }
             Family::Gpt2 => {
@@ -70,10 +71,10 @@ impl TextLm {
     }
 
     /// The model only (work on token ids).
-    pub fn open_model(dir: &Path, ty: FloatType, device: &Device) -> Result<Box<dyn CausalLm>> {
+    pub fn open_model(dir: &Path, ty: FloatType, keep_blocks: bool, device: &Device) -> Result<Box<dyn CausalLm>> {
         let loading = || format!("loading {}", dir.display());
         Ok(match family_of(dir)? {
-            Family::Llama => Box::new(LlamaDir::open_model(dir, ty, device).with_context(loading)?),
+            Family::Llama => Box::new(LlamaDir::open_model_with(dir, ty, keep_blocks, device).with_context(loading)?),
             Family::Gpt2 => Box::new(Gpt2Dir::open_model(dir, ty, device).with_context(loading)?),
         })
     }

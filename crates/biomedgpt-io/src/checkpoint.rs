@@ -383,6 +383,40 @@ impl Checkpoint {
         Ok(storage.into_tensor_data(entry.shape.clone()))
     }
 
+    /// A matrix stored in a GGML block type, kept in its blocks: the file's bytes in place (or, for
+    /// a tensor read in another row order, a reordered copy of them). `None` when the tensor is
+    /// stored as plain floats. The shape is checked as [`Checkpoint::load`] does.
+    pub fn load_blocks(&self, key: &str, expected_shape: &[usize]) -> Result<Option<biomedgpt_kernels::quant::QuantMatrix>, LoadError> {
+        let entry = self.entry(key)?;
+        let SourceDType::Ggml(ty) = entry.dtype else {
+            return Ok(None);
+        };
+        if entry.shape != expected_shape {
+            return Err(LoadError::ShapeMismatch { key: key.to_string(), expected: expected_shape.to_vec(), found: entry.shape.clone() });
+        }
+        if entry.shape.len() != 2 {
+            return Err(LoadError::format(self.files[entry.file].path.clone(), format!("`{key}`: block-quantized tensors are read as matrices")));
+        }
+        let (rows, cols) = (entry.shape[0], entry.shape[1]);
+        let file = &self.files[entry.file];
+        let data: Arc<dyn AsRef<[u8]> + Send + Sync> = match self.row_orders.get(key) {
+            None => Arc::new(MapSlice { map: file.map.clone(), start: entry.offset, len: entry.nbytes }),
+            Some(order) => {
+                let row = entry.nbytes / rows.max(1);
+                let stored = &file.map[entry.offset..entry.offset + entry.nbytes];
+                let mut copy = Vec::with_capacity(entry.nbytes);
+                for &r in order.iter() {
+                    copy.extend_from_slice(&stored[r * row..(r + 1) * row]);
+                }
+                self.release(key);
+                Arc::new(copy)
+            }
+        };
+        biomedgpt_kernels::quant::QuantMatrix::new(ty, rows, cols, data)
+            .map(Some)
+            .map_err(|e| LoadError::DType { key: key.to_string(), found: ty.to_string(), wanted: e })
+    }
+
     /// Tells the kernel that this tensor's pages in the mapping are no longer needed (after a
     /// model copied them into another layout), so they stop counting as resident memory.
     pub fn release(&self, key: &str) {
@@ -469,6 +503,11 @@ impl<'a> WeightView<'a> {
 
     pub fn load(&self, name: &str, shape: &[usize], ty: FloatType) -> Result<TensorData, LoadError> {
         self.ckpt.load(&self.key(name), shape, ty)
+    }
+
+    /// See [`Checkpoint::load_blocks`].
+    pub fn load_blocks(&self, name: &str, shape: &[usize]) -> Result<Option<biomedgpt_kernels::quant::QuantMatrix>, LoadError> {
+        self.ckpt.load_blocks(&self.key(name), shape)
     }
 
     /// See [`Checkpoint::release`].

@@ -67,6 +67,12 @@ pub struct LlamaDir {
 
 impl LlamaDir {
     pub fn open(dir: impl AsRef<Path>, ty: FloatType, device: &Device) -> Result<Self, OpenError> {
+        Self::open_with(dir, ty, false, device)
+    }
+
+    /// [`Self::open`]; for a GGUF file with `keep_blocks`, projections stored in a GGML block type
+    /// stay in their blocks (memory-mapped) and run quantized products.
+    pub fn open_with(dir: impl AsRef<Path>, ty: FloatType, keep_blocks: bool, device: &Device) -> Result<Self, OpenError> {
         let dir = dir.as_ref();
         if is_gguf(dir) {
             let (ckpt, config) = gguf::open(dir)?;
@@ -75,7 +81,7 @@ impl LlamaDir {
                 TokenizerError::Load { message, .. } => TokenizerError::Load { path: dir.display().to_string(), message },
                 other => other,
             })?;
-            let model = Llama::load(&config, &ckpt.root(), ty, device)?;
+            let model = Llama::load_with(&config, &ckpt.root(), ty, keep_blocks, device)?;
             return Ok(LlamaDir { model, tokenizer });
         }
         if !dir.is_dir() {
@@ -90,10 +96,15 @@ impl LlamaDir {
 
     /// Opens the model only (no tokenizer), for id-level work such as parity tests.
     pub fn open_model(dir: impl AsRef<Path>, ty: FloatType, device: &Device) -> Result<Llama, OpenError> {
+        Self::open_model_with(dir, ty, false, device)
+    }
+
+    /// [`Self::open_model`] with [`Self::open_with`]'s `keep_blocks`.
+    pub fn open_model_with(dir: impl AsRef<Path>, ty: FloatType, keep_blocks: bool, device: &Device) -> Result<Llama, OpenError> {
         let dir = dir.as_ref();
         if is_gguf(dir) {
             let (ckpt, config) = gguf::open(dir)?;
-            return Ok(Llama::load(&config, &ckpt.root(), ty, device)?);
+            return Ok(Llama::load_with(&config, &ckpt.root(), ty, keep_blocks, device)?);
         }
         let config = LlamaConfig::from_file(dir.join("config.json"))?;
         let ckpt = Checkpoint::open(dir)?;

@@ -2,12 +2,12 @@
 //! checkpoint loads by construction (`model.layers.{i}.self_attn.q_proj.weight`, ...).
 
 use burn::module::{Module, Param};
-use burn::nn::{Embedding, Linear};
+use burn::nn::Embedding;
 use biomedgpt_kernels::activation::{add, rms_norm, silu_mul};
 use biomedgpt_kernels::attention::attention_merged;
 use biomedgpt_kernels::{apply_rotary, matmul, rotary_tables};
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
-use biomedgpt_nn::{apply_linear, apply_linears, linear as load_linear, param};
+use biomedgpt_nn::{MaybeQuantLinear, apply_linear, apply_linears, maybe_quant_linear, param};
 use biomedgpt_io::{FloatType, LoadError, WeightView};
 
 use crate::cache::{KvCache, LayerCache, StepMask};
@@ -36,20 +36,34 @@ impl RmsNorm {
     }
 }
 
+/// How the projections are loaded: in `ty`, or (`keep_blocks`) GGML block types kept in place.
+#[derive(Clone, Copy)]
+struct Load<'a> {
+    ty: FloatType,
+    keep_blocks: bool,
+    device: &'a Device,
+}
+
+impl Load<'_> {
+    fn linear(&self, vb: &WeightView, d_in: usize, d_out: usize, bias: bool) -> Result<MaybeQuantLinear, LoadError> {
+        maybe_quant_linear(vb, d_in, d_out, bias, self.ty, self.keep_blocks, self.device)
+    }
+}
+
 #[derive(Module, Debug)]
 pub struct Mlp {
-    pub gate_proj: Linear,
-    pub up_proj: Linear,
-    pub down_proj: Linear,
+    pub gate_proj: MaybeQuantLinear,
+    pub up_proj: MaybeQuantLinear,
+    pub down_proj: MaybeQuantLinear,
 }
 
 impl Mlp {
-    fn load(vb: &WeightView, c: &LlamaConfig, ty: FloatType, device: &Device) -> Result<Self, LoadError> {
+    fn load(vb: &WeightView, c: &LlamaConfig, load: Load) -> Result<Self, LoadError> {
         let (h, i, b) = (c.hidden_size, c.intermediate_size, c.mlp_bias);
         Ok(Mlp {
-            gate_proj: load_linear(&vb.pp("gate_proj"), h, i, b, ty, device)?,
-            up_proj: load_linear(&vb.pp("up_proj"), h, i, b, ty, device)?,
-            down_proj: load_linear(&vb.pp("down_proj"), i, h, b, ty, device)?,
+            gate_proj: load.linear(&vb.pp("gate_proj"), h, i, b)?,
+            up_proj: load.linear(&vb.pp("up_proj"), h, i, b)?,
+            down_proj: load.linear(&vb.pp("down_proj"), i, h, b)?,
         })
     }
 
@@ -72,10 +86,10 @@ pub struct StepContext {
 
 #[derive(Module, Debug)]
 pub struct Attention {
-    pub q_proj: Linear,
-    pub k_proj: Linear,
-    pub v_proj: Linear,
-    pub o_proj: Linear,
+    pub q_proj: MaybeQuantLinear,
+    pub k_proj: MaybeQuantLinear,
+    pub v_proj: MaybeQuantLinear,
+    pub o_proj: MaybeQuantLinear,
     #[module(skip)]
     num_heads: usize,
     #[module(skip)]
@@ -85,14 +99,14 @@ pub struct Attention {
 }
 
 impl Attention {
-    fn load(vb: &WeightView, c: &LlamaConfig, ty: FloatType, device: &Device) -> Result<Self, LoadError> {
+    fn load(vb: &WeightView, c: &LlamaConfig, load: Load) -> Result<Self, LoadError> {
         let (h, hd, b) = (c.hidden_size, c.head_dim(), c.attention_bias);
         let (nh, nkv) = (c.num_attention_heads, c.num_kv_heads());
         Ok(Attention {
-            q_proj: load_linear(&vb.pp("q_proj"), h, nh * hd, b, ty, device)?,
-            k_proj: load_linear(&vb.pp("k_proj"), h, nkv * hd, b, ty, device)?,
-            v_proj: load_linear(&vb.pp("v_proj"), h, nkv * hd, b, ty, device)?,
-            o_proj: load_linear(&vb.pp("o_proj"), nh * hd, h, b, ty, device)?,
+            q_proj: load.linear(&vb.pp("q_proj"), h, nh * hd, b)?,
+            k_proj: load.linear(&vb.pp("k_proj"), h, nkv * hd, b)?,
+            v_proj: load.linear(&vb.pp("v_proj"), h, nkv * hd, b)?,
+            o_proj: load.linear(&vb.pp("o_proj"), nh * hd, h, b)?,
             num_heads: nh,
             num_kv_heads: nkv,
             head_dim: hd,
@@ -132,10 +146,11 @@ pub struct DecoderLayer {
 }
 
 impl DecoderLayer {
-    fn load(vb: &WeightView, c: &LlamaConfig, ty: FloatType, device: &Device) -> Result<Self, LoadError> {
+    fn load(vb: &WeightView, c: &LlamaConfig, load: Load) -> Result<Self, LoadError> {
+        let (ty, device) = (load.ty, load.device);
         Ok(DecoderLayer {
-            self_attn: Attention::load(&vb.pp("self_attn"), c, ty, device)?,
-            mlp: Mlp::load(&vb.pp("mlp"), c, ty, device)?,
+            self_attn: Attention::load(&vb.pp("self_attn"), c, load)?,
+            mlp: Mlp::load(&vb.pp("mlp"), c, load)?,
             input_layernorm: RmsNorm::load(&vb.pp("input_layernorm"), c.hidden_size, c.rms_norm_eps, ty, device)?,
             post_attention_layernorm: RmsNorm::load(
                 &vb.pp("post_attention_layernorm"),
@@ -165,7 +180,7 @@ pub struct LlamaModel {
 #[derive(Module, Debug)]
 pub struct Llama {
     pub model: LlamaModel,
-    pub lm_head: Option<Linear>,
+    pub lm_head: Option<MaybeQuantLinear>,
     #[module(skip)]
     inv_freq: Vec<f32>,
     #[module(skip)]
@@ -184,16 +199,24 @@ impl Llama {
     /// Loads from an HF checkpoint view rooted at the model's prefix (`""`, or `llm.` in the
     /// fused BioMedGPT checkpoint). Non-parameter keys (`rotary_emb.inv_freq`) are never read.
     pub fn load(config: &LlamaConfig, vb: &WeightView, ty: FloatType, device: &Device) -> Result<Self, LoadError> {
+        Self::load_with(config, vb, ty, false, device)
+    }
+
+    /// [`Self::load`], with `keep_blocks`: projections stored in a GGML block type (GGUF) stay in
+    /// their blocks, memory-mapped, and run quantized products; the token embeddings and norms
+    /// are read in `ty` (dequantized).
+    pub fn load_with(config: &LlamaConfig, vb: &WeightView, ty: FloatType, keep_blocks: bool, device: &Device) -> Result<Self, LoadError> {
         let c = config;
+        let load = Load { ty, keep_blocks, device };
         let m = vb.pp("model");
         let embed = m.pp("embed_tokens").load("weight", &[c.vocab_size, c.hidden_size], ty)?;
         let layers = (0..c.num_hidden_layers)
-            .map(|i| DecoderLayer::load(&m.pp("layers").pp(i), c, ty, device))
+            .map(|i| DecoderLayer::load(&m.pp("layers").pp(i), c, load))
             .collect::<Result<Vec<_>, _>>()?;
         let lm_head = if c.tie_word_embeddings {
             None
         } else {
-            Some(load_linear(&vb.pp("lm_head"), c.hidden_size, c.vocab_size, false, ty, device)?)
+            Some(load.linear(&vb.pp("lm_head"), c.hidden_size, c.vocab_size, false)?)
         };
         Ok(Llama {
             model: LlamaModel {

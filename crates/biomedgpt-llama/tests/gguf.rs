@@ -167,17 +167,46 @@ fn smollm2_real_weights_generate_what_transformers_generates() {
         return;
     };
     let exp: Value = serde_json::from_str(&std::fs::read_to_string(dir().join("smollm2_greedy.json")).unwrap()).unwrap();
-    let opened = LlamaDir::open(&path, FloatType::F32, &Device::flex()).unwrap();
-    assert_eq!(opened.tokenizer.bos_id(), None, "SmolLM2's file says add_bos_token = false");
-    for case in exp["cases"].as_array().unwrap() {
-        let prompt = case["prompt"].as_str().unwrap();
-        let ids = opened.tokenizer.encode(prompt, true).unwrap();
-        assert_eq!(ids, ids_of(&case["ids"]), "tokens of {prompt:?}");
-        let want = ids_of(&case["greedy"]);
+    // Dequantized at load (the reference semantics), then with the projections in their blocks.
+    for keep_blocks in [false, true] {
+        let opened = LlamaDir::open_with(&path, FloatType::F32, keep_blocks, &Device::flex()).unwrap();
+        assert_eq!(opened.tokenizer.bos_id(), None, "SmolLM2's file says add_bos_token = false");
+        for case in exp["cases"].as_array().unwrap() {
+            let prompt = case["prompt"].as_str().unwrap();
+            let ids = opened.tokenizer.encode(prompt, true).unwrap();
+            assert_eq!(ids, ids_of(&case["ids"]), "tokens of {prompt:?}");
+            let want = ids_of(&case["greedy"]);
+            let config = GenerationConfig { max_new_tokens: want.len(), strategy: Strategy::Greedy, repetition_penalty: 1.0, eos_token_ids: vec![] };
+            let got = generate(&opened.model, Prompt::Ids(ids), &config, &mut |_| {}).unwrap().tokens;
+            let text = opened.tokenizer.decode(&got).unwrap();
+            eprintln!("{prompt:?} -> {text:?} (block products: {keep_blocks})");
+            assert_eq!(got, want, "{prompt:?}: ours {text:?}, transformers {:?} (block products: {keep_blocks})", case["text"]);
+        }
+    }
+}
+
+/// Projections kept in their blocks (the default for GGUF files on the CPU) against the same
+/// model dequantized at load: both compute in f32 on the same weight values (the block product
+/// dequantizes each row with the bit-identical reference), so only the summation order differs;
+/// bound 1e-4 of the largest logit, as against transformers. Greedy ids equal transformers'.
+#[test]
+fn block_products_equal_the_dequantized_model() {
+    for name in CASES {
+        let exp = expected(name);
+        let rows: Vec<Vec<u32>> = exp["ids"].as_array().unwrap().iter().map(ids_of).collect();
+        let path = dir().join(format!("{name}.gguf"));
+        let dense = LlamaDir::open_model(&path, FloatType::F32, &Device::flex()).unwrap();
+        let blocks = LlamaDir::open_model_with(&path, FloatType::F32, true, &Device::flex()).unwrap();
+        let quantized = blocks.model.layers[0].self_attn.q_proj.is_quantized();
+        assert_eq!(quantized, *name != "gqa_f16", "{name}: only block types stay in blocks");
+        let run = |m: &Llama| m.forward(DecoderInput::Ids(ids_tensor(&rows)), None, &mut m.new_cache(rows.len())).into_data().try_to_vec::<f32>().unwrap();
+        let (a, b) = (run(&dense), run(&blocks));
+        let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let worst = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(worst <= 1e-4 * scale, "{name}: largest difference {worst} for logits up to {scale}");
+        let want = ids_of(&exp["greedy"]);
         let config = GenerationConfig { max_new_tokens: want.len(), strategy: Strategy::Greedy, repetition_penalty: 1.0, eos_token_ids: vec![] };
-        let got = generate(&opened.model, Prompt::Ids(ids), &config, &mut |_| {}).unwrap().tokens;
-        let text = opened.tokenizer.decode(&got).unwrap();
-        eprintln!("{prompt:?} -> {text:?}");
-        assert_eq!(got, want, "{prompt:?}: ours {text:?}, transformers {:?}", case["text"]);
+        let got = generate(&blocks, Prompt::Ids(ids_of(&exp["ids"][0])), &config, &mut |_| {}).unwrap().tokens;
+        assert_eq!(got, want, "{name}: greedy with block products");
     }
 }

@@ -177,6 +177,9 @@ pub fn merge_lora(mut llm: Llama, path: &std::path::Path, scale: f64) -> Result<
             if ckpt.info(&format!("{prefix}.lora_A.weight")).is_none() {
                 continue;
             }
+            if proj.is_quantized() {
+                return Err(ModelError::Layout(format!("{prefix}: LoRA factors cannot be merged into block-quantized weights (load with --dtype f16 or f32)")));
+            }
             let weight = proj.weight.val();
             let [d_in, d_out] = weight.dims();
             let view = root.pp(&prefix);
@@ -211,6 +214,19 @@ impl BioMedGpt {
     /// the adapters; the GIN runs in f32 (it is small) and its output is cast.
     pub fn load(dir: &std::path::Path, ty: FloatType, device: &Device) -> Result<Self, ModelError> {
         Self::load_with_adapters_in(dir, ty, ty, device)
+    }
+
+    /// [`Self::load`] of a GGUF LLM whose block-quantized projections stay in their blocks
+    /// (`keep_blocks`; other layouts load as [`Self::load`]).
+    pub fn load_keeping_blocks(dir: &std::path::Path, ty: FloatType, keep_blocks: bool, device: &Device) -> Result<Self, ModelError> {
+        let layout = Layout::resolve(dir)?;
+        if keep_blocks && biomedgpt_llama::is_gguf(&layout.llm) {
+            let LlamaDir { model: llm, tokenizer } = LlamaDir::open_with(&layout.llm, ty, true, device)?;
+            let system_prompt = layout.settings.system_prompt.clone().unwrap_or_else(|| DEFAULT_SYSTEM_PROMPT.to_string());
+            let adapters = Adapters { proj_mol: None, proj_prot: None };
+            return Ok(BioMedGpt { llm, tokenizer, adapters, molecule: None, protein: None, system_prompt, notice: layout.settings.notice });
+        }
+        Self::load(dir, ty, device)
     }
 
     /// As [`Self::load`], with the adapters in `adapter_ty` (training keeps them in f32 while

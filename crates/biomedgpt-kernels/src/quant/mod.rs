@@ -10,9 +10,11 @@
 //! for the types `convert` writes.
 
 mod dequant;
+pub mod matmul;
 mod quantize;
 
 pub use dequant::dequantize;
+pub use matmul::QuantMatrix;
 pub use quantize::{QUANTIZABLE, quantize};
 
 /// Values per super-block of the k-quants.

@@ -1,0 +1,171 @@
+//! Products with weights kept in their GGML blocks (a GGUF file's bytes, used in place):
+//! `y = x W^T + b` for `W` `[out, in]` stored row by row in blocks along `in`.
+//!
+//! This is the correct, portable version: each thread takes pieces of output rows, dequantizes
+//! one weight row at a time into a small f32 buffer (L1-resident) with the scalar reference of
+//! [`super::dequantize`], and dots it with every row of `x`. It reads each weight byte once per
+//! call, so decoding stays memory-bound on the quantized size; the block-aware SIMD kernels that
+//! reach llama.cpp's speed replace the inner loop behind this same entry point.
+
+use std::sync::Arc;
+
+use burn::tensor::{DType, Tensor, TensorData};
+
+use super::{GgmlType, dequantize};
+use crate::parallel::{Shared, share_pieces};
+
+/// A weight matrix in a GGML block type: `rows` output features of `cols` inputs each.
+#[derive(Clone)]
+pub struct QuantMatrix {
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    data: Arc<dyn AsRef<[u8]> + Send + Sync>,
+}
+
+impl std::fmt::Debug for QuantMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "QuantMatrix({} [{}, {}])", self.ty, self.rows, self.cols)
+    }
+}
+
+impl QuantMatrix {
+    /// Wraps `data` (the blocks of `rows` rows of `cols` values). Errors name what does not fit.
+    pub fn new(ty: GgmlType, rows: usize, cols: usize, data: Arc<dyn AsRef<[u8]> + Send + Sync>) -> Result<Self, String> {
+        if !ty.is_dequantizable() {
+            return Err(format!("{ty} is not a block type this build computes with ({})", GgmlType::DEQUANTIZABLE));
+        }
+        let row = ty.row_bytes(cols).ok_or_else(|| format!("rows of {cols} values are not whole {ty} blocks"))?;
+        let len = (*data).as_ref().len();
+        if len != row * rows {
+            return Err(format!("{len} bytes for {rows} rows of {cols} {ty} values ({} expected)", row * rows));
+        }
+        Ok(QuantMatrix { ty, rows, cols, data })
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        (*self.data).as_ref()
+    }
+
+    fn row_bytes(&self) -> usize {
+        self.ty.row_bytes(self.cols).expect("checked in new")
+    }
+
+    /// The whole matrix dequantized, `[rows, cols]` f32 (tests and fallbacks).
+    pub fn dequantize(&self) -> Vec<f32> {
+        let mut out = vec![0f32; self.rows * self.cols];
+        dequantize(self.ty, self.bytes(), &mut out);
+        out
+    }
+}
+
+/// Output rows per piece of work: enough to amortise the piece overhead, small enough that two
+/// threads share the rows evenly.
+const ROWS_PER_PIECE: usize = 16;
+
+/// `x [m, cols] W^T (+ bias) -> [m, rows]`, computed in f32 and returned in `x`'s dtype.
+pub fn matmul(x: Tensor<2>, w: &QuantMatrix, bias: Option<Tensor<1>>) -> Tensor<2> {
+    let [m, k] = x.dims();
+    assert_eq!(k, w.cols, "quantized matmul: x has {k} columns, the weight {}", w.cols);
+    let device = x.device();
+    let dtype = x.dtype();
+    let xs: Vec<f32> = x.cast(DType::F32).into_data().try_to_vec::<f32>().expect("f32 data");
+    let n = w.rows;
+    // yt [n, m]: each piece writes its own output rows.
+    let mut yt = vec![0f32; n * m];
+    let out = Shared(yt.as_mut_ptr());
+    let row_bytes = w.row_bytes();
+    let bytes = w.bytes();
+    let pieces = n.div_ceil(ROWS_PER_PIECE);
+    let threads = rayon::current_num_threads();
+    share_pieces(pieces, if m * n * k < 1 << 16 { 1 } else { threads }, |piece, row: &mut Vec<f32>| {
+        row.resize(k, 0.0);
+        for j in piece * ROWS_PER_PIECE..((piece + 1) * ROWS_PER_PIECE).min(n) {
+            dequantize(w.ty, &bytes[j * row_bytes..(j + 1) * row_bytes], row);
+            for i in 0..m {
+                let v = dot(&xs[i * k..(i + 1) * k], row);
+                // SAFETY: output row j belongs to this piece only.
+                unsafe { *out.ptr().add(j * m + i) = v };
+            }
+        }
+    });
+    let mut y = vec![0f32; m * n];
+    for j in 0..n {
+        for i in 0..m {
+            y[i * n + j] = yt[j * m + i];
+        }
+    }
+    if let Some(b) = bias {
+        let b: Vec<f32> = b.cast(DType::F32).into_data().try_to_vec::<f32>().expect("f32 data");
+        for row in y.chunks_exact_mut(n) {
+            row.iter_mut().zip(&b).for_each(|(v, b)| *v += b);
+        }
+    }
+    Tensor::<2>::from_data(TensorData::new(y, [m, n]), (&device, DType::F32)).cast(dtype)
+}
+
+/// Rows `ids` of the matrix dequantized (embedding lookups), `[ids.len(), cols]` f32.
+pub fn rows(w: &QuantMatrix, ids: &[usize]) -> Vec<f32> {
+    let row_bytes = w.row_bytes();
+    let mut out = vec![0f32; ids.len() * w.cols];
+    for (o, &id) in out.chunks_exact_mut(w.cols).zip(ids) {
+        dequantize(w.ty, &w.bytes()[id * row_bytes..(id + 1) * row_bytes], o);
+    }
+    out
+}
+
+/// A dot product with eight partial sums (vectorisable by the compiler).
+#[inline]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut sum = ra.iter().zip(rb).map(|(x, y)| x * y).sum::<f32>();
+    sum += acc.iter().sum::<f32>();
+    sum
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::quantize;
+    use burn::tensor::Device;
+
+    #[test]
+    fn equals_dequantize_then_f32_matmul() {
+        let (n, k, m) = (37, 512, 5);
+        let w: Vec<f32> = (0..n * k).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
+        for &ty in &[GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K] {
+            let mut q = vec![0u8; ty.row_bytes(k).unwrap() * n];
+            quantize(ty, &w, &mut q);
+            let matrix = QuantMatrix::new(ty, n, k, Arc::new(q)).unwrap();
+            let dense = matrix.dequantize();
+            let x: Vec<f32> = (0..m * k).map(|i| ((i * 31) % 17) as f32 / 17.0 - 0.4).collect();
+            let device = Device::flex();
+            let xt = Tensor::<2>::from_data(TensorData::new(x.clone(), [m, k]), (&device, DType::F32));
+            let bias = Tensor::<1>::from_data(TensorData::new((0..n).map(|j| j as f32).collect::<Vec<_>>(), [n]), (&device, DType::F32));
+            let y = matmul(xt, &matrix, Some(bias)).into_data().try_to_vec::<f32>().unwrap();
+            for i in 0..m {
+                for j in 0..n {
+                    let want: f64 = (0..k).map(|c| x[i * k + c] as f64 * dense[j * k + c] as f64).sum::<f64>() + j as f64;
+                    let got = y[i * n + j] as f64;
+                    assert!((got - want).abs() <= 1e-4 * (1.0 + want.abs()), "{ty} ({i},{j}): {got} vs {want}");
+                }
+            }
+            assert_eq!(rows(&matrix, &[3])[..], dense[3 * k..4 * k]);
+        }
+    }
+
+    #[test]
+    fn sizes_are_checked() {
+        let e = QuantMatrix::new(GgmlType::Q4K, 2, 100, Arc::new(vec![0u8; 10])).unwrap_err();
+        assert!(e.contains("not whole Q4_K blocks"), "{e}");
+        let e = QuantMatrix::new(GgmlType::Q8_0, 2, 32, Arc::new(vec![0u8; 10])).unwrap_err();
+        assert!(e.contains("68 expected"), "{e}");
+    }
+}
