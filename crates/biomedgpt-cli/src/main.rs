@@ -58,9 +58,9 @@ enum Command {
     Ask(ask::AskArgs),
     /// Interactive multi-turn chat (/molecule SMILES, /protein SEQ, /reset, /quit).
     Chat(ask::ChatArgs),
-    /// Rewrite a BioMedGPT directory's fused weights as sharded f16/bf16 safetensors.
+    /// Rewrite fused weights as f16/bf16 safetensors, or a LLaMA as GGUF (q8_0, q6_k, q5_k_m, q4_k_m, q4_0).
     Convert(convert::ConvertArgs),
-    /// Continue a text prompt with a LLaMA or GPT-2 model (HF directory).
+    /// Continue a text prompt with a LLaMA or GPT-2 model (HF directory or GGUF file).
     Generate(generate::GenerateArgs),
     /// Text metrics (BLEU-2/4, ROUGE-1/2/L, METEOR; MolT5 protocol) of a predictions JSONL file.
     Score(eval::ScoreArgs),

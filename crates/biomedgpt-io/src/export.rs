@@ -17,7 +17,7 @@ pub struct NamedTensor {
 
 // Visitors see `enter_module(field, "Struct:Parent")` for every field on the way down, the
 // parameter's own field included: the joined names are the parameter's path, and the last
-// container type tells a `Linear`'s weight apart.
+// container type tells a `Linear`'s weight apart (see `in_linear`).
 struct Collect {
     path: Vec<(String, String)>,
     out: Vec<NamedTensor>,
@@ -34,7 +34,8 @@ impl ModuleVisitor for Collect {
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let name = self.path.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(".");
-        let in_linear = self.path.last().is_some_and(|(n, c)| n == "weight" && c == "Struct:Linear");
+        // Burn's `Linear` and biomedgpt-nn's `MaybeQuantLinear` (same fields, same layout).
+        let in_linear = self.path.last().is_some_and(|(n, c)| n == "weight" && (c == "Struct:Linear" || c == "Struct:MaybeQuantLinear"));
         let tensor = param.val().cast(DType::F32);
         let dims = tensor.dims().to_vec();
         // Burn's Linear multiplies by [in, out]; PyTorch stores [out, in].

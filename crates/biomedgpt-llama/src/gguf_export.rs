@@ -14,7 +14,7 @@ use std::path::Path;
 
 use biomedgpt_io::gguf_writer::{GgufTensorSpec, write_gguf};
 use biomedgpt_io::{Checkpoint, FloatType, Gguf, MetaValue};
-use biomedgpt_kernels::quant::{GgmlType, quantize};
+use biomedgpt_kernels::quant::{GgmlType, quantize_rows};
 
 use crate::config::{LlamaConfig, RopeKind};
 
@@ -338,7 +338,7 @@ pub fn export(
             _ => {
                 let start = buf.len();
                 buf.resize(start + ty.row_bytes(values.len()).expect("checked above"), 0);
-                quantize(ty, &values, &mut buf[start..]);
+                quantize_rows(ty, &values, row, &mut buf[start..]);
             }
         }
         Ok(())

@@ -15,7 +15,7 @@ mod quantize;
 
 pub use dequant::dequantize;
 pub use matmul::QuantMatrix;
-pub use quantize::{QUANTIZABLE, quantize};
+pub use quantize::{QUANTIZABLE, quantize, quantize_rows};
 
 /// Values per super-block of the k-quants.
 pub const QK_K: usize = 256;

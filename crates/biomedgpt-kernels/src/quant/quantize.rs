@@ -33,6 +33,19 @@ pub fn quantize(ty: GgmlType, src: &[f32], dst: &mut [u8]) {
     }
 }
 
+/// [`quantize`] of many rows at once, the rows shared between the pool's threads (each block is
+/// quantized independently, so the bytes are the same as one thread's).
+pub fn quantize_rows(ty: GgmlType, src: &[f32], row_len: usize, dst: &mut [u8]) {
+    use rayon::prelude::*;
+    let row_bytes = ty.row_bytes(row_len).expect("rows of whole blocks");
+    assert!(row_len > 0 && src.len() % row_len == 0 && dst.len() == src.len() / row_len * row_bytes, "quantize_rows {ty}: sizes");
+    // Groups of rows big enough to be worth a task.
+    let rows_per_task = (1 << 16) / row_len + 1;
+    src.par_chunks(rows_per_task * row_len)
+        .zip(dst.par_chunks_mut(rows_per_task * row_bytes))
+        .for_each(|(x, y)| quantize(ty, x, y));
+}
+
 fn put_f16(dst: &mut [u8], v: f32) {
     dst[..2].copy_from_slice(&f16::from_f32(v).to_bits().to_le_bytes());
 }
@@ -382,6 +395,18 @@ mod tests {
             assert!(*e < b, "{ty}: rmse {e} (bound {b})");
         }
         assert!(errors.windows(2).all(|w| w[1].1 < w[0].1), "{errors:?}");
+    }
+
+    #[test]
+    fn parallel_rows_are_the_same_bytes() {
+        let x = gaussian(37 * QK_K, 5);
+        for &ty in QUANTIZABLE {
+            let n = ty.row_bytes(x.len()).unwrap();
+            let (mut one, mut many) = (vec![0u8; n], vec![0u8; n]);
+            quantize(ty, &x, &mut one);
+            quantize_rows(ty, &x, QK_K, &mut many);
+            assert_eq!(one, many, "{ty}");
+        }
     }
 
     #[test]
