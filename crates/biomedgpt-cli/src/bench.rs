@@ -287,7 +287,12 @@ fn lm(args: LlamaBenchArgs) -> Result<()> {
         _ => 2,
     };
     let parameters = model.num_parameters();
-    let weight_bytes = parameters * bytes_per_param;
+    // A GGUF file's weights keep their file types (block types included): the file is their size.
+    let weight_bytes = if biomedgpt_llama::is_gguf(&args.model.model) && args.model.keep_blocks() {
+        std::fs::metadata(&args.model.model)?.len() as usize
+    } else {
+        parameters * bytes_per_param
+    };
 
     // Ids below 28000 fit every vocabulary benchmarked (LLaMA 32000, BioMedLM 28896).
     let prompt: Vec<u32> = (0..args.prompt_len).map(|i| 3 + (i as u32 * 7919) % 28000).collect();

@@ -120,10 +120,11 @@ pub fn run(args: ConvertArgs) -> Result<()> {
 /// A LLaMA (HF directory, GGUF file, or a BioMedGPT directory's LLM) written as one GGUF file.
 fn convert_to_gguf(args: &ConvertArgs, mix: biomedgpt_llama::gguf_export::QuantMix) -> Result<()> {
     use biomedgpt_llama::gguf_export::{export, tokenizer_metadata_from_gguf, tokenizer_metadata_from_json};
-    if args.out.extension().is_none_or(|e| e != "gguf") {
+    let fused = !biomedgpt_llama::is_gguf(&args.model) && Layout::resolve(&args.model).is_ok_and(|l| l.fused_weights.is_some());
+    if !fused && args.out.extension().is_none_or(|e| e != "gguf") {
         bail!("--dtype {} writes a GGUF file: --out must end in .gguf (got {})", args.dtype, args.out.display());
     }
-    if args.out.exists() {
+    if !fused && args.out.exists() {
         bail!("{} exists: choose a new file", args.out.display());
     }
     let (ckpt, config, tokenizer, name) = if biomedgpt_llama::is_gguf(&args.model) {
@@ -135,11 +136,7 @@ fn convert_to_gguf(args: &ConvertArgs, mix: biomedgpt_llama::gguf_export::QuantM
     } else {
         let layout = Layout::resolve(&args.model)?;
         if layout.fused_weights.is_some() {
-            bail!(
-                "{} is a fused BioMedGPT model: writing it as GGUF (LLM) + safetensors (encoders) is not supported yet; \
-                 convert its LLaMA directory, or use --dtype f16/bf16 for safetensors",
-                args.model.display()
-            );
+            return convert_fused_to_gguf(args, &layout, mix);
         }
         let config = LlamaConfig::from_file(layout.llm.join("config.json"))?;
         let path = layout.llm.join("tokenizer.json");
@@ -169,6 +166,93 @@ fn convert_to_gguf(args: &ConvertArgs, mix: biomedgpt_llama::gguf_export::QuantM
 
 /// `merge-lora`: `convert` of a fine-tuned checkpoint, whose adapters and LoRA factors become
 /// part of the weights.
+/// A fused BioMedGPT model as a directory llama.cpp can read the LLM of: `llm.gguf` (the LLaMA in
+/// `mix`, `[PAD]` in its vocabulary), `encoders.safetensors` (GIN in f32; ESM-2 and the adapters in
+/// f16), `esm/` and a `biomedgpt.json` naming them (llama.cpp's mmproj arrangement).
+fn convert_fused_to_gguf(args: &ConvertArgs, layout: &Layout, mix: biomedgpt_llama::gguf_export::QuantMix) -> Result<()> {
+    use biomedgpt_llama::gguf_export::{append_token, export, tokenizer_metadata_from_json};
+    let fused = layout.fused_weights.as_ref().expect("checked by the caller");
+    if args.out.exists() && std::fs::read_dir(&args.out)?.next().is_some() {
+        bail!("{} exists and is not empty", args.out.display());
+    }
+    let ckpt = Checkpoint::open(fused)?;
+    if !Overlays::open(layout)?.is_empty() {
+        bail!("{} has trained parts (adapters, LoRA, LLM or encoder weights): `merge-lora` it first, then convert the merged directory", args.model.display());
+    }
+    if biomedgpt_llama::is_gguf(&layout.llm) {
+        bail!("{}'s LLM is already a GGUF file: requantize it with `convert --model {}`", args.model.display(), layout.llm.display());
+    }
+    // Written into a new directory, removed again if anything fails (no half-written model).
+    let created = !args.out.exists();
+    std::fs::create_dir_all(&args.out)?;
+    let result = (|| -> Result<()> {
+        let config = LlamaConfig::from_file(layout.llm.join("config.json"))?;
+        let path = layout.llm.join("tokenizer.json");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let spec: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let mut tokenizer = tokenizer_metadata_from_json(&spec, &config).with_context(|| format!("converting {}", path.display()))?;
+        let rows = ckpt.info("llm.model.embed_tokens.weight").map(|i| i.shape[0]).ok_or_else(|| anyhow::anyhow!("{}: no llm.model.embed_tokens.weight", fused.display()))?;
+        // The reference's `[PAD]` (id 32000): a row of the embeddings that tokenizer.json lacks.
+        if rows == config.vocab_size + 1 {
+            append_token(&mut tokenizer, "[PAD]", 3);
+        }
+        let started = std::time::Instant::now();
+        let llm_out = args.out.join("llm.gguf");
+        let types = export(&ckpt, "llm.", &config, "BioMedGPT-LM", tokenizer, mix, &llm_out).with_context(|| format!("writing {}", llm_out.display()))?;
+        let mut specs: Vec<(TensorSpec, FloatType)> = Vec::new();
+        for key in ckpt.keys().filter(|k| !k.starts_with("llm.")) {
+            let info = ckpt.info(key).expect("listed key");
+            if !info.dtype.is_float() {
+                continue;
+            }
+            let (dtype, ty) = if key.starts_with("mol_structure_encoder.") { (SourceDType::F32, FloatType::F32) } else { (SourceDType::F16, FloatType::F16) };
+            specs.push((TensorSpec { name: key.to_string(), dtype, shape: info.shape }, ty));
+        }
+        let (specs, tys): (Vec<TensorSpec>, Vec<FloatType>) = specs.into_iter().unzip();
+        write_streaming(&args.out.join("encoders.safetensors"), &specs, &[("format", "pt")], |j, buf| {
+            let data = ckpt.load_any_shape(&specs[j].name, tys[j]).map_err(std::io::Error::other)?;
+            buf.extend_from_slice(data.as_bytes());
+            ckpt.release(&specs[j].name);
+            Ok(())
+        })
+        .context("writing encoders.safetensors")?;
+        if let Some(esm) = &layout.esm {
+            copy_dir_files(esm, &args.out.join("esm"))?;
+        }
+        let s = &layout.settings;
+        let mut settings = serde_json::json!({
+            "llm": "llm.gguf", "weights": "encoders.safetensors",
+            "system_prompt": s.system_prompt, "notice": args.notice.clone().or_else(|| s.notice.clone()).filter(|n| !n.is_empty()),
+            "gin_num_layer": s.gin_num_layer, "gin_emb_dim": s.gin_emb_dim, "max_protein_tokens": s.max_protein_tokens,
+        });
+        if layout.esm.is_some() {
+            settings["esm"] = "esm".into();
+        }
+        let settings: serde_json::Map<String, serde_json::Value> =
+            settings.as_object().expect("object").iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect();
+        biomedgpt_io::npy::write_atomic(&args.out.join("biomedgpt.json"), serde_json::to_string_pretty(&settings)?.as_bytes())?;
+        let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+        for (_, ty) in &types {
+            *counts.entry(ty.name()).or_default() += 1;
+        }
+        let summary: Vec<String> = counts.iter().map(|(t, n)| format!("{n} {t}")).collect();
+        let size = |p: &Path| std::fs::metadata(p).map(|m| m.len() as f64 / 1e9).unwrap_or(0.0);
+        eprintln!(
+            "wrote {}: llm.gguf {:.2} GB ({}), encoders.safetensors {:.2} GB, in {:.1} s",
+            args.out.display(),
+            size(&llm_out),
+            summary.join(", "),
+            size(&args.out.join("encoders.safetensors")),
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    })();
+    if result.is_err() && created {
+        let _ = std::fs::remove_dir_all(&args.out);
+    }
+    result
+}
+
 pub fn merge(args: ConvertArgs) -> Result<()> {
     convert(args, true)
 }

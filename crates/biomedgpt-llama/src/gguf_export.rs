@@ -88,6 +88,22 @@ impl QuantMix {
     }
 }
 
+/// llama.cpp's `tensor_type_fallback`: a type whose block does not divide the rows' length
+/// becomes one with 32-value blocks, or F16 when even those do not fit.
+fn fallback(ty: GgmlType, row_len: usize) -> GgmlType {
+    if row_len % ty.block().0 == 0 {
+        return ty;
+    }
+    let smaller = match ty {
+        GgmlType::Q2K | GgmlType::Q3K => GgmlType::Q4_0,
+        GgmlType::Q4K => GgmlType::Q5_0,
+        GgmlType::Q5K => GgmlType::Q5_1,
+        GgmlType::Q6K => GgmlType::Q8_0,
+        other => other,
+    };
+    if row_len % smaller.block().0 == 0 { smaller } else { GgmlType::F16 }
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Role {
     TokenEmbd,
@@ -211,6 +227,22 @@ pub fn tokenizer_metadata_from_json(spec: &serde_json::Value, config: &LlamaConf
     Ok(meta)
 }
 
+/// Appends a token (with score 0 and `token_type`) to tokenizer metadata made by
+/// [`tokenizer_metadata_from_json`]: the reference BioMedGPT's `[PAD]` row, which tokenizer.json
+/// does not list.
+pub fn append_token(meta: &mut [(String, MetaValue)], token: &str, token_type: i32) {
+    for (key, value) in meta.iter_mut() {
+        if let MetaValue::Array(items) = value {
+            match key.as_str() {
+                "tokenizer.ggml.tokens" => items.push(MetaValue::String(token.into())),
+                "tokenizer.ggml.scores" => items.push(MetaValue::F32(0.0)),
+                "tokenizer.ggml.token_type" => items.push(MetaValue::I32(token_type)),
+                _ => {}
+            }
+        }
+    }
+}
+
 /// The GGUF row order of an HF q/k projection: stored row `h*hd + 2i + part` is HF row
 /// `h*hd + part*hd/2 + i` (llama.cpp's `permute`).
 fn rope_permutation(heads: usize, head_dim: usize) -> Vec<usize> {
@@ -276,13 +308,13 @@ pub fn export(
             } else {
                 // Tied embeddings are the output matrix too: llama.cpp gives them its type.
                 let role = if tied && matches!(role, Role::TokenEmbd) { Role::Output } else { *role };
-                mix.matrix_type(role, n_layer)
+                fallback(mix.matrix_type(role, n_layer), shape[1])
             };
             GgufTensorSpec { name: g.clone(), shape: shape.clone(), ty }
         })
         .collect();
     for s in &specs {
-        s.nbytes().map_err(|e| ExportError::Unsupported(format!("{e}: {mix:?} needs rows of whole blocks; choose q8_0, q4_0 or f16 for this model")))?;
+        s.nbytes().map_err(|e| ExportError::Unsupported(e.to_string()))?;
     }
 
     let mut meta: Vec<(String, MetaValue)> = vec![
@@ -375,5 +407,14 @@ mod tests {
         assert_eq!(mix.matrix_type(Role::TokenEmbd, 32), GgmlType::Q4K);
         assert_eq!(QuantMix::Q8_0.matrix_type(Role::Output, 32), GgmlType::Q8_0);
         assert_eq!(QuantMix::Q4_0.matrix_type(Role::Output, 32), GgmlType::Q6K);
+    }
+
+    #[test]
+    fn rows_that_are_not_whole_blocks_fall_back_as_in_llama_cpp() {
+        assert_eq!(fallback(GgmlType::Q4K, 576), GgmlType::Q5_0);
+        assert_eq!(fallback(GgmlType::Q5K, 576), GgmlType::Q5_1);
+        assert_eq!(fallback(GgmlType::Q6K, 576), GgmlType::Q8_0);
+        assert_eq!(fallback(GgmlType::Q8_0, 80), GgmlType::F16);
+        assert_eq!(fallback(GgmlType::Q4K, 4096), GgmlType::Q4K);
     }
 }

@@ -7,7 +7,7 @@ use biomedgpt_nn::{apply_linear, linear};
 use biomedgpt_io::safetensors_writer::{TensorSpec, write_streaming};
 use biomedgpt_io::{Checkpoint, FloatType, SourceDType, WeightView};
 use biomedgpt_llama::generation::ids_tensor;
-use biomedgpt_llama::{DecoderInput, GenerationConfig, Llama, LlamaConfig, LlamaDir, LlamaTokenizer, Prompt, generate};
+use biomedgpt_llama::{DecoderInput, GenerationConfig, Llama, LlamaConfig, LlamaTokenizer, Prompt, generate};
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::{DType, Device, Tensor};
@@ -216,35 +216,43 @@ impl BioMedGpt {
         Self::load_with_adapters_in(dir, ty, ty, device)
     }
 
-    /// [`Self::load`] of a GGUF LLM whose block-quantized projections stay in their blocks
-    /// (`keep_blocks`; other layouts load as [`Self::load`]).
+    /// [`Self::load`], where an LLM in a GGUF file keeps its block-quantized projections in their
+    /// blocks when `keep_blocks` (other layouts load as [`Self::load`]).
     pub fn load_keeping_blocks(dir: &std::path::Path, ty: FloatType, keep_blocks: bool, device: &Device) -> Result<Self, ModelError> {
-        let layout = Layout::resolve(dir)?;
-        if keep_blocks && biomedgpt_llama::is_gguf(&layout.llm) {
-            let LlamaDir { model: llm, tokenizer } = LlamaDir::open_with(&layout.llm, ty, true, device)?;
-            let system_prompt = layout.settings.system_prompt.clone().unwrap_or_else(|| DEFAULT_SYSTEM_PROMPT.to_string());
-            let adapters = Adapters { proj_mol: None, proj_prot: None };
-            return Ok(BioMedGpt { llm, tokenizer, adapters, molecule: None, protein: None, system_prompt, notice: layout.settings.notice });
-        }
-        Self::load(dir, ty, device)
+        Self::load_inner(dir, ty, ty, keep_blocks, device)
     }
 
     /// As [`Self::load`], with the adapters in `adapter_ty` (training keeps them in f32 while
     /// a frozen LLM and ESM may be held in half precision).
     pub fn load_with_adapters_in(dir: &std::path::Path, ty: FloatType, adapter_ty: FloatType, device: &Device) -> Result<Self, ModelError> {
+        Self::load_inner(dir, ty, adapter_ty, false, device)
+    }
+
+    fn load_inner(dir: &std::path::Path, ty: FloatType, adapter_ty: FloatType, keep_blocks: bool, device: &Device) -> Result<Self, ModelError> {
         let layout = Layout::resolve(dir)?;
         let system_prompt = layout.settings.system_prompt.clone().unwrap_or_else(|| DEFAULT_SYSTEM_PROMPT.to_string());
-        if biomedgpt_llama::is_gguf(&layout.llm) {
-            let LlamaDir { model: llm, tokenizer } = LlamaDir::open(&layout.llm, ty, device)?;
-            let adapters = Adapters { proj_mol: None, proj_prot: None };
-            return Ok(BioMedGpt { llm, tokenizer, adapters, molecule: None, protein: None, system_prompt, notice: layout.settings.notice });
-        }
-        let mut config = LlamaConfig::from_file(layout.llm.join("config.json")).map_err(biomedgpt_llama::OpenError::from)?;
-        let tokenizer_path = layout.llm.join("tokenizer.json");
-        let mut tokenizer = LlamaTokenizer::from_file(&tokenizer_path, config.bos_token_id.or(Some(1)))?;
+        // The LLM as a GGUF file (config and tokenizer in its metadata), or an HF directory.
+        let gguf_llm = if biomedgpt_llama::is_gguf(&layout.llm) {
+            Some(biomedgpt_llama::gguf::open(&layout.llm).map_err(biomedgpt_llama::OpenError::from)?)
+        } else {
+            None
+        };
+        let (mut config, mut tokenizer) = match &gguf_llm {
+            Some((ckpt, config)) => {
+                let g = ckpt.gguf().expect("opened as GGUF");
+                (config.clone(), LlamaTokenizer::from_gguf(g).map_err(biomedgpt_llama::OpenError::from)?)
+            }
+            None => {
+                let config = LlamaConfig::from_file(layout.llm.join("config.json")).map_err(biomedgpt_llama::OpenError::from)?;
+                let tokenizer = LlamaTokenizer::from_file(layout.llm.join("tokenizer.json"), config.bos_token_id.or(Some(1)))?;
+                (config, tokenizer)
+            }
+        };
         let Some(fused) = &layout.fused_weights else {
-            let ckpt = Checkpoint::open(&layout.llm)?;
-            let llm = Llama::load(&config, &ckpt.root(), ty, device)?;
+            let llm = match &gguf_llm {
+                Some((ckpt, _)) => Llama::load_with(&config, &ckpt.root(), ty, keep_blocks, device)?,
+                None => Llama::load(&config, &Checkpoint::open(&layout.llm)?.root(), ty, device)?,
+            };
             let adapters = Adapters { proj_mol: None, proj_prot: None };
             return Ok(BioMedGpt { llm, tokenizer, adapters, molecule: None, protein: None, system_prompt, notice: layout.settings.notice });
         };
@@ -252,22 +260,28 @@ impl BioMedGpt {
         let ckpt = Checkpoint::open(fused)?;
         let root = ckpt.root();
         let llm_view = root.pp("llm");
-        // The reference adds `[PAD]` (id 32000) and resizes the embeddings: the weights, not the
-        // LM's config.json, know the vocabulary size.
-        let embed_key = llm_view.key("model.embed_tokens.weight");
-        let rows = ckpt
-            .info(&embed_key)
-            .ok_or_else(|| ModelError::Layout(format!("{}: no `{embed_key}`: not a BioMedGPT fused checkpoint", fused.display())))?
-            .shape[0];
-        if rows != config.vocab_size {
-            if rows == config.vocab_size + 1 && tokenizer.token_to_id("[PAD]").is_none() {
-                tokenizer.add_special_token("[PAD]", rows as u32 - 1)?;
+        let mut llm = if let Some((llm_ckpt, _)) = &gguf_llm {
+            // A GGUF LLM beside the encoders (what `convert --dtype q4_k_m` writes): its own
+            // vocabulary, `[PAD]` included.
+            Llama::load_with(&config, &llm_ckpt.root(), ty, keep_blocks, device)?
+        } else {
+            // The reference adds `[PAD]` (id 32000) and resizes the embeddings: the weights, not
+            // the LM's config.json, know the vocabulary size.
+            let embed_key = llm_view.key("model.embed_tokens.weight");
+            let rows = ckpt
+                .info(&embed_key)
+                .ok_or_else(|| ModelError::Layout(format!("{}: no `{embed_key}`: not a BioMedGPT fused checkpoint", fused.display())))?
+                .shape[0];
+            if rows != config.vocab_size {
+                if rows == config.vocab_size + 1 && tokenizer.token_to_id("[PAD]").is_none() {
+                    tokenizer.add_special_token("[PAD]", rows as u32 - 1)?;
+                }
+                config.vocab_size = rows;
             }
-            config.vocab_size = rows;
-        }
-        let mut llm = match &layout.llm_weights {
-            Some(path) => Llama::load(&config, &Checkpoint::open(path)?.root(), ty, device)?,
-            None => Llama::load(&config, &llm_view, ty, device)?,
+            match &layout.llm_weights {
+                Some(path) => Llama::load(&config, &Checkpoint::open(path)?.root(), ty, device)?,
+                None => Llama::load(&config, &llm_view, ty, device)?,
+            }
         };
         if let Some((path, scale)) = &layout.lora {
             llm = merge_lora(llm, path, *scale)?;

@@ -8,6 +8,7 @@ use super::{GgmlType, QK_K, f16_at};
 /// Dequantizes whole blocks of `ty` from `src` into `dst` (`dst.len()` values, a multiple of the
 /// block length; `src` exactly that many blocks). Panics on other types or sizes: callers check
 /// [`GgmlType::is_dequantizable`] and [`GgmlType::row_bytes`] first.
+#[inline(always)]
 pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
     let (len, bytes) = ty.block();
     assert!(
@@ -16,25 +17,31 @@ pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
         src.len(),
         dst.len()
     );
-    let block: fn(&[u8], &mut [f32]) = match ty {
-        GgmlType::Q4_0 => q4_0,
-        GgmlType::Q4_1 => q4_1,
-        GgmlType::Q5_0 => q5_0,
-        GgmlType::Q5_1 => q5_1,
-        GgmlType::Q8_0 => q8_0,
-        GgmlType::Q2K => q2_k,
-        GgmlType::Q3K => q3_k,
-        GgmlType::Q4K => q4_k,
-        GgmlType::Q5K => q5_k,
-        GgmlType::Q6K => q6_k,
+    // Each block function is passed as a generic (not a pointer), so it inlines into callers
+    // compiled for wider instruction sets.
+    #[inline(always)]
+    fn each(src: &[u8], dst: &mut [f32], len: usize, bytes: usize, block: impl Fn(&[u8], &mut [f32])) {
+        for (b, y) in src.chunks_exact(bytes).zip(dst.chunks_exact_mut(len)) {
+            block(b, y);
+        }
+    }
+    match ty {
+        GgmlType::Q4_0 => each(src, dst, len, bytes, q4_0),
+        GgmlType::Q4_1 => each(src, dst, len, bytes, q4_1),
+        GgmlType::Q5_0 => each(src, dst, len, bytes, q5_0),
+        GgmlType::Q5_1 => each(src, dst, len, bytes, q5_1),
+        GgmlType::Q8_0 => each(src, dst, len, bytes, q8_0),
+        GgmlType::Q2K => each(src, dst, len, bytes, q2_k),
+        GgmlType::Q3K => each(src, dst, len, bytes, q3_k),
+        GgmlType::Q4K => each(src, dst, len, bytes, q4_k),
+        GgmlType::Q5K => each(src, dst, len, bytes, q5_k),
+        GgmlType::Q6K => each(src, dst, len, bytes, q6_k),
         other => panic!("dequantize: {other} is not a supported block type"),
-    };
-    for (b, y) in src.chunks_exact(bytes).zip(dst.chunks_exact_mut(len)) {
-        block(b, y);
     }
 }
 
 /// `block_q4_0`: d (f16), qs[16]; value = (nibble - 8) * d, low nibbles first.
+#[inline(always)]
 fn q4_0(b: &[u8], y: &mut [f32]) {
     let d = f16_at(b);
     let qs = &b[2..18];
@@ -45,6 +52,7 @@ fn q4_0(b: &[u8], y: &mut [f32]) {
 }
 
 /// `block_q4_1`: d, m (f16), qs[16]; value = nibble * d + m.
+#[inline(always)]
 fn q4_1(b: &[u8], y: &mut [f32]) {
     let (d, m) = (f16_at(b), f16_at(&b[2..]));
     let qs = &b[4..20];
@@ -55,11 +63,13 @@ fn q4_1(b: &[u8], y: &mut [f32]) {
 }
 
 /// The fifth bits of a Q5 block's 32 values, bit j for value j.
+#[inline(always)]
 fn fifth_bits(qh: &[u8]) -> u32 {
     u32::from_le_bytes([qh[0], qh[1], qh[2], qh[3]])
 }
 
 /// `block_q5_0`: d (f16), qh[4], qs[16]; value = (5-bit q - 16) * d.
+#[inline(always)]
 fn q5_0(b: &[u8], y: &mut [f32]) {
     let d = f16_at(b);
     let qh = fifth_bits(&b[2..6]);
@@ -73,6 +83,7 @@ fn q5_0(b: &[u8], y: &mut [f32]) {
 }
 
 /// `block_q5_1`: d, m (f16), qh[4], qs[16]; value = 5-bit q * d + m.
+#[inline(always)]
 fn q5_1(b: &[u8], y: &mut [f32]) {
     let (d, m) = (f16_at(b), f16_at(&b[2..]));
     let qh = fifth_bits(&b[4..8]);
@@ -86,6 +97,7 @@ fn q5_1(b: &[u8], y: &mut [f32]) {
 }
 
 /// `block_q8_0`: d (f16), qs[32] (i8); value = q * d.
+#[inline(always)]
 fn q8_0(b: &[u8], y: &mut [f32]) {
     let d = f16_at(b);
     for (v, &q) in y.iter_mut().zip(&b[2..34]) {
@@ -95,6 +107,7 @@ fn q8_0(b: &[u8], y: &mut [f32]) {
 
 /// `block_q2_K`: scales[16] (4-bit scale | 4-bit min), qs[64] (2-bit), d, dmin (f16).
 /// Sixteen groups of 16 values: value = d * scale * q - dmin * min.
+#[inline(always)]
 fn q2_k(b: &[u8], y: &mut [f32]) {
     let scales = &b[0..16];
     let qs = &b[16..80];
@@ -119,6 +132,7 @@ fn q2_k(b: &[u8], y: &mut [f32]) {
 }
 
 /// The sixteen 6-bit scales of a Q3_K block, unpacked from 12 bytes, minus 32.
+#[inline(always)]
 fn q3_k_scales(packed: &[u8]) -> [i8; 16] {
     let mut s = [0i8; 16];
     for j in 0..16 {
@@ -131,6 +145,7 @@ fn q3_k_scales(packed: &[u8]) -> [i8; 16] {
 
 /// `block_q3_K`: hmask[32] (high bits), qs[64] (low 2 bits), scales[12] (6-bit), d (f16).
 /// value = d * (scale - 32) * (q - (high bit ? 0 : 4)).
+#[inline(always)]
 fn q3_k(b: &[u8], y: &mut [f32]) {
     let hmask = &b[0..32];
     let qs = &b[32..96];
@@ -160,6 +175,7 @@ fn q3_k(b: &[u8], y: &mut [f32]) {
 
 /// Scale and min `j` (0..8) of a Q4_K/Q5_K block: 6-bit values packed in 12 bytes
 /// (`get_scale_min_k4`).
+#[inline(always)]
 pub(super) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
@@ -170,6 +186,7 @@ pub(super) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
 
 /// `block_q4_K`: d, dmin (f16), scales[12], qs[128]. Eight groups of 32 values:
 /// value = d * scale * q - dmin * min.
+#[inline(always)]
 fn q4_k(b: &[u8], y: &mut [f32]) {
     let (d, dmin) = (f16_at(b), f16_at(&b[2..]));
     let scales = &b[4..16];
@@ -189,6 +206,7 @@ fn q4_k(b: &[u8], y: &mut [f32]) {
 }
 
 /// `block_q5_K`: d, dmin (f16), scales[12], qh[32] (fifth bits), qs[128].
+#[inline(always)]
 fn q5_k(b: &[u8], y: &mut [f32]) {
     let (d, dmin) = (f16_at(b), f16_at(&b[2..]));
     let scales = &b[4..16];
@@ -213,6 +231,7 @@ fn q5_k(b: &[u8], y: &mut [f32]) {
 
 /// `block_q6_K`: ql[128] (low 4 bits), qh[64] (high 2 bits), scales[16] (i8), d (f16).
 /// value = d * scale * (q - 32).
+#[inline(always)]
 fn q6_k(b: &[u8], y: &mut [f32]) {
     let ql = &b[0..128];
     let qh = &b[128..192];

@@ -78,14 +78,19 @@ pub fn matmul(x: Tensor<2>, w: &QuantMatrix, bias: Option<Tensor<1>>) -> Tensor<
     let bytes = w.bytes();
     let pieces = n.div_ceil(ROWS_PER_PIECE);
     let threads = rayon::current_num_threads();
+    let avx2 = crate::isa::current() >= crate::isa::Isa::Avx2;
     share_pieces(pieces, if m * n * k < 1 << 16 { 1 } else { threads }, |piece, row: &mut Vec<f32>| {
         row.resize(k, 0.0);
-        for j in piece * ROWS_PER_PIECE..((piece + 1) * ROWS_PER_PIECE).min(n) {
-            dequantize(w.ty, &bytes[j * row_bytes..(j + 1) * row_bytes], row);
-            for i in 0..m {
-                let v = dot(&xs[i * k..(i + 1) * k], row);
-                // SAFETY: output row j belongs to this piece only.
-                unsafe { *out.ptr().add(j * m + i) = v };
+        let rows = piece * ROWS_PER_PIECE..((piece + 1) * ROWS_PER_PIECE).min(n);
+        // SAFETY: output rows `rows` belong to this piece only; AVX2 is present when `avx2`.
+        unsafe {
+            if avx2 {
+                #[cfg(target_arch = "x86_64")]
+                rows_avx2(w.ty, bytes, row_bytes, rows, &xs, m, k, row, out);
+                #[cfg(not(target_arch = "x86_64"))]
+                rows_of(w.ty, bytes, row_bytes, rows, &xs, m, k, row, out);
+            } else {
+                rows_of(w.ty, bytes, row_bytes, rows, &xs, m, k, row, out);
             }
         }
     });
@@ -102,6 +107,35 @@ pub fn matmul(x: Tensor<2>, w: &QuantMatrix, bias: Option<Tensor<1>>) -> Tensor<
         }
     }
     Tensor::<2>::from_data(TensorData::new(y, [m, n]), (&device, DType::F32)).cast(dtype)
+}
+
+/// Output rows `rows` of `yt [n, m]`: each weight row dequantized once, dotted with every row of
+/// `xs [m, k]`.
+///
+/// # Safety
+/// `out` points at `yt`, and no other thread writes rows `rows`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn rows_of(ty: GgmlType, bytes: &[u8], row_bytes: usize, rows: std::ops::Range<usize>, xs: &[f32], m: usize, k: usize, row: &mut [f32], out: Shared<f32>) {
+    for j in rows {
+        dequantize(ty, &bytes[j * row_bytes..(j + 1) * row_bytes], row);
+        for i in 0..m {
+            let v = dot(&xs[i * k..(i + 1) * k], row);
+            unsafe { *out.ptr().add(j * m + i) = v };
+        }
+    }
+}
+
+/// [`rows_of`] compiled for AVX2 + FMA + F16C: the same code (the same order of operations, so
+/// the same results), vectorised by the compiler.
+///
+/// # Safety
+/// As [`rows_of`], on a CPU with AVX2, FMA and F16C.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rows_avx2(ty: GgmlType, bytes: &[u8], row_bytes: usize, rows: std::ops::Range<usize>, xs: &[f32], m: usize, k: usize, row: &mut [f32], out: Shared<f32>) {
+    unsafe { rows_of(ty, bytes, row_bytes, rows, xs, m, k, row, out) }
 }
 
 /// Rows `ids` of the matrix dequantized (embedding lookups), `[ids.len(), cols]` f32.

@@ -245,7 +245,7 @@ impl std::fmt::Display for GgmlType {
 }
 
 /// Reads a little-endian f16 at `b[0..2]` as f32 (exact).
-#[inline]
+#[inline(always)]
 pub(crate) fn f16_at(b: &[u8]) -> f32 {
     half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()
 }
