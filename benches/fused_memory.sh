@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Peak resident memory of loading a fused BioMedGPT checkpoint (`biomedgpt_10b.pth` layout) whose
-# LLM has TinyLlama-1.1B's shape (random f16 weights), next to the weights' size.
+# LLM has TinyLlama-1.1B's shape (random f16 weights), next to the weights' size; then the same
+# model converted to a GGUF LLM + encoders (`convert --dtype q8_0|q4_k_m`), its blocks used in
+# place (`--dtype auto`).
 #
 #   benches/fused_memory.sh
 #
@@ -34,15 +36,26 @@ state["proj_prot.bias"] = torch.zeros(hidden)
 torch.save(state, sys.argv[3] + "/biomedgpt_10b.pth")
 PY
 fi
-weights=$(stat -c %s "$MODEL/biomedgpt_10b.pth")
-log=$(mktemp)
-/usr/bin/time -v $BIN ask --model "$MODEL" --smiles "CC(=O)Oc1ccccc1C(=O)O" --question "Describe it." \
-  --dtype f16 --max-new-tokens 1 --json >/dev/null 2>"$log"
-peak_kb=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$log")
-elapsed=$(sed -n 's/.*Elapsed (wall clock) time (h:mm:ss or m:ss): //p' "$log")
-rm -f "$log"
-$PYTHON - "$weights" "$peak_kb" "$elapsed" <<'PY'
+measure() { # model dir, dtype, weight bytes, label
+  local log; log=$(mktemp)
+  /usr/bin/time -v $BIN ask --model "$1" --smiles "CC(=O)Oc1ccccc1C(=O)O" --question "Describe it." \
+    --dtype "$2" --max-new-tokens 1 --json >/dev/null 2>"$log"
+  local peak_kb elapsed
+  peak_kb=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$log")
+  elapsed=$(sed -n 's/.*Elapsed (wall clock) time (h:mm:ss or m:ss): //p' "$log")
+  rm -f "$log"
+  $PYTHON - "$3" "$peak_kb" "$elapsed" "$4" <<'PY'
 import sys
 w, peak = int(sys.argv[1]), int(sys.argv[2]) * 1024
-print(f"fused .pth {w / 1e9:.2f} GB, peak RSS {peak / 1e9:.2f} GB ({peak / w:.2f}x), wall {sys.argv[3]} (load + 1 token)")
+print(f"| {sys.argv[4]} | {w / 1e9:.2f} | {peak / 1e9:.2f} | {peak / w:.2f}x | {sys.argv[3]} |")
 PY
+}
+echo "| model | weights GB | peak RSS GB | RSS / weights | wall (load + 1 token) |"
+echo "|---|---|---|---|---|"
+measure "$MODEL" f16 "$(stat -c %s "$MODEL/biomedgpt_10b.pth")" "fused .pth, f16"
+for mix in ${MIXES:-q8_0 q4_k_m}; do
+  out="$DIR/fused-1.1b-$mix"
+  [ -f "$out/llm.gguf" ] || $BIN convert --model "$MODEL" --out "$out" --dtype "$mix" 2>/dev/null
+  bytes=$(( $(stat -c %s "$out/llm.gguf") + $(stat -c %s "$out/encoders.safetensors") ))
+  measure "$out" auto "$bytes" "llm.gguf $mix + encoders"
+done

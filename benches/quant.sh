@@ -58,7 +58,7 @@ def llama_cpp(result):
     p = next(e["avg_ts"] for e in result if e["n_prompt"] > 0)
     d = next(e["avg_ts"] for e in result if e["n_gen"] > 0)
     return p, d
-print("| shape | type | file MB | our RSS after load / file | ours prefill / decode tok/s | decode bandwidth used | llama.cpp prefill / decode tok/s | prefill ratio | decode ratio |")
+print("| shape | type | file MB | our peak RSS / file | ours prefill / decode tok/s | decode bandwidth used | llama.cpp prefill / decode tok/s | prefill ratio | decode ratio |")
 print("|---|---|---|---|---|---|---|---|---|")
 keys = []
 for r in rows:
@@ -71,7 +71,7 @@ for shape, ty in keys:
     size = first["file_bytes"]
     op = med(o["result"]["prefill_tok_s"] for o in ours.values())
     od = med(o["result"]["decode_tok_s"] for o in ours.values())
-    rss = first["result"]["rss_after_load"] / size
+    rss = first["result"].get("peak_rss", first["result"]["rss_after_load"]) / size
     line = f"| {shape} | {ty} | {size / 1e6:.0f} | {rss:.2f} | {op:.1f} / {od:.2f} | {size * od / bw:.0%} |"
     if theirs:
         rounds = sorted(set(ours) & set(theirs))

@@ -319,7 +319,8 @@ impl Checkpoint {
         let numel: usize = entry.shape.iter().product();
         let row_bytes = block.row_bytes(row_len).expect("checked when the header was read");
         let rows = if row_len == 0 { 0 } else { numel / row_len };
-        let rows_per_chunk = (STAGING_BYTES / row_bytes.max(1)).max(1);
+        // Chunks bounded on both sides: the blocks read and their f32 values (8x larger for Q4).
+        let rows_per_chunk = (STAGING_BYTES / row_bytes.max(1)).min(STAGING_BYTES / (4 * row_len).max(1)).max(1);
         let mut storage = zeroed_storage(ty, numel);
         let out = storage.bytes_mut();
         let mut staging = self.staging.lock().unwrap_or_else(|e| e.into_inner());
