@@ -171,9 +171,14 @@ impl DecoderLayer {
 /// `LlamaModel`: embeddings, decoder layers, final norm.
 #[derive(Module, Debug)]
 pub struct LlamaModel {
+    /// With `embed_blocks`, an empty `[0, hidden]` placeholder.
     pub embed_tokens: Embedding,
     pub layers: Vec<DecoderLayer>,
     pub norm: RmsNorm,
+    /// The token embeddings kept in their GGML blocks (GGUF, `keep_blocks`): rows dequantized per
+    /// lookup, as llama.cpp's `get_rows` does, and the tied head's product run on the blocks.
+    #[module(skip)]
+    pub embed_blocks: Option<biomedgpt_kernels::quant::QuantMatrix>,
 }
 
 /// `LlamaForCausalLM`. `lm_head` is `None` when the config ties it to the embeddings.
@@ -203,13 +208,19 @@ impl Llama {
     }
 
     /// [`Self::load`], with `keep_blocks`: projections stored in a GGML block type (GGUF) stay in
-    /// their blocks, memory-mapped, and run quantized products; the token embeddings and norms
-    /// are read in `ty` (dequantized).
+    /// their blocks, memory-mapped, and run quantized products, the token embeddings too (rows
+    /// dequantized per lookup); norms are read in `ty`.
     pub fn load_with(config: &LlamaConfig, vb: &WeightView, ty: FloatType, keep_blocks: bool, device: &Device) -> Result<Self, LoadError> {
         let c = config;
         let load = Load { ty, keep_blocks, device };
         let m = vb.pp("model");
-        let embed = m.pp("embed_tokens").load("weight", &[c.vocab_size, c.hidden_size], ty)?;
+        let embed_view = m.pp("embed_tokens");
+        let embed_shape = [c.vocab_size, c.hidden_size];
+        let embed_blocks = if keep_blocks { embed_view.load_blocks("weight", &embed_shape)? } else { None };
+        let embed = match &embed_blocks {
+            Some(_) => TensorData::new(Vec::<f32>::new(), [0, c.hidden_size]).convert_dtype(ty.dtype()),
+            None => embed_view.load("weight", &embed_shape, ty)?,
+        };
         let layers = (0..c.num_hidden_layers)
             .map(|i| DecoderLayer::load(&m.pp("layers").pp(i), c, load))
             .collect::<Result<Vec<_>, _>>()?;
@@ -225,6 +236,7 @@ impl Llama {
                 },
                 layers,
                 norm: RmsNorm::load(&m.pp("norm"), c.hidden_size, c.rms_norm_eps, ty, device)?,
+                embed_blocks,
             },
             lm_head,
             inv_freq: rope::inverse_frequencies(
@@ -250,7 +262,15 @@ impl Llama {
 
     /// Token embeddings `[B, T, hidden]` for ids `[B, T]`.
     pub fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
-        self.model.embed_tokens.forward(ids)
+        let Some(blocks) = &self.model.embed_blocks else {
+            return self.model.embed_tokens.forward(ids);
+        };
+        let [b, t] = ids.dims();
+        let device = ids.device();
+        let rows: Vec<usize> = ids.into_data().convert::<i64>().try_to_vec::<i64>().expect("int ids").into_iter().map(|i| i as usize).collect();
+        assert!(rows.iter().all(|&r| r < blocks.rows), "token id past the {} embedding rows", blocks.rows);
+        let values = biomedgpt_kernels::quant::matmul::rows(blocks, &rows);
+        Tensor::<3>::from_data(TensorData::new(values, [b, t, blocks.cols]), (&device, DType::F32)).cast(self.dtype())
     }
 
     pub fn new_cache(&self, batch: usize) -> KvCache {
@@ -293,8 +313,11 @@ impl Llama {
         match &self.lm_head {
             Some(head) => apply_linear(head, hidden),
             None => {
-                let w = self.model.embed_tokens.weight.val(); // [vocab, hidden]
                 let [b, t, h] = hidden.dims();
+                if let Some(blocks) = &self.model.embed_blocks {
+                    return biomedgpt_kernels::quant::matmul::matmul(hidden.reshape([b * t, h]), blocks, None).reshape([b, t, self.config.vocab_size]);
+                }
+                let w = self.model.embed_tokens.weight.val(); // [vocab, hidden]
                 matmul(hidden.reshape([b * t, h]), w.transpose(), None).reshape([b, t, self.config.vocab_size])
             }
         }
