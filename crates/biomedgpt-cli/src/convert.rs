@@ -27,6 +27,10 @@ pub struct ConvertArgs {
     /// with an --out ending in .gguf).
     #[arg(long, default_value = "f16")]
     dtype: String,
+    /// With a GGUF --dtype for a fused BioMedGPT: ESM-2's type, f16 or q8_0 (its projections as
+    /// Q8_0 blocks in encoders.gguf; the 3B protein encoder is a quarter of the weights).
+    #[arg(long, default_value = "f16")]
+    esm_dtype: String,
     #[arg(long, default_value_t = 2.0)]
     shard_gb: f64,
     /// The line the converted model prints whenever it is loaded (replaces the source's notice;
@@ -175,6 +179,11 @@ fn convert_fused_to_gguf(args: &ConvertArgs, layout: &Layout, mix: biomedgpt_lla
     if args.out.exists() && std::fs::read_dir(&args.out)?.next().is_some() {
         bail!("{} exists and is not empty", args.out.display());
     }
+    let esm_q8 = match args.esm_dtype.as_str() {
+        "f16" => false,
+        "q8_0" => true,
+        other => bail!("--esm-dtype {other}: expected f16 or q8_0"),
+    };
     let ckpt = Checkpoint::open(fused)?;
     if !Overlays::open(layout)?.is_empty() {
         bail!("{} has trained parts (adapters, LoRA, LLM or encoder weights): `merge-lora` it first, then convert the merged directory", args.model.display());
@@ -209,19 +218,25 @@ fn convert_fused_to_gguf(args: &ConvertArgs, layout: &Layout, mix: biomedgpt_lla
             specs.push((TensorSpec { name: key.to_string(), dtype, shape: info.shape }, ty));
         }
         let (specs, tys): (Vec<TensorSpec>, Vec<FloatType>) = specs.into_iter().unzip();
-        write_streaming(&args.out.join("encoders.safetensors"), &specs, &[("format", "pt")], |j, buf| {
-            let data = ckpt.load_any_shape(&specs[j].name, tys[j]).map_err(std::io::Error::other)?;
-            buf.extend_from_slice(data.as_bytes());
-            ckpt.release(&specs[j].name);
-            Ok(())
-        })
-        .context("writing encoders.safetensors")?;
+        let encoders = if esm_q8 {
+            write_encoders_gguf(&ckpt, &specs, &args.out.join("encoders.gguf"))?;
+            "encoders.gguf"
+        } else {
+            write_streaming(&args.out.join("encoders.safetensors"), &specs, &[("format", "pt")], |j, buf| {
+                let data = ckpt.load_any_shape(&specs[j].name, tys[j]).map_err(std::io::Error::other)?;
+                buf.extend_from_slice(data.as_bytes());
+                ckpt.release(&specs[j].name);
+                Ok(())
+            })
+            .context("writing encoders.safetensors")?;
+            "encoders.safetensors"
+        };
         if let Some(esm) = &layout.esm {
             copy_dir_files(esm, &args.out.join("esm"))?;
         }
         let s = &layout.settings;
         let mut settings = serde_json::json!({
-            "llm": "llm.gguf", "weights": "encoders.safetensors",
+            "llm": "llm.gguf", "weights": encoders,
             "system_prompt": s.system_prompt, "notice": args.notice.clone().or_else(|| s.notice.clone()).filter(|n| !n.is_empty()),
             "gin_num_layer": s.gin_num_layer, "gin_emb_dim": s.gin_emb_dim, "max_protein_tokens": s.max_protein_tokens,
         });
@@ -238,11 +253,11 @@ fn convert_fused_to_gguf(args: &ConvertArgs, layout: &Layout, mix: biomedgpt_lla
         let summary: Vec<String> = counts.iter().map(|(t, n)| format!("{n} {t}")).collect();
         let size = |p: &Path| std::fs::metadata(p).map(|m| m.len() as f64 / 1e9).unwrap_or(0.0);
         eprintln!(
-            "wrote {}: llm.gguf {:.2} GB ({}), encoders.safetensors {:.2} GB, in {:.1} s",
+            "wrote {}: llm.gguf {:.2} GB ({}), {encoders} {:.2} GB, in {:.1} s",
             args.out.display(),
             size(&llm_out),
             summary.join(", "),
-            size(&args.out.join("encoders.safetensors")),
+            size(&args.out.join(encoders)),
             started.elapsed().as_secs_f64()
         );
         Ok(())
@@ -251,6 +266,63 @@ fn convert_fused_to_gguf(args: &ConvertArgs, layout: &Layout, mix: biomedgpt_lla
         let _ = std::fs::remove_dir_all(&args.out);
     }
     result
+}
+
+/// ESM-2's projection weights, under HF `EsmModel` or fair-esm names.
+fn is_esm_projection(key: &str) -> bool {
+    const HF: [&str; 6] = [
+        ".attention.self.query.weight", ".attention.self.key.weight", ".attention.self.value.weight",
+        ".attention.output.dense.weight", ".intermediate.dense.weight", ".output.dense.weight",
+    ];
+    const FAIR: [&str; 6] = [".self_attn.q_proj.weight", ".self_attn.k_proj.weight", ".self_attn.v_proj.weight", ".self_attn.out_proj.weight", ".fc1.weight", ".fc2.weight"];
+    key.starts_with("prot_structure_encoder.") && HF.iter().chain(FAIR.iter()).any(|s| key.ends_with(s))
+}
+
+/// The encoders and adapters as a GGUF file (used as a tensor container: our names, no llama.cpp
+/// architecture): ESM-2's projections in Q8_0 (f16 where rows are not whole 32-blocks), the GIN in
+/// f32, everything else f16.
+fn write_encoders_gguf(ckpt: &Checkpoint, specs: &[TensorSpec], out: &Path) -> Result<()> {
+    use biomedgpt_io::MetaValue;
+    use biomedgpt_io::gguf_writer::{GgufTensorSpec, write_gguf};
+    use biomedgpt_kernels::quant::{GgmlType, fallback, quantize_rows};
+    let tensors: Vec<GgufTensorSpec> = specs
+        .iter()
+        .map(|s| {
+            let ty = if s.name.starts_with("mol_structure_encoder.") {
+                GgmlType::F32
+            } else if is_esm_projection(&s.name) && s.shape.len() == 2 {
+                fallback(GgmlType::Q8_0, s.shape[1])
+            } else {
+                GgmlType::F16
+            };
+            GgufTensorSpec { name: s.name.clone(), shape: s.shape.clone(), ty }
+        })
+        .collect();
+    let meta = vec![
+        ("general.architecture".to_string(), MetaValue::String("biomedgpt-encoders".into())),
+        ("general.name".to_string(), MetaValue::String("BioMedGPT encoders and adapters".into())),
+    ];
+    write_gguf(out, &meta, &tensors, |i, buf| {
+        let t = &tensors[i];
+        let values: Vec<f32> = ckpt
+            .load_any_shape(&t.name, FloatType::F32)
+            .map_err(std::io::Error::other)?
+            .try_to_vec::<f32>()
+            .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+        ckpt.release(&t.name);
+        match t.ty {
+            GgmlType::F32 => values.iter().for_each(|v| buf.extend_from_slice(&v.to_le_bytes())),
+            GgmlType::F16 => values.iter().for_each(|v| buf.extend_from_slice(&half::f16::from_f32(*v).to_bits().to_le_bytes())),
+            ty => {
+                let row = *t.shape.last().expect("2-D");
+                let start = buf.len();
+                buf.resize(start + ty.row_bytes(values.len()).expect("whole blocks"), 0);
+                quantize_rows(ty, &values, row, &mut buf[start..]);
+            }
+        }
+        Ok(())
+    })
+    .with_context(|| format!("writing {}", out.display()))
 }
 
 pub fn merge(args: ConvertArgs) -> Result<()> {

@@ -72,26 +72,29 @@ fn fused_biomedgpt_converts_to_gguf_and_answers_the_same() {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/biomedgpt");
     let exp: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixtures.join("expected.json")).unwrap()).unwrap();
     let case = &exp["mixed"];
-    let out = std::env::temp_dir().join(format!("biomedgpt-fused-gguf-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
-    let (ok, _, stderr) = biomedgpt(&["convert", "--model", fixtures.join("tiny").to_str().unwrap(), "--out", out.to_str().unwrap(), "--dtype", "q8_0"]);
-    assert!(ok, "{stderr}");
-    for f in ["llm.gguf", "encoders.safetensors", "biomedgpt.json", "esm/config.json"] {
-        assert!(out.join(f).is_file(), "{f} written");
-    }
     let turns = &case["turns"][0];
     let (smiles, protein, question) = (turns[0][1].as_str().unwrap(), turns[1][1].as_str().unwrap(), turns[2][1].as_str().unwrap());
     let want: Vec<u64> = case["greedy_ids"].as_array().unwrap().iter().take(12).map(|v| v.as_u64().unwrap()).collect();
-    for dtype in ["auto", "f32"] {
-        let (ok, stdout, stderr) = biomedgpt(&[
-            "ask", "--model", out.to_str().unwrap(), "--dtype", dtype, "--smiles", smiles, "--protein", protein, "--question", question,
-            "--max-new-tokens", "12", "--json",
-        ]);
+    // ESM-2 in f16 (encoders.safetensors) or with Q8_0 projections (encoders.gguf).
+    let out = std::env::temp_dir().join(format!("biomedgpt-fused-gguf-{}", std::process::id()));
+    for (esm, encoders) in [("q8_0", "encoders.gguf"), ("f16", "encoders.safetensors")] {
+        let _ = std::fs::remove_dir_all(&out);
+        let (ok, _, stderr) = biomedgpt(&["convert", "--model", fixtures.join("tiny").to_str().unwrap(), "--out", out.to_str().unwrap(), "--dtype", "q8_0", "--esm-dtype", esm]);
         assert!(ok, "{stderr}");
-        let answer: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-        assert_eq!(answer["prompt_tokens"], case["prompt_tokens"], "{dtype}: the same prompt");
-        let got: Vec<u64> = answer["token_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
-        assert_eq!(got, want, "{dtype}: greedy ids");
+        for f in ["llm.gguf", encoders, "biomedgpt.json", "esm/config.json"] {
+            assert!(out.join(f).is_file(), "{f} written");
+        }
+        for dtype in ["auto", "f32"] {
+            let (ok, stdout, stderr) = biomedgpt(&[
+                "ask", "--model", out.to_str().unwrap(), "--dtype", dtype, "--smiles", smiles, "--protein", protein, "--question", question,
+                "--max-new-tokens", "12", "--json",
+            ]);
+            assert!(ok, "{stderr}");
+            let answer: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+            assert_eq!(answer["prompt_tokens"], case["prompt_tokens"], "{esm} {dtype}: the same prompt");
+            let got: Vec<u64> = answer["token_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+            assert_eq!(got, want, "ESM {esm}, --dtype {dtype}: greedy ids");
+        }
     }
     // A second conversion into the same, now non-empty, directory is refused and changes nothing.
     let (ok, _, stderr) = biomedgpt(&["convert", "--model", fixtures.join("tiny").to_str().unwrap(), "--out", out.to_str().unwrap(), "--dtype", "q4_k_m"]);

@@ -3,21 +3,21 @@
 //! final `emb_layer_norm_after`. Parameter names follow HF (`encoder.layer.{i}.attention.self.query`).
 
 use burn::module::Module;
-use burn::nn::{Embedding, LayerNorm, Linear};
+use burn::nn::{Embedding, LayerNorm};
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use biomedgpt_kernels::activation::{add, gelu};
 use biomedgpt_kernels::attention::attention_merged;
 use biomedgpt_kernels::{apply_rotary, rotary_tables};
-use biomedgpt_nn::{apply_linear, embedding, layer_norm, linear};
+use biomedgpt_nn::{MaybeQuantLinear, apply_linear, embedding, layer_norm, maybe_quant_linear};
 use biomedgpt_io::{FloatType, LoadError, WeightView};
 
 use crate::config::EsmConfig;
 
 #[derive(Module, Debug)]
 pub struct SelfAttention {
-    pub query: Linear,
-    pub key: Linear,
-    pub value: Linear,
+    pub query: MaybeQuantLinear,
+    pub key: MaybeQuantLinear,
+    pub value: MaybeQuantLinear,
     #[module(skip)]
     num_heads: usize,
 }
@@ -28,13 +28,13 @@ pub struct EsmLayer {
     pub attention_layer_norm: LayerNorm,
     pub attention: SelfAttention,
     /// `attention.output.dense`
-    pub attention_output: Linear,
+    pub attention_output: MaybeQuantLinear,
     /// `LayerNorm` (applied before the feed-forward block).
     pub layer_norm: LayerNorm,
     /// `intermediate.dense`
-    pub intermediate: Linear,
+    pub intermediate: MaybeQuantLinear,
     /// `output.dense`
-    pub output: Linear,
+    pub output: MaybeQuantLinear,
 }
 
 #[derive(Module, Debug)]
@@ -121,7 +121,14 @@ pub fn hf_name(path: &str) -> String {
 impl Esm {
     /// Loads from a view with HF `EsmModel` names (`embeddings.word_embeddings.weight`, ...).
     pub fn load(config: &EsmConfig, vb: &WeightView, ty: FloatType, device: &Device) -> Result<Self, LoadError> {
+        Self::load_with(config, vb, ty, false, device)
+    }
+
+    /// [`Self::load`]; with `keep_blocks`, projections stored in a GGML block type (an
+    /// `encoders.gguf` written by `convert --esm-dtype q8_0`) stay in their blocks.
+    pub fn load_with(config: &EsmConfig, vb: &WeightView, ty: FloatType, keep_blocks: bool, device: &Device) -> Result<Self, LoadError> {
         let c = config;
+        let linear = |vb: &WeightView, d_in, d_out, bias, ty, device| maybe_quant_linear(vb, d_in, d_out, bias, ty, keep_blocks, device);
         let (h, i, eps) = (c.hidden_size, c.intermediate_size, c.layer_norm_eps);
         let emb = vb.pp("embeddings");
         let layers = (0..c.num_hidden_layers)

@@ -138,3 +138,62 @@ fn missing_and_misshaped_parameters_are_named() {
     assert!(err.contains("intermediate.dense.weight") && err.contains("[256, 64]"), "{err}");
     assert!(Alphabet::from_vocab_file(tmp.join("nope.txt")).is_err());
 }
+
+/// ESM-2 with its projections as Q8_0 blocks (what `convert --esm-dtype q8_0` writes; the file
+/// is made here from the t2_h4 fixture with the reference quantizer): the block products equal the
+/// same Q8_0 weights dequantized at load to 1e-4 (f32 both, only the summation order differs),
+/// and stay close to transformers' f32 output: Q8_0 rounds each weight to 1/254 of its block's
+/// largest magnitude; on these LayerNorm-ed O(1) outputs of a random model that was measured at
+/// 5.9e-2 largest and 1.0e-2 mean absolute difference (about the 0.5% relative error of Q8_0
+/// weights carried through 8 products; bounds 0.15 and 2e-2: a wrong block layout or scale gives
+/// O(1) differences).
+#[test]
+fn q8_0_projections_match_their_dequantized_weights() {
+    use biomedgpt_io::gguf_writer::{GgufTensorSpec, write_gguf};
+    use biomedgpt_io::{Checkpoint, MetaValue};
+    use biomedgpt_kernels::quant::{GgmlType, quantize_rows};
+    let name = "t2_h4_safetensors";
+    let src = Checkpoint::open(dir(name)).unwrap();
+    let keys: Vec<String> = src.keys().filter(|k| src.info(k).unwrap().dtype.is_float()).map(String::from).collect();
+    let projection = |k: &str| [".query.weight", ".key.weight", ".value.weight", ".dense.weight"].iter().any(|s| k.ends_with(s));
+    let specs: Vec<GgufTensorSpec> = keys
+        .iter()
+        .map(|k| {
+            let shape = src.info(k).unwrap().shape;
+            let ty = if projection(k) && shape.len() == 2 { GgmlType::Q8_0 } else { GgmlType::F32 };
+            GgufTensorSpec { name: k.clone(), shape, ty }
+        })
+        .collect();
+    let out = std::env::temp_dir().join(format!("biomedgpt-esm-q8-{}.gguf", std::process::id()));
+    let meta = vec![("general.architecture".to_string(), MetaValue::String("biomedgpt-encoders".into()))];
+    write_gguf(&out, &meta, &specs, |i, buf| {
+        let v = src.load_any_shape(&specs[i].name, FloatType::F32).unwrap().try_to_vec::<f32>().unwrap();
+        match specs[i].ty {
+            GgmlType::F32 => v.iter().for_each(|x| buf.extend_from_slice(&x.to_le_bytes())),
+            ty => {
+                let start = buf.len();
+                buf.resize(start + ty.row_bytes(v.len()).unwrap(), 0);
+                quantize_rows(ty, &v, *specs[i].shape.last().unwrap(), &mut buf[start..]);
+            }
+        }
+        Ok(())
+    })
+    .unwrap();
+    let config = biomedgpt_esm::EsmConfig::from_file(dir(name).join("config.json")).unwrap();
+    let ckpt = Checkpoint::open(&out).unwrap();
+    let prefix = keys[0].starts_with("esm.");
+    let root = ckpt.root();
+    let vb = if prefix { root.pp("esm") } else { root };
+    let blocks = biomedgpt_esm::Esm::load_with(&config, &vb, FloatType::F32, true, &Device::flex()).unwrap();
+    let dense = biomedgpt_esm::Esm::load_with(&config, &vb, FloatType::F32, false, &Device::flex()).unwrap();
+    std::fs::remove_file(&out).ok();
+    assert!(blocks.layers[0].attention.query.is_quantized() && !dense.layers[0].attention.query.is_quantized());
+    let ids = batch_ids(&expected(name));
+    let (a, b) = (values(blocks.forward(&ids, false).last_hidden_state), values(dense.forward(&ids, false).last_hidden_state));
+    close("q8_0 blocks vs dequantized", &a, &b);
+    let (_, reference) = npy(name, "last_hidden_state.npy");
+    let worst = a.iter().zip(&reference).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    let mean = a.iter().zip(&reference).map(|(x, y)| (x - y).abs()).sum::<f32>() / a.len() as f32;
+    eprintln!("ESM-2 t2_h4 with Q8_0 projections vs transformers' f32: largest difference {worst:.2e}, mean {mean:.2e}");
+    assert!(worst < 0.15 && mean < 2e-2, "q8_0 vs transformers' f32: largest difference {worst}, mean {mean}");
+}

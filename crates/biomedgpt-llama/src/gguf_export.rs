@@ -14,7 +14,7 @@ use std::path::Path;
 
 use biomedgpt_io::gguf_writer::{GgufTensorSpec, write_gguf};
 use biomedgpt_io::{Checkpoint, FloatType, Gguf, MetaValue};
-use biomedgpt_kernels::quant::{GgmlType, quantize_rows};
+use biomedgpt_kernels::quant::{GgmlType, fallback, quantize_rows};
 
 use crate::config::{LlamaConfig, RopeKind};
 
@@ -86,22 +86,6 @@ impl QuantMix {
             _ => base,
         }
     }
-}
-
-/// llama.cpp's `tensor_type_fallback`: a type whose block does not divide the rows' length
-/// becomes one with 32-value blocks, or F16 when even those do not fit.
-fn fallback(ty: GgmlType, row_len: usize) -> GgmlType {
-    if row_len % ty.block().0 == 0 {
-        return ty;
-    }
-    let smaller = match ty {
-        GgmlType::Q2K | GgmlType::Q3K => GgmlType::Q4_0,
-        GgmlType::Q4K => GgmlType::Q5_0,
-        GgmlType::Q5K => GgmlType::Q5_1,
-        GgmlType::Q6K => GgmlType::Q8_0,
-        other => other,
-    };
-    if row_len % smaller.block().0 == 0 { smaller } else { GgmlType::F16 }
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -316,7 +316,7 @@ impl BioMedGpt {
             Some(esm_dir) if esm_dir.join("config.json").is_file() => {
                 let esm_config = EsmConfig::from_file(esm_dir.join("config.json")).map_err(biomedgpt_esm::EsmError::Config)?;
                 let alphabet = biomedgpt_esm::alphabet_of_dir(esm_dir)?;
-                let esm = Esm::load(&esm_config, &encoder_root.pp("prot_structure_encoder"), ty, device)?;
+                let esm = Esm::load_with(&esm_config, &encoder_root.pp("prot_structure_encoder"), ty, keep_blocks, device)?;
                 adapters.proj_prot = Some(linear(&root.pp("proj_prot"), esm_config.hidden_size, hidden, true, adapter_ty, device)?);
                 let max_tokens = layout.settings.max_protein_tokens.unwrap_or(MAX_PROTEIN_TOKENS);
                 Some(ProteinEncoder { esm, alphabet, max_tokens })

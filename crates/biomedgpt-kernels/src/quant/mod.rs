@@ -244,6 +244,22 @@ impl std::fmt::Display for GgmlType {
     }
 }
 
+/// llama.cpp's `tensor_type_fallback`: a type whose block does not divide the rows' length
+/// becomes one with 32-value blocks, or F16 when even those do not fit.
+pub fn fallback(ty: GgmlType, row_len: usize) -> GgmlType {
+    if row_len % ty.block().0 == 0 {
+        return ty;
+    }
+    let smaller = match ty {
+        GgmlType::Q2K | GgmlType::Q3K => GgmlType::Q4_0,
+        GgmlType::Q4K => GgmlType::Q5_0,
+        GgmlType::Q5K => GgmlType::Q5_1,
+        GgmlType::Q6K => GgmlType::Q8_0,
+        other => other,
+    };
+    if row_len % smaller.block().0 == 0 { smaller } else { GgmlType::F16 }
+}
+
 /// Reads a little-endian f16 at `b[0..2]` as f32 (exact).
 #[inline(always)]
 pub(crate) fn f16_at(b: &[u8]) -> f32 {
