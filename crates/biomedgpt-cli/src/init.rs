@@ -44,6 +44,10 @@ pub struct InitArgs {
     /// the reference truncates at 1024. A smaller limit makes training on long proteins cheaper.
     #[arg(long)]
     max_protein_tokens: Option<usize>,
+    /// The stored weights' type: f32 (for training from scratch) or f16/bf16 (half the size,
+    /// e.g. a random model of the real shapes for benchmarks).
+    #[arg(long, default_value = "f32")]
+    dtype: FloatType,
 }
 
 pub fn run(args: InitArgs) -> Result<()> {
@@ -70,7 +74,7 @@ pub fn run(args: InitArgs) -> Result<()> {
         "num_attention_heads": args.num_attention_heads, "num_key_value_heads": args.num_attention_heads,
         "vocab_size": vocab, "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
         "max_position_embeddings": args.max_position_embeddings, "tie_word_embeddings": false,
-        "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "hidden_act": "silu", "torch_dtype": "float32"
+        "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "hidden_act": "silu", "torch_dtype": match args.dtype { FloatType::F32 => "float32", FloatType::F16 => "float16", FloatType::BF16 => "bfloat16" }
     });
     std::fs::write(llm_dir.join("config.json"), serde_json::to_string_pretty(&json)?)?;
     let config = LlamaConfig::from_json(&json.to_string()).map_err(anyhow::Error::msg)?;
@@ -86,7 +90,7 @@ pub fn run(args: InitArgs) -> Result<()> {
         specs.push((format!("{name}.bias"), vec![args.hidden_size]));
     }
     let parameters: usize = specs.iter().map(|(_, s)| s.iter().product::<usize>()).sum();
-    write_random(&args.out.join("model.safetensors"), specs, FloatType::F32, |name| {
+    write_random(&args.out.join("model.safetensors"), specs, args.dtype, |name| {
         name.strip_prefix("llm.").is_some_and(is_llama_scale)
             || name.strip_prefix("prot_structure_encoder.").is_some_and(is_esm_scale)
             || name.strip_prefix("mol_structure_encoder.").is_some_and(is_gin_scale)
