@@ -104,7 +104,7 @@ pub fn run(args: InitArgs) -> Result<()> {
         settings["max_protein_tokens"] = n.into();
     }
     std::fs::write(args.out.join("biomedgpt.json"), serde_json::to_string_pretty(&settings)?)?;
-    eprintln!("wrote {} ({:.1}M parameters, f32)", args.out.display(), parameters as f64 / 1e6);
+    eprintln!("wrote {} ({:.1}M parameters, {})", args.out.display(), parameters as f64 / 1e6, args.dtype);
     Ok(())
 }
 
