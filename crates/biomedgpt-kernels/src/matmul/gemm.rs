@@ -72,6 +72,35 @@ pub fn matmul_tiles<T: Element>(x: &[f32], rows: usize, w: &[T], d_in: usize, d_
     })
 }
 
+/// `y [rows, out] = x [rows, in] · Wᵀ (+ bias)` for a weight that `fill(first_row, tile)` writes
+/// into f32 a tile of output rows at a time (`tile` holds `TILE x d_in` values, fewer for the
+/// last): block-quantized weights are dequantized a tile at a time into cache this way, and the
+/// f32 gemm kernels multiply, as for 16-bit weights.
+pub fn matmul_filled_tiles(x: &[f32], rows: usize, d_in: usize, d_out: usize, bias: Option<&[f32]>, fill: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    assert_eq!(x.len(), rows * d_in, "x holds {} values, expected {rows} x {d_in}", x.len());
+    let padded = rows.div_ceil(LANES) * LANES;
+    with_scratch(padded * d_in.max(d_out), |scratch| {
+        let Scratch { xt, yt } = scratch;
+        xt.resize(d_in * padded, 0.0);
+        transpose_into(x, rows, d_in, d_in, xt, padded);
+        if padded > rows {
+            xt.chunks_exact_mut(padded).for_each(|column| column[rows..].fill(0.0));
+        }
+        yt.resize(padded * d_out, 0.0);
+        yt.par_chunks_mut(TILE * padded).enumerate().for_each_init(Vec::new, |tile, (t, yt)| {
+            let n = yt.len() / padded;
+            tile.resize(n * d_in, 0.0);
+            fill(t * TILE, tile);
+            gemm_columns(xt, padded, d_in, tile, yt, gemm::Parallelism::None);
+        });
+        let mut y = Vec::with_capacity(rows * d_out);
+        transpose_into_uninit(yt, d_out, padded, rows, y.spare_capacity_mut(), d_out, bias);
+        // SAFETY: the transpose wrote all rows x d_out values.
+        unsafe { y.set_len(rows * d_out) };
+        y
+    })
+}
+
 /// Column-major operands, kept between calls: a prompt's products reuse them instead of
 /// allocating (and the kernel zeroing) tens of megabytes per matrix.
 #[derive(Default)]

@@ -59,6 +59,9 @@ impl QuantMatrix {
     }
 }
 
+/// From this many rows of `x` on, the product runs as dequantized tiles through the GEMM kernels.
+const PROMPT_ROWS: usize = 8;
+
 /// Output rows per piece of work: enough to amortise the piece overhead, small enough that two
 /// threads share the rows evenly.
 const ROWS_PER_PIECE: usize = 16;
@@ -71,6 +74,18 @@ pub fn matmul(x: Tensor<2>, w: &QuantMatrix, bias: Option<Tensor<1>>) -> Tensor<
     let dtype = x.dtype();
     let xs: Vec<f32> = x.cast(DType::F32).into_data().try_to_vec::<f32>().expect("f32 data");
     let n = w.rows;
+    let bias_values: Option<Vec<f32>> = bias.map(|b| b.cast(DType::F32).into_data().try_to_vec::<f32>().expect("f32 data"));
+    if m >= PROMPT_ROWS {
+        // Prompts: tiles of output rows dequantized into cache, multiplied by the f32 gemm
+        // kernels (the weights are read once per call; the arithmetic is the GEMM's).
+        let row_bytes = w.row_bytes();
+        let bytes = w.bytes();
+        let y = crate::matmul::gemm::matmul_filled_tiles(&xs, m, k, n, bias_values.as_deref(), |first, tile| {
+            let rows = tile.len() / k;
+            dequantize(w.ty, &bytes[first * row_bytes..(first + rows) * row_bytes], tile);
+        });
+        return Tensor::<2>::from_data(TensorData::new(y, [m, n]), (&device, DType::F32)).cast(dtype);
+    }
     // yt [n, m]: each piece writes its own output rows.
     let mut yt = vec![0f32; n * m];
     let out = Shared(yt.as_mut_ptr());
@@ -100,8 +115,7 @@ pub fn matmul(x: Tensor<2>, w: &QuantMatrix, bias: Option<Tensor<1>>) -> Tensor<
             y[i * n + j] = yt[j * m + i];
         }
     }
-    if let Some(b) = bias {
-        let b: Vec<f32> = b.cast(DType::F32).into_data().try_to_vec::<f32>().expect("f32 data");
+    if let Some(b) = bias_values {
         for row in y.chunks_exact_mut(n) {
             row.iter_mut().zip(&b).for_each(|(v, b)| *v += b);
         }
@@ -135,7 +149,25 @@ unsafe fn rows_of(ty: GgmlType, bytes: &[u8], row_bytes: usize, rows: std::ops::
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn rows_avx2(ty: GgmlType, bytes: &[u8], row_bytes: usize, rows: std::ops::Range<usize>, xs: &[f32], m: usize, k: usize, row: &mut [f32], out: Shared<f32>) {
-    unsafe { rows_of(ty, bytes, row_bytes, rows, xs, m, k, row, out) }
+    // The types with a fused kernel: blocks widened in registers, no row buffer.
+    let fused: Option<unsafe fn(&[u8], &[f32]) -> f32> = match ty {
+        GgmlType::Q8_0 => Some(super::x86::dot_q8_0),
+        GgmlType::Q4_0 => Some(super::x86::dot_q4_0),
+        GgmlType::Q4K => Some(super::x86::dot_q4_k),
+        GgmlType::Q6K => Some(super::x86::dot_q6_k),
+        _ => None,
+    };
+    let Some(dot_row) = fused else {
+        return unsafe { rows_of(ty, bytes, row_bytes, rows, xs, m, k, row, out) };
+    };
+    for j in rows {
+        let w = &bytes[j * row_bytes..(j + 1) * row_bytes];
+        for i in 0..m {
+            // SAFETY: AVX2/FMA/F16C present (this function's contract); `w` holds k/block blocks.
+            let v = unsafe { dot_row(w, &xs[i * k..(i + 1) * k]) };
+            unsafe { *out.ptr().add(j * m + i) = v };
+        }
+    }
 }
 
 /// Rows `ids` of the matrix dequantized (embedding lookups), `[ids.len(), cols]` f32.
@@ -172,7 +204,8 @@ mod tests {
 
     #[test]
     fn equals_dequantize_then_f32_matmul() {
-        let (n, k, m) = (37, 512, 5);
+        for m in [1, 5, 8, 19] {
+        let (n, k) = (37, 512);
         let w: Vec<f32> = (0..n * k).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
         for &ty in &[GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K] {
             let mut q = vec![0u8; ty.row_bytes(k).unwrap() * n];
@@ -192,6 +225,7 @@ mod tests {
                 }
             }
             assert_eq!(rows(&matrix, &[3])[..], dense[3 * k..4 * k]);
+        }
         }
     }
 

@@ -12,6 +12,8 @@
 mod dequant;
 pub mod matmul;
 mod quantize;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 pub use dequant::dequantize;
 pub use matmul::QuantMatrix;
