@@ -153,6 +153,7 @@ unsafe fn rows_avx2(ty: GgmlType, bytes: &[u8], row_bytes: usize, rows: std::ops
     let fused: Option<unsafe fn(&[u8], &[f32]) -> f32> = match ty {
         GgmlType::Q8_0 => Some(super::x86::dot_q8_0),
         GgmlType::Q4_0 => Some(super::x86::dot_q4_0),
+        GgmlType::Q4_1 => Some(super::x86::dot_q4_1),
         GgmlType::Q4K => Some(super::x86::dot_q4_k),
         GgmlType::Q5K => Some(super::x86::dot_q5_k),
         GgmlType::Q6K => Some(super::x86::dot_q6_k),
@@ -208,7 +209,7 @@ mod tests {
         for m in [1, 5, 8, 19] {
         let (n, k) = (37, 512);
         let w: Vec<f32> = (0..n * k).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
-        for &ty in &[GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K] {
+        for &ty in &[GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K] {
             let mut q = vec![0u8; ty.row_bytes(k).unwrap() * n];
             quantize(ty, &w, &mut q);
             let matrix = QuantMatrix::new(ty, n, k, Arc::new(q)).unwrap();

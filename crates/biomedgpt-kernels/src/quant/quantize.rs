@@ -13,7 +13,7 @@ use super::{GgmlType, QK_K};
 use half::f16;
 
 /// Types [`quantize`] writes.
-pub const QUANTIZABLE: &[GgmlType] = &[GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K];
+pub const QUANTIZABLE: &[GgmlType] = &[GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K];
 
 /// Quantizes `src` (whole blocks of `ty`) into `dst` (exactly their bytes). Panics on a type
 /// outside [`QUANTIZABLE`] or on sizes that are not whole blocks: callers check first.
@@ -23,6 +23,7 @@ pub fn quantize(ty: GgmlType, src: &[f32], dst: &mut [u8]) {
     let block: fn(&[f32], &mut [u8]) = match ty {
         GgmlType::Q8_0 => q8_0,
         GgmlType::Q4_0 => q4_0,
+        GgmlType::Q4_1 => q4_1,
         GgmlType::Q5_0 => q5_0,
         GgmlType::Q5_1 => q5_1,
         GgmlType::Q4K => q4_k,
@@ -90,6 +91,29 @@ fn q4_0(x: &[f32], y: &mut [u8]) {
         let q0 = ((x[j] * id + 8.5) as i8).min(15) as u8;
         let q1 = ((x[j + 16] * id + 8.5) as i8).min(15) as u8;
         y[2 + j] = q0 | (q1 << 4);
+    }
+}
+
+/// Q4_1: 4-bit levels between the block's min and max.
+fn q4_1(x: &[f32], y: &mut [u8]) {
+    let (mut min, mut max) = (f32::MAX, -f32::MAX);
+    for &v in x {
+        if v < min {
+            min = v;
+        }
+        if v > max {
+            max = v;
+        }
+    }
+    let d = (max - min) / 15.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    put_f16(&mut y[0..2], d);
+    put_f16(&mut y[2..4], min);
+    for j in 0..16 {
+        // MIN(15, (int8_t)(x + 0.5f))
+        let q0 = (((x[j] - min) * id + 0.5) as i8).min(15) as u8;
+        let q1 = (((x[j + 16] - min) * id + 0.5) as i8).min(15) as u8;
+        y[4 + j] = q0 | (q1 << 4);
     }
 }
 
