@@ -31,21 +31,9 @@ const LANES: usize = 16;
 
 /// `y [rows, out] = x [rows, in] · Wᵀ (+ bias)` for `W [out, in]`.
 pub fn matmul_tiles<T: Element>(x: &[f32], rows: usize, w: &[T], d_in: usize, d_out: usize, bias: Option<&[f32]>) -> Vec<f32> {
-    assert_eq!(x.len(), rows * d_in, "x holds {} values, expected {rows} x {d_in}", x.len());
     assert!(w.len() >= d_in * d_out, "weight holds {} values, expected {d_out} x {d_in}", w.len());
     let w = &w[..d_in * d_out];
-    let padded = rows.div_ceil(LANES) * LANES;
-    with_scratch(padded * d_in.max(d_out), |scratch| {
-        let Scratch { xt, yt } = scratch;
-        // x column-major, zeros in the padding rows.
-        xt.resize(d_in * padded, 0.0);
-        transpose_into(x, rows, d_in, d_in, xt, padded);
-        if padded > rows {
-            xt.chunks_exact_mut(padded).for_each(|column| column[rows..].fill(0.0));
-        }
-        // The result column-major: output j's rows are yt[j * padded..][..rows]. gemm
-        // overwrites all of it.
-        yt.resize(padded * d_out, 0.0);
+    with_column_operands(x, rows, d_in, d_out, bias, |xt, padded, yt| {
         if T::KIND == ElementKind::F32 {
             // The weight as it is: gemm blocks and threads the whole product.
             let mut unused = Vec::new();
@@ -64,11 +52,6 @@ pub fn matmul_tiles<T: Element>(x: &[f32], rows: usize, w: &[T], d_in: usize, d_
                 gemm_columns(xt, padded, d_in, tile, yt, gemm::Parallelism::None);
             });
         }
-        let mut y = Vec::with_capacity(rows * d_out);
-        transpose_into_uninit(yt, d_out, padded, rows, y.spare_capacity_mut(), d_out, bias);
-        // SAFETY: the transpose wrote all rows x d_out values.
-        unsafe { y.set_len(rows * d_out) };
-        y
     })
 }
 
@@ -77,6 +60,21 @@ pub fn matmul_tiles<T: Element>(x: &[f32], rows: usize, w: &[T], d_in: usize, d_
 /// last): block-quantized weights are dequantized a tile at a time into cache this way, and the
 /// f32 gemm kernels multiply, as for 16-bit weights.
 pub fn matmul_filled_tiles(x: &[f32], rows: usize, d_in: usize, d_out: usize, bias: Option<&[f32]>, fill: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    with_column_operands(x, rows, d_in, d_out, bias, |xt, padded, yt| {
+        yt.par_chunks_mut(TILE * padded).enumerate().for_each_init(Vec::new, |tile, (t, yt)| {
+            let n = yt.len() / padded;
+            tile.resize(n * d_in, 0.0);
+            fill(t * TILE, tile);
+            gemm_columns(xt, padded, d_in, tile, yt, gemm::Parallelism::None);
+        });
+    })
+}
+
+/// The layout both prompt products work in: `x` column-major with its rows padded to whole gemm
+/// columns (zeros in the padding), `product(xt, padded, yt)` writing the result column-major
+/// (output j's rows at `yt[j * padded..][..rows]`, all of `yt` overwritten), then the result
+/// transposed back to `[rows, d_out]` with the bias added.
+fn with_column_operands(x: &[f32], rows: usize, d_in: usize, d_out: usize, bias: Option<&[f32]>, product: impl FnOnce(&[f32], usize, &mut [f32])) -> Vec<f32> {
     assert_eq!(x.len(), rows * d_in, "x holds {} values, expected {rows} x {d_in}", x.len());
     let padded = rows.div_ceil(LANES) * LANES;
     with_scratch(padded * d_in.max(d_out), |scratch| {
@@ -87,12 +85,7 @@ pub fn matmul_filled_tiles(x: &[f32], rows: usize, d_in: usize, d_out: usize, bi
             xt.chunks_exact_mut(padded).for_each(|column| column[rows..].fill(0.0));
         }
         yt.resize(padded * d_out, 0.0);
-        yt.par_chunks_mut(TILE * padded).enumerate().for_each_init(Vec::new, |tile, (t, yt)| {
-            let n = yt.len() / padded;
-            tile.resize(n * d_in, 0.0);
-            fill(t * TILE, tile);
-            gemm_columns(xt, padded, d_in, tile, yt, gemm::Parallelism::None);
-        });
+        product(xt, padded, yt);
         let mut y = Vec::with_capacity(rows * d_out);
         transpose_into_uninit(yt, d_out, padded, rows, y.spare_capacity_mut(), d_out, bias);
         // SAFETY: the transpose wrote all rows x d_out values.
