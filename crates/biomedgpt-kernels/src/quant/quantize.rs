@@ -64,6 +64,33 @@ fn nearest_int(v: f32) -> i32 {
     (bits & 0x007f_ffff) - 0x0040_0000
 }
 
+/// The value of largest magnitude (the first of equal ones) and its magnitude, as llama.cpp's
+/// `amax`/`max` loops find them.
+fn signed_absmax(x: &[f32]) -> (f32, f32) {
+    let (mut amax, mut max) = (0f32, 0f32);
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    (max, amax)
+}
+
+/// The smallest and largest value (the `min`/`max` loops of the Q4_1 and Q5_1 quantizers).
+fn min_max(x: &[f32]) -> (f32, f32) {
+    let (mut min, mut max) = (f32::MAX, -f32::MAX);
+    for &v in x {
+        if v < min {
+            min = v;
+        }
+        if v > max {
+            max = v;
+        }
+    }
+    (min, max)
+}
+
 fn q8_0(x: &[f32], y: &mut [u8]) {
     let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
     let d = amax / 127.0;
@@ -76,13 +103,7 @@ fn q8_0(x: &[f32], y: &mut [u8]) {
 }
 
 fn q4_0(x: &[f32], y: &mut [u8]) {
-    let (mut amax, mut max) = (0f32, 0f32);
-    for &v in x {
-        if amax < v.abs() {
-            amax = v.abs();
-            max = v;
-        }
-    }
+    let (max, _) = signed_absmax(x);
     let d = max / -8.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     put_f16(y, d);
@@ -96,15 +117,7 @@ fn q4_0(x: &[f32], y: &mut [u8]) {
 
 /// Q4_1: 4-bit levels between the block's min and max.
 fn q4_1(x: &[f32], y: &mut [u8]) {
-    let (mut min, mut max) = (f32::MAX, -f32::MAX);
-    for &v in x {
-        if v < min {
-            min = v;
-        }
-        if v > max {
-            max = v;
-        }
-    }
+    let (min, max) = min_max(x);
     let d = (max - min) / 15.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     put_f16(&mut y[0..2], d);
@@ -120,13 +133,7 @@ fn q4_1(x: &[f32], y: &mut [u8]) {
 /// Q5_0 (llama.cpp's fallback for Q4_K rows that are not whole 256-blocks): like Q4_0 with a
 /// fifth bit per value.
 fn q5_0(x: &[f32], y: &mut [u8]) {
-    let (mut amax, mut max) = (0f32, 0f32);
-    for &v in x {
-        if amax < v.abs() {
-            amax = v.abs();
-            max = v;
-        }
-    }
+    let (max, _) = signed_absmax(x);
     let d = max / -16.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     put_f16(y, d);
@@ -143,15 +150,7 @@ fn q5_0(x: &[f32], y: &mut [u8]) {
 
 /// Q5_1 (the fallback for Q5_K): 5-bit levels between the block's min and max.
 fn q5_1(x: &[f32], y: &mut [u8]) {
-    let (mut min, mut max) = (f32::MAX, -f32::MAX);
-    for &v in x {
-        if v < min {
-            min = v;
-        }
-        if v > max {
-            max = v;
-        }
-    }
+    let (min, max) = min_max(x);
     let d = (max - min) / 31.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     put_f16(&mut y[0..2], d);
@@ -341,13 +340,7 @@ const GROUP_MAX_EPS: f32 = 1e-15;
 /// `make_qx_quants` with `rmse_type` 1 (weights x^2) and no importance weights: signed levels in
 /// -nmax..nmax-1 (stored + nmax) and the scale that minimises the weighted error.
 fn make_qx_quants(nmax: i32, x: &[f32], levels: &mut [i8]) -> f32 {
-    let (mut max, mut amax) = (0f32, 0f32);
-    for &v in x {
-        if v.abs() > amax {
-            amax = v.abs();
-            max = v;
-        }
-    }
+    let (max, amax) = signed_absmax(x);
     if amax < GROUP_MAX_EPS {
         levels.iter_mut().for_each(|l| *l = 0);
         return 0.0;
