@@ -188,30 +188,22 @@ pub(super) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
 /// value = d * scale * q - dmin * min.
 #[inline(always)]
 fn q4_k(b: &[u8], y: &mut [f32]) {
-    let (d, dmin) = (f16_at(b), f16_at(&b[2..]));
-    let scales = &b[4..16];
-    let qs = &b[16..144];
-    for chunk in 0..4 {
-        let q = &qs[chunk * 32..chunk * 32 + 32];
-        let (s1, m1) = scale_min_k4(2 * chunk, scales);
-        let (s2, m2) = scale_min_k4(2 * chunk + 1, scales);
-        let (d1, m1) = (d * s1 as f32, dmin * m1 as f32);
-        let (d2, m2) = (d * s2 as f32, dmin * m2 as f32);
-        let y = &mut y[chunk * 64..chunk * 64 + 64];
-        for l in 0..32 {
-            y[l] = d1 * (q[l] & 0x0f) as f32 - m1;
-            y[l + 32] = d2 * (q[l] >> 4) as f32 - m2;
-        }
-    }
+    k_quant::<false>(b, y)
 }
 
-/// `block_q5_K`: d, dmin (f16), scales[12], qh[32] (fifth bits), qs[128].
+/// `block_q5_K`: d, dmin (f16), scales[12], qh[32] (fifth bits), qs[128]; as Q4_K with the
+/// fifth bit adding 16.
 #[inline(always)]
 fn q5_k(b: &[u8], y: &mut [f32]) {
+    k_quant::<true>(b, y)
+}
+
+/// Q4_K, or Q5_K with `FIFTH_BIT`: the two differ only in the `qh` bytes before `qs`.
+#[inline(always)]
+fn k_quant<const FIFTH_BIT: bool>(b: &[u8], y: &mut [f32]) {
     let (d, dmin) = (f16_at(b), f16_at(&b[2..]));
     let scales = &b[4..16];
-    let qh = &b[16..48];
-    let qs = &b[48..176];
+    let (qh, qs) = if FIFTH_BIT { (&b[16..48], &b[48..176]) } else { (&b[16..16], &b[16..144]) };
     for chunk in 0..4 {
         let q = &qs[chunk * 32..chunk * 32 + 32];
         let (s1, m1) = scale_min_k4(2 * chunk, scales);
@@ -221,8 +213,7 @@ fn q5_k(b: &[u8], y: &mut [f32]) {
         let (u1, u2) = (1u8 << (2 * chunk), 2u8 << (2 * chunk));
         let y = &mut y[chunk * 64..chunk * 64 + 64];
         for l in 0..32 {
-            let h1 = if qh[l] & u1 != 0 { 16 } else { 0 };
-            let h2 = if qh[l] & u2 != 0 { 16 } else { 0 };
+            let (h1, h2) = if FIFTH_BIT { (if qh[l] & u1 != 0 { 16 } else { 0 }, if qh[l] & u2 != 0 { 16 } else { 0 }) } else { (0, 0) };
             y[l] = d1 * ((q[l] & 0x0f) + h1) as f32 - m1;
             y[l + 32] = d2 * ((q[l] >> 4) + h2) as f32 - m2;
         }
