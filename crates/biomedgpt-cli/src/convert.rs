@@ -283,8 +283,8 @@ fn is_esm_projection(key: &str) -> bool {
 /// f32, everything else f16.
 fn write_encoders_gguf(ckpt: &Checkpoint, specs: &[TensorSpec], out: &Path) -> Result<()> {
     use biomedgpt_io::MetaValue;
-    use biomedgpt_io::gguf_writer::{GgufTensorSpec, write_gguf};
-    use biomedgpt_kernels::quant::{GgmlType, fallback, quantize_rows};
+    use biomedgpt_io::gguf_writer::{GgufTensorSpec, append_as, write_gguf};
+    use biomedgpt_kernels::quant::{GgmlType, fallback};
     let tensors: Vec<GgufTensorSpec> = specs
         .iter()
         .map(|s| {
@@ -310,17 +310,7 @@ fn write_encoders_gguf(ckpt: &Checkpoint, specs: &[TensorSpec], out: &Path) -> R
             .try_to_vec::<f32>()
             .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
         ckpt.release(&t.name);
-        match t.ty {
-            GgmlType::F32 => values.iter().for_each(|v| buf.extend_from_slice(&v.to_le_bytes())),
-            GgmlType::F16 => values.iter().for_each(|v| buf.extend_from_slice(&half::f16::from_f32(*v).to_bits().to_le_bytes())),
-            ty => {
-                let row = *t.shape.last().expect("2-D");
-                let start = buf.len();
-                buf.resize(start + ty.row_bytes(values.len()).expect("whole blocks"), 0);
-                quantize_rows(ty, &values, row, &mut buf[start..]);
-            }
-        }
-        Ok(())
+        append_as(t.ty, &values, *t.shape.last().unwrap_or(&1), buf)
     })
     .with_context(|| format!("writing {}", out.display()))
 }

@@ -149,9 +149,9 @@ fn missing_and_misshaped_parameters_are_named() {
 /// O(1) differences).
 #[test]
 fn q8_0_projections_match_their_dequantized_weights() {
-    use biomedgpt_io::gguf_writer::{GgufTensorSpec, write_gguf};
+    use biomedgpt_io::gguf_writer::{GgufTensorSpec, append_as, write_gguf};
     use biomedgpt_io::{Checkpoint, MetaValue};
-    use biomedgpt_kernels::quant::{GgmlType, quantize_rows};
+    use biomedgpt_kernels::quant::GgmlType;
     let name = "t2_h4_safetensors";
     let src = Checkpoint::open(dir(name)).unwrap();
     let keys: Vec<String> = src.keys().filter(|k| src.info(k).unwrap().dtype.is_float()).map(String::from).collect();
@@ -168,15 +168,7 @@ fn q8_0_projections_match_their_dequantized_weights() {
     let meta = vec![("general.architecture".to_string(), MetaValue::String("biomedgpt-encoders".into()))];
     write_gguf(&out, &meta, &specs, |i, buf| {
         let v = src.load_any_shape(&specs[i].name, FloatType::F32).unwrap().try_to_vec::<f32>().unwrap();
-        match specs[i].ty {
-            GgmlType::F32 => v.iter().for_each(|x| buf.extend_from_slice(&x.to_le_bytes())),
-            ty => {
-                let start = buf.len();
-                buf.resize(start + ty.row_bytes(v.len()).unwrap(), 0);
-                quantize_rows(ty, &v, *specs[i].shape.last().unwrap(), &mut buf[start..]);
-            }
-        }
-        Ok(())
+        append_as(specs[i].ty, &v, *specs[i].shape.last().unwrap(), buf)
     })
     .unwrap();
     let config = biomedgpt_esm::EsmConfig::from_file(dir(name).join("config.json")).unwrap();

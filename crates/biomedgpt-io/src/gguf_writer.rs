@@ -35,6 +35,28 @@ impl GgufTensorSpec {
     }
 }
 
+/// Appends f32 `values` (rows of `row_len`) to `buf` as GGUF stores them in `ty`: F32, F16, or
+/// quantized with llama.cpp's reference quantizers. Errors for other types, or for rows that are
+/// not whole blocks of `ty`.
+pub fn append_as(ty: GgmlType, values: &[f32], row_len: usize, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
+    match ty {
+        GgmlType::F32 => values.iter().for_each(|v| buf.extend_from_slice(&v.to_le_bytes())),
+        GgmlType::F16 => values.iter().for_each(|v| buf.extend_from_slice(&half::f16::from_f32(*v).to_bits().to_le_bytes())),
+        ty if biomedgpt_kernels::quant::QUANTIZABLE.contains(&ty) => {
+            let bytes = ty
+                .row_bytes(row_len)
+                .filter(|_| row_len > 0 && values.len() % row_len == 0)
+                .ok_or_else(|| invalid(format!("{} values in rows of {row_len} are not whole {ty} blocks", values.len())))?;
+            let start = buf.len();
+            buf.resize(start + values.len() / row_len * bytes, 0);
+            biomedgpt_kernels::quant::quantize_rows(ty, values, row_len, &mut buf[start..]);
+        }
+        other => return Err(invalid(format!("{other} is not a type GGUF tensors are written in here"))),
+    }
+    Ok(())
+}
+
 fn put_string(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&(s.len() as u64).to_le_bytes());
     out.extend_from_slice(s.as_bytes());

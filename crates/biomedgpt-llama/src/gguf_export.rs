@@ -12,9 +12,9 @@
 
 use std::path::Path;
 
-use biomedgpt_io::gguf_writer::{GgufTensorSpec, write_gguf};
+use biomedgpt_io::gguf_writer::{GgufTensorSpec, append_as, write_gguf};
 use biomedgpt_io::{Checkpoint, FloatType, Gguf, MetaValue};
-use biomedgpt_kernels::quant::{GgmlType, fallback, quantize_rows};
+use biomedgpt_kernels::quant::{GgmlType, fallback};
 
 use crate::config::{LlamaConfig, RopeKind};
 
@@ -347,17 +347,7 @@ pub fn export(
             Some(n) => rope_permutation(*n, hd).iter().flat_map(|&r| values[r * row..(r + 1) * row].iter().copied()).collect(),
             None => values,
         };
-        let ty = specs[i].ty;
-        match ty {
-            GgmlType::F32 => values.iter().for_each(|v| buf.extend_from_slice(&v.to_le_bytes())),
-            GgmlType::F16 => values.iter().for_each(|v| buf.extend_from_slice(&half::f16::from_f32(*v).to_bits().to_le_bytes())),
-            _ => {
-                let start = buf.len();
-                buf.resize(start + ty.row_bytes(values.len()).expect("checked above"), 0);
-                quantize_rows(ty, &values, row, &mut buf[start..]);
-            }
-        }
-        Ok(())
+        append_as(specs[i].ty, &values, row, buf)
     });
     if let Some(e) = load_error {
         return Err(e);
