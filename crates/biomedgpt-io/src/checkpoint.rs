@@ -403,12 +403,8 @@ impl Checkpoint {
         let data: Arc<dyn AsRef<[u8]> + Send + Sync> = match self.row_orders.get(key) {
             None => Arc::new(MapSlice { map: file.map.clone(), start: entry.offset, len: entry.nbytes }),
             Some(order) => {
-                let row = entry.nbytes / rows.max(1);
-                let stored = &file.map[entry.offset..entry.offset + entry.nbytes];
-                let mut copy = Vec::with_capacity(entry.nbytes);
-                for &r in order.iter() {
-                    copy.extend_from_slice(&stored[r * row..(r + 1) * row]);
-                }
+                let mut copy = vec![0u8; entry.nbytes];
+                copy_rows_in_order(&file.map[entry.offset..entry.offset + entry.nbytes], order, &mut copy);
                 self.release(key);
                 Arc::new(copy)
             }
@@ -449,14 +445,18 @@ impl Checkpoint {
 fn reorder_rows(data: TensorData, order: &[usize], ty: FloatType) -> TensorData {
     let shape = data.shape().to_vec();
     let numel: usize = shape.iter().product();
-    let bytes = data.as_bytes();
-    let row_bytes = if order.is_empty() { 0 } else { bytes.len() / order.len() };
     let mut storage = zeroed_storage(ty, numel);
-    let out = storage.bytes_mut();
-    for (i, &from) in order.iter().enumerate() {
-        out[i * row_bytes..(i + 1) * row_bytes].copy_from_slice(&bytes[from * row_bytes..(from + 1) * row_bytes]);
-    }
+    copy_rows_in_order(&data.as_bytes(), order, storage.bytes_mut());
     storage.into_tensor_data(shape)
+}
+
+/// `out`'s row i = `src`'s row `order[i]`, rows being `src.len() / order.len()` bytes (float
+/// values or whole quantized blocks alike).
+fn copy_rows_in_order(src: &[u8], order: &[usize], out: &mut [u8]) {
+    let row_bytes = if order.is_empty() { 0 } else { src.len() / order.len() };
+    for (to, &from) in out.chunks_exact_mut(row_bytes.max(1)).zip(order) {
+        to.copy_from_slice(&src[from * row_bytes..(from + 1) * row_bytes]);
+    }
 }
 
 /// Maps a model's own key (HF naming) to the name a checkpoint stores it under.
