@@ -123,58 +123,68 @@ pub fn run(args: ConvertArgs) -> Result<()> {
 
 /// A LLaMA (HF directory, GGUF file, or a BioMedGPT directory's LLM) written as one GGUF file.
 fn convert_to_gguf(args: &ConvertArgs, mix: biomedgpt_llama::gguf_export::QuantMix) -> Result<()> {
-    use biomedgpt_llama::gguf_export::{export, tokenizer_metadata_from_gguf, tokenizer_metadata_from_json};
-    let fused = !biomedgpt_llama::is_gguf(&args.model) && Layout::resolve(&args.model).is_ok_and(|l| l.fused_weights.is_some());
-    if !fused && args.out.extension().is_none_or(|e| e != "gguf") {
+    use biomedgpt_llama::gguf_export::{export, tokenizer_metadata_from_gguf};
+    // The layout once: a fused BioMedGPT goes to a directory, anything else to one .gguf file.
+    let layout = if biomedgpt_llama::is_gguf(&args.model) { None } else { Some(Layout::resolve(&args.model)?) };
+    if let Some(layout) = layout.as_ref().filter(|l| l.fused_weights.is_some()) {
+        return convert_fused_to_gguf(args, layout, mix);
+    }
+    if args.out.extension().is_none_or(|e| e != "gguf") {
         bail!("--dtype {} writes a GGUF file: --out must end in .gguf (got {})", args.dtype, args.out.display());
     }
-    if !fused && args.out.exists() {
+    if args.out.exists() {
         bail!("{} exists: choose a new file", args.out.display());
     }
-    let (ckpt, config, tokenizer, name) = if biomedgpt_llama::is_gguf(&args.model) {
-        let (ckpt, config) = biomedgpt_llama::gguf::open(&args.model)?;
-        let g = ckpt.gguf().expect("opened as GGUF");
-        let name = g.str("general.name").ok().flatten().unwrap_or("model").to_string();
-        let tokenizer = tokenizer_metadata_from_gguf(g);
-        (ckpt, config, tokenizer, name)
-    } else {
-        let layout = Layout::resolve(&args.model)?;
-        if layout.fused_weights.is_some() {
-            return convert_fused_to_gguf(args, &layout, mix);
+    let (ckpt, config, tokenizer, name) = match &layout {
+        None => {
+            let (ckpt, config) = biomedgpt_llama::gguf::open(&args.model)?;
+            let g = ckpt.gguf().expect("opened as GGUF");
+            let name = g.str("general.name").ok().flatten().unwrap_or("model").to_string();
+            let tokenizer = tokenizer_metadata_from_gguf(g);
+            (ckpt, config, tokenizer, name)
         }
-        let config = LlamaConfig::from_file(layout.llm.join("config.json"))?;
-        let path = layout.llm.join("tokenizer.json");
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let spec: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        let tokenizer = tokenizer_metadata_from_json(&spec, &config).with_context(|| format!("converting {}", path.display()))?;
-        let name = layout.llm.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "model".into());
-        (Checkpoint::open(&layout.llm)?, config, tokenizer, name)
+        Some(layout) => {
+            let config = LlamaConfig::from_file(layout.llm.join("config.json"))?;
+            let tokenizer = tokenizer_metadata(&layout.llm, &config)?;
+            let name = layout.llm.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "model".into());
+            (Checkpoint::open(&layout.llm)?, config, tokenizer, name)
+        }
     };
     let started = std::time::Instant::now();
     let types = export(&ckpt, "", &config, &name, tokenizer, mix, &args.out).with_context(|| format!("writing {}", args.out.display()))?;
-    let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
-    for (_, ty) in &types {
-        *counts.entry(ty.name()).or_default() += 1;
-    }
     let size = std::fs::metadata(&args.out)?.len();
-    let summary: Vec<String> = counts.iter().map(|(t, n)| format!("{n} {t}")).collect();
     eprintln!(
         "wrote {} ({:.1} MB, {}) in {:.1} s",
         args.out.display(),
         size as f64 / 1e6,
-        summary.join(", "),
+        type_counts(&types),
         started.elapsed().as_secs_f64()
     );
     Ok(())
 }
 
-/// `merge-lora`: `convert` of a fine-tuned checkpoint, whose adapters and LoRA factors become
-/// part of the weights.
+/// `tokenizer.ggml.*` metadata for the `tokenizer.json` of a LLaMA directory.
+fn tokenizer_metadata(llm: &Path, config: &LlamaConfig) -> Result<Vec<(String, biomedgpt_io::MetaValue)>> {
+    let path = llm.join("tokenizer.json");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let spec: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    biomedgpt_llama::gguf_export::tokenizer_metadata_from_json(&spec, config).with_context(|| format!("converting {}", path.display()))
+}
+
+/// "5 F32, 14 Q8_0": how many tensors of each type an export wrote.
+fn type_counts(types: &[(String, biomedgpt_kernels::quant::GgmlType)]) -> String {
+    let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for (_, ty) in types {
+        *counts.entry(ty.name()).or_default() += 1;
+    }
+    counts.iter().map(|(t, n)| format!("{n} {t}")).collect::<Vec<_>>().join(", ")
+}
+
 /// A fused BioMedGPT model as a directory llama.cpp can read the LLM of: `llm.gguf` (the LLaMA in
 /// `mix`, `[PAD]` in its vocabulary), `encoders.safetensors` (GIN in f32; ESM-2 and the adapters in
 /// f16), `esm/` and a `biomedgpt.json` naming them (llama.cpp's mmproj arrangement).
 fn convert_fused_to_gguf(args: &ConvertArgs, layout: &Layout, mix: biomedgpt_llama::gguf_export::QuantMix) -> Result<()> {
-    use biomedgpt_llama::gguf_export::{append_token, export, tokenizer_metadata_from_json};
+    use biomedgpt_llama::gguf_export::{append_token, export};
     let fused = layout.fused_weights.as_ref().expect("checked by the caller");
     if args.out.exists() && std::fs::read_dir(&args.out)?.next().is_some() {
         bail!("{} exists and is not empty", args.out.display());
@@ -196,10 +206,7 @@ fn convert_fused_to_gguf(args: &ConvertArgs, layout: &Layout, mix: biomedgpt_lla
     std::fs::create_dir_all(&args.out)?;
     let result = (|| -> Result<()> {
         let config = LlamaConfig::from_file(layout.llm.join("config.json"))?;
-        let path = layout.llm.join("tokenizer.json");
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let spec: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        let mut tokenizer = tokenizer_metadata_from_json(&spec, &config).with_context(|| format!("converting {}", path.display()))?;
+        let mut tokenizer = tokenizer_metadata(&layout.llm, &config)?;
         let rows = ckpt.info("llm.model.embed_tokens.weight").map(|i| i.shape[0]).ok_or_else(|| anyhow::anyhow!("{}: no llm.model.embed_tokens.weight", fused.display()))?;
         // The reference's `[PAD]` (id 32000): a row of the embeddings that tokenizer.json lacks.
         if rows == config.vocab_size + 1 {
@@ -246,17 +253,12 @@ fn convert_fused_to_gguf(args: &ConvertArgs, layout: &Layout, mix: biomedgpt_lla
         let settings: serde_json::Map<String, serde_json::Value> =
             settings.as_object().expect("object").iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect();
         biomedgpt_io::npy::write_atomic(&args.out.join("biomedgpt.json"), serde_json::to_string_pretty(&settings)?.as_bytes())?;
-        let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
-        for (_, ty) in &types {
-            *counts.entry(ty.name()).or_default() += 1;
-        }
-        let summary: Vec<String> = counts.iter().map(|(t, n)| format!("{n} {t}")).collect();
         let size = |p: &Path| std::fs::metadata(p).map(|m| m.len() as f64 / 1e9).unwrap_or(0.0);
         eprintln!(
             "wrote {}: llm.gguf {:.2} GB ({}), {encoders} {:.2} GB, in {:.1} s",
             args.out.display(),
             size(&llm_out),
-            summary.join(", "),
+            type_counts(&types),
             size(&args.out.join(encoders)),
             started.elapsed().as_secs_f64()
         );
