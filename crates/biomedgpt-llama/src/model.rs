@@ -84,6 +84,13 @@ pub struct StepContext {
     mask: Option<Tensor<4>>,
 }
 
+/// One layer's keys and values for a step: a batch's shared cache (rows padded to one length),
+/// or one cache per row for independent sequences of different lengths.
+enum LayerCaches<'a, 'b> {
+    Batch(&'a mut Option<LayerCache>),
+    PerRow(&'a mut [&'b mut Option<LayerCache>]),
+}
+
 #[derive(Module, Debug)]
 pub struct Attention {
     pub q_proj: MaybeQuantLinear,
@@ -113,7 +120,7 @@ impl Attention {
         })
     }
 
-    fn forward(&self, x: Tensor<3>, ctx: &StepContext, cache: &mut Option<LayerCache>) -> Tensor<3> {
+    fn forward(&self, x: Tensor<3>, ctx: &StepContext, cache: LayerCaches) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let heads = |y: Tensor<3>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2);
@@ -123,16 +130,33 @@ impl Attention {
         let q = apply_rotary(q, &ctx.cos, &ctx.sin);
         let k = apply_rotary(k, &ctx.cos, &ctx.sin);
 
-        let (k, v) = LayerCache::append(cache, k, v);
-
         // Grouped-query attention without copying K/V: fold the query heads that share a KV head
         // into the row dimension, [B, nkv, rep*T, hd] x [B, nkv, hd, S].
         let rep = nh / nkv;
-        let q = q.reshape([b, nkv, rep * t, hd]);
+        let scale = (hd as f64).powf(-0.5);
         // softmax(q k^T / sqrt(hd) + mask) v, with the causal/padding mask as an additive bias,
         // in f32 (k and v widened from the cache's dtype per head), rounded once to the model's
         // dtype and written as [B, T, nh * hd].
-        let out = attention_merged(q, k, v, ctx.mask.clone(), (hd as f64).powf(-0.5), rep);
+        let out = match cache {
+            LayerCaches::Batch(cache) => {
+                let (k, v) = LayerCache::append(cache, k, v);
+                attention_merged(q.reshape([b, nkv, rep * t, hd]), k, v, ctx.mask.clone(), scale, rep)
+            }
+            // Independent sequences: each row attends to its own cache (no mask: one new
+            // position sees every cached one), exactly as it would alone.
+            LayerCaches::PerRow(caches) => {
+                let outs = caches
+                    .iter_mut()
+                    .enumerate()
+                    .map(|(r, cache)| {
+                        let (k, v) = LayerCache::append(cache, k.clone().narrow(0, r, 1), v.clone().narrow(0, r, 1));
+                        let q = q.clone().narrow(0, r, 1).reshape([1, nkv, rep * t, hd]);
+                        attention_merged(q, k, v, None, scale, rep)
+                    })
+                    .collect::<Vec<_>>();
+                Tensor::cat(outs, 0)
+            }
+        };
         apply_linear(&self.o_proj, out)
     }
 }
@@ -162,7 +186,7 @@ impl DecoderLayer {
         })
     }
 
-    fn forward(&self, x: Tensor<3>, ctx: &StepContext, cache: &mut Option<LayerCache>) -> Tensor<3> {
+    fn forward(&self, x: Tensor<3>, ctx: &StepContext, cache: LayerCaches) -> Tensor<3> {
         let h = add(x.clone(), self.self_attn.forward(self.input_layernorm.forward(x), ctx, cache));
         add(h.clone(), self.mlp.forward(self.post_attention_layernorm.forward(h)))
     }
@@ -303,9 +327,44 @@ impl Llama {
         };
         let mut x = x;
         for (layer, layer_cache) in self.model.layers.iter().zip(cache.layers.iter_mut()) {
-            x = layer.forward(x, &ctx, layer_cache);
+            x = layer.forward(x, &ctx, LayerCaches::Batch(layer_cache));
         }
         self.model.norm.forward(x)
+    }
+
+    /// One decoding step of independent sequences (continuous batching): `ids[r]` is the next
+    /// token of the sequence whose cache is `caches[r]` (each a batch of one, of any length).
+    /// The projections run on all rows at once, so the weights are read once per step; each
+    /// row's attention reads only its own cache. Returns the logits `[B, vocab]`.
+    ///
+    /// On the CPU, each row's numbers are those of the same step run alone while `B` is at most
+    /// [`biomedgpt_kernels::matmul::matvec::MAX_ROWS`] (the decoding kernels compute every row
+    /// in the same order whatever the row count); callers that need batch-independent results
+    /// step larger batches in groups of that size.
+    pub fn decode_step(&self, ids: &[u32], caches: &mut [&mut KvCache]) -> Tensor<2> {
+        let b = ids.len();
+        assert!(b > 0 && b == caches.len(), "decode_step: {b} ids for {} caches", caches.len());
+        let device = self.device();
+        let x = self.embed(crate::generation::ids_tensor(ids, b, &device));
+        let mut positions = Vec::with_capacity(b);
+        for cache in caches.iter_mut() {
+            assert_eq!(cache.batch_size(), 1, "decode_step takes one cache per sequence");
+            let plan = cache.plan_step(1, 1, None);
+            assert!(plan.additive_mask.is_none(), "decode_step: a sequence's cache holds padding");
+            positions.extend(plan.positions);
+        }
+        let (cos, sin) = rotary_tables(&self.inv_freq, &positions);
+        let hd = self.config.head_dim();
+        let dtype = x.dtype();
+        let table = |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, [b, 1, 1, hd]), (&device, DType::F32)).cast(dtype);
+        let ctx = StepContext { cos: table(cos), sin: table(sin), mask: None };
+        let mut x = x;
+        for (l, layer) in self.model.layers.iter().enumerate() {
+            let mut rows: Vec<&mut Option<LayerCache>> = caches.iter_mut().map(|c| &mut c.layers[l]).collect();
+            x = layer.forward(x, &ctx, LayerCaches::PerRow(&mut rows));
+        }
+        let hidden = self.model.norm.forward(x);
+        self.logits(hidden).reshape([b, self.config.vocab_size])
     }
 
     /// Vocabulary logits `[B, T, vocab]` for hidden states `[B, T, hidden]`.

@@ -60,7 +60,10 @@ impl QuantMatrix {
 }
 
 /// From this many rows of `x` on, the product runs as dequantized tiles through the GEMM kernels.
-const PROMPT_ROWS: usize = 8;
+/// Below it every row is computed alone, in the same order whatever the row count: the same
+/// limit as the float decoding kernels' ([`crate::matmul::matvec::MAX_ROWS`]), so a batched
+/// decoding step of up to that many sequences gives each the numbers it gets alone.
+const PROMPT_ROWS: usize = crate::matmul::matvec::MAX_ROWS + 1;
 
 /// Output rows per piece of work: enough to amortise the piece overhead, small enough that two
 /// threads share the rows evenly.
@@ -206,7 +209,7 @@ mod tests {
 
     #[test]
     fn equals_dequantize_then_f32_matmul() {
-        for m in [1, 5, 8, 19] {
+        for m in [1, 5, 8, 9, 19] {
         let (n, k) = (37, 512);
         let w: Vec<f32> = (0..n * k).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
         for &ty in &[GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K] {
