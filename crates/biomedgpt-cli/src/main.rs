@@ -13,6 +13,7 @@ mod inspect;
 mod lm;
 mod progress;
 mod random;
+mod serve;
 mod train;
 
 use std::process::ExitCode;
@@ -78,6 +79,8 @@ enum Command {
     /// Look inside: logits of every position (.npy), the molecular graph, the CPU kernels' ISA.
     #[command(subcommand)]
     Inspect(inspect::InspectCommand),
+    /// An OpenAI-compatible HTTP server (chat, completions, embeddings) with continuous batching.
+    Serve(Box<serve::ServeArgs>),
     /// Speed and memory measurements (see benches/).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -111,6 +114,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Embed(cmd) => embed::run(cmd),
         Command::Inspect(cmd) => inspect::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Serve(args) => serve::run(*args),
     }
 }
 

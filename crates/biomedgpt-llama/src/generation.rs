@@ -251,16 +251,7 @@ pub fn generate(
             length_penalty,
             early_stopping,
         } => Ok(beam_search(model, prompt, config, num_beams, length_penalty, early_stopping, on_token)),
-        Strategy::Greedy => Ok(sample_loop(model, prompt, config, None, on_token)),
-        Strategy::Sample {
-            temperature,
-            top_k,
-            top_p,
-            seed,
-        } => {
-            let rng = StdRng::seed_from_u64(seed);
-            Ok(sample_loop(model, prompt, config, Some((rng, temperature, top_k, top_p)), on_token))
-        }
+        strategy => Ok(sample_loop(model, prompt, config, TokenChooser::new(&strategy, config.repetition_penalty), on_token)),
     }
 }
 
@@ -277,23 +268,45 @@ fn prefill(model: &dyn CausalLm, prompt: Prompt, cache: &mut KvCache) -> (Vec<f3
 
 type Sampler = (StdRng, f32, Option<usize>, Option<f32>);
 
-fn sample_loop(
-    model: &dyn CausalLm,
-    prompt: Prompt,
-    config: &GenerationConfig,
-    mut sampler: Option<Sampler>,
-    on_token: &mut dyn FnMut(u32),
-) -> GenerationOutput {
-    let device = model.device();
-    let mut cache = model.new_cache(1);
-    let (mut scores, mut history) = prefill(model, prompt, &mut cache);
-    let mut tokens = Vec::new();
-    loop {
-        apply_repetition_penalty(&mut scores, &history, config.repetition_penalty);
-        let next = match &mut sampler {
-            None => argmax(&scores),
+/// Chooses the next tokens of one sequence as [`generate`] does for greedy decoding and
+/// sampling: the repetition penalty, then the argmax, or temperature, top-k and top-p and a draw
+/// from the sequence's own generator (seeded once, so a seed gives the same tokens whether the
+/// sequence runs alone or beside others, as a server batches it).
+#[derive(Clone)]
+pub struct TokenChooser {
+    sampler: Option<Sampler>,
+    repetition_penalty: f32,
+}
+
+impl TokenChooser {
+    /// For [`Strategy::Greedy`] and [`Strategy::Sample`]; beam search keeps several hypotheses
+    /// per sequence and is not a per-token choice (it is treated as greedy here).
+    pub fn new(strategy: &Strategy, repetition_penalty: f32) -> Self {
+        let sampler = match *strategy {
+            Strategy::Sample {
+                temperature,
+                top_k,
+                top_p,
+                seed,
+            } => Some((StdRng::seed_from_u64(seed), temperature, top_k, top_p)),
+            Strategy::Greedy | Strategy::Beam { .. } => None,
+        };
+        TokenChooser { sampler, repetition_penalty }
+    }
+
+    /// The next token for the logits `scores` (changed in place) after `history` (the ids the
+    /// repetition penalty sees).
+    pub fn choose(&mut self, scores: &mut [f32], history: &[u32]) -> u32 {
+        apply_repetition_penalty(scores, history, self.repetition_penalty);
+        self.choose_penalized(scores)
+    }
+
+    /// [`Self::choose`] for scores the caller has already penalized.
+    pub fn choose_penalized(&mut self, scores: &mut [f32]) -> u32 {
+        (match &mut self.sampler {
+            None => argmax(scores),
             Some((rng, temperature, top_k, top_p)) => {
-                let probs = sampling_probs(&mut scores, *temperature, *top_k, *top_p);
+                let probs = sampling_probs(scores, *temperature, *top_k, *top_p);
                 let u: f32 = rng.random();
                 let mut acc = 0.0;
                 let mut pick = probs.len() - 1;
@@ -306,7 +319,23 @@ fn sample_loop(
                 }
                 pick
             }
-        } as u32;
+        }) as u32
+    }
+}
+
+fn sample_loop(
+    model: &dyn CausalLm,
+    prompt: Prompt,
+    config: &GenerationConfig,
+    mut chooser: TokenChooser,
+    on_token: &mut dyn FnMut(u32),
+) -> GenerationOutput {
+    let device = model.device();
+    let mut cache = model.new_cache(1);
+    let (mut scores, mut history) = prefill(model, prompt, &mut cache);
+    let mut tokens = Vec::new();
+    loop {
+        let next = chooser.choose(&mut scores, &history);
         tokens.push(next);
         history.push(next);
         on_token(next);

@@ -1,0 +1,90 @@
+//! `biomedgpt serve`: the OpenAI-compatible server (crate `biomedgpt-serve`).
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use biomedgpt_serve::{EngineConfig, ServeOptions, Server};
+use clap::Args;
+
+use crate::ask::{ChatModelArgs, open};
+
+#[derive(Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub model: ChatModelArgs,
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// 0 picks a free port (the address is printed).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Require `Authorization: Bearer KEY` on /v1/* (or $BIOMEDGPT_API_KEY).
+    #[arg(long, env = "BIOMEDGPT_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// The model id /v1/models lists (default: the model directory's name).
+    #[arg(long)]
+    pub model_name: Option<String>,
+    /// Most sequences decoding together.
+    #[arg(long, default_value_t = 16)]
+    pub max_batch: usize,
+    /// Longest prompt + answer in tokens (default and upper bound: the model's positions).
+    #[arg(long)]
+    pub max_context: Option<usize>,
+    /// Requests waiting for the batch before new ones get 429.
+    #[arg(long, default_value_t = 256)]
+    pub max_queue: usize,
+    /// Prompt positions prefilled per engine step (a long prompt stalls the others this long).
+    #[arg(long, default_value_t = 512)]
+    pub prefill_chunk: usize,
+    /// Seconds a request may take, queueing included.
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = 4 << 20)]
+    pub body_limit: usize,
+    /// Encoded molecules and proteins kept for reuse.
+    #[arg(long, default_value_t = 64)]
+    pub encoder_cache: usize,
+    /// Replaces the model's system prompt (a system message replaces it per request).
+    #[arg(long)]
+    pub system_prompt: Option<String>,
+}
+
+pub fn run(args: ServeArgs) -> Result<()> {
+    if args.max_batch == 0 || args.max_queue == 0 || args.prefill_chunk == 0 || args.timeout == 0 {
+        bail!("--max-batch, --max-queue, --prefill-chunk and --timeout must be at least 1");
+    }
+    let model_args = args.model.resolve()?;
+    let mut model = open(&model_args)?;
+    if let Some(system) = &args.system_prompt {
+        model.system_prompt = system.clone();
+    }
+    let positions = model.llm.config().max_position_embeddings;
+    let max_context = match args.max_context {
+        Some(0) => bail!("--max-context must be at least 1"),
+        Some(c) if c > positions => bail!("--max-context {c} exceeds the model's {positions} positions"),
+        Some(c) => c,
+        None => positions,
+    };
+    let model_name = args.model_name.clone().unwrap_or_else(|| {
+        let path = model_args.model.canonicalize().unwrap_or(model_args.model.clone());
+        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "biomedgpt".into())
+    });
+    let options = ServeOptions {
+        host: args.host.clone(),
+        port: args.port,
+        api_key: args.api_key.clone(),
+        model_name: model_name.clone(),
+        max_queue: args.max_queue,
+        timeout: Duration::from_secs(args.timeout),
+        body_limit: args.body_limit,
+        handle_signals: true,
+        engine: EngineConfig { max_batch: args.max_batch, max_context, prefill_chunk: args.prefill_chunk, encoder_cache: args.encoder_cache },
+    };
+    let server = Server::start(model, options).with_context(|| format!("listening on {}:{}", args.host, args.port))?;
+    println!("listening on http://{} (model `{model_name}`, max batch {}, context {max_context})", server.addr(), args.max_batch);
+    let _ = std::io::stdout().flush();
+    server.wait().context("serving")?;
+    eprintln!("stopped");
+    Ok(())
+}

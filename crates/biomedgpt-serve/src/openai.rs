@@ -1,0 +1,371 @@
+//! OpenAI's request bodies, read into the engine's [`PromptSpec`] and [`Params`] with every
+//! field range-checked (a bad field is a 400 naming it), and the response bodies.
+//!
+//! Molecules and proteins are content parts shaped like OpenAI's `image_url` parts:
+//! `{"type": "molecule", "molecule": {"smiles": "CCO"}}` and
+//! `{"type": "protein", "protein": {"sequence": "MKT..."}}`.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::request::{EmbedInput, Failure, Message, Params, Part, PromptSpec, Role, TokenLogprob};
+
+fn bad(param: &str, message: impl Into<String>) -> Failure {
+    Failure { status: 400, message: message.into(), param: Some(param.to_string()) }
+}
+
+/// Parses a JSON body; a syntax or type error names where it is.
+pub fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Failure> {
+    if body.is_empty() {
+        return Err(Failure::bad_request("the request body is empty: expected a JSON object"));
+    }
+    serde_json::from_slice(body).map_err(|e| Failure::bad_request(format!("invalid JSON body: {e}")))
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum StringOrList {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+/// Fields shared by chat and text completions.
+#[derive(Deserialize)]
+pub struct Sampling {
+    pub model: Option<String>,
+    pub max_tokens: Option<u64>,
+    pub max_completion_tokens: Option<u64>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub top_k: Option<i64>,
+    pub seed: Option<i64>,
+    pub stop: Option<StringOrList>,
+    pub n: Option<u64>,
+    #[serde(default)]
+    pub stream: bool,
+    pub stream_options: Option<StreamOptions>,
+    pub frequency_penalty: Option<f64>,
+    pub presence_penalty: Option<f64>,
+    pub repetition_penalty: Option<f64>,
+    pub num_beams: Option<u64>,
+    pub length_penalty: Option<f64>,
+    pub logit_bias: Option<serde_json::Map<String, Value>>,
+    pub tools: Option<Vec<Value>>,
+    pub response_format: Option<Value>,
+    pub best_of: Option<u64>,
+    #[serde(default)]
+    pub ignore_eos: bool,
+}
+
+/// Most choices (`n`) and beams one request may ask for.
+pub const MAX_N: u64 = 16;
+pub const MAX_BEAMS: u64 = 16;
+const MAX_STOPS: usize = 16;
+
+impl Sampling {
+    /// The engine's parameters; `logprobs` comes from the endpoint's own fields.
+    pub fn params(&self, logprobs: Option<usize>) -> Result<Params, Failure> {
+        let mut p = Params::default();
+        p.max_tokens = match (self.max_completion_tokens, self.max_tokens) {
+            (Some(m), _) | (None, Some(m)) => Some(usize::try_from(m).map_err(|_| bad("max_tokens", "max_tokens is too large"))?),
+            (None, None) => None,
+        };
+        let finite = |name: &str, v: Option<f64>| -> Result<Option<f64>, Failure> {
+            match v {
+                Some(x) if !x.is_finite() => Err(bad(name, format!("{name} must be a finite number"))),
+                v => Ok(v),
+            }
+        };
+        if let Some(t) = finite("temperature", self.temperature)? {
+            if !(0.0..=2.0).contains(&t) {
+                return Err(bad("temperature", format!("temperature must be between 0 and 2, not {t}")));
+            }
+            p.temperature = Some(t as f32);
+        }
+        if let Some(tp) = finite("top_p", self.top_p)? {
+            if !(tp > 0.0 && tp <= 1.0) {
+                return Err(bad("top_p", format!("top_p must be in (0, 1], not {tp}")));
+            }
+            p.top_p = (tp < 1.0).then_some(tp as f32);
+        }
+        // vLLM's convention: -1 (or 0) turns top-k off.
+        p.top_k = match self.top_k {
+            Some(k) if k < -1 => return Err(bad("top_k", format!("top_k must be -1 (off) or positive, not {k}"))),
+            Some(k) if k > 0 => Some(k as usize),
+            _ => None,
+        };
+        p.seed = self.seed.map(|s| s as u64);
+        p.stop = match &self.stop {
+            None => Vec::new(),
+            Some(StringOrList::One(s)) => vec![s.clone()],
+            Some(StringOrList::Many(v)) => v.clone(),
+        };
+        if p.stop.len() > MAX_STOPS {
+            return Err(bad("stop", format!("at most {MAX_STOPS} stop strings, not {}", p.stop.len())));
+        }
+        if p.stop.iter().any(String::is_empty) {
+            return Err(bad("stop", "stop strings must not be empty"));
+        }
+        let n = self.n.unwrap_or(1);
+        if !(1..=MAX_N).contains(&n) {
+            return Err(bad("n", format!("n must be between 1 and {MAX_N}, not {n}")));
+        }
+        p.n = n as usize;
+        for (name, v, slot) in [
+            ("frequency_penalty", self.frequency_penalty, &mut p.frequency_penalty),
+            ("presence_penalty", self.presence_penalty, &mut p.presence_penalty),
+        ] {
+            if let Some(x) = finite(name, v)? {
+                if !(-2.0..=2.0).contains(&x) {
+                    return Err(bad(name, format!("{name} must be between -2 and 2, not {x}")));
+                }
+                *slot = x as f32;
+            }
+        }
+        if let Some(r) = finite("repetition_penalty", self.repetition_penalty)? {
+            if !(r > 0.0) {
+                return Err(bad("repetition_penalty", format!("repetition_penalty must be positive, not {r}")));
+            }
+            p.repetition_penalty = r as f32;
+        }
+        if let Some(l) = finite("length_penalty", self.length_penalty)? {
+            p.length_penalty = l as f32;
+        }
+        let beams = self.num_beams.unwrap_or(1);
+        if !(1..=MAX_BEAMS).contains(&beams) {
+            return Err(bad("num_beams", format!("num_beams must be between 1 and {MAX_BEAMS}, not {beams}")));
+        }
+        p.num_beams = beams as usize;
+        if beams > 1 && p.sampling() {
+            return Err(bad("num_beams", "beam search with sampling is not supported: use temperature 0 or num_beams 1"));
+        }
+        if beams > 1 && p.n > 1 {
+            return Err(bad("n", "n > 1 with beam search is not supported"));
+        }
+        if beams > 1 && logprobs.is_some() {
+            return Err(bad("logprobs", "logprobs are not returned with beam search"));
+        }
+        if self.logit_bias.as_ref().is_some_and(|m| !m.is_empty()) {
+            return Err(bad("logit_bias", "logit_bias is not supported"));
+        }
+        if self.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+            return Err(bad("tools", "tools (function calling) are not supported by this model"));
+        }
+        if let Some(format) = &self.response_format
+            && format.get("type").and_then(Value::as_str) != Some("text")
+        {
+            return Err(bad("response_format", "only response_format {\"type\": \"text\"} is supported"));
+        }
+        if self.best_of.is_some_and(|b| b > 1) {
+            return Err(bad("best_of", "best_of is not supported"));
+        }
+        p.logprobs = logprobs;
+        p.ignore_eos = self.ignore_eos;
+        Ok(p)
+    }
+
+    pub fn include_usage(&self) -> bool {
+        self.stream_options.as_ref().is_some_and(|o| o.include_usage)
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ChatRequest {
+    pub messages: Option<Vec<Value>>,
+    #[serde(flatten)]
+    pub sampling: Sampling,
+    #[serde(default)]
+    pub logprobs: bool,
+    pub top_logprobs: Option<u64>,
+}
+
+#[derive(Deserialize)]
+pub struct CompletionRequest {
+    pub prompt: Option<Value>,
+    #[serde(flatten)]
+    pub sampling: Sampling,
+    pub logprobs: Option<u64>,
+    #[serde(default)]
+    pub echo: bool,
+    pub suffix: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct EmbeddingRequest {
+    pub model: Option<String>,
+    pub input: Option<Value>,
+    pub encoding_format: Option<String>,
+}
+
+/// Most alternatives per token (OpenAI's limit).
+const MAX_TOP_LOGPROBS: u64 = 20;
+
+impl ChatRequest {
+    pub fn prompt(&self) -> Result<PromptSpec, Failure> {
+        let messages = self.messages.as_ref().ok_or_else(|| bad("messages", "messages is required"))?;
+        if messages.is_empty() {
+            return Err(bad("messages", "messages is empty"));
+        }
+        messages.iter().enumerate().map(|(i, m)| message(i, m)).collect::<Result<Vec<_>, _>>().map(PromptSpec::Chat)
+    }
+
+    pub fn logprobs(&self) -> Result<Option<usize>, Failure> {
+        match (self.logprobs, self.top_logprobs) {
+            (_, Some(k)) if k > MAX_TOP_LOGPROBS => Err(bad("top_logprobs", format!("top_logprobs must be at most {MAX_TOP_LOGPROBS}"))),
+            (false, Some(k)) if k > 0 => Err(bad("top_logprobs", "top_logprobs needs logprobs: true")),
+            (true, k) => Ok(Some(k.unwrap_or(0) as usize)),
+            (false, _) => Ok(None),
+        }
+    }
+}
+
+fn message(i: usize, m: &Value) -> Result<Message, Failure> {
+    let at = format!("messages[{i}]");
+    let obj = m.as_object().ok_or_else(|| bad(&at, format!("{at} must be an object with role and content")))?;
+    let role = match obj.get("role").and_then(Value::as_str) {
+        Some("system" | "developer") => Role::System,
+        Some("user") => Role::User,
+        Some("assistant") => Role::Assistant,
+        Some(other) => return Err(bad(&format!("{at}.role"), format!("{at}.role `{other}` is not supported (system, developer, user, assistant)"))),
+        None => return Err(bad(&format!("{at}.role"), format!("{at} has no role"))),
+    };
+    let parts = match obj.get("content") {
+        None | Some(Value::Null) => return Err(bad(&format!("{at}.content"), format!("{at} has no content"))),
+        Some(Value::String(s)) => {
+            if s.trim().is_empty() && role != Role::Assistant {
+                return Err(bad(&format!("{at}.content"), format!("{at}.content is empty")));
+            }
+            vec![Part::Text(s.clone())]
+        }
+        Some(Value::Array(parts)) => {
+            if parts.is_empty() {
+                return Err(bad(&format!("{at}.content"), format!("{at}.content is empty")));
+            }
+            parts.iter().enumerate().map(|(j, p)| part(&format!("{at}.content[{j}]"), p)).collect::<Result<Vec<_>, _>>()?
+        }
+        Some(_) => return Err(bad(&format!("{at}.content"), format!("{at}.content must be a string or a list of parts"))),
+    };
+    Ok(Message { role, parts })
+}
+
+fn part(at: &str, p: &Value) -> Result<Part, Failure> {
+    let field = |obj: &Value, outer: &str, inner: &str| -> Result<String, Failure> {
+        obj.get(outer)
+            .and_then(|o| o.get(inner))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| bad(at, format!("{at}: a {outer} part needs {{\"{outer}\": {{\"{inner}\": \"...\"}}}}")))
+    };
+    match p.get("type").and_then(Value::as_str) {
+        Some("text") => p
+            .get("text")
+            .and_then(Value::as_str)
+            .map(|t| Part::Text(t.to_string()))
+            .ok_or_else(|| bad(at, format!("{at}: a text part needs \"text\""))),
+        Some("molecule") => Ok(Part::Molecule(field(p, "molecule", "smiles")?)),
+        Some("protein") => Ok(Part::Protein(field(p, "protein", "sequence")?)),
+        Some(other) => Err(bad(at, format!("{at}: part type `{other}` is not supported (text, molecule, protein)"))),
+        None => Err(bad(at, format!("{at}: a content part needs a type"))),
+    }
+}
+
+impl CompletionRequest {
+    pub fn prompt(&self) -> Result<PromptSpec, Failure> {
+        if self.echo {
+            return Err(bad("echo", "echo is not supported"));
+        }
+        if self.suffix.is_some() {
+            return Err(bad("suffix", "suffix is not supported"));
+        }
+        match &self.prompt {
+            Some(Value::String(s)) if !s.is_empty() => Ok(PromptSpec::Text(s.clone())),
+            Some(Value::String(_)) => Err(bad("prompt", "prompt is empty")),
+            Some(Value::Array(v)) if v.len() == 1 && v[0].is_string() => Ok(PromptSpec::Text(v[0].as_str().unwrap_or_default().to_string())),
+            Some(Value::Array(_)) => Err(bad("prompt", "prompt must be one string (lists of prompts and token ids are not supported)")),
+            Some(_) => Err(bad("prompt", "prompt must be a string")),
+            None => Err(bad("prompt", "prompt is required")),
+        }
+    }
+
+    pub fn logprobs(&self) -> Result<Option<usize>, Failure> {
+        match self.logprobs {
+            Some(k) if k > 5 => Err(bad("logprobs", "logprobs must be at most 5")),
+            Some(k) => Ok(Some(k as usize)),
+            None => Ok(None),
+        }
+    }
+}
+
+impl EmbeddingRequest {
+    pub fn inputs(&self) -> Result<Vec<EmbedInput>, Failure> {
+        if let Some(f) = &self.encoding_format
+            && f != "float"
+        {
+            return Err(bad("encoding_format", format!("encoding_format `{f}` is not supported (float)")));
+        }
+        let items = match &self.input {
+            Some(Value::Array(v)) if v.is_empty() => return Err(bad("input", "input is empty")),
+            Some(Value::Array(v)) => v.clone(),
+            Some(v @ Value::Object(_)) => vec![v.clone()],
+            Some(Value::String(_)) => {
+                return Err(bad("input", "text embeddings are not offered: give molecule or protein items, {\"type\": \"molecule\", \"molecule\": {\"smiles\": \"...\"}}"));
+            }
+            _ => return Err(bad("input", "input is required: a molecule or protein item, or a list of them")),
+        };
+        const MAX_INPUTS: usize = 256;
+        if items.len() > MAX_INPUTS {
+            return Err(bad("input", format!("at most {MAX_INPUTS} inputs per request, not {}", items.len())));
+        }
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| match part(&format!("input[{i}]"), item)? {
+                Part::Molecule(s) => Ok(EmbedInput::Molecule(s)),
+                Part::Protein(s) => Ok(EmbedInput::Protein(s)),
+                Part::Text(_) => Err(bad(&format!("input[{i}]"), format!("input[{i}]: text embeddings are not offered (molecule or protein)"))),
+            })
+            .collect()
+    }
+}
+
+/// OpenAI's error body.
+pub fn error_body(f: &Failure) -> Value {
+    let kind = match f.status {
+        400 | 404 | 413 => "invalid_request_error",
+        401 => "authentication_error",
+        429 => "rate_limit_error",
+        503 => "service_unavailable",
+        504 => "timeout",
+        _ => "server_error",
+    };
+    json!({"error": {"message": f.message, "type": kind, "param": f.param, "code": Value::Null}})
+}
+
+pub fn usage(prompt: usize, completion: usize) -> Value {
+    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
+}
+
+/// Chat logprobs content entries.
+pub fn chat_logprobs(entries: &[TokenLogprob]) -> Value {
+    json!({"content": entries.iter().map(|e| json!({
+        "token": e.token,
+        "logprob": e.logprob,
+        "bytes": e.bytes,
+        "top_logprobs": e.top.iter().map(|(t, b, l)| json!({"token": t, "logprob": l, "bytes": b})).collect::<Vec<_>>(),
+    })).collect::<Vec<_>>()})
+}
+
+/// Legacy completions logprobs (`tokens`, `token_logprobs`, `top_logprobs`).
+pub fn completion_logprobs(entries: &[TokenLogprob]) -> Value {
+    json!({
+        "tokens": entries.iter().map(|e| e.token.clone()).collect::<Vec<_>>(),
+        "token_logprobs": entries.iter().map(|e| e.logprob).collect::<Vec<_>>(),
+        "top_logprobs": entries.iter().map(|e| e.top.iter().map(|(t, _, l)| (t.clone(), json!(l))).collect::<serde_json::Map<_, _>>()).collect::<Vec<_>>(),
+    })
+}

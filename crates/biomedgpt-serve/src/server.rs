@@ -1,0 +1,653 @@
+//! The HTTP side, on axum: routes, API key, limits, streaming, metrics and a graceful stop.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use biomedgpt_model::BioMedGpt;
+use serde_json::{Value, json};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::engine::{Engine, EngineConfig, Stats};
+use crate::openai::{self, ChatRequest, CompletionRequest, EmbeddingRequest, error_body, parse_body, usage};
+use crate::request::{Event, Failure, FinishReason, Job, Params, PromptSpec, TokenLogprob, Work};
+
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub host: String,
+    /// 0: any free port (the address is printed and returned).
+    pub port: u16,
+    pub api_key: Option<String>,
+    /// The id `/v1/models` lists and requests may name.
+    pub model_name: String,
+    /// Requests waiting for a place in the batch before new ones get 429.
+    pub max_queue: usize,
+    /// Longest a request may take, queueing included.
+    pub timeout: Duration,
+    /// Largest request body, bytes.
+    pub body_limit: usize,
+    /// Stop on SIGTERM / Ctrl-C (the CLI); tests stop the server with [`Server::shutdown`].
+    pub handle_signals: bool,
+    pub engine: EngineConfig,
+}
+
+struct App {
+    jobs: Mutex<Option<std::sync::mpsc::Sender<Job>>>,
+    stats: Arc<Stats>,
+    options: ServeOptions,
+    draining: AtomicBool,
+    in_flight: AtomicUsize,
+    next_id: AtomicU64,
+    created: u64,
+    /// Responses by endpoint and status.
+    responses: Mutex<BTreeMap<(&'static str, u16), u64>>,
+}
+
+/// Counts a request in flight until dropped (a stream holds it until its last event).
+struct InFlight(Arc<App>);
+
+impl InFlight {
+    fn new(app: &Arc<App>) -> Self {
+        app.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(app.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl App {
+    fn id(&self, prefix: &str) -> String {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        format!("{prefix}-{:08x}{n:08x}", self.created as u32 ^ 0x5bd1_e995)
+    }
+
+    fn count(&self, endpoint: &'static str, status: u16) {
+        *self.responses.lock().expect("responses lock").entry((endpoint, status)).or_default() += 1;
+    }
+
+    fn submit(&self, id: &str, work: Work, embeddings: Option<tokio::sync::oneshot::Sender<Result<(Vec<Vec<f32>>, usize), Failure>>>) -> Result<UnboundedReceiver<Event>, Failure> {
+        if self.draining.load(Ordering::SeqCst) {
+            return Err(Failure { status: 503, message: "the server is shutting down".into(), param: None });
+        }
+        let max_queue = self.options.max_queue;
+        if self.stats.queued.fetch_add(1, Ordering::SeqCst) >= max_queue {
+            self.stats.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(Failure { status: 429, message: format!("the queue is full ({max_queue} requests waiting): retry later"), param: None });
+        }
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let job = Job { id: id.to_string(), work, events: tx, embeddings, submitted: Instant::now() };
+        let sent = self.jobs.lock().expect("jobs lock").as_ref().map(|s| s.send(job).is_ok()).unwrap_or(false);
+        if !sent {
+            self.stats.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(Failure { status: 503, message: "the engine has stopped".into(), param: None });
+        }
+        Ok(rx)
+    }
+
+    fn check_model(&self, model: &Option<String>) -> Result<(), Failure> {
+        match model {
+            Some(m) if m != &self.options.model_name => Err(Failure {
+                status: 404,
+                message: format!("the model `{m}` does not exist: this server serves `{}`", self.options.model_name),
+                param: Some("model".into()),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn failure_response(f: &Failure) -> Response {
+    let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, axum::Json(error_body(f))).into_response()
+}
+
+fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Failure> {
+    body.map_err(|r| Failure { status: r.status().as_u16(), message: r.body_text(), param: None })
+}
+
+/// A running server: the engine thread and the HTTP runtime.
+pub struct Server {
+    addr: SocketAddr,
+    stop: Arc<tokio::sync::Notify>,
+    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Server {
+    /// Binds the address, starts the engine on `model` and serves until stopped.
+    pub fn start(model: BioMedGpt, options: ServeOptions) -> std::io::Result<Server> {
+        let listener = std::net::TcpListener::bind((options.host.as_str(), options.port))?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let stats = Arc::new(Stats::new());
+        let engine = Engine::new(model, options.engine.clone(), stats.clone());
+        let (jobs_tx, jobs_rx) = std::sync::mpsc::channel::<Job>();
+        // The engine runs on a thread of rayon's pool, as the CLI's commands do: the kernels' parallel
+        // parts then run one piece on the engine's own thread instead of waking two workers.
+        let (engine_done, engine_stopped) = std::sync::mpsc::channel::<()>();
+        rayon::spawn(move || {
+            engine.run(jobs_rx);
+            let _ = engine_done.send(());
+        });
+        let app = Arc::new(App {
+            jobs: Mutex::new(Some(jobs_tx)),
+            stats,
+            options: options.clone(),
+            draining: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            next_id: AtomicU64::new(1),
+            created: now_secs(),
+            responses: Mutex::new(BTreeMap::new()),
+        });
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let stop_rx = stop.clone();
+        let thread = std::thread::Builder::new().name("biomedgpt-http".into()).spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            let result = runtime.block_on(async {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                let router = router(app.clone());
+                let app_for_stop = app.clone();
+                let handle_signals = options.handle_signals;
+                let shutdown = async move {
+                    wait_for_stop(stop_rx, handle_signals).await;
+                    drain(&app_for_stop).await;
+                };
+                axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+            });
+            // No more jobs: the engine finishes what it holds and returns.
+            app.jobs.lock().expect("jobs lock").take();
+            let _ = engine_stopped.recv();
+            result
+        })?;
+        Ok(Server { addr, stop, thread: Some(thread) })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops as SIGTERM does: new requests get 503, those in flight finish, then it returns.
+    pub fn shutdown(mut self) -> std::io::Result<()> {
+        self.stop.notify_one();
+        self.join()
+    }
+
+    /// Waits until the server has stopped (after a signal, with `handle_signals`).
+    pub fn wait(mut self) -> std::io::Result<()> {
+        self.join()
+    }
+
+    fn join(&mut self) -> std::io::Result<()> {
+        match self.thread.take() {
+            Some(t) => t.join().map_err(|_| std::io::Error::other("the HTTP thread panicked"))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.stop.notify_one();
+            let _ = self.join();
+        }
+    }
+}
+
+async fn wait_for_stop(stop: Arc<tokio::sync::Notify>, handle_signals: bool) {
+    if !handle_signals {
+        return stop.notified().await;
+    }
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("warning: cannot listen for SIGTERM ({e}); stop with Ctrl-C");
+            return tokio::select! { _ = stop.notified() => {}, _ = tokio::signal::ctrl_c() => {} };
+        }
+    };
+    tokio::select! {
+        _ = stop.notified() => {}
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// New requests get 503 from now on; returns when the requests in flight are done (or after
+/// the request timeout).
+async fn drain(app: &Arc<App>) {
+    app.draining.store(true, Ordering::SeqCst);
+    let in_flight = app.in_flight.load(Ordering::SeqCst);
+    eprintln!("stopping: {in_flight} requests in flight finish first; new ones get 503");
+    let deadline = Instant::now() + app.options.timeout;
+    while app.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn router(app: Arc<App>) -> Router {
+    let v1 = Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/completions", post(completions))
+        .route("/v1/embeddings", post(embeddings))
+        .route("/v1/models", get(models))
+        .layer(middleware::from_fn_with_state(app.clone(), guard));
+    Router::new()
+        .merge(v1)
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(app.options.body_limit))
+        .with_state(app)
+}
+
+/// API key and draining, before any work.
+async fn guard(State(app): State<Arc<App>>, headers: HeaderMap, request: Request, next: Next) -> Response {
+    if let Some(key) = &app.options.api_key {
+        let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(key.as_str()) {
+            app.count("auth", 401);
+            return failure_response(&Failure { status: 401, message: "invalid or missing API key (Authorization: Bearer KEY)".into(), param: None });
+        }
+    }
+    if app.draining.load(Ordering::SeqCst) {
+        app.count("draining", 503);
+        return failure_response(&Failure { status: 503, message: "the server is shutting down".into(), param: None });
+    }
+    next.run(request).await
+}
+
+async fn not_found(request: Request) -> Response {
+    failure_response(&Failure { status: 404, message: format!("no route {} {}", request.method(), request.uri().path()), param: None })
+}
+
+async fn health(State(app): State<Arc<App>>) -> Response {
+    if app.draining.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "stopping"}))).into_response();
+    }
+    axum::Json(json!({"status": "ok"})).into_response()
+}
+
+async fn models(State(app): State<Arc<App>>) -> Response {
+    app.count("models", 200);
+    axum::Json(json!({"object": "list", "data": [{
+        "id": app.options.model_name,
+        "object": "model",
+        "created": app.created,
+        "owned_by": "biomedgpt-rs",
+        "max_model_len": app.options.engine.max_context,
+    }]}))
+    .into_response()
+}
+
+/// Prometheus text exposition (written out here: a handful of series does not need a metrics
+/// framework).
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let s = &app.stats;
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, lines: Vec<(String, String)>| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, value) in lines {
+            out.push_str(&format!("{name}{labels} {value}\n"));
+        }
+    };
+    let responses: Vec<(String, String)> = app
+        .responses
+        .lock()
+        .expect("responses lock")
+        .iter()
+        .map(|((e, c), n)| (format!("{{endpoint=\"{e}\",status=\"{c}\"}}"), n.to_string()))
+        .collect();
+    metric("biomedgpt_requests_total", "counter", "Responses sent, by endpoint and HTTP status.", responses);
+    let plain = |v: String| vec![(String::new(), v)];
+    metric("biomedgpt_prompt_tokens_total", "counter", "Prompt positions prefilled.", plain(s.prompt_tokens.load(Ordering::Relaxed).to_string()));
+    metric("biomedgpt_generation_tokens_total", "counter", "Tokens generated.", plain(s.generation_tokens.load(Ordering::Relaxed).to_string()));
+    metric("biomedgpt_generation_tokens_per_second", "gauge", "Tokens generated per second over the last 10 s.", plain(format!("{:.3}", s.tokens_per_second())));
+    metric("biomedgpt_queue_length", "gauge", "Requests waiting for a place in the batch.", plain(s.queued.load(Ordering::Relaxed).to_string()));
+    metric("biomedgpt_running_sequences", "gauge", "Sequences in the batch.", plain(s.running.load(Ordering::Relaxed).to_string()));
+    let max_batch = app.options.engine.max_batch.max(1);
+    metric(
+        "biomedgpt_batch_occupancy",
+        "gauge",
+        "Sequences in the last decoding step over --max-batch.",
+        plain(format!("{:.4}", s.last_batch.load(Ordering::Relaxed) as f64 / max_batch as f64)),
+    );
+    metric("biomedgpt_encoder_cache_hits_total", "counter", "Molecules and proteins taken from the encoder cache.", plain(s.encoder_cache_hits.load(Ordering::Relaxed).to_string()));
+    metric("biomedgpt_encoder_runs_total", "counter", "Molecules and proteins encoded (GIN or ESM run).", plain(s.encoder_runs.load(Ordering::Relaxed).to_string()));
+    {
+        let h = s.ttft.lock().expect("stats lock");
+        let mut lines: Vec<(String, String)> = h.bounds.iter().zip(&h.counts).map(|(b, c)| (format!("_bucket{{le=\"{b}\"}}"), c.to_string())).collect();
+        lines.push(("_bucket{le=\"+Inf\"}".into(), h.count.to_string()));
+        lines.push(("_sum".into(), format!("{:.6}", h.sum)));
+        lines.push(("_count".into(), h.count.to_string()));
+        metric("biomedgpt_time_to_first_token_seconds", "histogram", "Time from a request's arrival to its first token.", lines);
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Chat,
+    Completion,
+}
+
+impl Kind {
+    fn endpoint(self) -> &'static str {
+        match self {
+            Kind::Chat => "chat",
+            Kind::Completion => "completions",
+        }
+    }
+}
+
+async fn chat_completions(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -> Response {
+    let parsed = (|| {
+        let body = body_bytes(body)?;
+        let req: ChatRequest = parse_body(&body)?;
+        app.check_model(&req.sampling.model)?;
+        let prompt = req.prompt()?;
+        let params = req.sampling.params(req.logprobs()?)?;
+        Ok::<_, Failure>((prompt, params, req.sampling.stream, req.sampling.include_usage()))
+    })();
+    respond(app, Kind::Chat, parsed).await
+}
+
+async fn completions(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -> Response {
+    let parsed = (|| {
+        let body = body_bytes(body)?;
+        let req: CompletionRequest = parse_body(&body)?;
+        app.check_model(&req.sampling.model)?;
+        let prompt = req.prompt()?;
+        let params = req.sampling.params(req.logprobs()?)?;
+        Ok::<_, Failure>((prompt, params, req.sampling.stream, req.sampling.include_usage()))
+    })();
+    respond(app, Kind::Completion, parsed).await
+}
+
+async fn embeddings(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -> Response {
+    let _in_flight = InFlight::new(&app);
+    let started = Instant::now();
+    let id = app.id("embd");
+    let result = async {
+        let body = body_bytes(body)?;
+        let req: EmbeddingRequest = parse_body(&body)?;
+        app.check_model(&req.model)?;
+        let inputs = req.inputs()?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let _events = app.submit(&id, Work::Embed(inputs), Some(tx))?;
+        match tokio::time::timeout(app.options.timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Failure::internal("the engine dropped the request")),
+            Err(_) => Err(Failure { status: 504, message: "the request timed out".into(), param: None }),
+        }
+    }
+    .await;
+    match result {
+        Ok((vectors, tokens)) => {
+            app.count("embeddings", 200);
+            eprintln!("{id} embeddings 200 inputs={} tokens={tokens} {:.3}s", vectors.len(), started.elapsed().as_secs_f64());
+            axum::Json(json!({
+                "object": "list",
+                "data": vectors.iter().enumerate().map(|(i, v)| json!({"object": "embedding", "index": i, "embedding": v})).collect::<Vec<_>>(),
+                "model": app.options.model_name,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }))
+            .into_response()
+        }
+        Err(f) => {
+            app.count("embeddings", f.status);
+            eprintln!("{id} embeddings {} {:.3}s: {}", f.status, started.elapsed().as_secs_f64(), f.message);
+            failure_response(&f)
+        }
+    }
+}
+
+/// Submits a generation and answers with one JSON body or an SSE stream.
+async fn respond(app: Arc<App>, kind: Kind, parsed: Result<(PromptSpec, Params, bool, bool), Failure>) -> Response {
+    let in_flight = InFlight::new(&app);
+    let started = Instant::now();
+    let id = app.id(if kind == Kind::Chat { "chatcmpl" } else { "cmpl" });
+    let endpoint = kind.endpoint();
+    let fail = |f: Failure| {
+        app.count(endpoint, f.status);
+        eprintln!("{id} {endpoint} {} {:.3}s: {}", f.status, started.elapsed().as_secs_f64(), f.message);
+        failure_response(&f)
+    };
+    let (prompt, params, stream, include_usage) = match parsed {
+        Ok(p) => p,
+        Err(f) => return fail(f),
+    };
+    let n = params.n;
+    let want_logprobs = params.logprobs.is_some();
+    let mut rx = match app.submit(&id, Work::Generate { prompt, params }, None) {
+        Ok(rx) => rx,
+        Err(f) => return fail(f),
+    };
+    let deadline = tokio::time::Instant::now() + app.options.timeout;
+    let timed_out = || Failure { status: 504, message: format!("the request took longer than {} s", app.options.timeout.as_secs()), param: None };
+    // The first event says whether the prompt was accepted: errors get their status code.
+    let prompt_tokens = match tokio::time::timeout_at(deadline, rx.recv()).await {
+        Ok(Some(Event::Started { prompt_tokens })) => prompt_tokens,
+        Ok(Some(Event::Failed(f))) => return fail(f),
+        Ok(Some(_)) | Ok(None) => return fail(Failure::internal("the engine stopped before the request started")),
+        Err(_) => return fail(timed_out()),
+    };
+    let created = now_secs();
+    let model = app.options.model_name.clone();
+    if stream {
+        let state = StreamState {
+            app: app.clone(),
+            _in_flight: in_flight,
+            rx,
+            kind,
+            id: id.clone(),
+            created,
+            model,
+            n,
+            finished: 0,
+            completion_tokens: 0,
+            prompt_tokens,
+            include_usage,
+            deadline,
+            pending: VecDeque::new(),
+            ended: false,
+            started,
+            outcome: "cancelled",
+        };
+        let mut state = state;
+        if kind == Kind::Chat {
+            for choice in 0..n {
+                let chunk = state.chunk(json!({"index": choice, "delta": {"role": "assistant", "content": ""}, "logprobs": Value::Null, "finish_reason": Value::Null}));
+                state.pending.push_back(chunk);
+            }
+        }
+        let events = futures_util::stream::unfold(state, |mut st| async move { st.next().await.map(|e| (Ok::<_, Infallible>(e), st)) });
+        return Sse::new(events).keep_alive(KeepAlive::default()).into_response();
+    }
+
+    let mut texts = vec![String::new(); n];
+    let mut logprobs: Vec<Vec<TokenLogprob>> = vec![Vec::new(); n];
+    let mut reasons: Vec<Option<FinishReason>> = vec![None; n];
+    let mut completion_tokens = 0;
+    while reasons.iter().any(Option::is_none) {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(Event::Delta { choice, text, logprobs: lp })) => {
+                texts[choice].push_str(&text);
+                logprobs[choice].extend(lp);
+            }
+            Ok(Some(Event::Finished { choice, reason, completion_tokens: c })) => {
+                reasons[choice] = Some(reason);
+                completion_tokens += c;
+            }
+            Ok(Some(Event::Failed(f))) => return fail(f),
+            Ok(Some(Event::Started { .. })) => {}
+            Ok(None) => return fail(Failure::internal("the engine stopped during the request")),
+            Err(_) => return fail(timed_out()),
+        }
+    }
+    let choices: Vec<Value> = (0..n)
+        .map(|i| {
+            let reason = reasons[i].map(FinishReason::as_str);
+            match kind {
+                Kind::Chat => json!({
+                    "index": i,
+                    "message": {"role": "assistant", "content": texts[i]},
+                    "logprobs": if want_logprobs { openai::chat_logprobs(&logprobs[i]) } else { Value::Null },
+                    "finish_reason": reason,
+                }),
+                Kind::Completion => json!({
+                    "index": i,
+                    "text": texts[i],
+                    "logprobs": if want_logprobs { openai::completion_logprobs(&logprobs[i]) } else { Value::Null },
+                    "finish_reason": reason,
+                }),
+            }
+        })
+        .collect();
+    app.count(endpoint, 200);
+    eprintln!("{id} {endpoint} 200 prompt={prompt_tokens} completion={completion_tokens} {:.3}s", started.elapsed().as_secs_f64());
+    let object = if kind == Kind::Chat { "chat.completion" } else { "text_completion" };
+    axum::Json(json!({
+        "id": id,
+        "object": object,
+        "created": created,
+        "model": app.options.model_name,
+        "choices": choices,
+        "usage": usage(prompt_tokens, completion_tokens),
+    }))
+    .into_response()
+}
+
+struct StreamState {
+    app: Arc<App>,
+    _in_flight: InFlight,
+    rx: UnboundedReceiver<Event>,
+    kind: Kind,
+    id: String,
+    created: u64,
+    model: String,
+    n: usize,
+    finished: usize,
+    completion_tokens: usize,
+    prompt_tokens: usize,
+    include_usage: bool,
+    deadline: tokio::time::Instant,
+    pending: VecDeque<SseEvent>,
+    ended: bool,
+    started: Instant,
+    outcome: &'static str,
+}
+
+impl StreamState {
+    fn chunk(&self, choice: Value) -> SseEvent {
+        let object = if self.kind == Kind::Chat { "chat.completion.chunk" } else { "text_completion" };
+        let mut body = json!({"id": self.id, "object": object, "created": self.created, "model": self.model, "choices": [choice]});
+        if self.include_usage {
+            body["usage"] = Value::Null;
+        }
+        SseEvent::default().data(body.to_string())
+    }
+
+    fn delta(&self, choice: usize, text: &str, logprobs: &[TokenLogprob], reason: Option<FinishReason>) -> SseEvent {
+        let reason = reason.map(FinishReason::as_str);
+        let has_logprobs = !logprobs.is_empty();
+        match self.kind {
+            Kind::Chat => {
+                let delta = if reason.is_some() && text.is_empty() { json!({}) } else { json!({"content": text}) };
+                self.chunk(json!({
+                    "index": choice,
+                    "delta": delta,
+                    "logprobs": if has_logprobs { openai::chat_logprobs(logprobs) } else { Value::Null },
+                    "finish_reason": reason,
+                }))
+            }
+            Kind::Completion => self.chunk(json!({
+                "index": choice,
+                "text": text,
+                "logprobs": if has_logprobs { openai::completion_logprobs(logprobs) } else { Value::Null },
+                "finish_reason": reason,
+            })),
+        }
+    }
+
+    fn error(&mut self, f: Failure) -> SseEvent {
+        self.ended = true;
+        self.outcome = "failed";
+        eprintln!("{} {} {} (stream) {:.3}s: {}", self.id, self.kind.endpoint(), f.status, self.started.elapsed().as_secs_f64(), f.message);
+        self.app.count(self.kind.endpoint(), f.status);
+        SseEvent::default().data(error_body(&f).to_string())
+    }
+
+    async fn next(&mut self) -> Option<SseEvent> {
+        if let Some(e) = self.pending.pop_front() {
+            return Some(e);
+        }
+        if self.ended {
+            return None;
+        }
+        if self.finished == self.n {
+            self.ended = true;
+            self.outcome = "done";
+            if self.include_usage {
+                let mut body = json!({"id": self.id, "object": if self.kind == Kind::Chat { "chat.completion.chunk" } else { "text_completion" },
+                    "created": self.created, "model": self.model, "choices": []});
+                body["usage"] = usage(self.prompt_tokens, self.completion_tokens);
+                self.pending.push_back(SseEvent::default().data("[DONE]"));
+                return Some(SseEvent::default().data(body.to_string()));
+            }
+            return Some(SseEvent::default().data("[DONE]"));
+        }
+        match tokio::time::timeout_at(self.deadline, self.rx.recv()).await {
+            Ok(Some(Event::Delta { choice, text, logprobs })) => Some(self.delta(choice, &text, &logprobs, None)),
+            Ok(Some(Event::Finished { choice, reason, completion_tokens })) => {
+                self.finished += 1;
+                self.completion_tokens += completion_tokens;
+                Some(self.delta(choice, "", &[], Some(reason)))
+            }
+            Ok(Some(Event::Started { .. })) => Some(SseEvent::default().comment("started")),
+            Ok(Some(Event::Failed(f))) => Some(self.error(f)),
+            Ok(None) => Some(self.error(Failure::internal("the engine stopped during the request"))),
+            Err(_) => {
+                let secs = self.app.options.timeout.as_secs();
+                Some(self.error(Failure { status: 504, message: format!("the request took longer than {secs} s"), param: None }))
+            }
+        }
+    }
+}
+
+impl Drop for StreamState {
+    fn drop(&mut self) {
+        if self.outcome == "done" {
+            self.app.count(self.kind.endpoint(), 200);
+        }
+        if self.outcome != "failed" {
+            eprintln!(
+                "{} {} {} (stream) prompt={} completion={} {:.3}s",
+                self.id,
+                self.kind.endpoint(),
+                if self.outcome == "done" { "200" } else { "cancelled" },
+                self.prompt_tokens,
+                self.completion_tokens,
+                self.started.elapsed().as_secs_f64()
+            );
+        }
+    }
+}

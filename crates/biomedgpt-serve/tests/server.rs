@@ -1,0 +1,454 @@
+//! The server end to end on loopback, on the demo model (models/demo), patterned on llama.cpp's
+//! `tools/server/tests` and vLLM's `tests/entrypoints/openai`: the answers equal `ask`'s, stream
+//! and non-stream agree, batching changes no answer, cancelled requests free their place, every
+//! bad request gets its status and an OpenAI-shaped error body. Each test starts its own server
+//! on a free port and stops it; every wait is bounded.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use biomedgpt_io::FloatType;
+use biomedgpt_llama::{GenerationConfig, Strategy};
+use biomedgpt_model::{BioMedGpt, Chat, Input};
+use biomedgpt_serve::{EngineConfig, ServeOptions, Server};
+use burn::tensor::Device;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+fn demo_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/demo")
+}
+
+fn demo() -> BioMedGpt {
+    BioMedGpt::load(&demo_dir(), FloatType::F32, &Device::flex()).expect("demo model")
+}
+
+fn options() -> ServeOptions {
+    ServeOptions {
+        host: "127.0.0.1".into(),
+        port: 0,
+        api_key: None,
+        model_name: "demo".into(),
+        max_queue: 256,
+        timeout: Duration::from_secs(120),
+        body_limit: 1 << 20,
+        handle_signals: false,
+        engine: EngineConfig { max_batch: 16, max_context: 1024, prefill_chunk: 512, encoder_cache: 64 },
+    }
+}
+
+struct Running {
+    server: Option<Server>,
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Running {
+    fn start(options: ServeOptions) -> Running {
+        let server = Server::start(demo(), options).expect("server starts");
+        let base = format!("http://{}", server.addr());
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap();
+        Running { server: Some(server), base, client }
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let resp = self.client.post(format!("{}{path}", self.base)).json(body).send().await.expect("request sent");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    async fn post_raw(&self, path: &str, body: &'static str, key: Option<&str>) -> (u16, Value) {
+        let mut req = self.client.post(format!("{}{path}", self.base)).header("content-type", "application/json").body(body);
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// A streamed request's events (`data:` payloads, `[DONE]` included).
+    async fn stream(&self, path: &str, body: &Value) -> Vec<String> {
+        let resp = self.client.post(format!("{}{path}", self.base)).json(body).send().await.expect("request sent");
+        assert_eq!(resp.status().as_u16(), 200, "stream status");
+        let mut bytes = resp.bytes_stream();
+        let mut buf = String::new();
+        while let Some(chunk) = bytes.next().await {
+            buf.push_str(std::str::from_utf8(&chunk.expect("stream chunk")).unwrap());
+        }
+        buf.split("\n\n").filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")).map(str::to_string)).collect()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().expect("server stops");
+        }
+    }
+}
+
+/// The chat content of a streamed answer, and its finish reason.
+fn streamed_chat(events: &[String]) -> (String, String) {
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "the stream ends with [DONE]");
+    let mut text = String::new();
+    let mut reason = String::new();
+    for e in &events[..events.len() - 1] {
+        let v: Value = serde_json::from_str(e).unwrap();
+        assert_eq!(v["object"], "chat.completion.chunk");
+        for c in v["choices"].as_array().unwrap() {
+            if let Some(t) = c["delta"]["content"].as_str() {
+                text.push_str(t);
+            }
+            if let Some(r) = c["finish_reason"].as_str() {
+                reason = r.to_string();
+            }
+        }
+    }
+    (text, reason)
+}
+
+fn molecule_question(smiles: &str, question: &str) -> Value {
+    json!({"model": "demo", "messages": [{"role": "user", "content": [
+        {"type": "molecule", "molecule": {"smiles": smiles}},
+        {"type": "text", "text": question},
+    ]}]})
+}
+
+const MOLECULES: [&str; 8] = ["CCO", "c1ccccc1O", "CC(=O)O", "C1CCCCC1", "N[C@@H](C)C(=O)O", "CCN(CC)CC", "O=C=O", "CC(C)Cc1ccc(cc1)C(C)C(=O)O"];
+const QUESTIONS: [&str; 4] = ["Describe this molecule.", "What is it?", "Tell me about its structure.", "Is it an acid?"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn greedy_answers_equal_ask_and_stream_equals_non_stream() {
+    // `ask`'s answers, computed in process with the same code path as `biomedgpt ask`.
+    let model = demo();
+    let config = GenerationConfig { max_new_tokens: 255, strategy: Strategy::Greedy, repetition_penalty: 1.0, eos_token_ids: model.eos_token_ids() };
+    let mut expected = Vec::new();
+    for (i, smiles) in MOLECULES.iter().take(4).enumerate() {
+        let mut chat = Chat::new(&model);
+        chat.add(&Input::Smiles(smiles.to_string())).unwrap();
+        chat.ask(QUESTIONS[i % 4]).unwrap();
+        expected.push(chat.answer(&config, &mut |_| {}).unwrap());
+    }
+    let protein = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQFEVVHSLAKWKRQTLGQHDFSAGEGLYTHMKALRPDEDRLSPLHSVYVDQWDWERVMGDGERQFSTLKSTVEAIWAGIKATEAAVSEEFGLAPFLPDQIHFVHSQELLSRYPDLDAKGRERAIAKDLGAVFLVGIGGKLSDGHRHDVRAPDYDDWAAIGLNNLPGTLLVLEKLNRLSAGNWHIRT";
+    let mut chat = Chat::new(&model);
+    chat.add(&Input::Protein { name: "protein".into(), sequence: protein.into() }).unwrap();
+    chat.ask("What is its function?").unwrap();
+    let protein_answer = chat.answer(&config, &mut |_| {}).unwrap();
+    drop(chat);
+    drop(model);
+
+    let server = Running::start(options());
+    for (i, smiles) in MOLECULES.iter().take(4).enumerate() {
+        let body = molecule_question(smiles, QUESTIONS[i % 4]);
+        let (status, v) = server.post("/v1/chat/completions", &body).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["choices"][0]["message"]["content"], expected[i].text.as_str(), "{smiles}: server vs ask");
+        assert_eq!(v["usage"]["prompt_tokens"], expected[i].prompt_tokens);
+        assert_eq!(v["usage"]["completion_tokens"], expected[i].token_ids.len());
+        assert_eq!(v["object"], "chat.completion");
+        let mut stream_body = body.clone();
+        stream_body["stream"] = json!(true);
+        let (text, reason) = streamed_chat(&server.stream("/v1/chat/completions", &stream_body).await);
+        assert_eq!(text, expected[i].text, "{smiles}: stream vs non-stream");
+        assert_eq!(reason, v["choices"][0]["finish_reason"].as_str().unwrap());
+    }
+    let body = json!({"messages": [{"role": "user", "content": [
+        {"type": "protein", "protein": {"sequence": protein}}, {"type": "text", "text": "What is its function?"}]}]});
+    let (status, v) = server.post("/v1/chat/completions", &body).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["choices"][0]["message"]["content"], protein_answer.text.as_str(), "protein: server vs ask");
+
+    // Text completions: stream and non-stream agree, and usage comes last with include_usage.
+    let body = json!({"prompt": "The molecule is", "max_tokens": 12, "ignore_eos": true});
+    let (status, v) = server.post("/v1/completions", &body).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["usage"]["completion_tokens"], 12);
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+    let mut sb = body.clone();
+    sb["stream"] = json!(true);
+    sb["stream_options"] = json!({"include_usage": true});
+    let events = server.stream("/v1/completions", &sb).await;
+    let n = events.len();
+    assert_eq!(events[n - 1], "[DONE]");
+    let usage: Value = serde_json::from_str(&events[n - 2]).unwrap();
+    assert_eq!(usage["usage"]["completion_tokens"], 12);
+    assert_eq!(usage["choices"].as_array().unwrap().len(), 0);
+    let text: String = events[..n - 2]
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(e).unwrap()["choices"][0]["text"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(text, v["choices"][0]["text"].as_str().unwrap());
+
+    // A stop string ends the answer before it, in both forms.
+    let full = expected[0].text.clone();
+    let words: Vec<&str> = full.split(' ').collect();
+    if words.len() > 2 {
+        let stop = words[2];
+        let mut body = molecule_question(MOLECULES[0], QUESTIONS[0]);
+        body["stop"] = json!([stop]);
+        let (_, v) = server.post("/v1/chat/completions", &body).await;
+        let cut = full[..full.find(stop).unwrap()].trim_end();
+        assert_eq!(v["choices"][0]["message"]["content"], cut);
+        assert_eq!(v["choices"][0]["finish_reason"], "stop");
+        body["stream"] = json!(true);
+        assert_eq!(streamed_chat(&server.stream("/v1/chat/completions", &body).await).0, cut);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_concurrent_streams_answer_as_they_do_alone() {
+    let server = Running::start(options());
+    let bodies: Vec<Value> = (0..64).map(|i| {
+        let mut b = molecule_question(MOLECULES[i % 8], QUESTIONS[(i / 8) % 4]);
+        b["stream"] = json!(true);
+        // Every fourth one samples (seeded): the same seed gives the same text under load.
+        if i % 4 == 3 {
+            b["temperature"] = json!(0.9);
+            b["top_p"] = json!(0.95);
+            b["seed"] = json!(1000 + i);
+        }
+        b
+    }).collect();
+    // Alone, one at a time.
+    let mut solo = Vec::new();
+    for b in bodies.iter().take(32) {
+        solo.push(streamed_chat(&server.stream("/v1/chat/completions", b).await));
+    }
+    // Bodies 32..64 repeat 0..32's prompts (same molecule/question/seed), all at once.
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let client = server.client.clone();
+            let url = format!("{}/v1/chat/completions", server.base);
+            let body = bodies[i % 32].clone();
+            tokio::spawn(async move {
+                let resp = client.post(url).json(&body).send().await.expect("sent");
+                assert_eq!(resp.status().as_u16(), 200);
+                let mut bytes = resp.bytes_stream();
+                let mut buf = String::new();
+                while let Some(c) = bytes.next().await {
+                    buf.push_str(std::str::from_utf8(&c.unwrap()).unwrap());
+                }
+                let events: Vec<String> = buf.split("\n\n").filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")).map(str::to_string)).collect();
+                streamed_chat(&events)
+            })
+        })
+        .collect();
+    for (i, t) in tasks.into_iter().enumerate() {
+        let got = tokio::time::timeout(Duration::from_secs(120), t).await.expect("bounded").expect("task");
+        assert_eq!(got, solo[i % 32], "client {i}: answer under load differs from alone");
+    }
+    eprintln!("64 concurrent streams in {:.2} s", started.elapsed().as_secs_f64());
+    let metrics = server.client.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("biomedgpt_requests_total{endpoint=\"chat\",status=\"200\"} 96"), "{metrics}");
+    // Eight molecules, each encoded once: every later request took the cached features.
+    assert!(metrics.contains("biomedgpt_encoder_runs_total 8\n"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_requests_free_their_places() {
+    let mut opts = options();
+    opts.engine.max_batch = 8;
+    let server = Running::start(opts);
+    let long = json!({"prompt": "The protein", "max_tokens": 1000, "ignore_eos": true, "stream": true});
+    // 32 long streams: 8 decode, 24 wait. Read each one's first event, then hang up.
+    let mut open = Vec::new();
+    for _ in 0..32 {
+        let resp = server.client.post(format!("{}/v1/completions", server.base)).json(&long).send();
+        open.push(resp);
+    }
+    let mut streams = Vec::new();
+    for r in open {
+        let resp = tokio::time::timeout(Duration::from_secs(60), r).await.expect("bounded").expect("sent");
+        assert_eq!(resp.status().as_u16(), 200);
+        streams.push(resp.bytes_stream());
+    }
+    for s in streams.iter_mut().take(8) {
+        let _ = tokio::time::timeout(Duration::from_secs(30), s.next()).await.expect("first event");
+    }
+    drop(streams);
+    // A fresh request now runs at once: had the 32 kept their places it would wait for
+    // 32 x 1000 tokens.
+    let started = Instant::now();
+    let (status, v) = server.post("/v1/completions", &json!({"prompt": "The molecule", "max_tokens": 8, "ignore_eos": true})).await;
+    let took = started.elapsed();
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["usage"]["completion_tokens"], 8);
+    assert!(took < Duration::from_secs(10), "the fresh request took {took:?}");
+    // And the batch is empty again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = server.client.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
+        if m.contains("biomedgpt_running_sequences 0\n") && m.contains("biomedgpt_queue_length 0\n") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "cancelled requests still hold places:\n{m}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_their_status_and_an_openai_error() {
+    let mut opts = options();
+    opts.api_key = Some("sekret".into());
+    opts.body_limit = 4096;
+    opts.engine.max_context = 128;
+    let server = Running::start(opts);
+    let key = Some("sekret");
+    let chat = "/v1/chat/completions";
+    let cases: Vec<(&str, &'static str, u16, &str)> = vec![
+        (chat, "{not json", 400, "invalid JSON"),
+        (chat, "", 400, "empty"),
+        (chat, r#"{"messages": []}"#, 400, "messages is empty"),
+        (chat, r#"{"model": "demo"}"#, 400, "messages is required"),
+        (chat, r#"{"messages": [{"role": "tool", "content": "x"}]}"#, 400, "`tool` is not supported"),
+        (chat, r#"{"messages": [{"role": "user", "content": ""}]}"#, 400, "content is empty"),
+        (chat, r#"{"messages": [{"role": "user", "content": []}]}"#, 400, "content is empty"),
+        (chat, r#"{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}"#, 400, "`image_url` is not supported"),
+        (chat, r#"{"messages": [{"role": "user", "content": [{"type": "molecule", "molecule": {"smiles": "C1CC"}}]}]}"#, 400, "invalid SMILES"),
+        (chat, r#"{"messages": [{"role": "user", "content": [{"type": "molecule", "molecule": {}}]}]}"#, 400, "needs {\"molecule\""),
+        (chat, r#"{"messages": [{"role": "user", "content": [{"type": "protein", "protein": {"sequence": "MK1TA"}}]}]}"#, 400, "messages[0].content[0]"),
+        (chat, r#"{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}"#, 400, "last message must be the user's"),
+        (chat, r#"{"messages": [{"role": "user", "content": "hi"}], "temperature": 3}"#, 400, "temperature must be between 0 and 2"),
+        (chat, r#"{"messages": [{"role": "user", "content": "hi"}], "top_p": 0}"#, 400, "top_p"),
+        (chat, r#"{"messages": [{"role": "user", "content": "hi"}], "n": 0}"#, 400, "n must be between"),
+        (chat, r#"{"messages": [{"role": "user", "content": "hi"}], "num_beams": 100000}"#, 400, "num_beams must be between"),
+        (chat, r#"{"messages": [{"role": "user", "content": "hi"}], "max_tokens": -1}"#, 400, "invalid JSON"),
+        (chat, r#"{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 500}"#, 400, "maximum context length is 128 tokens"),
+        (chat, r#"{"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]}"#, 400, "tools"),
+        (chat, r#"{"messages": [{"role": "user", "content": "hi"}], "model": "gpt-4"}"#, 404, "`gpt-4` does not exist"),
+        ("/v1/completions", r#"{"prompt": ""}"#, 400, "prompt is empty"),
+        ("/v1/completions", r#"{"prompt": [1, 2, 3]}"#, 400, "one string"),
+        ("/v1/embeddings", r#"{"input": "hello"}"#, 400, "text embeddings are not offered"),
+        ("/v1/embeddings", r#"{"input": [{"type": "protein", "protein": {"sequence": "MKTAYIAK"}}], "encoding_format": "base64"}"#, 400, "encoding_format"),
+        ("/v1/nothing", "{}", 404, "no route"),
+    ];
+    for (path, body, status, needle) in cases {
+        let (got, v) = server.post_raw(path, body, key).await;
+        assert_eq!(got, status, "{path} {body}: {v}");
+        let message = v["error"]["message"].as_str().unwrap_or_else(|| panic!("{body}: no OpenAI error body: {v}"));
+        assert!(message.contains(needle), "{body}: `{message}` does not say `{needle}`");
+        assert!(v["error"]["type"].is_string());
+    }
+    // The context limit names the prompt's tokens and the limit.
+    let long_question = "word ".repeat(200);
+    let body = json!({"messages": [{"role": "user", "content": long_question}]});
+    let resp = server.client.post(format!("{}{chat}", server.base)).bearer_auth("sekret").json(&body).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let v: Value = resp.json().await.unwrap();
+    let m = v["error"]["message"].as_str().unwrap();
+    assert!(m.contains("128 tokens") && m.contains("the prompt has"), "{m}");
+    // Without the key, or with a wrong one: 401.
+    for k in [None, Some("wrong")] {
+        let (got, v) = server.post_raw(chat, r#"{"messages": [{"role": "user", "content": "hi"}]}"#, k).await;
+        assert_eq!(got, 401, "{v}");
+        assert_eq!(v["error"]["type"], "authentication_error");
+    }
+    // A body over the limit: 413 with an error body.
+    let big = format!(r#"{{"messages": [{{"role": "user", "content": "{}"}}]}}"#, "x".repeat(10_000));
+    let resp = server.client.post(format!("{}{chat}", server.base)).bearer_auth("sekret").header("content-type", "application/json").body(big).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 413);
+    let v: Value = resp.json().await.unwrap();
+    assert!(v["error"]["message"].is_string(), "{v}");
+    // The server is still healthy after all of that, and answers.
+    let (got, v) = server.post_raw(chat, r#"{"messages": [{"role": "user", "content": "Describe ethanol."}], "max_tokens": 4}"#, key).await;
+    assert_eq!(got, 200, "{v}");
+    // /health needs no key.
+    let h = server.client.get(format!("{}/health", server.base)).send().await.unwrap();
+    assert_eq!(h.status().as_u16(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_429() {
+    let mut opts = options();
+    opts.engine.max_batch = 1;
+    opts.max_queue = 2;
+    let server = Running::start(opts);
+    let long = json!({"prompt": "The protein", "max_tokens": 1000, "ignore_eos": true, "stream": true});
+    // One decodes, two wait (the queue), the rest are refused. Requests stay open (a client
+    // that hangs up leaves the queue), each sent a moment after the one before.
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let client = server.client.clone();
+        let url = format!("{}/v1/completions", server.base);
+        let body = long.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = client.post(url).json(&body).send().await.expect("sent");
+            let status = r.status().as_u16();
+            if status != 429 {
+                // Hold the stream open (the task is aborted at the end).
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                drop(r);
+                return (status, Value::Null);
+            }
+            (status, r.json().await.unwrap())
+        }));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused: Vec<_> = tasks.drain(3..).collect();
+    for t in refused {
+        let (status, v) = tokio::time::timeout(Duration::from_secs(10), t).await.expect("a refusal is immediate").unwrap();
+        assert_eq!(status, 429, "{v}");
+        assert_eq!(v["error"]["type"], "rate_limit_error");
+        assert!(v["error"]["message"].as_str().unwrap().contains("queue is full"));
+    }
+    for t in tasks {
+        t.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn n_choices_logprobs_embeddings_and_models() {
+    let server = Running::start(options());
+    let mut body = molecule_question("CCO", "Describe this molecule.");
+    body["n"] = json!(3);
+    body["temperature"] = json!(1.0);
+    body["seed"] = json!(7);
+    body["logprobs"] = json!(true);
+    body["top_logprobs"] = json!(2);
+    body["max_tokens"] = json!(6);
+    let (status, v) = server.post("/v1/chat/completions", &body).await;
+    assert_eq!(status, 200, "{v}");
+    let choices = v["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 3);
+    for c in choices {
+        let content = c["logprobs"]["content"].as_array().unwrap();
+        assert!(!content.is_empty());
+        for t in content {
+            let lp = t["logprob"].as_f64().unwrap();
+            assert!(lp <= 0.0);
+            let top = t["top_logprobs"].as_array().unwrap();
+            assert_eq!(top.len(), 2);
+            assert!(top[0]["logprob"].as_f64().unwrap() >= lp - 1e-6, "the best alternative is at least the chosen one");
+        }
+    }
+    // The same seed gives the same choices again.
+    let (_, again) = server.post("/v1/chat/completions", &body).await;
+    assert_eq!(again["choices"], v["choices"]);
+
+    let (status, v) = server
+        .post("/v1/embeddings", &json!({"input": [{"type": "molecule", "molecule": {"smiles": "CCO"}}, {"type": "protein", "protein": {"sequence": "MKTAYIAKQR"}}]}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let data = v["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    // GIN width 300 (the demo's GIN keeps GraphMVP's width) and the demo ESM's width.
+    assert!(data[0]["embedding"].as_array().unwrap().len() > 10);
+    assert!(data.iter().all(|d| d["embedding"].as_array().unwrap().iter().all(|x| x.as_f64().unwrap().is_finite())));
+    // Molecule embedding = the mean of the GIN's per-atom features.
+    let model = demo();
+    let (_, features, _) = model.features(&Input::Smiles("CCO".into())).unwrap();
+    let [rows, width] = features.dims();
+    let f = features.into_data().try_to_vec::<f32>().unwrap();
+    for j in 0..width {
+        let mean: f32 = (0..rows).map(|r| f[r * width + j]).sum::<f32>() / rows as f32;
+        let got = data[0]["embedding"][j].as_f64().unwrap() as f32;
+        assert!((got - mean).abs() <= 1e-5 * mean.abs().max(1.0), "feature {j}: {got} vs {mean}");
+    }
+
+    let m: Value = server.client.get(format!("{}/v1/models", server.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(m["data"][0]["id"], "demo");
+}
