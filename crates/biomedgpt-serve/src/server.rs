@@ -160,15 +160,21 @@ impl Server {
         });
         let stop = Arc::new(tokio::sync::Notify::new());
         let stop_rx = stop.clone();
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        // Signal handlers are in place before `start` returns: a SIGTERM from then on drains.
+        let signals = if options.handle_signals {
+            let _entered = runtime.enter();
+            Some(tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?)
+        } else {
+            None
+        };
         let thread = std::thread::Builder::new().name("biomedgpt-http".into()).spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
             let result = runtime.block_on(async {
                 let listener = tokio::net::TcpListener::from_std(listener)?;
                 let router = router(app.clone());
                 let app_for_stop = app.clone();
-                let handle_signals = options.handle_signals;
                 let shutdown = async move {
-                    wait_for_stop(stop_rx, handle_signals).await;
+                    wait_for_stop(stop_rx, signals).await;
                     drain(&app_for_stop).await;
                 };
                 axum::serve(listener, router).with_graceful_shutdown(shutdown).await
@@ -213,21 +219,14 @@ impl Drop for Server {
     }
 }
 
-async fn wait_for_stop(stop: Arc<tokio::sync::Notify>, handle_signals: bool) {
-    if !handle_signals {
-        return stop.notified().await;
-    }
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("warning: cannot listen for SIGTERM ({e}); stop with Ctrl-C");
-            return tokio::select! { _ = stop.notified() => {}, _ = tokio::signal::ctrl_c() => {} };
-        }
-    };
-    tokio::select! {
-        _ = stop.notified() => {}
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+async fn wait_for_stop(stop: Arc<tokio::sync::Notify>, signals: Option<tokio::signal::unix::Signal>) {
+    match signals {
+        None => stop.notified().await,
+        Some(mut term) => tokio::select! {
+            _ = stop.notified() => {}
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        },
     }
 }
 
