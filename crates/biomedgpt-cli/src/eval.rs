@@ -14,10 +14,12 @@ use biomedgpt_eval::baseline::{Baseline, BaselineKind};
 use biomedgpt_eval::data::{LoadStats, McRecord, McTask, QaRecord, QaTask, Subject, load_multiple_choice, load_qa, mc_split_file};
 use biomedgpt_eval::metrics::{BleuMode, DEFAULT_WORDNET_DIR, Scorer, TextScores, WordNet, WordPieceTokenizer};
 use biomedgpt_eval::metrics::wordpiece::SHIPPED_VOCAB_NAME;
-use biomedgpt_llama::{GenerationConfig, LlamaTokenizer, choice_logprobs};
+use biomedgpt_llama::{GenerationConfig, LlamaTokenizer, Strategy, choice_logprobs};
+use biomedgpt_serve::request::{Event, Job, Message, Params, Part, PromptSpec, Role, Work};
+use biomedgpt_serve::{Engine, EngineConfig, Stats};
 
 use crate::lm::{Family, TextLm, family_of};
-use biomedgpt_model::{BioMedGpt, Chat, Input};
+use biomedgpt_model::{BioMedGpt, answer_text};
 use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -182,6 +184,10 @@ pub struct EvalArgs {
     pub device: String,
     #[command(flatten)]
     pub decoding: DecodingArgs,
+    /// Questions decoded together by the serving engine's continuous batching (greedy and
+    /// sampling; beam search runs one question at a time). Answers do not depend on it.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
     #[command(flatten)]
     pub metrics: MetricArgs,
 }
@@ -301,18 +307,66 @@ fn limited<T>(mut records: Vec<T>, limit: Option<usize>) -> Vec<T> {
     records
 }
 
-fn input_of(subject: &Subject) -> Input {
-    match subject {
-        Subject::Molecule { smiles } => Input::Smiles(smiles.clone()),
-        Subject::Protein { name, sequence } => Input::Protein { name: name.clone(), sequence: sequence.clone() },
+/// The engine's parameters for `generate`'s decoding settings.
+fn engine_params(config: &GenerationConfig) -> Params {
+    let mut p = Params { max_tokens: Some(config.max_new_tokens), repetition_penalty: config.repetition_penalty, ..Params::default() };
+    match config.strategy {
+        Strategy::Greedy => {}
+        Strategy::Sample { temperature, top_k, top_p, seed } => {
+            p.temperature = Some(temperature);
+            p.top_k = top_k;
+            p.top_p = top_p;
+            p.seed = Some(seed);
+        }
+        Strategy::Beam { num_beams, length_penalty, early_stopping } => {
+            p.num_beams = num_beams;
+            p.length_penalty = length_penalty;
+            p.early_stopping = early_stopping;
+        }
     }
+    p
 }
 
-fn model_answer(model: &BioMedGpt, config: &GenerationConfig, record: &QaRecord) -> Result<String> {
-    let mut chat = Chat::new(model);
-    chat.add(&input_of(&record.subject))?;
-    chat.ask(&record.question)?;
-    Ok(chat.answer(config, &mut |_| {})?.text)
+/// Answers to `records`, decoded together by the serving engine: each is the chat `ask` builds
+/// (the molecule or protein, then the question), its text extracted as `ask` does.
+fn engine_answers(engine: &mut Engine, config: &GenerationConfig, records: &[&QaRecord]) -> Vec<Result<String>> {
+    let params = engine_params(config);
+    let mut receivers = Vec::with_capacity(records.len());
+    let jobs = records
+        .iter()
+        .map(|r| {
+            let (events, rx) = tokio::sync::mpsc::unbounded_channel();
+            receivers.push(rx);
+            let subject = match &r.subject {
+                Subject::Molecule { smiles } => Part::Molecule(smiles.clone()),
+                Subject::Protein { sequence, .. } => Part::Protein(sequence.clone()),
+            };
+            let message = Message { role: Role::User, parts: vec![subject, Part::Text(r.question.clone())] };
+            let work = Work::Generate { prompt: PromptSpec::Chat(vec![message]), params: params.clone() };
+            Job { id: r.source.clone(), work, events, embeddings: None, submitted: std::time::Instant::now() }
+        })
+        .collect();
+    engine.run_jobs(jobs);
+    let model = engine.model();
+    let eos = model.eos_token_ids();
+    receivers
+        .into_iter()
+        .map(|mut rx| {
+            let mut tokens = None;
+            while let Ok(event) = rx.try_recv() {
+                match event {
+                    Event::Finished { tokens: t, .. } => tokens = Some(t),
+                    Event::Failed(f) => bail!("{}", f.message),
+                    _ => {}
+                }
+            }
+            let mut ids = tokens.context("the engine gave no answer")?;
+            if ids.last().is_some_and(|t| eos.contains(t)) {
+                ids.pop();
+            }
+            Ok(answer_text(&model.tokenizer.decode(&ids)?))
+        })
+        .collect()
 }
 
 fn eval_qa(args: &EvalArgs, task: QaTask, out: &Path, data: Value) -> Result<()> {
@@ -323,10 +377,13 @@ fn eval_qa(args: &EvalArgs, task: QaTask, out: &Path, data: Value) -> Result<()>
     }
     let (scorer, vocab_name) = args.metrics.scorer()?;
     enum Answerer {
-        Model(Box<BioMedGpt>, GenerationConfig),
+        Model(Box<Engine>, GenerationConfig),
         Baseline(Baseline),
     }
-    let (answerer, settings) = match args.baseline {
+    if args.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let (mut answerer, settings) = match args.baseline {
         Some(kind) => {
             let (train, _) = load_qa(&args.data, task, &args.train_split, true)?;
             let baseline = Baseline::fit(baseline_kind(kind), &train);
@@ -337,7 +394,11 @@ fn eval_qa(args: &EvalArgs, task: QaTask, out: &Path, data: Value) -> Result<()>
             let model = load_model(args)?;
             let config = args.decoding.config_with(model.eos_token_ids(), &EVAL_DECODING)?;
             let settings = json!({"task": task.name(), "model": args.model.as_ref().map(|m| m.display().to_string()), "dtype": args.dtype, "decoding": format!("{config:?}"), "system_prompt": model.system_prompt, "data": data});
-            (Answerer::Model(Box::new(model), config), settings)
+            let positions = model.llm.config().max_position_embeddings;
+            // Whole prompts in one prefill, as `ask` runs them.
+            let engine_config = EngineConfig { max_batch: args.batch_size, max_context: positions, prefill_chunk: positions, encoder_cache: 64 };
+            let engine = Engine::new(model, engine_config, std::sync::Arc::new(Stats::new()));
+            (Answerer::Model(Box::new(engine), config), settings)
         }
     };
     check_run_settings(out, &settings)?;
@@ -350,21 +411,29 @@ fn eval_qa(args: &EvalArgs, task: QaTask, out: &Path, data: Value) -> Result<()>
     let mut appender = Appender::open(&predictions_path)?;
     let mut progress = Progress::new(todo.len(), "records", true);
     let mut unanswerable = Vec::new();
-    for record in todo {
-        let answer = match &answerer {
-            Answerer::Baseline(b) => Ok(b.answer(record).unwrap_or_default()),
-            Answerer::Model(model, config) => model_answer(model, config, record),
+    // Groups of a few batches: the engine refills the batch as answers end, and each group's
+    // predictions are written before the next starts (what a resumed run keeps).
+    let group = match &answerer {
+        Answerer::Model(..) => args.batch_size * 4,
+        Answerer::Baseline(_) => 1,
+    };
+    for records in todo.chunks(group) {
+        let answers = match &mut answerer {
+            Answerer::Baseline(b) => records.iter().map(|r| Ok(b.answer(r).unwrap_or_default())).collect(),
+            Answerer::Model(engine, config) => engine_answers(engine, config, records),
         };
-        let line = match answer {
-            Ok(prediction) => json!({"source": record.source, "question": record.question, "reference": record.answer, "prediction": prediction}),
-            Err(e) if args.skip_invalid => {
-                unanswerable.push(format!("{}: {e:#}", record.source));
-                json!({"source": record.source, "error": format!("{e:#}")})
-            }
-            Err(e) => return Err(e.context(format!("{} (use --skip-invalid to leave such records out)", record.source))),
-        };
-        appender.push(&line)?;
-        progress.advance(1);
+        for (record, answer) in records.iter().zip(answers) {
+            let line = match answer {
+                Ok(prediction) => json!({"source": record.source, "question": record.question, "reference": record.answer, "prediction": prediction}),
+                Err(e) if args.skip_invalid => {
+                    unanswerable.push(format!("{}: {e:#}", record.source));
+                    json!({"source": record.source, "error": format!("{e:#}")})
+                }
+                Err(e) => return Err(e.context(format!("{} (use --skip-invalid to leave such records out)", record.source))),
+            };
+            appender.push(&line)?;
+            progress.advance(1);
+        }
     }
     progress.finish();
     let done = read_predictions(&predictions_path)?;

@@ -81,10 +81,12 @@ pub fn run(args: ServeArgs) -> Result<()> {
         handle_signals: true,
         engine: EngineConfig { max_batch: args.max_batch, max_context, prefill_chunk: args.prefill_chunk, encoder_cache: args.encoder_cache },
     };
-    let server = Server::start(model, options).with_context(|| format!("listening on {}:{}", args.host, args.port))?;
-    println!("listening on http://{} (model `{model_name}`, max batch {}, context {max_context})", server.addr(), args.max_batch);
-    let _ = std::io::stdout().flush();
-    server.wait().context("serving")?;
+    let max_batch = args.max_batch;
+    Server::run(model, options, |addr| {
+        println!("listening on http://{addr} (model `{model_name}`, max batch {max_batch}, context {max_context})");
+        let _ = std::io::stdout().flush();
+    })
+    .with_context(|| format!("serving on {}:{}", args.host, args.port))?;
     eprintln!("stopped");
     Ok(())
 }

@@ -174,3 +174,44 @@ fn model_eval_answers_like_ask_and_scores_multiple_choice() {
     assert_eq!(metrics["n"], 2);
     assert_eq!(metrics["acc"].as_f64().unwrap(), correct as f64 / 2.0);
 }
+
+/// `eval --batch-size N` decodes N questions together through the serving engine: greedy and
+/// seeded-sampling predictions are identical to one question at a time, molecules and proteins,
+/// and the greedy ones equal `ask`'s.
+#[test]
+fn batched_eval_predicts_as_one_question_at_a_time() {
+    let dir = temp_dir("batched");
+    let model = "models/demo";
+    for (task, data, limit) in [("pubchemqa", "datasets/chebi", "20"), ("uniprotqa", "datasets/swissprot", "10")] {
+        for sampling in [&[][..], &["--temperature", "0.9", "--top-p", "0.95", "--seed", "11"][..]] {
+            let mut predictions = Vec::new();
+            for batch in ["1", "8"] {
+                let out = dir.join(format!("{task}-{}-{batch}", sampling.len()));
+                let mut args = vec![
+                    "eval", "--model", model, "--task", task, "--data", data, "--limit", limit, "--num-beams", "1", "--repetition-penalty", "1.0",
+                    "--max-new-tokens", "48", "--batch-size", batch, "--no-baselines", "--out", out.to_str().unwrap(),
+                ];
+                args.extend_from_slice(sampling);
+                let (ok, _, stderr) = biomedgpt(&args);
+                assert!(ok, "{stderr}");
+                let lines = lines(&out.join("predictions.jsonl"));
+                assert_eq!(lines.len(), limit.parse::<usize>().unwrap());
+                predictions.push(lines.iter().map(|l| l["prediction"].as_str().unwrap().to_string()).collect::<Vec<_>>());
+            }
+            assert_eq!(predictions[0], predictions[1], "{task} {sampling:?}: batch 8 vs batch 1");
+            assert!(predictions[0].iter().any(|p| !p.is_empty()));
+            if sampling.is_empty() && task == "pubchemqa" {
+                let test: Value = read_json(&root().join("datasets/chebi/test.json"));
+                for k in 0..2 {
+                    let smiles = test[k]["smiles"][0].as_str().unwrap();
+                    let (ok, stdout, stderr) = biomedgpt(&[
+                        "ask", "--model", model, "--smiles", smiles, "--question", "Please describe this molecule.", "--max-new-tokens", "48", "--json",
+                    ]);
+                    assert!(ok, "{stderr}");
+                    let asked: Value = serde_json::from_str(stdout.trim()).unwrap();
+                    assert_eq!(predictions[1][k], asked["answer"].as_str().unwrap(), "record {k}: eval --batch-size 8 vs ask");
+                }
+            }
+        }
+    }
+}

@@ -338,10 +338,15 @@ impl Llama {
     /// row's attention reads only its own cache. Returns the logits `[B, vocab]`.
     ///
     /// On the CPU, each row's numbers are those of the same step run alone while `B` is at most
-    /// [`biomedgpt_kernels::matmul::matvec::MAX_ROWS`] (the decoding kernels compute every row
-    /// in the same order whatever the row count); callers that need batch-independent results
-    /// step larger batches in groups of that size.
+    /// [`biomedgpt_kernels::matmul::DECODE_BATCH_ROWS`]: the projections run through the
+    /// decoding kernels ([`biomedgpt_kernels::matmul::decode_batch`]), which compute every row in
+    /// the same order whatever the row count; callers that need batch-independent results step
+    /// larger batches in groups of that size.
     pub fn decode_step(&self, ids: &[u32], caches: &mut [&mut KvCache]) -> Tensor<2> {
+        biomedgpt_kernels::matmul::decode_batch(|| self.decode_step_rows(ids, caches))
+    }
+
+    fn decode_step_rows(&self, ids: &[u32], caches: &mut [&mut KvCache]) -> Tensor<2> {
         let b = ids.len();
         assert!(b > 0 && b == caches.len(), "decode_step: {b} ids for {} caches", caches.len());
         let device = self.device();

@@ -29,7 +29,9 @@ fn prefill(model: &Llama, prompt: &[u32]) -> (KvCache, u32) {
 
 fn check(model: &Llama, what: &str) {
     let vocab = model.config().vocab_size as u32;
-    let prompts: Vec<Vec<u32>> = [7usize, 1, 13, 4, 9, 2, 5, 11]
+    // Up to 20 sequences at once: the decoding kernels run them in groups of 8 over each
+    // piece of the weights.
+    let prompts: Vec<Vec<u32>> = [7usize, 1, 13, 4, 9, 2, 5, 11, 3, 8, 6, 12, 1, 10, 2, 7, 4, 9, 5, 3, 6, 2, 8, 1]
         .iter()
         .enumerate()
         .map(|(s, &len)| (0..len).map(|i| (s as u32 * 37 + i as u32 * 11 + 3) % vocab).collect())
@@ -53,7 +55,7 @@ fn check(model: &Llama, what: &str) {
     let mut live: Vec<(usize, KvCache, u32, usize)> = Vec::new(); // (sequence, cache, next, step)
     let mut joined = 0;
     while joined < prompts.len() || !live.is_empty() {
-        for _ in 0..2 {
+        for _ in 0..4 {
             if joined < prompts.len() {
                 let (cache, next) = prefill(model, &prompts[joined]);
                 live.push((joined, cache, next, 0));

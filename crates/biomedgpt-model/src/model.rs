@@ -475,6 +475,12 @@ impl BioMedGpt {
     }
 }
 
+/// The answer as the reference returns it from the decoded ids (special tokens dropped): the
+/// part after the last "Assistant:", trimmed.
+pub fn answer_text(decoded: &str) -> String {
+    decoded.rsplit("Assistant:").next().unwrap_or("").trim().to_string()
+}
+
 /// One generated answer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answer {
@@ -542,8 +548,7 @@ impl<'m> Chat<'m> {
         if output.stopped_by_eos {
             ids.pop();
         }
-        let decoded = self.model.tokenizer.decode(&ids)?;
-        let text = decoded.rsplit("Assistant:").next().unwrap_or("").trim().to_string();
+        let text = answer_text(&self.model.tokenizer.decode(&ids)?);
         self.prompt.push_answer(&text);
         Ok(Answer { text, token_ids: output.tokens, prompt_tokens })
     }

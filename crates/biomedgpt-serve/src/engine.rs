@@ -4,8 +4,8 @@
 //! one chunk of one waiting prompt (so a long prompt delays the others' next token by one chunk,
 //! not by its whole length), then runs one decoding step for every sequence that has a token to
 //! feed. Sequences keep their own KV cache, position and sampling state, and leave the batch when
-//! they finish or their client goes away. A step runs its sequences in groups of at most
-//! [`MAX_ROWS`], the decoding kernels' row limit, within which every row is computed as it would
+//! they finish or their client goes away. A step runs its sequences through the decoding
+//! kernels, in groups of at most [`DECODE_BATCH_ROWS`], where every row is computed as it would
 //! be alone: greedy output does not depend on what else is in the batch, and a seeded sample is
 //! the same under load as alone.
 //!
@@ -18,9 +18,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use biomedgpt_kernels::matmul::matvec::MAX_ROWS;
+use biomedgpt_kernels::matmul::DECODE_BATCH_ROWS;
 use biomedgpt_llama::generation::{apply_repetition_penalty, ids_tensor, log_softmax};
-use biomedgpt_llama::{DecoderInput, EarlyStopping, GenerationConfig, KvCache, Prompt, Strategy, TokenChooser, generate};
+use biomedgpt_llama::{DecoderInput, GenerationConfig, KvCache, Prompt, Strategy, TokenChooser, generate};
 use biomedgpt_model::{BioMedGpt, ChatPrompt, Input, Modality, ModelError};
 use burn::tensor::{DType, Tensor};
 
@@ -245,30 +245,39 @@ impl Engine {
         &self.config
     }
 
+    pub fn model(&self) -> &BioMedGpt {
+        &self.model
+    }
+
     /// Serves jobs until every sender of `jobs` is gone and the work in hand is done.
     pub fn run(mut self, jobs: std::sync::mpsc::Receiver<Job>) {
-        let mut waiting: VecDeque<Job> = VecDeque::new();
+        self.drive(Some(&jobs), VecDeque::new());
+    }
+
+    /// Runs `jobs` to the end, batched as a server batches them (`eval --batch-size`); their
+    /// events are in each job's channel when this returns.
+    pub fn run_jobs(&mut self, jobs: Vec<Job>) {
+        self.stats.queued.fetch_add(jobs.len(), Ordering::Relaxed);
+        self.drive(None, jobs.into());
+    }
+
+    fn drive(&mut self, jobs: Option<&std::sync::mpsc::Receiver<Job>>, mut waiting: VecDeque<Job>) {
         let mut active: Vec<Active> = Vec::new();
-        let mut open = true;
+        let mut open = jobs.is_some();
         loop {
             if active.is_empty() && waiting.is_empty() {
                 self.stats.running.store(0, Ordering::Relaxed);
-                if !open {
-                    return;
-                }
+                let Some(jobs) = jobs.filter(|_| open) else { return };
                 match jobs.recv() {
                     Ok(job) => waiting.push_back(job),
                     Err(_) => return,
                 }
             }
-            loop {
-                match jobs.try_recv() {
+            while let Some(rx) = jobs.filter(|_| open) {
+                match rx.try_recv() {
                     Ok(job) => waiting.push_back(job),
                     Err(std::sync::mpsc::TryRecvError::Empty) => break,
-                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                        open = false;
-                        break;
-                    }
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => open = false,
                 }
             }
             let stats = &self.stats;
@@ -413,7 +422,7 @@ impl Engine {
             .collect::<Vec<_>>();
         if max_tokens == 0 {
             for c in &choices {
-                let _ = job.events.send(Event::Finished { choice: c.index, reason: FinishReason::Length, completion_tokens: 0 });
+                let _ = job.events.send(Event::Finished { choice: c.index, reason: FinishReason::Length, completion_tokens: 0, tokens: Vec::new() });
             }
             return None;
         }
@@ -557,7 +566,7 @@ impl Engine {
     fn beam_search(&mut self, job: &Job, params: &Params, prompt: PromptInput, penalty_base: Vec<u32>, max_tokens: usize, chat: bool) {
         let config = GenerationConfig {
             max_new_tokens: max_tokens,
-            strategy: Strategy::Beam { num_beams: params.num_beams, length_penalty: params.length_penalty, early_stopping: EarlyStopping::False },
+            strategy: Strategy::Beam { num_beams: params.num_beams, length_penalty: params.length_penalty, early_stopping: params.early_stopping },
             repetition_penalty: params.repetition_penalty,
             eos_token_ids: self.eos.clone(),
         };
@@ -579,7 +588,7 @@ impl Engine {
         let (delta, hit) = text.update(&self.model.tokenizer, true);
         let _ = job.events.send(Event::Delta { choice: 0, text: delta, logprobs: Vec::new() });
         let reason = if output.stopped_by_eos || hit { FinishReason::Stop } else { FinishReason::Length };
-        let _ = job.events.send(Event::Finished { choice: 0, reason, completion_tokens: output.tokens.len() });
+        let _ = job.events.send(Event::Finished { choice: 0, reason, completion_tokens: output.tokens.len(), tokens: output.tokens });
     }
 
     /// One iteration: a prefill chunk of the oldest prompt still prefilling, then a decoding step.
@@ -588,7 +597,7 @@ impl Engine {
             self.prefill_chunk(a);
         }
         // Every sequence with a token to feed, in groups the decoding kernels keep row-exact.
-        let group = MAX_ROWS.min(self.config.max_batch);
+        let group = DECODE_BATCH_ROWS.min(self.config.max_batch);
         let mut ready: Vec<(usize, usize)> = Vec::new();
         for (ai, a) in active.iter().enumerate() {
             for (ci, c) in a.choices.iter().enumerate() {
@@ -700,7 +709,12 @@ impl Engine {
                 choice.done = true;
                 choice.next = None;
                 choice.cache = None;
-                let _ = a.job.events.send(Event::Finished { choice: choice.index, reason, completion_tokens: choice.generated.len() });
+                let _ = a.job.events.send(Event::Finished {
+                    choice: choice.index,
+                    reason,
+                    completion_tokens: choice.generated.len(),
+                    tokens: std::mem::take(&mut choice.generated),
+                });
             }
             None => choice.next = Some(token),
         }

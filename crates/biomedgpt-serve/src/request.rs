@@ -52,6 +52,7 @@ pub struct Params {
     pub repetition_penalty: f32,
     pub num_beams: usize,
     pub length_penalty: f32,
+    pub early_stopping: biomedgpt_llama::EarlyStopping,
     /// Log-probabilities of the chosen tokens, with this many alternatives each.
     pub logprobs: Option<usize>,
     /// Go on past end-of-sequence tokens up to `max_tokens` (vLLM's and llama.cpp's extension,
@@ -74,6 +75,7 @@ impl Default for Params {
             repetition_penalty: 1.0,
             num_beams: 1,
             length_penalty: 1.0,
+            early_stopping: biomedgpt_llama::EarlyStopping::False,
             logprobs: None,
             ignore_eos: false,
         }
@@ -137,7 +139,8 @@ impl Failure {
 pub enum Event {
     Started { prompt_tokens: usize },
     Delta { choice: usize, text: String, logprobs: Vec<TokenLogprob> },
-    Finished { choice: usize, reason: FinishReason, completion_tokens: usize },
+    /// `tokens`: the answer's ids, the end-of-sequence id that ended it included.
+    Finished { choice: usize, reason: FinishReason, completion_tokens: usize, tokens: Vec<u32> },
     Failed(Failure),
 }
 

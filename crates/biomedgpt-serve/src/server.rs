@@ -130,24 +130,41 @@ pub struct Server {
     addr: SocketAddr,
     stop: Arc<tokio::sync::Notify>,
     thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+    engine_stopped: Option<std::sync::mpsc::Receiver<()>>,
 }
 
 impl Server {
-    /// Binds the address, starts the engine on `model` and serves until stopped.
+    /// Binds the address, starts the engine on `model` (on a thread of rayon's pool) and serves
+    /// until stopped; returns at once.
     pub fn start(model: BioMedGpt, options: ServeOptions) -> std::io::Result<Server> {
+        let (mut server, engine, jobs) = Self::launch(model, options)?;
+        let (engine_done, engine_stopped) = std::sync::mpsc::channel::<()>();
+        rayon::spawn(move || {
+            engine.run(jobs);
+            let _ = engine_done.send(());
+        });
+        server.engine_stopped = Some(engine_stopped);
+        Ok(server)
+    }
+
+    /// Binds the address, calls `on_ready` with it, and runs the engine on this thread until the
+    /// server stops (the CLI: the command already runs on a thread of rayon's pool, whose other
+    /// workers the kernels then use; a pool thread waiting for an engine elsewhere would leave
+    /// them one worker short).
+    pub fn run(model: BioMedGpt, options: ServeOptions, on_ready: impl FnOnce(SocketAddr)) -> std::io::Result<()> {
+        let (mut server, engine, jobs) = Self::launch(model, options)?;
+        on_ready(server.addr);
+        engine.run(jobs);
+        server.join()
+    }
+
+    fn launch(model: BioMedGpt, options: ServeOptions) -> std::io::Result<(Server, Engine, std::sync::mpsc::Receiver<Job>)> {
         let listener = std::net::TcpListener::bind((options.host.as_str(), options.port))?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let stats = Arc::new(Stats::new());
         let engine = Engine::new(model, options.engine.clone(), stats.clone());
         let (jobs_tx, jobs_rx) = std::sync::mpsc::channel::<Job>();
-        // The engine runs on a thread of rayon's pool, as the CLI's commands do: the kernels' parallel
-        // parts then run one piece on the engine's own thread instead of waking two workers.
-        let (engine_done, engine_stopped) = std::sync::mpsc::channel::<()>();
-        rayon::spawn(move || {
-            engine.run(jobs_rx);
-            let _ = engine_done.send(());
-        });
         let app = Arc::new(App {
             jobs: Mutex::new(Some(jobs_tx)),
             stats,
@@ -181,10 +198,9 @@ impl Server {
             });
             // No more jobs: the engine finishes what it holds and returns.
             app.jobs.lock().expect("jobs lock").take();
-            let _ = engine_stopped.recv();
             result
         })?;
-        Ok(Server { addr, stop, thread: Some(thread) })
+        Ok((Server { addr, stop, thread: Some(thread), engine_stopped: None }, engine, jobs_rx))
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -203,10 +219,14 @@ impl Server {
     }
 
     fn join(&mut self) -> std::io::Result<()> {
-        match self.thread.take() {
+        let result = match self.thread.take() {
             Some(t) => t.join().map_err(|_| std::io::Error::other("the HTTP thread panicked"))?,
             None => Ok(()),
+        };
+        if let Some(stopped) = self.engine_stopped.take() {
+            let _ = stopped.recv();
         }
+        result
     }
 }
 
@@ -492,7 +512,7 @@ async fn respond(app: Arc<App>, kind: Kind, parsed: Result<(PromptSpec, Params, 
                 texts[choice].push_str(&text);
                 logprobs[choice].extend(lp);
             }
-            Ok(Some(Event::Finished { choice, reason, completion_tokens: c })) => {
+            Ok(Some(Event::Finished { choice, reason, completion_tokens: c, .. })) => {
                 reasons[choice] = Some(reason);
                 completion_tokens += c;
             }
@@ -616,7 +636,7 @@ impl StreamState {
         }
         match tokio::time::timeout_at(self.deadline, self.rx.recv()).await {
             Ok(Some(Event::Delta { choice, text, logprobs })) => Some(self.delta(choice, &text, &logprobs, None)),
-            Ok(Some(Event::Finished { choice, reason, completion_tokens })) => {
+            Ok(Some(Event::Finished { choice, reason, completion_tokens, .. })) => {
                 self.finished += 1;
                 self.completion_tokens += completion_tokens;
                 Some(self.delta(choice, "", &[], Some(reason)))

@@ -16,10 +16,40 @@ pub mod gemm;
 pub mod matvec;
 
 use burn::tensor::{DType, Tensor, TensorData, bf16, f16};
+use std::cell::Cell;
 
 use crate::element::WeightLayout;
 use crate::flex::{bias_f32, contiguous_flex, cpu_operands, to_tensor, weight_operand};
 use crate::isa::Isa;
+
+/// Most rows of a batched decoding step (one token of each of that many sequences).
+pub const DECODE_BATCH_ROWS: usize = 64;
+
+thread_local! {
+    static DECODE_BATCH: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with the decoding kernels taking up to [`DECODE_BATCH_ROWS`] rows (8 otherwise):
+/// the rows of a continuous-batching step are single tokens of independent sequences, not a
+/// prompt, so they go through the decoding kernels in groups of 8 over each piece of the weights
+/// (read from memory once, the other groups from cache) rather than through the prompt kernels.
+/// Each row is then computed exactly as it is alone. Applies to products called on this thread.
+pub fn decode_batch<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            DECODE_BATCH.with(|d| d.set(self.0));
+        }
+    }
+    let _reset = Reset(DECODE_BATCH.with(|d| d.replace(true)));
+    f()
+}
+
+/// The most rows the decoding kernels take in a product called now: [`matvec::MAX_ROWS`], or
+/// [`DECODE_BATCH_ROWS`] inside [`decode_batch`].
+pub fn decode_rows() -> usize {
+    if DECODE_BATCH.with(Cell::get) { DECODE_BATCH_ROWS } else { matvec::MAX_ROWS }
+}
 
 /// `x [rows, in] · weight [in, out] (+ bias [out])`: the decoding kernels for a few rows, the
 /// prompt kernels for more rows with weights in PyTorch's layout, Burn's matmul otherwise. The
@@ -53,7 +83,7 @@ pub fn matmul_many(x: Tensor<2>, weights: &[(Tensor<2>, Option<Tensor<1>>)]) -> 
 pub fn try_decode(x: &Tensor<2>, weight: &Tensor<2>, bias: Option<&Tensor<1>>) -> Option<Tensor<2>> {
     let [rows, d_in] = x.dims();
     let [w_in, d_out] = weight.dims();
-    if rows == 0 || rows > matvec::MAX_ROWS || w_in != d_in || x.dtype() != weight.dtype() || crate::isa::current() < Isa::Avx2 {
+    if rows == 0 || rows > decode_rows() || w_in != d_in || x.dtype() != weight.dtype() || crate::isa::current() < Isa::Avx2 {
         return None;
     }
     // bf16 in PyTorch's layout on a CPU with AVX512_BF16: the dot-product kernel, which takes

@@ -78,7 +78,7 @@ pub fn matmul(x: Tensor<2>, w: &QuantMatrix, bias: Option<Tensor<1>>) -> Tensor<
     let xs: Vec<f32> = x.cast(DType::F32).into_data().try_to_vec::<f32>().expect("f32 data");
     let n = w.rows;
     let bias_values: Option<Vec<f32>> = bias.map(|b| b.cast(DType::F32).into_data().try_to_vec::<f32>().expect("f32 data"));
-    if m >= PROMPT_ROWS {
+    if m >= PROMPT_ROWS.max(crate::matmul::decode_rows() + 1) {
         // Prompts: tiles of output rows dequantized into cache, multiplied by the f32 gemm
         // kernels (the weights are read once per call; the arithmetic is the GEMM's).
         let row_bytes = w.row_bytes();
