@@ -152,6 +152,9 @@ mod x86 {
     /// How far ahead in each weight row the output-major kernels prefetch.
     const PREFETCH_BYTES: usize = 1024;
 
+    /// Inputs per pass of the output-major kernels (a multiple of both vector widths).
+    const PASS_INPUTS: usize = 1024;
+
     macro_rules! kernels {
         ($name:ident, $outputs:ident, $feature:literal, $vec:ty, $lanes:literal, $zero:ident, $fma:ident, $set1:ident, $loadu:ident, $storeu:ident, $load_elem:ident, $hsum:ident) => {
             /// [`super::block`] for `rows` rows of `x` (at most 8 output-major, 4 input-major).
@@ -230,9 +233,12 @@ mod x86 {
                 let body = d_in / $lanes * $lanes;
                 // Whole groups of O outputs here; the rest one at a time at the end.
                 let grouped_end = cols.start + cols.len() / O * O;
-                // Inputs per pass: the R rows' slice of x stays in L1 (32 KiB) while every
-                // output of `cols` is visited; with 1-2 rows one pass covers everything.
-                let chunk = if R <= 2 { body.max($lanes) } else { (8192 / R) / $lanes * $lanes };
+                // Inputs per pass: up to 8 rows' slice of x stays in L1 (32 KiB) while every
+                // output of `cols` is visited. The same for every row count, so that each output
+                // is summed in the same order (one partial sum per pass, added in order) however
+                // many rows are computed together: a batched decoding step gives each sequence
+                // the numbers it gets alone.
+                let chunk = PASS_INPUTS.min(body.max($lanes));
                 let mut first = 0;
                 loop {
                     let last = (first + chunk).min(body);
@@ -392,6 +398,31 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Each row of a product of many rows is bit for bit the product of that row alone, with
+    /// inputs longer than one pass of the kernels (a continuous-batching step then gives each
+    /// sequence the numbers it gets alone), on every kernel this CPU runs.
+    fn rows_are_computed_as_alone<T: Element>(convert: fn(f32) -> T) {
+        for &(d_in, d_out) in &[(2048, 40), (3000, 17), (5003, 9), (64, 48)] {
+            let w: Vec<T> = values(d_in * d_out, 3).into_iter().map(convert).collect();
+            let x = values(20 * d_in, 4);
+            let alone: Vec<Vec<f32>> = (0..20).map(|r| matvec(&x[r * d_in..(r + 1) * d_in], 1, &w, WeightLayout::OutputMajor, d_in, d_out)).collect();
+            for rows in [2, 3, 5, 8, 13, 20] {
+                let together = matvec(&x[..rows * d_in], rows, &w, WeightLayout::OutputMajor, d_in, d_out);
+                for r in 0..rows {
+                    let same = together[r * d_out..(r + 1) * d_out].iter().zip(&alone[r]).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{:?} {d_in}x{d_out}: row {r} of {rows} differs from the row alone", T::KIND);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rows_of_a_batch_are_computed_as_alone() {
+        rows_are_computed_as_alone::<f32>(|v| v);
+        rows_are_computed_as_alone::<f16>(f16::from_f32);
+        rows_are_computed_as_alone::<bf16>(bf16::from_f32);
     }
 
     #[test]

@@ -234,6 +234,30 @@ mod tests {
         }
     }
 
+    /// Inside `decode_batch` (a continuous-batching step), up to 64 rows go through the decoding
+    /// kernels, each row bit for bit as alone.
+    #[test]
+    fn batched_decoding_rows_are_computed_as_alone() {
+        let (n, k) = (33, 2048);
+        let w: Vec<f32> = (0..n * k).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
+        let device = Device::flex();
+        for &ty in &[GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K] {
+            let mut q = vec![0u8; ty.row_bytes(k).unwrap() * n];
+            quantize(ty, &w, &mut q);
+            let matrix = QuantMatrix::new(ty, n, k, Arc::new(q)).unwrap();
+            let x: Vec<f32> = (0..20 * k).map(|i| ((i * 31) % 17) as f32 / 17.0 - 0.4).collect();
+            let product = |rows: usize, from: usize| {
+                let xt = Tensor::<2>::from_data(TensorData::new(x[from * k..(from + rows) * k].to_vec(), [rows, k]), (&device, DType::F32));
+                crate::matmul::decode_batch(|| matmul(xt, &matrix, None)).into_data().try_to_vec::<f32>().unwrap()
+            };
+            let together = product(20, 0);
+            for r in 0..20 {
+                let alone = product(1, r);
+                assert!(together[r * n..(r + 1) * n].iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits()), "{ty}: row {r}");
+            }
+        }
+    }
+
     #[test]
     fn sizes_are_checked() {
         let e = QuantMatrix::new(GgmlType::Q4K, 2, 100, Arc::new(vec![0u8; 10])).unwrap_err();
