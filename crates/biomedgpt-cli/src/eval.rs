@@ -200,21 +200,31 @@ fn sha256_file(path: &Path) -> Result<String> {
 /// Reads the predictions made so far, keyed by record source. A last line cut off by a crash is
 /// dropped (and the file rewritten without it) so the run can continue.
 fn read_predictions(path: &Path) -> Result<HashMap<String, Value>> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Ok(HashMap::new()) };
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
     let mut done = HashMap::new();
-    let lines: Vec<&str> = text.lines().collect();
+    // Bytes, not text: a crash can cut a multibyte character in the last line, which must not
+    // make the whole file read as empty (issue 26, D4: every record was then answered again).
+    let mut lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+    if lines.last().is_some_and(|l| l.is_empty()) {
+        lines.pop();
+    }
     let mut kept = String::new();
-    for (i, line) in lines.iter().enumerate() {
-        match serde_json::from_str::<Value>(line) {
-            Ok(v) => {
+    for (i, raw) in lines.iter().enumerate() {
+        let parsed = std::str::from_utf8(raw).map_err(|e| e.to_string()).and_then(|line| serde_json::from_str::<Value>(line).map(|v| (line, v)).map_err(|e| e.to_string()));
+        match parsed.map(|(line, v)| (line.to_string(), v)) {
+            Ok((line, v)) => {
                 let source = v["source"].as_str().map(str::to_string).with_context(|| format!("{}:{}: no source", path.display(), i + 1))?;
                 done.insert(source, v);
-                kept.push_str(line);
+                kept.push_str(&line);
                 kept.push('\n');
             }
             Err(_) if i + 1 == lines.len() => {
                 eprintln!("note: {}: dropping an incomplete last line (interrupted run)", path.display());
-                std::fs::write(path, &kept)?;
+                biomedgpt_io::npy::write_atomic(path, kept.as_bytes()).with_context(|| format!("rewriting {}", path.display()))?;
             }
             Err(e) => bail!("{}:{}: not valid JSON ({e}); move the file away to start over", path.display(), i + 1),
         }

@@ -99,6 +99,19 @@ fn retrieval_baseline_resumes_an_interrupted_run_to_the_same_predictions() {
     assert_eq!(std::fs::read_to_string(resumed.join("predictions.jsonl")).unwrap(), full);
     assert_eq!(read_json(&resumed.join("metrics.json"))["metrics"], report["metrics"]);
 
+    // Cut inside a multibyte character (issue 26, D4: the whole file then read as empty and
+    // every record was answered again after the garbage).
+    let cut = dir.join("cut-utf8");
+    std::fs::create_dir_all(&cut).unwrap();
+    std::fs::copy(clean.join("run.json"), cut.join("run.json")).unwrap();
+    let mut bytes: Vec<u8> = full.lines().take(7).flat_map(|l| format!("{l}\n").into_bytes()).collect();
+    bytes.extend_from_slice(b"{\"source\": \"caf\xc3");
+    std::fs::write(cut.join("predictions.jsonl"), bytes).unwrap();
+    let (ok, _, stderr) = run(&cut);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("resuming: 7 of 20") && stderr.contains("incomplete last line"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(cut.join("predictions.jsonl")).unwrap(), full);
+
     // Other settings in the same directory are refused rather than mixed.
     let mut other = args(&resumed);
     other.extend(["--train-split".into(), "valid".into()]);

@@ -115,10 +115,11 @@ fn reduce(callable: Value, args: Value) -> Result<Value, String> {
             let Value::Int(offset) = offset else {
                 return Err("tensor storage offset is not an int".into());
             };
+            let offset = usize::try_from(*offset).map_err(|_| format!("tensor storage offset {offset} is negative"))?;
             Ok(Value::Tensor(TensorRef {
                 storage_key: key.clone(),
                 dtype: *dtype,
-                offset: *offset as usize,
+                offset,
                 shape: as_usize_list(shape)?,
                 stride: as_usize_list(stride)?,
             }))
@@ -131,21 +132,113 @@ fn reduce(callable: Value, args: Value) -> Result<Value, String> {
     }
 }
 
+/// Deepest nesting of containers a checkpoint's pickle may build (state dicts nest a few levels;
+/// `Value` is dropped and cloned recursively, so depth must be bounded before it is built).
+const MAX_DEPTH: u32 = 512;
+
+/// Size and depth of a value on the pickle machine's stack.
+#[derive(Clone, Copy)]
+struct Meta {
+    depth: u32,
+    /// Values in it, itself included.
+    nodes: u64,
+}
+
+const LEAF: Meta = Meta { depth: 0, nodes: 1 };
+
+/// The pickle machine's stack, each value with its [`Meta`], and the bounds on what it builds:
+/// nesting ([`MAX_DEPTH`]) and values copied out of the memo, which can grow exponentially with the
+/// file ("billion laughs": each GET copies a value that holds two earlier ones).
+struct Machine {
+    stack: Vec<(Value, Meta)>,
+    memo: std::collections::HashMap<u32, (Value, Meta)>,
+    copied: u64,
+    budget: u64,
+}
+
+impl Machine {
+    fn push(&mut self, v: Value, m: Meta) -> Result<(), String> {
+        if m.depth > MAX_DEPTH {
+            return Err(format!("pickle nests containers deeper than {MAX_DEPTH} levels: not a checkpoint"));
+        }
+        self.stack.push((v, m));
+        Ok(())
+    }
+
+    fn leaf(&mut self, v: Value) -> Result<(), String> {
+        self.push(v, LEAF)
+    }
+
+    fn pop(&mut self) -> Result<(Value, Meta), String> {
+        self.stack.pop().ok_or_else(|| "pickle stack underflow".to_string())
+    }
+
+    fn pop_mark(&mut self) -> Result<Vec<(Value, Meta)>, String> {
+        let at = self.stack.iter().rposition(|(v, _)| matches!(v, Value::Mark)).ok_or("pickle: no mark")?;
+        let items = self.stack.split_off(at + 1);
+        self.stack.pop();
+        Ok(items)
+    }
+
+    /// A container of `items`.
+    fn container(items: &[Meta]) -> Meta {
+        Meta {
+            depth: 1 + items.iter().map(|m| m.depth).max().unwrap_or(0),
+            nodes: 1 + items.iter().map(|m| m.nodes).sum::<u64>(),
+        }
+    }
+
+    fn push_container(&mut self, make: impl FnOnce(Vec<Value>) -> Value, items: Vec<(Value, Meta)>) -> Result<(), String> {
+        let metas: Vec<Meta> = items.iter().map(|(_, m)| *m).collect();
+        let meta = Self::container(&metas);
+        self.push(make(items.into_iter().map(|(v, _)| v).collect()), meta)
+    }
+
+    /// Counts a copy of `m`'s values against the budget.
+    fn charge(&mut self, m: Meta) -> Result<(), String> {
+        self.copied = self.copied.saturating_add(m.nodes);
+        if self.copied > self.budget {
+            return Err(format!(
+                "pickle copies more than {} values out of its memo (a {} byte file): memo amplification, not a checkpoint",
+                self.budget,
+                self.budget / 64
+            ));
+        }
+        Ok(())
+    }
+
+    fn memo_put(&mut self, k: u32) -> Result<(), String> {
+        let (v, m) = self.stack.last().cloned().ok_or("memo of empty stack")?;
+        self.charge(m)?;
+        self.memo.insert(k, (v, m));
+        Ok(())
+    }
+
+    fn memo_get(&mut self, k: u32) -> Result<(), String> {
+        let (v, m) = self.memo.get(&k).cloned().ok_or(format!("memo {k} missing"))?;
+        self.charge(m)?;
+        self.push(v, m)
+    }
+
+    /// Adds `added` (a key and value, or list items) into the container on top of the stack.
+    fn grow_top(&mut self, added: &[Meta]) -> Result<(), String> {
+        let top = self.stack.last_mut().ok_or("pickle stack underflow")?;
+        let grown = Machine::container(added);
+        top.1 = Meta { depth: top.1.depth.max(grown.depth), nodes: top.1.nodes + grown.nodes - 1 };
+        if top.1.depth > MAX_DEPTH {
+            return Err(format!("pickle nests containers deeper than {MAX_DEPTH} levels: not a checkpoint"));
+        }
+        Ok(())
+    }
+}
+
 /// Runs a pickle program and returns the top-level value.
 pub(crate) fn load(data: &[u8]) -> Result<Value, String> {
     let mut r = Reader { data, pos: 0 };
-    let mut stack: Vec<Value> = Vec::new();
-    let mut memo: std::collections::HashMap<u32, Value> = std::collections::HashMap::new();
-    let pop = |stack: &mut Vec<Value>| stack.pop().ok_or_else(|| "pickle stack underflow".to_string());
-    let pop_mark = |stack: &mut Vec<Value>| -> Result<Vec<Value>, String> {
-        let at = stack
-            .iter()
-            .rposition(|v| matches!(v, Value::Mark))
-            .ok_or("pickle: no mark")?;
-        let items = stack.split_off(at + 1);
-        stack.pop();
-        Ok(items)
-    };
+    // A real state dict copies each memoized value once or twice: 64 values per byte of pickle is
+    // far beyond that and still small.
+    let budget = 64 * data.len() as u64 + 1_000_000;
+    let mut m = Machine { stack: Vec::new(), memo: std::collections::HashMap::new(), copied: 0, budget };
     loop {
         let op = r.u8()?;
         match op {
@@ -155,17 +248,17 @@ pub(crate) fn load(data: &[u8]) -> Result<Value, String> {
             0x95 => {
                 r.take(8)?; // FRAME
             }
-            b'.' => return pop(&mut stack),
-            b'}' => stack.push(Value::Dict(Vec::new())),
-            b']' => stack.push(Value::List(Vec::new())),
-            b')' => stack.push(Value::Tuple(Vec::new())),
-            b'(' => stack.push(Value::Mark),
-            b'N' => stack.push(Value::None),
-            0x88 => stack.push(Value::Bool(true)),
-            0x89 => stack.push(Value::Bool(false)),
-            b'K' => stack.push(Value::Int(r.u8()? as i64)),
-            b'M' => stack.push(Value::Int(r.u16()? as i64)),
-            b'J' => stack.push(Value::Int(r.u32()? as i32 as i64)),
+            b'.' => return m.pop().map(|(v, _)| v),
+            b'}' => m.push(Value::Dict(Vec::new()), Meta { depth: 1, nodes: 1 })?,
+            b']' => m.push(Value::List(Vec::new()), Meta { depth: 1, nodes: 1 })?,
+            b')' => m.push(Value::Tuple(Vec::new()), Meta { depth: 1, nodes: 1 })?,
+            b'(' => m.leaf(Value::Mark)?,
+            b'N' => m.leaf(Value::None)?,
+            0x88 => m.leaf(Value::Bool(true))?,
+            0x89 => m.leaf(Value::Bool(false))?,
+            b'K' => m.leaf(Value::Int(r.u8()? as i64))?,
+            b'M' => m.leaf(Value::Int(r.u16()? as i64))?,
+            b'J' => m.leaf(Value::Int(r.u32()? as i32 as i64))?,
             0x8a => {
                 let n = r.u8()? as usize;
                 let bytes = r.take(n)?;
@@ -176,112 +269,110 @@ pub(crate) fn load(data: &[u8]) -> Result<Value, String> {
                 if n > 0 && n < 8 && bytes[n - 1] & 0x80 != 0 {
                     v -= 1i64 << (8 * n);
                 }
-                stack.push(Value::Int(v));
+                m.leaf(Value::Int(v))?;
             }
-            b'G' => stack.push(Value::Float(f64::from_be_bytes(r.take(8)?.try_into().unwrap()))),
+            b'G' => m.leaf(Value::Float(f64::from_be_bytes(r.take(8)?.try_into().unwrap())))?,
             b'X' => {
                 let n = r.u32()? as usize;
-                stack.push(Value::Str(String::from_utf8_lossy(r.take(n)?).into_owned()));
+                m.leaf(Value::Str(String::from_utf8_lossy(r.take(n)?).into_owned()))?;
             }
             0x8c => {
                 let n = r.u8()? as usize;
-                stack.push(Value::Str(String::from_utf8_lossy(r.take(n)?).into_owned()));
+                m.leaf(Value::Str(String::from_utf8_lossy(r.take(n)?).into_owned()))?;
             }
             b'V' => {
                 let s = r.line()?;
-                stack.push(Value::Str(s));
+                m.leaf(Value::Str(s))?;
             }
             b'C' => {
                 let n = r.u8()? as usize;
-                stack.push(Value::Bytes(r.take(n)?.to_vec()));
+                m.leaf(Value::Bytes(r.take(n)?.to_vec()))?;
             }
             b'B' => {
                 let n = r.u32()? as usize;
-                stack.push(Value::Bytes(r.take(n)?.to_vec()));
+                m.leaf(Value::Bytes(r.take(n)?.to_vec()))?;
             }
             b'q' => {
                 let k = r.u8()? as u32;
-                memo.insert(k, stack.last().cloned().ok_or("memo of empty stack")?);
+                m.memo_put(k)?;
             }
             b'r' => {
                 let k = r.u32()?;
-                memo.insert(k, stack.last().cloned().ok_or("memo of empty stack")?);
+                m.memo_put(k)?;
             }
             0x94 => {
-                let k = memo.len() as u32;
-                memo.insert(k, stack.last().cloned().ok_or("memo of empty stack")?);
+                let k = m.memo.len() as u32;
+                m.memo_put(k)?;
             }
             b'h' => {
                 let k = r.u8()? as u32;
-                stack.push(memo.get(&k).cloned().ok_or(format!("memo {k} missing"))?);
+                m.memo_get(k)?;
             }
             b'j' => {
                 let k = r.u32()?;
-                stack.push(memo.get(&k).cloned().ok_or(format!("memo {k} missing"))?);
+                m.memo_get(k)?;
             }
             b'c' => {
                 let module = r.line()?;
                 let name = r.line()?;
-                stack.push(Value::Global(module, name));
+                m.leaf(Value::Global(module, name))?;
             }
             0x93 => {
-                let name = pop(&mut stack)?;
-                let module = pop(&mut stack)?;
+                let (name, _) = m.pop()?;
+                let (module, _) = m.pop()?;
                 match (module, name) {
-                    (Value::Str(m), Value::Str(n)) => stack.push(Value::Global(m, n)),
+                    (Value::Str(a), Value::Str(b)) => m.leaf(Value::Global(a, b))?,
                     _ => return Err("STACK_GLOBAL needs two strings".into()),
                 }
             }
             b't' => {
-                let items = pop_mark(&mut stack)?;
-                stack.push(Value::Tuple(items));
+                let items = m.pop_mark()?;
+                m.push_container(Value::Tuple, items)?;
             }
             0x85 => {
-                let a = pop(&mut stack)?;
-                stack.push(Value::Tuple(vec![a]));
+                let a = m.pop()?;
+                m.push_container(Value::Tuple, vec![a])?;
             }
             0x86 => {
-                let b = pop(&mut stack)?;
-                let a = pop(&mut stack)?;
-                stack.push(Value::Tuple(vec![a, b]));
+                let b = m.pop()?;
+                let a = m.pop()?;
+                m.push_container(Value::Tuple, vec![a, b])?;
             }
             0x87 => {
-                let c = pop(&mut stack)?;
-                let b = pop(&mut stack)?;
-                let a = pop(&mut stack)?;
-                stack.push(Value::Tuple(vec![a, b, c]));
+                let c = m.pop()?;
+                let b = m.pop()?;
+                let a = m.pop()?;
+                m.push_container(Value::Tuple, vec![a, b, c])?;
             }
             b'Q' => {
-                let pid = pop(&mut stack)?;
-                stack.push(persistent_load(pid)?);
+                let (pid, meta) = m.pop()?;
+                m.push(persistent_load(pid)?, meta)?;
             }
-            b'R' => {
-                let args = pop(&mut stack)?;
-                let callable = pop(&mut stack)?;
-                stack.push(reduce(callable, args)?);
-            }
-            0x81 => {
-                let args = pop(&mut stack)?;
-                let cls = pop(&mut stack)?;
-                stack.push(reduce(cls, args)?);
+            b'R' | 0x81 => {
+                let (args, am) = m.pop()?;
+                let (callable, cm) = m.pop()?;
+                m.push(reduce(callable, args)?, Machine::container(&[am, cm]))?;
             }
             b'b' => {
                 // BUILD: object state (e.g. a state dict's `_metadata`); not needed for weights.
-                pop(&mut stack)?;
+                m.pop()?;
             }
             b's' => {
-                let v = pop(&mut stack)?;
-                let k = pop(&mut stack)?;
-                match stack.last_mut() {
-                    Some(Value::Dict(d)) => d.push((k, v)),
+                let (v, vm) = m.pop()?;
+                let (k, km) = m.pop()?;
+                m.grow_top(&[km, vm])?;
+                match m.stack.last_mut() {
+                    Some((Value::Dict(d), _)) => d.push((k, v)),
                     _ => return Err("SETITEM on a non-dict".into()),
                 }
             }
             b'u' => {
-                let items = pop_mark(&mut stack)?;
-                match stack.last_mut() {
-                    Some(Value::Dict(d)) => {
-                        let mut it = items.into_iter();
+                let items = m.pop_mark()?;
+                let metas: Vec<Meta> = items.iter().map(|(_, x)| *x).collect();
+                m.grow_top(&metas)?;
+                match m.stack.last_mut() {
+                    Some((Value::Dict(d), _)) => {
+                        let mut it = items.into_iter().map(|(v, _)| v);
                         while let (Some(k), Some(v)) = (it.next(), it.next()) {
                             d.push((k, v));
                         }
@@ -290,21 +381,24 @@ pub(crate) fn load(data: &[u8]) -> Result<Value, String> {
                 }
             }
             b'a' => {
-                let v = pop(&mut stack)?;
-                match stack.last_mut() {
-                    Some(Value::List(l)) => l.push(v),
+                let (v, vm) = m.pop()?;
+                m.grow_top(&[vm])?;
+                match m.stack.last_mut() {
+                    Some((Value::List(l), _)) => l.push(v),
                     _ => return Err("APPEND on a non-list".into()),
                 }
             }
             b'e' => {
-                let items = pop_mark(&mut stack)?;
-                match stack.last_mut() {
-                    Some(Value::List(l)) => l.extend(items),
+                let items = m.pop_mark()?;
+                let metas: Vec<Meta> = items.iter().map(|(_, x)| *x).collect();
+                m.grow_top(&metas)?;
+                match m.stack.last_mut() {
+                    Some((Value::List(l), _)) => l.extend(items.into_iter().map(|(v, _)| v)),
                     _ => return Err("APPENDS on a non-list".into()),
                 }
             }
             b'0' => {
-                pop(&mut stack)?;
+                m.pop()?;
             }
             other => return Err(format!("unsupported pickle opcode 0x{other:02x} at byte {}", r.pos - 1)),
         }
@@ -323,5 +417,55 @@ pub(crate) fn flatten_tensors(value: Value, prefix: &str, out: &mut Vec<(String,
             }
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Defect D1 (issue 26): 300 bytes whose memo doubles a value 40 times grew to 7.8 GB and
+    /// aborted; now the copies are counted and it is refused at once.
+    #[test]
+    fn memo_amplification_is_refused() {
+        let mut p = b"\x80\x02)q\x00".to_vec();
+        for i in 0..40u8 {
+            p.extend_from_slice(&[b'h', i, b'h', i, 0x86, b'q', i + 1]);
+        }
+        p.extend_from_slice(b"0}.");
+        let started = std::time::Instant::now();
+        let e = load(&p).unwrap_err();
+        assert!(e.contains("memo amplification"), "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        // A few legitimate reuses (as torch.save memoizes storage tuples and strings) still load.
+        let ok = b"\x80\x02}X\x01\x00\x00\x00aq\x00K\x01sh\x00K\x02s.";
+        assert!(matches!(load(ok).unwrap(), Value::Dict(d) if d.len() == 2));
+    }
+
+    /// Defect D2 (issue 26): 10^6 nested TUPLE1 (1 MB) or 3x10^5 nested dicts overflowed the
+    /// stack (SIGABRT); nesting is now bounded while it is built.
+    #[test]
+    fn deep_nesting_is_refused() {
+        let mut tuples = b"\x80\x02N".to_vec();
+        tuples.extend(std::iter::repeat_n(0x85u8, 1_000_000));
+        tuples.push(b'.');
+        assert!(load(&tuples).unwrap_err().contains("deeper than 512"));
+        // {"k": {"k": ... {"k": None}}}: 300,000 dicts and keys pushed, then SETITEMs from the
+        // innermost out.
+        let mut nested = b"\x80\x02".to_vec();
+        for _ in 0..300_000 {
+            nested.extend_from_slice(b"}X\x01\x00\x00\x00k");
+        }
+        nested.push(b'N');
+        nested.extend(std::iter::repeat_n(b's', 300_000));
+        nested.push(b'.');
+        assert!(load(&nested).unwrap_err().contains("deeper than 512"));
+        // Lists through APPEND.
+        let mut lists = b"\x80\x02".to_vec();
+        lists.extend(std::iter::repeat_n(b']', 100_000));
+        lists.push(b'N');
+        lists.extend(std::iter::repeat_n(b'a', 100_000));
+        lists.push(b'.');
+        assert!(load(&lists).unwrap_err().contains("deeper than 512"));
     }
 }

@@ -68,11 +68,20 @@ pub(crate) fn entries(path: &Path, file_len: usize) -> Result<Vec<(String, RawEn
                 ),
             ));
         }
-        let numel: usize = t.shape.iter().product();
+        // Every size from the pickle is checked arithmetic: a forged offset or shape must not wrap
+        // around (release builds have no overflow checks) into another tensor's bytes.
         let size = t.dtype.size();
-        let begin = t.offset * size;
-        let nbytes = numel * size;
-        if begin + nbytes > storage_len || storage_offset + storage_len > file_len {
+        let span = t.shape.iter().try_fold(size, |n, &d| n.checked_mul(d)).and_then(|nbytes| {
+            let begin = t.offset.checked_mul(size)?;
+            Some((begin, nbytes, begin.checked_add(nbytes)?))
+        });
+        let Some((begin, nbytes, end)) = span else {
+            return Err(LoadError::format(
+                path,
+                format!("tensor `{name}`: storage offset {} with shape {:?} overflows the address space", t.offset, t.shape),
+            ));
+        };
+        if end > storage_len || storage_offset.checked_add(storage_len).is_none_or(|e| e > file_len) {
             return Err(LoadError::format(
                 path,
                 format!("truncated file: tensor `{name}` lies beyond the end of its storage"),
@@ -101,4 +110,49 @@ fn is_contiguous(shape: &[usize], stride: &[usize]) -> bool {
         expected *= dim;
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    /// A `torch.save` zip of one float32 tensor `w` of shape [2] with the storage offset given as
+    /// LONG1 bytes (little-endian two's complement), over a 4-float storage.
+    fn checkpoint(dir: &std::path::Path, offset: &[u8]) -> std::path::PathBuf {
+        let mut p: Vec<u8> = b"\x80\x02}X\x01\x00\x00\x00wctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x04tQ".to_vec();
+        p.push(0x8a);
+        p.push(offset.len() as u8);
+        p.extend_from_slice(offset);
+        p.extend_from_slice(b"K\x02\x85K\x01\x85\x89ccollections\nOrderedDict\n)RtRs.");
+        let path = dir.join(format!("offset-{}.pth", offset.iter().map(|b| format!("{b:02x}")).collect::<String>()));
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+        let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        zip.start_file("archive/data.pkl", options).unwrap();
+        zip.write_all(&p).unwrap();
+        zip.start_file("archive/data/0", options).unwrap();
+        zip.write_all(&[1f32, 2., 3., 4.].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>()).unwrap();
+        zip.finish().unwrap();
+        path
+    }
+
+    /// Defect D3 (issue 26): a negative or huge storage offset used to be accepted (-1 read the 4
+    /// bytes before the storage; +-2^62 wrapped around to 0). Now each is refused by name, and the
+    /// offsets that fit still read the right values.
+    #[test]
+    fn forged_storage_offsets_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let entries = |offset: &[u8]| super::entries(&checkpoint(dir.path(), offset), usize::MAX);
+        let ok = entries(&[2]).unwrap();
+        assert_eq!(ok[0].1.nbytes, 8);
+        let first = entries(&[0]).unwrap()[0].1.offset;
+        assert_eq!(ok[0].1.offset, first + 8, "offset 2 floats");
+        assert!(entries(&[3]).unwrap_err().to_string().contains("beyond the end of its storage"));
+        let negative = entries(&[0xff]).unwrap_err().to_string();
+        assert!(negative.contains("offset -1 is negative"), "{negative}");
+        let huge = (1i64 << 62).to_le_bytes();
+        let e = entries(&huge).unwrap_err().to_string();
+        assert!(e.contains("overflows") || e.contains("beyond"), "{e}");
+        let e = entries(&(-(1i64 << 62)).to_le_bytes()).unwrap_err().to_string();
+        assert!(e.contains("negative"), "{e}");
+    }
 }

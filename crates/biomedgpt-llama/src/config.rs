@@ -151,6 +151,31 @@ impl LlamaConfig {
         if self.head_dim() % 2 != 0 {
             return Err(format!("head_dim {} must be even for rotary embeddings", self.head_dim()));
         }
+        // Ranges (issue 26, D8): a negative or zero theta gives NaN rotary frequencies and
+        // silently different answers; sizes past these are typos or forgeries, refused before
+        // anything is allocated.
+        let theta = self.rope_theta();
+        if !(theta.is_finite() && theta > 0.0) {
+            return Err(format!("rope_theta must be a positive number, not {theta}"));
+        }
+        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0) {
+            return Err(format!("rms_norm_eps must be a positive number, not {}", self.rms_norm_eps));
+        }
+        const MAX_SIZE: usize = 1 << 20;
+        for (name, v) in [
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("max_position_embeddings", self.max_position_embeddings),
+        ] {
+            if v == 0 || v > MAX_SIZE {
+                return Err(format!("{name} {v} is out of range (1 to {MAX_SIZE})"));
+            }
+        }
+        if self.vocab_size == 0 || self.vocab_size > 1 << 24 {
+            return Err(format!("vocab_size {} is out of range (1 to {})", self.vocab_size, 1 << 24));
+        }
         self.rope_kind()?;
         Ok(())
     }
@@ -252,6 +277,25 @@ mod tests {
     fn bad_gqa_ratio_is_rejected() {
         let text = MINIMAL.replace("\"vocab_size\"", "\"num_key_value_heads\": 3, \"vocab_size\"");
         assert!(LlamaConfig::from_json(&text).unwrap_err().contains("num_key_value_heads"));
+    }
+
+    /// Defect D8 (issue 26) and its kin: values out of range are refused by name.
+    #[test]
+    fn out_of_range_values_are_refused() {
+        for (field, value, needle) in [
+            ("rope_theta", "-1", "rope_theta must be a positive number"),
+            ("rope_theta", "0", "rope_theta must be a positive number"),
+            ("rms_norm_eps", "-1e-6", "rms_norm_eps must be a positive number"),
+            ("max_position_embeddings", "0", "max_position_embeddings 0 is out of range"),
+            ("intermediate_size", "1000000000000", "intermediate_size 1000000000000 is out of range"),
+            ("num_hidden_layers", "100000000", "num_hidden_layers 100000000 is out of range"),
+        ] {
+            let text = MINIMAL.replace(&format!("\"{field}\": "), "\"ignored\": ").replace("\"vocab_size\"", &format!("\"{field}\": {value}, \"vocab_size\""));
+            let err = LlamaConfig::from_json(&text).unwrap_err();
+            assert!(err.contains(needle), "{field} {value}: {err}");
+        }
+        let err = LlamaConfig::from_json(&MINIMAL.replace("\"vocab_size\": 100", "\"vocab_size\": 1099511627776")).unwrap_err();
+        assert!(err.contains("vocab_size 1099511627776 is out of range"), "{err}");
     }
 
     #[test]

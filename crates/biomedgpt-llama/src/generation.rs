@@ -72,6 +72,9 @@ pub enum GenerationError {
     TooLong { prompt: usize, new: usize, max: usize },
 }
 
+/// The most beams a beam search may keep.
+pub const MAX_BEAMS: usize = 64;
+
 impl GenerationConfig {
     pub fn validate(&self) -> Result<(), GenerationError> {
         let bad = |m: &str| Err(GenerationError::Invalid(m.to_string()));
@@ -95,6 +98,10 @@ impl GenerationConfig {
                 Ok(())
             }
             Strategy::Beam { num_beams, .. } if *num_beams == 0 => bad("num_beams must be at least 1"),
+            // Each beam holds a cache and a row of scores per step; past this, a typo (100000)
+            // would allocate gigabytes before the first token.
+            Strategy::Beam { num_beams, .. } if *num_beams > MAX_BEAMS => Err(GenerationError::Invalid(format!("num_beams must be at most {MAX_BEAMS}, not {num_beams}"))),
+            Strategy::Beam { length_penalty, .. } if !length_penalty.is_finite() => Err(GenerationError::Invalid(format!("length penalty must be a finite number, not {length_penalty}"))),
             Strategy::Beam { .. } => Ok(()),
         }
     }
@@ -508,6 +515,25 @@ fn beam_search(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Defects D5 and D10 (issue 26): `--num-beams 100000` aborted allocating 3.3 GB and a NaN
+    /// length penalty was accepted; both are refused by name before any work.
+    #[test]
+    fn beam_settings_are_bounded() {
+        let config = |num_beams, length_penalty| GenerationConfig {
+            max_new_tokens: 5,
+            strategy: Strategy::Beam { num_beams, length_penalty, early_stopping: EarlyStopping::False },
+            repetition_penalty: 1.0,
+            eos_token_ids: vec![2],
+        };
+        assert!(config(64, 1.0).validate().is_ok());
+        let e = config(100_000, 1.0).validate().unwrap_err().to_string();
+        assert!(e.contains("at most 64") && e.contains("100000"), "{e}");
+        for lp in [f32::NAN, f32::INFINITY] {
+            let e = config(4, lp).validate().unwrap_err().to_string();
+            assert!(e.contains("length penalty must be a finite number"), "{e}");
+        }
+    }
 
     #[test]
     fn repetition_penalty_hf_semantics() {

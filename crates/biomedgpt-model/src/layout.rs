@@ -48,6 +48,30 @@ pub struct Settings {
     pub encoder_weights: Option<PathBuf>,
 }
 
+impl Settings {
+    /// Values that would load but silently change what the model sees (issue 26, D9: a
+    /// `max_protein_tokens` of 0 dropped every protein).
+    pub fn validate(&self) -> Result<(), String> {
+        // `<cls>`, one residue, `<eos>`.
+        if let Some(n) = self.max_protein_tokens
+            && n < 3
+        {
+            return Err(format!("max_protein_tokens must be at least 3 (<cls>, a residue, <eos>), not {n}"));
+        }
+        for (name, v) in [("gin_num_layer", self.gin_num_layer), ("gin_emb_dim", self.gin_emb_dim)] {
+            if v == Some(0) {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
+        if let Some(lora) = &self.lora
+            && (lora.rank == 0 || !lora.alpha.is_finite())
+        {
+            return Err(format!("lora: rank must be at least 1 and alpha a finite number (rank {}, alpha {})", lora.rank, lora.alpha));
+        }
+        Ok(())
+    }
+}
+
 /// `"lora": {"weights": "lora.safetensors", "rank": 8, "alpha": 16}`; the file holds
 /// `model.layers.{i}.self_attn.{q,k,v,o}_proj.lora_A.weight` `[rank, in]` and `lora_B.weight`
 /// `[out, rank]` (PEFT's shapes, without PEFT's `base_model.model.` prefix).
@@ -99,7 +123,9 @@ impl Layout {
         let settings: Settings = if settings_path.is_file() {
             let text = std::fs::read_to_string(&settings_path)
                 .map_err(|e| ModelError::Layout(format!("cannot read {}: {e}", settings_path.display())))?;
-            serde_json::from_str(&text).map_err(|e| ModelError::Layout(format!("{}: {e}", settings_path.display())))?
+            let settings: Settings = serde_json::from_str(&text).map_err(|e| ModelError::Layout(format!("{}: {e}", settings_path.display())))?;
+            settings.validate().map_err(|e| ModelError::Layout(format!("{}: {e}", settings_path.display())))?;
+            settings
         } else {
             Settings::default()
         };
@@ -185,4 +211,19 @@ fn gguf_model(path: &Path) -> Option<PathBuf> {
     let mut found = std::fs::read_dir(path).ok()?.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "gguf"));
     let first = found.next()?;
     found.next().is_none().then_some(first)
+}
+
+#[cfg(test)]
+mod settings_tests {
+    use super::*;
+
+    #[test]
+    fn settings_out_of_range_are_refused() {
+        let parse = |t: &str| serde_json::from_str::<Settings>(t).unwrap().validate();
+        assert!(parse(r#"{"max_protein_tokens": 1024}"#).is_ok());
+        let e = parse(r#"{"max_protein_tokens": 0}"#).unwrap_err();
+        assert!(e.contains("max_protein_tokens must be at least 3"), "{e}");
+        assert!(parse(r#"{"gin_emb_dim": 0}"#).unwrap_err().contains("gin_emb_dim"));
+        assert!(parse(r#"{"lora": {"weights": "l.safetensors", "rank": 0, "alpha": 16}}"#).unwrap_err().contains("rank"));
+    }
 }
