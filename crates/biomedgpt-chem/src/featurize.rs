@@ -15,6 +15,40 @@ pub enum FeaturizeError {
     BondType { smiles: String, bond: usize, begin: u32, end: u32, kind: &'static str },
     #[error("SMILES `{smiles}`: bond {bond} ({begin}-{end}) has direction {dir}, which the model cannot represent (it knows none, end-up-right, end-down-right)")]
     BondDir { smiles: String, bond: usize, begin: u32, end: u32, dir: &'static str },
+    #[error("SMILES of {atoms} atoms: at most {max} are read (BioMedGPT's reference graphs hold 256; RDKit's stereo perception grows faster than linearly, 5,000 atoms took over a minute)")]
+    TooLarge { atoms: usize, max: usize },
+}
+
+/// Most atoms of a SMILES given to RDKit (about a second of parsing).
+pub const MAX_ATOMS: usize = 1000;
+
+/// The atoms a SMILES writes, counted from its characters without RDKit: a bracket atom, an
+/// organic-subset element (`Cl` and `Br` one atom), an aromatic one, or `*`.
+pub fn count_atoms(smiles: &str) -> usize {
+    let b = smiles.as_bytes();
+    let (mut n, mut i) = (0, 0);
+    while i < b.len() {
+        match b[i] {
+            b'[' => {
+                n += 1;
+                while i < b.len() && b[i] != b']' {
+                    i += 1;
+                }
+            }
+            b'C' if b.get(i + 1) == Some(&b'l') => {
+                n += 1;
+                i += 1;
+            }
+            b'B' if b.get(i + 1) == Some(&b'r') => {
+                n += 1;
+                i += 1;
+            }
+            c if c.is_ascii_uppercase() || matches!(c, b'b' | b'c' | b'n' | b'o' | b'p' | b's' | b'*') => n += 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    n
 }
 
 // RDKit 2022.09 enum values (GraphMol/Atom.h, GraphMol/Bond.h).
@@ -53,6 +87,11 @@ fn bond_dir_index(rdkit: i32) -> Result<u8, &'static str> {
 /// Parses `smiles` with RDKit's default sanitization into a [`Molecule`]: node `i` is RDKit's
 /// atom `i`, edge `k` its bond `k`. Tags and bonds the model has no index for are errors here.
 pub fn parse_molecule(smiles: &str) -> Result<Molecule, FeaturizeError> {
+    // Bounded before RDKit sees it (issue 26, D6).
+    let atoms = count_atoms(smiles);
+    if atoms > MAX_ATOMS {
+        return Err(FeaturizeError::TooLarge { atoms, max: MAX_ATOMS });
+    }
     let raw = ffi::parse_smiles(smiles).map_err(|e| FeaturizeError::Invalid {
         smiles: smiles.to_string(),
         reason: clean_reason(e.what()),
@@ -90,6 +129,24 @@ pub(crate) fn clean_reason(raw: &str) -> String {
         .filter(|l| !l.is_empty())
         .collect();
     if lines.is_empty() { "RDKit could not parse it".into() } else { lines.join("; ") }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    #[test]
+    fn atoms_are_counted_and_huge_molecules_refused_fast() {
+        assert_eq!(count_atoms("CC(=O)Oc1ccccc1C(=O)O"), 13);
+        assert_eq!(count_atoms("ClCBr"), 3);
+        assert_eq!(count_atoms("[NH4+].[Cl-]"), 2);
+        assert_eq!(count_atoms("C1CC[C@H](N)C1"), 6);
+        let started = std::time::Instant::now();
+        let e = featurize(&"C".repeat(5000)).unwrap_err().to_string();
+        assert!(e.contains("5000 atoms") && e.contains("at most 1000"), "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_millis(100));
+        assert_eq!(featurize(&"C".repeat(300)).unwrap().num_atoms(), 300);
+    }
 }
 
 #[cfg(test)]

@@ -321,6 +321,27 @@ pub fn merge(args: ConvertArgs) -> Result<()> {
     convert(args, true)
 }
 
+/// The configs the output copies must load as `ask` loads them (issue 26, D11: a truncated
+/// config.json or a hidden_size of 10^12 was copied and reported as converted): every config
+/// parses with its ranges checked, and the LLM's sizes match its embedding weights.
+fn check_configs(layout: &Layout, ckpt: &Checkpoint) -> Result<()> {
+    let path = layout.llm.join("config.json");
+    let config = LlamaConfig::from_file(&path).with_context(|| format!("{}: not a loadable LLaMA config", path.display()))?;
+    let embed = "llm.model.embed_tokens.weight";
+    if let Some(info) = ckpt.info(embed)
+        && info.shape.get(1) != Some(&config.hidden_size)
+    {
+        bail!("{}: hidden_size {} does not match the weights' `{embed}` of shape {:?}", path.display(), config.hidden_size, info.shape);
+    }
+    if let Some(esm) = &layout.esm {
+        let path = esm.join("config.json");
+        if path.is_file() {
+            biomedgpt_esm::EsmConfig::from_file(&path).map_err(|e| anyhow::anyhow!("{}: not a loadable ESM-2 config: {e}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
 fn convert(args: ConvertArgs, must_merge: bool) -> Result<()> {
     let dtype: FloatType = args.dtype.parse().map_err(|e: String| anyhow::anyhow!("--dtype: {e}, or a GGUF mix ({})", biomedgpt_llama::gguf_export::QuantMix::NAMES))?;
     let layout = Layout::resolve(&args.model)?;
@@ -331,6 +352,7 @@ fn convert(args: ConvertArgs, must_merge: bool) -> Result<()> {
         bail!("{} exists and is not empty", args.out.display());
     }
     let ckpt = Checkpoint::open(fused)?;
+    check_configs(&layout, &ckpt)?;
     let overlays = Overlays::open(&layout)?;
     if must_merge && overlays.is_empty() {
         bail!("{} has no LoRA factors or trained weights to merge (its biomedgpt.json names none)", args.model.display());

@@ -253,8 +253,15 @@ fn protein(args: ProteinArgs) -> Result<()> {
                 .zip(features)
                 .map(|((id, _), f)| {
                     let mut name: String = id.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect();
+                    let first = name.clone();
                     while !seen.insert(name.clone()) {
                         name.push('_');
+                    }
+                    // Issue 26, D12: say so when a record's array is not named after its id.
+                    if name != first {
+                        eprintln!("warning: FASTA id `{id}` is already taken in {} (ids are arrays named by their letters, digits and ._-): this record's array is `{name}`", args.out.display());
+                    } else if name != *id {
+                        eprintln!("warning: FASTA id `{id}` is stored as array `{name}` (.npz names keep letters, digits and ._-)");
                     }
                     (name, vec![f.rows, f.hidden], f.values)
                 })

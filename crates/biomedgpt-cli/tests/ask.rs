@@ -192,3 +192,36 @@ fn ask_without_a_model_answers_with_the_demo_and_says_so() {
     let answer: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
     assert!(!answer["answer"].as_str().unwrap().trim().is_empty());
 }
+
+/// Issue 26, D11: `convert` reported success for a truncated config.json or a hidden_size of
+/// 10^12, and the output could not be loaded; the configs are now checked as `ask` reads them.
+#[test]
+fn convert_refuses_configs_ask_cannot_load() {
+    let base = std::env::temp_dir().join(format!("biomedgpt-convert-bad-{}", std::process::id()));
+    let tiny = fixtures().join("tiny");
+    let config = std::fs::read_to_string(tiny.join("llm/config.json")).unwrap();
+    let huge = {
+        let mut v: serde_json::Value = serde_json::from_str(&config).unwrap();
+        v["hidden_size"] = serde_json::json!(1_000_000_000_000u64);
+        v.to_string()
+    };
+    for (case, text, needle) in [("truncated", config[..config.len() / 2].to_string(), "not a loadable LLaMA config"), ("huge", huge, "out of range")] {
+        let dir = base.join(case);
+        std::fs::create_dir_all(dir.join("llm")).unwrap();
+        for f in ["biomedgpt.json", "biomedgpt_10b.pth"] {
+            std::fs::copy(tiny.join(f), dir.join(f)).unwrap();
+        }
+        std::fs::create_dir_all(dir.join("esm")).unwrap();
+        for f in ["config.json", "vocab.txt"] {
+            std::fs::copy(tiny.join("esm").join(f), dir.join("esm").join(f)).unwrap();
+        }
+        std::fs::copy(tiny.join("llm/tokenizer.json"), dir.join("llm/tokenizer.json")).unwrap();
+        std::fs::write(dir.join("llm/config.json"), text).unwrap();
+        let out = base.join(format!("{case}-out"));
+        let (ok, _, stderr) = biomedgpt(&["convert", "--model", dir.to_str().unwrap(), "--out", out.to_str().unwrap(), "--dtype", "f16"]);
+        assert!(!ok, "{case}: convert accepted it");
+        assert!(stderr.contains(needle) && stderr.contains("config.json"), "{case}: {stderr}");
+        assert!(!out.join("model.safetensors.index.json").exists(), "{case}: output written");
+    }
+    std::fs::remove_dir_all(&base).ok();
+}

@@ -148,3 +148,22 @@ fn molecule_embeddings_read_the_fused_checkpoint_prefix() {
     let (shape, _) = npy::read_f32(&std::fs::read(&out).unwrap()).unwrap();
     assert_eq!(shape, vec![1, 32]);
 }
+
+/// Issue 26, D12: with `--pool none`, a duplicate FASTA id used to become `a_` in the .npz
+/// without a word; it still does (no record is lost), and the warning names both.
+#[test]
+fn duplicate_fasta_ids_are_reported() {
+    let dir = esm_fixture("t2_h4_safetensors");
+    let fasta = tmp("dup.fasta");
+    std::fs::write(&fasta, ">a\nMKTAYIAK\n>a\nMKTAYIAKQR\n>b c\nMKT\n").unwrap();
+    let npz = tmp("dup.npz");
+    let (ok, err) = run(&["embed", "protein", "--model", dir.to_str().unwrap(), "--fasta", fasta.to_str().unwrap(), "--pool", "none", "--out", npz.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(err.contains("FASTA id `a` is already taken") && err.contains("array is `a_`"), "{err}");
+    let bytes = std::fs::read(&npz).unwrap();
+    for name in ["a.npy", "a_.npy"] {
+        assert!(bytes.windows(name.len()).any(|w| w == name.as_bytes()), "{name} missing");
+    }
+    let _ = std::fs::remove_file(fasta);
+    let _ = std::fs::remove_file(npz);
+}

@@ -63,6 +63,20 @@ fn score_prints_the_reference_metrics_of_the_fixture() {
     assert!(!ok && stderr.contains("wordnet-base"), "{stderr}");
 }
 
+/// Issue 26, D7: a 50k-word line took 13 s (a 50 MB one minutes and 3.5 GB); lines past the
+/// bound are refused at once, naming the line.
+#[test]
+fn score_refuses_overlong_lines() {
+    let dir = temp_dir("overlong");
+    let path = dir.join("long.jsonl");
+    let long = "word ".repeat(50_000);
+    std::fs::write(&path, format!("{{\"prediction\": \"a b\", \"reference\": \"a b\"}}\n{{\"prediction\": \"{long}\", \"reference\": \"x\"}}\n")).unwrap();
+    let started = std::time::Instant::now();
+    let (ok, _, stderr) = biomedgpt(&["score", "--predictions", path.to_str().unwrap()]);
+    assert!(!ok && stderr.contains("long.jsonl:2") && stderr.contains("50000 words"), "{stderr}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
+
 #[test]
 fn retrieval_baseline_resumes_an_interrupted_run_to_the_same_predictions() {
     let dir = temp_dir("resume");
