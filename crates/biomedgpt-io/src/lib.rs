@@ -22,6 +22,26 @@ mod safetensors_file;
 pub mod safetensors_writer;
 mod torch_zip;
 
+/// Byte-level entry points of the readers, for the fuzz targets (`crates/biomedgpt-fuzz`).
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Runs the pickle machine over `data` (a `data.pkl`); `Err` for anything it refuses.
+    pub fn pickle(data: &[u8]) -> Result<(), String> {
+        crate::pickle::load(data).map(drop)
+    }
+
+    /// Reads a safetensors header from a whole file's bytes.
+    pub fn safetensors(data: &[u8]) -> Result<usize, crate::LoadError> {
+        crate::safetensors_file::entries(std::path::Path::new("fuzz.safetensors"), data).map(|e| e.len())
+    }
+
+    /// Reads a PyTorch zip checkpoint's tensor list from a file.
+    pub fn torch_zip(path: &std::path::Path) -> Result<usize, crate::LoadError> {
+        let len = std::fs::metadata(path).map_err(|e| crate::LoadError::io(path, e))?.len() as usize;
+        crate::torch_zip::entries(path, len).map(|e| e.len())
+    }
+}
+
 pub use checkpoint::{Checkpoint, KeyRename, TensorInfo, WeightView};
 pub use dtype::{FloatType, SourceDType};
 pub use error::LoadError;
