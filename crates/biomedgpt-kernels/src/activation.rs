@@ -1,8 +1,8 @@
 //! Activations and normalization with vector kernels on the CPU backend.
 //!
 //! Burn 0.22's CPU `gelu` evaluates libm's scalar `erff` per element, 7% of ESM-2's time at
-//! 1024 residues. Here plain f32 tensors on that backend get an AVX-512 erf (the rational
-//! approximation Eigen and XLA use for f32, within a few f32 ulps). LLaMA's `silu(gate) * up`
+//! 1024 residues. Here plain f32 tensors on that backend get a vector erf (AVX-512 or AVX2; the
+//! rational approximation Eigen and XLA use for f32, within a few f32 ulps). LLaMA's `silu(gate) * up`
 //! and RMSNorm are one pass each instead of Burn's four to nine element-wise passes (each
 //! allocating), with the roundings of the model dtype where PyTorch rounds. Anything else
 //! (autodiff, other backends, other dtypes) goes to Burn's ops.
@@ -18,7 +18,7 @@ use crate::flex::contiguous_flex;
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     #[cfg(target_arch = "x86_64")]
     {
-        if x.dtype() == DType::F32 && crate::isa::current() >= crate::isa::Isa::Avx512 {
+        if x.dtype() == DType::F32 && crate::isa::current() >= crate::isa::Isa::Avx2 {
             if let Ok(t) = x.clone().try_into_primitive::<Flex>() {
                 drop(x); // so that the storage is ours alone and updated in place
                 return Tensor::from_primitive::<Flex>(gelu_flex(t));
@@ -33,9 +33,12 @@ fn gelu_flex(t: FlexTensor) -> FlexTensor {
     // In place when the storage is exactly this tensor's and no one else's.
     let whole = t.is_contiguous() && t.storage::<f32>().len() == t.layout().shape().num_elements();
     let mut t = if whole && t.is_unique() { t } else { t.to_contiguous() };
+    let avx512 = crate::isa::current() >= crate::isa::Isa::Avx512;
     t.storage_mut::<f32>().par_chunks_mut(1 << 14).for_each(|chunk| {
-        // SAFETY: AVX-512F was checked by the caller.
-        unsafe { x86::gelu_in_place(chunk) }
+        // SAFETY: AVX-512F, or AVX2 and FMA (the caller checked the avx2 level).
+        unsafe {
+            if avx512 { x86::gelu_in_place(chunk) } else { x86::gelu_in_place_avx2(chunk) }
+        }
     });
     t
 }
@@ -170,11 +173,10 @@ fn rms_norm_rows<T: Float>(x: &[T], weight: &[T], eps: f32) -> Vec<T> {
         row32.resize(size, 0.0);
         for (out, x) in out.chunks_exact_mut(size).zip(x.chunks_exact(size)) {
             widen(x, row32);
-            let mean = sum_of_squares(row32) / size as f32;
-            let inv = 1.0 / (mean + eps).sqrt();
-            row32.iter_mut().for_each(|v| *v *= inv);
+            let inv = 1.0 / (mean_of_squares(row32) + eps).sqrt();
+            scale_in_place(row32, inv);
             T::round(row32, scratch);
-            row32.iter_mut().zip(&w32).for_each(|(v, w)| *v *= w);
+            mul_in_place(row32, &w32);
             T::narrow(row32, out);
         }
     };
@@ -187,8 +189,36 @@ fn rms_norm_rows<T: Float>(x: &[T], weight: &[T], eps: f32) -> Vec<T> {
     out
 }
 
+/// `Σ v² / n`, compiled for the widest vector unit the CPU has (the lanes and the order of the
+/// sums are the same at every width, so the result is too).
+fn mean_of_squares(values: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::isa::{Isa, current};
+        // SAFETY (both): the CPU supports the level (checked).
+        if current() >= Isa::Avx512 {
+            return unsafe { x86::sum_of_squares_avx512(values) } / values.len() as f32;
+        }
+        if current() >= Isa::Avx2 {
+            return unsafe { x86::sum_of_squares_avx2(values) } / values.len() as f32;
+        }
+    }
+    sum_of_squares(values) / values.len() as f32
+}
+
+/// `v *= s` and `v *= w` element-wise; plain loops that vectorize at SSE2 width here and at the
+/// caller's width when inlined into a wider function.
+fn scale_in_place(values: &mut [f32], s: f32) {
+    values.iter_mut().for_each(|v| *v *= s);
+}
+
+fn mul_in_place(values: &mut [f32], w: &[f32]) {
+    values.iter_mut().zip(w).for_each(|(v, w)| *v *= w);
+}
+
 /// `Σ v²` in 16 f32 lanes (as PyTorch's vectorized reduction does), not one dependent chain of
 /// scalar additions: that chain (4 cycles per element) was all of RMSNorm's time.
+#[inline(always)]
 fn sum_of_squares(values: &[f32]) -> f32 {
     const LANES: usize = 16;
     let mut lanes = [0f32; LANES];
@@ -210,14 +240,60 @@ fn silu_in_place(values: &mut [f32]) {
             // SAFETY: the CPU supports AVX-512F (checked above).
             return unsafe { x86::silu_in_place(values) };
         }
+        if crate::isa::current() >= crate::isa::Isa::Avx2 {
+            // SAFETY: the CPU supports AVX2 and FMA (checked above).
+            return unsafe { x86::silu_in_place_avx2(values) };
+        }
     }
     values.iter_mut().for_each(|x| *x /= 1.0 + (-*x).exp());
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use crate::math::x86::{erf, exp16};
+    use crate::math::x86::{erf, erf8, exp8, exp16, map8_in_place};
     use std::arch::x86_64::*;
+
+    /// [`super::sum_of_squares`] compiled for AVX-512 and for AVX2.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F (AVX2).
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn sum_of_squares_avx512(values: &[f32]) -> f32 {
+        super::sum_of_squares(values)
+    }
+
+    /// See [`sum_of_squares_avx512`].
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn sum_of_squares_avx2(values: &[f32]) -> f32 {
+        super::sum_of_squares(values)
+    }
+
+    /// [`gelu_in_place`] over 8 lanes.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn gelu_in_place_avx2(values: &mut [f32]) {
+        let half = _mm256_set1_ps(0.5);
+        let one = _mm256_set1_ps(1.0);
+        let rsqrt2 = _mm256_set1_ps(std::f32::consts::FRAC_1_SQRT_2);
+        // SAFETY: the caller guarantees AVX2 and FMA.
+        unsafe { map8_in_place(values, |x| _mm256_mul_ps(_mm256_mul_ps(half, x), _mm256_add_ps(one, erf8(_mm256_mul_ps(x, rsqrt2))))) }
+    }
+
+    /// [`silu_in_place`] over 8 lanes.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn silu_in_place_avx2(values: &mut [f32]) {
+        let one = _mm256_set1_ps(1.0);
+        // SAFETY: the caller guarantees AVX2 and FMA.
+        unsafe { map8_in_place(values, |x| _mm256_div_ps(x, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), x))))) }
+    }
 
     /// # Safety
     /// The CPU must support AVX-512F.
@@ -341,6 +417,36 @@ mod tests {
                     };
                     assert_eq!(ours[i], want, "{dtype:?} [{i}]");
                 }
+            }
+        }
+    }
+
+    /// Each vector width this CPU has (whatever `BIOMEDGPT_CPU_ISA` says) against the f64
+    /// definitions, on a length with a tail shorter than either width.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn gelu_and_silu_at_every_width_equal_the_f64_definitions() {
+        use crate::isa::Isa;
+        let xs: Vec<f32> = (0..20003).map(|i| (i as f32 - 10000.0) / 1000.0).collect();
+        type InPlace = unsafe fn(&mut [f32]);
+        let mut paths: Vec<(&str, InPlace, InPlace)> = Vec::new();
+        if Isa::Avx512.supported() {
+            paths.push(("avx512", x86::gelu_in_place, x86::silu_in_place));
+        }
+        if Isa::Avx2.supported() {
+            paths.push(("avx2", x86::gelu_in_place_avx2, x86::silu_in_place_avx2));
+        }
+        for (name, gelu, silu) in paths {
+            let (mut g, mut s) = (xs.clone(), xs.clone());
+            // SAFETY: only the levels this CPU supports.
+            unsafe { gelu(&mut g) };
+            unsafe { silu(&mut s) };
+            for (i, &x) in xs.iter().enumerate() {
+                let x64 = x as f64;
+                let want = 0.5 * x64 * (1.0 + libm::erf(x64 / std::f64::consts::SQRT_2));
+                assert!((g[i] as f64 - want).abs() <= 2e-7 * x64.abs().max(1e-3), "{name} gelu({x}) = {}, expected {want}", g[i]);
+                let want = x64 / (1.0 + (-x64).exp());
+                assert!((s[i] as f64 - want).abs() <= 4e-7 * want.abs().max(1e-3), "{name} silu({x}) = {}, expected {want}", s[i]);
             }
         }
     }

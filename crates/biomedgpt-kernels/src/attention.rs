@@ -334,11 +334,15 @@ fn exp_row(row: &mut [f32], scale: f32, bias: Option<&[f32]>) -> f32 {
             // SAFETY: the CPU supports AVX-512F (checked above).
             return unsafe { x86::exp_row(row, scale, bias) };
         }
+        if crate::isa::current() >= crate::isa::Isa::Avx2 {
+            // SAFETY: the CPU supports AVX2 and FMA (checked above).
+            return unsafe { x86::exp_row_avx2(row, scale, bias) };
+        }
     }
     exp_row_scalar(row, scale, bias)
 }
 
-/// The reference for the vector version, and the path on CPUs without AVX-512.
+/// The reference for the vector versions, and the path on CPUs without AVX2.
 pub fn exp_row_scalar(row: &mut [f32], scale: f32, bias: Option<&[f32]>) -> f32 {
     for (i, s) in row.iter_mut().enumerate() {
         *s = *s * scale + bias.map_or(0.0, |b| b[i]);
@@ -358,8 +362,57 @@ pub fn exp_row_scalar(row: &mut [f32], scale: f32, bias: Option<&[f32]>) -> f32 
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use crate::math::x86::exp16;
+    use crate::math::x86::{exp8, exp16, max8, sum8};
     use std::arch::x86_64::*;
+
+    /// [`exp_row`] over 8 lanes; the tail (under 8 scores) in a padded copy whose extra lanes
+    /// are `-inf` (no effect on the max, `exp` 0 in the sum).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn exp_row_avx2(row: &mut [f32], scale: f32, bias: Option<&[f32]>) -> f32 {
+        let n = row.len();
+        assert!(bias.is_none_or(|b| b.len() == n));
+        let whole = n / 8 * 8;
+        let mut tail = [f32::NEG_INFINITY; 8];
+        for i in whole..n {
+            tail[i - whole] = row[i] * scale + bias.map_or(0.0, |b| b[i]);
+        }
+        let tail_v = unsafe { _mm256_loadu_ps(tail.as_ptr()) };
+        let p = row.as_mut_ptr();
+        let rewrite = scale != 1.0 || bias.is_some();
+        let scale_v = _mm256_set1_ps(scale);
+        let mut max_v = tail_v;
+        // SAFETY (all blocks): every access is below `whole` <= `n`.
+        for i in (0..whole).step_by(8) {
+            let mut s = unsafe { _mm256_loadu_ps(p.add(i)) };
+            if rewrite {
+                s = _mm256_mul_ps(s, scale_v);
+                if let Some(b) = bias {
+                    s = unsafe { _mm256_add_ps(s, _mm256_loadu_ps(b.as_ptr().add(i))) };
+                }
+                unsafe { _mm256_storeu_ps(p.add(i), s) };
+            }
+            max_v = _mm256_max_ps(max_v, s);
+        }
+        let max = max8(max_v);
+        if max == f32::NEG_INFINITY {
+            row.fill(0.0);
+            return 0.0;
+        }
+        let max_v = _mm256_set1_ps(max);
+        let tail_e = exp8(_mm256_sub_ps(tail_v, max_v));
+        let mut sum_v = tail_e;
+        for i in (0..whole).step_by(8) {
+            let e = exp8(_mm256_sub_ps(unsafe { _mm256_loadu_ps(p.add(i)) }, max_v));
+            unsafe { _mm256_storeu_ps(p.add(i), e) };
+            sum_v = _mm256_add_ps(sum_v, e);
+        }
+        unsafe { _mm256_storeu_ps(tail.as_mut_ptr(), tail_e) };
+        row[whole..].copy_from_slice(&tail[..n - whole]);
+        1.0 / sum8(sum_v)
+    }
 
     /// See [`super::exp_row`].
     ///
@@ -548,23 +601,42 @@ mod tests {
         }
     }
 
+    /// Every vector width this CPU has (AVX-512 and AVX2 here, whatever `BIOMEDGPT_CPU_ISA`
+    /// says) against the scalar reference.
     #[test]
     fn vector_exp_row_equals_the_scalar_one() {
-        for n in [1, 15, 16, 17, 100] {
-            let bias: Vec<f32> = values(n, 5).iter().enumerate().map(|(i, &x)| if i % 5 == 1 { f32::NEG_INFINITY } else { x }).collect();
-            for (scale, bias) in [(0.7, Some(bias.as_slice())), (1.0, None), (0.5, None)] {
-                let mut a = values(n, 6);
-                let mut b = a.clone();
-                let inv_a = exp_row(&mut a, scale, bias);
-                let inv_b = exp_row_scalar(&mut b, scale, bias);
-                assert!((inv_a - inv_b).abs() <= 1e-6 * inv_b, "n {n}: 1/sum {inv_a} vs {inv_b}");
-                for (x, y) in a.iter().zip(&b) {
-                    assert!((x - y).abs() <= 1e-6 * y.abs().max(1e-30) + 1e-9, "n {n}: {x} vs {y}");
-                }
+        type ExpRow = fn(&mut [f32], f32, Option<&[f32]>) -> f32;
+        let mut paths: Vec<(&str, ExpRow)> = vec![("dispatched", exp_row)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            use crate::isa::Isa;
+            // SAFETY (both): called only where the CPU supports the level.
+            if Isa::Avx512.supported() {
+                paths.push(("avx512", |r, s, b| unsafe { x86::exp_row(r, s, b) }));
+            }
+            if Isa::Avx2.supported() {
+                paths.push(("avx2", |r, s, b| unsafe { x86::exp_row_avx2(r, s, b) }));
             }
         }
-        let mut masked = vec![f32::NEG_INFINITY; 20];
-        assert_eq!(exp_row(&mut masked, 1.0, None), 0.0);
-        assert!(masked.iter().all(|&x| x == 0.0));
+        for (name, path) in paths {
+            for n in [1, 7, 8, 9, 15, 16, 17, 100] {
+                let bias: Vec<f32> = values(n, 5).iter().enumerate().map(|(i, &x)| if i % 5 == 1 { f32::NEG_INFINITY } else { x }).collect();
+                for (scale, bias) in [(0.7, Some(bias.as_slice())), (1.0, None), (0.5, None)] {
+                    let mut a = values(n, 6);
+                    let mut b = a.clone();
+                    let inv_a = path(&mut a, scale, bias);
+                    let inv_b = exp_row_scalar(&mut b, scale, bias);
+                    assert!((inv_a - inv_b).abs() <= 1e-6 * inv_b, "{name} n {n}: 1/sum {inv_a} vs {inv_b}");
+                    for (x, y) in a.iter().zip(&b) {
+                        assert!((x - y).abs() <= 1e-6 * y.abs().max(1e-30) + 1e-9, "{name} n {n}: {x} vs {y}");
+                    }
+                }
+            }
+            for n in [5, 20] {
+                let mut masked = vec![f32::NEG_INFINITY; n];
+                assert_eq!(path(&mut masked, 1.0, None), 0.0, "{name}");
+                assert!(masked.iter().all(|&x| x == 0.0), "{name}");
+            }
+        }
     }
 }

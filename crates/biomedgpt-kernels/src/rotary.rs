@@ -71,7 +71,7 @@ fn rotate<T: Float>(storage: &[T], v: &View, cos: &[T], sin: &[T]) -> Option<Vec
     let mut out = vec![T::ZERO; b * h * t * d];
     let rows_per_task = (TASK / d).max(1);
     #[cfg(target_arch = "x86_64")]
-    let avx512 = crate::isa::current() >= crate::isa::Isa::Avx512;
+    let (avx512, avx2) = (crate::isa::current() >= crate::isa::Isa::Avx512, crate::isa::current() >= crate::isa::Isa::Avx2);
     let task = |(task, out): (usize, &mut [T])| {
         for (j, out) in out.chunks_exact_mut(d).enumerate() {
             let i = task * rows_per_task + j;
@@ -83,6 +83,12 @@ fn rotate<T: Float>(storage: &[T], v: &View, cos: &[T], sin: &[T]) -> Option<Vec
             if avx512 {
                 // SAFETY: the CPU supports AVX-512F (checked above).
                 unsafe { rotate_row_avx512(x, cos, sin, out) };
+                continue;
+            }
+            #[cfg(target_arch = "x86_64")]
+            if avx2 {
+                // SAFETY: the CPU supports AVX2, FMA and F16C (checked above).
+                unsafe { rotate_row_avx2(x, cos, sin, out) };
                 continue;
             }
             rotate_row(x, cos, sin, out);
@@ -106,6 +112,16 @@ const TASK: usize = 1 << 13;
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn rotate_row_avx512<T: Float>(x: &[T], cos: &[f32], sin: &[f32], out: &mut [T]) {
+    rotate_row(x, cos, sin, out)
+}
+
+/// [`rotate_row`] compiled for AVX2 (8 lanes; F16C converts 16-bit values).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rotate_row_avx2<T: Float>(x: &[T], cos: &[f32], sin: &[f32], out: &mut [T]) {
     rotate_row(x, cos, sin, out)
 }
 
