@@ -133,7 +133,7 @@ fn q2_k(b: &[u8], y: &mut [f32]) {
 
 /// The sixteen 6-bit scales of a Q3_K block, unpacked from 12 bytes, minus 32.
 #[inline(always)]
-fn q3_k_scales(packed: &[u8]) -> [i8; 16] {
+pub(super) fn q3_k_scales(packed: &[u8]) -> [i8; 16] {
     let mut s = [0i8; 16];
     for j in 0..16 {
         let low = if j < 8 { packed[j] & 0x0f } else { packed[j - 8] >> 4 };

@@ -1,16 +1,20 @@
 //! Products with weights kept in their GGML blocks (a GGUF file's bytes, used in place):
 //! `y = x W^T + b` for `W` `[out, in]` stored row by row in blocks along `in`.
 //!
-//! This is the correct, portable version: each thread takes pieces of output rows, dequantizes
-//! one weight row at a time into a small f32 buffer (L1-resident) with the scalar reference of
-//! [`super::dequantize`], and dots it with every row of `x`. It reads each weight byte once per
-//! call, so decoding stays memory-bound on the quantized size; the block-aware SIMD kernels that
-//! reach llama.cpp's speed replace the inner loop behind this same entry point.
+//! - Decoding (up to [`crate::matmul::decode_rows`] rows of `x`): every row of `x` is quantized
+//!   once to 8 bits and dotted with each weight row in integers ([`super::int8`], the AVX2 kernels
+//!   in `x86.rs`), as llama.cpp does. Each result is the scalar reference's, bit for bit, at
+//!   every instruction-set level and whatever the number of rows.
+//! - Prompts (more rows): tiles of weight rows are dequantized into cache and multiplied by the
+//!   f32 GEMM kernels, with `x` in f32.
+//!
+//! Either way each weight byte is read once per call from the memory-mapped file.
 
 use std::sync::Arc;
 
 use burn::tensor::{DType, Tensor, TensorData};
 
+use super::int8::{ActivationBlocks, QuantizedRow, quantize_row};
 use super::{GgmlType, dequantize};
 use crate::parallel::{Shared, share_pieces};
 
@@ -89,6 +93,10 @@ pub fn matmul(x: Tensor<2>, w: &QuantMatrix, bias: Option<Tensor<1>>) -> Tensor<
         });
         return Tensor::<2>::from_data(TensorData::new(y, [m, n]), (&device, DType::F32)).cast(dtype);
     }
+    // Decoding rows: each row of x quantized once to 8 bits (int8.rs), then integer products.
+    let blocks = ActivationBlocks::for_weights(w.ty).expect("QuantMatrix::new admits only types with an integer product");
+    let acts: Vec<QuantizedRow> = xs.chunks_exact(k).map(|x| quantize_row(blocks, x)).collect();
+    let dot = row_dot(w.ty);
     // yt [n, m]: each piece writes its own output rows.
     let mut yt = vec![0f32; n * m];
     let out = Shared(yt.as_mut_ptr());
@@ -96,19 +104,12 @@ pub fn matmul(x: Tensor<2>, w: &QuantMatrix, bias: Option<Tensor<1>>) -> Tensor<
     let bytes = w.bytes();
     let pieces = n.div_ceil(ROWS_PER_PIECE);
     let threads = rayon::current_num_threads();
-    let avx2 = crate::isa::current() >= crate::isa::Isa::Avx2;
-    share_pieces(pieces, if m * n * k < 1 << 16 { 1 } else { threads }, |piece, row: &mut Vec<f32>| {
-        row.resize(k, 0.0);
-        let rows = piece * ROWS_PER_PIECE..((piece + 1) * ROWS_PER_PIECE).min(n);
-        // SAFETY: output rows `rows` belong to this piece only; AVX2 is present when `avx2`.
-        unsafe {
-            if avx2 {
-                #[cfg(target_arch = "x86_64")]
-                rows_avx2(w.ty, bytes, row_bytes, rows, &xs, m, k, row, out);
-                #[cfg(not(target_arch = "x86_64"))]
-                rows_of(w.ty, bytes, row_bytes, rows, &xs, m, k, row, out);
-            } else {
-                rows_of(w.ty, bytes, row_bytes, rows, &xs, m, k, row, out);
+    share_pieces(pieces, if m * n * k < 1 << 16 { 1 } else { threads }, |piece, _: &mut ()| {
+        for j in piece * ROWS_PER_PIECE..((piece + 1) * ROWS_PER_PIECE).min(n) {
+            let row = &bytes[j * row_bytes..(j + 1) * row_bytes];
+            for (i, x) in acts.iter().enumerate() {
+                // SAFETY: output row `j` belongs to this piece only.
+                unsafe { *out.ptr().add(j * m + i) = dot.call(w.ty, row, x) };
             }
         }
     });
@@ -126,53 +127,49 @@ pub fn matmul(x: Tensor<2>, w: &QuantMatrix, bias: Option<Tensor<1>>) -> Tensor<
     Tensor::<2>::from_data(TensorData::new(y, [m, n]), (&device, DType::F32)).cast(dtype)
 }
 
-/// Output rows `rows` of `yt [n, m]`: each weight row dequantized once, dotted with every row of
-/// `xs [m, k]`.
-///
-/// # Safety
-/// `out` points at `yt`, and no other thread writes rows `rows`.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-unsafe fn rows_of(ty: GgmlType, bytes: &[u8], row_bytes: usize, rows: std::ops::Range<usize>, xs: &[f32], m: usize, k: usize, row: &mut [f32], out: Shared<f32>) {
-    for j in rows {
-        dequantize(ty, &bytes[j * row_bytes..(j + 1) * row_bytes], row);
-        for i in 0..m {
-            let v = dot(&xs[i * k..(i + 1) * k], row);
-            unsafe { *out.ptr().add(j * m + i) = v };
+/// The integer row product for a weight type at the current instruction-set level.
+#[derive(Clone, Copy)]
+pub enum RowDot {
+    /// The scalar reference ([`super::int8::dot_reference`]).
+    Reference,
+    /// A vector kernel; calling it needs the level it was chosen for.
+    Vector(unsafe fn(&[u8], &QuantizedRow) -> f32),
+}
+
+impl RowDot {
+    /// `row · x` (the weight row's bytes, the quantized activations).
+    #[inline]
+    pub fn call(self, ty: GgmlType, row: &[u8], x: &QuantizedRow) -> f32 {
+        match self {
+            RowDot::Reference => super::int8::dot_reference(ty, row, x),
+            // SAFETY: `row_dot` chose the kernel for a level this CPU supports.
+            RowDot::Vector(f) => unsafe { f(row, x) },
         }
     }
 }
 
-/// [`rows_of`] compiled for AVX2 + FMA + F16C: the same code (the same order of operations, so
-/// the same results), vectorised by the compiler.
-///
-/// # Safety
-/// As [`rows_of`], on a CPU with AVX2, FMA and F16C.
-#[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows_avx2(ty: GgmlType, bytes: &[u8], row_bytes: usize, rows: std::ops::Range<usize>, xs: &[f32], m: usize, k: usize, row: &mut [f32], out: Shared<f32>) {
-    // The types with a fused kernel: blocks widened in registers, no row buffer.
-    let fused: Option<unsafe fn(&[u8], &[f32]) -> f32> = match ty {
-        GgmlType::Q8_0 => Some(super::x86::dot_q8_0),
-        GgmlType::Q4_0 => Some(super::x86::dot_q4_0),
-        GgmlType::Q4_1 => Some(super::x86::dot_q4_1),
-        GgmlType::Q4K => Some(super::x86::dot_q4_k),
-        GgmlType::Q5K => Some(super::x86::dot_q5_k),
-        GgmlType::Q6K => Some(super::x86::dot_q6_k),
-        _ => None,
-    };
-    let Some(dot_row) = fused else {
-        return unsafe { rows_of(ty, bytes, row_bytes, rows, xs, m, k, row, out) };
-    };
-    for j in rows {
-        let w = &bytes[j * row_bytes..(j + 1) * row_bytes];
-        for i in 0..m {
-            // SAFETY: AVX2/FMA/F16C present (this function's contract); `w` holds k/block blocks.
-            let v = unsafe { dot_row(w, &xs[i * k..(i + 1) * k]) };
-            unsafe { *out.ptr().add(j * m + i) = v };
+/// The kernel [`matmul`] dots `ty`'s rows with at [`crate::isa::current`]'s level.
+pub fn row_dot(ty: GgmlType) -> RowDot {
+    #[cfg(target_arch = "x86_64")]
+    if crate::isa::current() >= crate::isa::Isa::Avx2 {
+        use super::x86;
+        let kernel: Option<unsafe fn(&[u8], &QuantizedRow) -> f32> = match ty {
+            GgmlType::Q8_0 => Some(x86::dot_q8_0),
+            GgmlType::Q4_0 => Some(x86::dot_q4_0),
+            GgmlType::Q4_1 => Some(x86::dot_q4_1),
+            GgmlType::Q5_0 => Some(x86::dot_q5_0),
+            GgmlType::Q5_1 => Some(x86::dot_q5_1),
+            GgmlType::Q4K => Some(x86::dot_q4_k),
+            GgmlType::Q5K => Some(x86::dot_q5_k),
+            GgmlType::Q6K => Some(x86::dot_q6_k),
+            _ => None,
+        };
+        if let Some(kernel) = kernel {
+            return RowDot::Vector(kernel);
         }
     }
+    let _ = ty;
+    RowDot::Reference
 }
 
 /// Rows `ids` of the matrix dequantized (embedding lookups), `[ids.len(), cols]` f32.
@@ -185,52 +182,120 @@ pub fn rows(w: &QuantMatrix, ids: &[usize]) -> Vec<f32> {
     out
 }
 
-/// A dot product with eight partial sums (vectorisable by the compiler).
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    let mut sum = ra.iter().zip(rb).map(|(x, y)| x * y).sum::<f32>();
-    sum += acc.iter().sum::<f32>();
-    sum
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::quant::quantize;
     use burn::tensor::Device;
 
+    /// Random weight bytes of `ty` with small f16 scales (the types without a quantizer here).
+    fn random_blocks(ty: GgmlType, rows: usize, k: usize) -> Vec<u8> {
+        let mut bytes = vec![0u8; ty.row_bytes(k).unwrap() * rows];
+        let mut s = 7u64;
+        for b in bytes.iter_mut() {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            *b = (s >> 56) as u8;
+        }
+        let scale_at: &[usize] = match ty {
+            GgmlType::Q2K => &[80, 82],
+            GgmlType::Q3K => &[108],
+            _ => unreachable!(),
+        };
+        for block in bytes.chunks_exact_mut(ty.block().1) {
+            for &at in scale_at {
+                block[at..at + 2].copy_from_slice(&half::f16::from_f32(0.003).to_bits().to_le_bytes());
+            }
+        }
+        bytes
+    }
+
+    /// Decoding rows (1-8) equal the integer reference bit for bit (the kernels' i32 sums and
+    /// scaling are exact copies of it) and stay within the activations' 8-bit rounding of the
+    /// dequantized f32 product; prompts (9+ rows) equal the dequantized f32 product.
     #[test]
-    fn equals_dequantize_then_f32_matmul() {
-        for m in [1, 5, 8, 9, 19] {
-        let (n, k) = (37, 512);
+    fn decoding_equals_the_integer_reference_and_prompts_the_dequantized_product() {
+        let (n, k) = (37, 2304); // 9 k-quant blocks and 72 legacy ones: partial groups of 8
         let w: Vec<f32> = (0..n * k).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
-        for &ty in &[GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K] {
-            let mut q = vec![0u8; ty.row_bytes(k).unwrap() * n];
-            quantize(ty, &w, &mut q);
+        let types = [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q2K, GgmlType::Q3K, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K];
+        for ty in types {
+            let q = if crate::quant::QUANTIZABLE.contains(&ty) {
+                let mut q = vec![0u8; ty.row_bytes(k).unwrap() * n];
+                quantize(ty, &w, &mut q);
+                q
+            } else {
+                random_blocks(ty, n, k)
+            };
             let matrix = QuantMatrix::new(ty, n, k, Arc::new(q)).unwrap();
             let dense = matrix.dequantize();
-            let x: Vec<f32> = (0..m * k).map(|i| ((i * 31) % 17) as f32 / 17.0 - 0.4).collect();
-            let device = Device::flex();
-            let xt = Tensor::<2>::from_data(TensorData::new(x.clone(), [m, k]), (&device, DType::F32));
-            let bias = Tensor::<1>::from_data(TensorData::new((0..n).map(|j| j as f32).collect::<Vec<_>>(), [n]), (&device, DType::F32));
-            let y = matmul(xt, &matrix, Some(bias)).into_data().try_to_vec::<f32>().unwrap();
-            for i in 0..m {
-                for j in 0..n {
-                    let want: f64 = (0..k).map(|c| x[i * k + c] as f64 * dense[j * k + c] as f64).sum::<f64>() + j as f64;
-                    let got = y[i * n + j] as f64;
-                    assert!((got - want).abs() <= 1e-4 * (1.0 + want.abs()), "{ty} ({i},{j}): {got} vs {want}");
+            let row_bytes = matrix.row_bytes();
+            for m in [1, 5, 8, 9, 19] {
+                let x: Vec<f32> = (0..m * k).map(|i| ((i * 31) % 17) as f32 / 17.0 - 0.4 + (i % 7) as f32 * 0.01).collect();
+                let device = Device::flex();
+                let xt = Tensor::<2>::from_data(TensorData::new(x.clone(), [m, k]), (&device, DType::F32));
+                let bias: Vec<f32> = (0..n).map(|j| j as f32).collect();
+                let bt = Tensor::<1>::from_data(TensorData::new(bias.clone(), [n]), (&device, DType::F32));
+                let y = matmul(xt, &matrix, Some(bt)).into_data().try_to_vec::<f32>().unwrap();
+                let blocks = ActivationBlocks::for_weights(ty).unwrap();
+                for i in 0..m {
+                    let xq = quantize_row(blocks, &x[i * k..(i + 1) * k]);
+                    for j in 0..n {
+                        let got = y[i * n + j];
+                        let terms = (0..k).map(|c| x[i * k + c] as f64 * dense[j * k + c] as f64);
+                        let want = terms.clone().sum::<f64>() + bias[j] as f64;
+                        let scale = terms.map(f64::abs).sum::<f64>();
+                        if m <= crate::matmul::matvec::MAX_ROWS {
+                            let reference = super::super::int8::dot_reference(ty, &matrix.bytes()[j * row_bytes..(j + 1) * row_bytes], &xq) + bias[j];
+                            assert_eq!(got.to_bits(), reference.to_bits(), "{ty} m {m} ({i},{j}) under {}: {got} vs {reference}", crate::isa::current());
+                            // 8-bit activations: each value within half a step of x (0.6 steps
+                            // for Q8_0, whose step is rounded to f16), plus f32 scaling.
+                            let len = blocks.block_len();
+                            let step: f64 = (0..k).map(|c| dense[j * k + c].abs() as f64 * 0.6 * xq.d[c / len].abs() as f64).sum();
+                            assert!((got as f64 - want).abs() <= step + 1e-5 * scale, "{ty} ({i},{j}): {got} vs {want} (bound {step})");
+                        } else {
+                            assert!((got as f64 - want).abs() <= 1e-4 * (1.0 + want.abs()), "{ty} m {m} ({i},{j}): {got} vs {want}");
+                        }
+                    }
                 }
             }
             assert_eq!(rows(&matrix, &[3])[..], dense[3 * k..4 * k]);
         }
+    }
+
+    /// Every vector kernel this CPU can run equals the scalar reference, whatever level the
+    /// process was started with (the dispatched one is also checked above under each level).
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn vector_kernels_equal_the_reference_bit_for_bit() {
+        if !crate::isa::Isa::Avx2.supported() {
+            return;
+        }
+        use super::super::x86;
+        let kernels: [(GgmlType, unsafe fn(&[u8], &QuantizedRow) -> f32); 8] = [
+            (GgmlType::Q8_0, x86::dot_q8_0),
+            (GgmlType::Q4_0, x86::dot_q4_0),
+            (GgmlType::Q4_1, x86::dot_q4_1),
+            (GgmlType::Q5_0, x86::dot_q5_0),
+            (GgmlType::Q5_1, x86::dot_q5_1),
+            (GgmlType::Q4K, x86::dot_q4_k),
+            (GgmlType::Q5K, x86::dot_q5_k),
+            (GgmlType::Q6K, x86::dot_q6_k),
+        ];
+        for (ty, kernel) in kernels {
+            // 1 to 17 blocks (k-quants) / 8 to 136 (legacy): every tail of a group of 8.
+            for blocks in 1..=17 {
+                let k = blocks * 256;
+                let w: Vec<f32> = (0..k).map(|i| (((i * 7919 + blocks) % 1013) as f32 / 1013.0 - 0.5) * (1.0 + (i / 256) as f32)).collect();
+                let mut q = vec![0u8; ty.row_bytes(k).unwrap()];
+                quantize(ty, &w, &mut q);
+                for seed in 0..3 {
+                    let x: Vec<f32> = (0..k).map(|i| ((i * 31 + seed * 97) % 257) as f32 / 257.0 - 0.5).collect();
+                    let xq = quantize_row(ActivationBlocks::for_weights(ty).unwrap(), &x);
+                    let want = super::super::int8::dot_reference(ty, &q, &xq);
+                    // SAFETY: AVX2, FMA and F16C checked above.
+                    let got = unsafe { kernel(&q, &xq) };
+                    assert_eq!(got.to_bits(), want.to_bits(), "{ty}, {blocks} x 256 values, seed {seed}: {got} vs {want}");
+                }
+            }
         }
     }
 

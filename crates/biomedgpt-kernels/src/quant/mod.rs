@@ -10,6 +10,7 @@
 //! for the types `convert` writes.
 
 mod dequant;
+pub mod int8;
 pub mod matmul;
 mod quantize;
 #[cfg(target_arch = "x86_64")]
