@@ -17,7 +17,7 @@ use std::ops::Range;
 
 use crate::element::{Element, WeightLayout};
 use crate::isa::{self, Isa};
-use crate::parallel::{Shared, share_pieces};
+use crate::parallel::{Shared, rows_per_piece, share_pieces};
 
 /// Above this many rows, Burn's matrix-matrix kernels are the better choice.
 pub const MAX_ROWS: usize = 8;
@@ -62,7 +62,7 @@ pub fn matvec<T: Element>(x: &[f32], rows: usize, w: &[T], layout: WeightLayout,
 /// of about 512 KiB of weights that the threads take in turn (see [`share_pieces`]). Each output
 /// is summed by one kernel call in the same order however the outputs are split.
 fn matvec_pieces<T: Element>(x: &[f32], rows: usize, w: &[T], d_in: usize, d_out: usize, threads: usize) -> Vec<f32> {
-    let piece = ((512 << 10) / (std::mem::size_of::<T>() * d_in)).next_multiple_of(16).max(16);
+    let piece = rows_per_piece(std::mem::size_of::<T>() * d_in);
     let starts: Vec<usize> = (0..d_out).step_by(piece).collect();
     let mut y = vec![0f32; rows * d_out];
     let out = Shared(y.as_mut_ptr());

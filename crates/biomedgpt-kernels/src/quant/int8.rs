@@ -9,14 +9,18 @@
 //!   `max|x| / 127` stored as f16, values `round_ties_even(x · 127 / max|x|)`), Q8_K as its
 //!   `quantize_row_q8_K_ref` (the signed value of largest magnitude gives `-127 / max`, values
 //!   rounded half to even, capped at 127, `bsums` of 16).
-//! - **Integer sums**: per weight block, `Σ q_w · q_x` (and the k-quants' per-group scales and
-//!   mins through `bsums`) in i32, exact: every path must produce the same integers.
-//! - **Scaling** (the only floating point): block `b` adds `fma(d_w · d_x, sumi, lane)` (and, for
-//!   types with a minimum, `fma(m_w · d_x, Σ q_x, lane)` or `fma(-(dmin_w · d_x), summ, lane)`)
-//!   into lane `b % 8` of eight f32 lanes, which are summed as an 8-lane vector register is
-//!   ([`fold_lanes`]). The vector kernels (`x86.rs`) keep exactly these lanes, so every
-//!   instruction-set level gives the same bits as [`dot_reference`], and a row's result does not
-//!   depend on how many rows are computed beside it (continuous batching).
+//! - **Integer sums**, exact, in eight lanes as the vector units form them: lane `l` of a block
+//!   holds `Σ scale · q_w · q_x` over the values `i` with `(i mod 32) / 4 = l` (four neighbouring
+//!   bytes, what `vpmaddubsw` + `vpmaddwd` or `vpdpbusd` sum into one i32). Every path must
+//!   produce the same integers.
+//! - **Scaling** (the only floating point): per block, `acc[l] = fma(d_w · d_x, lane[l], acc[l])`
+//!   over eight f32 accumulators; minimum terms (Q4_1/Q5_1's `m · d_x · Σ q_x`, the k-quants'
+//!   `-dmin · d_x · Σ min · bsum`) go into four more, `macc`, with the k-quants' mins in lanes of
+//!   four groups of 16 and the legacy blocks in lane `b mod 4`. The result is
+//!   `fold8(acc) + fold4(macc)`, summed as vector registers are ([`fold8`], [`fold4`]). The
+//!   vector kernels (`x86.rs`) keep exactly these accumulators, so every instruction-set level
+//!   gives [`dot_reference`]'s bits, and a row's result does not depend on how many rows are
+//!   computed beside it (continuous batching).
 //!
 //! Integer activations differ slightly from the f32 product with the dequantized weights (as
 //! llama.cpp's do); `--dtype f32` dequantizes at load and keeps the exact path.
@@ -135,28 +139,23 @@ fn quantize_row_with(blocks: ActivationBlocks, x: &[f32]) -> QuantizedRow {
     row
 }
 
-/// The eight lanes summed as a vector register is: halves, then quarters, then the last pair,
+/// Eight lanes summed as a 256-bit register is: halves, then quarters, then the last pair,
 /// `((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7))`.
 #[inline(always)]
-pub(crate) fn fold_lanes(l: [f32; 8]) -> f32 {
-    let s = [l[0] + l[4], l[1] + l[5], l[2] + l[6], l[3] + l[7]];
-    (s[0] + s[2]) + (s[1] + s[3])
+pub(crate) fn fold8(l: [f32; 8]) -> f32 {
+    fold4([l[0] + l[4], l[1] + l[5], l[2] + l[6], l[3] + l[7]])
+}
+
+/// Four lanes summed as a 128-bit register is: `(l0 + l2) + (l1 + l3)`.
+#[inline(always)]
+pub(crate) fn fold4(l: [f32; 4]) -> f32 {
+    (l[0] + l[2]) + (l[1] + l[3])
 }
 
 /// Whether `ty`'s values have a per-block (legacy) or per-group (k-quant) minimum term.
 #[inline(always)]
 pub(crate) fn has_min(ty: GgmlType) -> bool {
     matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q2K | GgmlType::Q4K | GgmlType::Q5K)
-}
-
-/// A k-quant block's terms added into its lane (the scaling step every path shares): `d · sumi`,
-/// then, for types with mins, `-dmin · summ`.
-#[inline(always)]
-pub(crate) fn add_k_block<const MIN: bool>(lane: &mut f32, d: f32, sumi: i32, dmin: f32, summ: i32) {
-    *lane = d.mul_add(sumi as f32, *lane);
-    if MIN {
-        *lane = (-dmin).mul_add(summ as f32, *lane);
-    }
 }
 
 /// The six-bit scales and mins of a Q4_K/Q5_K block, unpacked from its 12 bytes with llama.cpp's
@@ -307,34 +306,40 @@ pub fn dot_reference(ty: GgmlType, row: &[u8], x: &QuantizedRow) -> f32 {
     let (len, bytes) = ty.block();
     assert_eq!(Some(x.blocks), ActivationBlocks::for_weights(ty), "{ty} weights with {:?} activations", x.blocks);
     assert_eq!(row.len(), x.len * bytes, "{ty} row of {} bytes for {} activation blocks", row.len(), x.len);
-    let mut lanes = [0f32; 8];
+    let mut acc = [0f32; 8];
+    let mut macc = [0f32; 4];
     for (b, block) in row.chunks_exact(bytes).enumerate() {
         let xq = &x.qs[b * len..(b + 1) * len];
-        let lane = &mut lanes[b % 8];
-        if len == 32 {
+        let mut lanes = [0i32; 8];
+        let d = if len == 32 {
             let u = unpack_legacy(ty, block);
-            let sumi: i32 = u.q.iter().zip(xq).map(|(&w, &v)| w as i32 * v as i32).sum();
-            *lane = (u.d * x.d[b]).mul_add(sumi as f32, *lane);
-            if has_min(ty) {
-                *lane = (u.min * x.d[b]).mul_add(x.sums[b] as f32, *lane);
+            for (i, (&w, &v)) in u.q.iter().zip(xq).enumerate() {
+                lanes[i / 4] += w as i32 * v as i32;
             }
+            if has_min(ty) {
+                macc[b % 4] = (u.min * x.d[b]).mul_add(x.sums[b] as f32, macc[b % 4]);
+            }
+            u.d
         } else {
             let u = unpack_k(ty, block);
-            let mut sumi = 0i32;
-            let mut summ = 0i32;
-            for g in 0..16 {
-                let s: i32 = u.q[g * 16..(g + 1) * 16].iter().zip(&xq[g * 16..(g + 1) * 16]).map(|(&w, &v)| w as i32 * v as i32).sum();
-                sumi += u.scales[g] * s;
-                summ += u.mins[g] * x.sums[b * 16 + g] as i32;
+            for (i, (&w, &v)) in u.q.iter().zip(xq).enumerate() {
+                lanes[(i % 32) / 4] += u.scales[i / 16] * (w as i32 * v as i32);
             }
             if has_min(ty) {
-                add_k_block::<true>(lane, u.d * x.d[b], sumi, u.min * x.d[b], summ);
-            } else {
-                add_k_block::<false>(lane, u.d * x.d[b], sumi, 0.0, 0);
+                let dmin = u.min * x.d[b];
+                for (l, m) in macc.iter_mut().enumerate() {
+                    let p: i32 = (4 * l..4 * l + 4).map(|g| u.mins[g] * x.sums[b * 16 + g] as i32).sum();
+                    *m = (-dmin).mul_add(p as f32, *m);
+                }
             }
+            u.d
+        };
+        let d = d * x.d[b];
+        for (a, &l) in acc.iter_mut().zip(&lanes) {
+            *a = d.mul_add(l as f32, *a);
         }
     }
-    fold_lanes(lanes)
+    fold8(acc) + fold4(macc)
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use burn::tensor::{DType, Tensor, TensorData};
 
 use super::int8::{ActivationBlocks, QuantizedRow, quantize_row};
 use super::{GgmlType, dequantize};
-use crate::parallel::{Shared, share_pieces};
+use crate::parallel::{Shared, balanced_rows_per_piece, share_pieces};
 
 /// A weight matrix in a GGML block type: `rows` output features of `cols` inputs each.
 #[derive(Clone)]
@@ -69,10 +69,6 @@ impl QuantMatrix {
 /// decoding step of up to that many sequences gives each the numbers it gets alone.
 const PROMPT_ROWS: usize = crate::matmul::matvec::MAX_ROWS + 1;
 
-/// Output rows per piece of work: enough to amortise the piece overhead, small enough that two
-/// threads share the rows evenly.
-const ROWS_PER_PIECE: usize = 16;
-
 /// `x [m, cols] W^T (+ bias) -> [m, rows]`, computed in f32 and returned in `x`'s dtype.
 pub fn matmul(x: Tensor<2>, w: &QuantMatrix, bias: Option<Tensor<1>>) -> Tensor<2> {
     let [m, k] = x.dims();
@@ -102,10 +98,11 @@ pub fn matmul(x: Tensor<2>, w: &QuantMatrix, bias: Option<Tensor<1>>) -> Tensor<
     let out = Shared(yt.as_mut_ptr());
     let row_bytes = w.row_bytes();
     let bytes = w.bytes();
-    let pieces = n.div_ceil(ROWS_PER_PIECE);
-    let threads = rayon::current_num_threads();
-    share_pieces(pieces, if m * n * k < 1 << 16 { 1 } else { threads }, |piece, _: &mut ()| {
-        for j in piece * ROWS_PER_PIECE..((piece + 1) * ROWS_PER_PIECE).min(n) {
+    let threads = if m * n * k < 1 << 16 { 1 } else { rayon::current_num_threads() };
+    let rows_per_piece = balanced_rows_per_piece(n, row_bytes, threads);
+    let pieces = n.div_ceil(rows_per_piece);
+    share_pieces(pieces, threads, |piece, _: &mut ()| {
+        for j in piece * rows_per_piece..((piece + 1) * rows_per_piece).min(n) {
             let row = &bytes[j * row_bytes..(j + 1) * row_bytes];
             for (i, x) in acts.iter().enumerate() {
                 // SAFETY: output row `j` belongs to this piece only.
@@ -331,3 +328,4 @@ mod tests {
         assert!(e.contains("68 expected"), "{e}");
     }
 }
+
