@@ -55,15 +55,15 @@ pub(crate) fn share_pieces<S: Default + Send>(pieces: usize, threads: usize, wor
     let pool = HotPool::get();
     // A panic in an earlier product poisons the lock but leaves the pool consistent (`run`
     // waits for the helpers before it unwinds).
-    let turn = match pool.state.turn.try_lock() {
-        Ok(guard) => Some(guard),
-        Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
-        Err(std::sync::TryLockError::WouldBlock) => None,
-    };
-    if pool.helpers() + 1 >= threads
-        && let Some(_turn) = turn
-    {
-        return pool.run(threads - 1, &|| take(&mut S::default()));
+    if pool.helpers() + 1 >= threads {
+        let turn = match pool.state.turn.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        };
+        if let Some(_turn) = turn {
+            return pool.run(threads - 1, &|| take(&mut S::default()));
+        }
     }
     (0..threads).into_par_iter().for_each_init(S::default, |scratch, _| take(scratch));
 }
