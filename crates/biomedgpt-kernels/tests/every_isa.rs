@@ -228,5 +228,27 @@ fn run_checks() -> usize {
             checks += 1;
         }
     }
+    // Block-quantized products at decoding sizes (1 and 3 rows): the integer reference's bits
+    // (quant::int8), whatever kernel this level dispatches; every type the GGUF reader computes.
+    for ty in biomedgpt_kernels::quant::QUANTIZABLE.iter().copied() {
+        use biomedgpt_kernels::quant::int8::{ActivationBlocks, dot_reference, quantize_row};
+        let (n, k) = (19, 2304);
+        let mut bytes = vec![0u8; ty.row_bytes(k).unwrap() * n];
+        biomedgpt_kernels::quant::quantize(ty, &values(n * k, 11), &mut bytes);
+        let matrix = biomedgpt_kernels::quant::QuantMatrix::new(ty, n, k, std::sync::Arc::new(bytes.clone())).unwrap();
+        for rows in [1, 3] {
+            let x = values(rows * k, 12);
+            let y = read(biomedgpt_kernels::quant::matmul::matmul(tensor(x.clone(), [rows, k], DType::F32), &matrix, None));
+            let row_bytes = bytes.len() / n;
+            for r in 0..rows {
+                let xq = quantize_row(ActivationBlocks::for_weights(ty).unwrap(), &x[r * k..(r + 1) * k]);
+                for j in 0..n {
+                    let want = dot_reference(ty, &bytes[j * row_bytes..(j + 1) * row_bytes], &xq);
+                    assert_eq!(y[r * n + j].to_bits(), want.to_bits(), "{ty} row {r} output {j} under {}", isa::current());
+                }
+            }
+            checks += 1;
+        }
+    }
     checks
 }

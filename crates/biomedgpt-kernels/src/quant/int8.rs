@@ -56,12 +56,11 @@ impl ActivationBlocks {
     }
 }
 
-/// One activation row in 8-bit blocks. The per-block arrays are zero-padded to a whole number of
-/// 8 blocks (the vector kernels read eight blocks' scales at a time).
+/// One activation row in 8-bit blocks.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QuantizedRow {
     pub blocks: ActivationBlocks,
-    /// Number of blocks (before padding).
+    /// Number of blocks.
     pub len: usize,
     /// Each block's scale: `x ≈ d · q`. Q8_0's is the f16-rounded value llama.cpp stores.
     pub d: Vec<f32>,
@@ -95,14 +94,13 @@ fn quantize_row_with(blocks: ActivationBlocks, x: &[f32]) -> QuantizedRow {
     let len = blocks.block_len();
     assert!(x.len() % len == 0, "an activation row of {} values is not whole blocks of {len}", x.len());
     let n = x.len() / len;
-    let padded = n.next_multiple_of(8);
     let mut row = QuantizedRow {
         blocks,
         len: n,
-        d: vec![0.0; padded],
+        d: vec![0.0; n],
         qs: vec![0; x.len()],
         sums: vec![0; match blocks {
-            ActivationBlocks::Q8_0 => padded,
+            ActivationBlocks::Q8_0 => n,
             ActivationBlocks::Q8K => n * (QK_K / 16),
         }],
     };
@@ -392,7 +390,7 @@ mod tests {
             }
         }
         let q = quantize_row(ActivationBlocks::Q8_0, &x[..64]);
-        assert_eq!(q.d.len(), 8, "padded to eight blocks");
+        assert_eq!((q.d.len(), q.sums.len()), (2, 2));
         assert_eq!(q.d[0], half::f16::from_f32(2.0 / 127.0).to_f32());
         assert_eq!(q.qs[5], -127);
         // 0.5 · 127/amax lands on a tie: rounded to even.

@@ -74,6 +74,11 @@ fn finish(acc: __m256, macc: __m128) -> f32 {
 /// The legacy types: `SIZE`-byte blocks whose f16 `d` (and, with `MIN`, `m`) lead the block;
 /// `block` gives a block's eight lanes of `Σ q_w · q_x`.
 ///
+/// The scales of eight blocks are widened and multiplied together, off the accumulator's chain:
+/// widening each block's f16 on its own made the compiler insert it into the accumulator's
+/// register (`vpinsrw`), a false dependency that serialized the blocks (Q4_0 decoded at a third
+/// of llama.cpp's speed).
+///
 /// # Safety
 /// AVX2, FMA, F16C; `row` holds `x.len` blocks.
 #[inline(always)]
@@ -84,13 +89,29 @@ unsafe fn legacy_dot<const SIZE: usize, const MIN: bool>(row: &[u8], x: &Quantiz
     unsafe {
         let mut acc = _mm256_setzero_ps();
         let mut macc = [0f32; 4];
-        for b in 0..x.len {
-            let w = p.add(b * SIZE);
-            let lanes = block(w, xq.add(b * 32));
-            let dx = *x.d.get_unchecked(b);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(w) * dx), _mm256_cvtepi32_ps(lanes), acc);
-            if MIN {
-                macc[b % 4] = (f16_at(w.add(2)) * dx).mul_add(*x.sums.get_unchecked(b) as f32, macc[b % 4]);
+        for first in (0..x.len).step_by(8) {
+            let count = (x.len - first).min(8);
+            let (mut dw, mut mw, mut dx) = ([0u16; 8], [0u16; 8], [0f32; 8]);
+            for j in 0..count {
+                let w = p.add((first + j) * SIZE);
+                dw[j] = (w as *const u16).read_unaligned();
+                if MIN {
+                    mw[j] = (w.add(2) as *const u16).read_unaligned();
+                }
+            }
+            dx[..count].copy_from_slice(&x.d[first..first + count]);
+            let dx = _mm256_loadu_ps(dx.as_ptr());
+            let d = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128(dw.as_ptr() as *const __m128i)), dx);
+            let m = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128(mw.as_ptr() as *const __m128i)), dx);
+            for j in 0..count {
+                let b = first + j;
+                let lanes = block(p.add(b * SIZE), xq.add(b * 32));
+                let lane_j = _mm256_set1_epi32(j as i32);
+                acc = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(d, lane_j), _mm256_cvtepi32_ps(lanes), acc);
+                if MIN {
+                    let m = _mm256_cvtss_f32(_mm256_permutevar8x32_ps(m, lane_j));
+                    macc[b % 4] = m.mul_add(*x.sums.get_unchecked(b) as f32, macc[b % 4]);
+                }
             }
         }
         finish(acc, _mm_loadu_ps(macc.as_ptr()))
