@@ -6,7 +6,8 @@
 //! This module is the definition every instruction-set path computes exactly:
 //!
 //! - **Activations** ([`quantize_row`]): Q8_0 as llama.cpp's x86 `quantize_row_q8_0` (scale
-//!   `max|x| / 127` stored as f16, values `round_ties_even(x · 127 / max|x|)`), Q8_K as its
+//!   `max|x| / 127` stored as f16, values `round_ties_even(x · 127 / max|x|)`; with Q8_1's f16
+//!   `s = d · Σ q` for the types with a minimum), Q8_K as its
 //!   `quantize_row_q8_K_ref` (the signed value of largest magnitude gives `-127 / max`, values
 //!   rounded half to even, capped at 127, `bsums` of 16).
 //! - **Integer sums**, exact, in eight lanes as the vector units form them: lane `l` of a block
@@ -14,8 +15,8 @@
 //!   bytes, what `vpmaddubsw` + `vpmaddwd` or `vpdpbusd` sum into one i32). Every path must
 //!   produce the same integers.
 //! - **Scaling** (the only floating point): per block, `acc[l] = fma(d_w · d_x, lane[l], acc[l])`
-//!   over eight f32 accumulators; minimum terms (Q4_1/Q5_1's `m · d_x · Σ q_x`, the k-quants'
-//!   `-dmin · d_x · Σ min · bsum`) go into four more, `macc`, with the k-quants' mins in lanes of
+//!   over eight f32 accumulators; minimum terms (Q4_1/Q5_1's `m · s_x`, with llama.cpp's f16
+//!   `s = d_x · Σ q_x`, the k-quants' `-dmin · d_x · Σ min · bsum`) go into four more, `macc`, with the k-quants' mins in lanes of
 //!   four groups of 16 and the legacy blocks in lane `b mod 4`. The result is
 //!   `fold8(acc) + fold4(macc)`, summed as vector registers are ([`fold8`], [`fold4`]). The
 //!   vector kernels (`x86.rs`) keep exactly these accumulators, so every instruction-set level
@@ -69,6 +70,9 @@ pub struct QuantizedRow {
     /// Sums of the quantized values: one per block of 32 (Q8_0), one per group of 16 (Q8_K's
     /// `bsums`).
     pub sums: Vec<i16>,
+    /// Q8_0 only: each block's `d · Σ q` with the unrounded scale, rounded to f16 (llama.cpp's
+    /// Q8_1 `s`, what Q4_1/Q5_1 minimums multiply).
+    pub s: Vec<f32>,
 }
 
 /// Quantizes `x` (a whole number of `blocks`' length) for the integer products. The same
@@ -103,6 +107,7 @@ fn quantize_row_with(blocks: ActivationBlocks, x: &[f32]) -> QuantizedRow {
             ActivationBlocks::Q8_0 => n,
             ActivationBlocks::Q8K => n * (QK_K / 16),
         }],
+        s: vec![0.0; if blocks == ActivationBlocks::Q8_0 { n } else { 0 }],
     };
     for (b, block) in x.chunks_exact(len).enumerate() {
         let qs = &mut row.qs[b * len..(b + 1) * len];
@@ -116,6 +121,7 @@ fn quantize_row_with(blocks: ActivationBlocks, x: &[f32]) -> QuantizedRow {
                 }
                 row.d[b] = half::f16::from_f32(d).to_f32();
                 row.sums[b] = qs.iter().map(|&q| q as i16).sum();
+                row.s[b] = half::f16::from_f32(d * row.sums[b] as f32).to_f32();
             }
             ActivationBlocks::Q8K => {
                 let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -315,7 +321,7 @@ pub fn dot_reference(ty: GgmlType, row: &[u8], x: &QuantizedRow) -> f32 {
                 lanes[i / 4] += w as i32 * v as i32;
             }
             if has_min(ty) {
-                macc[b % 4] = (u.min * x.d[b]).mul_add(x.sums[b] as f32, macc[b % 4]);
+                macc[b % 4] = u.min.mul_add(x.s[b], macc[b % 4]);
             }
             u.d
         } else {
@@ -451,8 +457,15 @@ mod tests {
             let want: f64 = dense.iter().zip(&xd).map(|(&w, &x)| w as f64 * x).sum();
             let scale: f64 = dense.iter().zip(&xd).map(|(&w, &x)| (w as f64 * x).abs()).sum();
             let got = dot_reference(ty, &bytes, &q) as f64;
+            // Q4_1/Q5_1's minimums multiply llama.cpp's f16 `s` rather than d·Σq: that difference
+            // exactly, per block.
+            let min_terms: f64 = if matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1) {
+                bytes.chunks_exact(ty.block().1).enumerate().map(|(b, block)| (f16_at(&block[2..]) as f64 * (q.s[b] as f64 - q.d[b] as f64 * q.sums[b] as f64)).abs()).sum()
+            } else {
+                0.0
+            };
             // f32 scale products and k/len fused additions: well inside 1e-5 of the terms' sum.
-            assert!((got - want).abs() <= 1e-5 * scale, "{ty}: {got} vs {want} (terms {scale})");
+            assert!((got - want).abs() <= 1e-5 * scale + min_terms, "{ty}: {got} vs {want} (terms {scale})");
             // And close to the f32 activations' product (the quantization error of x).
             let exact: f64 = dense.iter().zip(&x).map(|(&w, &x)| w as f64 * x as f64).sum();
             assert!((got - exact).abs() <= 2e-2 * scale, "{ty}: {got} vs unquantized {exact}");

@@ -102,7 +102,7 @@ unsafe fn legacy_dot<const SIZE: usize, const MIN: bool>(row: &[u8], x: &Quantiz
             dx[..count].copy_from_slice(&x.d[first..first + count]);
             let dx = _mm256_loadu_ps(dx.as_ptr());
             let d = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128(dw.as_ptr() as *const __m128i)), dx);
-            let m = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128(mw.as_ptr() as *const __m128i)), dx);
+            let m = _mm256_cvtph_ps(_mm_loadu_si128(mw.as_ptr() as *const __m128i));
             for j in 0..count {
                 let b = first + j;
                 let lanes = block(p.add(b * SIZE), xq.add(b * 32));
@@ -110,7 +110,7 @@ unsafe fn legacy_dot<const SIZE: usize, const MIN: bool>(row: &[u8], x: &Quantiz
                 acc = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(d, lane_j), _mm256_cvtepi32_ps(lanes), acc);
                 if MIN {
                     let m = _mm256_cvtss_f32(_mm256_permutevar8x32_ps(m, lane_j));
-                    macc[b % 4] = m.mul_add(*x.sums.get_unchecked(b) as f32, macc[b % 4]);
+                    macc[b % 4] = m.mul_add(*x.s.get_unchecked(b), macc[b % 4]);
                 }
             }
         }
