@@ -6,18 +6,18 @@
 //! This module is the definition every instruction-set path computes exactly:
 //!
 //! - **Activations** ([`quantize_row`]): Q8_0 as llama.cpp's x86 `quantize_row_q8_0` (scale
-//!   `max|x| / 127` stored as f16, values `round_ties_even(x · 127 / max|x|)`; with Q8_1's f16
-//!   `s = d · Σ q` for the types with a minimum), Q8_K as its
-//!   `quantize_row_q8_K_ref` (the signed value of largest magnitude gives `-127 / max`, values
-//!   rounded half to even, capped at 127, `bsums` of 16).
+//!   `max|x| / 127` stored as f16, values `round_ties_even(x · 127 / max|x|)`, and Q8_1's f16
+//!   `s = d · Σ q` for the types with a minimum), Q8_K as its `quantize_row_q8_K_ref` (the
+//!   signed value of largest magnitude gives `-127 / max`, values rounded half to even, capped
+//!   at 127, `bsums` of 16).
 //! - **Integer sums**, exact, in eight lanes as the vector units form them: lane `l` of a block
 //!   holds `Σ scale · q_w · q_x` over the values `i` with `(i mod 32) / 4 = l` (four neighbouring
 //!   bytes, what `vpmaddubsw` + `vpmaddwd` or `vpdpbusd` sum into one i32). Every path must
 //!   produce the same integers.
 //! - **Scaling** (the only floating point): per block, `acc[l] = fma(d_w · d_x, lane[l], acc[l])`
-//!   over eight f32 accumulators; minimum terms (Q4_1/Q5_1's `m · s_x`, with llama.cpp's f16
-//!   `s = d_x · Σ q_x`, the k-quants' `-dmin · d_x · Σ min · bsum`) go into four more, `macc`, with the k-quants' mins in lanes of
-//!   four groups of 16 and the legacy blocks in lane `b mod 4`. The result is
+//!   over eight f32 accumulators; minimum terms (Q4_1/Q5_1's `m · s_x`, the k-quants'
+//!   `-dmin · d_x · Σ min · bsum`) go into four more, `macc`, the k-quants' mins in lanes of
+//!   four groups of 16 and the legacy blocks' in lane `b mod 4`. The result is
 //!   `fold8(acc) + fold4(macc)`, summed as vector registers are ([`fold8`], [`fold4`]). The
 //!   vector kernels (`x86.rs`) keep exactly these accumulators, so every instruction-set level
 //!   gives [`dot_reference`]'s bits, and a row's result does not depend on how many rows are
