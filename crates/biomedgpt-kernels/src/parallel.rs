@@ -128,7 +128,7 @@ impl HotPool {
                 let asleep: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
                 let spawned = std::thread::Builder::new()
                     .name(format!("biomedgpt-decode-{index}"))
-                    .stack_size(1 << 20)
+                    .stack_size(8 << 20) // as the CLI gives rayon's workers, which run the same pieces
                     .spawn(move || helper(state, index, asleep));
                 match spawned {
                     Ok(handle) => helpers.push((handle.thread().clone(), asleep)),

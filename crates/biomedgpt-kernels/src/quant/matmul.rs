@@ -165,7 +165,7 @@ pub fn row_dot(ty: GgmlType) -> RowDot {
             return RowDot::Vector(kernel);
         }
     }
-    let _ = ty;
+    let _ = ty; // only the x86 kernels look at it
     RowDot::Reference
 }
 
