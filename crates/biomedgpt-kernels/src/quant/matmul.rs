@@ -124,9 +124,10 @@ pub fn matmul(x: Tensor<2>, w: &QuantMatrix, bias: Option<Tensor<1>>) -> Tensor<
     Tensor::<2>::from_data(TensorData::new(y, [m, n]), (&device, DType::F32)).cast(dtype)
 }
 
-/// The integer row product for a weight type at the current instruction-set level.
+/// The integer row product for a weight type at the current instruction-set level (private:
+/// a `Vector` kernel may only be called on the CPU [`row_dot`] chose it for).
 #[derive(Clone, Copy)]
-pub enum RowDot {
+enum RowDot {
     /// The scalar reference ([`super::int8::dot_reference`]).
     Reference,
     /// A vector kernel; calling it needs the level it was chosen for.
@@ -136,7 +137,7 @@ pub enum RowDot {
 impl RowDot {
     /// `row · x` (the weight row's bytes, the quantized activations).
     #[inline]
-    pub fn call(self, ty: GgmlType, row: &[u8], x: &QuantizedRow) -> f32 {
+    fn call(self, ty: GgmlType, row: &[u8], x: &QuantizedRow) -> f32 {
         match self {
             RowDot::Reference => super::int8::dot_reference(ty, row, x),
             // SAFETY: `row_dot` chose the kernel for a level this CPU supports.
@@ -146,7 +147,7 @@ impl RowDot {
 }
 
 /// The kernel [`matmul`] dots `ty`'s rows with at [`crate::isa::current`]'s level.
-pub fn row_dot(ty: GgmlType) -> RowDot {
+fn row_dot(ty: GgmlType) -> RowDot {
     #[cfg(target_arch = "x86_64")]
     if crate::isa::current() >= crate::isa::Isa::Avx2 {
         use super::x86;
