@@ -62,7 +62,8 @@ pub(crate) fn share_pieces<S: Default + Send>(pieces: usize, threads: usize, wor
             Err(std::sync::TryLockError::WouldBlock) => None,
         };
         if let Some(_turn) = turn {
-            return pool.run(threads - 1, &|| take(&mut S::default()));
+            // Every helper runs `take`; those beyond `threads` find the pieces gone.
+            return pool.run(&|| take(&mut S::default()));
         }
     }
     (0..threads).into_par_iter().for_each_init(S::default, |scratch, _| take(scratch));
@@ -101,9 +102,8 @@ struct State {
     turn: Mutex<()>,
     /// Bumped for every job; helpers wait for it to change.
     epoch: AtomicU64,
-    /// The current job (a `&dyn Fn()` on the caller's stack) and how many helpers take part.
+    /// The current job (a `&dyn Fn()` on the caller's stack), run by every helper once per epoch.
     job: AtomicPtr<()>,
-    wanted: AtomicUsize,
     /// Helpers still running the current job, and whether one of them panicked.
     running: AtomicUsize,
     panicked: AtomicBool,
@@ -119,7 +119,6 @@ impl HotPool {
                 turn: Mutex::new(()),
                 epoch: AtomicU64::new(0),
                 job: AtomicPtr::new(std::ptr::null_mut()),
-                wanted: AtomicUsize::new(0),
                 running: AtomicUsize::new(0),
                 panicked: AtomicBool::new(false),
             }));
@@ -129,7 +128,7 @@ impl HotPool {
                 let spawned = std::thread::Builder::new()
                     .name(format!("biomedgpt-decode-{index}"))
                     .stack_size(8 << 20) // as the CLI gives rayon's workers, which run the same pieces
-                    .spawn(move || helper(state, index, asleep));
+                    .spawn(move || helper(state, asleep));
                 match spawned {
                     Ok(handle) => helpers.push((handle.thread().clone(), asleep)),
                     Err(_) => break, // fewer helpers: the caller and rayon do the rest
@@ -143,18 +142,19 @@ impl HotPool {
         self.helpers.len()
     }
 
-    /// Runs `job` on the calling thread and on `count` helpers, returning when all are done
-    /// (and panicking if a helper's part panicked). The caller holds `state.turn`.
-    fn run(&self, count: usize, job: Job) {
+    /// Runs `job` on the calling thread and on every helper, returning when all are done (and
+    /// panicking if a helper's part panicked). The caller holds `state.turn`. All helpers take
+    /// part in every job, so none can be between jobs when the next epoch begins: each runs
+    /// exactly once per epoch.
+    fn run(&self, job: Job) {
         let state = self.state;
         // The helpers use `job` only between the epoch bump below and their decrement of
         // `running`, and this function returns only after `running` is 0.
         let raw: *const Job = &job;
         state.job.store(raw as *mut (), Ordering::Relaxed);
-        state.wanted.store(count, Ordering::Relaxed);
-        state.running.store(count, Ordering::Relaxed);
+        state.running.store(self.helpers.len(), Ordering::Relaxed);
         state.epoch.fetch_add(1, Ordering::SeqCst);
-        for (thread, asleep) in &self.helpers[..count] {
+        for (thread, asleep) in &self.helpers {
             if asleep.load(Ordering::SeqCst) {
                 thread.unpark();
             }
@@ -171,9 +171,9 @@ impl HotPool {
     }
 }
 
-/// A helper's loop: wait for a new epoch (polling for [`SPIN`], then parked), run the job if
-/// it is among the helpers wanted, report done.
-fn helper(state: &'static State, index: usize, asleep: &'static AtomicBool) {
+/// A helper's loop: wait for a new epoch (polling for [`SPIN`], then parked), run its job,
+/// report done.
+fn helper(state: &'static State, asleep: &'static AtomicBool) {
     // The epoch the pool started with (not a fresh load: the first job may be posted before
     // this thread runs).
     let mut seen = 0;
@@ -197,15 +197,13 @@ fn helper(state: &'static State, index: usize, asleep: &'static AtomicBool) {
             }
         };
         seen = epoch;
-        if index < state.wanted.load(Ordering::Relaxed) {
-            // SAFETY: the caller stored a live `&Job` before bumping the epoch, and waits for
-            // this helper's decrement of `running` before the job goes out of scope.
-            let job: Job = unsafe { *(state.job.load(Ordering::Relaxed) as *const Job) };
-            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
-                state.panicked.store(true, Ordering::Relaxed);
-            }
-            state.running.fetch_sub(1, Ordering::Release);
+        // SAFETY: the caller stored a live `&Job` before bumping the epoch, and waits for this
+        // helper's decrement of `running` before the job goes out of scope.
+        let job: Job = unsafe { *(state.job.load(Ordering::Relaxed) as *const Job) };
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+            state.panicked.store(true, Ordering::Relaxed);
         }
+        state.running.fetch_sub(1, Ordering::Release);
     }
 }
 
