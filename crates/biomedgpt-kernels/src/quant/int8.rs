@@ -349,17 +349,9 @@ pub fn dot_reference(ty: GgmlType, row: &[u8], x: &QuantizedRow) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::matmul::matvec::tests::values;
     use crate::quant::{dequantize, quantize};
 
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
 
     #[test]
     fn k4_scales_mins_equal_the_byte_unpacking() {
