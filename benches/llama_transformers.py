@@ -3,7 +3,8 @@
 of a LLaMA or GPT-2 directory with torch on 2 threads. Prints one JSON line in the format of
 `biomedgpt bench lm`.
 
-usage: llama_transformers.py MODEL_DIR DTYPE [PROMPT_LEN] [NEW_TOKENS]
+usage: llama_transformers.py MODEL_DIR DTYPE [PROMPT_LEN] [NEW_TOKENS] [BATCH]
+BATCH rows decode together (the same prompt in each, as `bench lm --batch`); tokens/s count every row.
 TORCH_DEVICE=cuda runs it on the GPU instead (benches/gpu.sh).
 """
 import inspect
@@ -35,12 +36,13 @@ def main():
     model_dir, dtype = sys.argv[1], sys.argv[2]
     prompt_len = int(sys.argv[3]) if len(sys.argv) > 3 else 128
     new_tokens = int(sys.argv[4]) if len(sys.argv) > 4 else 64
+    batch = int(sys.argv[5]) if len(sys.argv) > 5 else 1
     torch_dtype = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}[dtype]
     start = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype).eval().to(DEVICE)
     load_s = time.perf_counter() - start
     peak_after_load = peak_rss()
-    prompt = torch.tensor([[3 + (i * 7919) % 28000 for i in range(prompt_len)]], device=DEVICE)  # as `bench lm`
+    prompt = torch.tensor([[3 + (i * 7919) % 28000 for i in range(prompt_len)]] * batch, device=DEVICE)  # as `bench lm`
     # The prompt's logits for its last position only, as `model.generate` asks for them (and as
     # `bench lm` computes them), where the model takes `logits_to_keep`.
     last_only = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
@@ -56,7 +58,7 @@ def main():
             t = time.perf_counter()
             out = model(prompt, use_cache=True, **last_only)
             token = out.logits[:, -1].argmax(-1, keepdim=True)
-            token.item()  # as ours: the chosen id reaches the host (a GPU sync)
+            token.tolist()  # as ours: the chosen ids reach the host (a GPU sync)
             runs.append(time.perf_counter() - t)
         prefill_s = sorted(runs)[1]
         past = out.past_key_values
@@ -65,7 +67,7 @@ def main():
             out = model(token, past_key_values=past, use_cache=True)
             past = out.past_key_values
             token = out.logits[:, -1].argmax(-1, keepdim=True)
-            token.item()
+            token.tolist()
         decode_s = time.perf_counter() - t
     n_params = sum(p.numel() for p in model.parameters())
     print(json.dumps({
@@ -73,8 +75,8 @@ def main():
         "dtype": dtype, "parameters": n_params,
         "weight_bytes": n_params * torch.finfo(torch_dtype).bits // 8,
         "load_s": load_s, "peak_rss_after_load": peak_after_load,
-        "prompt_len": prompt_len, "new_tokens": new_tokens,
-        "prefill_tok_s": prompt_len / prefill_s, "decode_tok_s": new_tokens / decode_s,
+        "prompt_len": prompt_len, "new_tokens": new_tokens, "batch": batch,
+        "prefill_tok_s": prompt_len * batch / prefill_s, "decode_tok_s": new_tokens * batch / decode_s,
     }))
 
 

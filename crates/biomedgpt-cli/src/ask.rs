@@ -3,6 +3,8 @@
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
+use std::time::Instant;
+
 use anyhow::{Context, Result, bail};
 use biomedgpt_esm::parse_fasta;
 use biomedgpt_llama::{LlamaConfig, Prompt, Strategy, generate};
@@ -104,6 +106,10 @@ pub struct AskArgs {
     /// Print {"answer": ..., "token_ids": [...], "prompt_tokens": N} instead of streaming.
     #[arg(long)]
     pub json: bool,
+    /// With --json: add "timing": load, time to the first token (encoders and prompt included)
+    /// and decoding tokens/s (greedy and sampling; beam search hands its tokens over at the end).
+    #[arg(long, requires = "json")]
+    pub timings: bool,
 }
 
 #[derive(Args)]
@@ -157,19 +163,33 @@ pub fn ask(args: AskArgs) -> Result<()> {
     if model_args.model.join("config.json").is_file() && family_of(&model_args.model)? == Family::Gpt2 {
         return ask_text_lm(&args, &model_args, &inputs);
     }
+    let loading = Instant::now();
     let mut model = open(&model_args)?;
+    let load_s = loading.elapsed().as_secs_f64();
     if let Some(system) = &args.system_prompt {
         model.system_prompt = system.clone();
     }
     let config = args.decoding.config(model.eos_token_ids(), DEFAULT_MAX_NEW_TOKENS)?;
+    let start = Instant::now();
     let mut chat = Chat::new(&model);
     for input in &inputs {
         add_input(&mut chat, input)?;
     }
     chat.ask(&args.question)?;
     if args.json {
-        let answer = chat.answer(&config, &mut |_| {})?;
-        let json = serde_json::json!({"answer": answer.text, "token_ids": answer.token_ids, "prompt_tokens": answer.prompt_tokens});
+        // Timings as llama.cpp reports them (--timings): the first token's time counts the
+        // encoders and the prompt.
+        let mut token_times = Vec::new();
+        let answer = chat.answer(&config, &mut |_| token_times.push(start.elapsed().as_secs_f64()))?;
+        let first_token_s = token_times.first().copied();
+        let decode_tok_s = match (token_times.first(), token_times.last()) {
+            (Some(a), Some(b)) if token_times.len() > 1 && b > a => Some((token_times.len() - 1) as f64 / (b - a)),
+            _ => None,
+        };
+        let mut json = serde_json::json!({"answer": answer.text, "token_ids": answer.token_ids, "prompt_tokens": answer.prompt_tokens});
+        if args.timings {
+            json["timing"] = serde_json::json!({"load_s": load_s, "first_token_s": first_token_s, "decode_tok_s": decode_tok_s});
+        }
         println!("{json}");
     } else {
         stream_answer(&model, &mut chat, &config)?;

@@ -92,6 +92,9 @@ pub struct LlamaBenchArgs {
     prompt_len: usize,
     #[arg(long, default_value_t = 64)]
     new_tokens: usize,
+    /// Sequences decoded together (the same prompt in each row); tokens/s count every row.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
 }
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
@@ -264,10 +267,11 @@ pub fn resident_memory() -> (u64, u64) {
     (field("VmHWM:"), field("VmRSS:"))
 }
 
-fn next_token(model: &dyn CausalLm, input: DecoderInput, cache: &mut biomedgpt_llama::KvCache) -> u32 {
+/// One step for every row of the batch: the greedy next token of each.
+fn next_tokens(model: &dyn CausalLm, input: DecoderInput, cache: &mut biomedgpt_llama::KvCache) -> Vec<u32> {
     let logits = model.forward_last(input, None, cache);
-    let row = logits.cast(DType::F32).into_data().try_to_vec::<f32>().expect("f32 logits");
-    argmax(&row) as u32
+    let values = logits.cast(DType::F32).into_data().try_to_vec::<f32>().expect("f32 logits");
+    values.chunks(model.vocab_size()).map(|row| argmax(row) as u32).collect()
 }
 
 /// Timed prompt runs per `bench lm` (the median is reported; `benches/llama_transformers.py`
@@ -296,12 +300,17 @@ fn lm(args: LlamaBenchArgs) -> Result<()> {
 
     // Ids below 28000 fit every vocabulary benchmarked (LLaMA 32000, BioMedLM 28896).
     let prompt: Vec<u32> = (0..args.prompt_len).map(|i| 3 + (i as u32 * 7919) % 28000).collect();
+    let batch = args.batch.max(1);
+    let prompts: Vec<u32> = prompt.iter().copied().cycle().take(prompt.len() * batch).collect();
+    let step = |model: &dyn CausalLm, tokens: &[u32], cache: &mut biomedgpt_llama::KvCache| {
+        next_tokens(model, DecoderInput::Ids(ids_tensor(tokens, batch, &device)), cache)
+    };
     // Warm-up at the measured shapes (allocator, thread pool; GPU backends compile and tune
     // kernels per shape): the whole prompt and two decoding steps, not measured.
-    let mut cache = model.new_cache(1);
-    let mut warm = next_token(model, DecoderInput::Ids(ids_tensor(&prompt, 1, &device)), &mut cache);
+    let mut cache = model.new_cache(batch);
+    let mut warm = step(model, &prompts, &mut cache);
     for _ in 0..2 {
-        warm = next_token(model, DecoderInput::Ids(ids_tensor(&[warm], 1, &device)), &mut cache);
+        warm = step(model, &warm, &mut cache);
     }
     drop(cache);
 
@@ -310,18 +319,18 @@ fn lm(args: LlamaBenchArgs) -> Result<()> {
     let mut runs = Vec::with_capacity(PREFILL_RUNS);
     let mut prefilled = None;
     for _ in 0..PREFILL_RUNS {
-        let mut cache = model.new_cache(1);
+        let mut cache = model.new_cache(batch);
         let t = Instant::now();
-        let token = next_token(model, DecoderInput::Ids(ids_tensor(&prompt, 1, &device)), &mut cache);
+        let tokens = step(model, &prompts, &mut cache);
         runs.push(t.elapsed().as_secs_f64());
-        prefilled = Some((cache, token));
+        prefilled = Some((cache, tokens));
     }
-    let (mut cache, mut token) = prefilled.expect("PREFILL_RUNS > 0");
+    let (mut cache, mut tokens) = prefilled.expect("PREFILL_RUNS > 0");
     runs.sort_by(f64::total_cmp);
     let prefill_s = runs[PREFILL_RUNS / 2];
     let t = Instant::now();
     for _ in 0..args.new_tokens {
-        token = next_token(model, DecoderInput::Ids(ids_tensor(&[token], 1, &device)), &mut cache);
+        tokens = step(model, &tokens, &mut cache);
     }
     let decode_s = t.elapsed().as_secs_f64();
     // After the run every weight page has been read: with memory-mapped weights this, not the
@@ -333,9 +342,9 @@ fn lm(args: LlamaBenchArgs) -> Result<()> {
             "impl": "biomedgpt-rs", "dtype": format!("{dtype:?}").to_lowercase(),
             "parameters": parameters, "weight_bytes": weight_bytes,
             "load_s": load_s, "peak_rss_after_load": peak_after_load, "rss_after_load": rss_after_load, "peak_rss": peak_rss,
-            "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
-            "prefill_tok_s": args.prompt_len as f64 / prefill_s,
-            "decode_tok_s": args.new_tokens as f64 / decode_s,
+            "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "batch": batch,
+            "prefill_tok_s": (args.prompt_len * batch) as f64 / prefill_s,
+            "decode_tok_s": (args.new_tokens * batch) as f64 / decode_s,
         })
     );
     Ok(())

@@ -60,13 +60,39 @@ fn wgpu(_: Option<usize>) -> Result<Device> {
 
 #[cfg(feature = "cuda")]
 fn cuda(index: Option<usize>) -> Result<Device> {
-    Ok(Device::cuda(index.unwrap_or(0)))
+    let index = index.unwrap_or(0);
+    cuda_present(index)?;
+    Ok(Device::cuda(index))
+}
+
+/// Burn opens the CUDA driver lazily and panics deep inside the first kernel launch when there
+/// is none; ask the driver (the same cudarc that cubecl-cuda loads at run time) before that.
+#[cfg(feature = "cuda")]
+fn cuda_present(index: usize) -> Result<()> {
+    use cudarc::driver::{result, sys};
+    // SAFETY: only tries to open libcuda.so with the dynamic loader.
+    if !unsafe { sys::is_culib_present() } {
+        bail!(
+            "--device cuda:{index}: no NVIDIA driver on this machine (libcuda.so could not be loaded); \
+             run with --device cpu, or on a machine with an NVIDIA GPU and its driver"
+        );
+    }
+    result::init().map_err(|e| {
+        anyhow::anyhow!("--device cuda:{index}: the NVIDIA driver did not start ({e}); check `nvidia-smi`")
+    })?;
+    let count = result::device::get_count()
+        .map_err(|e| anyhow::anyhow!("--device cuda:{index}: cannot count the CUDA GPUs ({e})"))?;
+    match usize::try_from(count).unwrap_or(0) {
+        0 => bail!("--device cuda:{index}: the NVIDIA driver is loaded but sees no GPU; run with --device cpu"),
+        n if index >= n => bail!("--device cuda:{index}: this machine has {n} CUDA GPU(s): cuda:0 to cuda:{}", n - 1),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(not(feature = "cuda"))]
 fn cuda(_: Option<usize>) -> Result<Device> {
     bail!(
         "this binary was built without the CUDA backend; rebuild with `cargo build --release --features cuda` \
-         (needs the CUDA toolkit)"
+         (README: CUDA)"
     )
 }

@@ -29,13 +29,19 @@ fn ask_json_gives_the_reference_greedy_and_beam_ids() {
     let smiles = case["turns"][0][0][1].as_str().unwrap();
     let question = case["turns"][0][1][1].as_str().unwrap();
     let m = model();
-    let (ok, stdout, stderr) = biomedgpt(&["ask", "--model", &m, "--smiles", smiles, "--question", question, "--dtype", "f32", "--max-new-tokens", "24", "--json"]);
+    let (ok, stdout, stderr) =
+        biomedgpt(&["ask", "--model", &m, "--smiles", smiles, "--question", question, "--dtype", "f32", "--max-new-tokens", "24", "--json", "--timings"]);
     assert!(ok, "{stderr}");
     assert!(stderr.contains("meaningless"), "the tiny model says so: {stderr}");
     let out: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(out["token_ids"], case["greedy_ids"]);
     assert_eq!(out["prompt_tokens"], case["prompt_tokens"]);
     assert!(out["answer"].is_string());
+    // Greedy hands each token over as it comes: the timings are there and ordered.
+    let timing = &out["timing"];
+    let (load, first, rate) =
+        (timing["load_s"].as_f64().unwrap(), timing["first_token_s"].as_f64().unwrap(), timing["decode_tok_s"].as_f64().unwrap());
+    assert!(load > 0.0 && first > 0.0 && rate > 0.0, "{timing}");
 
     let case = &fx["mixed"];
     let (ok, stdout, stderr) = biomedgpt(&[
