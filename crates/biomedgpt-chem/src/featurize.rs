@@ -5,6 +5,8 @@ use petgraph::graph::NodeIndex;
 use crate::rdkit::ffi;
 use crate::{Atom, Bond, MolGraph, Molecule};
 
+/// Errors name the SMILES as [`shown`] writes it: at most [`SHOWN_CHARS`] characters, control
+/// characters escaped, so a 3 MB input does not come back as a 3 MB message (issue 39, D24).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum FeaturizeError {
     #[error("invalid SMILES `{smiles}`: {reason}")]
@@ -17,6 +19,46 @@ pub enum FeaturizeError {
     BondDir { smiles: String, bond: usize, begin: u32, end: u32, dir: &'static str },
     #[error("SMILES of {atoms} atoms: at most {max} are read (BioMedGPT's reference graphs hold 256; RDKit's stereo perception grows faster than linearly, 5,000 atoms took over a minute)")]
     TooLarge { atoms: usize, max: usize },
+    #[error("SMILES of {bytes} bytes: at most {max} are read (RDKit's parse time grows with the square of the ring-closure digits)")]
+    TooLong { bytes: usize, max: usize },
+}
+
+/// Most characters of a SMILES quoted in an error.
+pub const SHOWN_CHARS: usize = 80;
+
+/// Longest SMILES given to RDKit: 1,000 atoms written with brackets and ring closures fit; 200 KB
+/// of ring-closure digits took RDKit 16 s (issue 39, D2), 20 KB takes a fraction of a second.
+pub const MAX_SMILES_BYTES: usize = 20_000;
+
+/// `smiles` for an error message: control characters escaped (`\u{0}`), cut after
+/// [`SHOWN_CHARS`] characters with the full length said.
+pub fn shown(smiles: &str) -> String {
+    let mut out: String = smiles.chars().take(SHOWN_CHARS).flat_map(char::escape_debug).collect();
+    let total = smiles.chars().count();
+    if total > SHOWN_CHARS {
+        out.push_str(&format!("... ({} characters)", total));
+    }
+    out
+}
+
+/// What is refused before RDKit sees it: a SMILES is printable text (a NUL would end it early in
+/// C++, a silent truncation, issue 39, D9) of bounded length, writing a bounded number of atoms.
+pub(crate) fn check_text(smiles: &str) -> Result<(), FeaturizeError> {
+    if smiles.len() > MAX_SMILES_BYTES {
+        return Err(FeaturizeError::TooLong { bytes: smiles.len(), max: MAX_SMILES_BYTES });
+    }
+    if let Some((at, c)) = smiles.char_indices().find(|(_, c)| c.is_control()) {
+        return Err(FeaturizeError::Invalid {
+            smiles: shown(smiles),
+            reason: format!("control character U+{:04X} at byte {at} (a SMILES is printable text)", c as u32),
+        });
+    }
+    // Bounded before RDKit sees it (issue 26, D6).
+    let atoms = count_atoms(smiles);
+    if atoms > MAX_ATOMS {
+        return Err(FeaturizeError::TooLarge { atoms, max: MAX_ATOMS });
+    }
+    Ok(())
 }
 
 /// Most atoms of a SMILES given to RDKit (about a second of parsing).
@@ -87,29 +129,22 @@ fn bond_dir_index(rdkit: i32) -> Result<u8, &'static str> {
 /// Parses `smiles` with RDKit's default sanitization into a [`Molecule`]: node `i` is RDKit's
 /// atom `i`, edge `k` its bond `k`. Tags and bonds the model has no index for are errors here.
 pub fn parse_molecule(smiles: &str) -> Result<Molecule, FeaturizeError> {
-    // Bounded before RDKit sees it (issue 26, D6).
-    let atoms = count_atoms(smiles);
-    if atoms > MAX_ATOMS {
-        return Err(FeaturizeError::TooLarge { atoms, max: MAX_ATOMS });
-    }
-    let raw = ffi::parse_smiles(smiles).map_err(|e| FeaturizeError::Invalid {
-        smiles: smiles.to_string(),
-        reason: clean_reason(e.what()),
-    })?;
+    check_text(smiles)?;
+    let raw = ffi::parse_smiles(smiles).map_err(|e| FeaturizeError::Invalid { smiles: shown(smiles), reason: clean_reason(e.what()) })?;
     let mut mol = Molecule::with_capacity(raw.atoms.len(), raw.bonds.len());
     for (i, a) in raw.atoms.iter().enumerate() {
         if !(0..=2).contains(&a.chiral_tag) {
             let tag = CHIRAL_NAMES.get(a.chiral_tag as usize).copied().unwrap_or("unknown");
-            return Err(FeaturizeError::Chirality { smiles: smiles.to_string(), atom: i, tag });
+            return Err(FeaturizeError::Chirality { smiles: shown(smiles), atom: i, tag });
         }
         mol.add_node(Atom { atomic_num: a.atomic_num as u32, chirality: a.chiral_tag as u8 });
     }
     for (i, b) in raw.bonds.iter().enumerate() {
         let (begin, end) = (b.begin, b.end);
         let bond_type = bond_type_index(b.bond_type)
-            .map_err(|kind| FeaturizeError::BondType { smiles: smiles.to_string(), bond: i, begin, end, kind })?;
+            .map_err(|kind| FeaturizeError::BondType { smiles: shown(smiles), bond: i, begin, end, kind })?;
         let direction = bond_dir_index(b.bond_dir)
-            .map_err(|dir| FeaturizeError::BondDir { smiles: smiles.to_string(), bond: i, begin, end, dir })?;
+            .map_err(|dir| FeaturizeError::BondDir { smiles: shown(smiles), bond: i, begin, end, dir })?;
         mol.add_edge(NodeIndex::new(begin as usize), NodeIndex::new(end as usize), Bond { bond_type, direction });
     }
     Ok(mol)
@@ -120,14 +155,20 @@ pub fn featurize(smiles: &str) -> Result<MolGraph, FeaturizeError> {
     parse_molecule(smiles).map(|mol| MolGraph::from_molecule(&mol))
 }
 
-/// RDKit log lines start with a `[hh:mm:ss] ` stamp and may repeat; keep the messages.
+/// RDKit log lines start with a `[hh:mm:ss] ` stamp and may repeat, and they echo the input
+/// (`for input: '...'`, `while parsing: ...`, `Failed parsing SMILES '...'`), which the error
+/// already quotes once; keep the messages.
 pub(crate) fn clean_reason(raw: &str) -> String {
-    let lines: Vec<&str> = raw
-        .lines()
-        .map(|l| if l.starts_with('[') { l.split_once("] ").map_or(l, |(_, rest)| rest) } else { l })
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
+    let mut lines: Vec<&str> = Vec::new();
+    for line in raw.lines() {
+        let line = if line.starts_with('[') { line.split_once("] ").map_or(line, |(_, rest)| rest) } else { line };
+        let line = [" for input: '", " while parsing: "].iter().fold(line, |l, echo| l.find(echo).map_or(l, |i| &l[..i]));
+        let line = line.trim();
+        if line.is_empty() || line.contains("Failed parsing SMILES") || lines.contains(&line) {
+            continue;
+        }
+        lines.push(line);
+    }
     if lines.is_empty() { "RDKit could not parse it".into() } else { lines.join("; ") }
 }
 
@@ -157,7 +198,36 @@ mod tests {
     fn reasons_lose_their_timestamps() {
         assert_eq!(
             clean_reason("[03:04:08] SMILES Parse Error: syntax error\n[03:04:08] Failed parsing SMILES 'X'\n"),
-            "SMILES Parse Error: syntax error; Failed parsing SMILES 'X'"
+            "SMILES Parse Error: syntax error"
         );
+    }
+
+    /// RDKit's own words, once, without the echoes of the input (issue 39, D24).
+    #[test]
+    fn reasons_do_not_echo_the_input() {
+        let raw = "[10:00:00] SMILES Parse Error: syntax error while parsing: CXC\n[10:00:00] SMILES Parse Error: Failed parsing SMILES 'CXC' for input: 'CXC'\n";
+        assert_eq!(clean_reason(raw), "SMILES Parse Error: syntax error");
+        assert_eq!(clean_reason("SMILES Parse Error: unclosed ring for input: 'C1CC'"), "SMILES Parse Error: unclosed ring");
+        let big = format!("C{}", "=".repeat(15_000));
+        let e = featurize(&big).unwrap_err().to_string();
+        assert!(e.len() < 400 && e.contains("15001 characters"), "{e}");
+    }
+
+    /// A NUL or other control character is refused by name and position, not cut off by C++ (D9).
+    #[test]
+    fn control_characters_are_refused_and_escaped() {
+        let e = featurize("CC\0O").unwrap_err().to_string();
+        assert!(e.contains("U+0000 at byte 2") && e.contains("CC\\0O"), "{e}");
+        let e = featurize("C\u{1}C").unwrap_err().to_string();
+        assert!(e.contains("U+0001") && !e.contains('\u{1}'), "{e}");
+    }
+
+    /// Length is bounded before RDKit: 200 KB of ring-closure digits (16 s in RDKit) is refused at once (D2).
+    #[test]
+    fn ring_closure_floods_are_refused_fast() {
+        let started = std::time::Instant::now();
+        let e = featurize(&format!("{}{}", "C".repeat(999), "1".repeat(200_000))).unwrap_err().to_string();
+        assert!(e.contains("at most 20000"), "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_millis(100));
     }
 }

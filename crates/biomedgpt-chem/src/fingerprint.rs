@@ -1,7 +1,7 @@
 //! Morgan (ECFP-like) bit fingerprints from RDKit and Tanimoto similarity, for the retrieval
 //! baseline that answers with the most similar training molecule's answer.
 
-use crate::featurize::{FeaturizeError, clean_reason};
+use crate::featurize::{FeaturizeError, check_text, clean_reason, shown};
 use crate::rdkit::ffi;
 
 /// The sorted on bits of RDKit's `GetMorganFingerprintAsBitVect(mol, radius, n_bits)`.
@@ -14,8 +14,9 @@ pub fn morgan_fingerprint(smiles: &str) -> Result<Fingerprint, FeaturizeError> {
 }
 
 pub fn morgan_fingerprint_with(smiles: &str, radius: u32, n_bits: u32) -> Result<Fingerprint, FeaturizeError> {
+    check_text(smiles)?;
     let mut bits = ffi::morgan_fingerprint(smiles, radius, n_bits)
-        .map_err(|e| FeaturizeError::Invalid { smiles: smiles.to_string(), reason: clean_reason(e.what()) })?;
+        .map_err(|e| FeaturizeError::Invalid { smiles: shown(smiles), reason: clean_reason(e.what()) })?;
     bits.sort_unstable();
     Ok(Fingerprint(bits))
 }

@@ -14,7 +14,7 @@ mod featurize;
 mod fingerprint;
 mod rdkit;
 
-pub use featurize::{FeaturizeError, MAX_ATOMS, count_atoms, featurize, parse_molecule};
+pub use featurize::{FeaturizeError, MAX_ATOMS, MAX_SMILES_BYTES, count_atoms, featurize, parse_molecule, shown};
 pub use fingerprint::{Fingerprint, morgan_fingerprint, morgan_fingerprint_with};
 pub use petgraph;
 

@@ -142,7 +142,7 @@ fn molecule(args: MoleculeArgs) -> Result<()> {
     let mut skipped = 0;
     for (line, smiles) in &molecules {
         let graph = biomedgpt_chem::featurize(smiles).and_then(|g| {
-            g.validate().map_err(|e| biomedgpt_chem::FeaturizeError::Invalid { smiles: smiles.clone(), reason: e.to_string() })?;
+            g.validate().map_err(|e| biomedgpt_chem::FeaturizeError::Invalid { smiles: biomedgpt_chem::shown(smiles), reason: e.to_string() })?;
             Ok(g)
         });
         match (graph, single, &args.input) {

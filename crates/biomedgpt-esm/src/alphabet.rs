@@ -7,7 +7,7 @@ use std::path::Path;
 pub enum SequenceError {
     #[error("{record}: the sequence is empty")]
     Empty { record: String },
-    #[error("{record}: `{letter}` at position {position} is not in the ESM alphabet ({alphabet})")]
+    #[error("{record}: `{}` at position {position} is not in the ESM alphabet ({alphabet})", letter.escape_debug())]
     UnknownResidue {
         record: String,
         letter: char,
@@ -164,6 +164,9 @@ mod tests {
         assert!(matches!(err, SequenceError::UnknownResidue { letter: 'J', position: 3, .. }), "{err}");
         assert!(err.to_string().contains("P12345"));
         assert!(matches!(a.encode("x", "  ", 1024, false), Err(SequenceError::Empty { .. })));
+        // A control character is named escaped, not printed raw (issue 39, D29).
+        let err = a.encode("x", "MK\0T", 1024, false).unwrap_err().to_string();
+        assert!(err.contains("`\\0` at position 3") && !err.contains('\0'), "{err}");
     }
 
     #[test]

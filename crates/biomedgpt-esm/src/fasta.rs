@@ -7,8 +7,10 @@ pub struct FastaRecord {
     pub sequence: String,
 }
 
-/// Parses FASTA text. Text before the first header is an error naming the line.
+/// Parses FASTA text. Text before the first header is an error naming the line. A UTF-8 byte
+/// order mark (Windows editors write one) is skipped.
 pub fn parse(text: &str) -> Result<Vec<FastaRecord>, String> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut records: Vec<FastaRecord> = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim_end();
@@ -35,5 +37,12 @@ mod tests {
         assert_eq!((r[0].id.as_str(), r[0].sequence.as_str()), ("sp|P1|X", "MKTAYI"));
         assert_eq!(r[1].sequence, "GG");
         assert!(super::parse("MKT\n>a\nG").unwrap_err().contains("line 1"));
+    }
+
+    /// A byte order mark before the first header is not sequence data (issue 39, D29).
+    #[test]
+    fn byte_order_mark_is_skipped() {
+        let r = super::parse("\u{feff}>P1\nMKT\n").unwrap();
+        assert_eq!((r[0].id.as_str(), r[0].sequence.as_str()), ("P1", "MKT"));
     }
 }

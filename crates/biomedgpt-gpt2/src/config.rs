@@ -85,6 +85,14 @@ impl Gpt2Config {
         if self.add_cross_attention {
             return Err("add_cross_attention: encoder-decoder GPT-2 is not supported".into());
         }
+        // Special tokens index the embeddings and the logits (issue 39, D10).
+        let vocab = self.vocab_size;
+        if let Some(bos) = self.bos_token_id.filter(|&b| b as usize >= vocab) {
+            return Err(format!("bos_token_id {bos} is outside the vocabulary of {vocab} tokens"));
+        }
+        if let Some(eos) = self.eos_token_id.as_ref().and_then(|e| e.to_vec().into_iter().find(|&e| e as usize >= vocab)) {
+            return Err(format!("eos_token_id {eos} is outside the vocabulary of {vocab} tokens"));
+        }
         Ok(())
     }
 
@@ -98,5 +106,21 @@ impl Gpt2Config {
 
     pub fn eos_token_ids(&self) -> Vec<u32> {
         self.eos_token_id.as_ref().map(TokenIds::to_vec).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Gpt2Config;
+
+    /// Issue 39, D10: special tokens outside the vocabulary are refused at load, by name.
+    #[test]
+    fn special_tokens_outside_the_vocabulary_are_refused() {
+        let config = |extra: &str| format!(r#"{{"vocab_size": 100, "n_embd": 8, "n_head": 2, "n_layer": 1, "n_positions": 16{extra}}}"#);
+        assert!(Gpt2Config::from_json(&config("")).is_ok());
+        let e = Gpt2Config::from_json(&config(r#", "bos_token_id": 100"#)).unwrap_err();
+        assert!(e.contains("bos_token_id 100 is outside the vocabulary of 100"), "{e}");
+        let e = Gpt2Config::from_json(&config(r#", "eos_token_id": 50256"#)).unwrap_err();
+        assert!(e.contains("eos_token_id 50256"), "{e}");
     }
 }

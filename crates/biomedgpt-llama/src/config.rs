@@ -176,6 +176,15 @@ impl LlamaConfig {
         if self.vocab_size == 0 || self.vocab_size > 1 << 24 {
             return Err(format!("vocab_size {} is out of range (1 to {})", self.vocab_size, 1 << 24));
         }
+        // A special token outside the vocabulary indexes past the embeddings or the logits
+        // (issue 39, D10: a forged GGUF with bos 40000 panicked every request).
+        let vocab = self.vocab_size;
+        if let Some(bos) = self.bos_token_id.filter(|&b| b as usize >= vocab) {
+            return Err(format!("bos_token_id {bos} is outside the vocabulary of {vocab} tokens"));
+        }
+        if let Some(eos) = self.eos_token_id.as_ref().and_then(|e| e.to_vec().into_iter().find(|&e| e as usize >= vocab)) {
+            return Err(format!("eos_token_id {eos} is outside the vocabulary of {vocab} tokens"));
+        }
         self.rope_kind()?;
         Ok(())
     }
@@ -289,6 +298,9 @@ mod tests {
             ("max_position_embeddings", "0", "max_position_embeddings 0 is out of range"),
             ("intermediate_size", "1000000000000", "intermediate_size 1000000000000 is out of range"),
             ("num_hidden_layers", "100000000", "num_hidden_layers 100000000 is out of range"),
+            // Issue 39, D10: special tokens outside the vocabulary of 100.
+            ("bos_token_id", "40000", "bos_token_id 40000 is outside the vocabulary of 100 tokens"),
+            ("eos_token_id", "[2, 100]", "eos_token_id 100 is outside the vocabulary of 100 tokens"),
         ] {
             let text = MINIMAL.replace(&format!("\"{field}\": "), "\"ignored\": ").replace("\"vocab_size\"", &format!("\"{field}\": {value}, \"vocab_size\""));
             let err = LlamaConfig::from_json(&text).unwrap_err();

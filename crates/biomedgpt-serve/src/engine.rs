@@ -219,7 +219,9 @@ fn model_failure(at: &str, e: ModelError) -> Failure {
         | ModelError::Tokenizer(_) => 400,
         _ => 500,
     };
-    let message = if at.is_empty() { e.to_string() } else { format!("{at}: {e}") };
+    // Errors that already name the input (a protein's record name is its location) say it once.
+    let message = e.to_string();
+    let message = if at.is_empty() || message.starts_with(at) { message } else { format!("{at}: {message}") };
     Failure { status, message, param: (!at.is_empty()).then(|| at.to_string()) }
 }
 
@@ -364,14 +366,16 @@ impl Engine {
         let max_context = self.config.max_context;
         let room = max_context.saturating_sub(prompt_len);
         let max_tokens = match params.max_tokens {
-            Some(m) if prompt_len + m > max_context => {
+            // `m > room`, not `prompt_len + m > max_context`: max_tokens near 2^64 would wrap
+            // (issue 39, D1).
+            Some(m) if m > room => {
                 return fail(
                     &job,
                     Failure {
                         status: 400,
                         message: format!(
                             "this model's maximum context length is {max_context} tokens; the prompt has {prompt_len} tokens and max_tokens asks for {m} more ({} in all)",
-                            prompt_len + m
+                            prompt_len as u128 + m as u128
                         ),
                         param: Some("max_tokens".into()),
                     },

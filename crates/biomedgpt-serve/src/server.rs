@@ -104,6 +104,20 @@ impl App {
         Ok(rx)
     }
 
+    /// What the engine's limits refuse before any work: more choices than one batch holds
+    /// (issue 39, D22: `n` above `--max-batch` ran anyway).
+    fn check_params(&self, params: &Params) -> Result<(), Failure> {
+        let max = self.options.engine.max_batch;
+        if params.n > max {
+            return Err(Failure {
+                status: 400,
+                message: format!("n is {}, above this server's batch of {max} sequences (--max-batch)", params.n),
+                param: Some("n".into()),
+            });
+        }
+        Ok(())
+    }
+
     fn check_model(&self, model: &Option<String>) -> Result<(), Failure> {
         match model {
             Some(m) if m != &self.options.model_name => Err(Failure {
@@ -274,17 +288,31 @@ fn router(app: Arc<App>) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(app.options.body_limit))
         .with_state(app)
 }
 
-/// API key and draining, before any work.
+/// API key, body type and draining, before any work.
 async fn guard(State(app): State<Arc<App>>, headers: HeaderMap, request: Request, next: Next) -> Response {
     if let Some(key) = &app.options.api_key {
         let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(key.as_str()) {
+        // Constant time: the comparison must not tell a client how many leading bytes it has right.
+        let matches = given.is_some_and(|g| bool::from(subtle::ConstantTimeEq::ct_eq(g.as_bytes(), key.as_bytes())));
+        if !matches {
             app.count("auth", 401);
             return failure_response(&Failure { status: 401, message: "invalid or missing API key (Authorization: Bearer KEY)".into(), param: None });
+        }
+    }
+    // JSON bodies only: a form or text/plain POST is what a cross-site page can send without a
+    // CORS preflight, so without a key it would reach the engine (issue 39, D27).
+    if request.method() == axum::http::Method::POST {
+        let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let essence = content_type.split(';').next().unwrap_or("").trim();
+        if !essence.eq_ignore_ascii_case("application/json") {
+            app.count("content_type", 415);
+            let given = if content_type.is_empty() { "none".to_string() } else { format!("`{}`", content_type.escape_debug()) };
+            return failure_response(&Failure { status: 415, message: format!("Content-Type must be application/json (got {given})"), param: None });
         }
     }
     if app.draining.load(Ordering::SeqCst) {
@@ -292,6 +320,16 @@ async fn guard(State(app): State<Arc<App>>, headers: HeaderMap, request: Request
         return failure_response(&Failure { status: 503, message: "the server is shutting down".into(), param: None });
     }
     next.run(request).await
+}
+
+/// A route that exists, asked with another method: OpenAI's error body, not a bare 405 (D26).
+async fn method_not_allowed(request: Request) -> Response {
+    let path = request.uri().path();
+    let allowed = if path == "/v1/models" || path == "/health" || path == "/metrics" { "GET" } else { "POST" };
+    let message = format!("method {} is not allowed on {path} (use {allowed})", request.method());
+    let mut response = failure_response(&Failure { status: 405, message, param: None });
+    response.headers_mut().insert(header::ALLOW, axum::http::HeaderValue::from_static(allowed));
+    response
 }
 
 async fn not_found(request: Request) -> Response {
@@ -384,6 +422,7 @@ async fn chat_completions(State(app): State<Arc<App>>, body: Result<Bytes, Bytes
         app.check_model(&req.sampling.model)?;
         let prompt = req.prompt()?;
         let params = req.sampling.params(req.logprobs()?)?;
+        app.check_params(&params)?;
         Ok::<_, Failure>((prompt, params, req.sampling.stream, req.sampling.include_usage()))
     })();
     respond(app, Kind::Chat, parsed).await
@@ -396,6 +435,7 @@ async fn completions(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejec
         app.check_model(&req.sampling.model)?;
         let prompt = req.prompt()?;
         let params = req.sampling.params(req.logprobs()?)?;
+        app.check_params(&params)?;
         Ok::<_, Failure>((prompt, params, req.sampling.stream, req.sampling.include_usage()))
     })();
     respond(app, Kind::Completion, parsed).await

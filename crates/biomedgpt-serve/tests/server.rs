@@ -296,6 +296,7 @@ async fn bad_requests_get_their_status_and_an_openai_error() {
     opts.api_key = Some("sekret".into());
     opts.body_limit = 4096;
     opts.engine.max_context = 128;
+    opts.engine.max_batch = 4;
     let server = Running::start(opts);
     let key = Some("sekret");
     let chat = "/v1/chat/completions";
@@ -316,7 +317,16 @@ async fn bad_requests_get_their_status_and_an_openai_error() {
         (chat, r#"{"messages": [{"role": "user", "content": "hi"}], "top_p": 0}"#, 400, "top_p"),
         (chat, r#"{"messages": [{"role": "user", "content": "hi"}], "n": 0}"#, 400, "n must be between"),
         (chat, r#"{"messages": [{"role": "user", "content": "hi"}], "num_beams": 100000}"#, 400, "num_beams must be between"),
-        (chat, r#"{"messages": [{"role": "user", "content": "hi"}], "max_tokens": -1}"#, 400, "invalid JSON"),
+        (chat, r#"{"messages": [{"role": "user", "content": "hi"}], "max_tokens": -1}"#, 400, "`max_tokens`"),
+        // Issue 39: D1 (2^64 - 1 wrapped the context check), D25 (type errors name the field),
+        // D23 (stop strings bounded), D22 (n above --max-batch), D9 (NUL in a SMILES).
+        (chat, r#"{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 18446744073709551615, "ignore_eos": true, "stream": true}"#, 400, "maximum context length is 128 tokens"),
+        (chat, r#"{"messages": [{"role": "user", "content": "hi"}], "max_tokens": "abc"}"#, 400, "`max_tokens`: invalid type: string"),
+        (chat, r#"{"messages": [{"role": "user", "content": "hi"}], "stream": 1}"#, 400, "`stream`"),
+        (chat, r#"{"messages": [{"role": "user", "content": "hi"}], "stop": ["a", "b", "c", "d", "e"]}"#, 400, "at most 4 stop strings"),
+        (chat, r#"{"messages": [{"role": "user", "content": "hi"}], "n": 8}"#, 400, "--max-batch"),
+        (chat, r#"{"messages": [{"role": "user", "content": [{"type": "molecule", "molecule": {"smiles": "CC\u0000O"}}]}]}"#, 400, "U+0000 at byte 2"),
+        (chat, "[1, 2]", 400, "invalid request body"),
         (chat, r#"{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 500}"#, 400, "maximum context length is 128 tokens"),
         (chat, r#"{"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]}"#, 400, "tools"),
         (chat, r#"{"messages": [{"role": "user", "content": "hi"}], "model": "gpt-4"}"#, 404, "`gpt-4` does not exist"),
@@ -333,6 +343,41 @@ async fn bad_requests_get_their_status_and_an_openai_error() {
         assert!(message.contains(needle), "{body}: `{message}` does not say `{needle}`");
         assert!(v["error"]["type"].is_string());
     }
+    // A type error names the field in `param` too (D25); a protein's location is said once (D28).
+    let (_, v) = server.post_raw(chat, r#"{"messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}"#, key).await;
+    assert_eq!(v["error"]["param"], "temperature", "{v}");
+    let (_, v) = server.post_raw(chat, r#"{"messages": [{"role": "user", "content": [{"type": "protein", "protein": {"sequence": "MK1TA"}}]}]}"#, key).await;
+    let m = v["error"]["message"].as_str().unwrap();
+    assert_eq!(m.matches("messages[0].content[0]").count(), 1, "{m}");
+    // A long stop string (D23) and a long invalid SMILES quoted once, shortly (D24).
+    let body = json!({"messages": [{"role": "user", "content": "hi"}], "stop": ["x".repeat(300)]});
+    let resp = server.client.post(format!("{}{chat}", server.base)).bearer_auth("sekret").json(&body).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let v: Value = resp.json().await.unwrap();
+    assert!(v["error"]["message"].as_str().unwrap().contains("at most 256"), "{v}");
+    let smiles = format!("C{}", "=".repeat(3000));
+    let body = json!({"messages": [{"role": "user", "content": [{"type": "molecule", "molecule": {"smiles": smiles}}]}]});
+    let resp = server.client.post(format!("{}{chat}", server.base)).bearer_auth("sekret").json(&body).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let text = resp.text().await.unwrap();
+    assert!(text.len() < 600 && text.contains("3001 characters"), "{text}");
+    // The wrong method gets an OpenAI error body and Allow (D26); a body that is not JSON by its
+    // Content-Type gets 415, as a cross-site form post would (D27).
+    let resp = server.client.get(format!("{}{chat}", server.base)).bearer_auth("sekret").send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 405);
+    assert_eq!(resp.headers()["allow"], "POST");
+    let v: Value = resp.json().await.unwrap();
+    assert!(v["error"]["message"].as_str().unwrap().contains("use POST"), "{v}");
+    for content_type in ["text/plain", "application/x-www-form-urlencoded"] {
+        let resp = server.client.post(format!("{}{chat}", server.base)).bearer_auth("sekret").header("content-type", content_type)
+            .body(r#"{"messages": [{"role": "user", "content": "hi"}]}"#).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 415, "{content_type}");
+        let v: Value = resp.json().await.unwrap();
+        assert!(v["error"]["message"].as_str().unwrap().contains("application/json"), "{v}");
+    }
+    let resp = server.client.post(format!("{}{chat}", server.base)).bearer_auth("sekret").header("content-type", "application/json; charset=utf-8")
+        .body(r#"{"messages": [{"role": "user", "content": "Describe ethanol."}], "max_tokens": 2}"#).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "a charset parameter is fine");
     // The context limit names the prompt's tokens and the limit.
     let long_question = "word ".repeat(200);
     let body = json!({"messages": [{"role": "user", "content": long_question}]});
