@@ -208,35 +208,47 @@ impl Observer for Bar {
     }
 }
 
+/// The signal that stopped the run (0: none): SIGINT (Ctrl-C) and SIGTERM (what `kill`, systemd
+/// and job schedulers send) both save a checkpoint at the end of the step, then the process
+/// exits with the shell's code for that signal, 130 or 143 (issue 39, D18/D19).
+static STOP_SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
 #[cfg(unix)]
-fn on_ctrl_c_save_and_stop() {
-    extern "C" fn handler(_: libc::c_int) {
+fn on_signal_save_and_stop() {
+    extern "C" fn handler(signal: libc::c_int) {
+        STOP_SIGNAL.store(signal, std::sync::atomic::Ordering::SeqCst);
         STOP_REQUESTED.store(true, std::sync::atomic::Ordering::SeqCst);
     }
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    // SAFETY: the handler only stores to atomics, which is async-signal-safe.
     unsafe {
         libc::signal(libc::SIGINT, handler as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, handler as *const () as libc::sighandler_t);
     }
 }
 
 #[cfg(not(unix))]
-fn on_ctrl_c_save_and_stop() {}
+fn on_signal_save_and_stop() {}
 
 pub fn train(args: TrainArgs) -> Result<()> {
     let config = merged_config(&args)?;
     let devices = crate::device::parse_training_devices(&config.device)?;
-    on_ctrl_c_save_and_stop();
+    on_signal_save_and_stop();
     let mut bar = Bar { encode: None, train: None };
     let last = run(&config, args.resume, &devices, &mut bar)?;
     if let Some(bar) = &bar.train {
         bar.finish();
     }
-    if STOP_REQUESTED.load(std::sync::atomic::Ordering::SeqCst) {
-        eprintln!("stopped by Ctrl-C; continue with --resume");
-    }
     println!("{}", last.display());
     if !last.join("adapters.safetensors").is_file() {
         bail!("{}: checkpoint incomplete", last.display());
+    }
+    let signal = STOP_SIGNAL.load(std::sync::atomic::Ordering::SeqCst);
+    if signal != 0 {
+        let name = if signal == libc::SIGINT { "Ctrl-C" } else { "SIGTERM" };
+        eprintln!("stopped by {name}; saved {}; continue with --resume", last.display());
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        std::process::exit(128 + signal);
     }
     Ok(())
 }

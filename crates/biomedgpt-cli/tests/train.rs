@@ -215,32 +215,58 @@ fn bad_settings_are_refused_with_a_reason() {
 }
 
 #[cfg(unix)]
+/// Ctrl-C and SIGTERM save a checkpoint at the step they stop and exit with the signal's code
+/// (130, 143), also when no checkpoint was due (`--save-every 0`; issue 39, D18/D19).
 #[test]
-fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
-    let dir = temp_dir("sigint");
-    let out = dir.join("run");
-    let mut child = command(&train_args(&out, &["--max-steps", "100000"]))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while std::fs::read_to_string(out.join("metrics.jsonl")).map(|t| t.lines().count()).unwrap_or(0) < 2 {
-        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
-        assert!(started.elapsed() < Duration::from_secs(120), "training did not start");
-        std::thread::sleep(Duration::from_millis(10));
+fn ctrl_c_and_sigterm_save_a_checkpoint_and_exit_with_the_signal_code() {
+    for (signal, code, name, save_every) in [("-INT", 130, "Ctrl-C", "3"), ("-TERM", 143, "SIGTERM", "0")] {
+        let dir = temp_dir(&format!("signal{code}"));
+        let out = dir.join("run");
+        let args = without(train_args(&out, &["--max-steps", "100000"]), "--save-every");
+        let args = [args, vec!["--save-every".into(), save_every.into()]].concat();
+        let mut child = command(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let started = Instant::now();
+        while std::fs::read_to_string(out.join("metrics.jsonl")).map(|t| t.lines().count()).unwrap_or(0) < 2 {
+            assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+            assert!(started.elapsed() < Duration::from_secs(120), "training did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let status = Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(code), "{name}: {stderr}");
+        assert!(stderr.contains(&format!("stopped by {name}")), "{stderr}");
+        let last_step = curve(&out).iter().filter_map(|v| v["step"].as_u64()).max().unwrap();
+        let checkpoint = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        assert!(checkpoint.ends_with(&format!("checkpoint-{last_step}")), "{name}: {checkpoint} vs step {last_step}");
+        assert!(Path::new(&checkpoint).join("adapters.safetensors").is_file());
+        let _ = std::fs::remove_dir_all(&dir);
     }
-    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-    let output = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
-    assert!(stderr.contains("stopped by Ctrl-C"), "{stderr}");
-    // Checkpoints every 3 steps by the shared arguments; Ctrl-C adds one at the step it stopped.
-    let last_step = curve(&out).iter().filter_map(|v| v["step"].as_u64()).max().unwrap();
-    let checkpoint = String::from_utf8_lossy(&output.stdout).trim().to_string();
-    assert!(checkpoint.ends_with(&format!("checkpoint-{last_step}")), "{checkpoint} vs step {last_step}");
-    assert!(Path::new(&checkpoint).join("adapters.safetensors").is_file());
+}
+
+/// A loss that is not a number stops the run before the update, with an error naming the step,
+/// and writes no checkpoint of NaN weights (issue 39, D12): the feature cache of a finished run,
+/// overwritten with NaN, feeds the next one.
+#[test]
+fn a_nan_loss_stops_the_run_without_a_checkpoint() {
+    let dir = temp_dir("nan");
+    let cache = dir.join("features");
+    let (ok, _, stderr) = biomedgpt(&train_args(&dir.join("first"), &["--max-steps", "1", "--cache-features", cache.to_str().unwrap()]));
+    assert!(ok, "{stderr}");
+    for entry in std::fs::read_dir(&cache).unwrap() {
+        let path = entry.unwrap().path();
+        let (shape, data) = biomedgpt_io::npy::read_f32(&std::fs::read(&path).unwrap()).unwrap();
+        biomedgpt_io::npy::write_f32(&path, &shape, &vec![f32::NAN; data.len()]).unwrap();
+    }
+    let out = dir.join("second");
+    let args = without(train_args(&out, &["--max-steps", "3", "--cache-features", cache.to_str().unwrap()]), "--save-every");
+    let (ok, _, stderr) = biomedgpt(&[args, vec!["--save-every".into(), "1".into()]].concat());
+    assert!(!ok, "a NaN loss must fail the run");
+    assert!(stderr.contains("step 1: the loss is NaN") && stderr.contains("no checkpoint had been written"), "{stderr}");
+    let checkpoints = std::fs::read_dir(&out).map(|d| d.filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("checkpoint")).count());
+    assert_eq!(checkpoints.unwrap_or(0), 0);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

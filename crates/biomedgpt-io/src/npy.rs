@@ -43,19 +43,26 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// Reads a little-endian float32 `.npy` (as written by numpy or [`encode_f32`]).
+/// Reads a little-endian float32 `.npy` (as written by numpy or [`encode_f32`]). Every length
+/// in the file is checked against the bytes there (a forged file is an error, never a panic:
+/// issue 39, D11).
 pub fn read_f32(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), String> {
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return Err("not a .npy file".into());
     }
-    let (header_len, start) = match bytes[6] {
+    let (header_len, start): (usize, usize) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 => (u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize, 12),
+        2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
+        2 | 3 => return Err(format!("a version-2 .npy header needs 12 bytes, the file has {}", bytes.len())),
         v => return Err(format!("unsupported .npy version {v}")),
     };
-    let header = std::str::from_utf8(&bytes[start..start + header_len]).map_err(|e| e.to_string())?;
+    let header = bytes
+        .get(start..start.saturating_add(header_len))
+        .ok_or_else(|| format!("the header says {header_len} bytes, the file has {} after the preamble", bytes.len() - start))?;
+    let header = std::str::from_utf8(header).map_err(|e| format!("header: {e}"))?;
     if !header.contains("'descr': '<f4'") || header.contains("'fortran_order': True") {
-        return Err(format!("expected a C-order little-endian float32 array, header {header}"));
+        let shown: String = header.chars().take(200).flat_map(char::escape_debug).collect();
+        return Err(format!("expected a C-order little-endian float32 array, header {shown}"));
     }
     let shape_text = header
         .split("'shape': (")
@@ -66,15 +73,14 @@ pub fn read_f32(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), String> {
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().map_err(|e| e.to_string()))
+        .map(|s| s.parse::<usize>().map_err(|e| format!("shape `{s}`: {e}")))
         .collect::<Result<_, _>>()?;
-    let data: Vec<f32> = bytes[start + header_len..]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
-    if data.len() != shape.iter().product::<usize>() {
-        return Err(format!("{} values for shape {shape:?}", data.len()));
+    let values = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).ok_or_else(|| format!("shape {shape:?} overflows"))?;
+    let payload = &bytes[start + header_len..];
+    if values.checked_mul(4) != Some(payload.len()) {
+        return Err(format!("shape {shape:?} needs {values} float32 values, the file holds {} bytes of data", payload.len()));
     }
+    let data: Vec<f32> = payload.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
     Ok((shape, data))
 }
 
@@ -90,6 +96,34 @@ mod tests {
         let (shape, data) = read_f32(&bytes).unwrap();
         assert_eq!(shape, vec![2, 3]);
         assert_eq!(data, vec![1., 2., 3., 4., 5., 6.]);
+    }
+
+    /// Issue 39, D11: forged files are errors, not panics.
+    #[test]
+    fn forged_files_are_errors() {
+        let good = encode_f32(&[2, 3], &[1., 2., 3., 4., 5., 6.]);
+        assert!(read_f32(&good[..10]).is_err(), "a 10-byte file");
+        let mut v2 = b"\x93NUMPY\x02\x00\x10\x00".to_vec();
+        assert!(read_f32(&v2).unwrap_err().contains("12 bytes"), "a v2 header cut short");
+        v2.extend_from_slice(&[0xff, 0xff]);
+        assert!(read_f32(&v2).unwrap_err().contains("the header says"), "a header longer than the file");
+        let forge = |shape: &str, payload: &[u8]| {
+            let header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}\n");
+            [&b"\x93NUMPY\x01\x00"[..], &(header.len() as u16).to_le_bytes(), header.as_bytes(), payload].concat()
+        };
+        assert!(read_f32(&forge("(2,)", &[0; 8])).is_ok());
+        let e = read_f32(&forge("(4294967296, 4294967296, 4294967296)", &[])).unwrap_err();
+        assert!(e.contains("overflows"), "{e}");
+        let e = read_f32(&forge("(4294967296, 4294967296)", &[])).unwrap_err();
+        assert!(e.contains("overflows"), "{e}");
+        let e = read_f32(&forge("(65536, 65536)", &[0; 16])).unwrap_err();
+        assert!(e.contains("needs 4294967296 float32 values"), "{e}");
+        assert!(read_f32(&forge("(-1,)", &[])).unwrap_err().contains("shape `-1`"));
+        let cut = &good[..good.len() - 4];
+        assert!(read_f32(cut).unwrap_err().contains("needs 6 float32 values"));
+        for n in 0..good.len() {
+            let _ = read_f32(&good[..n]);
+        }
     }
 }
 

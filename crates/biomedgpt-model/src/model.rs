@@ -126,6 +126,15 @@ impl Adapters {
         })
     }
 
+    /// The encoder width an adapter reads (`None` without that adapter).
+    pub fn input_width(&self, modality: Modality) -> Option<usize> {
+        let proj = match modality {
+            Modality::Molecule => self.proj_mol.as_ref(),
+            Modality::Protein => self.proj_prot.as_ref(),
+        };
+        proj.map(|p| p.weight.val().dims()[0])
+    }
+
     /// Projects encoder features `[rows, width]` into the LLM's embedding space.
     pub fn project(&self, modality: Modality, features: Tensor<2>) -> Result<Tensor<2>, ModelError> {
         let proj = match modality {

@@ -40,6 +40,9 @@ pub enum TrainError {
     Model(#[from] ModelError),
     #[error("{0}")]
     Input(String),
+    /// The loss stopped being a number (issue 39, D12): nothing after it is worth keeping.
+    #[error("{0}")]
+    Diverged(String),
 }
 
 /// One question-answer pair about molecules and proteins.
@@ -107,10 +110,21 @@ impl FeatureCache {
         if let Ok(bytes) = std::fs::read(&path) {
             let (shape, data) = biomedgpt_io::npy::read_f32(&bytes)
                 .map_err(|e| TrainError::Input(format!("{}: {e} (delete it to recompute)", path.display())))?;
-            if shape.len() == 2 {
-                let device = model.llm.device();
-                let t = Tensor::<2>::from_data(TensorData::new(data, [shape[0], shape[1]]), &device).cast(model.llm.dtype());
-                return Ok((modality, t));
+            // Features the adapter can read: rows of its input width (issue 39, D11).
+            let width = model.adapters.input_width(modality);
+            match shape[..] {
+                [rows, w] if rows > 0 && Some(w) == width => {
+                    let device = model.llm.device();
+                    let t = Tensor::<2>::from_data(TensorData::new(data, [rows, w]), &device).cast(model.llm.dtype());
+                    return Ok((modality, t));
+                }
+                _ => {
+                    return Err(TrainError::Input(format!(
+                        "{}: features of shape {shape:?}, expected [rows, {}] (delete it to recompute)",
+                        path.display(),
+                        width.map_or("?".to_string(), |w| w.to_string())
+                    )));
+                }
             }
         }
         let (m, features, _) = model.features(input)?;

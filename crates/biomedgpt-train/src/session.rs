@@ -630,6 +630,19 @@ pub fn run(config: &TrainConfig, resume: bool, devices: &[Device], observer: &mu
             }
             loss_sum += loss / devices.len() as f64;
         }
+        // A NaN or infinite loss would be written into every weight by the update: stop before
+        // it, keeping the checkpoints written so far (issue 39, D12).
+        if !loss_sum.is_finite() {
+            workers.into_iter().for_each(Worker::stop);
+            let kept = match &last_checkpoint {
+                Some(dir) => format!("the last good checkpoint, {}, is kept", dir.display()),
+                None => "no checkpoint had been written".to_string(),
+            };
+            return Err(TrainError::Diverged(format!(
+                "step {}: the loss is {loss_sum}: stopped before updating the weights ({kept}); try a lower --lr or check the data (and its --cache-features files)",
+                state.step + 1
+            )));
+        }
         for worker in &workers {
             worker.send_step(lr)?;
         }
