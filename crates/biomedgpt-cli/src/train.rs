@@ -110,6 +110,10 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub save_every: Option<usize>,
+    /// Keep only the newest N checkpoints, deleting older ones as new ones are saved (0: all).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_last: Option<usize>,
     /// Validation loss every N steps (0: at the end only).
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

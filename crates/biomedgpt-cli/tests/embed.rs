@@ -132,6 +132,17 @@ fn molecule_embeddings_match_the_reference_gin() {
     for (g, w) in got[..64].iter().zip(&mean) {
         assert!((g - w).abs() <= 1e-4 + 1e-4 * w.abs(), "{g} vs {w}");
     }
+    // A CSV: the `smiles` column wherever it is, quoted commas inside a field (issue 39, D15).
+    let csv = tmp("mols.csv");
+    std::fs::write(&csv, "name,smiles\n\"aspirin, acetylsalicylic acid\",CC(=O)Oc1ccccc1C(=O)O\nmethane,C\n").unwrap();
+    let from_csv = tmp("from_csv.npy");
+    let (ok, err) = run(&["embed", "molecule", "--model", dir.to_str().unwrap(), "--input", csv.to_str().unwrap(), "--out", from_csv.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert_eq!(std::fs::read(&from_csv).unwrap(), std::fs::read(&pooled).unwrap(), "the same two molecules as the .smi file");
+    // No `smiles` column: an error naming the columns, not column 0.
+    std::fs::write(&csv, "name,structure\n\"ester, CO\",CCC\n").unwrap();
+    let (ok, err) = run(&["embed", "molecule", "--model", dir.to_str().unwrap(), "--input", csv.to_str().unwrap(), "--out", from_csv.to_str().unwrap()]);
+    assert!(!ok && err.contains("no `smiles` column") && err.contains("`structure`"), "{err}");
 }
 
 #[test]

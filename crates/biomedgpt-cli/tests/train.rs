@@ -245,6 +245,46 @@ fn ctrl_c_and_sigterm_save_a_checkpoint_and_exit_with_the_signal_code() {
     }
 }
 
+/// `--keep-last N` keeps the newest N checkpoints (D17); a second run on the same --out is
+/// refused while the first holds it, naming its pid (D16); --out paths that cannot be
+/// directories are named in the error (D20). Issue 39.
+#[test]
+fn checkpoints_are_pruned_and_one_run_owns_its_out_directory() {
+    let dir = temp_dir("own");
+    let out = dir.join("run");
+    let args = without(train_args(&out, &["--max-steps", "5", "--keep-last", "2"]), "--save-every");
+    let (ok, _, stderr) = biomedgpt(&[args, vec!["--save-every".into(), "1".into()]].concat());
+    assert!(ok, "{stderr}");
+    let mut kept: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("checkpoint"))
+        .collect();
+    kept.sort();
+    assert_eq!(kept, ["checkpoint-4", "checkpoint-5"]);
+
+    let busy = dir.join("busy");
+    let mut first = command(&train_args(&busy, &["--max-steps", "100000"])).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let started = Instant::now();
+    while !busy.join("metrics.jsonl").is_file() {
+        assert!(first.try_wait().unwrap().is_none(), "the first run ended early");
+        assert!(started.elapsed() < Duration::from_secs(120), "training did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (ok, _, stderr) = biomedgpt(&train_args(&busy, &["--max-steps", "2", "--resume"]));
+    assert!(!ok && stderr.contains("in use by another training run") && stderr.contains(&format!("pid {}", first.id())), "{stderr}");
+    Command::new("kill").args(["-INT", &first.id().to_string()]).status().unwrap();
+    first.wait().unwrap();
+
+    let file = dir.join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let (ok, _, stderr) = biomedgpt(&train_args(&file, &["--max-steps", "1"]));
+    assert!(!ok && stderr.contains("a-file: a file is there"), "{stderr}");
+    let (ok, _, stderr) = biomedgpt(&train_args(&file.join("sub"), &["--max-steps", "1"]));
+    assert!(!ok && stderr.contains("a-file/sub"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A loss that is not a number stops the run before the update, with an error naming the step,
 /// and writes no checkpoint of NaN weights (issue 39, D12): the feature cache of a finished run,
 /// overwritten with NaN, feeds the next one.

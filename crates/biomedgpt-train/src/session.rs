@@ -158,6 +158,9 @@ pub struct TrainConfig {
     /// Save a checkpoint every N steps (0: only at the end).
     #[serde(default)]
     pub save_every: usize,
+    /// Keep only the newest N checkpoints (0: all).
+    #[serde(default)]
+    pub keep_last: usize,
     /// Validation loss every N steps (0: only at the end).
     #[serde(default)]
     pub eval_every: usize,
@@ -251,7 +254,7 @@ impl TrainConfig {
     /// The settings that must not change when a run resumes (lengthening it is allowed).
     fn identity(&self) -> Value {
         let mut v = serde_json::to_value(self).expect("config serializes");
-        for volatile in ["max_steps", "save_every", "eval_every", "eval_generate", "eval_max_new_tokens", "out", "device", "cache_features"] {
+        for volatile in ["max_steps", "save_every", "keep_last", "eval_every", "eval_generate", "eval_max_new_tokens", "out", "device", "cache_features"] {
             v.as_object_mut().expect("object").remove(volatile);
         }
         v
@@ -349,18 +352,68 @@ fn io_err(e: impl std::fmt::Display) -> TrainError {
     TrainError::Input(e.to_string())
 }
 
-/// The latest complete checkpoint in `out`.
-pub fn latest_checkpoint(out: &Path) -> Option<PathBuf> {
-    let entries = std::fs::read_dir(out).ok()?;
-    entries
+/// The complete checkpoints in `out`, by step.
+fn checkpoints(out: &Path) -> Vec<(usize, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(out) else { return Vec::new() };
+    let mut found: Vec<(usize, PathBuf)> = entries
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
             let step: usize = name.strip_prefix("checkpoint-")?.parse().ok()?;
             e.path().join("trainer_state.json").is_file().then_some((step, e.path()))
         })
-        .max_by_key(|(step, _)| *step)
-        .map(|(_, p)| p)
+        .collect();
+    found.sort();
+    found
+}
+
+/// The latest complete checkpoint in `out`.
+pub fn latest_checkpoint(out: &Path) -> Option<PathBuf> {
+    checkpoints(out).pop().map(|(_, p)| p)
+}
+
+/// `--keep-last N`: removes all but the newest `keep` complete checkpoints (0 keeps all; issue
+/// 39, D17). The newest is never removed, so `--resume` always has one.
+fn prune_checkpoints(out: &Path, keep: usize) -> Result<(), TrainError> {
+    if keep == 0 {
+        return Ok(());
+    }
+    let all = checkpoints(out);
+    for (_, dir) in &all[..all.len().saturating_sub(keep)] {
+        std::fs::remove_dir_all(dir).map_err(|e| io_at(dir, e))?;
+    }
+    Ok(())
+}
+
+/// An exclusive lock on `out` for the run's life (`out/train.lock`, holding the owner's pid): two
+/// runs writing one directory would interleave their logs and overwrite each other's checkpoints
+/// (issue 39, D16). The operating system releases it when the process ends, however it ends.
+fn lock_out(out: &Path) -> Result<std::fs::File, TrainError> {
+    use std::io::{Read, Seek, Write};
+    let path = out.join("train.lock");
+    let mut file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(|e| io_at(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut owner = String::new();
+            let _ = file.read_to_string(&mut owner);
+            let owner = owner.trim();
+            let owner = if owner.is_empty() { String::new() } else { format!(" (pid {owner})") };
+            return Err(TrainError::Input(format!(
+                "{} is in use by another training run{owner}: wait for it, or give this run another --out",
+                out.display()
+            )));
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io_at(&path, e)),
+    }
+    file.set_len(0).and_then(|()| file.rewind()).and_then(|()| write!(file, "{}", std::process::id())).map_err(|e| io_at(&path, e))?;
+    Ok(file)
+}
+
+/// An I/O error with the path it happened on (issue 39, D20: a bare "File exists (os error 17)"
+/// said nothing of which file).
+fn io_at(path: &Path, e: impl std::fmt::Display) -> TrainError {
+    TrainError::Input(format!("{}: {e}", path.display()))
 }
 
 fn base_settings(config: &TrainConfig) -> Result<Value, TrainError> {
@@ -410,26 +463,27 @@ fn save_checkpoint(
     let final_dir = out.join(format!("checkpoint-{}", state.step));
     let tmp = out.join(format!(".checkpoint-{}.tmp", state.step));
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(io_err)?;
+    std::fs::create_dir_all(&tmp).map_err(|e| io_at(&tmp, e))?;
+    let io_err = |e: String| io_at(&tmp, e);
     let mut settings = base.clone();
     if state.config.trains_llm() {
-        crate::params::save_llm(&model.llm, &tmp.join("llm.safetensors")).map_err(io_err)?;
+        crate::params::save_llm(&model.llm, &tmp.join("llm.safetensors")).map_err(|e| io_err(e.to_string()))?;
         settings["llm_weights"] = json!("llm.safetensors");
     }
     if state.config.trains_encoders() {
-        model.encoders().save(&tmp.join("encoders.safetensors")).map_err(io_err)?;
+        model.encoders().save(&tmp.join("encoders.safetensors")).map_err(|e| io_err(e.to_string()))?;
         settings["encoder_weights"] = json!("encoders.safetensors");
     }
     if state.config.uses_lora() {
-        crate::lora::save(&model.llm, &tmp.join("lora.safetensors")).map_err(io_err)?;
+        crate::lora::save(&model.llm, &tmp.join("lora.safetensors")).map_err(|e| io_err(e.to_string()))?;
         settings["lora"] = json!({"weights": "lora.safetensors", "rank": state.config.lora_rank, "alpha": state.config.lora_alpha});
     }
-    std::fs::write(tmp.join("biomedgpt.json"), serde_json::to_string_pretty(&settings).map_err(io_err)?).map_err(io_err)?;
-    model.adapters.save(&tmp.join("adapters.safetensors")).map_err(io_err)?;
+    std::fs::write(tmp.join("biomedgpt.json"), serde_json::to_string_pretty(&settings).map_err(|e| io_err(e.to_string()))?).map_err(|e| io_err(e.to_string()))?;
+    model.adapters.save(&tmp.join("adapters.safetensors")).map_err(|e| io_err(e.to_string()))?;
     optimizer.save(tmp.join("optimizer.bpk")).map_err(|e| io_err(format!("{e:?}")))?;
-    std::fs::write(tmp.join("trainer_state.json"), serde_json::to_string_pretty(state).map_err(io_err)?).map_err(io_err)?;
+    std::fs::write(tmp.join("trainer_state.json"), serde_json::to_string_pretty(state).map_err(|e| io_err(e.to_string()))?).map_err(|e| io_err(e.to_string()))?;
     let _ = std::fs::remove_dir_all(&final_dir);
-    std::fs::rename(&tmp, &final_dir).map_err(io_err)?;
+    std::fs::rename(&tmp, &final_dir).map_err(|e| io_at(&final_dir, e))?;
     Ok(final_dir)
 }
 
@@ -457,7 +511,11 @@ pub fn run(config: &TrainConfig, resume: bool, devices: &[Device], observer: &mu
                 .into(),
         ));
     }
-    std::fs::create_dir_all(&config.out).map_err(io_err)?;
+    if config.out.exists() && !config.out.is_dir() {
+        return Err(TrainError::Input(format!("--out {}: a file is there, not a directory", config.out.display())));
+    }
+    std::fs::create_dir_all(&config.out).map_err(|e| io_at(&config.out, e))?;
+    let _lock = lock_out(&config.out)?;
     let checkpoint = if resume {
         Some(latest_checkpoint(&config.out).ok_or_else(|| {
             TrainError::Input(format!("--resume: no complete checkpoint-* in {}", config.out.display()))
@@ -680,6 +738,7 @@ pub fn run(config: &TrainConfig, resume: bool, devices: &[Device], observer: &mu
         }
         if last || stopping || (config.save_every > 0 && state.step % config.save_every == 0) {
             let dir = save_checkpoint(&config.out, &base, model, &main.optimizer, &state)?;
+            prune_checkpoints(&config.out, config.keep_last)?;
             observer.checkpoint(&dir);
             last_checkpoint = Some(dir);
             write_plot(&config.out, &log_lines)?;
