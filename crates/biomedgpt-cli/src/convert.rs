@@ -42,7 +42,7 @@ pub struct ConvertArgs {
 const COPIED: [&str; 6] = ["config.json", "tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"];
 
 fn copy_dir_files(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to)?;
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
     for name in COPIED {
         let src = from.join(name);
         if src.is_file() {
@@ -186,7 +186,10 @@ fn type_counts(types: &[(String, biomedgpt_kernels::quant::GgmlType)]) -> String
 fn convert_fused_to_gguf(args: &ConvertArgs, layout: &Layout, mix: biomedgpt_llama::gguf_export::QuantMix) -> Result<()> {
     use biomedgpt_llama::gguf_export::{append_token, export};
     let fused = layout.fused_weights.as_ref().expect("checked by the caller");
-    if args.out.exists() && std::fs::read_dir(&args.out)?.next().is_some() {
+    if args.out.exists() && !args.out.is_dir() {
+        bail!("--out {}: a file is there, not a directory", args.out.display());
+    }
+    if args.out.exists() && std::fs::read_dir(&args.out).with_context(|| format!("reading {}", args.out.display()))?.next().is_some() {
         bail!("{} exists and is not empty", args.out.display());
     }
     let esm_q8 = match args.esm_dtype.as_str() {
@@ -203,7 +206,7 @@ fn convert_fused_to_gguf(args: &ConvertArgs, layout: &Layout, mix: biomedgpt_lla
     }
     // Written into a new directory, removed again if anything fails (no half-written model).
     let created = !args.out.exists();
-    std::fs::create_dir_all(&args.out)?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let result = (|| -> Result<()> {
         let config = LlamaConfig::from_file(layout.llm.join("config.json"))?;
         let mut tokenizer = tokenizer_metadata(&layout.llm, &config)?;
@@ -348,7 +351,10 @@ fn convert(args: ConvertArgs, must_merge: bool) -> Result<()> {
     let Some(fused) = &layout.fused_weights else {
         bail!("{} has no fused BioMedGPT weights to convert", args.model.display());
     };
-    if args.out.exists() && std::fs::read_dir(&args.out)?.next().is_some() {
+    if args.out.exists() && !args.out.is_dir() {
+        bail!("--out {}: a file is there, not a directory", args.out.display());
+    }
+    if args.out.exists() && std::fs::read_dir(&args.out).with_context(|| format!("reading {}", args.out.display()))?.next().is_some() {
         bail!("{} exists and is not empty", args.out.display());
     }
     let ckpt = Checkpoint::open(fused)?;
@@ -370,7 +376,8 @@ fn convert(args: ConvertArgs, must_merge: bool) -> Result<()> {
     let kept: serde_json::Map<String, serde_json::Value> =
         kept.as_object().expect("object").iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect();
     if !kept.is_empty() {
-        std::fs::write(args.out.join("biomedgpt.json"), serde_json::to_string_pretty(&kept)?)?;
+        let settings = args.out.join("biomedgpt.json");
+        std::fs::write(&settings, serde_json::to_string_pretty(&kept)?).with_context(|| format!("writing {}", settings.display()))?;
     }
 
     // Float tensors only (`num_batches_tracked` and other integer buffers are not read).

@@ -66,7 +66,7 @@ pub fn run(args: InitArgs) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.tokenizer.display()))?;
     let vocab = tokenizer.get_vocab_size(true);
     let llm_dir = args.out.join("llm");
-    std::fs::create_dir_all(&llm_dir)?;
+    std::fs::create_dir_all(&llm_dir).with_context(|| format!("creating {}", llm_dir.display()))?;
     std::fs::copy(&args.tokenizer, llm_dir.join("tokenizer.json")).context("copying the tokenizer")?;
     let json = serde_json::json!({
         "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": args.hidden_size,

@@ -114,6 +114,30 @@ fn bad_inputs_fail_with_a_message() {
     }
 }
 
+/// An output path that cannot be written is named in the error (issue 39, D20: a bare "Not a
+/// directory (os error 20)" said nothing of which path).
+#[test]
+fn unwritable_outputs_are_named() {
+    let dir = std::env::temp_dir().join(format!("biomedgpt-cli-outputs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/biomedgpt/tiny");
+    let gin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/gin/gin_d64_l3");
+    let llama = fixture("mha_untied_safetensors");
+    let inside = file.join("x.npy");
+    for (args, named) in [
+        (vec!["convert", "--model", tiny.to_str().unwrap(), "--out", file.to_str().unwrap(), "--dtype", "f16"], file.clone()),
+        (vec!["convert", "--model", tiny.to_str().unwrap(), "--out", inside.to_str().unwrap(), "--dtype", "f16"], inside.clone()),
+        (vec!["embed", "molecule", "--model", gin.to_str().unwrap(), "--smiles", "C", "--out", inside.to_str().unwrap()], inside.clone()),
+        (vec!["inspect", "logits", "--model", llama.to_str().unwrap(), "--token-ids", "1,2", "--out", inside.to_str().unwrap()], inside.clone()),
+    ] {
+        let (ok, _, stderr) = biomedgpt(&args);
+        assert!(!ok && stderr.contains(named.to_str().unwrap()) && !stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn inspect_featurize_prints_the_rdkit_graph() {
     let (ok, stdout, stderr) = biomedgpt(&["inspect", "featurize", "--smiles", "F/C=C/F"]);
