@@ -4,7 +4,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use biomedgpt_serve::{EngineConfig, ServeOptions, Server};
+use biomedgpt_serve::{ConnectionLimits, EngineConfig, ServeOptions, Server};
 use clap::Args;
 
 use crate::ask::{ChatModelArgs, open};
@@ -42,6 +42,15 @@ pub struct ServeArgs {
     /// Largest request body in bytes.
     #[arg(long, default_value_t = 4 << 20)]
     pub body_limit: usize,
+    /// Seconds a client may take to send the request headers (slower connections are closed).
+    #[arg(long, default_value_t = 10)]
+    pub header_timeout: u64,
+    /// Seconds a client may take to send the request body (then 408).
+    #[arg(long, default_value_t = 30)]
+    pub body_timeout: u64,
+    /// Most open connections (more get 503 at once); lowered to fit the open-file limit.
+    #[arg(long, default_value_t = 512)]
+    pub max_connections: usize,
     /// Encoded molecules and proteins kept for reuse.
     #[arg(long, default_value_t = 64)]
     pub encoder_cache: usize,
@@ -51,8 +60,10 @@ pub struct ServeArgs {
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
-    if args.max_batch == 0 || args.max_queue == 0 || args.prefill_chunk == 0 || args.timeout == 0 {
-        bail!("--max-batch, --max-queue, --prefill-chunk and --timeout must be at least 1");
+    if [args.max_batch, args.max_queue, args.prefill_chunk, args.max_connections].contains(&0)
+        || [args.timeout, args.header_timeout, args.body_timeout].contains(&0)
+    {
+        bail!("--max-batch, --max-queue, --prefill-chunk, --max-connections, --timeout, --header-timeout and --body-timeout must be at least 1");
     }
     let model_args = args.model.resolve()?;
     let mut model = open(&model_args)?;
@@ -80,6 +91,12 @@ pub fn run(args: ServeArgs) -> Result<()> {
         body_limit: args.body_limit,
         handle_signals: true,
         engine: EngineConfig { max_batch: args.max_batch, max_context, prefill_chunk: args.prefill_chunk, encoder_cache: args.encoder_cache },
+        connections: ConnectionLimits {
+            header_timeout: Duration::from_secs(args.header_timeout),
+            body_timeout: Duration::from_secs(args.body_timeout),
+            max_connections: args.max_connections,
+            ..ConnectionLimits::default()
+        },
     };
     let max_batch = args.max_batch;
     Server::run(model, options, |addr| {

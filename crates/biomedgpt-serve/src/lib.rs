@@ -6,11 +6,13 @@
 //! - [`server`]: the axum routes, limits, streaming (SSE), metrics and the graceful stop.
 //! - [`text`]: what part of an answer can be streamed yet (stop strings, UTF-8, trimming).
 
+pub mod connections;
 pub mod engine;
 pub mod openai;
 pub mod request;
 pub mod server;
 pub mod text;
 
+pub use connections::ConnectionLimits;
 pub use engine::{Engine, EngineConfig, Stats};
 pub use server::{ServeOptions, Server};

@@ -20,6 +20,7 @@ use biomedgpt_model::BioMedGpt;
 use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
 
+use crate::connections::ConnectionLimits;
 use crate::engine::{Engine, EngineConfig, Stats};
 use crate::openai::{self, ChatRequest, CompletionRequest, EmbeddingRequest, error_body, parse_body, usage};
 use crate::request::{Event, Failure, FinishReason, Job, Params, PromptSpec, TokenLogprob, Work};
@@ -38,9 +39,12 @@ pub struct ServeOptions {
     pub timeout: Duration,
     /// Largest request body, bytes.
     pub body_limit: usize,
-    /// Stop on SIGTERM / Ctrl-C (the CLI); tests stop the server with [`Server::shutdown`].
+    /// Stop on SIGTERM / Ctrl-C (the CLI; a second one exits at once); tests stop the server
+    /// with [`Server::shutdown`].
     pub handle_signals: bool,
     pub engine: EngineConfig,
+    /// Header and body timeouts, the connection cap, the shutdown bound.
+    pub connections: ConnectionLimits,
 }
 
 struct App {
@@ -205,10 +209,21 @@ impl Server {
                 let router = router(app.clone());
                 let app_for_stop = app.clone();
                 let shutdown = async move {
-                    wait_for_stop(stop_rx, signals).await;
-                    drain(&app_for_stop).await;
+                    let mut signals = signals;
+                    wait_for_stop(stop_rx, signals.as_mut()).await;
+                    match signals.as_mut() {
+                        // A second Ctrl-C or SIGTERM while draining: exit now (as uvicorn and
+                        // vLLM do; issue 39, D8).
+                        Some(term) => tokio::select! {
+                            () = drain(&app_for_stop) => {}
+                            _ = term.recv() => force_exit(),
+                            _ = tokio::signal::ctrl_c() => force_exit(),
+                        },
+                        None => drain(&app_for_stop).await,
+                    }
                 };
-                axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+                crate::connections::serve(listener, router, &app.options.connections, shutdown).await;
+                Ok::<(), std::io::Error>(())
             });
             // No more jobs: the engine finishes what it holds and returns.
             app.jobs.lock().expect("jobs lock").take();
@@ -253,10 +268,15 @@ impl Drop for Server {
     }
 }
 
-async fn wait_for_stop(stop: Arc<tokio::sync::Notify>, signals: Option<tokio::signal::unix::Signal>) {
+fn force_exit() -> ! {
+    eprintln!("second stop signal: exiting without waiting for the requests in flight");
+    std::process::exit(130)
+}
+
+async fn wait_for_stop(stop: Arc<tokio::sync::Notify>, signals: Option<&mut tokio::signal::unix::Signal>) {
     match signals {
         None => stop.notified().await,
-        Some(mut term) => tokio::select! {
+        Some(term) => tokio::select! {
             _ = stop.notified() => {}
             _ = term.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
@@ -282,6 +302,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/v1/completions", post(completions))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(models))
+        .layer(middleware::from_fn_with_state(app.clone(), read_body_in_time))
         .layer(middleware::from_fn_with_state(app.clone(), guard));
     Router::new()
         .merge(v1)
@@ -330,6 +351,38 @@ async fn method_not_allowed(request: Request) -> Response {
     let mut response = failure_response(&Failure { status: 405, message, param: None });
     response.headers_mut().insert(header::ALLOW, axum::http::HeaderValue::from_static(allowed));
     response
+}
+
+/// Reads a POST body within the body timeout (after the key and type checks): an upload that
+/// stalls gets 408 instead of holding its buffer and connection (issue 39, D3).
+async fn read_body_in_time(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    if request.method() != axum::http::Method::POST {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let (limit, timeout) = (app.options.body_limit, app.options.connections.body_timeout);
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await,
+        Ok(Err(e)) => {
+            let too_large = std::iter::successors(std::error::Error::source(&e), |s| s.source()).any(|s| s.to_string().contains("length limit"))
+                || e.to_string().contains("length limit");
+            let (status, message) = if too_large {
+                (413, format!("the request body is larger than {limit} bytes (--body-limit)"))
+            } else {
+                (400, format!("reading the request body: {e}"))
+            };
+            app.count("body", status);
+            failure_response(&Failure { status, message, param: None })
+        }
+        Err(_) => {
+            app.count("body", 408);
+            failure_response(&Failure {
+                status: 408,
+                message: format!("the request body did not arrive within {} s", timeout.as_secs_f64()),
+                param: None,
+            })
+        }
+    }
 }
 
 async fn not_found(request: Request) -> Response {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use biomedgpt_io::FloatType;
 use biomedgpt_llama::{GenerationConfig, Strategy};
 use biomedgpt_model::{BioMedGpt, Chat, Input};
-use biomedgpt_serve::{EngineConfig, ServeOptions, Server};
+use biomedgpt_serve::{ConnectionLimits, EngineConfig, ServeOptions, Server};
 use burn::tensor::Device;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -34,6 +34,7 @@ fn options() -> ServeOptions {
         body_limit: 1 << 20,
         handle_signals: false,
         engine: EngineConfig { max_batch: 16, max_context: 1024, prefill_chunk: 512, encoder_cache: 64 },
+        connections: ConnectionLimits::default(),
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use biomedgpt_io::FloatType;
 use biomedgpt_model::BioMedGpt;
-use biomedgpt_serve::{EngineConfig, ServeOptions, Server};
+use biomedgpt_serve::{ConnectionLimits, EngineConfig, ServeOptions, Server};
 use burn::tensor::Device;
 use futures_util::StreamExt;
 use serde_json::json;
@@ -24,6 +24,7 @@ async fn sigterm_finishes_requests_in_flight_refuses_new_ones_and_stops() {
         body_limit: 1 << 20,
         handle_signals: true,
         engine: EngineConfig { max_batch: 8, max_context: 1024, prefill_chunk: 512, encoder_cache: 8 },
+        connections: ConnectionLimits::default(),
     };
     let server = Server::start(model, options).unwrap();
     let base = format!("http://{}", server.addr());
