@@ -91,8 +91,10 @@ fn string_at(v: &Value, key: &str, location: &str) -> Result<String> {
     }
 }
 
-/// Longest prediction or reference `score` takes, in words (answers are a few hundred).
+/// Longest prediction or reference `score` takes, in words (answers are a few hundred), and in
+/// bytes: one 200 MB "word" passed the word bound and took 4.8 GB in WordPiece (issue 39, D13).
 const MAX_SCORED_WORDS: usize = 10_000;
+const MAX_SCORED_BYTES: usize = 200_000;
 
 pub fn score(args: ScoreArgs) -> Result<()> {
     let path = &args.predictions;
@@ -105,6 +107,9 @@ pub fn score(args: ScoreArgs) -> Result<()> {
         // ROUGE-L's longest common subsequence is quadratic in the words (rouge_score's too):
         // 50k words took 13 s and a 50 MB line minutes and gigabytes (issue 26, D7).
         for (key, text) in [("prediction", &pair.0), ("reference", &pair.1)] {
+            if text.len() > MAX_SCORED_BYTES {
+                bail!("{location}: the {key} has {} bytes; at most {MAX_SCORED_BYTES} are scored", text.len());
+            }
             let words = text.split_whitespace().count();
             if words > MAX_SCORED_WORDS {
                 bail!("{location}: the {key} has {words} words; at most {MAX_SCORED_WORDS} are scored (ROUGE-L is quadratic in the length)");
@@ -547,7 +552,20 @@ fn eval_mc(args: &EvalArgs, task: McTask, out: &Path, data: Value) -> Result<()>
     let todo: Vec<&McRecord> = records.iter().filter(|r| !done.contains_key(&r.source)).collect();
     let mut appender = Appender::open(&predictions_path)?;
     let mut progress = Progress::new(todo.len(), "questions", true);
+    // A record longer than any tokenization of the context could fit is refused before it is
+    // tokenized: no token of these vocabularies spans more than a few dozen bytes, and a 200 MB
+    // question took 5 GB in the tokenizer before the context error (issue 39, D14).
+    let max_bytes = lm.model.max_positions().saturating_mul(MAX_BYTES_PER_POSITION);
     for record in todo {
+        let longest_choice = record.choices.iter().map(String::len).max().unwrap_or(0);
+        let bytes = record.context.len() + longest_choice;
+        if bytes > max_bytes {
+            bail!(
+                "{}: the question and its longest choice have {bytes} bytes, more than the model's {} positions can hold (at most {max_bytes} bytes are tokenized)",
+                record.source,
+                lm.model.max_positions()
+            );
+        }
         let mut context = Vec::new();
         let mut continuations = Vec::new();
         for choice in &record.choices {
@@ -577,6 +595,9 @@ fn eval_mc(args: &EvalArgs, task: McTask, out: &Path, data: Value) -> Result<()>
     println!("{metrics}");
     Ok(())
 }
+
+/// Bytes per model position past which a text cannot fit the context, however it tokenizes.
+const MAX_BYTES_PER_POSITION: usize = 128;
 
 /// Index of the largest value; the first one on ties (numpy argmax).
 fn argmax(values: &[f64]) -> usize {

@@ -69,12 +69,17 @@ fn score_prints_the_reference_metrics_of_the_fixture() {
 fn score_refuses_overlong_lines() {
     let dir = temp_dir("overlong");
     let path = dir.join("long.jsonl");
-    let long = "word ".repeat(50_000);
+    let long = "w ".repeat(50_000);
     std::fs::write(&path, format!("{{\"prediction\": \"a b\", \"reference\": \"a b\"}}\n{{\"prediction\": \"{long}\", \"reference\": \"x\"}}\n")).unwrap();
     let started = std::time::Instant::now();
     let (ok, _, stderr) = biomedgpt(&["score", "--predictions", path.to_str().unwrap()]);
     assert!(!ok && stderr.contains("long.jsonl:2") && stderr.contains("50000 words"), "{stderr}");
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // One 2 MB word (issue 39, D13: 200 MB of one word took 4.8 GB in WordPiece).
+    let word = "a".repeat(2_000_000);
+    std::fs::write(&path, format!("{{\"prediction\": \"{word}\", \"reference\": \"x\"}}\n")).unwrap();
+    let (ok, _, stderr) = biomedgpt(&["score", "--predictions", path.to_str().unwrap()]);
+    assert!(!ok && stderr.contains("long.jsonl:1") && stderr.contains("2000000 bytes"), "{stderr}");
 }
 
 #[test]
@@ -200,6 +205,14 @@ fn model_eval_answers_like_ask_and_scores_multiple_choice() {
     let metrics: Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(metrics["n"], 2);
     assert_eq!(metrics["acc"].as_f64().unwrap(), correct as f64 / 2.0);
+
+    // A 10 MB question is refused before it is tokenized (issue 39, D14: 32.6 s and 1.5 GB).
+    let huge = "blood ".repeat(2_000_000);
+    std::fs::write(&medqa, format!("{{\"question\": \"{huge}\", \"options\": {{\"A\": \"x\", \"B\": \"y\"}}, \"answer_idx\": \"A\"}}\n")).unwrap();
+    let started = std::time::Instant::now();
+    let (ok, _, stderr) = biomedgpt(&["eval", "--model", model, "--task", "medqa", "--data", medqa.to_str().unwrap(), "--dtype", "f32", "--out", dir.join("huge").to_str().unwrap()]);
+    assert!(!ok && stderr.contains("medqa.jsonl:1") && stderr.contains("more than the model's 512 positions"), "{stderr}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
 }
 
 /// `eval --batch-size N` decodes N questions together through the serving engine: greedy and
