@@ -415,6 +415,16 @@ impl BioMedGpt {
 
     /// Encoder features before the adapter, `[rows, encoder width]` in the LLM's dtype (what
     /// training keeps fixed and may cache), with the modality and the residues truncated.
+    /// Most positions an input of this kind takes in the prompt, if bounded: a protein is cut to
+    /// the ESM encoder's token limit (`<cls>` and `<eos>` included); molecules take one position
+    /// per atom, bounded by the featurizer's atom limit.
+    pub fn max_input_positions(&self, modality: Modality) -> usize {
+        match modality {
+            Modality::Molecule => biomedgpt_chem::MAX_ATOMS,
+            Modality::Protein => self.protein.as_ref().map_or(0, |p| p.max_tokens),
+        }
+    }
+
     pub fn features(&self, input: &Input) -> Result<(Modality, Tensor<2>, usize), ModelError> {
         let dtype = self.llm.dtype();
         match input {

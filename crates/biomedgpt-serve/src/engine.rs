@@ -29,6 +29,10 @@ use crate::text::TextTracker;
 
 /// The reference chat's default answer length (its max_length 256 counts the BOS it held).
 pub const CHAT_MAX_TOKENS: usize = 255;
+/// No LLaMA tokenizer piece spans more bytes than this (SentencePiece pieces are at most 16
+/// characters of up to 4 bytes), so text of N bytes takes at least N / 64 positions.
+const MAX_BYTES_PER_TOKEN: usize = 64;
+
 /// OpenAI's default `max_tokens` for `/v1/completions`.
 pub const COMPLETION_MAX_TOKENS: usize = 16;
 
@@ -444,9 +448,44 @@ impl Engine {
         })
     }
 
+    /// Refuses, before any tokenizer or encoder runs, a chat whose prompt cannot fit the context
+    /// (issue 39, D5: a 4 MB text and 40 large molecules took 21.6 s of engine time before the
+    /// context error). The count is a lower bound: a molecule takes one position per atom, a
+    /// protein its residues + 2 up to the encoder's limit, text at least one position per
+    /// [`MAX_BYTES_PER_TOKEN`] bytes.
+    fn check_prompt_size(&self, messages: &[Message]) -> Result<(), Failure> {
+        let (mut text_bytes, mut positions) = (0usize, 0usize);
+        for message in messages {
+            for part in &message.parts {
+                match part {
+                    Part::Text(t) => text_bytes += t.len(),
+                    // Hydrogens written as atoms (`[H]`) are removed by RDKit: not counted.
+                    Part::Molecule(smiles) => positions += biomedgpt_chem::count_atoms(smiles).saturating_sub(smiles.matches("[H").count()),
+                    Part::Protein(sequence) => {
+                        let residues = sequence.trim().chars().count() + 2;
+                        positions += residues.min(self.model.max_input_positions(Modality::Protein));
+                    }
+                }
+            }
+        }
+        let at_least = positions + text_bytes / MAX_BYTES_PER_TOKEN;
+        let max_context = self.config.max_context;
+        if at_least > max_context {
+            return Err(Failure {
+                status: 400,
+                message: format!(
+                    "this model's maximum context length is {max_context} tokens; the messages need at least {at_least} ({positions} for molecules and proteins, {text_bytes} bytes of text)"
+                ),
+                param: Some("messages".into()),
+            });
+        }
+        Ok(())
+    }
+
     /// The chat's input embeddings `[1, T, hidden]`: the reference prompt with each molecule and
     /// protein encoded (or taken from the cache) and spliced at its placeholder.
     fn chat_embeds(&mut self, messages: &[Message]) -> Result<Tensor<3>, Failure> {
+        self.check_prompt_size(messages)?;
         let mut prompt = ChatPrompt::new(self.model.system_prompt.clone());
         let mut system: Option<String> = None;
         let mut items: Vec<(Modality, Tensor<2>)> = Vec::new();

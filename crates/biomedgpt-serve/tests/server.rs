@@ -379,6 +379,21 @@ async fn bad_requests_get_their_status_and_an_openai_error() {
     let resp = server.client.post(format!("{}{chat}", server.base)).bearer_auth("sekret").header("content-type", "application/json; charset=utf-8")
         .body(r#"{"messages": [{"role": "user", "content": "Describe ethanol."}], "max_tokens": 2}"#).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 200, "a charset parameter is fine");
+    // A prompt that cannot fit is refused before any encoder runs (issue 39, D5): three
+    // 100-atom molecules need 300 positions of the 128.
+    let runs = |text: &str| {
+        text.lines().find(|l| l.starts_with("biomedgpt_encoder_runs_total")).and_then(|l| l.split_whitespace().nth(1)).map(str::to_string)
+    };
+    let before = runs(&server.client.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap());
+    let molecule = |n: usize| json!({"type": "molecule", "molecule": {"smiles": format!("{}O", "C".repeat(n))}});
+    let body = json!({"messages": [{"role": "user", "content": [molecule(99), molecule(100), molecule(101), {"type": "text", "text": "Compare them."}]}]});
+    let resp = server.client.post(format!("{}{chat}", server.base)).bearer_auth("sekret").json(&body).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let v: Value = resp.json().await.unwrap();
+    let m = v["error"]["message"].as_str().unwrap();
+    assert!(m.contains("need at least 303"), "{m}");
+    let after = runs(&server.client.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap());
+    assert_eq!(before, after, "no encoder ran");
     // The context limit names the prompt's tokens and the limit.
     let long_question = "word ".repeat(200);
     let body = json!({"messages": [{"role": "user", "content": long_question}]});
