@@ -77,7 +77,8 @@ fn bad_inputs_fail_with_a_reason_and_no_answer() {
 fn inspect_logits_of_the_assembled_prompt_match_the_reference() {
     let fx = expected();
     let case = &fx["protein"];
-    let out = std::env::temp_dir().join(format!("biomedgpt-logits-{}.npy", std::process::id()));
+    let scratch = tempfile::tempdir().unwrap(); // removed when dropped (issue 39, D21)
+    let out = scratch.path().join(format!("biomedgpt-logits-{}.npy", std::process::id()));
     let (ok, _, stderr) = biomedgpt(&[
         "inspect", "logits", "--model", &model(), "--protein", case["turns"][0][0][1].as_str().unwrap(),
         "--question", case["turns"][0][1][1].as_str().unwrap(), "--dtype", "f32", "--out", out.to_str().unwrap(),
@@ -94,7 +95,8 @@ fn inspect_logits_of_the_assembled_prompt_match_the_reference() {
 
 #[test]
 fn convert_to_f16_safetensors_gives_identical_outputs() {
-    let out = std::env::temp_dir().join(format!("biomedgpt-convert-{}", std::process::id()));
+    let scratch = tempfile::tempdir().unwrap(); // removed when dropped (issue 39, D21)
+    let out = scratch.path().join(format!("biomedgpt-convert-{}", std::process::id()));
     std::fs::remove_dir_all(&out).ok();
     let m = model();
     let (ok, _, stderr) = biomedgpt(&["convert", "--model", &m, "--out", out.to_str().unwrap(), "--dtype", "f16", "--shard-gb", "0.002"]);
@@ -140,7 +142,8 @@ fn chat_answers_resets_and_quits() {
 #[test]
 fn openbiomed_ckpts_layout_and_text_only_llama_directories_work() {
     // OpenBioMed's ckpts/ layout, built from the fixture's files.
-    let root = std::env::temp_dir().join(format!("biomedgpt-ckpts-{}", std::process::id()));
+    let scratch = tempfile::tempdir().unwrap(); // removed when dropped (issue 39, D21)
+    let root = scratch.path().join(format!("biomedgpt-ckpts-{}", std::process::id()));
     std::fs::remove_dir_all(&root).ok();
     let tiny = fixtures().join("tiny");
     for (dir, from) in [("text_ckpts/biomedgpt-lm-7b", "llm"), ("protein_ckpts/esm2-3b", "esm")] {
@@ -203,7 +206,8 @@ fn ask_without_a_model_answers_with_the_demo_and_says_so() {
 /// 10^12, and the output could not be loaded; the configs are now checked as `ask` reads them.
 #[test]
 fn convert_refuses_configs_ask_cannot_load() {
-    let base = std::env::temp_dir().join(format!("biomedgpt-convert-bad-{}", std::process::id()));
+    let scratch = tempfile::tempdir().unwrap(); // removed when dropped (issue 39, D21)
+    let base = scratch.path().join(format!("biomedgpt-convert-bad-{}", std::process::id()));
     let tiny = fixtures().join("tiny");
     let config = std::fs::read_to_string(tiny.join("llm/config.json")).unwrap();
     let huge = {

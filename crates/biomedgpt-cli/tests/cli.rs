@@ -71,7 +71,8 @@ fn inspect_logits_writes_npy_equal_to_transformers() {
     let name = "mha_untied_safetensors";
     let exp = expected(name);
     let ids: Vec<String> = exp["input_ids"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
-    let out = std::env::temp_dir().join(format!("biomedgpt-logits-{}.npy", std::process::id()));
+    let scratch = tempfile::tempdir().unwrap(); // removed when dropped (issue 39, D21)
+    let out = scratch.path().join(format!("biomedgpt-logits-{}.npy", std::process::id()));
     let (ok, _, stderr) = biomedgpt(&[
         "inspect",
         "logits",
@@ -118,7 +119,8 @@ fn bad_inputs_fail_with_a_message() {
 /// directory (os error 20)" said nothing of which path).
 #[test]
 fn unwritable_outputs_are_named() {
-    let dir = std::env::temp_dir().join(format!("biomedgpt-cli-outputs-{}", std::process::id()));
+    let scratch = tempfile::tempdir().unwrap(); // removed when dropped (issue 39, D21)
+    let dir = scratch.path().join(format!("biomedgpt-cli-outputs-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("a-file");
     std::fs::write(&file, "x").unwrap();

@@ -15,7 +15,8 @@ fn root() -> PathBuf {
 #[test]
 fn demo_model_beats_the_most_frequent_answer_on_every_metric() {
     for (task, data) in [("pubchemqa", "datasets/chebi"), ("uniprotqa", "datasets/swissprot")] {
-        let out = std::env::temp_dir().join(format!("biomedgpt-demo-{task}-{}", std::process::id()));
+        let scratch = tempfile::tempdir().unwrap(); // removed when dropped (issue 39, D21)
+        let out = scratch.path().join(format!("biomedgpt-demo-{task}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&out);
         let run = Command::new(env!("CARGO_BIN_EXE_biomedgpt"))
             .current_dir(root())

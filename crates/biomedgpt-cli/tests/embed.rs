@@ -9,8 +9,26 @@ fn esm_fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/esm").join(name)
 }
 
-fn tmp(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("biomedgpt-embed-{}-{name}", std::process::id()))
+/// A path for one output file, in a directory removed when the guard is dropped (issue 39, D21).
+struct TmpPath(#[allow(dead_code)] tempfile::TempDir, PathBuf);
+
+impl AsRef<Path> for TmpPath {
+    fn as_ref(&self) -> &Path {
+        self
+    }
+}
+
+impl std::ops::Deref for TmpPath {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.1
+    }
+}
+
+fn tmp(name: &str) -> TmpPath {
+    let dir = tempfile::Builder::new().prefix("biomedgpt-embed-").tempdir().unwrap();
+    let path = dir.path().join(name);
+    TmpPath(dir, path)
 }
 
 fn run(args: &[&str]) -> (bool, String) {

@@ -25,7 +25,8 @@ fn generate_on_gguf_gives_transformers_greedy_ids() {
         let ids: Vec<String> = exp["ids"][0].as_array().unwrap().iter().map(|v| v.to_string()).collect();
         let want = &exp["greedy"];
         let model = fixtures().join(format!("{name}.gguf"));
-        let out = std::env::temp_dir().join(format!("biomedgpt-gguf-{name}-{}.npy", std::process::id()));
+        let scratch = tempfile::tempdir().unwrap(); // removed when dropped (issue 39, D21)
+        let out = scratch.path().join(format!("biomedgpt-gguf-{name}-{}.npy", std::process::id()));
         // inspect logits takes ids as given; generate's prompt is text, so compare through logits'
         // argmax of the first step, and the full greedy run through `generate --json` below.
         let (ok, _, stderr) = biomedgpt(&["inspect", "logits", "--model", model.to_str().unwrap(), "--dtype", "f32", "--token-ids", &ids.join(","), "--out", out.to_str().unwrap()]);
@@ -76,7 +77,8 @@ fn fused_biomedgpt_converts_to_gguf_and_answers_the_same() {
     let (smiles, protein, question) = (turns[0][1].as_str().unwrap(), turns[1][1].as_str().unwrap(), turns[2][1].as_str().unwrap());
     let want: Vec<u64> = case["greedy_ids"].as_array().unwrap().iter().take(12).map(|v| v.as_u64().unwrap()).collect();
     // ESM-2 in f16 (encoders.safetensors) or with Q8_0 projections (encoders.gguf).
-    let out = std::env::temp_dir().join(format!("biomedgpt-fused-gguf-{}", std::process::id()));
+    let scratch = tempfile::tempdir().unwrap(); // removed when dropped (issue 39, D21)
+    let out = scratch.path().join(format!("biomedgpt-fused-gguf-{}", std::process::id()));
     for (esm, encoders) in [("q8_0", "encoders.gguf"), ("f16", "encoders.safetensors")] {
         let _ = std::fs::remove_dir_all(&out);
         let (ok, _, stderr) = biomedgpt(&["convert", "--model", fixtures.join("tiny").to_str().unwrap(), "--out", out.to_str().unwrap(), "--dtype", "q8_0", "--esm-dtype", esm]);

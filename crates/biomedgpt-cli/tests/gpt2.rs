@@ -22,11 +22,24 @@ fn expected(case: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(root().join("tests/fixtures/gpt2").join(case).join("expected.json")).unwrap()).unwrap()
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("biomedgpt-cli-gpt2-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A directory for one test, removed with everything in it when dropped (issue 39, D21).
+struct TestDir(tempfile::TempDir);
+
+impl AsRef<Path> for TestDir {
+    fn as_ref(&self) -> &Path {
+        self
+    }
+}
+
+impl std::ops::Deref for TestDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+fn temp_dir(name: &str) -> TestDir {
+    TestDir(tempfile::Builder::new().prefix(&format!("biomedgpt-cli-gpt2-{name}-")).tempdir().unwrap())
 }
 
 #[test]

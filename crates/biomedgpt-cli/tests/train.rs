@@ -13,11 +13,24 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("biomedgpt-cli-train-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A directory for one test, removed with everything in it when dropped (issue 39, D21).
+struct TestDir(tempfile::TempDir);
+
+impl AsRef<Path> for TestDir {
+    fn as_ref(&self) -> &Path {
+        self
+    }
+}
+
+impl std::ops::Deref for TestDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+fn temp_dir(name: &str) -> TestDir {
+    TestDir(tempfile::Builder::new().prefix(&format!("biomedgpt-cli-train-{name}-")).tempdir().unwrap())
 }
 
 fn command(args: &[String]) -> Command {
@@ -241,7 +254,6 @@ fn ctrl_c_and_sigterm_save_a_checkpoint_and_exit_with_the_signal_code() {
         let checkpoint = String::from_utf8_lossy(&output.stdout).trim().to_string();
         assert!(checkpoint.ends_with(&format!("checkpoint-{last_step}")), "{name}: {checkpoint} vs step {last_step}");
         assert!(Path::new(&checkpoint).join("adapters.safetensors").is_file());
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 
@@ -282,7 +294,6 @@ fn checkpoints_are_pruned_and_one_run_owns_its_out_directory() {
     assert!(!ok && stderr.contains("a-file: a file is there"), "{stderr}");
     let (ok, _, stderr) = biomedgpt(&train_args(&file.join("sub"), &["--max-steps", "1"]));
     assert!(!ok && stderr.contains("a-file/sub"), "{stderr}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A loss that is not a number stops the run before the update, with an error naming the step,
@@ -306,7 +317,6 @@ fn a_nan_loss_stops_the_run_without_a_checkpoint() {
     assert!(stderr.contains("step 1: the loss is NaN") && stderr.contains("no checkpoint had been written"), "{stderr}");
     let checkpoints = std::fs::read_dir(&out).map(|d| d.filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("checkpoint")).count());
     assert_eq!(checkpoints.unwrap_or(0), 0);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -349,38 +359,34 @@ fn the_example_config_runs_with_flags_overriding_it() {
 
 #[test]
 fn lora_runs_resume_exactly_and_merge_into_a_standalone_model() {
-    resume_and_merge("lora", &["--trainable", "adapters+lora", "--lora-rank", "2", "--lora-alpha", "4", "--max-steps", "4"], "lora.safetensors");
+    let _dir = resume_and_merge("lora", &["--trainable", "adapters+lora", "--lora-rank", "2", "--lora-alpha", "4", "--max-steps", "4"], "lora.safetensors");
 }
 
 #[test]
 fn full_llm_runs_resume_exactly_and_merge_into_a_standalone_model() {
-    resume_and_merge("full", &["--trainable", "adapters+llm", "--max-steps", "4"], "llm.safetensors");
+    let dir = resume_and_merge("full", &["--trainable", "adapters+llm", "--max-steps", "4"], "llm.safetensors");
     // On the same batches, fine-tuning the whole LLM lowers the loss further than the adapters alone.
-    let adapters_only = temp_dir_path("full").join("adapters-only");
+    let adapters_only = dir.join("adapters-only");
     let (ok, _, stderr) = biomedgpt(&train_args(&adapters_only, &["--max-steps", "4"]));
     assert!(ok, "{stderr}");
     let last = |dir: &Path| curve(dir).iter().filter_map(|v| v["loss"].as_f64()).last().unwrap();
-    let (full, adapters) = (last(&temp_dir_path("full").join("whole")), last(&adapters_only));
+    let (full, adapters) = (last(&dir.join("whole")), last(&adapters_only));
     assert!(full < adapters - 0.3, "full LLM {full} vs adapters only {adapters}");
 }
 
 #[test]
 fn encoder_runs_resume_exactly_and_merge_into_a_standalone_model() {
     // Everything trains: encoders (GIN and ESM, features computed at every step), LLM, adapters.
-    resume_and_merge("all", &["--trainable", "all", "--max-steps", "4"], "encoders.safetensors");
-    let checkpoint = temp_dir_path("all").join("whole/checkpoint-4");
+    let dir = resume_and_merge("all", &["--trainable", "all", "--max-steps", "4"], "encoders.safetensors");
+    let checkpoint = dir.join("whole/checkpoint-4");
     let settings: Value = serde_json::from_str(&std::fs::read_to_string(checkpoint.join("biomedgpt.json")).unwrap()).unwrap();
     assert_eq!(settings["encoder_weights"], "encoders.safetensors");
     assert_eq!(settings["llm_weights"], "llm.safetensors");
 }
 
-fn temp_dir_path(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("biomedgpt-cli-train-{name}-{}", std::process::id()))
-}
-
 /// Trains 4 steps with checkpoints every 2; a run resumed from checkpoint-2 gives the same curve
 /// and the same `trained` file; `merge-lora` makes a standalone model that answers the same.
-fn resume_and_merge(name: &str, lora: &[&str], trained: &str) {
+fn resume_and_merge(name: &str, lora: &[&str], trained: &str) -> TestDir {
     let dir = temp_dir(name);
     let whole = dir.join("whole");
     let (ok, _, stderr) = biomedgpt(&without(train_args(&whole, &lora), "--save-every").into_iter().chain(["--save-every".into(), "2".into()]).collect::<Vec<_>>());
@@ -430,6 +436,7 @@ fn resume_and_merge(name: &str, lora: &[&str], trained: &str) {
     assert_eq!(ask(&merged), ask(&checkpoint));
     let (ok, _, stderr) = biomedgpt(&to_args(&["merge-lora", "--model", "tests/fixtures/biomedgpt/tiny", "--out", dir.join("x").to_str().unwrap()]));
     assert!(!ok && stderr.contains("nothing") || stderr.contains("no LoRA"), "{stderr}");
+    dir
 }
 
 #[test]

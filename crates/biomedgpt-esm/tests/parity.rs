@@ -124,7 +124,8 @@ fn fair_esm_checkpoint_maps_to_the_same_model() {
 #[test]
 fn missing_and_misshaped_parameters_are_named() {
     let src = dir("t2_h4_safetensors");
-    let tmp = std::env::temp_dir().join(format!("biomedgpt-esm-bad-{}", std::process::id()));
+    let scratch = tempfile::tempdir().unwrap(); // removed when dropped (issue 39, D21)
+    let tmp = scratch.path().join(format!("biomedgpt-esm-bad-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
     for f in ["model.safetensors", "vocab.txt"] {
         std::fs::copy(src.join(f), tmp.join(f)).unwrap();
@@ -164,7 +165,8 @@ fn q8_0_projections_match_their_dequantized_weights() {
             GgufTensorSpec { name: k.clone(), shape, ty }
         })
         .collect();
-    let out = std::env::temp_dir().join(format!("biomedgpt-esm-q8-{}.gguf", std::process::id()));
+    let scratch = tempfile::tempdir().unwrap(); // removed when dropped (issue 39, D21)
+    let out = scratch.path().join(format!("biomedgpt-esm-q8-{}.gguf", std::process::id()));
     let meta = vec![("general.architecture".to_string(), MetaValue::String("biomedgpt-encoders".into()))];
     write_gguf(&out, &meta, &specs, |i, buf| {
         let v = src.load_any_shape(&specs[i].name, FloatType::F32).unwrap().try_to_vec::<f32>().unwrap();

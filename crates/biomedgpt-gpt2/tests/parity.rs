@@ -147,7 +147,8 @@ fn tokenizer_json_and_vocab_merges_tokenize_as_the_reference() {
     let prompt = exp["prompt"].as_str().unwrap();
     let from_json = open_tokenizer(&case_dir(name)).unwrap();
     assert_eq!(from_json.encode(prompt, true).unwrap(), ids_of(&exp["input_ids"]), "no BOS for GPT-2");
-    let dir = std::env::temp_dir().join(format!("biomedgpt-gpt2-bpe-{}", std::process::id()));
+    let scratch = tempfile::tempdir().unwrap(); // removed when dropped (issue 39, D21)
+    let dir = scratch.path().join(format!("biomedgpt-gpt2-bpe-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for f in ["vocab.json", "merges.txt"] {
         std::fs::copy(case_dir(name).join(f), dir.join(f)).unwrap();
@@ -163,7 +164,8 @@ fn tokenizer_json_and_vocab_merges_tokenize_as_the_reference() {
 
 #[test]
 fn bad_checkpoints_are_explained() {
-    let dir = std::env::temp_dir().join(format!("biomedgpt-gpt2-bad-{}", std::process::id()));
+    let scratch = tempfile::tempdir().unwrap(); // removed when dropped (issue 39, D21)
+    let dir = scratch.path().join(format!("biomedgpt-gpt2-bad-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let src = case_dir("tiny_safetensors");

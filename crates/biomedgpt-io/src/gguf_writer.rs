@@ -172,7 +172,8 @@ mod tests {
 
     #[test]
     fn written_files_read_back() {
-        let path = std::env::temp_dir().join(format!("biomedgpt-writer-{}.gguf", std::process::id()));
+        let scratch = tempfile::tempdir().unwrap(); // removed when dropped (issue 39, D21)
+        let path = scratch.path().join(format!("biomedgpt-writer-{}.gguf", std::process::id()));
         let meta = vec![
             ("general.architecture".to_string(), MetaValue::String("llama".into())),
             ("tokenizer.ggml.tokens".to_string(), MetaValue::Array(vec![MetaValue::String("a".into()), MetaValue::String("b".into())])),

@@ -6,7 +6,8 @@ use half::f16;
 
 #[test]
 fn written_tensors_read_back_in_every_dtype() {
-    let path = std::env::temp_dir().join(format!("biomedgpt-roundtrip-{}.safetensors", std::process::id()));
+    let scratch = tempfile::tempdir().unwrap(); // removed when dropped (issue 39, D21)
+    let path = scratch.path().join(format!("biomedgpt-roundtrip-{}.safetensors", std::process::id()));
     let values: Vec<f32> = (0..12).map(|i| i as f32 * 0.5 - 2.0).collect();
     let specs = vec![
         TensorSpec { name: "a.weight".into(), dtype: SourceDType::F32, shape: vec![3, 4] },
@@ -46,7 +47,8 @@ fn written_tensors_read_back_in_every_dtype() {
 
 #[test]
 fn garbage_file_is_rejected_with_its_name() {
-    let path = std::env::temp_dir().join(format!("biomedgpt-garbage-{}.bin", std::process::id()));
+    let scratch = tempfile::tempdir().unwrap(); // removed when dropped (issue 39, D21)
+    let path = scratch.path().join(format!("biomedgpt-garbage-{}.bin", std::process::id()));
     std::fs::write(&path, b"this is not a checkpoint at all").unwrap();
     let err = Checkpoint::open(&path).err().expect("garbage must not load").to_string();
     assert!(err.contains("biomedgpt-garbage"), "{err}");

@@ -10,16 +10,30 @@ fn case_dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/llama").join(name)
 }
 
-/// A scratch copy of a fixture directory that the test may damage.
-fn scratch_copy(name: &str, tag: &str) -> PathBuf {
-    let dst = std::env::temp_dir().join(format!("biomedgpt-test-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dst);
-    std::fs::create_dir_all(&dst).unwrap();
+/// A scratch copy of a fixture directory that the test may damage, removed when dropped
+/// (issue 39, D21).
+struct ScratchCopy(tempfile::TempDir);
+
+impl AsRef<Path> for ScratchCopy {
+    fn as_ref(&self) -> &Path {
+        self
+    }
+}
+
+impl std::ops::Deref for ScratchCopy {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+fn scratch_copy(name: &str, tag: &str) -> ScratchCopy {
+    let dst = tempfile::Builder::new().prefix(&format!("biomedgpt-test-{tag}-")).tempdir().unwrap();
     for entry in std::fs::read_dir(case_dir(name)).unwrap() {
         let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dst.join(entry.file_name())).unwrap();
+        std::fs::copy(entry.path(), dst.path().join(entry.file_name())).unwrap();
     }
-    dst
+    ScratchCopy(dst)
 }
 
 fn open_err(dir: &Path) -> String {
@@ -102,7 +116,8 @@ fn edit_config_raw(dir: &Path, text: &str) {
 
 #[test]
 fn empty_directory_says_what_it_looked_for() {
-    let dir = std::env::temp_dir().join(format!("biomedgpt-test-empty-{}", std::process::id()));
+    let scratch = tempfile::tempdir().unwrap(); // removed when dropped (issue 39, D21)
+    let dir = scratch.path().join(format!("biomedgpt-test-empty-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(case_dir("mha_untied_safetensors").join("config.json"), dir.join("config.json")).unwrap();
     let err = open_err(&dir);
@@ -153,7 +168,8 @@ fn prefixed_checkpoint_loads_through_a_view() {
         .iter()
         .map(|k| TensorSpec { name: format!("llm.{k}"), dtype: SourceDType::F32, shape: plain.info(k).unwrap().shape })
         .collect();
-    let fused = std::env::temp_dir().join(format!("biomedgpt-prefixed-{}.safetensors", std::process::id()));
+    let scratch = tempfile::tempdir().unwrap(); // removed when dropped (issue 39, D21)
+    let fused = scratch.path().join(format!("biomedgpt-prefixed-{}.safetensors", std::process::id()));
     write_streaming(&fused, &specs, &[], |i, buf| {
         let data = plain.load_any_shape(&keys[i], FloatType::F32).unwrap();
         buf.extend_from_slice(data.as_bytes());

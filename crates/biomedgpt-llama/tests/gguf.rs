@@ -149,7 +149,8 @@ fn other_architectures_are_named() {
     let mut bytes = std::fs::read(dir().join("gqa_f16.gguf")).unwrap();
     let at = bytes.windows(5).position(|w| w == b"llama").unwrap();
     bytes[at..at + 5].copy_from_slice(b"gemma");
-    let path = std::env::temp_dir().join(format!("biomedgpt-arch-{}.gguf", std::process::id()));
+    let scratch = tempfile::tempdir().unwrap(); // removed when dropped (issue 39, D21)
+    let path = scratch.path().join(format!("biomedgpt-arch-{}.gguf", std::process::id()));
     std::fs::write(&path, &bytes).unwrap();
     let err = LlamaDir::open_model(&path, FloatType::F32, &Device::flex()).err().expect("gemma refused").to_string();
     std::fs::remove_file(&path).ok();

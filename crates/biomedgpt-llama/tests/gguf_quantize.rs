@@ -30,7 +30,8 @@ fn every_mix_writes_llama_quantize_bytes() {
     let mut checked = 0;
     for (mix_name, tensors) in reference["mixes"].as_object().unwrap() {
         let mix = QuantMix::parse(mix_name).unwrap();
-        let out = std::env::temp_dir().join(format!("biomedgpt-{mix_name}-{}.gguf", std::process::id()));
+        let scratch = tempfile::tempdir().unwrap(); // removed when dropped (issue 39, D21)
+        let out = scratch.path().join(format!("biomedgpt-{mix_name}-{}.gguf", std::process::id()));
         export(&ckpt, "", &config, "quant_src_f16", tokenizer.clone(), mix, &out).unwrap();
         let bytes = std::fs::read(&out).unwrap();
         std::fs::remove_file(&out).ok();

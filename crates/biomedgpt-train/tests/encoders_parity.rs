@@ -89,7 +89,8 @@ fn encoder_training_equals_pytorch() {
 fn saved_encoders_load_back() {
     let device = Device::flex();
     let model = BioMedGpt::load(&fixtures().join("biomedgpt/tiny"), FloatType::F32, &device).unwrap();
-    let path = std::env::temp_dir().join(format!("biomedgpt-encoders-{}.safetensors", std::process::id()));
+    let scratch = tempfile::tempdir().unwrap(); // removed when dropped (issue 39, D21)
+    let path = scratch.path().join(format!("biomedgpt-encoders-{}.safetensors", std::process::id()));
     model.encoders().save(&path).unwrap();
     let reloaded = model.encoders().replaced_from(&path, FloatType::F32, &device).unwrap();
     std::fs::remove_file(&path).unwrap();

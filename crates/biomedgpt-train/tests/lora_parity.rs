@@ -147,7 +147,8 @@ fn saved_lora_and_adapters_load_merged_with_the_same_logits() {
     for _ in 0..2 {
         trainer.step_with_llm(&mut model, &batch).unwrap();
     }
-    let dir = std::env::temp_dir().join(format!("biomedgpt-lora-merge-{}", std::process::id()));
+    let scratch = tempfile::tempdir().unwrap(); // removed when dropped (issue 39, D21)
+    let dir = scratch.path().join(format!("biomedgpt-lora-merge-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let tiny = std::fs::canonicalize(fixtures().join("biomedgpt/tiny")).unwrap();
