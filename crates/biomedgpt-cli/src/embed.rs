@@ -98,37 +98,7 @@ pub fn run(cmd: EmbedCommand) -> Result<()> {
 /// (line number, SMILES) of every molecule in a .smi or .csv file.
 fn read_molecules(path: &std::path::Path) -> Result<Vec<(usize, String)>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
-        return read_csv_molecules(path, &text);
-    }
-    Ok(text
-        .lines()
-        .enumerate()
-        .map(|(i, l)| (i + 1, l))
-        .filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#'))
-        .map(|(n, l)| (n, l.split_whitespace().next().unwrap_or("").to_string()))
-        .collect())
-}
-
-/// The `smiles` column of a CSV file (a real CSV reader: quoted fields may hold commas; issue
-/// 39, D15). A header without that column is an error naming the columns it has.
-fn read_csv_molecules(path: &std::path::Path, text: &str) -> Result<Vec<(usize, String)>> {
-    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(text.as_bytes());
-    let header = reader.headers().with_context(|| format!("{}: reading the CSV header", path.display()))?.clone();
-    let column = header.iter().position(|c| c.eq_ignore_ascii_case("smiles")).ok_or_else(|| {
-        let names: Vec<String> = header.iter().map(|c| format!("`{}`", c.escape_debug())).collect();
-        anyhow::anyhow!("{}: no `smiles` column in the header (it has {}); name the column of SMILES `smiles`", path.display(), names.join(", "))
-    })?;
-    let mut molecules = Vec::new();
-    for record in reader.records() {
-        let record = record.with_context(|| format!("{}: reading CSV", path.display()))?;
-        let line = record.position().map_or(0, |p| p.line() as usize);
-        if record.iter().all(str::is_empty) {
-            continue;
-        }
-        molecules.push((line, record.get(column).unwrap_or("").to_string()));
-    }
-    Ok(molecules)
+    biomedgpt_chem::read_molecule_list(&text, biomedgpt_chem::ListFormat::of(path)).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 fn molecule(args: MoleculeArgs) -> Result<()> {

@@ -23,7 +23,27 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("completion_request", completion_request),
     ("embedding_request", embedding_request),
     ("jsonl", jsonl),
+    ("npy", npy),
+    ("molecule_list", molecule_list),
 ];
+
+/// A `.npy` array: `train --cache-features` files, `embed` outputs read back.
+pub fn npy(data: &[u8]) {
+    let _ = biomedgpt_io::npy::read_f32(data);
+}
+
+/// An `embed molecule --input` file, as `.smi` and as CSV; the first SMILES of each through RDKit.
+pub fn molecule_list(data: &[u8]) {
+    use biomedgpt_chem::{ListFormat, featurize, read_molecule_list};
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    for format in [ListFormat::Smi, ListFormat::Csv] {
+        if let Ok(molecules) = read_molecule_list(text, format)
+            && let Some((_, smiles)) = molecules.first()
+        {
+            let _ = featurize(smiles);
+        }
+    }
+}
 
 /// A `data.pkl` of a PyTorch checkpoint.
 pub fn pickle(data: &[u8]) {
