@@ -234,12 +234,24 @@ pub fn generate(
     config: &GenerationConfig,
     on_token: &mut dyn FnMut(u32),
 ) -> Result<GenerationOutput, GenerationError> {
+    generate_until(model, prompt, config, on_token, &|| false)
+}
+
+/// [`generate`], asking `stop` before every step: when it says yes (the client that wanted the
+/// answer has gone, issue 39, D6), the tokens so far are returned, with `stopped_by_eos` false.
+pub fn generate_until(
+    model: &dyn CausalLm,
+    prompt: Prompt,
+    config: &GenerationConfig,
+    on_token: &mut dyn FnMut(u32),
+    stop: &dyn Fn() -> bool,
+) -> Result<GenerationOutput, GenerationError> {
     config.validate()?;
     if prompt.len() == 0 {
         return Err(GenerationError::EmptyPrompt);
     }
     let max = model.max_positions();
-    if prompt.len() + config.max_new_tokens > max {
+    if prompt.len().saturating_add(config.max_new_tokens) > max {
         return Err(GenerationError::TooLong {
             prompt: prompt.len(),
             new: config.max_new_tokens,
@@ -257,8 +269,8 @@ pub fn generate(
             num_beams,
             length_penalty,
             early_stopping,
-        } => Ok(beam_search(model, prompt, config, num_beams, length_penalty, early_stopping, on_token)),
-        strategy => Ok(sample_loop(model, prompt, config, TokenChooser::new(&strategy, config.repetition_penalty), on_token)),
+        } => Ok(beam_search(model, prompt, config, num_beams, length_penalty, early_stopping, on_token, stop)),
+        strategy => Ok(sample_loop(model, prompt, config, TokenChooser::new(&strategy, config.repetition_penalty), on_token, stop)),
     }
 }
 
@@ -336,6 +348,7 @@ fn sample_loop(
     config: &GenerationConfig,
     mut chooser: TokenChooser,
     on_token: &mut dyn FnMut(u32),
+    stop: &dyn Fn() -> bool,
 ) -> GenerationOutput {
     let device = model.device();
     let mut cache = model.new_cache(1);
@@ -352,7 +365,7 @@ fn sample_loop(
                 stopped_by_eos: true,
             };
         }
-        if tokens.len() >= config.max_new_tokens {
+        if tokens.len() >= config.max_new_tokens || stop() {
             return GenerationOutput {
                 tokens,
                 stopped_by_eos: false,
@@ -390,6 +403,7 @@ fn beam_search(
     length_penalty: f32,
     early_stopping: EarlyStopping,
     on_token: &mut dyn FnMut(u32),
+    stop: &dyn Fn() -> bool,
 ) -> GenerationOutput {
     const NEG: f32 = -1.0e9;
     let device = model.device();
@@ -419,6 +433,9 @@ fn beam_search(
     let mut heuristic_unsatisfied = true;
 
     loop {
+        if stop() {
+            break;
+        }
         // Accumulated log-probabilities of every (beam, token) continuation.
         let mut acc = Vec::with_capacity(num_beams * vocab);
         for (beam, row) in rows.iter_mut().enumerate() {

@@ -32,7 +32,7 @@ pub use decoder::CausalLm;
 pub use gguf::GgufModelError;
 pub use gguf_tokenizer::tokenizer_json as gguf_tokenizer_json;
 pub use generation::{
-    EarlyStopping, GenerationConfig, GenerationError, GenerationOutput, Prompt, Strategy, TokenChooser, generate,
+    EarlyStopping, GenerationConfig, GenerationError, GenerationOutput, Prompt, Strategy, TokenChooser, generate, generate_until,
 };
 pub use model::{DecoderInput, Llama};
 pub use scoring::{ContinuationScore, ScoringError, choice_logprobs, continuation_logprob};

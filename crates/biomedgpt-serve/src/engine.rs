@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use biomedgpt_kernels::matmul::DECODE_BATCH_ROWS;
 use biomedgpt_llama::generation::{apply_repetition_penalty, ids_tensor, log_softmax};
-use biomedgpt_llama::{DecoderInput, GenerationConfig, KvCache, Prompt, Strategy, TokenChooser, generate};
+use biomedgpt_llama::{DecoderInput, GenerationConfig, KvCache, Prompt, Strategy, TokenChooser, generate_until};
 use biomedgpt_model::{BioMedGpt, ChatPrompt, Input, Modality, ModelError};
 use burn::tensor::{DType, Tensor};
 
@@ -212,6 +212,15 @@ impl Lru {
     }
 }
 
+/// Between encoder runs and decoding steps: a request whose client has gone (disconnected, or
+/// its handler timed out) stops taking engine time (issue 39, D6).
+fn check_cancelled(cancelled: &dyn Fn() -> bool) -> Result<(), Failure> {
+    if cancelled() {
+        return Err(Failure { status: 499, message: "the client went away; the request was cancelled".into(), param: None });
+    }
+    Ok(())
+}
+
 fn model_failure(at: &str, e: ModelError) -> Failure {
     let status = match &e {
         ModelError::Input(_)
@@ -339,7 +348,7 @@ impl Engine {
         let work = std::mem::replace(&mut job.work, Work::Embed(Vec::new()));
         let (prompt_spec, params) = match work {
             Work::Embed(inputs) => {
-                let result = self.embed(&inputs);
+                let result = self.embed(&inputs, &|| job.cancelled());
                 if let Some(tx) = job.embeddings.take() {
                     let _ = tx.send(result);
                 }
@@ -353,7 +362,7 @@ impl Engine {
         };
         let chat = matches!(prompt_spec, PromptSpec::Chat(_));
         let (prompt, prompt_len, penalty_base) = match &prompt_spec {
-            PromptSpec::Chat(messages) => match self.chat_embeds(messages) {
+            PromptSpec::Chat(messages) => match self.chat_embeds(messages, &|| job.cancelled()) {
                 Ok(embeds) => {
                     let len = embeds.dims()[1];
                     let bos = self.model.llm.config().bos_token_id.unwrap_or(1);
@@ -484,7 +493,7 @@ impl Engine {
 
     /// The chat's input embeddings `[1, T, hidden]`: the reference prompt with each molecule and
     /// protein encoded (or taken from the cache) and spliced at its placeholder.
-    fn chat_embeds(&mut self, messages: &[Message]) -> Result<Tensor<3>, Failure> {
+    fn chat_embeds(&mut self, messages: &[Message], cancelled: &dyn Fn() -> bool) -> Result<Tensor<3>, Failure> {
         self.check_prompt_size(messages)?;
         let mut prompt = ChatPrompt::new(self.model.system_prompt.clone());
         let mut system: Option<String> = None;
@@ -527,11 +536,13 @@ impl Engine {
                             }
                             Part::Text(t) => prompt.push_question(t),
                             Part::Molecule(smiles) => {
+                                check_cancelled(cancelled)?;
                                 let features = self.encoded(Modality::Molecule, smiles, &at)?;
                                 items.push((Modality::Molecule, features));
                                 prompt.push_modality(Modality::Molecule);
                             }
                             Part::Protein(sequence) => {
+                                check_cancelled(cancelled)?;
                                 let features = self.encoded(Modality::Protein, sequence, &at)?;
                                 items.push((Modality::Protein, features));
                                 prompt.push_modality(Modality::Protein);
@@ -576,10 +587,11 @@ impl Engine {
     /// Mean-pooled encoder features (before the adapters): over atoms for a molecule, over
     /// residues (`<cls>` and `<eos>` left out, as `embed protein --pool mean`) for a protein.
     /// Returns the vectors and the atoms + residues read.
-    fn embed(&mut self, inputs: &[EmbedInput]) -> Result<(Vec<Vec<f32>>, usize), Failure> {
+    fn embed(&mut self, inputs: &[EmbedInput], cancelled: &dyn Fn() -> bool) -> Result<(Vec<Vec<f32>>, usize), Failure> {
         let mut out = Vec::with_capacity(inputs.len());
         let mut tokens = 0;
         for (i, input) in inputs.iter().enumerate() {
+            check_cancelled(cancelled)?;
             let at = format!("input[{i}]");
             let model_input = match input {
                 EmbedInput::Molecule(s) => Input::Smiles(s.clone()),
@@ -617,7 +629,8 @@ impl Engine {
             PromptInput::Embeds(embeds) => Prompt::Embeds { embeds, penalty_ids: penalty_base },
             PromptInput::Ids(ids) => Prompt::Ids(ids),
         };
-        let output = match generate(&self.model.llm, prompt, &config, &mut |_| {}) {
+        let output = match generate_until(&self.model.llm, prompt, &config, &mut |_| {}, &|| job.cancelled()) {
+            Ok(_) if job.cancelled() => return,
             Ok(o) => o,
             Err(e) => {
                 let _ = job.events.send(Event::Failed(Failure::bad_request(e.to_string())));

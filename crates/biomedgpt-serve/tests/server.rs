@@ -422,6 +422,22 @@ async fn bad_requests_get_their_status_and_an_openai_error() {
     assert_eq!(h.status().as_u16(), 200);
 }
 
+/// A client that gives up on a long embeddings request frees the engine at the next molecule,
+/// so the next request is served promptly (issue 39, D6: 49 s of engine time after the client
+/// left, and 9 other requests timed out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_stops_its_engine_work() {
+    let server = Running::start(options());
+    let molecules: Vec<Value> = (0..64).map(|i| json!({"type": "molecule", "molecule": {"smiles": format!("{}O", "C".repeat(900 + i))}})).collect();
+    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().unwrap();
+    let gave_up = impatient.post(format!("{}/v1/embeddings", server.base)).json(&json!({"input": molecules})).send().await;
+    assert!(gave_up.is_err(), "64 molecules of 900 atoms take longer than 0.5 s");
+    let started = Instant::now();
+    let (status, v) = server.post("/v1/chat/completions", &json!({"messages": [{"role": "user", "content": "Describe ethanol."}], "max_tokens": 2})).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(started.elapsed() < Duration::from_secs(8), "the next request waited {:?}", started.elapsed());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_answers_429() {
     let mut opts = options();
