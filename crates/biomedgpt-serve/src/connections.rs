@@ -3,8 +3,9 @@
 //! body that does not arrive within `body_timeout` gets 408 (stalled uploads), at most
 //! `max_connections` are open (over that, a new connection gets an immediate 503 and is closed,
 //! so the process never runs out of file descriptors and `/health` keeps answering), and a
-//! shutdown waits at most `drain_timeout` for open connections (a client that never reads its
-//! stream cannot hold the process).
+//! shutdown waits at most `drain_timeout` for open connections, and a stream still unread
+//! `stream_grace` past its request's deadline has its connection closed (a client that never
+//! reads its stream holds neither the engine's work nor the process).
 //!
 //! By hand rather than `axum::serve`, which has none of these knobs: hyper's HTTP/1 server with
 //! its header-read timer, one task per connection, hyper-util's graceful shutdown.
@@ -21,6 +22,17 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+/// Closes the connection whose requests carry it (an extension of each request): a stream whose
+/// client has stopped reading is never polled again, so only closing its connection frees it.
+#[derive(Clone)]
+pub struct ConnectionCloser(Arc<tokio::sync::Notify>);
+
+impl ConnectionCloser {
+    pub fn close(&self) {
+        self.0.notify_one();
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ConnectionLimits {
     /// Longest the request line and headers may take to arrive.
@@ -31,6 +43,9 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
     /// Longest a shutdown waits for open connections after the requests in flight are done.
     pub drain_timeout: Duration,
+    /// How long past its request's deadline a stream may go unread before its connection is
+    /// closed (issue 39, D7: a client that never read its stream outlived `--timeout`).
+    pub stream_grace: Duration,
 }
 
 impl Default for ConnectionLimits {
@@ -40,6 +55,7 @@ impl Default for ConnectionLimits {
             body_timeout: Duration::from_secs(30),
             max_connections: 512,
             drain_timeout: Duration::from_secs(10),
+            stream_grace: Duration::from_secs(10),
         }
     }
 }
@@ -91,9 +107,15 @@ pub async fn serve(listener: TcpListener, router: Router, limits: &ConnectionLim
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router.clone())));
+        let closer = ConnectionCloser(Arc::new(tokio::sync::Notify::new()));
+        let service = TowerToHyperService::new(router.clone().layer(axum::Extension(closer.clone())));
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
-            let _ = connection.await;
+            // Dropping the connection's future closes its socket.
+            tokio::select! {
+                _ = connection => {}
+                () = closer.0.notified() => {}
+            }
             drop(permit);
         });
     }

@@ -20,7 +20,7 @@ use biomedgpt_model::BioMedGpt;
 use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::connections::ConnectionLimits;
+use crate::connections::{ConnectionCloser, ConnectionLimits};
 use crate::engine::{Engine, EngineConfig, Stats};
 use crate::openai::{self, ChatRequest, CompletionRequest, EmbeddingRequest, error_body, parse_body, usage};
 use crate::request::{Event, Failure, FinishReason, Job, Params, PromptSpec, TokenLogprob, Work};
@@ -468,7 +468,7 @@ impl Kind {
     }
 }
 
-async fn chat_completions(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn chat_completions(State(app): State<Arc<App>>, closer: Option<axum::Extension<ConnectionCloser>>, body: Result<Bytes, BytesRejection>) -> Response {
     let parsed = (|| {
         let body = body_bytes(body)?;
         let req: ChatRequest = parse_body(&body)?;
@@ -478,10 +478,10 @@ async fn chat_completions(State(app): State<Arc<App>>, body: Result<Bytes, Bytes
         app.check_params(&params)?;
         Ok::<_, Failure>((prompt, params, req.sampling.stream, req.sampling.include_usage()))
     })();
-    respond(app, Kind::Chat, parsed).await
+    respond(app, Kind::Chat, parsed, closer.map(|c| c.0)).await
 }
 
-async fn completions(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn completions(State(app): State<Arc<App>>, closer: Option<axum::Extension<ConnectionCloser>>, body: Result<Bytes, BytesRejection>) -> Response {
     let parsed = (|| {
         let body = body_bytes(body)?;
         let req: CompletionRequest = parse_body(&body)?;
@@ -491,7 +491,7 @@ async fn completions(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejec
         app.check_params(&params)?;
         Ok::<_, Failure>((prompt, params, req.sampling.stream, req.sampling.include_usage()))
     })();
-    respond(app, Kind::Completion, parsed).await
+    respond(app, Kind::Completion, parsed, closer.map(|c| c.0)).await
 }
 
 async fn embeddings(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -> Response {
@@ -533,7 +533,7 @@ async fn embeddings(State(app): State<Arc<App>>, body: Result<Bytes, BytesReject
 }
 
 /// Submits a generation and answers with one JSON body or an SSE stream.
-async fn respond(app: Arc<App>, kind: Kind, parsed: Result<(PromptSpec, Params, bool, bool), Failure>) -> Response {
+async fn respond(app: Arc<App>, kind: Kind, parsed: Result<(PromptSpec, Params, bool, bool), Failure>, closer: Option<ConnectionCloser>) -> Response {
     let in_flight = InFlight::new(&app);
     let started = Instant::now();
     let id = app.id(if kind == Kind::Chat { "chatcmpl" } else { "cmpl" });
@@ -583,7 +583,20 @@ async fn respond(app: Arc<App>, kind: Kind, parsed: Result<(PromptSpec, Params, 
             ended: false,
             started,
             outcome: "cancelled",
+            _alive: Arc::new(()),
         };
+        // A stream still alive well past its deadline has a client that stopped reading (its
+        // events are only taken when the socket has room): close the connection (D7).
+        if let Some(closer) = closer {
+            let alive = Arc::downgrade(&state._alive);
+            let grace = app.options.connections.stream_grace;
+            tokio::spawn(async move {
+                tokio::time::sleep_until(deadline + grace).await;
+                if alive.upgrade().is_some() {
+                    closer.close();
+                }
+            });
+        }
         let mut state = state;
         if kind == Kind::Chat {
             for choice in 0..n {
@@ -666,6 +679,8 @@ struct StreamState {
     ended: bool,
     started: Instant,
     outcome: &'static str,
+    /// Dropped with the stream: the deadline watchdog holds a weak reference.
+    _alive: Arc<()>,
 }
 
 impl StreamState {
