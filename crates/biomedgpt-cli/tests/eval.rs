@@ -16,25 +16,8 @@ fn biomedgpt(args: &[&str]) -> (bool, String, String) {
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
-/// A directory for one test, removed with everything in it when dropped (issue 39, D21).
-struct TestDir(tempfile::TempDir);
-
-impl AsRef<Path> for TestDir {
-    fn as_ref(&self) -> &Path {
-        self
-    }
-}
-
-impl std::ops::Deref for TestDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        self.0.path()
-    }
-}
-
-fn temp_dir(name: &str) -> TestDir {
-    TestDir(tempfile::Builder::new().prefix(&format!("biomedgpt-cli-eval-{name}-")).tempdir().unwrap())
-}
+mod common;
+use common::temp_dir;
 
 fn read_json(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()

@@ -22,25 +22,8 @@ fn expected(case: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(root().join("tests/fixtures/gpt2").join(case).join("expected.json")).unwrap()).unwrap()
 }
 
-/// A directory for one test, removed with everything in it when dropped (issue 39, D21).
-struct TestDir(tempfile::TempDir);
-
-impl AsRef<Path> for TestDir {
-    fn as_ref(&self) -> &Path {
-        self
-    }
-}
-
-impl std::ops::Deref for TestDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        self.0.path()
-    }
-}
-
-fn temp_dir(name: &str) -> TestDir {
-    TestDir(tempfile::Builder::new().prefix(&format!("biomedgpt-cli-gpt2-{name}-")).tempdir().unwrap())
-}
+mod common;
+use common::temp_dir;
 
 #[test]
 fn generate_gives_the_reference_greedy_ids() {

@@ -13,25 +13,8 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// A directory for one test, removed with everything in it when dropped (issue 39, D21).
-struct TestDir(tempfile::TempDir);
-
-impl AsRef<Path> for TestDir {
-    fn as_ref(&self) -> &Path {
-        self
-    }
-}
-
-impl std::ops::Deref for TestDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        self.0.path()
-    }
-}
-
-fn temp_dir(name: &str) -> TestDir {
-    TestDir(tempfile::Builder::new().prefix(&format!("biomedgpt-cli-train-{name}-")).tempdir().unwrap())
-}
+mod common;
+use common::{TestDir, temp_dir};
 
 fn command(args: &[String]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_biomedgpt"));

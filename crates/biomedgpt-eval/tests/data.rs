@@ -8,26 +8,6 @@ fn datasets() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets")
 }
 
-/// A directory for one test, removed with everything in it when dropped (issue 39, D21).
-struct TestDir(tempfile::TempDir);
-
-impl AsRef<Path> for TestDir {
-    fn as_ref(&self) -> &Path {
-        self
-    }
-}
-
-impl std::ops::Deref for TestDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        self.0.path()
-    }
-}
-
-fn temp_dir(name: &str) -> TestDir {
-    TestDir(tempfile::Builder::new().prefix(&format!("biomedgpt-eval-{name}-")).tempdir().unwrap())
-}
-
 #[test]
 fn shipped_molecule_sample_loads_and_every_smiles_featurizes_with_rdkit() {
     for (split, size) in [("train", 4000), ("valid", 300), ("test", 300)] {
@@ -57,7 +37,8 @@ fn shipped_protein_sample_loads_with_sequences() {
 
 #[test]
 fn multi_subject_records_are_counted_and_bad_records_are_errors_naming_file_and_line() {
-    let dir = temp_dir("qa");
+    let scratch = tempfile::tempdir().unwrap(); // removed when dropped (issue 39, D21)
+    let dir = scratch.path();
     let file = dir.join("test.jsonl");
     std::fs::write(
         &file,
@@ -98,7 +79,8 @@ fn multi_subject_records_are_counted_and_bad_records_are_errors_naming_file_and_
 
 #[test]
 fn multiple_choice_sets_give_lm_evaluation_harness_prompts() {
-    let dir = temp_dir("mc");
+    let scratch = tempfile::tempdir().unwrap(); // removed when dropped (issue 39, D21)
+    let dir = scratch.path();
     std::fs::write(
         dir.join("ori_pqal.json"),
         r#"{"123": {"QUESTION": "Do statins help?", "CONTEXTS": ["First.", "Second."], "LONG_ANSWER": "x", "final_decision": "maybe"}}"#,
