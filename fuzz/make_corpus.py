@@ -107,6 +107,11 @@ put("jsonl", "chebi.jsonl", "\n".join(lines) + "\n")
 lines = [json.dumps(r) for r in json.load(open("datasets/swissprot/test.json"))[:3]]
 put("jsonl", "swissprot.jsonl", "\n".join(lines) + "\n")
 
+put("score", "pairs.jsonl", "\n".join(json.dumps(r) for r in [
+    {"prediction": "The molecule is an aromatic ether.", "reference": "The molecule is an ether."},
+    {"prediction": "It binds zinc ions.", "reference": "Binds 2 zinc ions per subunit."}]) + "\n\n")
+put("score", "unicode.jsonl", json.dumps({"prediction": "Na\u207a channel \u03b2-subunit", "reference": "sodium channel beta"}) + "\n")
+
 # Regressions: the inputs of issue 26's defects, kept beside what the fuzzer finds.
 def reg(target, name, data):
     os.makedirs(f"fuzz/regressions/{target}", exist_ok=True)

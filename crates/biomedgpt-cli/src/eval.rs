@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use biomedgpt_eval::baseline::{Baseline, BaselineKind};
-use biomedgpt_eval::data::{LoadStats, McRecord, McTask, QaRecord, QaTask, Subject, load_multiple_choice, load_qa, mc_split_file};
+use biomedgpt_eval::data::{LoadStats, McRecord, McTask, QaRecord, QaTask, Subject, load_multiple_choice, load_qa, mc_split_file, parse_predictions};
 use biomedgpt_eval::metrics::{BleuMode, DEFAULT_WORDNET_DIR, Scorer, TextScores, WordNet, WordPieceTokenizer};
 use biomedgpt_eval::metrics::wordpiece::SHIPPED_VOCAB_NAME;
 use biomedgpt_llama::{GenerationConfig, LlamaTokenizer, Strategy, choice_logprobs};
@@ -83,43 +83,10 @@ pub struct ScoreArgs {
     pub metrics: MetricArgs,
 }
 
-fn string_at(v: &Value, key: &str, location: &str) -> Result<String> {
-    match v.get(key) {
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(other) => bail!("{location}: {key:?} must be a string, found {other}"),
-        None => bail!("{location}: missing {key:?}"),
-    }
-}
-
-/// Longest prediction or reference `score` takes, in words (answers are a few hundred), and in
-/// bytes: one 200 MB "word" passed the word bound and took 4.8 GB in WordPiece (issue 39, D13).
-const MAX_SCORED_WORDS: usize = 10_000;
-const MAX_SCORED_BYTES: usize = 200_000;
-
 pub fn score(args: ScoreArgs) -> Result<()> {
     let path = &args.predictions;
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut pairs = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let location = format!("{}:{}", path.display(), i + 1);
-        let v: Value = serde_json::from_str(line).with_context(|| format!("{location}: not valid JSON"))?;
-        let pair = (string_at(&v, "prediction", &location)?, string_at(&v, "reference", &location)?);
-        // ROUGE-L's longest common subsequence is quadratic in the words (rouge_score's too):
-        // 50k words took 13 s and a 50 MB line minutes and gigabytes (issue 26, D7).
-        for (key, text) in [("prediction", &pair.0), ("reference", &pair.1)] {
-            if text.len() > MAX_SCORED_BYTES {
-                bail!("{location}: the {key} has {} bytes; at most {MAX_SCORED_BYTES} are scored", text.len());
-            }
-            let words = text.split_whitespace().count();
-            if words > MAX_SCORED_WORDS {
-                bail!("{location}: the {key} has {words} words; at most {MAX_SCORED_WORDS} are scored (ROUGE-L is quadratic in the length)");
-            }
-        }
-        pairs.push(pair);
-    }
-    if pairs.is_empty() {
-        bail!("{}: no prediction/reference pairs", path.display());
-    }
+    let pairs = parse_predictions(&text, &path.display().to_string()).map_err(anyhow::Error::msg)?;
     let (scorer, _) = args.metrics.scorer()?;
     let (scores, _) = scorer.score(pairs.iter().map(|(p, r)| (p.as_str(), r.as_str())), args.metrics.mode())?;
     println!("{}", serde_json::to_string(&scores)?);
@@ -370,7 +337,7 @@ fn engine_answers(engine: &mut Engine, config: &GenerationConfig, records: &[&Qa
             };
             let message = Message { role: Role::User, parts: vec![subject, Part::Text(r.question.clone())] };
             let work = Work::Generate { prompt: PromptSpec::Chat(vec![message]), params: params.clone() };
-            Job { id: r.source.clone(), work, events, embeddings: None, submitted: std::time::Instant::now() }
+            Job { id: r.source.clone(), work, molecules: Default::default(), events, embeddings: None, submitted: std::time::Instant::now() }
         })
         .collect();
     engine.run_jobs(jobs);

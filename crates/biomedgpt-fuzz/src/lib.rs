@@ -25,6 +25,7 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("jsonl", jsonl),
     ("npy", npy),
     ("molecule_list", molecule_list),
+    ("score", score),
 ];
 
 /// A `.npy` array: `train --cache-features` files, `embed` outputs read back.
@@ -41,6 +42,33 @@ pub fn molecule_list(data: &[u8]) {
             && let Some((_, smiles)) = molecules.first()
         {
             let _ = featurize(smiles);
+        }
+    }
+}
+
+/// A `score --predictions` JSONL file, its pairs through the metrics (BLEU and ROUGE on the
+/// shipped word pieces; METEOR too where WordNet is installed).
+pub fn score(data: &[u8]) {
+    use biomedgpt_eval::metrics::{BleuMode, DEFAULT_WORDNET_DIR, Scorer, WordNet, WordPieceTokenizer, bleu, rouge};
+    use std::sync::OnceLock;
+    static SCORER: OnceLock<(WordPieceTokenizer, Option<Scorer>)> = OnceLock::new();
+    let (tokenizer, scorer) =
+        SCORER.get_or_init(|| (WordPieceTokenizer::shipped(), WordNet::open(DEFAULT_WORDNET_DIR).ok().map(|w| Scorer::new(WordPieceTokenizer::shipped(), w))));
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(pairs) = biomedgpt_eval::data::parse_predictions(text, "fuzz.jsonl") else { return };
+    match scorer {
+        Some(scorer) => {
+            for mode in [BleuMode::Corpus, BleuMode::Sentence] {
+                let _ = scorer.score(pairs.iter().map(|(p, r)| (p.as_str(), r.as_str())), mode);
+            }
+        }
+        None => {
+            for (p, r) in &pairs {
+                let (hyp, reference) = (tokenizer.pieces(p), tokenizer.pieces(r));
+                let (hyp, reference): (Vec<&str>, Vec<&str>) = (hyp.iter().map(String::as_str).collect(), reference.iter().map(String::as_str).collect());
+                let _ = bleu::sentence_bleu(&reference, &hyp, &bleu::BLEU4, bleu::Smoothing::Epsilon);
+                let _ = rouge::rouge(p, r);
+            }
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The assembled model, its loading from the fused checkpoint, and the chat.
 
-use biomedgpt_chem::featurize;
+use biomedgpt_chem::{MolGraph, featurize};
 use biomedgpt_esm::{Alphabet, Esm, EsmConfig};
 use biomedgpt_gin::{Gin, GinConfig, GraphBatch, JumpingKnowledge};
 use biomedgpt_nn::{apply_linear, linear};
@@ -165,8 +165,19 @@ pub struct BioMedGpt {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
     Smiles(String),
+    /// A molecule RDKit has already read (the server parses SMILES off its engine thread).
+    Graph { smiles: String, graph: MolGraph },
     /// A protein sequence; `name` appears in error messages (FASTA id or "protein").
     Protein { name: String, sequence: String },
+}
+
+impl Input {
+    pub fn modality(&self) -> Modality {
+        match self {
+            Input::Smiles(_) | Input::Graph { .. } => Modality::Molecule,
+            Input::Protein { .. } => Modality::Protein,
+        }
+    }
 }
 
 /// The projections LoRA may adapt, as named in the checkpoint.
@@ -425,17 +436,25 @@ impl BioMedGpt {
         }
     }
 
+    fn molecule_encoder(&self) -> Result<&MoleculeEncoder, ModelError> {
+        self.molecule.as_ref().ok_or_else(|| {
+            ModelError::Unsupported("this model has no molecule encoder (no mol_structure_encoder.* weights)".into())
+        })
+    }
+
+    /// GIN features `[atoms, 300]` of a parsed molecule, in the LLM's dtype.
+    fn molecule_features(&self, graph: &MolGraph) -> Result<(Modality, Tensor<2>, usize), ModelError> {
+        let enc = self.molecule_encoder()?;
+        let batch = GraphBatch::new(std::slice::from_ref(graph), &self.llm.device())?;
+        Ok((Modality::Molecule, enc.gin.forward(&batch).cast(self.llm.dtype()), 0))
+    }
+
     pub fn features(&self, input: &Input) -> Result<(Modality, Tensor<2>, usize), ModelError> {
         let dtype = self.llm.dtype();
         match input {
-            Input::Smiles(smiles) => {
-                let enc = self.molecule.as_ref().ok_or_else(|| {
-                    ModelError::Unsupported("this model has no molecule encoder (no mol_structure_encoder.* weights)".into())
-                })?;
-                let graph = featurize(smiles)?;
-                let batch = GraphBatch::new(std::slice::from_ref(&graph), &self.llm.device())?;
-                Ok((Modality::Molecule, enc.gin.forward(&batch).cast(dtype), 0))
-            }
+            // The missing encoder is said before the SMILES is read.
+            Input::Smiles(smiles) => self.molecule_encoder().and_then(|_| self.molecule_features(&featurize(smiles)?)),
+            Input::Graph { graph, .. } => self.molecule_features(graph),
             Input::Protein { name, sequence } => {
                 let enc = self.protein.as_ref().ok_or_else(|| {
                     ModelError::Unsupported(
@@ -527,10 +546,7 @@ impl<'m> Chat<'m> {
     /// Encodes a molecule or protein and adds its message; returns residues lost to truncation.
     pub fn add(&mut self, input: &Input) -> Result<usize, ModelError> {
         let (features, truncated) = self.model.encode(input)?;
-        let modality = match input {
-            Input::Smiles(_) => Modality::Molecule,
-            Input::Protein { .. } => Modality::Protein,
-        };
+        let modality = input.modality();
         self.items.push((modality, features));
         self.prompt.push_modality(modality);
         Ok(truncated)

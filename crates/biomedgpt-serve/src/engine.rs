@@ -18,13 +18,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use biomedgpt_chem::MolGraph;
 use biomedgpt_kernels::matmul::DECODE_BATCH_ROWS;
 use biomedgpt_llama::generation::{apply_repetition_penalty, ids_tensor, log_softmax};
 use biomedgpt_llama::{DecoderInput, GenerationConfig, KvCache, Prompt, Strategy, TokenChooser, generate_until};
 use biomedgpt_model::{BioMedGpt, ChatPrompt, Input, Modality, ModelError};
 use burn::tensor::{DType, Tensor};
 
-use crate::request::{EmbedInput, Event, Failure, FinishReason, Job, Message, Params, Part, PromptSpec, Role, TokenLogprob, Work};
+use crate::request::{EmbedInput, Event, Failure, FinishReason, Job, Message, Params, ParsedMolecules, Part, PromptSpec, Role, TokenLogprob, Work};
 use crate::text::TextTracker;
 
 /// The reference chat's default answer length (its max_length 256 counts the BOS it held).
@@ -212,6 +213,53 @@ impl Lru {
     }
 }
 
+/// What a prompt may hold, known before the engine sees it: the HTTP layer checks a request
+/// against it before reading its molecules, the engine again for jobs given to it directly.
+#[derive(Debug, Clone, Copy)]
+pub struct PromptLimits {
+    pub max_context: usize,
+    /// Most positions a protein takes (the ESM encoder's token limit).
+    pub protein_positions: usize,
+    /// Whether the model reads molecules at all.
+    pub molecule_encoder: bool,
+}
+
+impl PromptLimits {
+    /// Refuses, before any tokenizer or encoder runs, a chat whose prompt cannot fit the context
+    /// (issue 39, D5: a 4 MB text and 40 large molecules took 21.6 s of engine time before the
+    /// context error). The count is a lower bound: a molecule takes one position per atom, a
+    /// protein its residues + 2 up to the encoder's limit, text at least one position per
+    /// [`MAX_BYTES_PER_TOKEN`] bytes.
+    pub fn check(&self, messages: &[Message]) -> Result<(), Failure> {
+        let (mut text_bytes, mut positions) = (0usize, 0usize);
+        for message in messages {
+            for part in &message.parts {
+                match part {
+                    Part::Text(t) => text_bytes += t.len(),
+                    // Hydrogens written as atoms (`[H]`) are removed by RDKit: not counted.
+                    Part::Molecule(smiles) => positions += biomedgpt_chem::count_atoms(smiles).saturating_sub(smiles.matches("[H").count()),
+                    Part::Protein(sequence) => {
+                        let residues = sequence.trim().chars().count() + 2;
+                        positions += residues.min(self.protein_positions);
+                    }
+                }
+            }
+        }
+        let at_least = positions + text_bytes / MAX_BYTES_PER_TOKEN;
+        let max_context = self.max_context;
+        if at_least > max_context {
+            return Err(Failure {
+                status: 400,
+                message: format!(
+                    "this model's maximum context length is {max_context} tokens; the messages need at least {at_least} ({positions} for molecules and proteins, {text_bytes} bytes of text)"
+                ),
+                param: Some("messages".into()),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Between encoder runs and decoding steps: a request whose client has gone (disconnected, or
 /// its handler timed out) stops taking engine time (issue 39, D6).
 fn check_cancelled(cancelled: &dyn Fn() -> bool) -> Result<(), Failure> {
@@ -221,7 +269,7 @@ fn check_cancelled(cancelled: &dyn Fn() -> bool) -> Result<(), Failure> {
     Ok(())
 }
 
-fn model_failure(at: &str, e: ModelError) -> Failure {
+pub(crate) fn model_failure(at: &str, e: ModelError) -> Failure {
     let status = match &e {
         ModelError::Input(_)
         | ModelError::Molecule(_)
@@ -262,6 +310,14 @@ impl Engine {
 
     pub fn model(&self) -> &BioMedGpt {
         &self.model
+    }
+
+    pub fn prompt_limits(&self) -> PromptLimits {
+        PromptLimits {
+            max_context: self.config.max_context,
+            protein_positions: self.model.max_input_positions(Modality::Protein),
+            molecule_encoder: self.model.has_molecule_encoder(),
+        }
     }
 
     /// Serves jobs until every sender of `jobs` is gone and the work in hand is done.
@@ -348,7 +404,7 @@ impl Engine {
         let work = std::mem::replace(&mut job.work, Work::Embed(Vec::new()));
         let (prompt_spec, params) = match work {
             Work::Embed(inputs) => {
-                let result = self.embed(&inputs, &|| job.cancelled());
+                let result = self.embed(&inputs, &job.molecules, &|| job.cancelled());
                 if let Some(tx) = job.embeddings.take() {
                     let _ = tx.send(result);
                 }
@@ -362,7 +418,7 @@ impl Engine {
         };
         let chat = matches!(prompt_spec, PromptSpec::Chat(_));
         let (prompt, prompt_len, penalty_base) = match &prompt_spec {
-            PromptSpec::Chat(messages) => match self.chat_embeds(messages, &|| job.cancelled()) {
+            PromptSpec::Chat(messages) => match self.chat_embeds(messages, &job.molecules, &|| job.cancelled()) {
                 Ok(embeds) => {
                     let len = embeds.dims()[1];
                     let bos = self.model.llm.config().bos_token_id.unwrap_or(1);
@@ -457,44 +513,10 @@ impl Engine {
         })
     }
 
-    /// Refuses, before any tokenizer or encoder runs, a chat whose prompt cannot fit the context
-    /// (issue 39, D5: a 4 MB text and 40 large molecules took 21.6 s of engine time before the
-    /// context error). The count is a lower bound: a molecule takes one position per atom, a
-    /// protein its residues + 2 up to the encoder's limit, text at least one position per
-    /// [`MAX_BYTES_PER_TOKEN`] bytes.
-    fn check_prompt_size(&self, messages: &[Message]) -> Result<(), Failure> {
-        let (mut text_bytes, mut positions) = (0usize, 0usize);
-        for message in messages {
-            for part in &message.parts {
-                match part {
-                    Part::Text(t) => text_bytes += t.len(),
-                    // Hydrogens written as atoms (`[H]`) are removed by RDKit: not counted.
-                    Part::Molecule(smiles) => positions += biomedgpt_chem::count_atoms(smiles).saturating_sub(smiles.matches("[H").count()),
-                    Part::Protein(sequence) => {
-                        let residues = sequence.trim().chars().count() + 2;
-                        positions += residues.min(self.model.max_input_positions(Modality::Protein));
-                    }
-                }
-            }
-        }
-        let at_least = positions + text_bytes / MAX_BYTES_PER_TOKEN;
-        let max_context = self.config.max_context;
-        if at_least > max_context {
-            return Err(Failure {
-                status: 400,
-                message: format!(
-                    "this model's maximum context length is {max_context} tokens; the messages need at least {at_least} ({positions} for molecules and proteins, {text_bytes} bytes of text)"
-                ),
-                param: Some("messages".into()),
-            });
-        }
-        Ok(())
-    }
-
     /// The chat's input embeddings `[1, T, hidden]`: the reference prompt with each molecule and
     /// protein encoded (or taken from the cache) and spliced at its placeholder.
-    fn chat_embeds(&mut self, messages: &[Message], cancelled: &dyn Fn() -> bool) -> Result<Tensor<3>, Failure> {
-        self.check_prompt_size(messages)?;
+    fn chat_embeds(&mut self, messages: &[Message], molecules: &ParsedMolecules, cancelled: &dyn Fn() -> bool) -> Result<Tensor<3>, Failure> {
+        self.prompt_limits().check(messages)?;
         let mut prompt = ChatPrompt::new(self.model.system_prompt.clone());
         let mut system: Option<String> = None;
         let mut items: Vec<(Modality, Tensor<2>)> = Vec::new();
@@ -537,13 +559,13 @@ impl Engine {
                             Part::Text(t) => prompt.push_question(t),
                             Part::Molecule(smiles) => {
                                 check_cancelled(cancelled)?;
-                                let features = self.encoded(Modality::Molecule, smiles, &at)?;
+                                let features = self.encoded(Modality::Molecule, smiles, molecules.get(smiles), &at)?;
                                 items.push((Modality::Molecule, features));
                                 prompt.push_modality(Modality::Molecule);
                             }
                             Part::Protein(sequence) => {
                                 check_cancelled(cancelled)?;
-                                let features = self.encoded(Modality::Protein, sequence, &at)?;
+                                let features = self.encoded(Modality::Protein, sequence, None, &at)?;
                                 items.push((Modality::Protein, features));
                                 prompt.push_modality(Modality::Protein);
                             }
@@ -567,16 +589,18 @@ impl Engine {
         Ok(embeds)
     }
 
-    /// Projected features of a molecule or protein, from the cache when it was seen before.
-    fn encoded(&mut self, modality: Modality, content: &str, at: &str) -> Result<Tensor<2>, Failure> {
+    /// Projected features of a molecule or protein, from the cache when it was seen before; a
+    /// molecule from its graph when the HTTP layer has parsed it.
+    fn encoded(&mut self, modality: Modality, content: &str, graph: Option<&MolGraph>, at: &str) -> Result<Tensor<2>, Failure> {
         let key = (modality, content.to_string());
         if let Some((features, _)) = self.encoded.get(&key) {
             self.stats.encoder_cache_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(features);
         }
-        let input = match modality {
-            Modality::Molecule => Input::Smiles(content.to_string()),
-            Modality::Protein => Input::Protein { name: at.to_string(), sequence: content.to_string() },
+        let input = match (modality, graph) {
+            (Modality::Molecule, Some(graph)) => Input::Graph { smiles: content.to_string(), graph: graph.clone() },
+            (Modality::Molecule, None) => Input::Smiles(content.to_string()),
+            (Modality::Protein, _) => Input::Protein { name: at.to_string(), sequence: content.to_string() },
         };
         let (features, truncated) = self.model.encode(&input).map_err(|e| model_failure(at, e))?;
         self.stats.encoder_runs.fetch_add(1, Ordering::Relaxed);
@@ -587,14 +611,17 @@ impl Engine {
     /// Mean-pooled encoder features (before the adapters): over atoms for a molecule, over
     /// residues (`<cls>` and `<eos>` left out, as `embed protein --pool mean`) for a protein.
     /// Returns the vectors and the atoms + residues read.
-    fn embed(&mut self, inputs: &[EmbedInput], cancelled: &dyn Fn() -> bool) -> Result<(Vec<Vec<f32>>, usize), Failure> {
+    fn embed(&mut self, inputs: &[EmbedInput], molecules: &ParsedMolecules, cancelled: &dyn Fn() -> bool) -> Result<(Vec<Vec<f32>>, usize), Failure> {
         let mut out = Vec::with_capacity(inputs.len());
         let mut tokens = 0;
         for (i, input) in inputs.iter().enumerate() {
             check_cancelled(cancelled)?;
             let at = format!("input[{i}]");
             let model_input = match input {
-                EmbedInput::Molecule(s) => Input::Smiles(s.clone()),
+                EmbedInput::Molecule(s) => match molecules.get(s) {
+                    Some(graph) => Input::Graph { smiles: s.clone(), graph: graph.clone() },
+                    None => Input::Smiles(s.clone()),
+                },
                 EmbedInput::Protein(s) => Input::Protein { name: at.clone(), sequence: s.clone() },
             };
             let (modality, features, _) = self.model.features(&model_input).map_err(|e| model_failure(&at, e))?;

@@ -157,10 +157,16 @@ pub enum Work {
     Embed(Vec<EmbedInput>),
 }
 
+/// Molecules RDKit has already read, by SMILES: the HTTP layer parses a request's molecules on
+/// tokio's blocking pool, so a slow parse holds that request and not the engine (issue 39, D2).
+/// The engine reads any molecule missing here itself.
+pub type ParsedMolecules = std::collections::HashMap<String, biomedgpt_chem::MolGraph>;
+
 /// A request as the engine receives it.
 pub struct Job {
     pub id: String,
     pub work: Work,
+    pub molecules: ParsedMolecules,
     pub events: tokio::sync::mpsc::UnboundedSender<Event>,
     /// Embeddings come back here (or a failure).
     pub embeddings: Option<tokio::sync::oneshot::Sender<Result<(Vec<Vec<f32>>, usize), Failure>>>,

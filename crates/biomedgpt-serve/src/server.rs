@@ -21,9 +21,9 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::connections::{ConnectionCloser, ConnectionLimits};
-use crate::engine::{Engine, EngineConfig, Stats};
+use crate::engine::{Engine, EngineConfig, PromptLimits, Stats, model_failure};
 use crate::openai::{self, ChatRequest, CompletionRequest, EmbeddingRequest, error_body, parse_body, usage};
-use crate::request::{Event, Failure, FinishReason, Job, Params, PromptSpec, TokenLogprob, Work};
+use crate::request::{EmbedInput, Event, Failure, FinishReason, Job, Params, ParsedMolecules, Part, PromptSpec, TokenLogprob, Work};
 
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -57,6 +57,7 @@ struct App {
     created: u64,
     /// Responses by endpoint and status.
     responses: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    limits: PromptLimits,
 }
 
 /// Counts a request in flight until dropped (a stream holds it until its last event).
@@ -89,7 +90,54 @@ impl App {
         *self.responses.lock().expect("responses lock").entry((endpoint, status)).or_default() += 1;
     }
 
-    fn submit(&self, id: &str, work: Work, embeddings: Option<tokio::sync::oneshot::Sender<Result<(Vec<Vec<f32>>, usize), Failure>>>) -> Result<UnboundedReceiver<Event>, Failure> {
+    /// Reads a request's molecules with RDKit on tokio's blocking pool before the engine sees
+    /// the request, so that a slow parse holds this request and not every sequence the engine
+    /// is decoding (issue 39, D2). A chat too long for the context is refused first, unread.
+    async fn read_molecules(&self, work: &Work, deadline: tokio::time::Instant) -> Result<ParsedMolecules, Failure> {
+        let mut molecules: Vec<(String, String)> = Vec::new();
+        match work {
+            Work::Generate { prompt: PromptSpec::Chat(messages), .. } => {
+                self.limits.check(messages)?;
+                for (i, message) in messages.iter().enumerate() {
+                    for (j, part) in message.parts.iter().enumerate() {
+                        if let Part::Molecule(smiles) = part {
+                            molecules.push((format!("messages[{i}].content[{j}]"), smiles.clone()));
+                        }
+                    }
+                }
+            }
+            Work::Generate { prompt: PromptSpec::Text(_), .. } => {}
+            Work::Embed(inputs) => {
+                for (i, input) in inputs.iter().enumerate() {
+                    if let EmbedInput::Molecule(smiles) = input {
+                        molecules.push((format!("input[{i}]"), smiles.clone()));
+                    }
+                }
+            }
+        }
+        // Without a molecule encoder the engine says so; nothing to read.
+        if molecules.is_empty() || !self.limits.molecule_encoder {
+            return Ok(ParsedMolecules::new());
+        }
+        let parse = tokio::task::spawn_blocking(move || {
+            let mut parsed = ParsedMolecules::new();
+            for (at, smiles) in molecules {
+                if parsed.contains_key(&smiles) {
+                    continue;
+                }
+                let graph = biomedgpt_chem::featurize(&smiles).map_err(|e| model_failure(&at, e.into()))?;
+                parsed.insert(smiles, graph);
+            }
+            Ok(parsed)
+        });
+        match tokio::time::timeout_at(deadline, parse).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(Failure::internal(format!("reading the molecules failed: {e}"))),
+            Err(_) => Err(Failure { status: 504, message: format!("the request took longer than {} s", self.options.timeout.as_secs()), param: None }),
+        }
+    }
+
+    fn submit(&self, id: &str, work: Work, molecules: ParsedMolecules, embeddings: Option<tokio::sync::oneshot::Sender<Result<(Vec<Vec<f32>>, usize), Failure>>>) -> Result<UnboundedReceiver<Event>, Failure> {
         if self.draining.load(Ordering::SeqCst) {
             return Err(Failure { status: 503, message: "the server is shutting down".into(), param: None });
         }
@@ -99,7 +147,7 @@ impl App {
             return Err(Failure { status: 429, message: format!("the queue is full ({max_queue} requests waiting): retry later"), param: None });
         }
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let job = Job { id: id.to_string(), work, events: tx, embeddings, submitted: Instant::now() };
+        let job = Job { id: id.to_string(), work, molecules, events: tx, embeddings, submitted: Instant::now() };
         let sent = self.jobs.lock().expect("jobs lock").as_ref().map(|s| s.send(job).is_ok()).unwrap_or(false);
         if !sent {
             self.stats.queued.fetch_sub(1, Ordering::SeqCst);
@@ -192,6 +240,7 @@ impl Server {
             next_id: AtomicU64::new(1),
             created: now_secs(),
             responses: Mutex::new(BTreeMap::new()),
+            limits: engine.prompt_limits(),
         });
         let stop = Arc::new(tokio::sync::Notify::new());
         let stop_rx = stop.clone();
@@ -502,10 +551,12 @@ async fn embeddings(State(app): State<Arc<App>>, body: Result<Bytes, BytesReject
         let body = body_bytes(body)?;
         let req: EmbeddingRequest = parse_body(&body)?;
         app.check_model(&req.model)?;
-        let inputs = req.inputs()?;
+        let work = Work::Embed(req.inputs()?);
+        let deadline = tokio::time::Instant::now() + app.options.timeout;
+        let molecules = app.read_molecules(&work, deadline).await?;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let _events = app.submit(&id, Work::Embed(inputs), Some(tx))?;
-        match tokio::time::timeout(app.options.timeout, rx).await {
+        let _events = app.submit(&id, work, molecules, Some(tx))?;
+        match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(Failure::internal("the engine dropped the request")),
             Err(_) => Err(Failure { status: 504, message: "the request timed out".into(), param: None }),
@@ -549,11 +600,16 @@ async fn respond(app: Arc<App>, kind: Kind, parsed: Result<(PromptSpec, Params, 
     };
     let n = params.n;
     let want_logprobs = params.logprobs.is_some();
-    let mut rx = match app.submit(&id, Work::Generate { prompt, params }, None) {
+    let deadline = tokio::time::Instant::now() + app.options.timeout;
+    let work = Work::Generate { prompt, params };
+    let molecules = match app.read_molecules(&work, deadline).await {
+        Ok(m) => m,
+        Err(f) => return fail(f),
+    };
+    let mut rx = match app.submit(&id, work, molecules, None) {
         Ok(rx) => rx,
         Err(f) => return fail(f),
     };
-    let deadline = tokio::time::Instant::now() + app.options.timeout;
     let timed_out = || Failure { status: 504, message: format!("the request took longer than {} s", app.options.timeout.as_secs()), param: None };
     // The first event says whether the prompt was accepted: errors get their status code.
     let prompt_tokens = match tokio::time::timeout_at(deadline, rx.recv()).await {

@@ -529,3 +529,53 @@ async fn n_choices_logprobs_embeddings_and_models() {
     let m: Value = server.client.get(format!("{}/v1/models", server.base)).send().await.unwrap().json().await.unwrap();
     assert_eq!(m["data"][0]["id"], "demo");
 }
+
+/// The HTTP layer reads molecules with RDKit before the engine sees them (issue 39, D2): the
+/// engine encodes the graph it is handed and does not parse the SMILES again. Here the graph of
+/// ethanol comes under a key RDKit would refuse; the answer and embedding are ethanol's.
+#[test]
+fn the_engine_encodes_the_graphs_it_is_handed() {
+    use biomedgpt_serve::request::{EmbedInput, Event, Job, Message, Params, Part, PromptSpec, Role, Work};
+    let mut engine = biomedgpt_serve::Engine::new(demo(), options().engine, std::sync::Arc::new(biomedgpt_serve::Stats::new()));
+    let params = Params { max_tokens: Some(8), ..Params::default() };
+    let ethanol = biomedgpt_chem::featurize("CCO").unwrap();
+    let job = |smiles: &str, parsed: bool, embed: bool| {
+        let (events, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, embeddings) = tokio::sync::oneshot::channel();
+        let work = if embed {
+            Work::Embed(vec![EmbedInput::Molecule(smiles.into())])
+        } else {
+            let message = Message { role: Role::User, parts: vec![Part::Molecule(smiles.into()), Part::Text("What is it?".into())] };
+            Work::Generate { prompt: PromptSpec::Chat(vec![message]), params: params.clone() }
+        };
+        let molecules = if parsed { [(smiles.to_string(), ethanol.clone())].into() } else { Default::default() };
+        let job = Job { id: smiles.into(), work, molecules, events, embeddings: embed.then_some(tx), submitted: Instant::now() };
+        (job, rx, embeddings)
+    };
+    let answer = |mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>| -> Result<Vec<u32>, String> {
+        while let Ok(event) = rx.try_recv() {
+            match event {
+                Event::Finished { tokens, .. } => return Ok(tokens),
+                Event::Failed(f) => return Err(f.message),
+                _ => {}
+            }
+        }
+        Err("no answer".into())
+    };
+    let (plain, plain_rx, _) = job("CCO", false, false);
+    let (handed, handed_rx, _) = job("not a SMILES", true, false);
+    // (Another string: the handed graph's features are now cached under the first.)
+    let (unparsed, unparsed_rx, _) = job("not a SMILES either", false, false);
+    engine.run_jobs(vec![plain, handed, unparsed]);
+    let expected = answer(plain_rx).expect("ethanol answers");
+    assert_eq!(answer(handed_rx), Ok(expected), "the handed graph is encoded");
+    let refused = answer(unparsed_rx).expect_err("without a graph the engine reads the SMILES itself");
+    assert!(refused.contains("invalid SMILES"), "{refused}");
+
+    let (plain, _, plain_vec) = job("CCO", false, true);
+    let (handed, _, handed_vec) = job("not a SMILES", true, true);
+    engine.run_jobs(vec![plain, handed]);
+    type Embedded = Result<(Vec<Vec<f32>>, usize), biomedgpt_serve::request::Failure>;
+    let vector = |rx: tokio::sync::oneshot::Receiver<Embedded>| rx.blocking_recv().expect("embedding sent").expect("embedding").0;
+    assert_eq!(vector(handed_vec), vector(plain_vec));
+}

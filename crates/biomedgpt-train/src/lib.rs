@@ -93,7 +93,7 @@ impl FeatureCache {
     fn path(&self, input: &Input, dtype: DType) -> std::path::PathBuf {
         use sha2::{Digest, Sha256};
         let what = match input {
-            Input::Smiles(s) => format!("molecule|{s}"),
+            Input::Smiles(s) | Input::Graph { smiles: s, .. } => format!("molecule|{s}"),
             Input::Protein { sequence, .. } => format!("protein|{sequence}"),
         };
         let dtype = if dtype == DType::F32 { String::new() } else { format!("|{dtype:?}") };
@@ -103,10 +103,7 @@ impl FeatureCache {
 
     fn features(&self, model: &BioMedGpt, input: &Input) -> Result<(Modality, Tensor<2>), TrainError> {
         let path = self.path(input, model.llm.dtype());
-        let modality = match input {
-            Input::Smiles(_) => Modality::Molecule,
-            Input::Protein { .. } => Modality::Protein,
-        };
+        let modality = input.modality();
         if let Ok(bytes) = std::fs::read(&path) {
             let (shape, data) = biomedgpt_io::npy::read_f32(&bytes)
                 .map_err(|e| TrainError::Input(format!("{}: {e} (delete it to recompute)", path.display())))?;
