@@ -21,6 +21,10 @@ pub enum FeaturizeError {
     TooLarge { atoms: usize, max: usize },
     #[error("SMILES of {bytes} bytes: at most {max} are read (RDKit's parse time grows with the square of the ring-closure digits)")]
     TooLong { bytes: usize, max: usize },
+    #[error("SMILES `{smiles}` has {count} dummy atoms (`*`) that can sit in rings; at most {max} are read (RDKit's kekulization tries every subset of those in an aromatic system: 16 took 6 s, each one more doubles it)")]
+    RingDummies { smiles: String, count: usize, max: usize },
+    #[error("SMILES `{smiles}` has a fused system of {count} rings that may be aromatic; at most {max} are read (RDKit's aromaticity perception may try their combinations: 50 fused eight-membered rings took 6 s, 120 would take days)")]
+    FusedRings { smiles: String, count: usize, max: usize },
 }
 
 /// Most characters of a SMILES quoted in an error.
@@ -41,8 +45,26 @@ pub fn shown(smiles: &str) -> String {
     out
 }
 
-/// What is refused before RDKit sees it: a SMILES is printable text (a NUL would end it early in
-/// C++, a silent truncation, issue 39, D9) of bounded length, writing a bounded number of atoms.
+/// Most dummy atoms that can sit in rings: RDKit's kekulization of an aromatic system it cannot
+/// kekulize as written tries all 2^n subsets of its dummies (a 907-atom system with 16 took
+/// 6.3 s, 12 took 0.45 s, 8 under 0.1 s here; issue 39's fuzzing found it). Attachment points
+/// (`*` with one neighbour) are not counted: they cannot be in a ring.
+pub const MAX_RING_DUMMIES: usize = 8;
+
+/// Most rings in one fused system that may be aromatic (no sp3 carbon): RDKit 2022.09's
+/// aromaticity perception enumerates combinations of up to six of them until every ring is
+/// aromatic, so where the rings are not aromatic one by one its time grows with the sixth power
+/// of their count (a ladder of 30 fused eight-membered rings took 0.19 s, 40 1.2 s, 50 6.2 s
+/// here: 40 is the second or so [`MAX_ATOMS`] allows too). Systems aromatic ring by ring are
+/// fast (fullerene C70's 36 rings: 4 ms; a 90-ring acene: 16 ms), but the count cannot tell them
+/// from the slow ones without running the perception, so benzenoid systems of more than 40 rings
+/// are refused too.
+pub const MAX_FUSED_RINGS: usize = 40;
+
+/// What is refused before RDKit sanitizes it: a SMILES is printable text (a NUL would end it
+/// early in C++, a silent truncation, issue 39, D9) of bounded length, writing a bounded number
+/// of atoms, without the shapes whose sanitization time explodes (see [`MAX_RING_DUMMIES`] and
+/// [`MAX_FUSED_RINGS`]; measured on the molecule parsed unsanitized, which takes linear time).
 pub(crate) fn check_text(smiles: &str) -> Result<(), FeaturizeError> {
     if smiles.len() > MAX_SMILES_BYTES {
         return Err(FeaturizeError::TooLong { bytes: smiles.len(), max: MAX_SMILES_BYTES });
@@ -57,6 +79,14 @@ pub(crate) fn check_text(smiles: &str) -> Result<(), FeaturizeError> {
     let atoms = count_atoms(smiles);
     if atoms > MAX_ATOMS {
         return Err(FeaturizeError::TooLarge { atoms, max: MAX_ATOMS });
+    }
+    let shape = ffi::measure_smiles(smiles).map_err(|e| FeaturizeError::Invalid { smiles: shown(smiles), reason: clean_reason(e.what()) })?;
+    let (dummies, fused) = (shape.ring_dummies as usize, shape.fused_rings as usize);
+    if dummies > MAX_RING_DUMMIES {
+        return Err(FeaturizeError::RingDummies { smiles: shown(smiles), count: dummies, max: MAX_RING_DUMMIES });
+    }
+    if fused > MAX_FUSED_RINGS {
+        return Err(FeaturizeError::FusedRings { smiles: shown(smiles), count: fused, max: MAX_FUSED_RINGS });
     }
     Ok(())
 }
@@ -187,6 +217,58 @@ mod size_tests {
         assert!(e.contains("5000 atoms") && e.contains("at most 1000"), "{e}");
         assert!(started.elapsed() < std::time::Duration::from_millis(100));
         assert_eq!(featurize(&"C".repeat(300)).unwrap().num_atoms(), 300);
+    }
+
+    /// A ladder of `rings` fused eight-membered rings, written aromatic (labels 1-9, then %10...):
+    /// no ring is aromatic alone, so RDKit tries combinations of them.
+    fn ladder(rings: usize) -> String {
+        let label = |i: usize| if i < 10 { i.to_string() } else { format!("%{i}") };
+        let mut s = format!("c{}ccc", label(1));
+        for r in 2..=rings {
+            s += &format!("c{}c", label(r));
+        }
+        s.pop();
+        s += "cccc";
+        for r in (2..=rings).rev() {
+            s += &format!("c{}c", label(r));
+        }
+        s + &format!("c{}", label(1))
+    }
+
+    /// Issue 39: shapes whose sanitization time explodes in RDKit are refused before it runs,
+    /// quickly, and those at the bounds still parse, within about a second (release build).
+    #[test]
+    fn explosive_shapes_are_refused_before_sanitization() {
+        let quick = std::time::Duration::from_millis(200);
+        // Fuzzing found it: 907 atoms in one ring with 16 dummies RDKit cannot kekulize; it tried
+        // all 65,536 subsets of the dummies (6.3 s).
+        let found = include_str!("../../../fuzz/regressions/molecule_list/kekulize_6s.smi").trim();
+        let started = std::time::Instant::now();
+        let e = featurize(found).unwrap_err();
+        assert!(matches!(e, FeaturizeError::RingDummies { count: 16, max: MAX_RING_DUMMIES, .. }), "{e}");
+        assert!(started.elapsed() < quick);
+        // Dummies with one neighbour (attachment points) are not counted; those in rings are.
+        assert!(featurize(&format!("c1ccccc1{}", "C(*)".repeat(12))).is_ok());
+        let ring = format!("c1ccc{}c1", "*".repeat(9));
+        assert!(matches!(featurize(&ring), Err(FeaturizeError::RingDummies { count: 9, .. })));
+        assert!(!matches!(featurize(&format!("c1ccc{}c1", "*".repeat(8))), Err(FeaturizeError::RingDummies { .. })));
+
+        assert_eq!(featurize("c1ccc2cc3ccccc3cc2c1").unwrap().num_atoms(), 14, "anthracene");
+        let started = std::time::Instant::now();
+        // (Labels go up to %99: 90 rings.)
+        let e = featurize(&ladder(90)).unwrap_err();
+        assert!(matches!(e, FeaturizeError::FusedRings { count: 90, max: MAX_FUSED_RINGS, .. }), "{e}");
+        assert!(e.to_string().contains(" characters)`"), "the SMILES is quoted shortly: {e}");
+        assert!(started.elapsed() < quick);
+        let started = std::time::Instant::now();
+        assert_eq!(featurize(&ladder(MAX_FUSED_RINGS)).unwrap().num_atoms(), 4 * MAX_FUSED_RINGS + 4);
+        assert!(started.elapsed() < std::time::Duration::from_secs(if cfg!(debug_assertions) { 60 } else { 5 }));
+        // Rings with an sp3 carbon cannot be aromatic: a long fused alicyclic system is read.
+        let alicyclic = ladder(60).to_uppercase();
+        assert!(!matches!(featurize(&alicyclic), Err(FeaturizeError::FusedRings { .. })));
+        // Fullerene C60: 31 rings, aromatic one by one.
+        let c60 = "c12c3c4c5c1c1c6c7c2c2c8c3c3c9c4c4c%10c5c5c1c1c6c6c%11c7c2c2c7c8c3c3c8c9c4c4c9c%10c5c5c1c1c6c6c%11c2c2c7c3c3c8c4c4c9c5c1c1c6c2c3c41";
+        assert_eq!(featurize(c60).unwrap().num_atoms(), 60);
     }
 }
 

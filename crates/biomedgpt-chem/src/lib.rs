@@ -15,7 +15,7 @@ mod fingerprint;
 mod molecule_list;
 mod rdkit;
 
-pub use featurize::{FeaturizeError, MAX_ATOMS, MAX_SMILES_BYTES, count_atoms, featurize, parse_molecule, shown};
+pub use featurize::{FeaturizeError, MAX_ATOMS, MAX_FUSED_RINGS, MAX_RING_DUMMIES, MAX_SMILES_BYTES, count_atoms, featurize, parse_molecule, shown};
 pub use fingerprint::{Fingerprint, morgan_fingerprint, morgan_fingerprint_with};
 pub use molecule_list::{ListFormat, read_molecule_list};
 pub use petgraph;

@@ -19,9 +19,16 @@ pub(crate) mod ffi {
         atoms: Vec<RawAtom>,
         bonds: Vec<RawBond>,
     }
+    struct RawShape {
+        /// Dummy atoms (`*`) with two or more neighbours.
+        ring_dummies: u32,
+        /// Rings in the largest fused system of rings without an sp3 carbon.
+        fused_rings: u32,
+    }
     unsafe extern "C++" {
         include!("biomedgpt-chem/src/rdkit_shim.h");
         fn parse_smiles(smiles: &str) -> Result<RawMol>;
+        fn measure_smiles(smiles: &str) -> Result<RawShape>;
         fn morgan_fingerprint(smiles: &str, radius: u32, bits: u32) -> Result<Vec<u32>>;
     }
 }
