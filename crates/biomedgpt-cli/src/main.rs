@@ -89,6 +89,16 @@ enum Command {
 fn main() -> ExitCode {
     keep_freed_memory();
     let cli = Cli::parse();
+    // `biomedgpt inspect featurize ... | head`: a closed pipe ends the process quietly, as it
+    // does a C tool, instead of a panic in `println!`. Not for `serve`, whose sockets must see a
+    // closed peer as an error (EPIPE), not a signal that kills the server.
+    #[cfg(unix)]
+    if !matches!(cli.command, Command::Serve(_)) {
+        // SAFETY: called before any other thread exists; SIG_DFL is a valid disposition.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     // The command runs on a thread of rayon's pool, not on the main thread: each parallel kernel
     // then runs one part on its own thread and leaves the other to the pool, instead of the
     // main thread handing both parts to the pool and sleeping until they are done (two

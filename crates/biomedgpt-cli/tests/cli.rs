@@ -153,6 +153,28 @@ fn inspect_featurize_prints_the_rdkit_graph() {
     assert!(stderr.contains("invalid SMILES `C1CC`") && stderr.contains("unclosed ring"), "{stderr}");
 }
 
+/// `biomedgpt ... | head`: output into a closed pipe ends the process quietly (SIGPIPE, as a C
+/// tool), not with a panic and a backtrace.
+#[cfg(unix)]
+#[test]
+fn a_closed_stdout_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    // A graph of 900 atoms prints ~100 KB, more than a pipe holds: the writes meet the closed end.
+    let smiles = "C".repeat(900);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_biomedgpt"))
+        .args(["inspect", "featurize", "--smiles", &smiles])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}: {stderr}", out.status);
+}
+
 /// The README's command table is the binary's top-level `--help`, row for row: a command added,
 /// renamed or re-described in clap fails here until the README says the same.
 #[test]
