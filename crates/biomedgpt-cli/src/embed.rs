@@ -1,10 +1,12 @@
-//! `biomedgpt embed protein`: ESM-2 embeddings for sequences or FASTA files.
+//! `biomedgpt embed protein|molecule`: ESM-2 and GraphMVP GIN embeddings, from an encoder's own
+//! files or from a BioMedGPT model directory.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use biomedgpt_esm::{Alphabet, Esm, EsmConfig, Pool, open_fair_esm, open_hf_dir, parse_fasta};
 use biomedgpt_io::{FloatType, npy};
+use biomedgpt_model::DirEncoders;
 use clap::{Args, Subcommand};
 
 use crate::progress::Progress;
@@ -18,7 +20,7 @@ pub enum EmbedCommand {
     /// in input order; with --pool none and several records, an .npz holding one [L+2, hidden]
     /// array per record, named by the record's FASTA id (load with numpy.load).
     Protein(ProteinArgs),
-    /// Molecule embeddings with a GraphMVP GIN (config.json + weights in --model).
+    /// Molecule embeddings with a GraphMVP GIN (config.json + weights in --model, or a BioMedGPT model directory's GIN).
     ///
     /// Output: one --smiles with --pool none gives a float32 .npy of shape [atoms, emb_dim]; an
     /// --input file gives [molecules, emb_dim] with --pool mean (the default for files), or with
@@ -28,7 +30,8 @@ pub enum EmbedCommand {
 
 #[derive(Args)]
 pub struct MoleculeArgs {
-    /// Directory with the GIN's config.json (num_layer, emb_dim, JK) and its weights.
+    /// Directory with the GIN's config.json (num_layer, emb_dim, JK) and its weights, or a
+    /// BioMedGPT model directory (its GIN, found as `ask` finds it).
     #[arg(long)]
     model: PathBuf,
     /// Key prefix of the GIN inside the checkpoint (`mol_structure_encoder` in the fused BioMedGPT file).
@@ -55,7 +58,8 @@ pub struct MoleculeArgs {
 
 #[derive(Args)]
 pub struct ProteinArgs {
-    /// HF ESM directory (config.json, vocab.txt, weights) or a fair-esm .pt file.
+    /// HF ESM directory (config.json, vocab.txt, weights), a fair-esm .pt file, or a BioMedGPT
+    /// model directory (its ESM-2, found as `ask` finds it).
     #[arg(long)]
     model: PathBuf,
     /// HF config.json for a fair-esm file of a non-standard size.
@@ -76,9 +80,10 @@ pub struct ProteinArgs {
     pool: Pool,
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
-    /// Maximum tokens per sequence including <cls> and <eos> (BioMedGPT uses 1024).
-    #[arg(long, default_value_t = 1024)]
-    max_length: usize,
+    /// Maximum tokens per sequence including <cls> and <eos> [default: a BioMedGPT directory's
+    /// limit, else 1024 as BioMedGPT].
+    #[arg(long)]
+    max_length: Option<usize>,
     /// Refuse sequences longer than --max-length instead of truncating them (with a warning).
     #[arg(long)]
     no_truncate: bool,
@@ -104,14 +109,23 @@ fn read_molecules(path: &std::path::Path) -> Result<Vec<(usize, String)>> {
 fn molecule(args: MoleculeArgs) -> Result<()> {
     use biomedgpt_gin::{Gin, GinConfig};
     let device = crate::device::parse(&args.device)?;
-    let config = GinConfig::from_file(&args.model.join("config.json")).map_err(anyhow::Error::msg)?;
-    let ckpt = biomedgpt_io::Checkpoint::open(&args.model)?;
-    let root = ckpt.root();
-    let vb = match &args.prefix {
-        Some(p) => root.pp(p.trim_end_matches('.')),
-        None => root,
+    let gin = if is_biomedgpt_dir(&args.model) {
+        if args.prefix.is_some() {
+            bail!("--prefix is for a GIN's own directory; {} is a BioMedGPT model directory, whose GIN is found by itself", args.model.display());
+        }
+        let encoders = DirEncoders::load(&args.model, FloatType::F32, &device).with_context(|| format!("loading {}", args.model.display()))?;
+        encoders.gin.with_context(|| format!("{} has no molecule encoder (no mol_structure_encoder.* weights)", args.model.display()))?
+    } else {
+        let config = GinConfig::from_file(&args.model.join("config.json")).map_err(anyhow::Error::msg)?;
+        let ckpt = biomedgpt_io::Checkpoint::open(&args.model)?;
+        let root = ckpt.root();
+        let vb = match &args.prefix {
+            Some(p) => root.pp(p.trim_end_matches('.')),
+            None => root,
+        };
+        Gin::load(&config, &vb, FloatType::F32, &device).with_context(|| format!("loading {}", args.model.display()))?
     };
-    let gin = Gin::load(&config, &vb, FloatType::F32, &device).with_context(|| format!("loading {}", args.model.display()))?;
+    let config = gin.config().clone();
 
     let single = args.smiles.is_some();
     let pool = args.pool.clone().unwrap_or_else(|| if single { "none".into() } else { "mean".into() });
@@ -182,17 +196,34 @@ fn molecule(args: MoleculeArgs) -> Result<()> {
     Ok(())
 }
 
-fn load(args: &ProteinArgs) -> Result<(Esm, Alphabet)> {
+/// A BioMedGPT model directory (`biomedgpt.json`, or an `llm/` beside fused weights, or
+/// OpenBioMed's layout) rather than an encoder's own directory (which has a config.json).
+fn is_biomedgpt_dir(path: &std::path::Path) -> bool {
+    path.is_dir() && !path.join("config.json").is_file() && biomedgpt_model::Layout::resolve(path).is_ok_and(|l| l.fused_weights.is_some())
+}
+
+/// The ESM-2, its alphabet, and the token limit of a BioMedGPT directory (if the model came from one).
+fn load(args: &ProteinArgs) -> Result<(Esm, Alphabet, Option<usize>)> {
     let device = crate::device::parse(&args.device)?;
+    if is_biomedgpt_dir(&args.model) {
+        if args.config.is_some() {
+            bail!("--config is for a fair-esm file; {} is a BioMedGPT model directory", args.model.display());
+        }
+        let encoders = DirEncoders::load(&args.model, args.dtype, &device).with_context(|| format!("loading {}", args.model.display()))?;
+        let (esm, alphabet, max_tokens) =
+            encoders.esm.with_context(|| format!("{} has no protein encoder (needs esm/config.json and prot_structure_encoder.* weights)", args.model.display()))?;
+        return Ok((esm, alphabet, Some(max_tokens)));
+    }
     if args.model.is_file() {
         let config = match &args.config {
             Some(p) => Some(EsmConfig::from_file(p).map_err(anyhow::Error::msg)?),
             None => None,
         };
         let esm = open_fair_esm(&args.model, config, args.dtype, &device)?;
-        Ok((esm, Alphabet::esm2()))
+        Ok((esm, Alphabet::esm2(), None))
     } else {
-        Ok(open_hf_dir(&args.model, args.dtype, &device).with_context(|| format!("loading {}", args.model.display()))?)
+        let (esm, alphabet) = open_hf_dir(&args.model, args.dtype, &device).with_context(|| format!("loading {}", args.model.display()))?;
+        Ok((esm, alphabet, None))
     }
 }
 
@@ -209,7 +240,8 @@ fn protein(args: ProteinArgs) -> Result<()> {
         }
         (None, None) => unreachable!("clap requires --sequence or --fasta"),
     };
-    let (esm, alphabet) = load(&args)?;
+    let (esm, alphabet, model_limit) = load(&args)?;
+    let max_length = args.max_length.or(model_limit).unwrap_or(biomedgpt_model::model::MAX_PROTEIN_TOKENS);
     if let Some(layer) = args.layer
         && layer > esm.config().num_hidden_layers
     {
@@ -217,9 +249,9 @@ fn protein(args: ProteinArgs) -> Result<()> {
     }
     let mut encoded = Vec::with_capacity(records.len());
     for (id, seq) in &records {
-        let e = alphabet.encode(id, seq, args.max_length, !args.no_truncate)?;
+        let e = alphabet.encode(id, seq, max_length, !args.no_truncate)?;
         if e.truncated > 0 {
-            eprintln!("warning: {id}: truncated by {} residues to {} tokens", e.truncated, args.max_length);
+            eprintln!("warning: {id}: truncated by {} residues to {max_length} tokens", e.truncated);
         }
         encoded.push(e.ids);
     }

@@ -196,3 +196,38 @@ fn duplicate_fasta_ids_are_reported() {
     let _ = std::fs::remove_file(fasta);
     let _ = std::fs::remove_file(npz);
 }
+
+/// `embed --model DIR` on a BioMedGPT model directory uses its GIN and ESM-2, the encoders `ask`
+/// splices in: the features equal the loaded model's (before the adapters), row for row.
+#[test]
+fn a_biomedgpt_directory_gives_its_encoders_features() {
+    use biomedgpt_model::{BioMedGpt, Input};
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/demo");
+    let model = BioMedGpt::load(&demo, biomedgpt_io::FloatType::F32, &burn::tensor::Device::flex()).unwrap();
+    let features = |input: Input| {
+        let (_, f, _) = model.features(&input).unwrap();
+        let dims = f.dims();
+        (dims.to_vec(), f.into_data().try_to_vec::<f32>().unwrap())
+    };
+
+    let out = tmp("molecule.npy");
+    let (ok, err) = run(&["embed", "molecule", "--model", demo.to_str().unwrap(), "--smiles", "CC(=O)Oc1ccccc1C(=O)O", "--out", out.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let (shape, values) = npy::read_f32(&std::fs::read(&out).unwrap()).unwrap();
+    let (want_shape, want) = features(Input::Smiles("CC(=O)Oc1ccccc1C(=O)O".into()));
+    assert_eq!(shape, want_shape);
+    assert!(values.iter().zip(&want).all(|(a, b)| (a - b).abs() <= 1e-5 * b.abs().max(1.0)), "the demo's GIN features");
+
+    let sequence = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ";
+    let out = tmp("protein.npy");
+    let (ok, err) = run(&["embed", "protein", "--model", demo.to_str().unwrap(), "--sequence", sequence, "--out", out.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let (shape, values) = npy::read_f32(&std::fs::read(&out).unwrap()).unwrap();
+    let (want_shape, want) = features(Input::Protein { name: "protein".into(), sequence: sequence.into() });
+    assert_eq!(shape, want_shape, "<cls>, residues, <eos>");
+    assert!(values.iter().zip(&want).all(|(a, b)| (a - b).abs() <= 1e-4 * b.abs().max(1.0)), "the demo's ESM-2 features");
+
+    // A GIN's own options do not apply to a model directory.
+    let (ok, err) = run(&["embed", "molecule", "--model", demo.to_str().unwrap(), "--smiles", "C", "--prefix", "x.", "--out", out.to_str().unwrap()]);
+    assert!(!ok && err.contains("BioMedGPT model directory"), "{err}");
+}

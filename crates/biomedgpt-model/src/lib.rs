@@ -8,7 +8,7 @@ pub mod model;
 pub mod prompt;
 
 pub use layout::{Layout, LoraOverlay, Settings};
-pub use model::{Adapters, Answer, BioMedGpt, answer_text, Chat, Encoders, Input, LORA_TARGETS, merge_lora};
+pub use model::{Adapters, Answer, BioMedGpt, DirEncoders, answer_text, Chat, Encoders, Input, LORA_TARGETS, merge_lora};
 pub use prompt::{ChatPrompt, DEFAULT_SYSTEM_PROMPT, Modality, Role, split_at_placeholders};
 
 #[derive(Debug, thiserror::Error)]

@@ -229,6 +229,69 @@ fn gin_size(view: &WeightView, ckpt: &Checkpoint) -> Option<(usize, usize)> {
     Some((layers, emb.shape[1]))
 }
 
+/// The encoders of a model directory as [`BioMedGpt::load`] finds them: trained ones
+/// (`encoder_weights`) before the fused checkpoint's, the GIN's size from its weights unless
+/// `biomedgpt.json` says it, the ESM-2 where the directory has its config.
+struct DirEncoderParts {
+    gin: Option<Gin>,
+    esm: Option<ProteinEncoder>,
+}
+
+fn load_encoders(layout: &Layout, fused_root: &WeightView, fused: &Checkpoint, ty: FloatType, keep_blocks: bool, device: &Device) -> Result<DirEncoderParts, ModelError> {
+    let encoder_ckpt = layout.encoder_weights.as_ref().map(Checkpoint::open).transpose()?;
+    let (encoder_root, encoder_ckpt) = match &encoder_ckpt {
+        Some(c) => (c.root(), c),
+        None => (fused_root.clone(), fused),
+    };
+    let mol_view = encoder_root.pp("mol_structure_encoder");
+    let gin = match gin_size(&mol_view, encoder_ckpt) {
+        Some((found_layers, found_dim)) => {
+            let s = &layout.settings;
+            let gin_config = GinConfig {
+                num_layer: s.gin_num_layer.unwrap_or(found_layers),
+                emb_dim: s.gin_emb_dim.unwrap_or(found_dim),
+                jk: JumpingKnowledge::Last,
+                ..GinConfig::biomedgpt()
+            };
+            Some(Gin::load(&gin_config, &mol_view, FloatType::F32, device)?)
+        }
+        None => None,
+    };
+    let esm = match &layout.esm {
+        Some(esm_dir) if esm_dir.join("config.json").is_file() => {
+            let esm_config = EsmConfig::from_file(esm_dir.join("config.json")).map_err(biomedgpt_esm::EsmError::Config)?;
+            let alphabet = biomedgpt_esm::alphabet_of_dir(esm_dir)?;
+            let esm = Esm::load_with(&esm_config, &encoder_root.pp("prot_structure_encoder"), ty, keep_blocks, device)?;
+            let max_tokens = layout.settings.max_protein_tokens.unwrap_or(MAX_PROTEIN_TOKENS);
+            Some(ProteinEncoder { esm, alphabet, max_tokens })
+        }
+        _ => None,
+    };
+    Ok(DirEncoderParts { gin, esm })
+}
+
+/// The encoders of a BioMedGPT model directory alone, without its LLM (what `embed --model DIR`
+/// reads): the GIN, and the ESM-2 with its alphabet and token limit, where the model has them.
+pub struct DirEncoders {
+    pub gin: Option<Gin>,
+    /// The ESM-2, its alphabet, and the most tokens it reads (`<cls>` and `<eos>` included).
+    pub esm: Option<(Esm, Alphabet, usize)>,
+}
+
+impl DirEncoders {
+    /// Loads the encoders of the model directory `dir` (see [`Layout`]); `ty` is the ESM's dtype
+    /// (the GIN runs in f32). A directory without fused weights has no encoders: an error.
+    pub fn load(dir: &std::path::Path, ty: FloatType, device: &Device) -> Result<Self, ModelError> {
+        let layout = Layout::resolve(dir)?;
+        let Some(fused) = &layout.fused_weights else {
+            return Err(ModelError::Layout(format!("{} is a text-only model: it has no molecule or protein encoder", dir.display())));
+        };
+        let ckpt = Checkpoint::open(fused)?;
+        let parts = load_encoders(&layout, &ckpt.root(), &ckpt, ty, false, device)?;
+        Ok(DirEncoders { gin: parts.gin, esm: parts.esm.map(|p| (p.esm, p.alphabet, p.max_tokens)) })
+    }
+}
+
 impl BioMedGpt {
     /// Loads from a model directory (see [`Layout`]). `ty` is the dtype of the LLM, the ESM and
     /// the adapters; the GIN runs in f32 (it is small) and its output is cast.
@@ -308,40 +371,21 @@ impl BioMedGpt {
         }
         let hidden = config.hidden_size;
 
-        // Trained encoders (`encoder_weights`) replace the fused checkpoint's.
-        let encoder_ckpt = layout.encoder_weights.as_ref().map(Checkpoint::open).transpose()?;
-        let (encoder_root, encoder_ckpt) = match &encoder_ckpt {
-            Some(c) => (c.root(), c),
-            None => (root.clone(), &ckpt),
-        };
-        let mol_view = encoder_root.pp("mol_structure_encoder");
+        let encoders = load_encoders(&layout, &root, &ckpt, ty, keep_blocks, device)?;
         let mut adapters = Adapters { proj_mol: None, proj_prot: None };
-        let molecule = match gin_size(&mol_view, encoder_ckpt) {
-            Some((found_layers, found_dim)) => {
-                let s = &layout.settings;
-                let gin_config = GinConfig {
-                    num_layer: s.gin_num_layer.unwrap_or(found_layers),
-                    emb_dim: s.gin_emb_dim.unwrap_or(found_dim),
-                    jk: JumpingKnowledge::Last,
-                    ..GinConfig::biomedgpt()
-                };
-                let gin = Gin::load(&gin_config, &mol_view, FloatType::F32, device)?;
-                adapters.proj_mol = Some(linear(&root.pp("proj_mol"), gin_config.emb_dim, hidden, true, adapter_ty, device)?);
+        let molecule = match encoders.gin {
+            Some(gin) => {
+                adapters.proj_mol = Some(linear(&root.pp("proj_mol"), gin.config().emb_dim, hidden, true, adapter_ty, device)?);
                 Some(MoleculeEncoder { gin })
             }
             None => None,
         };
-
-        let protein = match &layout.esm {
-            Some(esm_dir) if esm_dir.join("config.json").is_file() => {
-                let esm_config = EsmConfig::from_file(esm_dir.join("config.json")).map_err(biomedgpt_esm::EsmError::Config)?;
-                let alphabet = biomedgpt_esm::alphabet_of_dir(esm_dir)?;
-                let esm = Esm::load_with(&esm_config, &encoder_root.pp("prot_structure_encoder"), ty, keep_blocks, device)?;
-                adapters.proj_prot = Some(linear(&root.pp("proj_prot"), esm_config.hidden_size, hidden, true, adapter_ty, device)?);
-                let max_tokens = layout.settings.max_protein_tokens.unwrap_or(MAX_PROTEIN_TOKENS);
-                Some(ProteinEncoder { esm, alphabet, max_tokens })
+        let protein = match encoders.esm {
+            Some(encoder) => {
+                adapters.proj_prot = Some(linear(&root.pp("proj_prot"), encoder.esm.config().hidden_size, hidden, true, adapter_ty, device)?);
+                Some(encoder)
             }
-            _ => None,
+            None => None,
         };
         if let Some(path) = &layout.adapters {
             adapters = adapters.replaced_from(path, adapter_ty, device)?;
