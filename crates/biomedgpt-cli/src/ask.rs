@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use biomedgpt_esm::parse_fasta;
-use biomedgpt_llama::{LlamaConfig, Prompt, Strategy, generate};
-use biomedgpt_model::{BioMedGpt, Chat, ChatPrompt, DEFAULT_SYSTEM_PROMPT, Input, Layout};
+use biomedgpt_llama::{Prompt, Strategy, generate};
+use biomedgpt_model::{BioMedGpt, Chat, ChatPrompt, DEFAULT_SYSTEM_PROMPT, Input};
 
 use crate::lm::{Family, family_of};
 use clap::Args;
@@ -124,13 +124,8 @@ pub struct ChatArgs {
 
 /// Loads a BioMedGPT directory (or a LLaMA directory, text-only) and shows its notice.
 pub fn open(args: &ModelArgs) -> Result<BioMedGpt> {
-    let layout = Layout::resolve(&args.model)?;
-    let ty = if biomedgpt_llama::is_gguf(&layout.llm) {
-        args.float_type_of(crate::lm::stored_dtype(&layout.llm))?
-    } else {
-        args.float_type(&LlamaConfig::from_file(layout.llm.join("config.json"))?)?
-    };
-    let model = BioMedGpt::load_keeping_blocks(&args.model, ty, args.keep_blocks(), &args.device()?)
+    // The dtype decided as the Python package decides it (biomedgpt_llama::load_dtype).
+    let model = BioMedGpt::load_with_dtype(&args.model, &args.dtype, &args.device()?)
         .with_context(|| format!("loading {}", args.model.display()))?;
     if let Some(notice) = &model.notice {
         eprintln!("note: {notice}");

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use biomedgpt_io::FloatType;
-use biomedgpt_llama::{CausalLm, EarlyStopping, GenerationConfig, LlamaConfig, Prompt, Strategy, generate};
+use biomedgpt_llama::{CausalLm, EarlyStopping, GenerationConfig, Prompt, Strategy, generate};
 
 use crate::lm::{TextLm, stored_dtype};
 use clap::Args;
@@ -30,29 +30,17 @@ impl ModelArgs {
         crate::device::parse(&self.device)
     }
 
-    pub fn float_type(&self, config: &LlamaConfig) -> Result<FloatType> {
-        self.float_type_of(config.torch_dtype.as_deref().and_then(FloatType::parse))
-    }
-
     /// The dtype to load in: `--dtype`, or with `auto` the stored one (f16 for bf16 on a CPU
     /// without bf16 dot-product instructions).
     pub fn float_type_of(&self, stored: Option<FloatType>) -> Result<FloatType> {
-        if self.dtype != "auto" {
-            return self.dtype.parse::<FloatType>().map_err(anyhow::Error::msg);
-        }
-        let stored = stored.unwrap_or(FloatType::F32);
-        let slow_bf16 = self.device.starts_with("cpu") && !biomedgpt_kernels::matmul::bf16_dot::available();
-        Ok(match stored {
-            FloatType::BF16 if slow_bf16 => FloatType::F16,
-            ty => ty,
-        })
+        biomedgpt_llama::load_dtype::resolve_dtype(&self.dtype, stored, self.device.starts_with("cpu")).map_err(anyhow::Error::msg)
     }
 
     /// Whether block-quantized GGUF weights stay in their blocks: with `--dtype auto` on the CPU
     /// (an explicit dtype dequantizes at load, the reference semantics; GPUs get dequantized
     /// weights).
     pub fn keep_blocks(&self) -> bool {
-        self.dtype == "auto" && self.device.starts_with("cpu")
+        biomedgpt_llama::load_dtype::keeps_blocks(&self.dtype, self.device.starts_with("cpu"))
     }
 
     /// Model and tokenizer, of the family config.json names (LLaMA or GPT-2).

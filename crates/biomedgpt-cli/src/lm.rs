@@ -36,17 +36,7 @@ pub fn family_of(dir: &Path) -> Result<Family> {
     }
 }
 
-/// The checkpoint's dtype as config.json names it (`torch_dtype`, or `dtype` in transformers 5),
-/// or for a GGUF file the type of its weights (f16 for quantized ones).
-pub fn stored_dtype(dir: &Path) -> Option<FloatType> {
-    if biomedgpt_llama::is_gguf(dir) {
-        return biomedgpt_io::Gguf::open(dir).ok().map(|g| biomedgpt_llama::gguf::stored_float_type(&g));
-    }
-    let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
-    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let name = json.get("torch_dtype").or_else(|| json.get("dtype"))?.as_str()?;
-    FloatType::parse(name)
-}
+pub use biomedgpt_llama::load_dtype::stored_dtype;
 
 /// A causal LM with its tokenizer.
 pub struct TextLm {

@@ -20,10 +20,12 @@ pub mod decoder;
 pub mod generation;
 pub mod gguf;
 pub mod gguf_export;
+pub mod load_dtype;
 mod gguf_tokenizer;
 pub mod model;
 pub mod rope;
 pub mod scoring;
+pub mod text_stream;
 pub mod tokenizer;
 
 pub use cache::{KvCache, LayerCache, StepMask};

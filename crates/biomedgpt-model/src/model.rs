@@ -7,7 +7,7 @@ use biomedgpt_nn::{apply_linear, linear};
 use biomedgpt_io::safetensors_writer::{TensorSpec, write_streaming};
 use biomedgpt_io::{Checkpoint, FloatType, SourceDType, WeightView};
 use biomedgpt_llama::generation::ids_tensor;
-use biomedgpt_llama::{DecoderInput, GenerationConfig, Llama, LlamaConfig, LlamaTokenizer, Prompt, generate};
+use biomedgpt_llama::{DecoderInput, GenerationConfig, Llama, LlamaConfig, LlamaTokenizer, Prompt};
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::{DType, Device, Tensor};
@@ -297,6 +297,17 @@ impl BioMedGpt {
     /// the adapters; the GIN runs in f32 (it is small) and its output is cast.
     pub fn load(dir: &std::path::Path, ty: FloatType, device: &Device) -> Result<Self, ModelError> {
         Self::load_with_adapters_in(dir, ty, ty, device)
+    }
+
+    /// Loads a model directory with a dtype named as `--dtype` names it (`auto`: the LLM's
+    /// stored dtype, GGUF blocks kept on the CPU; see [`biomedgpt_llama::load_dtype`]), as the
+    /// CLI's commands and the Python package do.
+    pub fn load_with_dtype(dir: &std::path::Path, dtype: &str, device: &Device) -> Result<Self, ModelError> {
+        let layout = Layout::resolve(dir)?;
+        let on_cpu = *device == Device::flex();
+        let stored = biomedgpt_llama::load_dtype::stored_dtype(&layout.llm);
+        let ty = biomedgpt_llama::load_dtype::resolve_dtype(dtype, stored, on_cpu).map_err(ModelError::Input)?;
+        Self::load_keeping_blocks(dir, ty, biomedgpt_llama::load_dtype::keeps_blocks(dtype, on_cpu), device)
     }
 
     /// [`Self::load`], where an LLM in a GGUF file keeps its block-quantized projections in their
@@ -617,12 +628,18 @@ impl<'m> Chat<'m> {
     /// Generates the assistant's answer and records it in the conversation. `on_token` sees ids
     /// as they are chosen (greedy and sampling; beam search reports at the end).
     pub fn answer(&mut self, config: &GenerationConfig, on_token: &mut dyn FnMut(u32)) -> Result<Answer, ModelError> {
+        self.answer_until(config, on_token, &|| false)
+    }
+
+    /// [`Self::answer`], stopping between tokens once `stop()` says so (an interrupt): the answer
+    /// so far is returned.
+    pub fn answer_until(&mut self, config: &GenerationConfig, on_token: &mut dyn FnMut(u32), stop: &dyn Fn() -> bool) -> Result<Answer, ModelError> {
         let (embeds, _) = self.embeds()?;
         let prompt_tokens = embeds.dims()[1];
         // With embeddings as input, the reference's transformers held a BOS as the only input id,
         // so the repetition penalty also sees BOS.
         let bos = self.model.llm.config().bos_token_id.unwrap_or(1);
-        let output = generate(&self.model.llm, Prompt::Embeds { embeds, penalty_ids: vec![bos] }, config, on_token)?;
+        let output = biomedgpt_llama::generate_until(&self.model.llm, Prompt::Embeds { embeds, penalty_ids: vec![bos] }, config, on_token, stop)?;
         let mut ids = output.tokens.clone();
         if output.stopped_by_eos {
             ids.pop();
