@@ -1,0 +1,79 @@
+"""BioMedGPT in-process: questions about molecules and proteins, encoder embeddings as numpy
+arrays, the molecular graph, the paper's text metrics. The same computations as the
+`biomedgpt` CLI (answers and embeddings equal its own)."""
+
+from typing import Iterator, Literal, Optional, Sequence, Union
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+
+class AnswerStream(Iterator[str]):
+    """Text pieces of an answer as they are generated; they add up to the whole answer. Beam
+    search yields its answer in one piece at the end. Dropping the stream, or Ctrl-C while
+    waiting on it, stops the generation at the next token."""
+
+    def __iter__(self) -> "AnswerStream": ...
+    def __next__(self) -> str: ...
+
+class BioMedGPT:
+    """A BioMedGPT model directory (the released 10B layout, a converted or fine-tuned one, the
+    demo model). Weights stay memory-mapped; model work releases the GIL."""
+
+    @staticmethod
+    def load(path: str, device: Literal["cpu"] = "cpu", dtype: str = "auto") -> "BioMedGPT":
+        """Loads a model directory. `dtype`: "auto" (the stored dtype; GGUF blocks stay in their
+        blocks), "f32", "f16" or "bf16", as the CLI's --dtype. Raises FileNotFoundError for a
+        missing path, ValueError for an unknown dtype or device."""
+
+    def ask(
+        self,
+        question: str,
+        smiles: Optional[Union[str, Sequence[str]]] = None,
+        protein: Optional[Union[str, Sequence[str]]] = None,
+        *,
+        max_new_tokens: Optional[int] = None,
+        num_beams: int = 1,
+        repetition_penalty: float = 1.0,
+        length_penalty: float = 1.0,
+        temperature: Optional[float] = None,
+        top_k: Optional[int] = None,
+        top_p: Optional[float] = None,
+        seed: int = 0,
+        ignore_eos: bool = False,
+        stream: bool = False,
+    ) -> Union[str, AnswerStream]:
+        """Answers `question` about the molecules (SMILES) and proteins (amino-acid sequences),
+        as `biomedgpt ask` does with the same arguments: greedy by default (255 new tokens at
+        most), beam search with `num_beams` > 1, sampling with `temperature`, `top_k` or `top_p`
+        (seeded). With `stream=True`, an iterator of text pieces. Ctrl-C raises
+        KeyboardInterrupt between tokens; an invalid SMILES or sequence raises ValueError."""
+
+    def embed_molecules(
+        self, smiles: Union[str, Sequence[str]], pool: Literal["mean", "none"] = "mean"
+    ) -> Union[npt.NDArray[np.float32], list[npt.NDArray[np.float32]]]:
+        """GraphMVP GIN features: `pool="mean"`, one float32 array [n, 300] (the mean over atoms,
+        as `embed molecule --pool mean`); `pool="none"`, a list of [atoms, 300] arrays."""
+
+    def embed_proteins(
+        self, sequences: Union[str, Sequence[str]], pool: Literal["mean", "none"] = "mean"
+    ) -> Union[npt.NDArray[np.float32], list[npt.NDArray[np.float32]]]:
+        """ESM-2 features: `pool="mean"`, one float32 array [n, hidden] (the mean over residues,
+        <cls>/<eos> left out, as `embed protein --pool mean`); `pool="none"`, a list of
+        [residues + 2, hidden] arrays (the last hidden state BioMedGPT splices in)."""
+
+def featurize(smiles: str) -> dict[str, npt.NDArray[np.int64]]:
+    """The graph the GIN reads (RDKit, as `biomedgpt inspect featurize`): "atoms" [atoms, 2]
+    (type, chirality), "edge_index" [2, edges], "edge_attr" [edges, 2] (bond type, direction)."""
+
+def score(
+    predictions: Sequence[str],
+    references: Sequence[str],
+    bleu: Literal["corpus", "sentence"] = "corpus",
+    vocab: Optional[str] = None,
+    wordnet: Optional[str] = None,
+) -> dict[str, float]:
+    """BLEU-2/4, ROUGE-1/2/L and METEOR (keys bleu2, bleu4, rouge1, rouge2, rougeL, meteor, and
+    n), the MolT5 protocol as `biomedgpt score` computes it. WordNet: Debian's wordnet-base by
+    default (FileNotFoundError without it)."""

@@ -1,0 +1,425 @@
+//! `import biomedgpt`: the model in-process for Python (pyo3; built with maturin, see
+//! README.md). The same library calls as the CLI, so answers and embeddings equal its own:
+//! [`BioMedGpt::load_with_dtype`] (the dtype decided as `--dtype`), [`Chat`] (the reference
+//! prompt), [`TextTracker`] (streamed pieces that add up to the answer), the GIN / ESM-2 as
+//! `embed` runs them.
+//!
+//! Model work runs with the GIL released (other Python threads go on); generation checks for
+//! Ctrl-C between tokens and raises `KeyboardInterrupt`. Bad input raises `ValueError` naming it,
+//! a missing path `FileNotFoundError`; a Rust panic becomes pyo3's `PanicException`.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use biomedgpt_llama::text_stream::TextTracker;
+use biomedgpt_llama::{EarlyStopping, GenerationConfig, Strategy};
+use biomedgpt_model::{BioMedGpt, Chat, Input, ModelError};
+use burn::tensor::Device;
+use numpy::ndarray::Array2;
+use numpy::IntoPyArray;
+use pyo3::exceptions::{PyFileNotFoundError, PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+/// `ask`'s default answer length (the reference's max_length 256 counting the BOS it held).
+const DEFAULT_MAX_NEW_TOKENS: usize = 255;
+
+fn model_error(e: ModelError) -> PyErr {
+    match e {
+        ModelError::Input(_)
+        | ModelError::Molecule(_)
+        | ModelError::Graph(_)
+        | ModelError::Sequence(_)
+        | ModelError::Unsupported(_)
+        | ModelError::Tokenizer(_)
+        | ModelError::Generation(_) => PyValueError::new_err(e.to_string()),
+        _ => PyRuntimeError::new_err(e.to_string()),
+    }
+}
+
+fn device(spec: &str) -> PyResult<Device> {
+    match spec {
+        "cpu" => Ok(Device::flex()),
+        other => Err(PyValueError::new_err(format!(
+            "device {other:?}: this build of the package computes on the CPU only (\"cpu\"); GPU devices need the CLI built with --features cuda or wgpu"
+        ))),
+    }
+}
+
+/// One SMILES or several, one sequence or several.
+#[derive(FromPyObject)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// A BioMedGPT model (a model directory: the 10B layout, a converted or fine-tuned one, the demo).
+#[pyclass(name = "BioMedGPT", module = "biomedgpt", frozen)]
+struct PyBioMedGpt {
+    model: Arc<Mutex<BioMedGpt>>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn generation_config(
+    eos: Vec<u32>,
+    max_new_tokens: Option<usize>,
+    num_beams: usize,
+    repetition_penalty: f32,
+    length_penalty: f32,
+    temperature: Option<f32>,
+    top_k: Option<usize>,
+    top_p: Option<f32>,
+    seed: u64,
+) -> PyResult<GenerationConfig> {
+    let sampling = temperature.is_some() || top_k.is_some() || top_p.is_some();
+    let strategy = match (num_beams, sampling) {
+        (0, _) => return Err(PyValueError::new_err("num_beams must be at least 1")),
+        (n, true) if n > 1 => return Err(PyValueError::new_err("beam search with sampling is not supported: drop num_beams or the sampling arguments")),
+        (n, false) if n > 1 => Strategy::Beam { num_beams: n, length_penalty, early_stopping: EarlyStopping::False },
+        (_, true) => Strategy::Sample { temperature: temperature.unwrap_or(1.0), top_k, top_p, seed },
+        (_, false) => Strategy::Greedy,
+    };
+    let config = GenerationConfig { max_new_tokens: max_new_tokens.unwrap_or(DEFAULT_MAX_NEW_TOKENS), strategy, repetition_penalty, eos_token_ids: eos };
+    config.validate().map_err(|e| PyValueError::new_err(e.to_string()))?;
+    Ok(config)
+}
+
+/// The molecules, then the proteins, as `ask --smiles --protein` adds them.
+fn inputs(smiles: Option<OneOrMany>, protein: Option<OneOrMany>) -> Vec<Input> {
+    let mut inputs: Vec<Input> = smiles.map(OneOrMany::into_vec).unwrap_or_default().into_iter().map(Input::Smiles).collect();
+    inputs.extend(protein.map(OneOrMany::into_vec).unwrap_or_default().into_iter().map(|sequence| Input::Protein { name: "protein".into(), sequence }));
+    inputs
+}
+
+/// Runs `work` with the GIL released; `stop()` inside it turns true once Python has a pending
+/// signal (Ctrl-C), whose exception is then raised.
+fn interruptible<T: Send>(py: Python<'_>, work: impl FnOnce(&dyn Fn() -> bool) -> T + Send) -> PyResult<T> {
+    let pending: Mutex<Option<PyErr>> = Mutex::new(None);
+    let stop = || {
+        if let Err(e) = Python::attach(|py| py.check_signals()) {
+            *pending.lock().expect("signal slot") = Some(e);
+        }
+        pending.lock().expect("signal slot").is_some()
+    };
+    let out = py.detach(|| work(&stop));
+    match pending.into_inner().expect("signal slot") {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+#[pymethods]
+impl PyBioMedGpt {
+    /// Loads a model directory. `dtype`: "auto" (the stored dtype; GGUF blocks stay in their
+    /// blocks), "f32", "f16" or "bf16", as the CLI's `--dtype`. `device`: "cpu".
+    #[staticmethod]
+    #[pyo3(signature = (path, device = "cpu", dtype = "auto"))]
+    fn load(py: Python<'_>, path: PathBuf, device: &str, dtype: &str) -> PyResult<Self> {
+        if !path.exists() {
+            return Err(PyFileNotFoundError::new_err(format!("{}: no such file or directory", path.display())));
+        }
+        let device = self::device(device)?;
+        let model = py.detach(|| BioMedGpt::load_with_dtype(&path, dtype, &device)).map_err(model_error)?;
+        Ok(PyBioMedGpt { model: Arc::new(Mutex::new(model)) })
+    }
+
+    /// Answers `question` about the molecules (`smiles`: one or a list) and proteins (`protein`:
+    /// one sequence or a list), as `biomedgpt ask` does with the same arguments: greedy by
+    /// default, beam search with `num_beams` > 1, sampling with `temperature`/`top_k`/`top_p`.
+    /// `ignore_eos` goes on to `max_new_tokens`. With `stream=True`, returns an iterator of text
+    /// pieces that add up to the answer.
+    #[pyo3(signature = (question, smiles = None, protein = None, *, max_new_tokens = None, num_beams = 1, repetition_penalty = 1.0, length_penalty = 1.0, temperature = None, top_k = None, top_p = None, seed = 0, ignore_eos = false, stream = false))]
+    #[allow(clippy::too_many_arguments)]
+    fn ask(
+        &self,
+        py: Python<'_>,
+        question: String,
+        smiles: Option<OneOrMany>,
+        protein: Option<OneOrMany>,
+        max_new_tokens: Option<usize>,
+        num_beams: usize,
+        repetition_penalty: f32,
+        length_penalty: f32,
+        temperature: Option<f32>,
+        top_k: Option<usize>,
+        top_p: Option<f32>,
+        seed: u64,
+        ignore_eos: bool,
+        stream: bool,
+    ) -> PyResult<Py<PyAny>> {
+        if question.trim().is_empty() {
+            return Err(PyValueError::new_err("question is empty: ask something about the molecule or protein"));
+        }
+        // ignore_eos: go on to max_new_tokens (vLLM's and llama.cpp's extension, for fixed lengths).
+        let eos = if ignore_eos { Vec::new() } else { self.model.lock().expect("model lock").eos_token_ids() };
+        let config = generation_config(eos, max_new_tokens, num_beams, repetition_penalty, length_penalty, temperature, top_k, top_p, seed)?;
+        let inputs = inputs(smiles, protein);
+        if stream {
+            return Ok(AnswerStream::start(self.model.clone(), inputs, question, config).into_pyobject(py)?.into_any().unbind());
+        }
+        let model = &self.model;
+        let answer = interruptible(py, |stop| {
+            let model = model.lock().expect("model lock");
+            let mut chat = Chat::new(&model);
+            for input in &inputs {
+                chat.add(input)?;
+            }
+            chat.ask(&question)?;
+            chat.answer_until(&config, &mut |_| {}, &|| stop())
+        })?
+        .map_err(model_error)?;
+        Ok(answer.text.into_pyobject(py)?.into_any().unbind())
+    }
+
+    /// GIN features of each molecule, f32: `pool="mean"` gives an array `[n, 300]` (the mean
+    /// over atoms, as `embed molecule --pool mean`), `pool="none"` a list of `[atoms, 300]`.
+    #[pyo3(signature = (smiles, pool = "mean"))]
+    fn embed_molecules(&self, py: Python<'_>, smiles: OneOrMany, pool: &str) -> PyResult<Py<PyAny>> {
+        let smiles = smiles.into_vec();
+        let mean = pooling(pool)?;
+        let gin = self.model.lock().expect("model lock").encoders().gin.ok_or_else(|| PyValueError::new_err("this model has no molecule encoder"))?;
+        let width = gin.config().output_dim();
+        let features = py.detach(|| -> Result<Vec<Vec<f32>>, String> {
+            let mut graphs = Vec::with_capacity(smiles.len());
+            for (i, s) in smiles.iter().enumerate() {
+                graphs.push(biomedgpt_chem::featurize(s).map_err(|e| format!("smiles[{i}]: {e}"))?);
+            }
+            let out = if mean { gin.pooled_features(&graphs) } else { gin.node_features(&graphs) };
+            out.map_err(|e| e.to_string())
+        });
+        let features = features.map_err(PyValueError::new_err)?;
+        arrays(py, features, width, mean)
+    }
+
+    /// ESM-2 features of each protein, f32: `pool="mean"` gives `[n, hidden]` (the mean over
+    /// residues, `<cls>`/`<eos>` left out, as `embed protein --pool mean`), `pool="none"` a list
+    /// of `[residues + 2, hidden]` (the last hidden state, as BioMedGPT splices it).
+    #[pyo3(signature = (sequences, pool = "mean"))]
+    fn embed_proteins(&self, py: Python<'_>, sequences: OneOrMany, pool: &str) -> PyResult<Py<PyAny>> {
+        let sequences = sequences.into_vec();
+        let mean = pooling(pool)?;
+        let (esm, alphabet, max_tokens) = {
+            let model = self.model.lock().expect("model lock");
+            let esm = model.encoders().esm.ok_or_else(|| PyValueError::new_err("this model has no protein encoder"))?;
+            let (alphabet, max_tokens) = model.protein_alphabet().expect("a protein encoder has its alphabet");
+            (esm, alphabet.clone(), max_tokens)
+        };
+        let hidden = esm.config().hidden_size;
+        let features = py.detach(|| -> Result<Vec<Vec<f32>>, String> {
+            let mut ids = Vec::with_capacity(sequences.len());
+            for (i, s) in sequences.iter().enumerate() {
+                ids.push(alphabet.encode(&format!("sequences[{i}]"), s, max_tokens, true).map_err(|e| e.to_string())?.ids);
+            }
+            let pool = if mean { biomedgpt_esm::Pool::Mean } else { biomedgpt_esm::Pool::None };
+            Ok(esm.embed(&ids, 8, None, pool, |_| {}).into_iter().map(|f| f.values).collect())
+        });
+        let features = features.map_err(PyValueError::new_err)?;
+        arrays(py, features, hidden, mean)
+    }
+}
+
+fn pooling(pool: &str) -> PyResult<bool> {
+    match pool {
+        "mean" => Ok(true),
+        "none" => Ok(false),
+        other => Err(PyValueError::new_err(format!("pool must be \"mean\" or \"none\", not {other:?}"))),
+    }
+}
+
+/// Pooled rows as one `[n, width]` array, or per-item `[rows, width]` arrays in a list.
+fn arrays(py: Python<'_>, features: Vec<Vec<f32>>, width: usize, pooled: bool) -> PyResult<Py<PyAny>> {
+    let shaped = |values: Vec<f32>| -> PyResult<Array2<f32>> {
+        let rows = values.len() / width.max(1);
+        Array2::from_shape_vec((rows, width), values).map_err(|e| PyRuntimeError::new_err(e.to_string()))
+    };
+    if pooled {
+        let n = features.len();
+        let array = Array2::from_shape_vec((n, width), features.concat()).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+        return Ok(array.into_pyarray(py).into_any().unbind());
+    }
+    let list = features.into_iter().map(|v| shaped(v).map(|a| a.into_pyarray(py).into_any().unbind())).collect::<PyResult<Vec<_>>>()?;
+    Ok(list.into_pyobject(py)?.into_any().unbind())
+}
+
+/// What the generating thread sends an [`AnswerStream`].
+enum Piece {
+    Text(String),
+    Failed(String),
+    Done,
+}
+
+/// The pieces of an answer as they are generated (`ask(..., stream=True)`): an iterator of str.
+/// Beam search yields its answer whole at the end. Dropping it (or Ctrl-C while waiting) stops
+/// the generation at the next token.
+#[pyclass(module = "biomedgpt")]
+struct AnswerStream {
+    pieces: Mutex<Receiver<Piece>>,
+    cancel: Arc<AtomicBool>,
+    done: AtomicBool,
+}
+
+impl AnswerStream {
+    fn start(model: Arc<Mutex<BioMedGpt>>, inputs: Vec<Input>, question: String, config: GenerationConfig) -> Self {
+        let (tx, rx) = channel();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let stop = cancel.clone();
+        std::thread::spawn(move || {
+            let model = model.lock().expect("model lock");
+            let run = || -> Result<String, ModelError> {
+                let mut chat = Chat::new(&model);
+                for input in &inputs {
+                    chat.add(input)?;
+                }
+                chat.ask(&question)?;
+                let eos = config.eos_token_ids.clone();
+                let beams = matches!(config.strategy, Strategy::Beam { .. });
+                let mut tracker = TextTracker::new(true, Vec::new());
+                let answer = chat.answer_until(
+                    &config,
+                    &mut |id| {
+                        if !beams && !eos.contains(&id) {
+                            tracker.extend(&[id]);
+                            let (piece, _) = tracker.update(&model.tokenizer, false);
+                            if !piece.is_empty() {
+                                let _ = tx.send(Piece::Text(piece));
+                            }
+                        }
+                    },
+                    &|| stop.load(Ordering::Relaxed),
+                )?;
+                if beams {
+                    return Ok(answer.text);
+                }
+                Ok(tracker.update(&model.tokenizer, true).0)
+            };
+            match run() {
+                Ok(rest) => {
+                    if !rest.is_empty() {
+                        let _ = tx.send(Piece::Text(rest));
+                    }
+                    let _ = tx.send(Piece::Done);
+                }
+                Err(e) => {
+                    let _ = tx.send(Piece::Failed(e.to_string()));
+                }
+            }
+        });
+        AnswerStream { pieces: Mutex::new(rx), cancel, done: AtomicBool::new(false) }
+    }
+}
+
+#[pymethods]
+impl AnswerStream {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<String>> {
+        if self.done.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        loop {
+            let got = py.detach(|| self.pieces.lock().expect("stream lock").recv_timeout(Duration::from_millis(50)));
+            match got {
+                Ok(Piece::Text(t)) => return Ok(Some(t)),
+                Ok(Piece::Done) | Err(RecvTimeoutError::Disconnected) => {
+                    self.done.store(true, Ordering::Relaxed);
+                    return Ok(None);
+                }
+                Ok(Piece::Failed(message)) => {
+                    self.done.store(true, Ordering::Relaxed);
+                    return Err(PyValueError::new_err(message));
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Err(e) = py.check_signals() {
+                        self.cancel.store(true, Ordering::Relaxed);
+                        self.done.store(true, Ordering::Relaxed);
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for AnswerStream {
+    fn drop(&mut self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The graph the GIN reads for `smiles` (RDKit, as `biomedgpt inspect featurize`): a dict of
+/// int64 arrays `atoms` `[atoms, 2]` (type, chirality), `edge_index` `[2, edges]`, `edge_attr`
+/// `[edges, 2]` (bond type, direction), self loops left to the GIN.
+#[pyfunction]
+fn featurize<'py>(py: Python<'py>, smiles: &str) -> PyResult<Bound<'py, PyDict>> {
+    let graph = biomedgpt_chem::featurize(smiles).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let array = |rows: usize, cols: usize, values: Vec<i64>| {
+        Array2::from_shape_vec((rows, cols), values).map_err(|e| PyRuntimeError::new_err(e.to_string())).map(|a| a.into_pyarray(py))
+    };
+    let out = PyDict::new(py);
+    let atoms = graph.atoms.len();
+    out.set_item("atoms", array(atoms, 2, graph.atoms.iter().flatten().copied().collect())?)?;
+    let edges = graph.edge_attr.len();
+    out.set_item("edge_index", array(2, edges, graph.edge_index.concat())?)?;
+    out.set_item("edge_attr", array(edges, 2, graph.edge_attr.iter().flatten().copied().collect())?)?;
+    Ok(out)
+}
+
+/// BLEU-2/4, ROUGE-1/2/L and METEOR of predictions against references (the MolT5 protocol, as
+/// `biomedgpt score`): word pieces from the shipped vocabulary unless `vocab` names one,
+/// WordNet from `wordnet` (Debian's `wordnet-base` by default). `bleu`: "corpus" or "sentence".
+#[pyfunction]
+#[pyo3(signature = (predictions, references, bleu = "corpus", vocab = None, wordnet = None))]
+fn score<'py>(py: Python<'py>, predictions: Vec<String>, references: Vec<String>, bleu: &str, vocab: Option<PathBuf>, wordnet: Option<PathBuf>) -> PyResult<Bound<'py, PyDict>> {
+    use biomedgpt_eval::metrics::{BleuMode, DEFAULT_WORDNET_DIR, Scorer, WordNet, WordPieceTokenizer};
+    if predictions.len() != references.len() {
+        return Err(PyValueError::new_err(format!("{} predictions for {} references", predictions.len(), references.len())));
+    }
+    let mode = match bleu {
+        "corpus" => BleuMode::Corpus,
+        "sentence" => BleuMode::Sentence,
+        other => return Err(PyValueError::new_err(format!("bleu must be \"corpus\" or \"sentence\", not {other:?}"))),
+    };
+    let wordnet_dir = wordnet.unwrap_or_else(|| PathBuf::from(DEFAULT_WORDNET_DIR));
+    if !wordnet_dir.exists() {
+        return Err(PyFileNotFoundError::new_err(format!("{}: no WordNet here (Debian: apt install wordnet-base)", wordnet_dir.display())));
+    }
+    let scores = py.detach(|| -> Result<_, String> {
+        let tokenizer = match &vocab {
+            Some(path) => WordPieceTokenizer::from_file(path).map_err(|e| e.to_string())?,
+            None => WordPieceTokenizer::shipped(),
+        };
+        let scorer = Scorer::new(tokenizer, WordNet::open(&wordnet_dir).map_err(|e| e.to_string())?);
+        scorer.score(predictions.iter().map(String::as_str).zip(references.iter().map(String::as_str)), mode).map(|(s, _)| s).map_err(|e| e.to_string())
+    });
+    let scores = scores.map_err(PyValueError::new_err)?;
+    let out = PyDict::new(py);
+    for (key, value) in [("bleu2", scores.bleu2), ("bleu4", scores.bleu4), ("rouge1", scores.rouge1), ("rouge2", scores.rouge2), ("rougeL", scores.rouge_l), ("meteor", scores.meteor)] {
+        out.set_item(key, value)?;
+    }
+    out.set_item("n", scores.n)?;
+    Ok(out)
+}
+
+#[pymodule]
+fn biomedgpt(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyBioMedGpt>()?;
+    m.add_class::<AnswerStream>()?;
+    m.add_function(wrap_pyfunction!(featurize, m)?)?;
+    m.add_function(wrap_pyfunction!(score, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
