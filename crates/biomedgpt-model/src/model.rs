@@ -440,6 +440,11 @@ impl BioMedGpt {
         Encoders { gin: self.molecule.as_ref().map(|m| m.gin.clone()), esm: self.protein.as_ref().map(|p| p.esm.clone()) }
     }
 
+    /// The protein encoder's alphabet and the most tokens it reads (`<cls>`, `<eos>` included).
+    pub fn protein_alphabet(&self) -> Option<(&Alphabet, usize)> {
+        self.protein.as_ref().map(|p| (&p.alphabet, p.max_tokens))
+    }
+
     /// Puts back encoders taken with [`Self::encoders`] (e.g. after an optimizer step); each must
     /// be present exactly when the model has that encoder.
     pub fn set_encoders(&mut self, encoders: Encoders) -> Result<(), ModelError> {
