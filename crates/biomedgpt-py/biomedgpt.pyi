@@ -2,7 +2,7 @@
 arrays, the molecular graph, the paper's text metrics. The same computations as the
 `biomedgpt` CLI (answers and embeddings equal its own)."""
 
-from typing import Iterator, Literal, Optional, Sequence, Union
+from typing import Any, Iterator, Literal, Optional, Sequence, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -49,6 +49,16 @@ class BioMedGPT:
         most), beam search with `num_beams` > 1, sampling with `temperature`, `top_k` or `top_p`
         (seeded). With `stream=True`, an iterator of text pieces. Ctrl-C raises
         KeyboardInterrupt between tokens; an invalid SMILES or sequence raises ValueError."""
+
+    def chat(self, messages: Sequence[dict[str, Any]], **fields: Any) -> Union[str, list[str]]:
+        """Answers a conversation in OpenAI's chat message shape, as `biomedgpt serve`'s
+        /v1/chat/completions does (the same engine): each message is {"role": "system" | "user"
+        | "assistant", "content": str | list of parts}, a part {"type": "text", "text"},
+        {"type": "molecule", "molecule": {"smiles"}} or {"type": "protein", "protein":
+        {"sequence"}}. `fields` are that endpoint's (max_tokens, temperature, top_p, top_k, seed,
+        n, stop, frequency_penalty, presence_penalty, repetition_penalty, num_beams,
+        length_penalty, ignore_eos). Returns the answer, or a list of n answers; ValueError names
+        the field at fault; Ctrl-C raises KeyboardInterrupt."""
 
     def embed_molecules(
         self, smiles: Union[str, Sequence[str]], pool: Literal["mean", "none"] = "mean"

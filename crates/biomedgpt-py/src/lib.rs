@@ -17,6 +17,9 @@ use std::time::Duration;
 use biomedgpt_llama::text_stream::TextTracker;
 use biomedgpt_llama::{EarlyStopping, GenerationConfig, Strategy};
 use biomedgpt_model::{BioMedGpt, Chat, Input, ModelError};
+use biomedgpt_serve::openai::{ChatRequest, parse_body};
+use biomedgpt_serve::request::{Event, Job, Work};
+use biomedgpt_serve::{Engine, EngineConfig, Stats};
 use burn::tensor::Device;
 use numpy::ndarray::Array2;
 use numpy::IntoPyArray;
@@ -65,10 +68,25 @@ impl OneOrMany {
     }
 }
 
-/// A BioMedGPT model (a model directory: the 10B layout, a converted or fine-tuned one, the demo).
+/// A BioMedGPT model (a model directory: the 10B layout, a converted or fine-tuned one, the demo),
+/// held by the serving engine so that `chat` runs exactly as `biomedgpt serve` does.
 #[pyclass(name = "BioMedGPT", module = "biomedgpt", frozen)]
 struct PyBioMedGpt {
-    model: Arc<Mutex<BioMedGpt>>,
+    engine: Arc<Mutex<Engine>>,
+}
+
+/// The model inside the engine.
+struct ModelGuard<'a>(std::sync::MutexGuard<'a, Engine>);
+
+impl std::ops::Deref for ModelGuard<'_> {
+    type Target = BioMedGpt;
+    fn deref(&self) -> &BioMedGpt {
+        self.0.model()
+    }
+}
+
+fn lock(engine: &Mutex<Engine>) -> ModelGuard<'_> {
+    ModelGuard(engine.lock().expect("model lock"))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -132,7 +150,11 @@ impl PyBioMedGpt {
         }
         let device = self::device(device)?;
         let model = py.detach(|| BioMedGpt::load_with_dtype(&path, dtype, &device)).map_err(model_error)?;
-        Ok(PyBioMedGpt { model: Arc::new(Mutex::new(model)) })
+        let positions = model.llm.config().max_position_embeddings;
+        // Whole prompts in one prefill, as `ask` runs them (eval's engine likewise).
+        let config = EngineConfig { max_batch: 16, max_context: positions, prefill_chunk: positions, encoder_cache: 64 };
+        let engine = Engine::new(model, config, Arc::new(Stats::new()));
+        Ok(PyBioMedGpt { engine: Arc::new(Mutex::new(engine)) })
     }
 
     /// Answers `question` about the molecules (`smiles`: one or a list) and proteins (`protein`:
@@ -163,15 +185,15 @@ impl PyBioMedGpt {
             return Err(PyValueError::new_err("question is empty: ask something about the molecule or protein"));
         }
         // ignore_eos: go on to max_new_tokens (vLLM's and llama.cpp's extension, for fixed lengths).
-        let eos = if ignore_eos { Vec::new() } else { self.model.lock().expect("model lock").eos_token_ids() };
+        let eos = if ignore_eos { Vec::new() } else { lock(&self.engine).eos_token_ids() };
         let config = generation_config(eos, max_new_tokens, num_beams, repetition_penalty, length_penalty, temperature, top_k, top_p, seed)?;
         let inputs = inputs(smiles, protein);
         if stream {
-            return Ok(AnswerStream::start(self.model.clone(), inputs, question, config).into_pyobject(py)?.into_any().unbind());
+            return Ok(AnswerStream::start(self.engine.clone(), inputs, question, config).into_pyobject(py)?.into_any().unbind());
         }
-        let model = &self.model;
+        let engine = &self.engine;
         let answer = interruptible(py, |stop| {
-            let model = model.lock().expect("model lock");
+            let model = lock(engine);
             let mut chat = Chat::new(&model);
             for input in &inputs {
                 chat.add(input)?;
@@ -183,13 +205,78 @@ impl PyBioMedGpt {
         Ok(answer.text.into_pyobject(py)?.into_any().unbind())
     }
 
+    /// Answers a conversation in the shape of OpenAI's chat messages, as `biomedgpt serve`'s
+    /// `/v1/chat/completions` does (the same code): `messages` is a list of `{"role", "content"}`
+    /// dicts whose content is a string or a list of parts (`{"type": "text", "text"}`,
+    /// `{"type": "molecule", "molecule": {"smiles"}}`, `{"type": "protein", "protein":
+    /// {"sequence"}}`); the keyword arguments are that endpoint's fields (`max_tokens`,
+    /// `temperature`, `seed`, `n`, `stop`, `num_beams`, `repetition_penalty`, ...). Returns the
+    /// answer, or a list of `n` answers. Errors name the field, as the server's 400s do.
+    #[pyo3(signature = (messages, **fields))]
+    fn chat(&self, py: Python<'_>, messages: Bound<'_, PyAny>, fields: Option<Bound<'_, PyDict>>) -> PyResult<Py<PyAny>> {
+        let body = PyDict::new(py);
+        if let Some(fields) = fields {
+            body.update(fields.as_mapping())?;
+        }
+        body.set_item("messages", messages)?;
+        let json: String = py.import("json")?.call_method1("dumps", (body,))?.extract()?;
+        let request: ChatRequest = parse_body(json.as_bytes()).map_err(|f| PyValueError::new_err(f.message))?;
+        if request.sampling.stream {
+            return Err(PyValueError::new_err("stream: chat returns the whole answer; use ask(..., stream=True) to stream"));
+        }
+        let prompt = request.prompt().map_err(|f| PyValueError::new_err(f.message))?;
+        let params = request.logprobs().and_then(|l| request.sampling.params(l)).map_err(|f| PyValueError::new_err(f.message))?;
+        let n = params.n;
+        if n > 16 {
+            return Err(PyValueError::new_err(format!("n is {n}, above the 16 sequences one call decodes")));
+        }
+        let (events, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let job = Job { id: "python".into(), work: Work::Generate { prompt, params }, molecules: Default::default(), events, embeddings: None, submitted: std::time::Instant::now() };
+        // The engine runs on its own thread while this one waits with the GIL released and
+        // checks for Ctrl-C; an interrupt drops the receiver, which cancels the job at its next
+        // step (as a client that leaves the server).
+        let (done_tx, done_rx) = channel::<()>();
+        let done_rx = Mutex::new(done_rx);
+        let engine = self.engine.clone();
+        let worker = std::thread::spawn(move || {
+            engine.lock().expect("model lock").run_jobs(vec![job]);
+            let _ = done_tx.send(());
+        });
+        loop {
+            match py.detach(|| done_rx.lock().expect("done lock").recv_timeout(Duration::from_millis(50))) {
+                Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Err(e) = py.check_signals() {
+                        drop(rx);
+                        let _ = py.detach(|| worker.join());
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        let _ = py.detach(|| worker.join());
+        // The answer is what the server would send: its streamed pieces, added up.
+        let mut texts = vec![String::new(); n];
+        while let Ok(event) = rx.try_recv() {
+            match event {
+                Event::Delta { choice, text, .. } => texts[choice].push_str(&text),
+                Event::Failed(f) => return Err(PyValueError::new_err(f.message)),
+                _ => {}
+            }
+        }
+        if n == 1 {
+            return Ok(texts.remove(0).into_pyobject(py)?.into_any().unbind());
+        }
+        Ok(texts.into_pyobject(py)?.into_any().unbind())
+    }
+
     /// GIN features of each molecule, f32: `pool="mean"` gives an array `[n, 300]` (the mean
     /// over atoms, as `embed molecule --pool mean`), `pool="none"` a list of `[atoms, 300]`.
     #[pyo3(signature = (smiles, pool = "mean"))]
     fn embed_molecules(&self, py: Python<'_>, smiles: OneOrMany, pool: &str) -> PyResult<Py<PyAny>> {
         let smiles = smiles.into_vec();
         let mean = pooling(pool)?;
-        let gin = self.model.lock().expect("model lock").encoders().gin.ok_or_else(|| PyValueError::new_err("this model has no molecule encoder"))?;
+        let gin = lock(&self.engine).encoders().gin.ok_or_else(|| PyValueError::new_err("this model has no molecule encoder"))?;
         let width = gin.config().output_dim();
         let features = py.detach(|| -> Result<Vec<Vec<f32>>, String> {
             let mut graphs = Vec::with_capacity(smiles.len());
@@ -211,7 +298,7 @@ impl PyBioMedGpt {
         let sequences = sequences.into_vec();
         let mean = pooling(pool)?;
         let (esm, alphabet, max_tokens) = {
-            let model = self.model.lock().expect("model lock");
+            let model = lock(&self.engine);
             let esm = model.encoders().esm.ok_or_else(|| PyValueError::new_err("this model has no protein encoder"))?;
             let (alphabet, max_tokens) = model.protein_alphabet().expect("a protein encoder has its alphabet");
             (esm, alphabet.clone(), max_tokens)
@@ -271,12 +358,12 @@ struct AnswerStream {
 }
 
 impl AnswerStream {
-    fn start(model: Arc<Mutex<BioMedGpt>>, inputs: Vec<Input>, question: String, config: GenerationConfig) -> Self {
+    fn start(engine: Arc<Mutex<Engine>>, inputs: Vec<Input>, question: String, config: GenerationConfig) -> Self {
         let (tx, rx) = channel();
         let cancel = Arc::new(AtomicBool::new(false));
         let stop = cancel.clone();
         std::thread::spawn(move || {
-            let model = model.lock().expect("model lock");
+            let model = lock(&engine);
             let run = || -> Result<String, ModelError> {
                 let mut chat = Chat::new(&model);
                 for input in &inputs {

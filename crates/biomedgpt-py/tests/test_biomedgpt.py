@@ -168,3 +168,38 @@ except KeyboardInterrupt:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert "interrupted after" in out.stdout, out.stdout + out.stderr
     assert float(out.stdout.split()[-1]) < 10, out.stdout
+
+
+def test_chat_equals_ask_and_the_server(model):
+    # One user message of [molecule, text] is `ask --smiles S --question Q`.
+    content = [{"type": "molecule", "molecule": {"smiles": ASPIRIN}}, {"type": "text", "text": "Please describe this molecule."}]
+    assert model.chat([{"role": "user", "content": content}]) == model.ask("Please describe this molecule.", smiles=ASPIRIN)
+
+    # A multi-turn conversation with seeded sampling and two choices: what `biomedgpt serve` answers.
+    messages = [
+        {"role": "system", "content": "You are a careful chemist."},
+        {"role": "user", "content": content},
+        {"role": "assistant", "content": "It is aspirin."},
+        {"role": "user", "content": [{"type": "protein", "protein": {"sequence": PROTEIN}}, {"type": "text", "text": "And this?"}]},
+    ]
+    fields = {"temperature": 0.9, "seed": 11, "n": 2, "max_tokens": 24}
+    got = model.chat(messages, **fields)
+    assert isinstance(got, list) and len(got) == 2
+    server = subprocess.Popen([str(BIN), "serve", "--model", str(DEMO), "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = server.stdout.readline()
+        address = line.split()[2]
+        import urllib.request
+        body = json.dumps({"messages": messages, **fields}).encode()
+        request = urllib.request.Request(address + "/v1/chat/completions", body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=120) as response:
+            answer = json.load(response)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    assert got == [c["message"]["content"] for c in answer["choices"]]
+
+    with pytest.raises(ValueError, match="max_tokens"):
+        model.chat(messages, max_tokens="many")
+    with pytest.raises(ValueError, match=r"messages\[0\]"):
+        model.chat([{"role": "robot", "content": "hi"}])
