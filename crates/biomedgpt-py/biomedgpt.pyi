@@ -73,6 +73,34 @@ class BioMedGPT:
         <cls>/<eos> left out, as `embed protein --pool mean`); `pool="none"`, a list of
         [residues + 2, hidden] arrays (the last hidden state BioMedGPT splices in)."""
 
+class LanguageModel:
+    """A text language model: a LLaMA-family HF directory, a .gguf file, or GPT-2 (BioMedLM),
+    opened as the CLI's `generate` opens it."""
+
+    @staticmethod
+    def load(path: str, device: Literal["cpu"] = "cpu", dtype: str = "auto") -> "LanguageModel":
+        """Loads an HF model directory or a GGUF file; `dtype` as the CLI's --dtype."""
+
+    def generate(
+        self,
+        prompt: str,
+        *,
+        max_new_tokens: int = 128,
+        num_beams: int = 1,
+        repetition_penalty: float = 1.0,
+        length_penalty: float = 1.0,
+        temperature: Optional[float] = None,
+        top_k: Optional[int] = None,
+        top_p: Optional[float] = None,
+        seed: int = 0,
+    ) -> str:
+        """The continuation of `prompt` (BOS in front for a LLaMA), as `biomedgpt generate`
+        decodes it: greedy by default, beams or seeded sampling. Ctrl-C raises
+        KeyboardInterrupt; a prompt and length past the context raise ValueError."""
+
+    def logits(self, text: str) -> npt.NDArray[np.float32]:
+        """Float32 logits of every position of `text`, [T, vocab], as `biomedgpt inspect logits`."""
+
 def featurize(smiles: str) -> dict[str, npt.NDArray[np.int64]]:
     """The graph the GIN reads (RDKit, as `biomedgpt inspect featurize`): "atoms" [atoms, 2]
     (type, chirality), "edge_index" [2, edges], "edge_attr" [edges, 2] (bond type, direction)."""

@@ -46,13 +46,13 @@ impl ModelArgs {
     /// Model and tokenizer, of the family config.json names (LLaMA or GPT-2).
     pub fn open(&self) -> Result<TextLm> {
         let ty = self.float_type_of(stored_dtype(&self.model))?;
-        TextLm::open(&self.model, ty, self.keep_blocks(), &self.device()?)
+        Ok(TextLm::open(&self.model, ty, self.keep_blocks(), &self.device()?)?)
     }
 
     /// Model only, for work on token ids (no tokenizer needed), of either family.
     pub fn open_model(&self) -> Result<Box<dyn CausalLm>> {
         let ty = self.float_type_of(stored_dtype(&self.model))?;
-        TextLm::open_model(&self.model, ty, self.keep_blocks(), &self.device()?)
+        Ok(TextLm::open_model(&self.model, ty, self.keep_blocks(), &self.device()?)?)
     }
 }
 

@@ -105,7 +105,7 @@ fn logits(args: LogitsArgs) -> Result<()> {
             }
             let lm = args.model.open()?;
             let ids = lm.tokenizer.encode(&prompt, true)?;
-            (lm.model, ids)
+            (lm.model as Box<dyn biomedgpt_llama::CausalLm>, ids)
         }
         (None, None) => unreachable!("clap requires --prompt, --token-ids or --question"),
     };

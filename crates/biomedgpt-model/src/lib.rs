@@ -6,6 +6,7 @@
 pub mod layout;
 pub mod model;
 pub mod prompt;
+pub mod text_lm;
 
 pub use layout::{Layout, LoraOverlay, Settings};
 pub use model::{Adapters, Answer, BioMedGpt, DirEncoders, answer_text, Chat, Encoders, Input, LORA_TARGETS, merge_lora};

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use biomedgpt_llama::text_stream::TextTracker;
 use biomedgpt_llama::{EarlyStopping, GenerationConfig, Strategy};
+use biomedgpt_model::text_lm::TextLm;
 use biomedgpt_model::{BioMedGpt, Chat, Input, ModelError};
 use biomedgpt_serve::openai::{ChatRequest, parse_body};
 use biomedgpt_serve::request::{Event, Job, Work};
@@ -340,6 +341,83 @@ fn arrays(py: Python<'_>, features: Vec<Vec<f32>>, width: usize, pooled: bool) -
     Ok(list.into_pyobject(py)?.into_any().unbind())
 }
 
+/// A text language model: a LLaMA-family HF directory, a GGUF file, or GPT-2 (BioMedLM), as the
+/// CLI's `generate` and `inspect logits` open it.
+#[pyclass(name = "LanguageModel", module = "biomedgpt", frozen)]
+struct PyLanguageModel {
+    lm: Mutex<TextLm>,
+}
+
+#[pymethods]
+impl PyLanguageModel {
+    /// Loads an HF model directory or a `.gguf` file; `dtype` as the CLI's `--dtype`.
+    #[staticmethod]
+    #[pyo3(signature = (path, device = "cpu", dtype = "auto"))]
+    fn load(py: Python<'_>, path: PathBuf, device: &str, dtype: &str) -> PyResult<Self> {
+        if !path.exists() {
+            return Err(PyFileNotFoundError::new_err(format!("{}: no such file or directory", path.display())));
+        }
+        let device = self::device(device)?;
+        let lm = py.detach(|| TextLm::open_with_dtype(&path, dtype, &device)).map_err(model_error)?;
+        Ok(PyLanguageModel { lm: Mutex::new(lm) })
+    }
+
+    /// Continues `prompt` (a LLaMA gets a BOS in front, GPT-2 none), as `biomedgpt generate`:
+    /// greedy by default (128 new tokens at most), beams or seeded sampling as in `ask`. Returns
+    /// the generated text.
+    #[pyo3(signature = (prompt, *, max_new_tokens = 128, num_beams = 1, repetition_penalty = 1.0, length_penalty = 1.0, temperature = None, top_k = None, top_p = None, seed = 0))]
+    #[allow(clippy::too_many_arguments)]
+    fn generate(
+        &self,
+        py: Python<'_>,
+        prompt: String,
+        max_new_tokens: usize,
+        num_beams: usize,
+        repetition_penalty: f32,
+        length_penalty: f32,
+        temperature: Option<f32>,
+        top_k: Option<usize>,
+        top_p: Option<f32>,
+        seed: u64,
+    ) -> PyResult<String> {
+        if prompt.trim().is_empty() {
+            return Err(PyValueError::new_err("prompt is empty: give the text to continue"));
+        }
+        let eos = self.lm.lock().expect("model lock").model.eos_token_ids();
+        let config = generation_config(eos, Some(max_new_tokens), num_beams, repetition_penalty, length_penalty, temperature, top_k, top_p, seed)?;
+        let lm = &self.lm;
+        interruptible(py, |stop| -> Result<String, String> {
+            let lm = lm.lock().expect("model lock");
+            let ids = lm.tokenizer.encode(&prompt, true).map_err(|e| e.to_string())?;
+            let output = biomedgpt_llama::generate_until(lm.model.as_ref(), biomedgpt_llama::Prompt::Ids(ids), &config, &mut |_| {}, &|| stop()).map_err(|e| e.to_string())?;
+            lm.tokenizer.decode(&output.tokens).map_err(|e| e.to_string())
+        })?
+        .map_err(PyValueError::new_err)
+    }
+
+    /// Float32 logits of every position of `text` (BOS in front for a LLaMA), `[T, vocab]`, as
+    /// `biomedgpt inspect logits --prompt`.
+    fn logits(&self, py: Python<'_>, text: String) -> PyResult<Py<PyAny>> {
+        if text.trim().is_empty() {
+            return Err(PyValueError::new_err("text is empty"));
+        }
+        let lm = &self.lm;
+        let (values, rows, vocab) = py
+            .detach(|| -> Result<(Vec<f32>, usize, usize), String> {
+                let lm = lm.lock().expect("model lock");
+                let ids = lm.tokenizer.encode(&text, true).map_err(|e| e.to_string())?;
+                let model = lm.model.as_ref();
+                let input = biomedgpt_llama::generation::ids_tensor(&ids, 1, &model.device());
+                let logits = model.forward(biomedgpt_llama::DecoderInput::Ids(input), None, &mut model.new_cache(1));
+                let values = logits.cast(burn::tensor::DType::F32).into_data().try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
+                Ok((values, ids.len(), model.vocab_size()))
+            })
+            .map_err(PyValueError::new_err)?;
+        let array = Array2::from_shape_vec((rows, vocab), values).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+        Ok(array.into_pyarray(py).into_any().unbind())
+    }
+}
+
 /// What the generating thread sends an [`AnswerStream`].
 enum Piece {
     Text(String),
@@ -505,6 +583,7 @@ fn score<'py>(py: Python<'py>, predictions: Vec<String>, references: Vec<String>
 fn biomedgpt(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyBioMedGpt>()?;
     m.add_class::<AnswerStream>()?;
+    m.add_class::<PyLanguageModel>()?;
     m.add_function(wrap_pyfunction!(featurize, m)?)?;
     m.add_function(wrap_pyfunction!(score, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -203,3 +203,28 @@ def test_chat_equals_ask_and_the_server(model):
         model.chat(messages, max_tokens="many")
     with pytest.raises(ValueError, match=r"messages\[0\]"):
         model.chat([{"role": "robot", "content": "hi"}])
+
+
+@pytest.mark.parametrize("model_path", [
+    ROOT / "tests" / "fixtures" / "llama" / "real_vocab_f16",     # HF LLaMA, f16
+    ROOT / "tests" / "fixtures" / "gguf" / "gqa_tied_q4_k_m.gguf",  # GGUF, blocks kept
+    ROOT / "tests" / "fixtures" / "gpt2" / "tiny_safetensors",     # GPT-2
+])
+def test_language_model_equals_generate_and_inspect_logits(model_path):
+    lm = biomedgpt.LanguageModel.load(str(model_path))
+    prompt = "Aspirin inhibits"
+    # (20 new tokens: the GPT-2 fixture's context is 64 positions.)
+    for kwargs, extra in [({"max_new_tokens": 20}, ("--max-new-tokens", "20")), ({"num_beams": 2, "max_new_tokens": 12}, ("--num-beams", "2", "--max-new-tokens", "12")),
+                          ({"temperature": 0.7, "seed": 3, "max_new_tokens": 12}, ("--temperature", "0.7", "--seed", "3", "--max-new-tokens", "12"))]:
+        want = json.loads(cli("generate", "--model", str(model_path), "--prompt", prompt, "--json", *extra))["text"]
+        assert lm.generate(prompt, **kwargs) == want, kwargs
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "logits.npy"
+        cli("inspect", "logits", "--model", str(model_path), "--prompt", prompt, "--out", str(out))
+        got = lm.logits(prompt)
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, np.load(out))
+    with pytest.raises(ValueError, match="empty"):
+        lm.generate(" ")
+    with pytest.raises(ValueError, match="context"):
+        lm.generate(prompt, max_new_tokens=100000)
