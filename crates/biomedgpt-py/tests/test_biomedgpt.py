@@ -155,6 +155,9 @@ def test_loading_twice_in_one_process():
 def test_ctrl_c_interrupts_a_generation():
     script = f"""
 import biomedgpt, os, signal, threading, time
+# A process started in the background by a non-interactive shell inherits SIGINT ignored, and
+# Python then leaves it so (CI): put Python's own Ctrl-C handler back.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 m = biomedgpt.BioMedGPT.load({str(DEMO)!r})
 threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
 started = time.monotonic()
