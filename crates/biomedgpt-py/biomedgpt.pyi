@@ -93,10 +93,12 @@ class LanguageModel:
         top_k: Optional[int] = None,
         top_p: Optional[float] = None,
         seed: int = 0,
-    ) -> str:
+        stream: bool = False,
+    ) -> Union[str, AnswerStream]:
         """The continuation of `prompt` (BOS in front for a LLaMA), as `biomedgpt generate`
-        decodes it: greedy by default, beams or seeded sampling. Ctrl-C raises
-        KeyboardInterrupt; a prompt and length past the context raise ValueError."""
+        decodes it: greedy by default, beams or seeded sampling; with `stream=True`, an iterator
+        of its pieces. Ctrl-C raises KeyboardInterrupt; a prompt and length past the context
+        raise ValueError."""
 
     def logits(self, text: str) -> npt.NDArray[np.float32]:
         """Float32 logits of every position of `text`, [T, vocab], as `biomedgpt inspect logits`."""

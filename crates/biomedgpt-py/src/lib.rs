@@ -345,7 +345,7 @@ fn arrays(py: Python<'_>, features: Vec<Vec<f32>>, width: usize, pooled: bool) -
 /// CLI's `generate` and `inspect logits` open it.
 #[pyclass(name = "LanguageModel", module = "biomedgpt", frozen)]
 struct PyLanguageModel {
-    lm: Mutex<TextLm>,
+    lm: Arc<Mutex<TextLm>>,
 }
 
 #[pymethods]
@@ -359,13 +359,13 @@ impl PyLanguageModel {
         }
         let device = self::device(device)?;
         let lm = py.detach(|| TextLm::open_with_dtype(&path, dtype, &device)).map_err(model_error)?;
-        Ok(PyLanguageModel { lm: Mutex::new(lm) })
+        Ok(PyLanguageModel { lm: Arc::new(Mutex::new(lm)) })
     }
 
     /// Continues `prompt` (a LLaMA gets a BOS in front, GPT-2 none), as `biomedgpt generate`:
     /// greedy by default (128 new tokens at most), beams or seeded sampling as in `ask`. Returns
-    /// the generated text.
-    #[pyo3(signature = (prompt, *, max_new_tokens = 128, num_beams = 1, repetition_penalty = 1.0, length_penalty = 1.0, temperature = None, top_k = None, top_p = None, seed = 0))]
+    /// the generated text, or with `stream=True` an iterator of its pieces.
+    #[pyo3(signature = (prompt, *, max_new_tokens = 128, num_beams = 1, repetition_penalty = 1.0, length_penalty = 1.0, temperature = None, top_k = None, top_p = None, seed = 0, stream = false))]
     #[allow(clippy::too_many_arguments)]
     fn generate(
         &self,
@@ -379,20 +379,25 @@ impl PyLanguageModel {
         top_k: Option<usize>,
         top_p: Option<f32>,
         seed: u64,
-    ) -> PyResult<String> {
+        stream: bool,
+    ) -> PyResult<Py<PyAny>> {
         if prompt.trim().is_empty() {
             return Err(PyValueError::new_err("prompt is empty: give the text to continue"));
         }
         let eos = self.lm.lock().expect("model lock").model.eos_token_ids();
         let config = generation_config(eos, Some(max_new_tokens), num_beams, repetition_penalty, length_penalty, temperature, top_k, top_p, seed)?;
+        if stream {
+            return Ok(AnswerStream::continuation(self.lm.clone(), prompt, config).into_pyobject(py)?.into_any().unbind());
+        }
         let lm = &self.lm;
-        interruptible(py, |stop| -> Result<String, String> {
+        let text = interruptible(py, |stop| -> Result<String, String> {
             let lm = lm.lock().expect("model lock");
             let ids = lm.tokenizer.encode(&prompt, true).map_err(|e| e.to_string())?;
             let output = biomedgpt_llama::generate_until(lm.model.as_ref(), biomedgpt_llama::Prompt::Ids(ids), &config, &mut |_| {}, &|| stop()).map_err(|e| e.to_string())?;
             lm.tokenizer.decode(&output.tokens).map_err(|e| e.to_string())
         })?
-        .map_err(PyValueError::new_err)
+        .map_err(PyValueError::new_err)?;
+        Ok(text.into_pyobject(py)?.into_any().unbind())
     }
 
     /// Float32 logits of every position of `text` (BOS in front for a LLaMA), `[T, vocab]`, as
@@ -436,52 +441,88 @@ struct AnswerStream {
 }
 
 impl AnswerStream {
-    fn start(engine: Arc<Mutex<Engine>>, inputs: Vec<Input>, question: String, config: GenerationConfig) -> Self {
+    /// Runs `work` on its own thread: it gets a sink for text pieces and the stop flag, and
+    /// returns the text still to send when generation ends.
+    fn spawn(work: impl FnOnce(&dyn Fn(String), &dyn Fn() -> bool) -> Result<String, String> + Send + 'static) -> Self {
         let (tx, rx) = channel();
         let cancel = Arc::new(AtomicBool::new(false));
         let stop = cancel.clone();
         std::thread::spawn(move || {
-            let model = lock(&engine);
-            let run = || -> Result<String, ModelError> {
-                let mut chat = Chat::new(&model);
-                for input in &inputs {
-                    chat.add(input)?;
+            let send = |piece: String| {
+                if !piece.is_empty() {
+                    let _ = tx.send(Piece::Text(piece));
                 }
-                chat.ask(&question)?;
-                let eos = config.eos_token_ids.clone();
-                let beams = matches!(config.strategy, Strategy::Beam { .. });
-                let mut tracker = TextTracker::new(true, Vec::new());
-                let answer = chat.answer_until(
-                    &config,
-                    &mut |id| {
-                        if !beams && !eos.contains(&id) {
-                            tracker.extend(&[id]);
-                            let (piece, _) = tracker.update(&model.tokenizer, false);
-                            if !piece.is_empty() {
-                                let _ = tx.send(Piece::Text(piece));
-                            }
-                        }
-                    },
-                    &|| stop.load(Ordering::Relaxed),
-                )?;
-                if beams {
-                    return Ok(answer.text);
-                }
-                Ok(tracker.update(&model.tokenizer, true).0)
             };
-            match run() {
+            match work(&send, &|| stop.load(Ordering::Relaxed)) {
                 Ok(rest) => {
-                    if !rest.is_empty() {
-                        let _ = tx.send(Piece::Text(rest));
-                    }
+                    send(rest);
                     let _ = tx.send(Piece::Done);
                 }
                 Err(e) => {
-                    let _ = tx.send(Piece::Failed(e.to_string()));
+                    let _ = tx.send(Piece::Failed(e));
                 }
             }
         });
         AnswerStream { pieces: Mutex::new(rx), cancel, done: AtomicBool::new(false) }
+    }
+
+    /// A chat answer (`ask(..., stream=True)`), trimmed as `ask` trims it.
+    fn start(engine: Arc<Mutex<Engine>>, inputs: Vec<Input>, question: String, config: GenerationConfig) -> Self {
+        Self::spawn(move |send, stop| {
+            let model = lock(&engine);
+            let mut chat = Chat::new(&model);
+            for input in &inputs {
+                chat.add(input).map_err(|e| e.to_string())?;
+            }
+            chat.ask(&question).map_err(|e| e.to_string())?;
+            let eos = config.eos_token_ids.clone();
+            let beams = matches!(config.strategy, Strategy::Beam { .. });
+            let mut tracker = TextTracker::new(true, Vec::new());
+            let answer = chat
+                .answer_until(
+                    &config,
+                    &mut |id| {
+                        if !beams && !eos.contains(&id) {
+                            tracker.extend(&[id]);
+                            send(tracker.update(&model.tokenizer, false).0);
+                        }
+                    },
+                    stop,
+                )
+                .map_err(|e| e.to_string())?;
+            if beams {
+                return Ok(answer.text);
+            }
+            Ok(tracker.update(&model.tokenizer, true).0)
+        })
+    }
+
+    /// A continuation (`LanguageModel.generate(..., stream=True)`), untrimmed as `generate`.
+    fn continuation(lm: Arc<Mutex<TextLm>>, prompt: String, config: GenerationConfig) -> Self {
+        Self::spawn(move |send, stop| {
+            let lm = lm.lock().expect("model lock");
+            let ids = lm.tokenizer.encode(&prompt, true).map_err(|e| e.to_string())?;
+            let eos = config.eos_token_ids.clone();
+            let beams = matches!(config.strategy, Strategy::Beam { .. });
+            let mut tracker = TextTracker::new(false, Vec::new());
+            let output = biomedgpt_llama::generate_until(
+                lm.model.as_ref(),
+                biomedgpt_llama::Prompt::Ids(ids),
+                &config,
+                &mut |id| {
+                    if !beams && !eos.contains(&id) {
+                        tracker.extend(&[id]);
+                        send(tracker.update(&lm.tokenizer, false).0);
+                    }
+                },
+                stop,
+            )
+            .map_err(|e| e.to_string())?;
+            if beams {
+                return lm.tokenizer.decode(&output.tokens).map_err(|e| e.to_string());
+            }
+            Ok(tracker.update(&lm.tokenizer, true).0)
+        })
     }
 }
 

@@ -227,6 +227,8 @@ def test_language_model_equals_generate_and_inspect_logits(model_path):
         got = lm.logits(prompt)
         assert got.dtype == np.float32
         np.testing.assert_array_equal(got, np.load(out))
+    for kwargs in [{"max_new_tokens": 20}, {"max_new_tokens": 12, "num_beams": 2}]:
+        assert "".join(lm.generate(prompt, stream=True, **kwargs)) == lm.generate(prompt, **kwargs), kwargs
     with pytest.raises(ValueError, match="empty"):
         lm.generate(" ")
     with pytest.raises(ValueError, match="context"):
