@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use biomedgpt_io::FloatType;
+use burn::tensor::Device;
 
 /// The dtype a model is stored in: a GGUF file's float tensors, or `config.json`'s
 /// `torch_dtype` (`dtype` in newer transformers) beside the weights.
@@ -35,4 +36,11 @@ pub fn resolve_dtype(requested: &str, stored: Option<FloatType>, on_cpu: bool) -
 /// Whether block-quantized GGUF weights stay in their blocks.
 pub fn keeps_blocks(requested: &str, on_cpu: bool) -> bool {
     requested == "auto" && on_cpu
+}
+
+/// The dtype to load the weights at `path` in, and whether GGUF blocks stay in their blocks, for
+/// a model opened with `requested` on `device` (the CPU is Burn's flex device).
+pub fn decide(requested: &str, path: &Path, device: &Device) -> Result<(FloatType, bool), String> {
+    let on_cpu = *device == Device::flex();
+    Ok((resolve_dtype(requested, stored_dtype(path), on_cpu)?, keeps_blocks(requested, on_cpu)))
 }

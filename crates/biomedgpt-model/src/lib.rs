@@ -37,3 +37,21 @@ pub enum ModelError {
     #[error("{0}")]
     Input(String),
 }
+
+impl ModelError {
+    /// Whether the error is the input's fault (an invalid molecule, sequence, prompt, or what
+    /// the model cannot do), not the model's files or the machine: the server's 400 against
+    /// 500, Python's ValueError against RuntimeError.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            ModelError::Input(_)
+                | ModelError::Molecule(_)
+                | ModelError::Graph(_)
+                | ModelError::Sequence(_)
+                | ModelError::Unsupported(_)
+                | ModelError::Generation(_)
+                | ModelError::Tokenizer(_)
+        )
+    }
+}

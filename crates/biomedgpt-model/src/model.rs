@@ -304,10 +304,8 @@ impl BioMedGpt {
     /// CLI's commands and the Python package do.
     pub fn load_with_dtype(dir: &std::path::Path, dtype: &str, device: &Device) -> Result<Self, ModelError> {
         let layout = Layout::resolve(dir)?;
-        let on_cpu = *device == Device::flex();
-        let stored = biomedgpt_llama::load_dtype::stored_dtype(&layout.llm);
-        let ty = biomedgpt_llama::load_dtype::resolve_dtype(dtype, stored, on_cpu).map_err(ModelError::Input)?;
-        Self::load_keeping_blocks(dir, ty, biomedgpt_llama::load_dtype::keeps_blocks(dtype, on_cpu), device)
+        let (ty, keep_blocks) = biomedgpt_llama::load_dtype::decide(dtype, &layout.llm, device).map_err(ModelError::Input)?;
+        Self::load_keeping_blocks(dir, ty, keep_blocks, device)
     }
 
     /// [`Self::load`], where an LLM in a GGUF file keeps its block-quantized projections in their

@@ -68,9 +68,8 @@ impl TextLm {
 
     /// [`Self::open`] with a dtype named as `--dtype` names it (see [`biomedgpt_llama::load_dtype`]).
     pub fn open_with_dtype(dir: &Path, dtype: &str, device: &Device) -> Result<Self, ModelError> {
-        let on_cpu = *device == Device::flex();
-        let ty = biomedgpt_llama::load_dtype::resolve_dtype(dtype, biomedgpt_llama::load_dtype::stored_dtype(dir), on_cpu).map_err(ModelError::Input)?;
-        Self::open(dir, ty, biomedgpt_llama::load_dtype::keeps_blocks(dtype, on_cpu), device)
+        let (ty, keep_blocks) = biomedgpt_llama::load_dtype::decide(dtype, dir, device).map_err(ModelError::Input)?;
+        Self::open(dir, ty, keep_blocks, device)
     }
 
     /// The model only (work on token ids).

@@ -32,16 +32,15 @@ use pyo3::types::PyDict;
 const DEFAULT_MAX_NEW_TOKENS: usize = 255;
 
 fn model_error(e: ModelError) -> PyErr {
-    match e {
-        ModelError::Input(_)
-        | ModelError::Molecule(_)
-        | ModelError::Graph(_)
-        | ModelError::Sequence(_)
-        | ModelError::Unsupported(_)
-        | ModelError::Tokenizer(_)
-        | ModelError::Generation(_) => PyValueError::new_err(e.to_string()),
-        _ => PyRuntimeError::new_err(e.to_string()),
+    if e.is_bad_input() { PyValueError::new_err(e.to_string()) } else { PyRuntimeError::new_err(e.to_string()) }
+}
+
+/// What both `load`s check first: the path exists, the device is one this build has.
+fn load_args(path: &std::path::Path, device: &str) -> PyResult<Device> {
+    if !path.exists() {
+        return Err(PyFileNotFoundError::new_err(format!("{}: no such file or directory", path.display())));
     }
+    self::device(device)
 }
 
 fn device(spec: &str) -> PyResult<Device> {
@@ -146,10 +145,7 @@ impl PyBioMedGpt {
     #[staticmethod]
     #[pyo3(signature = (path, device = "cpu", dtype = "auto"))]
     fn load(py: Python<'_>, path: PathBuf, device: &str, dtype: &str) -> PyResult<Self> {
-        if !path.exists() {
-            return Err(PyFileNotFoundError::new_err(format!("{}: no such file or directory", path.display())));
-        }
-        let device = self::device(device)?;
+        let device = load_args(&path, device)?;
         let model = py.detach(|| BioMedGpt::load_with_dtype(&path, dtype, &device)).map_err(model_error)?;
         let positions = model.llm.config().max_position_embeddings;
         // Whole prompts in one prefill, as `ask` runs them (eval's engine likewise).
@@ -354,10 +350,7 @@ impl PyLanguageModel {
     #[staticmethod]
     #[pyo3(signature = (path, device = "cpu", dtype = "auto"))]
     fn load(py: Python<'_>, path: PathBuf, device: &str, dtype: &str) -> PyResult<Self> {
-        if !path.exists() {
-            return Err(PyFileNotFoundError::new_err(format!("{}: no such file or directory", path.display())));
-        }
-        let device = self::device(device)?;
+        let device = load_args(&path, device)?;
         let lm = py.detach(|| TextLm::open_with_dtype(&path, dtype, &device)).map_err(model_error)?;
         Ok(PyLanguageModel { lm: Arc::new(Mutex::new(lm)) })
     }

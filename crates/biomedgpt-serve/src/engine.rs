@@ -270,16 +270,7 @@ fn check_cancelled(cancelled: &dyn Fn() -> bool) -> Result<(), Failure> {
 }
 
 pub(crate) fn model_failure(at: &str, e: ModelError) -> Failure {
-    let status = match &e {
-        ModelError::Input(_)
-        | ModelError::Molecule(_)
-        | ModelError::Graph(_)
-        | ModelError::Sequence(_)
-        | ModelError::Unsupported(_)
-        | ModelError::Generation(_)
-        | ModelError::Tokenizer(_) => 400,
-        _ => 500,
-    };
+    let status = if e.is_bad_input() { 400 } else { 500 };
     // Errors that already name the input (a protein's record name is its location) say it once.
     let message = e.to_string();
     let message = if at.is_empty() || message.starts_with(at) { message } else { format!("{at}: {message}") };
