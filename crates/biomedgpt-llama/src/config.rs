@@ -76,6 +76,23 @@ pub struct LlamaConfig {
     pub mlp_bias: bool,
     #[serde(default)]
     pub model_type: Option<String>,
+    /// Qwen2: sliding-window attention on some layers (off in every released Qwen2 and
+    /// DeepSeek-R1-Distill-Qwen config; refused when on).
+    #[serde(default)]
+    pub use_sliding_window: bool,
+    /// transformers 5: `full_attention` or `sliding_attention` per layer.
+    #[serde(default)]
+    pub layer_types: Option<Vec<String>>,
+}
+
+/// Which decoder of the LLaMA family a config describes. They share every module; they differ
+/// only in where the projections have biases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Architecture {
+    /// LLaMA, Llama-2/3, Mistral, PMC-LLaMA, SmolLM2: biases only with `attention_bias` / `mlp_bias`.
+    Llama,
+    /// Qwen2 (`Qwen2ForCausalLM`, DeepSeek-R1-Distill-Qwen): always a bias on q, k and v, none on o.
+    Qwen2,
 }
 
 fn default_rms_eps() -> f64 {
@@ -125,9 +142,12 @@ impl LlamaConfig {
 
     pub(crate) fn validate(&self) -> Result<(), String> {
         if let Some(t) = &self.model_type
-            && !matches!(t.as_str(), "llama" | "mistral")
+            && !matches!(t.as_str(), "llama" | "mistral" | "qwen2")
         {
-            return Err(format!("model_type `{t}` is not a LLaMA model"));
+            return Err(format!("model_type `{t}` is not a LLaMA-family model (llama, mistral and qwen2 are)"));
+        }
+        if self.use_sliding_window || self.layer_types.iter().flatten().any(|t| t != "full_attention") {
+            return Err("sliding-window attention (`use_sliding_window`, `layer_types`) is not supported".into());
         }
         if self.hidden_act != "silu" {
             return Err(format!("hidden_act `{}` is not supported (LLaMA uses silu)", self.hidden_act));
@@ -189,6 +209,24 @@ impl LlamaConfig {
         Ok(())
     }
 
+    pub fn architecture(&self) -> Architecture {
+        match self.model_type.as_deref() {
+            Some("qwen2") => Architecture::Qwen2,
+            _ => Architecture::Llama,
+        }
+    }
+
+    /// Whether q, k and v have biases.
+    pub fn qkv_bias(&self) -> bool {
+        self.attention_bias || self.architecture() == Architecture::Qwen2
+    }
+
+    /// Whether the output projection has a bias (never in Qwen2, whatever `attention_bias` says:
+    /// transformers' `Qwen2Attention` ignores it).
+    pub fn o_bias(&self) -> bool {
+        self.attention_bias && self.architecture() == Architecture::Llama
+    }
+
     pub fn num_kv_heads(&self) -> usize {
         self.num_key_value_heads.unwrap_or(self.num_attention_heads)
     }
@@ -239,7 +277,10 @@ impl LlamaConfig {
         let h = self.hidden_size;
         let kv = self.num_kv_heads() * self.head_dim();
         let q = self.num_attention_heads * self.head_dim();
-        let layer = h * q + 2 * h * kv + q * h + 3 * h * self.intermediate_size + 2 * h;
+        let biases = if self.qkv_bias() { q + 2 * kv } else { 0 }
+            + if self.o_bias() { h } else { 0 }
+            + if self.mlp_bias { 2 * self.intermediate_size + h } else { 0 };
+        let layer = h * q + 2 * h * kv + q * h + 3 * h * self.intermediate_size + 2 * h + biases;
         let head = if self.tie_word_embeddings { 0 } else { self.vocab_size * h };
         self.vocab_size * h + self.num_hidden_layers * layer + h + head
     }

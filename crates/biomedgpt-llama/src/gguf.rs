@@ -1,11 +1,13 @@
-//! LLaMA models in llama.cpp's GGUF files: the config from the `llama.*` metadata, the one table
-//! from GGUF tensor names to HF names, and the q/k row order llama.cpp's converter changes.
+//! LLaMA-family models in llama.cpp's GGUF files (`general.architecture` `llama` or `qwen2`): the
+//! config from the `<arch>.*` metadata, the one table from GGUF tensor names to HF names, and the
+//! q/k row order llama.cpp's converter changes.
 //!
-//! llama.cpp's `convert_hf_to_gguf.py` permutes the rows of every head of `q_proj` and `k_proj` so
-//! that its RoPE rotates adjacent pairs: HF row `h*hd + half*hd/2 + i` is stored as row
+//! For `llama`, llama.cpp's `convert_hf_to_gguf.py` permutes the rows of every head of `q_proj` and
+//! `k_proj` so that its RoPE rotates adjacent pairs: HF row `h*hd + half*hd/2 + i` is stored as row
 //! `h*hd + 2*i + half`. [`open`] asks the checkpoint to read those rows back in HF's order
 //! (transformers' GGUF loader undoes the same permutation), so the model code and its rotate-half
-//! RoPE stay exactly the ones used for HF checkpoints.
+//! RoPE stay exactly the ones used for HF checkpoints. `qwen2` files keep HF's order (llama.cpp
+//! runs them with its NeoX RoPE, which is rotate-half).
 
 use std::path::Path;
 
@@ -58,7 +60,12 @@ pub enum GgufModelError {
     Load(#[from] LoadError),
 }
 
-/// The HF-style config a GGUF file's `llama.*` metadata describes.
+/// Whether llama.cpp's converter permuted the q/k rows of this architecture (see the module doc).
+pub fn permutes_rope_rows(config: &LlamaConfig) -> bool {
+    config.architecture() == crate::config::Architecture::Llama
+}
+
+/// The HF-style config a GGUF file's `<arch>.*` metadata describes.
 pub fn config(path: &Path, g: &Gguf) -> Result<LlamaConfig, GgufModelError> {
     let meta = |source| GgufModelError::Meta {
         path: path.display().to_string(),
@@ -69,12 +76,13 @@ pub fn config(path: &Path, g: &Gguf) -> Result<LlamaConfig, GgufModelError> {
         message,
     };
     let arch = Gguf::require(g.str("general.architecture"), "general.architecture").map_err(meta)?;
-    if arch != "llama" {
+    if !matches!(arch, "llama" | "qwen2") {
         return Err(unsupported(format!(
-            "general.architecture `{arch}` is not supported (this build reads `llama`: LLaMA, Llama-2/3, Mistral, SmolLM2, ...)"
+            "general.architecture `{arch}` is not supported (this build reads `llama`: LLaMA, Llama-2/3, Mistral, SmolLM2, ...; \
+             and `qwen2`: Qwen2, DeepSeek-R1-Distill-Qwen)"
         )));
     }
-    let key = |name: &str| format!("llama.{name}");
+    let key = |name: &str| format!("{arch}.{name}");
     let required = |name: &str| -> Result<usize, GgufModelError> {
         let k = key(name);
         let v = Gguf::require(g.u64(&k), &k).map_err(meta)?;
@@ -100,7 +108,7 @@ pub fn config(path: &Path, g: &Gguf) -> Result<LlamaConfig, GgufModelError> {
         && rot != head_dim_value
     {
         return Err(unsupported(format!(
-            "llama.rope.dimension_count {rot} differs from the head size {head_dim_value} (partial rotary embeddings are not supported)"
+            "{arch}.rope.dimension_count {rot} differs from the head size {head_dim_value} (partial rotary embeddings are not supported)"
         )));
     }
     let eps_key = key("attention.layer_norm_rms_epsilon");
@@ -113,7 +121,7 @@ pub fn config(path: &Path, g: &Gguf) -> Result<LlamaConfig, GgufModelError> {
             _ => None,
         },
         Some("linear") => Some(linear_scaling(Gguf::require(g.f64(&key("rope.scaling.factor")), &key("rope.scaling.factor")).map_err(meta)?)),
-        Some(other) => return Err(unsupported(format!("llama.rope.scaling.type `{other}` is not supported (none and linear are)"))),
+        Some(other) => return Err(unsupported(format!("{arch}.rope.scaling.type `{other}` is not supported (none and linear are)"))),
     };
     if g.tensors.iter().any(|t| t.name == "rope_freqs.weight") {
         return Err(unsupported(
@@ -126,7 +134,9 @@ pub fn config(path: &Path, g: &Gguf) -> Result<LlamaConfig, GgufModelError> {
         Some(v) => v,
         None => embed.shape()[0],
     };
-    let attention_bias = tensor("blk.0.attn_q.bias").is_some();
+    // Qwen2's q/k/v biases come with the architecture; a LLaMA file has them only with
+    // `attention_bias`, on all four projections.
+    let attention_bias = arch == "llama" && tensor("blk.0.attn_q.bias").is_some();
     let token_id = |name: &str| -> Result<Option<u32>, GgufModelError> {
         let k = format!("tokenizer.ggml.{name}");
         g.u64(&k).map_err(meta)?.map(|v| u32::try_from(v).map_err(|_| unsupported(format!("{k} = {v} is not a token id")))).transpose()
@@ -152,7 +162,9 @@ pub fn config(path: &Path, g: &Gguf) -> Result<LlamaConfig, GgufModelError> {
         hidden_act: "silu".into(),
         attention_bias,
         mlp_bias: tensor("blk.0.ffn_up.bias").is_some(),
-        model_type: Some("llama".into()),
+        model_type: Some(arch.into()),
+        use_sliding_window: false,
+        layer_types: None,
     };
     config.validate().map_err(unsupported)?;
     Ok(config)
@@ -205,7 +217,8 @@ pub fn open(path: &Path) -> Result<(Checkpoint, LlamaConfig), GgufModelError> {
     let config = config(path, g)?;
     ckpt.rename(hf_name)?;
     let hd = config.head_dim();
-    for layer in 0..config.num_hidden_layers {
+    let layers = if permutes_rope_rows(&config) { config.num_hidden_layers } else { 0 };
+    for layer in 0..layers {
         for (proj, heads) in [("q_proj", config.num_attention_heads), ("k_proj", config.num_kv_heads())] {
             for param in ["weight", "bias"] {
                 let key = format!("model.layers.{layer}.self_attn.{proj}.{param}");

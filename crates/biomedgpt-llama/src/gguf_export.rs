@@ -1,6 +1,7 @@
-//! Writing a LLaMA model as the GGUF file llama.cpp's `convert_hf_to_gguf.py` + `llama-quantize`
-//! would write: `llama.*` metadata from the config, the tokenizer as `tokenizer.ggml.*`, tensors
-//! under GGUF names with the q/k rows permuted for ggml's RoPE, and each matrix in the type
+//! Writing a LLaMA-family model as the GGUF file llama.cpp's `convert_hf_to_gguf.py` +
+//! `llama-quantize` would write: `llama.*` (or `qwen2.*`) metadata from the config, the tokenizer as
+//! `tokenizer.ggml.*`, tensors under GGUF names with the q/k rows permuted for ggml's RoPE (LLaMA
+//! only; Qwen2 keeps HF's order and writes its q/k/v biases in f32), and each matrix in the type
 //! llama.cpp's mix rules (`llama_tensor_get_type` in `llama-quant.cpp`) give it, quantized with
 //! the reference quantizers of `biomedgpt_kernels::quant`.
 //!
@@ -16,7 +17,7 @@ use biomedgpt_io::gguf_writer::{GgufTensorSpec, append_as, write_gguf};
 use biomedgpt_io::{Checkpoint, FloatType, Gguf, MetaValue};
 use biomedgpt_kernels::quant::{GgmlType, fallback};
 
-use crate::config::{LlamaConfig, RopeKind};
+use crate::config::{Architecture, LlamaConfig, RopeKind};
 
 /// A quantization mix, by llama.cpp's name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,30 +122,20 @@ pub fn tokenizer_metadata_from_gguf(g: &Gguf) -> Vec<(String, MetaValue)> {
 /// `▁` spaces): tokens by id, token types, and scores that give back the file's merge order
 /// (a token's score is minus the rank of the first merge that forms it; tokens no merge forms
 /// score 0), so a reader ranking merges by score, as llama.cpp and transformers do, recovers them.
+///
+/// A byte-level BPE `tokenizer.json` (Qwen2's) is written as llama.cpp's converter writes it:
+/// see [`byte_level_bpe_metadata`].
 pub fn tokenizer_metadata_from_json(spec: &serde_json::Value, config: &LlamaConfig) -> Result<Vec<(String, MetaValue)>, ExportError> {
     let unsupported = |m: &str| ExportError::Unsupported(format!("tokenizer.json: {m}"));
     let model = &spec["model"];
-    if model["type"] != "BPE" || model["byte_fallback"] != true {
-        return Err(unsupported("only LLaMA's SentencePiece-style BPE (byte_fallback) is exported to GGUF"));
+    if model["type"] == "BPE" && model["byte_fallback"] != true && spec["pre_tokenizer"].to_string().contains("ByteLevel") {
+        return byte_level_bpe_metadata(spec, config);
     }
-    let vocab = model["vocab"].as_object().ok_or_else(|| unsupported("no model.vocab"))?;
-    let mut tokens: Vec<Option<String>> = vec![None; vocab.len()];
-    let mut put = |id: usize, t: &str| {
-        if id >= tokens.len() {
-            tokens.resize(id + 1, None);
-        }
-        tokens[id] = Some(t.to_string());
-    };
-    for (t, id) in vocab {
-        put(id.as_u64().ok_or_else(|| unsupported("vocab ids must be integers"))? as usize, t);
+    if model["type"] != "BPE" || model["byte_fallback"] != true {
+        return Err(unsupported("only SentencePiece-style BPE (byte_fallback, LLaMA) and byte-level BPE (Qwen2) are exported to GGUF"));
     }
     let added = spec["added_tokens"].as_array().cloned().unwrap_or_default();
-    for a in &added {
-        if let (Some(id), Some(t)) = (a["id"].as_u64(), a["content"].as_str()) {
-            put(id as usize, t);
-        }
-    }
-    let tokens: Vec<String> = tokens
+    let tokens: Vec<String> = tokens_by_id(spec)?
         .into_iter()
         .enumerate()
         .map(|(i, t)| t.ok_or_else(|| unsupported(&format!("no token has id {i}"))))
@@ -211,6 +202,110 @@ pub fn tokenizer_metadata_from_json(spec: &serde_json::Value, config: &LlamaConf
     Ok(meta)
 }
 
+/// The tokens of a `tokenizer.json` by id (its vocabulary and added tokens), `None` for ids
+/// nothing names.
+fn tokens_by_id(spec: &serde_json::Value) -> Result<Vec<Option<String>>, ExportError> {
+    let unsupported = |m: &str| ExportError::Unsupported(format!("tokenizer.json: {m}"));
+    let vocab = spec["model"]["vocab"].as_object().ok_or_else(|| unsupported("no model.vocab"))?;
+    let mut tokens: Vec<Option<String>> = vec![None; vocab.len()];
+    let mut put = |id: u64, t: &str| -> Result<(), ExportError> {
+        let id = usize::try_from(id).ok().filter(|&i| i < 1 << 24).ok_or_else(|| unsupported(&format!("token id {id} is out of range")))?;
+        if id >= tokens.len() {
+            tokens.resize(id + 1, None);
+        }
+        tokens[id] = Some(t.to_string());
+        Ok(())
+    };
+    for (t, id) in vocab {
+        put(id.as_u64().ok_or_else(|| unsupported("vocab ids must be integers"))?, t)?;
+    }
+    for a in spec["added_tokens"].as_array().into_iter().flatten() {
+        if let (Some(id), Some(t)) = (a["id"].as_u64(), a["content"].as_str()) {
+            put(id, t)?;
+        }
+    }
+    Ok(tokens)
+}
+
+/// Whether llama.cpp's converter marks an added token as control although tokenizer.json does not
+/// call it special (`does_token_look_special` in `convert_hf_to_gguf.py`).
+fn looks_special(token: &str) -> bool {
+    matches!(token, "<pad>" | "<mask>" | "<2mass>" | "[@BOS@]")
+        || (token.starts_with("<|") && token.ends_with("|>"))
+        || (token.starts_with("<\u{ff5c}") && token.ends_with("\u{ff5c}>"))
+        || (token.starts_with("<unused") && token.ends_with('>'))
+}
+
+/// `tokenizer.ggml.*` for a byte-level BPE `tokenizer.json` (Qwen2, DeepSeek-R1-Distill-Qwen), as
+/// `convert_hf_to_gguf.py` writes it for Qwen2 (`_set_vocab_gpt2`): model `gpt2`, pre-tokenizer
+/// `qwen2`, every id up to the embedding rows (ids no token names become `[PAD<id>]`, unused),
+/// added tokens as control when special or special-looking (`<|...|>`, `<｜...｜>`), else
+/// user-defined; the merges; the special ids of the model's config; no BOS added.
+fn byte_level_bpe_metadata(spec: &serde_json::Value, config: &LlamaConfig) -> Result<Vec<(String, MetaValue)>, ExportError> {
+    let unsupported = |m: &str| ExportError::Unsupported(format!("tokenizer.json: {m}"));
+    if config.architecture() != crate::config::Architecture::Qwen2 {
+        return Err(unsupported("a byte-level BPE tokenizer is exported to GGUF only with a qwen2 model (its pre-tokenizer is Qwen2's)"));
+    }
+    let mut tokens = tokens_by_id(spec)?;
+    if tokens.len() < config.vocab_size {
+        tokens.resize(config.vocab_size, None);
+    }
+    let added: std::collections::HashMap<u64, bool> = spec["added_tokens"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| Some((a["id"].as_u64()?, a["special"] == true)))
+        .collect();
+    let mut types = Vec::with_capacity(tokens.len());
+    let tokens: Vec<String> = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let (t, ty) = match (t, added.get(&(i as u64))) {
+                (None, _) => (format!("[PAD{i}]"), 5),
+                (Some(t), Some(&special)) => {
+                    if special || looks_special(&t) {
+                        (t, 3)
+                    } else {
+                        // The converter's pre-normalization of user-defined spaces.
+                        (t.replace('\u{2581}', " "), 4)
+                    }
+                }
+                (Some(t), None) => (t, 1),
+            };
+            types.push(MetaValue::I32(ty));
+            t
+        })
+        .collect();
+    let merges = spec["model"]["merges"].as_array().ok_or_else(|| unsupported("no model.merges"))?;
+    let merges = merges
+        .iter()
+        .map(|m| match m {
+            serde_json::Value::String(s) => Ok(s.clone()),
+            serde_json::Value::Array(p) if p.len() == 2 => Ok(format!("{} {}", p[0].as_str().unwrap_or(""), p[1].as_str().unwrap_or(""))),
+            _ => Err(unsupported("a merge is not a pair")),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut meta = vec![
+        ("tokenizer.ggml.model".to_string(), MetaValue::String("gpt2".into())),
+        ("tokenizer.ggml.pre".to_string(), MetaValue::String("qwen2".into())),
+        ("tokenizer.ggml.tokens".to_string(), MetaValue::Array(tokens.into_iter().map(MetaValue::String).collect())),
+        ("tokenizer.ggml.token_type".to_string(), MetaValue::Array(types)),
+        ("tokenizer.ggml.merges".to_string(), MetaValue::Array(merges.into_iter().map(MetaValue::String).collect())),
+    ];
+    if let Some(e) = config.eos_token_ids().first() {
+        meta.push(("tokenizer.ggml.eos_token_id".into(), MetaValue::U32(*e)));
+    }
+    if let Some(p) = config.pad_token_id {
+        meta.push(("tokenizer.ggml.padding_token_id".into(), MetaValue::U32(p)));
+    }
+    if let Some(b) = config.bos_token_id {
+        meta.push(("tokenizer.ggml.bos_token_id".into(), MetaValue::U32(b)));
+    }
+    meta.push(("tokenizer.ggml.add_bos_token".into(), MetaValue::Bool(false)));
+    Ok(meta)
+}
+
 /// Appends a token (with score 0 and `token_type`) to tokenizer metadata made by
 /// [`tokenizer_metadata_from_json`]: the reference BioMedGPT's `[PAD]` row, which tokenizer.json
 /// does not list.
@@ -257,9 +352,12 @@ pub fn export(
     if !matches!(c.rope_kind().map_err(ExportError::Unsupported)?, RopeKind::Default | RopeKind::Linear { .. }) {
         return Err(ExportError::Unsupported("llama3 rope scaling is not exported to GGUF yet (llama.cpp stores it as rope_freqs)".into()));
     }
-    if c.attention_bias || c.mlp_bias {
-        return Err(ExportError::Unsupported("projection biases are not exported to GGUF".into()));
+    if c.o_bias() || c.mlp_bias || (c.qkv_bias() && c.architecture() == Architecture::Llama) {
+        return Err(ExportError::Unsupported("LLaMA projection biases are not exported to GGUF".into()));
     }
+    let qwen2 = c.architecture() == Architecture::Qwen2;
+    let arch = if qwen2 { "qwen2" } else { "llama" };
+    let permute = |heads: usize| if qwen2 { None } else { Some(heads) };
     let (h, hd, n_layer) = (c.hidden_size, c.head_dim(), c.num_hidden_layers);
     let vocab = ckpt.info(&format!("{prefix}model.embed_tokens.weight")).map(|i| i.shape[0]).unwrap_or(c.vocab_size);
     // (GGUF name, HF name, shape, role, q/k heads to permute)
@@ -270,9 +368,14 @@ pub fn export(
         let g = |m: &str| format!("blk.{i}.{m}.weight");
         let (q, kv) = (c.num_attention_heads * hd, c.num_kv_heads() * hd);
         plan.push((g("attn_norm"), hf("input_layernorm"), vec![h], Role::Other, None));
-        plan.push((g("attn_q"), hf("self_attn.q_proj"), vec![q, h], Role::Other, Some(c.num_attention_heads)));
-        plan.push((g("attn_k"), hf("self_attn.k_proj"), vec![kv, h], Role::Other, Some(c.num_kv_heads())));
+        plan.push((g("attn_q"), hf("self_attn.q_proj"), vec![q, h], Role::Other, permute(c.num_attention_heads)));
+        plan.push((g("attn_k"), hf("self_attn.k_proj"), vec![kv, h], Role::Other, permute(c.num_kv_heads())));
         plan.push((g("attn_v"), hf("self_attn.v_proj"), vec![kv, h], Role::AttnV(i), None));
+        if c.qkv_bias() {
+            for (gname, hname, rows) in [("attn_q", "q_proj", q), ("attn_k", "k_proj", kv), ("attn_v", "v_proj", kv)] {
+                plan.push((format!("blk.{i}.{gname}.bias"), format!("model.layers.{i}.self_attn.{hname}.bias"), vec![rows], Role::Other, None));
+            }
+        }
         plan.push((g("attn_output"), hf("self_attn.o_proj"), vec![h, q], Role::Other, None));
         plan.push((g("ffn_norm"), hf("post_attention_layernorm"), vec![h], Role::Other, None));
         plan.push((g("ffn_gate"), hf("mlp.gate_proj"), vec![c.intermediate_size, h], Role::Other, None));
@@ -301,27 +404,28 @@ pub fn export(
         s.nbytes().map_err(|e| ExportError::Unsupported(e.to_string()))?;
     }
 
+    let key = |name: &str| format!("{arch}.{name}");
     let mut meta: Vec<(String, MetaValue)> = vec![
-        ("general.architecture".into(), MetaValue::String("llama".into())),
+        ("general.architecture".into(), MetaValue::String(arch.into())),
         ("general.type".into(), MetaValue::String("model".into())),
         ("general.name".into(), MetaValue::String(name.into())),
-        ("llama.block_count".into(), MetaValue::U32(n_layer as u32)),
-        ("llama.context_length".into(), MetaValue::U32(c.max_position_embeddings as u32)),
-        ("llama.embedding_length".into(), MetaValue::U32(h as u32)),
-        ("llama.feed_forward_length".into(), MetaValue::U32(c.intermediate_size as u32)),
-        ("llama.attention.head_count".into(), MetaValue::U32(c.num_attention_heads as u32)),
-        ("llama.attention.head_count_kv".into(), MetaValue::U32(c.num_kv_heads() as u32)),
-        ("llama.rope.freq_base".into(), MetaValue::F32(c.rope_theta() as f32)),
-        ("llama.attention.layer_norm_rms_epsilon".into(), MetaValue::F32(c.rms_norm_eps as f32)),
-        ("llama.attention.key_length".into(), MetaValue::U32(hd as u32)),
-        ("llama.attention.value_length".into(), MetaValue::U32(hd as u32)),
-        ("llama.vocab_size".into(), MetaValue::U32(vocab as u32)),
-        ("llama.rope.dimension_count".into(), MetaValue::U32(hd as u32)),
+        (key("block_count"), MetaValue::U32(n_layer as u32)),
+        (key("context_length"), MetaValue::U32(c.max_position_embeddings as u32)),
+        (key("embedding_length"), MetaValue::U32(h as u32)),
+        (key("feed_forward_length"), MetaValue::U32(c.intermediate_size as u32)),
+        (key("attention.head_count"), MetaValue::U32(c.num_attention_heads as u32)),
+        (key("attention.head_count_kv"), MetaValue::U32(c.num_kv_heads() as u32)),
+        (key("rope.freq_base"), MetaValue::F32(c.rope_theta() as f32)),
+        (key("attention.layer_norm_rms_epsilon"), MetaValue::F32(c.rms_norm_eps as f32)),
+        (key("attention.key_length"), MetaValue::U32(hd as u32)),
+        (key("attention.value_length"), MetaValue::U32(hd as u32)),
+        (key("vocab_size"), MetaValue::U32(vocab as u32)),
+        (key("rope.dimension_count"), MetaValue::U32(hd as u32)),
         ("general.file_type".into(), MetaValue::U32(mix.file_type())),
     ];
     if let RopeKind::Linear { factor } = c.rope_kind().map_err(ExportError::Unsupported)? {
-        meta.push(("llama.rope.scaling.type".into(), MetaValue::String("linear".into())));
-        meta.push(("llama.rope.scaling.factor".into(), MetaValue::F32(factor as f32)));
+        meta.push((key("rope.scaling.type"), MetaValue::String("linear".into())));
+        meta.push((key("rope.scaling.factor"), MetaValue::F32(factor as f32)));
     }
     if mix != QuantMix::F16 {
         meta.push(("general.quantization_version".into(), MetaValue::U32(2)));

@@ -182,7 +182,9 @@ pub fn tokenizer_json(g: &Gguf) -> Result<Value, TokenizerError> {
     let mut added = Vec::new();
     for (i, (t, &ty)) in tokens.iter().zip(&types).enumerate() {
         let special = match ty {
-            3 if !byte_level || in_alphabet(t) => true,
+            // Control tokens are matched in the raw text, also those spelled outside the byte
+            // alphabet (DeepSeek's `<｜User｜>`), as llama.cpp parses them.
+            3 => true,
             4 => false,
             _ => continue,
         };

@@ -1,4 +1,4 @@
-//! LLaMA-family decoders in Burn, loaded from Hugging Face checkpoints, with a KV cache and
+//! LLaMA-family decoders (LLaMA, Llama-2/3, Mistral, Qwen2) in Burn, loaded from Hugging Face checkpoints, with a KV cache and
 //! generation that reproduces transformers' `generate` (greedy, sampling, beam search).
 //!
 //! ```no_run
@@ -29,7 +29,7 @@ pub mod text_stream;
 pub mod tokenizer;
 
 pub use cache::{KvCache, LayerCache, StepMask};
-pub use config::{ConfigError, LlamaConfig, RopeKind};
+pub use config::{Architecture, ConfigError, LlamaConfig, RopeKind};
 pub use decoder::CausalLm;
 pub use gguf::GgufModelError;
 pub use gguf_tokenizer::tokenizer_json as gguf_tokenizer_json;
@@ -90,7 +90,12 @@ impl LlamaDir {
             return Err(OpenError::NotADirectory(dir.to_path_buf()));
         }
         let config = LlamaConfig::from_file(dir.join("config.json"))?;
-        let tokenizer = LlamaTokenizer::from_file(dir.join("tokenizer.json"), config.bos_token_id.or(Some(1)))?;
+        let tokenizer = match config.architecture() {
+            // LLaMA's BOS is the config's (tokenizer.json files converted from tokenizer.model
+            // often have no post-processor).
+            Architecture::Llama => LlamaTokenizer::from_file(dir.join("tokenizer.json"), config.bos_token_id.or(Some(1)))?,
+            Architecture::Qwen2 => LlamaTokenizer::from_file_with_template_bos(dir.join("tokenizer.json"))?,
+        };
         let ckpt = Checkpoint::open(dir)?;
         let model = Llama::load(&config, &ckpt.root(), ty, device)?;
         Ok(LlamaDir { model, tokenizer })

@@ -107,13 +107,13 @@ pub struct Attention {
 
 impl Attention {
     fn load(vb: &WeightView, c: &LlamaConfig, load: Load) -> Result<Self, LoadError> {
-        let (h, hd, b) = (c.hidden_size, c.head_dim(), c.attention_bias);
+        let (h, hd, b) = (c.hidden_size, c.head_dim(), c.qkv_bias());
         let (nh, nkv) = (c.num_attention_heads, c.num_kv_heads());
         Ok(Attention {
             q_proj: load.linear(&vb.pp("q_proj"), h, nh * hd, b)?,
             k_proj: load.linear(&vb.pp("k_proj"), h, nkv * hd, b)?,
             v_proj: load.linear(&vb.pp("v_proj"), h, nkv * hd, b)?,
-            o_proj: load.linear(&vb.pp("o_proj"), nh * hd, h, b)?,
+            o_proj: load.linear(&vb.pp("o_proj"), nh * hd, h, c.o_bias())?,
             num_heads: nh,
             num_kv_heads: nkv,
             head_dim: hd,

@@ -36,6 +36,17 @@ impl LlamaTokenizer {
         Ok(LlamaTokenizer { inner, bos_id })
     }
 
+    /// Loads `tokenizer.json` with the BOS that its post-processor puts in front of a text, as
+    /// transformers' `tokenizer(text)` does (none for Qwen2's tokenizer; DeepSeek-R1-Distill-Qwen's
+    /// adds `<｜begin▁of▁sentence｜>`).
+    pub fn from_file_with_template_bos(path: impl AsRef<Path>) -> Result<Self, TokenizerError> {
+        let mut tokenizer = Self::from_file(path, None)?;
+        let encode = |special| tokenizer.inner.encode("a", special).map(|e| e.get_ids().to_vec()).map_err(|e| TokenizerError::Encode(e.to_string()));
+        let (with, without) = (encode(true)?, encode(false)?);
+        tokenizer.bos_id = (with.len() > without.len() && with.ends_with(&without)).then(|| with[0]);
+        Ok(tokenizer)
+    }
+
     /// A tokenizer built elsewhere (GGUF metadata), with the BOS id `encode` prepends.
     pub fn from_parts(inner: tokenizers::Tokenizer, bos_id: Option<u32>) -> Self {
         LlamaTokenizer { inner, bos_id }

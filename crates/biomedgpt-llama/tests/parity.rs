@@ -1,5 +1,6 @@
-//! Parity with HF transformers on the fixtures that `tests/fixtures/llama/make_fixtures.py`
-//! recorded (see `tests/fixtures/llama/versions.json` for the exact versions).
+//! Parity with HF transformers on the fixtures that `tests/fixtures/llama/make_fixtures.py` and
+//! `tests/fixtures/qwen2/make_fixtures.py` recorded (`LlamaForCausalLM`, `Qwen2ForCausalLM`; see
+//! each folder's `versions.json` for the exact versions).
 //!
 //! Tolerance: f32 on CPU, |rust - torch| <= 1e-4 + 1e-4 * |torch| per logit. Both sides compute
 //! in f32 with different summation orders (gemm blocking, softmax reductions); over 2-3 layers
@@ -22,14 +23,18 @@ const CASES: &[&str] = &[
     "mqa_llama3_sharded_safetensors",
     "mha_sharded_bin",
     "real_vocab_f16",
+    // Qwen2: q/k/v biases (random, non-zero), rope_theta 1e6, GQA tied / MHA untied.
+    "qwen2/gqa_tied_safetensors",
+    "qwen2/mha_untied_sharded",
 ];
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
 }
 
+/// A case's folder: `qwen2/<case>`, or a name under `llama/`.
 fn case_dir(name: &str) -> PathBuf {
-    fixtures().join("llama").join(name)
+    if name.contains('/') { fixtures().join(name) } else { fixtures().join("llama").join(name) }
 }
 
 fn expected(name: &str) -> Value {

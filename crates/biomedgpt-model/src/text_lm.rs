@@ -1,5 +1,5 @@
 //! Text language models of either family, chosen by `config.json`'s `model_type`: LLaMA
-//! (`llama`, `mistral`, or none; a GGUF file) and GPT-2 (`gpt2`: BioMedLM). The CLI's
+//! (`llama`, `mistral`, `qwen2`, or none; a GGUF file) and GPT-2 (`gpt2`: BioMedLM). The CLI's
 //! `generate`, `inspect logits`, `ask` without molecules or proteins and the multiple-choice
 //! `eval` tasks run on both through [`CausalLm`], as does the Python package's `LanguageModel`.
 
@@ -34,9 +34,9 @@ pub fn family_of(dir: &Path) -> Result<Family, ModelError> {
     let text = std::fs::read_to_string(&path).map_err(|e| ModelError::Layout(format!("reading {}: {e}", path.display())))?;
     let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::Layout(format!("parsing {}: {e}", path.display())))?;
     match json.get("model_type").and_then(|t| t.as_str()) {
-        None | Some("llama" | "mistral") => Ok(Family::Llama),
+        None | Some("llama" | "mistral" | "qwen2") => Ok(Family::Llama),
         Some("gpt2") => Ok(Family::Gpt2),
-        Some(other) => Err(ModelError::Unsupported(format!("{}: model_type `{other}` is not supported (llama, mistral and gpt2 are)", path.display()))),
+        Some(other) => Err(ModelError::Unsupported(format!("{}: model_type `{other}` is not supported (llama, mistral, qwen2 and gpt2 are)", path.display()))),
     }
 }
 
