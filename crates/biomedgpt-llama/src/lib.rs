@@ -90,12 +90,7 @@ impl LlamaDir {
             return Err(OpenError::NotADirectory(dir.to_path_buf()));
         }
         let config = LlamaConfig::from_file(dir.join("config.json"))?;
-        let tokenizer = match config.architecture() {
-            // LLaMA's BOS is the config's (tokenizer.json files converted from tokenizer.model
-            // often have no post-processor).
-            Architecture::Llama => LlamaTokenizer::from_file(dir.join("tokenizer.json"), config.bos_token_id.or(Some(1)))?,
-            Architecture::Qwen2 => LlamaTokenizer::from_file_with_template_bos(dir.join("tokenizer.json"))?,
-        };
+        let tokenizer = LlamaTokenizer::for_model(dir.join("tokenizer.json"), &config)?;
         let ckpt = Checkpoint::open(dir)?;
         let model = Llama::load(&config, &ckpt.root(), ty, device)?;
         Ok(LlamaDir { model, tokenizer })

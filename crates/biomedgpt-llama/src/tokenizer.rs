@@ -47,6 +47,16 @@ impl LlamaTokenizer {
         Ok(tokenizer)
     }
 
+    /// The `tokenizer.json` of a model directory with the BOS that model's family adds: LLaMA's is
+    /// the config's `bos_token_id` (1 if unset; tokenizer.json files converted from
+    /// tokenizer.model often have no post-processor), Qwen2's whatever the post-processor adds.
+    pub fn for_model(path: impl AsRef<Path>, config: &crate::LlamaConfig) -> Result<Self, TokenizerError> {
+        match config.architecture() {
+            crate::Architecture::Llama => Self::from_file(path, config.bos_token_id.or(Some(1))),
+            crate::Architecture::Qwen2 => Self::from_file_with_template_bos(path),
+        }
+    }
+
     /// A tokenizer built elsewhere (GGUF metadata), with the BOS id `encode` prepends.
     pub fn from_parts(inner: tokenizers::Tokenizer, bos_id: Option<u32>) -> Self {
         LlamaTokenizer { inner, bos_id }

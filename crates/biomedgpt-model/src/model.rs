@@ -336,7 +336,7 @@ impl BioMedGpt {
             }
             None => {
                 let config = LlamaConfig::from_file(layout.llm.join("config.json")).map_err(biomedgpt_llama::OpenError::from)?;
-                let tokenizer = LlamaTokenizer::from_file(layout.llm.join("tokenizer.json"), config.bos_token_id.or(Some(1)))?;
+                let tokenizer = LlamaTokenizer::for_model(layout.llm.join("tokenizer.json"), &config)?;
                 (config, tokenizer)
             }
         };
