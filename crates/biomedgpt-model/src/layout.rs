@@ -5,6 +5,8 @@
 //!   and the fused weights beside them (`biomedgpt_10b.pth`, or safetensors, single or sharded);
 //! - OpenBioMed's `ckpts/` layout: `text_ckpts/biomedgpt-lm-7b`, `protein_ckpts/esm2-3b`,
 //!   `fusion_ckpts/biomedgpt_10b.pth`;
+//! - BioMedGPT-R1's released layout: `config.yaml` beside `pytorch_model.bin`, the LLM's and the
+//!   ESM-2's directories where `config.yaml` names them (see [`crate::r1`]);
 //! - a plain LLaMA directory (config.json at the top), or a llama.cpp GGUF file (or a directory
 //!   holding one GGUF file and no config.json): text-only use;
 //! - any of these with a `biomedgpt.json` that names other locations and settings.
@@ -14,6 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::ModelError;
+use crate::r1::{self, R1Config};
 
 /// `biomedgpt.json`: every field optional; paths are relative to the model directory.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -98,6 +101,8 @@ pub struct Layout {
     /// Trained encoders replacing the fused ones (see [`Settings::encoder_weights`]).
     pub encoder_weights: Option<PathBuf>,
     pub settings: Settings,
+    /// BioMedGPT-R1's `config.yaml`, when the directory is in R1's layout.
+    pub r1: Option<R1Config>,
 }
 
 const FUSED_NAMES: [&str; 3] = ["biomedgpt_10b.pth", "model.safetensors.index.json", "model.safetensors"];
@@ -114,13 +119,14 @@ impl Layout {
                 llm_weights: None,
                 encoder_weights: None,
                 settings: Settings::default(),
+                r1: None,
             });
         }
         if !dir.is_dir() {
             return Err(ModelError::Layout(format!("{} is neither a model directory nor a GGUF file", dir.display())));
         }
         let settings_path = dir.join("biomedgpt.json");
-        let settings: Settings = if settings_path.is_file() {
+        let mut settings: Settings = if settings_path.is_file() {
             let text = std::fs::read_to_string(&settings_path)
                 .map_err(|e| ModelError::Layout(format!("cannot read {}: {e}", settings_path.display())))?;
             let settings: Settings = serde_json::from_str(&text).map_err(|e| ModelError::Layout(format!("{}: {e}", settings_path.display())))?;
@@ -130,8 +136,15 @@ impl Layout {
             Settings::default()
         };
         let openbiomed = dir.join("text_ckpts/biomedgpt-lm-7b");
+        let r1 = if settings.llm.is_none() && r1::is_r1_dir(dir) { Some(R1Config::from_dir(dir)?) } else { None };
         let (llm, esm, fused) = if let Some(llm) = &settings.llm {
             (dir.join(llm), settings.esm.as_ref().map(|p| dir.join(p)), settings.weights.as_ref().map(|p| dir.join(p)))
+        } else if let Some(c) = &r1 {
+            settings.gin_num_layer.get_or_insert(c.molecule.gin_num_layers);
+            settings.gin_emb_dim.get_or_insert(c.molecule.gin_hidden_dim);
+            let llm = r1::resolve_part(dir, &c.llm.model_name_or_path, "llm")?;
+            let esm = r1::resolve_part(dir, &c.protein.model_name_or_path, "protein")?;
+            (llm, Some(esm), Some(dir.join("pytorch_model.bin")))
         } else if dir.join("llm").is_dir() {
             let fused = FUSED_NAMES.iter().map(|n| dir.join(n)).find(|p| p.is_file());
             (dir.join("llm"), Some(dir.join("esm")), fused)
@@ -195,7 +208,7 @@ impl Layout {
         {
             return Err(ModelError::Layout(format!("encoder weights {} not found", w.display())));
         }
-        Ok(Layout { llm, esm, fused_weights: fused, adapters, lora, llm_weights, encoder_weights, settings })
+        Ok(Layout { llm, esm, fused_weights: fused, adapters, lora, llm_weights, encoder_weights, settings, r1 })
     }
 }
 

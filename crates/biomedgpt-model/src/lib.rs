@@ -1,16 +1,19 @@
-//! BioMedGPT-10B assembled as the reference chat runs it: a GraphMVP GIN (per-atom features) and
-//! ESM-2 (per-token features, `<cls>`/`<eos>` included) projected by `proj_mol` / `proj_prot` and
-//! spliced into the LLaMA decoder's input embeddings where the prompt holds `<moleculeHere>` /
-//! `<proteinHere>`; each text segment is tokenized on its own, BOS on the first only.
+//! BioMedGPT-10B and BioMedGPT-R1 assembled as the reference chats run them: a GraphMVP GIN
+//! (per-atom features) and ESM-2 (per-token features, `<cls>`/`<eos>` included) projected by
+//! `proj_mol` / `proj_prot` and spliced into the decoder's input embeddings (LLaMA for 10B, Qwen2
+//! for R1) where the prompt holds `<moleculeHere>` / `<proteinHere>`; each text segment is
+//! tokenized on its own (10B: BOS on the first only; R1: no BOS).
 
 pub mod layout;
 pub mod model;
 pub mod prompt;
+pub mod r1;
 pub mod text_lm;
 
 pub use layout::{Layout, LoraOverlay, Settings};
 pub use model::{Adapters, Answer, BioMedGpt, DirEncoders, answer_text, Chat, Encoders, Input, LORA_TARGETS, merge_lora};
-pub use prompt::{ChatPrompt, DEFAULT_SYSTEM_PROMPT, Modality, Role, split_at_placeholders};
+pub use prompt::{ChatPrompt, DEFAULT_SYSTEM_PROMPT, Modality, PromptStyle, Role, split_at_placeholders};
+pub use r1::{R1Config, split_reasoning};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {

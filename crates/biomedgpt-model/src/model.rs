@@ -14,6 +14,7 @@ use burn::tensor::{DType, Device, Tensor};
 
 use crate::layout::Layout;
 use crate::prompt::{ChatPrompt, DEFAULT_SYSTEM_PROMPT, Modality, split_at_placeholders};
+use crate::r1::R1Config;
 use crate::ModelError;
 
 /// The reference's protein length limit in ESM tokens (1022 residues + `<cls>` + `<eos>`).
@@ -149,7 +150,8 @@ impl Adapters {
     }
 }
 
-/// BioMedGPT-10B (or any LLaMA, text-only, when the directory has no encoders).
+/// BioMedGPT-10B, BioMedGPT-R1 (with `r1`), or any LLaMA-family model, text-only, when the
+/// directory has no encoders.
 pub struct BioMedGpt {
     pub llm: Llama,
     pub tokenizer: LlamaTokenizer,
@@ -159,6 +161,8 @@ pub struct BioMedGpt {
     pub system_prompt: String,
     /// `biomedgpt.json`'s notice, for the CLI to show.
     pub notice: Option<String>,
+    /// BioMedGPT-R1's config.yaml: its chat prompt, generation defaults and context limit.
+    pub r1: Option<R1Config>,
 }
 
 /// A molecule or protein given by the user.
@@ -172,6 +176,14 @@ pub enum Input {
 }
 
 impl Input {
+    /// A molecule's SMILES as given (R1's prompt quotes it).
+    pub fn smiles(&self) -> Option<&str> {
+        match self {
+            Input::Smiles(s) | Input::Graph { smiles: s, .. } => Some(s),
+            Input::Protein { .. } => None,
+        }
+    }
+
     pub fn modality(&self) -> Modality {
         match self {
             Input::Smiles(_) | Input::Graph { .. } => Modality::Molecule,
@@ -304,7 +316,11 @@ impl BioMedGpt {
     /// CLI's commands and the Python package do.
     pub fn load_with_dtype(dir: &std::path::Path, dtype: &str, device: &Device) -> Result<Self, ModelError> {
         let layout = Layout::resolve(dir)?;
-        let (ty, keep_blocks) = biomedgpt_llama::load_dtype::decide(dtype, &layout.llm, device).map_err(ModelError::Input)?;
+        // R1's config.yaml says the dtype (`llm.use_float16`), whatever the LLM's config.json names.
+        let (ty, keep_blocks) = match &layout.r1 {
+            Some(r1) if dtype == "auto" => (if r1.llm.use_float16 { FloatType::F16 } else { FloatType::F32 }, false),
+            _ => biomedgpt_llama::load_dtype::decide(dtype, &layout.llm, device).map_err(ModelError::Input)?,
+        };
         Self::load_keeping_blocks(dir, ty, keep_blocks, device)
     }
 
@@ -346,7 +362,7 @@ impl BioMedGpt {
                 None => Llama::load(&config, &Checkpoint::open(&layout.llm)?.root(), ty, device)?,
             };
             let adapters = Adapters { proj_mol: None, proj_prot: None };
-            return Ok(BioMedGpt { llm, tokenizer, adapters, molecule: None, protein: None, system_prompt, notice: layout.settings.notice });
+            return Ok(BioMedGpt { llm, tokenizer, adapters, molecule: None, protein: None, system_prompt, notice: layout.settings.notice, r1: None });
         };
 
         let ckpt = Checkpoint::open(fused)?;
@@ -357,15 +373,16 @@ impl BioMedGpt {
             // vocabulary, `[PAD]` included.
             Llama::load_with(&config, &llm_ckpt.root(), ty, keep_blocks, device)?
         } else {
-            // The reference adds `[PAD]` (id 32000) and resizes the embeddings: the weights, not
-            // the LM's config.json, know the vocabulary size.
+            // The reference adds `[PAD]` (id 32000) and resizes the embeddings (R1 resizes them to
+            // its tokenizer's length): the weights, not the LM's config.json, know the
+            // vocabulary size.
             let embed_key = llm_view.key("model.embed_tokens.weight");
             let rows = ckpt
                 .info(&embed_key)
                 .ok_or_else(|| ModelError::Layout(format!("{}: no `{embed_key}`: not a BioMedGPT fused checkpoint", fused.display())))?
                 .shape[0];
             if rows != config.vocab_size {
-                if rows == config.vocab_size + 1 && tokenizer.token_to_id("[PAD]").is_none() {
+                if layout.r1.is_none() && rows == config.vocab_size + 1 && tokenizer.token_to_id("[PAD]").is_none() {
                     tokenizer.add_special_token("[PAD]", rows as u32 - 1)?;
                 }
                 config.vocab_size = rows;
@@ -399,7 +416,24 @@ impl BioMedGpt {
         if let Some(path) = &layout.adapters {
             adapters = adapters.replaced_from(path, adapter_ty, device)?;
         }
-        Ok(BioMedGpt { llm, tokenizer, adapters, molecule, protein, system_prompt, notice: layout.settings.notice })
+        Ok(BioMedGpt { llm, tokenizer, adapters, molecule, protein, system_prompt, notice: layout.settings.notice, r1: layout.r1 })
+    }
+
+    /// An empty prompt in this model's chat form (BioMedGPT-10B's with its system prompt, or R1's).
+    pub fn new_prompt(&self) -> ChatPrompt {
+        match &self.r1 {
+            Some(r1) => ChatPrompt::r1(r1.sep_tokens.clone()),
+            None => ChatPrompt::new(self.system_prompt.clone()),
+        }
+    }
+
+    /// The positions of an assembled prompt the model reads: R1 keeps the last ones when the
+    /// prompt and `max_length` pass `context_max_length` (as its chat does); others keep all.
+    pub fn fit_to_context(&self, embeds: Tensor<3>) -> Tensor<3> {
+        let Some(r1) = &self.r1 else { return embeds };
+        let t = embeds.dims()[1];
+        let kept = r1.kept_positions(t);
+        if kept < t { embeds.narrow(1, t - kept, kept) } else { embeds }
     }
 
     /// A replica on another device, for data-parallel training: every module forked (parameter
@@ -418,6 +452,7 @@ impl BioMedGpt {
             }),
             system_prompt: self.system_prompt.clone(),
             notice: self.notice.clone(),
+            r1: self.r1.clone(),
         }
     }
 
@@ -541,7 +576,8 @@ impl BioMedGpt {
         let mut pieces = Vec::with_capacity(segments.len() + items.len());
         let mut segment_ids = Vec::with_capacity(segments.len());
         for (i, segment) in segments.iter().enumerate() {
-            let ids = self.tokenizer.encode(segment, i == 0)?;
+            // BioMedGPT-10B: BOS on the first segment only; R1: never.
+            let ids = self.tokenizer.encode(segment, i == 0 && self.r1.is_none())?;
             if !ids.is_empty() {
                 pieces.push(self.llm.embed(ids_tensor(&ids, 1, &device)));
             }
@@ -561,10 +597,11 @@ impl BioMedGpt {
         logits.reshape([t, v]).cast(DType::F32)
     }
 
-    /// The reference's stop ids: the config's EOS and id 0 (`<unk>`, which it reads as an end).
+    /// The reference's stop ids: the config's EOS, and for BioMedGPT-10B id 0 (`<unk>`, which
+    /// it reads as an end).
     pub fn eos_token_ids(&self) -> Vec<u32> {
         let mut ids = self.llm.config().eos_token_ids();
-        if !ids.contains(&0) {
+        if self.r1.is_none() && !ids.contains(&0) {
             ids.push(0);
         }
         ids
@@ -580,12 +617,13 @@ pub fn answer_text(decoded: &str) -> String {
 /// One generated answer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answer {
-    /// The text as the reference returns it (special tokens dropped, the part after the last
-    /// "Assistant:", trimmed).
+    /// The text as the reference returns it: special tokens dropped; BioMedGPT-10B: the part
+    /// after the last "Assistant:", trimmed; R1: all of it, thinking included (see
+    /// [`crate::split_reasoning`]).
     pub text: String,
     /// Generated ids, the final EOS included when one ended generation.
     pub token_ids: Vec<u32>,
-    /// Positions of the assembled prompt.
+    /// Positions of the assembled prompt the model read (R1: after cutting it to its context).
     pub prompt_tokens: usize,
 }
 
@@ -594,11 +632,15 @@ pub struct Chat<'m> {
     model: &'m BioMedGpt,
     pub prompt: ChatPrompt,
     items: Vec<(Modality, Tensor<2>)>,
+    /// R1: the answer's length is bounded as the reference bounds it, by config.yaml's
+    /// `max_length` counting the prompt, not by the configuration's `max_new_tokens` (the CLI
+    /// turns this off when `--max-new-tokens` is given). No effect on other models.
+    pub length_from_config: bool,
 }
 
 impl<'m> Chat<'m> {
     pub fn new(model: &'m BioMedGpt) -> Self {
-        Chat { model, prompt: ChatPrompt::new(model.system_prompt.clone()), items: Vec::new() }
+        Chat { model, prompt: model.new_prompt(), items: Vec::new(), length_from_config: true }
     }
 
     /// Encodes a molecule or protein and adds its message; returns residues lost to truncation.
@@ -606,7 +648,7 @@ impl<'m> Chat<'m> {
         let (features, truncated) = self.model.encode(input)?;
         let modality = input.modality();
         self.items.push((modality, features));
-        self.prompt.push_modality(modality);
+        self.prompt.push_modality(modality, input.smiles().unwrap_or(""));
         Ok(truncated)
     }
 
@@ -638,16 +680,29 @@ impl<'m> Chat<'m> {
     /// so far is returned.
     pub fn answer_until(&mut self, config: &GenerationConfig, on_token: &mut dyn FnMut(u32), stop: &dyn Fn() -> bool) -> Result<Answer, ModelError> {
         let (embeds, _) = self.embeds()?;
+        let embeds = self.model.fit_to_context(embeds);
         let prompt_tokens = embeds.dims()[1];
-        // With embeddings as input, the reference's transformers held a BOS as the only input id,
-        // so the repetition penalty also sees BOS.
-        let bos = self.model.llm.config().bos_token_id.unwrap_or(1);
-        let output = biomedgpt_llama::generate_until(&self.model.llm, Prompt::Embeds { embeds, penalty_ids: vec![bos] }, config, on_token, stop)?;
+        let (penalty_ids, config) = match &self.model.r1 {
+            // With embeddings as input, the reference's transformers held a BOS as the only input
+            // id, so the repetition penalty also sees BOS.
+            None => (vec![self.model.llm.config().bos_token_id.unwrap_or(1)], config.clone()),
+            // R1's (transformers >= 4.38) starts from no ids at all.
+            Some(r1) => {
+                let mut config = config.clone();
+                if self.length_from_config {
+                    config.max_new_tokens = r1.max_new_tokens(prompt_tokens);
+                }
+                (Vec::new(), config)
+            }
+        };
+        let output = biomedgpt_llama::generate_until(&self.model.llm, Prompt::Embeds { embeds, penalty_ids }, &config, on_token, stop)?;
         let mut ids = output.tokens.clone();
         if output.stopped_by_eos {
             ids.pop();
         }
-        let text = answer_text(&self.model.tokenizer.decode(&ids)?);
+        let decoded = self.model.tokenizer.decode(&ids)?;
+        // R1's chat keeps the decoded text whole (its thinking included).
+        let text = if self.model.r1.is_some() { decoded } else { answer_text(&decoded) };
         self.prompt.push_answer(&text);
         Ok(Answer { text, token_ids: output.tokens, prompt_tokens })
     }

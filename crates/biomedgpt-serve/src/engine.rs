@@ -22,7 +22,7 @@ use biomedgpt_chem::MolGraph;
 use biomedgpt_kernels::matmul::DECODE_BATCH_ROWS;
 use biomedgpt_llama::generation::{apply_repetition_penalty, ids_tensor, log_softmax};
 use biomedgpt_llama::{DecoderInput, GenerationConfig, KvCache, Prompt, Strategy, TokenChooser, generate_until};
-use biomedgpt_model::{BioMedGpt, ChatPrompt, Input, Modality, ModelError};
+use biomedgpt_model::{BioMedGpt, Input, Modality, ModelError};
 use burn::tensor::{DType, Tensor};
 
 use crate::request::{EmbedInput, Event, Failure, FinishReason, Job, Message, Params, ParsedMolecules, Part, PromptSpec, Role, TokenLogprob, Work};
@@ -508,7 +508,7 @@ impl Engine {
     /// protein encoded (or taken from the cache) and spliced at its placeholder.
     fn chat_embeds(&mut self, messages: &[Message], molecules: &ParsedMolecules, cancelled: &dyn Fn() -> bool) -> Result<Tensor<3>, Failure> {
         self.prompt_limits().check(messages)?;
-        let mut prompt = ChatPrompt::new(self.model.system_prompt.clone());
+        let mut prompt = self.model.new_prompt();
         let mut system: Option<String> = None;
         let mut items: Vec<(Modality, Tensor<2>)> = Vec::new();
         for (i, message) in messages.iter().enumerate() {
@@ -552,13 +552,13 @@ impl Engine {
                                 check_cancelled(cancelled)?;
                                 let features = self.encoded(Modality::Molecule, smiles, molecules.get(smiles), &at)?;
                                 items.push((Modality::Molecule, features));
-                                prompt.push_modality(Modality::Molecule);
+                                prompt.push_modality(Modality::Molecule, smiles);
                             }
                             Part::Protein(sequence) => {
                                 check_cancelled(cancelled)?;
                                 let features = self.encoded(Modality::Protein, sequence, None, &at)?;
                                 items.push((Modality::Protein, features));
-                                prompt.push_modality(Modality::Protein);
+                                prompt.push_modality(Modality::Protein, "");
                             }
                         }
                     }
@@ -577,7 +577,7 @@ impl Engine {
             prompt.system = system;
         }
         let (embeds, _) = self.model.prompt_embeds(&prompt.render(), &items).map_err(|e| model_failure("", e))?;
-        Ok(embeds)
+        Ok(self.model.fit_to_context(embeds))
     }
 
     /// Projected features of a molecule or protein, from the cache when it was seen before; a

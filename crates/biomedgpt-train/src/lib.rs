@@ -25,7 +25,7 @@ pub mod session;
 
 use biomedgpt_llama::DecoderInput;
 use biomedgpt_llama::generation::ids_tensor;
-use biomedgpt_model::{Adapters, BioMedGpt, ChatPrompt, Encoders, Input, Modality, ModelError};
+use biomedgpt_model::{Adapters, BioMedGpt, Encoders, Input, Modality, ModelError};
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::activation::log_softmax;
@@ -146,7 +146,7 @@ pub fn encode_example_cached(model: &BioMedGpt, example: &Example, cache: Option
     if example.answer.trim().is_empty() {
         return Err(TrainError::Input("the answer is empty".into()));
     }
-    let mut prompt = ChatPrompt::new(model.system_prompt.clone());
+    let mut prompt = model.new_prompt();
     let mut features = Vec::new();
     for input in &example.inputs {
         let (modality, f) = match cache {
@@ -154,7 +154,7 @@ pub fn encode_example_cached(model: &BioMedGpt, example: &Example, cache: Option
             None => model.features(input).map(|(m, f, _)| (m, f))?,
         };
         features.push((modality, f.detach()));
-        prompt.push_modality(modality);
+        prompt.push_modality(modality, input.smiles().unwrap_or(""));
     }
     prompt.push_question(&example.question);
     let eos = model.llm.config().eos_token_ids().first().copied().unwrap_or(2);
