@@ -8,12 +8,12 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use biomedgpt_esm::parse_fasta;
 use biomedgpt_llama::{Prompt, Strategy, generate};
-use biomedgpt_model::{BioMedGpt, Chat, ChatPrompt, DEFAULT_SYSTEM_PROMPT, Input};
+use biomedgpt_model::{BioMedGpt, Chat, ChatPrompt, DEFAULT_SYSTEM_PROMPT, Input, split_reasoning};
 
 use crate::lm::{Family, family_of};
 use clap::Args;
 
-use crate::generate::{DecodingArgs, ModelArgs, TextStreamer};
+use crate::generate::{DecodingArgs, DecodingDefaults, ModelArgs, TextStreamer};
 
 /// The reference chat's max_length 256 counts the BOS held as the only input id.
 const DEFAULT_MAX_NEW_TOKENS: usize = 255;
@@ -103,9 +103,14 @@ pub struct AskArgs {
     pub system_prompt: Option<String>,
     #[command(flatten)]
     pub decoding: DecodingArgs,
-    /// Print {"answer": ..., "token_ids": [...], "prompt_tokens": N} instead of streaming.
+    /// Print {"answer": ..., "token_ids": [...], "prompt_tokens": N} instead of streaming
+    /// (BioMedGPT-R1 adds "reasoning" and "final": the text before and after `</think>`).
     #[arg(long)]
     pub json: bool,
+    /// BioMedGPT-R1: print the model's thinking before its answer (streamed as it comes with
+    /// greedy decoding or sampling).
+    #[arg(long)]
+    pub show_reasoning: bool,
     /// With --json: add "timing": load, time to the first token (encoders and prompt included)
     /// and decoding tokens/s (greedy and sampling; beam search hands its tokens over at the end).
     #[arg(long, requires = "json")]
@@ -120,6 +125,29 @@ pub struct ChatArgs {
     pub system_prompt: Option<String>,
     #[command(flatten)]
     pub decoding: DecodingArgs,
+    /// BioMedGPT-R1: print the model's thinking before each answer.
+    #[arg(long)]
+    pub show_reasoning: bool,
+}
+
+/// The decoding of `ask`/`chat`: BioMedGPT-R1's config.yaml `text_generation` for the flags left
+/// out (its `max_length` counts the prompt: the chat applies it unless --max-new-tokens is
+/// given); BioMedGPT-10B's greedy default otherwise.
+fn chat_config(model: &BioMedGpt, decoding: &DecodingArgs) -> Result<biomedgpt_llama::GenerationConfig> {
+    match &model.r1 {
+        Some(r1) => {
+            let g = &r1.text_generation;
+            let defaults = DecodingDefaults { max_new_tokens: g.max_length, num_beams: g.num_beams, repetition_penalty: g.repetition_penalty, length_penalty: g.length_penalty };
+            decoding.config_with(model.eos_token_ids(), &defaults)
+        }
+        None => decoding.config(model.eos_token_ids(), DEFAULT_MAX_NEW_TOKENS),
+    }
+}
+
+fn new_chat<'m>(model: &'m BioMedGpt, decoding: &DecodingArgs) -> Chat<'m> {
+    let mut chat = Chat::new(model);
+    chat.length_from_config = decoding.max_new_tokens.is_none();
+    chat
 }
 
 /// Loads a BioMedGPT directory (or a LLaMA directory, text-only) and shows its notice.
@@ -162,11 +190,17 @@ pub fn ask(args: AskArgs) -> Result<()> {
     let mut model = open(&model_args)?;
     let load_s = loading.elapsed().as_secs_f64();
     if let Some(system) = &args.system_prompt {
+        if model.r1.is_some() {
+            bail!("--system-prompt: BioMedGPT-R1's chat has no system prompt");
+        }
         model.system_prompt = system.clone();
     }
-    let config = args.decoding.config(model.eos_token_ids(), DEFAULT_MAX_NEW_TOKENS)?;
+    if args.show_reasoning && model.r1.is_none() {
+        bail!("--show-reasoning: {} is not a reasoning model (BioMedGPT-R1 is)", model_args.model.display());
+    }
+    let config = chat_config(&model, &args.decoding)?;
     let start = Instant::now();
-    let mut chat = Chat::new(&model);
+    let mut chat = new_chat(&model, &args.decoding);
     for input in &inputs {
         add_input(&mut chat, input)?;
     }
@@ -182,12 +216,17 @@ pub fn ask(args: AskArgs) -> Result<()> {
             _ => None,
         };
         let mut json = serde_json::json!({"answer": answer.text, "token_ids": answer.token_ids, "prompt_tokens": answer.prompt_tokens});
+        if model.r1.is_some() {
+            let (reasoning, final_answer) = split_reasoning(&answer.text);
+            json["reasoning"] = reasoning.into();
+            json["final"] = final_answer.into();
+        }
         if args.timings {
             json["timing"] = serde_json::json!({"load_s": load_s, "first_token_s": first_token_s, "decode_tok_s": decode_tok_s});
         }
         println!("{json}");
     } else {
-        stream_answer(&model, &mut chat, &config)?;
+        stream_answer(&model, &mut chat, &config, args.show_reasoning)?;
     }
     Ok(())
 }
@@ -230,11 +269,14 @@ fn ask_text_lm(args: &AskArgs, model_args: &ModelArgs, inputs: &[Input]) -> Resu
 }
 
 /// Prints the answer: streamed as tokens come (greedy, sampling), or whole at the end (beam
-/// search). Returns the final answer text.
-fn stream_answer(model: &BioMedGpt, chat: &mut Chat, config: &biomedgpt_llama::GenerationConfig) -> Result<String> {
+/// search). BioMedGPT-R1 prints the part after `</think>`, and its thinking first with
+/// `show_reasoning` (only then is it streamed: the answer's start is known only at `</think>`).
+/// Returns the answer text.
+fn stream_answer(model: &BioMedGpt, chat: &mut Chat, config: &biomedgpt_llama::GenerationConfig, show_reasoning: bool) -> Result<String> {
     let eos = model.eos_token_ids();
     let mut streamer = TextStreamer::new(&model.tokenizer);
-    let stream = !matches!(config.strategy, Strategy::Beam { .. });
+    let reasoning_model = model.r1.is_some();
+    let stream = !matches!(config.strategy, Strategy::Beam { .. }) && (!reasoning_model || show_reasoning);
     let answer = chat.answer(config, &mut |id| {
         if stream && !eos.contains(&id) {
             streamer.push(id);
@@ -242,8 +284,20 @@ fn stream_answer(model: &BioMedGpt, chat: &mut Chat, config: &biomedgpt_llama::G
     })?;
     if stream {
         println!();
-    } else {
+    } else if !reasoning_model {
         println!("{}", answer.text); // beam search has its answer only at the end
+    } else {
+        let (reasoning, final_answer) = split_reasoning(&answer.text);
+        if show_reasoning {
+            println!("<think>\n{reasoning}\n</think>\n");
+        }
+        match final_answer {
+            Some(text) => println!("{text}"),
+            None => eprintln!(
+                "warning: the model was still thinking after {} tokens and gave no answer (allow more with --max-new-tokens; see the thinking with --show-reasoning)",
+                answer.token_ids.len()
+            ),
+        }
     }
     Ok(answer.text)
 }
@@ -251,10 +305,16 @@ fn stream_answer(model: &BioMedGpt, chat: &mut Chat, config: &biomedgpt_llama::G
 pub fn chat(args: ChatArgs) -> Result<()> {
     let mut model = open(&args.model.resolve()?)?;
     if let Some(system) = &args.system_prompt {
+        if model.r1.is_some() {
+            bail!("--system-prompt: BioMedGPT-R1's chat has no system prompt");
+        }
         model.system_prompt = system.clone();
     }
-    let config = args.decoding.config(model.eos_token_ids(), DEFAULT_MAX_NEW_TOKENS)?;
-    let mut chat = Chat::new(&model);
+    if args.show_reasoning && model.r1.is_none() {
+        bail!("--show-reasoning: this is not a reasoning model (BioMedGPT-R1 is)");
+    }
+    let config = chat_config(&model, &args.decoding)?;
+    let mut chat = new_chat(&model, &args.decoding);
     eprintln!("commands: /molecule SMILES, /protein SEQUENCE, /reset, /quit; anything else is a question");
     let stdin = std::io::stdin();
     loop {
@@ -279,7 +339,7 @@ pub fn chat(args: ChatArgs) -> Result<()> {
             _ => chat
                 .ask(line)
                 .map_err(anyhow::Error::from)
-                .and_then(|_| stream_answer(&model, &mut chat, &config))
+                .and_then(|_| stream_answer(&model, &mut chat, &config, args.show_reasoning))
                 .map(drop),
         };
         if let Err(e) = result {

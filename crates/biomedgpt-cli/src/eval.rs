@@ -29,7 +29,7 @@ use crate::progress::Progress;
 
 /// The reference evaluation: 5 beams, repetition penalty 1.5, max_length 256 (255 new tokens
 /// after the BOS it held as input id).
-const EVAL_DECODING: DecodingDefaults = DecodingDefaults { max_new_tokens: 255, num_beams: 5, repetition_penalty: 1.5 };
+const EVAL_DECODING: DecodingDefaults = DecodingDefaults { max_new_tokens: 255, num_beams: 5, repetition_penalty: 1.5, length_penalty: 1.0 };
 
 #[derive(Args)]
 pub struct MetricArgs {

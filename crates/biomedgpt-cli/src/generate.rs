@@ -70,9 +70,9 @@ pub struct DecodingArgs {
     /// Repetition penalty over the prompt ids and generated tokens (default 1, for eval 1.5).
     #[arg(long)]
     pub repetition_penalty: Option<f32>,
-    /// Beam search: score / length^penalty.
-    #[arg(long, default_value_t = 1.0)]
-    pub length_penalty: f32,
+    /// Beam search: score / length^penalty (default 1; BioMedGPT-R1: its config.yaml's).
+    #[arg(long)]
+    pub length_penalty: Option<f32>,
     /// Beam search: true, false (HF default heuristic) or never.
     #[arg(long, default_value = "false")]
     pub early_stopping: EarlyStopping,
@@ -95,11 +95,12 @@ pub struct DecodingDefaults {
     pub max_new_tokens: usize,
     pub num_beams: usize,
     pub repetition_penalty: f32,
+    pub length_penalty: f32,
 }
 
 impl DecodingDefaults {
     pub const fn plain(max_new_tokens: usize) -> Self {
-        Self { max_new_tokens, num_beams: 1, repetition_penalty: 1.0 }
+        Self { max_new_tokens, num_beams: 1, repetition_penalty: 1.0, length_penalty: 1.0 }
     }
 }
 
@@ -117,7 +118,7 @@ impl DecodingArgs {
             (n, true) if n > 1 => bail!("beam search with sampling is not supported: drop --num-beams or the sampling flags"),
             (n, false) if n > 1 => Strategy::Beam {
                 num_beams: n,
-                length_penalty: self.length_penalty,
+                length_penalty: self.length_penalty.unwrap_or(defaults.length_penalty),
                 early_stopping: self.early_stopping,
             },
             (_, true) => Strategy::Sample {

@@ -412,8 +412,13 @@ impl Engine {
             PromptSpec::Chat(messages) => match self.chat_embeds(messages, &job.molecules, &|| job.cancelled()) {
                 Ok(embeds) => {
                     let len = embeds.dims()[1];
-                    let bos = self.model.llm.config().bos_token_id.unwrap_or(1);
-                    (PromptInput::Embeds(embeds), len, vec![bos])
+                    // BioMedGPT-10B's reference penalized the BOS it held as the only input id;
+                    // R1's (newer transformers) starts from no ids.
+                    let penalty_base = match &self.model.r1 {
+                        Some(_) => Vec::new(),
+                        None => vec![self.model.llm.config().bos_token_id.unwrap_or(1)],
+                    };
+                    (PromptInput::Embeds(embeds), len, penalty_base)
                 }
                 Err(f) => return fail(&job, f),
             },
@@ -452,7 +457,12 @@ impl Engine {
                     },
                 );
             }
-            None => room.min(if chat { CHAT_MAX_TOKENS } else { COMPLETION_MAX_TOKENS }),
+            // R1's chat answers up to config.yaml's max_length, which counts the prompt.
+            None => room.min(match &self.model.r1 {
+                Some(r1) if chat => r1.max_new_tokens(prompt_len),
+                _ if chat => CHAT_MAX_TOKENS,
+                _ => COMPLETION_MAX_TOKENS,
+            }),
         };
         self.stats.prompt_tokens.fetch_add(prompt_len as u64, Ordering::Relaxed);
         let _ = job.events.send(Event::Started { prompt_tokens: prompt_len });

@@ -9,6 +9,7 @@
 pub mod connections;
 pub mod engine;
 pub mod openai;
+pub mod reasoning;
 pub mod request;
 pub mod server;
 pub mod text;

@@ -20,6 +20,7 @@ use biomedgpt_model::BioMedGpt;
 use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
 
+use crate::reasoning::ReasoningSplitter;
 use crate::connections::{ConnectionCloser, ConnectionLimits};
 use crate::engine::{Engine, EngineConfig, PromptLimits, Stats, model_failure};
 use crate::openai::{self, ChatRequest, CompletionRequest, EmbeddingRequest, error_body, parse_body, usage};
@@ -58,6 +59,8 @@ struct App {
     /// Responses by endpoint and status.
     responses: Mutex<BTreeMap<(&'static str, u16), u64>>,
     limits: PromptLimits,
+    /// A reasoning model (BioMedGPT-R1): chat answers split into `reasoning_content` and `content`.
+    reasoning: bool,
 }
 
 /// Counts a request in flight until dropped (a stream holds it until its last event).
@@ -229,6 +232,7 @@ impl Server {
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let stats = Arc::new(Stats::new());
+        let reasoning = model.r1.is_some();
         let engine = Engine::new(model, options.engine.clone(), stats.clone());
         let (jobs_tx, jobs_rx) = std::sync::mpsc::channel::<Job>();
         let app = Arc::new(App {
@@ -241,6 +245,7 @@ impl Server {
             created: now_secs(),
             responses: Mutex::new(BTreeMap::new()),
             limits: engine.prompt_limits(),
+            reasoning,
         });
         let stop = Arc::new(tokio::sync::Notify::new());
         let stop_rx = stop.clone();
@@ -640,6 +645,7 @@ async fn respond(app: Arc<App>, kind: Kind, parsed: Result<(PromptSpec, Params, 
             started,
             outcome: "cancelled",
             _alive: Arc::new(()),
+            splitters: (kind == Kind::Chat && app.reasoning).then(|| (0..n).map(|_| ReasoningSplitter::default()).collect()),
         };
         // A stream still alive well past its deadline has a client that stopped reading (its
         // events are only taken when the socket has room): close the connection (D7).
@@ -690,7 +696,7 @@ async fn respond(app: Arc<App>, kind: Kind, parsed: Result<(PromptSpec, Params, 
             match kind {
                 Kind::Chat => json!({
                     "index": i,
-                    "message": {"role": "assistant", "content": texts[i]},
+                    "message": chat_message(&texts[i], app.reasoning),
                     "logprobs": if want_logprobs { openai::chat_logprobs(&logprobs[i]) } else { Value::Null },
                     "finish_reason": reason,
                 }),
@@ -717,6 +723,16 @@ async fn respond(app: Arc<App>, kind: Kind, parsed: Result<(PromptSpec, Params, 
     .into_response()
 }
 
+/// A chat choice's `message`; a reasoning model's text split as DeepSeek's API returns it
+/// (`content` null when the model never finished thinking).
+fn chat_message(text: &str, reasoning: bool) -> Value {
+    if !reasoning {
+        return json!({"role": "assistant", "content": text});
+    }
+    let (thinking, answer) = biomedgpt_model::split_reasoning(text);
+    json!({"role": "assistant", "content": answer, "reasoning_content": thinking})
+}
+
 struct StreamState {
     app: Arc<App>,
     _in_flight: InFlight,
@@ -737,6 +753,8 @@ struct StreamState {
     outcome: &'static str,
     /// Dropped with the stream: the deadline watchdog holds a weak reference.
     _alive: Arc<()>,
+    /// A reasoning model's chat: each choice's text split into `reasoning_content` and `content`.
+    splitters: Option<Vec<ReasoningSplitter>>,
 }
 
 impl StreamState {
@@ -749,12 +767,26 @@ impl StreamState {
         SseEvent::default().data(body.to_string())
     }
 
-    fn delta(&self, choice: usize, text: &str, logprobs: &[TokenLogprob], reason: Option<FinishReason>) -> SseEvent {
+    fn delta(&mut self, choice: usize, text: &str, logprobs: &[TokenLogprob], reason: Option<FinishReason>) -> SseEvent {
         let reason = reason.map(FinishReason::as_str);
         let has_logprobs = !logprobs.is_empty();
         match self.kind {
             Kind::Chat => {
-                let delta = if reason.is_some() && text.is_empty() { json!({}) } else { json!({"content": text}) };
+                let delta = match self.splitters.as_mut().and_then(|s| s.get_mut(choice)) {
+                    Some(splitter) => {
+                        let (reasoning, content) = if reason.is_some() { splitter.finish() } else { splitter.push(text) };
+                        let mut delta = json!({});
+                        if !reasoning.is_empty() {
+                            delta["reasoning_content"] = reasoning.into();
+                        }
+                        if !content.is_empty() {
+                            delta["content"] = content.into();
+                        }
+                        delta
+                    }
+                    None if reason.is_some() && text.is_empty() => json!({}),
+                    None => json!({"content": text}),
+                };
                 self.chunk(json!({
                     "index": choice,
                     "delta": delta,

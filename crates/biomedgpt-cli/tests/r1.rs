@@ -1,0 +1,144 @@
+//! BioMedGPT-R1 through the CLI: `ask` (config.yaml's generation, the reasoning split, --json,
+//! --show-reasoning) and `serve` (`reasoning_content` beside `content`, streamed and not), on the
+//! tiny random model in R1's released layout (tests/fixtures/biomedgpt_r1, recorded from the
+//! PyPI-pinned transformers reference).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+
+const MODEL: &str = "tests/fixtures/biomedgpt_r1/tiny";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn biomedgpt(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_biomedgpt")).args(args).current_dir(root()).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn expected() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(root().join("tests/fixtures/biomedgpt_r1/expected.json")).unwrap()).unwrap()
+}
+
+fn split(text: &str) -> (String, Option<String>) {
+    biomedgpt_model::split_reasoning(text)
+}
+
+#[test]
+fn ask_answers_as_the_reference_with_config_yaml_defaults() {
+    let step = &expected()["molecule"]["steps"][0];
+    let (ok, stdout, stderr) = biomedgpt(&["ask", "--model", MODEL, "--smiles", "CC(=O)Oc1ccccc1C(=O)O", "--question", "Please describe this molecule.", "--json"]);
+    assert!(ok, "{stderr}");
+    let out: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(out["token_ids"], step["default_ids"], "2 beams, penalty 1.5, max_length counting the prompt");
+    assert_eq!(out["answer"], step["default_text"]);
+    assert_eq!(out["prompt_tokens"], step["kept_positions"]);
+    let (reasoning, answer) = split(step["default_text"].as_str().unwrap());
+    assert_eq!(out["reasoning"], Value::from(reasoning));
+    assert_eq!(out["final"], answer.map(Value::from).unwrap_or(Value::Null));
+}
+
+#[test]
+fn ask_prints_the_answer_and_with_show_reasoning_the_thinking() {
+    // The two-turn case's first answer holds a `</think>` the random model wrote.
+    let step = &expected()["two_turns"]["steps"][0];
+    let text = step["default_text"].as_str().unwrap();
+    let (reasoning, answer) = split(text);
+    let args = ["ask", "--model", MODEL, "--smiles", "CCO", "--question", "What is it?"];
+    let (ok, stdout, stderr) = biomedgpt(&args);
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout, format!("{}\n", answer.clone().unwrap()));
+    let (ok, stdout, stderr) = biomedgpt(&[&args[..], &["--show-reasoning"]].concat());
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout, format!("<think>\n{reasoning}\n</think>\n\n{}\n", answer.unwrap()));
+
+    // A thinking cut short by --max-new-tokens: no answer, and a warning that says so.
+    let (ok, stdout, stderr) = biomedgpt(&[&args[..], &["--max-new-tokens", "3", "--num-beams", "1"]].concat());
+    assert!(ok, "{stderr}");
+    assert!(stdout.is_empty() && stderr.contains("still thinking after 3 tokens"), "{stdout} / {stderr}");
+}
+
+#[test]
+fn r1_refuses_a_system_prompt_and_other_models_refuse_show_reasoning() {
+    let (ok, _, stderr) = biomedgpt(&["ask", "--model", MODEL, "--question", "Hi?", "--system-prompt", "Be brief."]);
+    assert!(!ok && stderr.contains("no system prompt"), "{stderr}");
+    let (ok, _, stderr) = biomedgpt(&["ask", "--model", "tests/fixtures/biomedgpt/tiny", "--question", "Hi?", "--show-reasoning"]);
+    assert!(!ok && stderr.contains("not a reasoning model"), "{stderr}");
+}
+
+fn serve() -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_biomedgpt"))
+        .args(["serve", "--model", MODEL, "--port", "0"])
+        .current_dir(root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.split("http://").nth(1).and_then(|r| r.split_whitespace().next()).expect("listening line").to_string();
+    (child, addr)
+}
+
+fn post(addr: &str, body: &Value) -> String {
+    let body = body.to_string();
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(s, "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len()).unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    response.split_once("\r\n\r\n").unwrap().1.to_string()
+}
+
+/// The body of a chunked response, unchunked.
+fn unchunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = &after[n + 2..];
+    }
+    out
+}
+
+#[test]
+fn serve_returns_the_thinking_as_reasoning_content() {
+    let (mut child, addr) = serve();
+    let messages = serde_json::json!([{"role": "user", "content": [
+        {"type": "molecule", "molecule": {"smiles": "CCO"}}, {"type": "text", "text": "What is it?"}]}]);
+    let answer: Value = serde_json::from_str(&post(&addr, &serde_json::json!({"messages": messages, "num_beams": 2, "repetition_penalty": 1.5}))).unwrap();
+    let streamed = unchunk(&post(&addr, &serde_json::json!({"messages": messages, "num_beams": 2, "repetition_penalty": 1.5, "stream": true})));
+    let greedy: Value = serde_json::from_str(&post(&addr, &serde_json::json!({"messages": messages, "temperature": 0}))).unwrap();
+    let greedy_streamed = unchunk(&post(&addr, &serde_json::json!({"messages": messages, "temperature": 0, "stream": true})));
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // As `ask` (the reference chat): 2 beams, penalty 1.5, max_length counting the prompt.
+    let step = &expected()["two_turns"]["steps"][0];
+    let (reasoning, content) = split(step["default_text"].as_str().unwrap());
+    let message = &answer["choices"][0]["message"];
+    assert_eq!(message["reasoning_content"], Value::from(reasoning), "{answer}");
+    assert_eq!(message["content"], Value::from(content.unwrap()), "{answer}");
+
+    // Streamed deltas add up to the same two parts, beams and greedy alike.
+    for (whole, events) in [(&answer, &streamed), (&greedy, &greedy_streamed)] {
+        let (mut r, mut c) = (String::new(), String::new());
+        for line in events.lines().filter_map(|l| l.strip_prefix("data: ")).filter(|l| *l != "[DONE]") {
+            let chunk: Value = serde_json::from_str(line).unwrap();
+            let delta = &chunk["choices"][0]["delta"];
+            r.push_str(delta["reasoning_content"].as_str().unwrap_or(""));
+            c.push_str(delta["content"].as_str().unwrap_or(""));
+        }
+        let message = &whole["choices"][0]["message"];
+        assert_eq!(r, message["reasoning_content"].as_str().unwrap(), "{events}");
+        assert_eq!(c, message["content"].as_str().unwrap_or(""), "{events}");
+    }
+}
