@@ -19,7 +19,7 @@ use biomedgpt_serve::request::{Event, Job, Message, Params, Part, PromptSpec, Ro
 use biomedgpt_serve::{Engine, EngineConfig, Stats};
 
 use crate::lm::{Family, TextLm, family_of};
-use biomedgpt_model::{BioMedGpt, answer_text};
+use biomedgpt_model::{BioMedGpt, answer_text, split_reasoning};
 use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -321,10 +321,21 @@ fn engine_params(config: &GenerationConfig) -> Params {
     p
 }
 
+/// One model answer: the text scored, and a reasoning model's thinking.
+struct Prediction {
+    text: String,
+    reasoning: Option<String>,
+}
+
 /// Answers to `records`, decoded together by the serving engine: each is the chat `ask` builds
-/// (the molecule or protein, then the question), its text extracted as `ask` does.
-fn engine_answers(engine: &mut Engine, config: &GenerationConfig, records: &[&QaRecord]) -> Vec<Result<String>> {
-    let params = engine_params(config);
+/// (the molecule or protein, then the question), its text extracted as `ask` does; a reasoning
+/// model's (BioMedGPT-R1) scored text is what follows `</think>` (empty if it never got there).
+/// `reference_length`: R1's answers end at config.yaml's `max_length` counting the prompt.
+fn engine_answers(engine: &mut Engine, config: &GenerationConfig, reference_length: bool, records: &[&QaRecord]) -> Vec<Result<Prediction>> {
+    let mut params = engine_params(config);
+    if reference_length && engine.model().r1.is_some() {
+        params.max_tokens = None;
+    }
     let mut receivers = Vec::with_capacity(records.len());
     let jobs = records
         .iter()
@@ -358,7 +369,14 @@ fn engine_answers(engine: &mut Engine, config: &GenerationConfig, records: &[&Qa
             if ids.last().is_some_and(|t| eos.contains(t)) {
                 ids.pop();
             }
-            Ok(answer_text(&model.tokenizer.decode(&ids)?))
+            let decoded = model.tokenizer.decode(&ids)?;
+            Ok(match &model.r1 {
+                Some(_) => {
+                    let (reasoning, answer) = split_reasoning(&decoded);
+                    Prediction { text: answer.unwrap_or_default(), reasoning: Some(reasoning) }
+                }
+                None => Prediction { text: answer_text(&decoded), reasoning: None },
+            })
         })
         .collect()
 }
@@ -386,7 +404,15 @@ fn eval_qa(args: &EvalArgs, task: QaTask, out: &Path, data: Value) -> Result<()>
         }
         None => {
             let model = load_model(args)?;
-            let config = args.decoding.config_with(model.eos_token_ids(), &EVAL_DECODING)?;
+            // BioMedGPT-R1 decodes as its config.yaml says (as `ask`); 10B as the reference evaluation.
+            let defaults = match &model.r1 {
+                Some(r1) => {
+                    let g = &r1.text_generation;
+                    DecodingDefaults { max_new_tokens: g.max_length, num_beams: g.num_beams, repetition_penalty: g.repetition_penalty, length_penalty: g.length_penalty }
+                }
+                None => EVAL_DECODING,
+            };
+            let config = args.decoding.config_with(model.eos_token_ids(), &defaults)?;
             let settings = json!({"task": task.name(), "model": args.model.as_ref().map(|m| m.display().to_string()), "dtype": args.dtype, "decoding": format!("{config:?}"), "system_prompt": model.system_prompt, "data": data});
             let positions = model.llm.config().max_position_embeddings;
             // Whole prompts in one prefill, as `ask` runs them.
@@ -413,12 +439,15 @@ fn eval_qa(args: &EvalArgs, task: QaTask, out: &Path, data: Value) -> Result<()>
     };
     for records in todo.chunks(group) {
         let answers = match &mut answerer {
-            Answerer::Baseline(b) => records.iter().map(|r| Ok(b.answer(r).unwrap_or_default())).collect(),
-            Answerer::Model(engine, config) => engine_answers(engine, config, records),
+            Answerer::Baseline(b) => records.iter().map(|r| Ok(Prediction { text: b.answer(r).unwrap_or_default(), reasoning: None })).collect(),
+            Answerer::Model(engine, config) => engine_answers(engine, config, args.decoding.max_new_tokens.is_none(), records),
         };
         for (record, answer) in records.iter().zip(answers) {
             let line = match answer {
-                Ok(prediction) => json!({"source": record.source, "question": record.question, "reference": record.answer, "prediction": prediction}),
+                Ok(Prediction { text, reasoning: None }) => json!({"source": record.source, "question": record.question, "reference": record.answer, "prediction": text}),
+                Ok(Prediction { text, reasoning: Some(r) }) => {
+                    json!({"source": record.source, "question": record.question, "reference": record.answer, "prediction": text, "reasoning": r})
+                }
                 Err(e) if args.skip_invalid => {
                     unanswerable.push(format!("{}: {e:#}", record.source));
                     json!({"source": record.source, "error": format!("{e:#}")})

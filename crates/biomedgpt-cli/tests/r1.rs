@@ -142,3 +142,24 @@ fn serve_returns_the_thinking_as_reasoning_content() {
         assert_eq!(c, message["content"].as_str().unwrap_or(""), "{events}");
     }
 }
+
+/// `eval` decodes as `ask` does (config.yaml's generation, max_length counting the prompt) and
+/// scores the text after `</think>`, keeping the thinking beside it.
+#[test]
+fn eval_scores_the_final_answers_ask_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("qa");
+    let (ok, _, stderr) = biomedgpt(&["eval", "--model", MODEL, "--task", "pubchemqa", "--data", "datasets/chebi", "--limit", "2", "--out", out.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    let test: Value = serde_json::from_str(&std::fs::read_to_string(root().join("datasets/chebi/test.json")).unwrap()).unwrap();
+    let predictions = std::fs::read_to_string(out.join("predictions.jsonl")).unwrap();
+    for (k, line) in predictions.lines().enumerate() {
+        let line: Value = serde_json::from_str(line).unwrap();
+        let smiles = test[k]["smiles"][0].as_str().unwrap();
+        let (ok, stdout, stderr) = biomedgpt(&["ask", "--model", MODEL, "--smiles", smiles, "--question", "Please describe this molecule.", "--json"]);
+        assert!(ok, "{stderr}");
+        let asked: Value = serde_json::from_str(stdout.trim()).unwrap();
+        assert_eq!(line["prediction"], asked["final"].as_str().map(Value::from).unwrap_or_else(|| Value::from("")), "record {k}");
+        assert_eq!(line["reasoning"], asked["reasoning"], "record {k}");
+    }
+}
