@@ -208,16 +208,21 @@ fn convert_fused_to_gguf(args: &ConvertArgs, layout: &Layout, mix: biomedgpt_lla
     let created = !args.out.exists();
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let result = (|| -> Result<()> {
-        let config = LlamaConfig::from_file(layout.llm.join("config.json"))?;
-        let mut tokenizer = tokenizer_metadata(&layout.llm, &config)?;
+        let mut config = LlamaConfig::from_file(layout.llm.join("config.json"))?;
         let rows = ckpt.info("llm.model.embed_tokens.weight").map(|i| i.shape[0]).ok_or_else(|| anyhow::anyhow!("{}: no llm.model.embed_tokens.weight", fused.display()))?;
+        if layout.r1.is_some() {
+            // R1 resized its embeddings to the tokenizer's length: the rows are the vocabulary.
+            config.vocab_size = rows;
+        }
+        let mut tokenizer = tokenizer_metadata(&layout.llm, &config)?;
         // The reference's `[PAD]` (id 32000): a row of the embeddings that tokenizer.json lacks.
-        if rows == config.vocab_size + 1 {
+        if layout.r1.is_none() && rows == config.vocab_size + 1 {
             append_token(&mut tokenizer, "[PAD]", 3);
         }
         let started = std::time::Instant::now();
         let llm_out = args.out.join("llm.gguf");
-        let types = export(&ckpt, "llm.", &config, "BioMedGPT-LM", tokenizer, mix, &llm_out).with_context(|| format!("writing {}", llm_out.display()))?;
+        let name = if layout.r1.is_some() { "BioMedGPT-R1-LM" } else { "BioMedGPT-LM" };
+        let types = export(&ckpt, "llm.", &config, name, tokenizer, mix, &llm_out).with_context(|| format!("writing {}", llm_out.display()))?;
         let mut specs: Vec<(TensorSpec, FloatType)> = Vec::new();
         for key in ckpt.keys().filter(|k| !k.starts_with("llm.")) {
             let info = ckpt.info(key).expect("listed key");
@@ -252,6 +257,9 @@ fn convert_fused_to_gguf(args: &ConvertArgs, layout: &Layout, mix: biomedgpt_lla
         });
         if layout.esm.is_some() {
             settings["esm"] = "esm".into();
+        }
+        if carry_r1_config(layout, &args.model, &args.out)? {
+            settings["r1"] = "config.yaml".into();
         }
         let settings: serde_json::Map<String, serde_json::Value> =
             settings.as_object().expect("object").iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -345,6 +353,21 @@ fn check_configs(layout: &Layout, ckpt: &Checkpoint) -> Result<()> {
     Ok(())
 }
 
+/// A BioMedGPT-R1 model stays one when converted: its config.yaml (chat form, generation
+/// defaults, context limit) is copied to `out/config.yaml`, which the new biomedgpt.json names.
+/// Returns whether the model is R1.
+fn carry_r1_config(layout: &Layout, model: &Path, out: &Path) -> Result<bool> {
+    if layout.r1.is_none() {
+        return Ok(false);
+    }
+    let yaml = match &layout.settings.r1 {
+        Some(path) => model.join(path),
+        None => model.join("config.yaml"),
+    };
+    std::fs::copy(&yaml, out.join("config.yaml")).with_context(|| format!("copying {}", yaml.display()))?;
+    Ok(true)
+}
+
 fn convert(args: ConvertArgs, must_merge: bool) -> Result<()> {
     let dtype: FloatType = args.dtype.parse().map_err(|e: String| anyhow::anyhow!("--dtype: {e}, or a GGUF mix ({})", biomedgpt_llama::gguf_export::QuantMix::NAMES))?;
     let layout = Layout::resolve(&args.model)?;
@@ -369,9 +392,10 @@ fn convert(args: ConvertArgs, must_merge: bool) -> Result<()> {
     }
     // Settings that describe the model (not where its parts were) carry over.
     let s = &layout.settings;
+    let r1 = carry_r1_config(&layout, &args.model, &args.out)?.then_some("config.yaml");
     let kept = serde_json::json!({
         "system_prompt": s.system_prompt, "notice": args.notice.clone().or_else(|| s.notice.clone()).filter(|n| !n.is_empty()), "gin_num_layer": s.gin_num_layer,
-        "gin_emb_dim": s.gin_emb_dim, "max_protein_tokens": s.max_protein_tokens,
+        "gin_emb_dim": s.gin_emb_dim, "max_protein_tokens": s.max_protein_tokens, "r1": r1,
     });
     let kept: serde_json::Map<String, serde_json::Value> =
         kept.as_object().expect("object").iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect();

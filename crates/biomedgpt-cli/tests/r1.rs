@@ -163,3 +163,26 @@ fn eval_scores_the_final_answers_ask_gives() {
         assert_eq!(line["reasoning"], asked["reasoning"], "record {k}");
     }
 }
+
+/// `convert` keeps an R1 model R1 (its config.yaml comes along): to f16 safetensors and to a
+/// q8_0 GGUF LLM beside the encoders, both answer in R1's form with the same prompt.
+#[test]
+fn converted_models_stay_r1() {
+    let dir = tempfile::tempdir().unwrap();
+    let ask = |model: &str| -> Value {
+        let (ok, stdout, stderr) = biomedgpt(&["ask", "--model", model, "--smiles", "CCO", "--question", "What is it?", "--json", "--max-new-tokens", "4", "--num-beams", "1"]);
+        assert!(ok, "{model}: {stderr}");
+        serde_json::from_str(stdout.trim()).unwrap()
+    };
+    let original = ask(MODEL);
+    for mix in ["f16", "q8_0"] {
+        let out = dir.path().join(mix);
+        let (ok, _, stderr) = biomedgpt(&["convert", "--model", MODEL, "--dtype", mix, "--out", out.to_str().unwrap()]);
+        assert!(ok, "{mix}: {stderr}");
+        let settings: Value = serde_json::from_str(&std::fs::read_to_string(out.join("biomedgpt.json")).unwrap()).unwrap();
+        assert_eq!(settings["r1"], "config.yaml", "{mix}: {settings}");
+        let answer = ask(out.to_str().unwrap());
+        assert_eq!(answer["prompt_tokens"], original["prompt_tokens"], "{mix}: the same R1 prompt");
+        assert!(answer.get("reasoning").is_some() && answer["token_ids"].as_array().unwrap().len() == 4, "{mix}: {answer}");
+    }
+}

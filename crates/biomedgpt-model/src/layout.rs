@@ -49,6 +49,9 @@ pub struct Settings {
     /// A safetensors file with trained encoders under the fused checkpoint's names
     /// (`mol_structure_encoder.*`, `prot_structure_encoder.*`), replacing the fused weights'.
     pub encoder_weights: Option<PathBuf>,
+    /// A BioMedGPT-R1 `config.yaml` whose chat form, generation defaults and context limit this
+    /// model keeps (what `convert` writes for an R1 model; its part paths are not used).
+    pub r1: Option<PathBuf>,
 }
 
 impl Settings {
@@ -136,10 +139,14 @@ impl Layout {
             Settings::default()
         };
         let openbiomed = dir.join("text_ckpts/biomedgpt-lm-7b");
-        let r1 = if settings.llm.is_none() && r1::is_r1_dir(dir) { Some(R1Config::from_dir(dir)?) } else { None };
+        let r1 = match &settings.r1 {
+            Some(path) => Some(R1Config::from_file(&dir.join(path))?),
+            None if settings.llm.is_none() && r1::is_r1_dir(dir) => Some(R1Config::from_dir(dir)?),
+            None => None,
+        };
         let (llm, esm, fused) = if let Some(llm) = &settings.llm {
             (dir.join(llm), settings.esm.as_ref().map(|p| dir.join(p)), settings.weights.as_ref().map(|p| dir.join(p)))
-        } else if let Some(c) = &r1 {
+        } else if let Some(c) = r1.as_ref().filter(|_| settings.r1.is_none()) {
             settings.gin_num_layer.get_or_insert(c.molecule.gin_num_layers);
             settings.gin_emb_dim.get_or_insert(c.molecule.gin_hidden_dim);
             let llm = r1::resolve_part(dir, &c.llm.model_name_or_path, "llm")?;

@@ -318,7 +318,7 @@ impl BioMedGpt {
         let layout = Layout::resolve(dir)?;
         // R1's config.yaml says the dtype (`llm.use_float16`), whatever the LLM's config.json names.
         let (ty, keep_blocks) = match &layout.r1 {
-            Some(r1) if dtype == "auto" => (if r1.llm.use_float16 { FloatType::F16 } else { FloatType::F32 }, false),
+            Some(r1) if dtype == "auto" && !biomedgpt_llama::is_gguf(&layout.llm) => (if r1.llm.use_float16 { FloatType::F16 } else { FloatType::F32 }, false),
             _ => biomedgpt_llama::load_dtype::decide(dtype, &layout.llm, device).map_err(ModelError::Input)?,
         };
         Self::load_keeping_blocks(dir, ty, keep_blocks, device)

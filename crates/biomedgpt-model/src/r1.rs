@@ -91,8 +91,12 @@ impl Default for TextGeneration {
 impl R1Config {
     /// Reads `dir/config.yaml`.
     pub fn from_dir(dir: &Path) -> Result<Self, ModelError> {
-        let path = dir.join("config.yaml");
-        let text = std::fs::read_to_string(&path).map_err(|e| ModelError::Layout(format!("cannot read {}: {e}", path.display())))?;
+        Self::from_file(&dir.join("config.yaml"))
+    }
+
+    /// Reads an R1 `config.yaml`.
+    pub fn from_file(path: &Path) -> Result<Self, ModelError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ModelError::Layout(format!("cannot read {}: {e}", path.display())))?;
         let file: R1File = serde_norway::from_str(&text).map_err(|e| ModelError::Layout(format!("{}: {e}", path.display())))?;
         let c = file.model;
         let bad = |m: String| Err(ModelError::Layout(format!("{}: {m}", path.display())));
