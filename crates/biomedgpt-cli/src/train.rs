@@ -41,7 +41,8 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub valid_split: Option<String>,
-    /// What trains: adapters (encoders and LLM frozen, the BioMedGPT recipe), adapters+lora,
+    /// What trains: adapters (encoders and LLM frozen, the BioMedGPT recipe), adapters+lora (the
+    /// default for BioMedGPT-R1, its recipe),
     /// adapters+llm (every LLM weight), adapters+encoders (GIN and ESM, LLM frozen) or all.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -172,6 +173,13 @@ fn merged_config(args: &TrainArgs) -> Result<TrainConfig> {
     let object = base.as_object_mut().context("the config file must be a TOML table")?;
     for (key, value) in flags {
         object.insert(key, value);
+    }
+    // BioMedGPT-R1's recipe trains LoRA factors beside the adapters (r=8, alpha 16, q/k/v/o).
+    if !object.contains_key("trainable")
+        && let Some(model) = object.get("model").and_then(Value::as_str)
+        && biomedgpt_model::Layout::resolve(std::path::Path::new(model)).is_ok_and(|l| l.r1.is_some())
+    {
+        object.insert("trainable".into(), "adapters+lora".into());
     }
     let config: TrainConfig = serde_json::from_value(base).map_err(|e| {
         anyhow::anyhow!("training settings: {e} (give it in --config or as a flag; see `biomedgpt train --help`)")

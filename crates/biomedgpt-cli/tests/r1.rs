@@ -186,3 +186,30 @@ fn converted_models_stay_r1() {
         assert!(answer.get("reasoning").is_some() && answer["token_ids"].as_array().unwrap().len() == 4, "{mix}: {answer}");
     }
 }
+
+/// `train` on R1 follows its recipe by default (adapters and LoRA r=8, alpha 16 on q/k/v/o,
+/// encoders frozen); the checkpoint and its merge answer in R1's form.
+#[test]
+fn training_follows_r1s_recipe_and_checkpoints_stay_r1() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let (ok, stdout, stderr) = biomedgpt(&[
+        "train", "--model", MODEL, "--dataset", "pubchemqa=datasets/chebi", "--limit", "4", "--valid-limit", "2", "--max-steps", "2", "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let checkpoint = PathBuf::from(stdout.trim().lines().last().unwrap());
+    let settings: Value = serde_json::from_str(&std::fs::read_to_string(checkpoint.join("biomedgpt.json")).unwrap()).unwrap();
+    assert_eq!(settings["lora"]["rank"], 8, "{settings}");
+    assert_eq!(settings["lora"]["alpha"], 16.0, "{settings}");
+    assert!(settings["r1"].as_str().unwrap().ends_with("config.yaml"), "{settings}");
+    let merged = dir.path().join("merged");
+    let (ok, _, stderr) = biomedgpt(&["merge-lora", "--model", checkpoint.to_str().unwrap(), "--out", merged.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    for model in [checkpoint.to_str().unwrap(), merged.to_str().unwrap()] {
+        let (ok, stdout, stderr) = biomedgpt(&["ask", "--model", model, "--question", "What is aspirin?", "--json", "--max-new-tokens", "3", "--num-beams", "1"]);
+        assert!(ok, "{model}: {stderr}");
+        let answer: Value = serde_json::from_str(stdout.trim()).unwrap();
+        assert!(answer.get("reasoning").is_some(), "{model}: {answer}");
+    }
+}

@@ -442,6 +442,14 @@ fn base_settings(config: &TrainConfig) -> Result<Value, TrainError> {
     if let Some(esm) = &layout.esm {
         settings["esm"] = json!(absolute(esm)?);
     }
+    // A BioMedGPT-R1 base: checkpoints keep its chat form and generation defaults.
+    if layout.r1.is_some() {
+        let yaml = match &layout.settings.r1 {
+            Some(p) => config.model.join(p),
+            None => config.model.join("config.yaml"),
+        };
+        settings["r1"] = json!(absolute(&yaml)?);
+    }
     if let Some(w) = &layout.llm_weights {
         settings["llm_weights"] = json!(absolute(w)?); // a fully fine-tuned base; replaced if trained again
     }
