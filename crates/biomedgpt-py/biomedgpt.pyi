@@ -34,9 +34,9 @@ class BioMedGPT:
         protein: Optional[Union[str, Sequence[str]]] = None,
         *,
         max_new_tokens: Optional[int] = None,
-        num_beams: int = 1,
-        repetition_penalty: float = 1.0,
-        length_penalty: float = 1.0,
+        num_beams: Optional[int] = None,
+        repetition_penalty: Optional[float] = None,
+        length_penalty: Optional[float] = None,
         temperature: Optional[float] = None,
         top_k: Optional[int] = None,
         top_p: Optional[float] = None,
@@ -47,8 +47,11 @@ class BioMedGPT:
         """Answers `question` about the molecules (SMILES) and proteins (amino-acid sequences),
         as `biomedgpt ask` does with the same arguments: greedy by default (255 new tokens at
         most), beam search with `num_beams` > 1, sampling with `temperature`, `top_k` or `top_p`
-        (seeded). With `stream=True`, an iterator of text pieces. Ctrl-C raises
-        KeyboardInterrupt between tokens; an invalid SMILES or sequence raises ValueError."""
+        (seeded). BioMedGPT-R1 takes the arguments left out from its config.yaml (2 beams,
+        repetition penalty 1.5, max_length counting the prompt) and returns its whole text,
+        thinking included: see `split_reasoning`. With `stream=True`, an iterator of text pieces.
+        Ctrl-C raises KeyboardInterrupt between tokens; an invalid SMILES or sequence raises
+        ValueError."""
 
     def chat(self, messages: Sequence[dict[str, Any]], **fields: Any) -> Union[str, list[str]]:
         """Answers a conversation in OpenAI's chat message shape, as `biomedgpt serve`'s
@@ -117,3 +120,8 @@ def score(
     """BLEU-2/4, ROUGE-1/2/L and METEOR (keys bleu2, bleu4, rouge1, rouge2, rougeL, meteor, and
     n), the MolT5 protocol as `biomedgpt score` computes it. WordNet: Debian's wordnet-base by
     default (FileNotFoundError without it)."""
+
+def split_reasoning(text: str) -> tuple[str, Optional[str]]:
+    """A reasoning model's answer (BioMedGPT-R1) split as DeepSeek's API splits it: (thinking,
+    answer), the text before and after the first `</think>`, trimmed; answer is None when the
+    model never finished thinking (raise max_new_tokens)."""

@@ -159,7 +159,7 @@ impl PyBioMedGpt {
     /// default, beam search with `num_beams` > 1, sampling with `temperature`/`top_k`/`top_p`.
     /// `ignore_eos` goes on to `max_new_tokens`. With `stream=True`, returns an iterator of text
     /// pieces that add up to the answer.
-    #[pyo3(signature = (question, smiles = None, protein = None, *, max_new_tokens = None, num_beams = 1, repetition_penalty = 1.0, length_penalty = 1.0, temperature = None, top_k = None, top_p = None, seed = 0, ignore_eos = false, stream = false))]
+    #[pyo3(signature = (question, smiles = None, protein = None, *, max_new_tokens = None, num_beams = None, repetition_penalty = None, length_penalty = None, temperature = None, top_k = None, top_p = None, seed = 0, ignore_eos = false, stream = false))]
     #[allow(clippy::too_many_arguments)]
     fn ask(
         &self,
@@ -168,9 +168,9 @@ impl PyBioMedGpt {
         smiles: Option<OneOrMany>,
         protein: Option<OneOrMany>,
         max_new_tokens: Option<usize>,
-        num_beams: usize,
-        repetition_penalty: f32,
-        length_penalty: f32,
+        num_beams: Option<usize>,
+        repetition_penalty: Option<f32>,
+        length_penalty: Option<f32>,
         temperature: Option<f32>,
         top_k: Option<usize>,
         top_p: Option<f32>,
@@ -182,16 +182,31 @@ impl PyBioMedGpt {
             return Err(PyValueError::new_err("question is empty: ask something about the molecule or protein"));
         }
         // ignore_eos: go on to max_new_tokens (vLLM's and llama.cpp's extension, for fixed lengths).
-        let eos = if ignore_eos { Vec::new() } else { lock(&self.engine).eos_token_ids() };
+        let (eos, defaults) = {
+            let model = lock(&self.engine);
+            let eos = if ignore_eos { Vec::new() } else { model.eos_token_ids() };
+            // BioMedGPT-R1 decodes as its config.yaml says, as `biomedgpt ask` does.
+            let defaults = match &model.r1 {
+                Some(r1) => (r1.text_generation.num_beams, r1.text_generation.repetition_penalty, r1.text_generation.length_penalty),
+                None => (1, 1.0, 1.0),
+            };
+            (eos, defaults)
+        };
+        let sampling = temperature.is_some() || top_k.is_some() || top_p.is_some();
+        let num_beams = num_beams.unwrap_or(if sampling { 1 } else { defaults.0 });
+        let (repetition_penalty, length_penalty) = (repetition_penalty.unwrap_or(defaults.1), length_penalty.unwrap_or(defaults.2));
         let config = generation_config(eos, max_new_tokens, num_beams, repetition_penalty, length_penalty, temperature, top_k, top_p, seed)?;
+        // R1: without max_new_tokens, config.yaml's max_length (counting the prompt) bounds it.
+        let length_from_config = max_new_tokens.is_none();
         let inputs = inputs(smiles, protein);
         if stream {
-            return Ok(AnswerStream::start(self.engine.clone(), inputs, question, config).into_pyobject(py)?.into_any().unbind());
+            return Ok(AnswerStream::start(self.engine.clone(), inputs, question, config, length_from_config).into_pyobject(py)?.into_any().unbind());
         }
         let engine = &self.engine;
         let answer = interruptible(py, |stop| {
             let model = lock(engine);
             let mut chat = Chat::new(&model);
+            chat.length_from_config = length_from_config;
             for input in &inputs {
                 chat.add(input)?;
             }
@@ -459,18 +474,20 @@ impl AnswerStream {
         AnswerStream { pieces: Mutex::new(rx), cancel, done: AtomicBool::new(false) }
     }
 
-    /// A chat answer (`ask(..., stream=True)`), trimmed as `ask` trims it.
-    fn start(engine: Arc<Mutex<Engine>>, inputs: Vec<Input>, question: String, config: GenerationConfig) -> Self {
+    /// A chat answer (`ask(..., stream=True)`), trimmed as `ask` trims it (R1's kept whole).
+    fn start(engine: Arc<Mutex<Engine>>, inputs: Vec<Input>, question: String, config: GenerationConfig, length_from_config: bool) -> Self {
         Self::spawn(move |send, stop| {
             let model = lock(&engine);
             let mut chat = Chat::new(&model);
+            chat.length_from_config = length_from_config;
             for input in &inputs {
                 chat.add(input).map_err(|e| e.to_string())?;
             }
             chat.ask(&question).map_err(|e| e.to_string())?;
             let eos = config.eos_token_ids.clone();
             let beams = matches!(config.strategy, Strategy::Beam { .. });
-            let mut tracker = TextTracker::new(true, Vec::new());
+            // BioMedGPT-10B's answers are trimmed; R1's text is kept whole, as its chat returns it.
+            let mut tracker = TextTracker::new(model.r1.is_none(), Vec::new());
             let answer = chat
                 .answer_until(
                     &config,
@@ -562,6 +579,14 @@ impl Drop for AnswerStream {
 /// The graph the GIN reads for `smiles` (RDKit, as `biomedgpt inspect featurize`): a dict of
 /// int64 arrays `atoms` `[atoms, 2]` (type, chirality), `edge_index` `[2, edges]`, `edge_attr`
 /// `[edges, 2]` (bond type, direction), self loops left to the GIN.
+/// A reasoning model's answer (BioMedGPT-R1) split as DeepSeek's API splits it: `(thinking,
+/// answer)`, the text before and after the first `</think>`, trimmed; `answer` is None when the
+/// model never finished thinking.
+#[pyfunction]
+fn split_reasoning(text: &str) -> (String, Option<String>) {
+    biomedgpt_model::split_reasoning(text)
+}
+
 #[pyfunction]
 fn featurize<'py>(py: Python<'py>, smiles: &str) -> PyResult<Bound<'py, PyDict>> {
     let graph = biomedgpt_chem::featurize(smiles).map_err(|e| PyValueError::new_err(e.to_string()))?;
@@ -620,6 +645,7 @@ fn biomedgpt(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyLanguageModel>()?;
     m.add_function(wrap_pyfunction!(featurize, m)?)?;
     m.add_function(wrap_pyfunction!(score, m)?)?;
+    m.add_function(wrap_pyfunction!(split_reasoning, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

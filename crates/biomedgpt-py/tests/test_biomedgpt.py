@@ -233,3 +233,17 @@ def test_language_model_equals_generate_and_inspect_logits(model_path):
         lm.generate(" ")
     with pytest.raises(ValueError, match="context"):
         lm.generate(prompt, max_new_tokens=100000)
+
+
+R1 = ROOT / "tests" / "fixtures" / "biomedgpt_r1" / "tiny"
+
+
+def test_r1_answers_equal_the_cli_and_split_as_it_does():
+    m = biomedgpt.BioMedGPT.load(str(R1))
+    out = json.loads(cli("ask", "--model", str(R1), "--smiles", "CCO", "--question", "What is it?", "--json"))
+    text = m.ask("What is it?", smiles="CCO")  # config.yaml's 2 beams, penalty 1.5, max_length
+    assert text == out["answer"]
+    assert biomedgpt.split_reasoning(text) == (out["reasoning"], out["final"])
+    assert biomedgpt.split_reasoning("still") == ("still", None)
+    whole = m.ask("What is it?", smiles="CCO", num_beams=1, max_new_tokens=30)
+    assert "".join(m.ask("What is it?", smiles="CCO", num_beams=1, max_new_tokens=30, stream=True)) == whole
