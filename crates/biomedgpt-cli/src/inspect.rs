@@ -85,7 +85,8 @@ fn chat_logits(args: &LogitsArgs, question: &str) -> Result<()> {
     }
     chat.ask(question)?;
     let (embeds, _) = chat.embeds()?;
-    let logits = model.prompt_logits(embeds);
+    // The positions the model reads (BioMedGPT-R1 cuts a prompt longer than its context allows).
+    let logits = model.prompt_logits(model.fit_to_context(embeds));
     let [t, vocab] = logits.dims();
     let values = logits.into_data().try_to_vec::<f32>().expect("f32 logits");
     npy::write_f32(&args.out, &[t, vocab], &values).with_context(|| format!("writing {}", args.out.display()))?;
@@ -97,12 +98,23 @@ fn logits(args: LogitsArgs) -> Result<()> {
     if let Some(question) = &args.question {
         return chat_logits(&args, question);
     }
+    if args.prompt.as_ref().is_some_and(|p| p.trim().is_empty()) {
+        bail!("--prompt is empty");
+    }
+    // A BioMedGPT directory (10B or R1, fused weights): its LLM, with its tokenizer.
+    let multimodal = biomedgpt_model::Layout::resolve(&args.model.model).is_ok_and(|l| l.fused_weights.is_some());
     let (model, ids) = match (args.token_ids, args.prompt) {
+        (ids, prompt) if multimodal => {
+            let model = crate::ask::open(&args.model)?;
+            let ids = match (ids, prompt) {
+                (Some(ids), _) => ids,
+                (None, Some(prompt)) => model.tokenizer.encode(&prompt, true)?,
+                (None, None) => unreachable!("clap requires --prompt, --token-ids or --question"),
+            };
+            (Box::new(model.llm) as Box<dyn biomedgpt_llama::CausalLm>, ids)
+        }
         (Some(ids), _) => (args.model.open_model()?, ids),
         (None, Some(prompt)) => {
-            if prompt.trim().is_empty() {
-                bail!("--prompt is empty");
-            }
             let lm = args.model.open()?;
             let ids = lm.tokenizer.encode(&prompt, true)?;
             (lm.model as Box<dyn biomedgpt_llama::CausalLm>, ids)

@@ -213,3 +213,27 @@ fn training_follows_r1s_recipe_and_checkpoints_stay_r1() {
         assert!(answer.get("reasoning").is_some(), "{model}: {answer}");
     }
 }
+
+/// `inspect logits --question` gives the reference's logits of the positions R1 reads (the
+/// protein case's prompt is cut to its context); `--prompt` runs the LLM on text alone.
+#[test]
+fn inspect_logits_match_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("logits.npy");
+    let case = &expected()["protein"]["turns"][0];
+    let (ok, _, stderr) = biomedgpt(&[
+        "inspect", "logits", "--model", MODEL, "--protein", case[0][1].as_str().unwrap(), "--question", case[1][1].as_str().unwrap(), "--out", out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let read = |p: &Path| biomedgpt_io::npy::read_f32(&std::fs::read(p).unwrap()).unwrap();
+    let (shape, got) = read(&out);
+    let (want_shape, want) = read(&root().join("tests/fixtures/biomedgpt_r1/logits_protein.npy"));
+    assert_eq!(shape, want_shape);
+    assert_eq!(shape[0] as u64, expected()["protein"]["steps"][0]["kept_positions"].as_u64().unwrap());
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{g} vs {w}");
+    }
+    let (ok, _, stderr) = biomedgpt(&["inspect", "logits", "--model", MODEL, "--prompt", "What is aspirin?", "--out", out.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    assert_eq!(read(&out).0[1] as u64, expected()["_settings"]["vocab_rows"].as_u64().unwrap());
+}
