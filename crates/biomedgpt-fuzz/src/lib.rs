@@ -18,6 +18,7 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("fasta", fasta),
     ("llama_config", llama_config),
     ("biomedgpt_json", biomedgpt_json),
+    ("r1_config", r1_config),
     ("tokenizer", tokenizer),
     ("chat_request", chat_request),
     ("completion_request", completion_request),
@@ -127,6 +128,13 @@ pub fn llama_config(data: &[u8]) {
 pub fn biomedgpt_json(data: &[u8]) {
     if let Ok(settings) = serde_json::from_slice::<biomedgpt_model::Settings>(data) {
         let _ = settings.validate();
+    }
+}
+
+/// BioMedGPT-R1's `config.yaml` (YAML through serde_norway), parsed and checked.
+pub fn r1_config(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = biomedgpt_model::R1Config::from_yaml(text);
     }
 }
 

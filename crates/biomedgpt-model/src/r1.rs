@@ -97,25 +97,25 @@ impl R1Config {
     /// Reads an R1 `config.yaml`.
     pub fn from_file(path: &Path) -> Result<Self, ModelError> {
         let text = std::fs::read_to_string(path).map_err(|e| ModelError::Layout(format!("cannot read {}: {e}", path.display())))?;
-        let file: R1File = serde_norway::from_str(&text).map_err(|e| ModelError::Layout(format!("{}: {e}", path.display())))?;
+        Self::from_yaml(&text).map_err(|m| ModelError::Layout(format!("{}: {m}", path.display())))
+    }
+
+    /// Parses and checks the text of an R1 `config.yaml`.
+    pub fn from_yaml(text: &str) -> Result<Self, String> {
+        let file: R1File = serde_norway::from_str(text).map_err(|e| e.to_string())?;
         let c = file.model;
-        let bad = |m: String| Err(ModelError::Layout(format!("{}: {m}", path.display())));
         if c.molecule.gin_num_layers == 0 || c.molecule.gin_hidden_dim == 0 {
-            return bad("molecule.gin_num_layers and gin_hidden_dim must be at least 1".into());
+            return Err("molecule.gin_num_layers and gin_hidden_dim must be at least 1".into());
         }
         let g = &c.text_generation;
         if g.num_beams == 0 || g.max_length == 0 || !(g.repetition_penalty.is_finite() && g.repetition_penalty > 0.0) || !g.length_penalty.is_finite() {
-            return bad("text_generation: num_beams and max_length must be at least 1, repetition_penalty positive".into());
+            return Err("text_generation: num_beams and max_length must be at least 1, repetition_penalty positive".into());
         }
         if g.do_sample {
-            return bad("text_generation.do_sample: true is not supported (the released chat decodes with beam search)".into());
+            return Err("text_generation.do_sample: true is not supported (the released chat decodes with beam search)".into());
         }
-        if c.context_max_length.is_some_and(|n| n <= g.max_length) {
-            return bad(format!(
-                "context_max_length {} must exceed text_generation.max_length {} (the prompt gets what is left)",
-                c.context_max_length.unwrap_or(0),
-                g.max_length
-            ));
+        if let Some(context) = c.context_max_length.filter(|&n| n <= g.max_length) {
+            return Err(format!("context_max_length {context} must exceed text_generation.max_length {} (the prompt gets what is left)", g.max_length));
         }
         Ok(c)
     }
