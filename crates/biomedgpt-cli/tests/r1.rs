@@ -237,3 +237,28 @@ fn inspect_logits_match_the_reference() {
     assert!(ok, "{stderr}");
     assert_eq!(read(&out).0[1] as u64, expected()["_settings"]["vocab_rows"].as_u64().unwrap());
 }
+
+/// `chat` holds R1's conversation as the reference does: the first answer (thinking included)
+/// goes into the second turn's prompt; each turn prints the text after `</think>`.
+#[test]
+fn chat_keeps_the_reference_conversation() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_biomedgpt"))
+        .args(["chat", "--model", MODEL])
+        .current_dir(root())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"/molecule CCO\nWhat is it?\nIs it toxic?\n/quit\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let steps = &expected()["two_turns"]["steps"];
+    let want: String = (0..2)
+        .map(|t| match split(steps[t]["default_text"].as_str().unwrap()) {
+            (_, Some(answer)) => format!("{answer}\n"),
+            (_, None) => String::new(), // no answer: a warning on stderr instead
+        })
+        .collect();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), want);
+}
