@@ -22,10 +22,12 @@ class BioMedGPT:
     demo model). Weights stay memory-mapped; model work releases the GIL."""
 
     @staticmethod
-    def load(path: str, device: Literal["cpu"] = "cpu", dtype: str = "auto") -> "BioMedGPT":
+    def load(path: str, device: str = "cpu", dtype: str = "auto") -> "BioMedGPT":
         """Loads a model directory. `dtype`: "auto" (the stored dtype; GGUF blocks stay in their
-        blocks), "f32", "f16" or "bf16", as the CLI's --dtype. Raises FileNotFoundError for a
-        missing path, ValueError for an unknown dtype or device."""
+        blocks), "f32", "f16" or "bf16", as the CLI's --dtype. `device`: "cpu", or "wgpu[:N]" /
+        "cuda[:N]" in a package built with that feature (MATURIN_PEP517_ARGS="--features cuda"
+        pip install ./crates/biomedgpt-py). Raises FileNotFoundError for a missing path,
+        ValueError for an unknown dtype or a device this build or machine lacks."""
 
     def ask(
         self,
@@ -53,15 +55,16 @@ class BioMedGPT:
         Ctrl-C raises KeyboardInterrupt between tokens; an invalid SMILES or sequence raises
         ValueError."""
 
-    def chat(self, messages: Sequence[dict[str, Any]], **fields: Any) -> Union[str, list[str]]:
+    def chat(self, messages: Sequence[dict[str, Any]], **fields: Any) -> Union[str, list[str], AnswerStream]:
         """Answers a conversation in OpenAI's chat message shape, as `biomedgpt serve`'s
         /v1/chat/completions does (the same engine): each message is {"role": "system" | "user"
         | "assistant", "content": str | list of parts}, a part {"type": "text", "text"},
         {"type": "molecule", "molecule": {"smiles"}} or {"type": "protein", "protein":
         {"sequence"}}. `fields` are that endpoint's (max_tokens, temperature, top_p, top_k, seed,
         n, stop, frequency_penalty, presence_penalty, repetition_penalty, num_beams,
-        length_penalty, ignore_eos). Returns the answer, or a list of n answers; ValueError names
-        the field at fault; Ctrl-C raises KeyboardInterrupt."""
+        length_penalty, ignore_eos, stream). Returns the answer, a list of n answers, or with
+        stream=True an iterator of text pieces (the server's deltas; n = 1); ValueError names the
+        field at fault; Ctrl-C raises KeyboardInterrupt."""
 
     def embed_molecules(
         self, smiles: Union[str, Sequence[str]], pool: Literal["mean", "none"] = "mean"
@@ -81,8 +84,8 @@ class LanguageModel:
     opened as the CLI's `generate` opens it."""
 
     @staticmethod
-    def load(path: str, device: Literal["cpu"] = "cpu", dtype: str = "auto") -> "LanguageModel":
-        """Loads an HF model directory or a GGUF file; `dtype` as the CLI's --dtype."""
+    def load(path: str, device: str = "cpu", dtype: str = "auto") -> "LanguageModel":
+        """Loads an HF model directory or a GGUF file; `dtype` and `device` as in BioMedGPT.load."""
 
     def generate(
         self,

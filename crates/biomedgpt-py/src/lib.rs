@@ -43,13 +43,10 @@ fn load_args(path: &std::path::Path, device: &str) -> PyResult<Device> {
     self::device(device)
 }
 
+/// "cpu", "wgpu[:N]" or "cuda[:N]", as the CLI's `--device`: GPU devices where the package was
+/// built with their feature, else a ValueError saying how to build it.
 fn device(spec: &str) -> PyResult<Device> {
-    match spec {
-        "cpu" => Ok(Device::flex()),
-        other => Err(PyValueError::new_err(format!(
-            "device {other:?}: this build of the package computes on the CPU only (\"cpu\"); GPU devices need the CLI built with --features cuda or wgpu"
-        ))),
-    }
+    biomedgpt_device::parse(spec).map_err(|e| PyValueError::new_err(format!("device {spec:?}: {e}")))
 }
 
 /// One SMILES or several, one sequence or several.
@@ -222,8 +219,9 @@ impl PyBioMedGpt {
     /// dicts whose content is a string or a list of parts (`{"type": "text", "text"}`,
     /// `{"type": "molecule", "molecule": {"smiles"}}`, `{"type": "protein", "protein":
     /// {"sequence"}}`); the keyword arguments are that endpoint's fields (`max_tokens`,
-    /// `temperature`, `seed`, `n`, `stop`, `num_beams`, `repetition_penalty`, ...). Returns the
-    /// answer, or a list of `n` answers. Errors name the field, as the server's 400s do.
+    /// `temperature`, `seed`, `n`, `stop`, `num_beams`, `repetition_penalty`, `stream`, ...).
+    /// Returns the answer, a list of `n` answers, or with `stream=True` an iterator of text
+    /// pieces (the server's deltas). Errors name the field, as the server's 400s do.
     #[pyo3(signature = (messages, **fields))]
     fn chat(&self, py: Python<'_>, messages: Bound<'_, PyAny>, fields: Option<Bound<'_, PyDict>>) -> PyResult<Py<PyAny>> {
         let body = PyDict::new(py);
@@ -233,14 +231,18 @@ impl PyBioMedGpt {
         body.set_item("messages", messages)?;
         let json: String = py.import("json")?.call_method1("dumps", (body,))?.extract()?;
         let request: ChatRequest = parse_body(json.as_bytes()).map_err(|f| PyValueError::new_err(f.message))?;
-        if request.sampling.stream {
-            return Err(PyValueError::new_err("stream: chat returns the whole answer; use ask(..., stream=True) to stream"));
-        }
         let prompt = request.prompt().map_err(|f| PyValueError::new_err(f.message))?;
         let params = request.logprobs().and_then(|l| request.sampling.params(l)).map_err(|f| PyValueError::new_err(f.message))?;
         let n = params.n;
         if n > 16 {
             return Err(PyValueError::new_err(format!("n is {n}, above the 16 sequences one call decodes")));
+        }
+        if request.sampling.stream {
+            if n > 1 {
+                return Err(PyValueError::new_err("stream: one answer at a time (n = 1)"));
+            }
+            let work = Work::Generate { prompt, params };
+            return Ok(AnswerStream::chat(self.engine.clone(), work).into_pyobject(py)?.into_any().unbind());
         }
         let (events, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let job = Job { id: "python".into(), work: Work::Generate { prompt, params }, molecules: Default::default(), events, embeddings: None, submitted: std::time::Instant::now() };
@@ -472,6 +474,32 @@ impl AnswerStream {
             }
         });
         AnswerStream { pieces: Mutex::new(rx), cancel, done: AtomicBool::new(false) }
+    }
+
+    /// A conversation's answer (`chat(..., stream=True)`): the serving engine's text deltas as
+    /// the server streams them. Stopping drops the job's receiver, which cancels it at the
+    /// engine's next step (as a client that leaves the server).
+    fn chat(engine: Arc<Mutex<Engine>>, work: Work) -> Self {
+        Self::spawn(move |send, stop| {
+            let (events, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let job = Job { id: "python".into(), work, molecules: Default::default(), events, embeddings: None, submitted: std::time::Instant::now() };
+            let runner = std::thread::spawn(move || engine.lock().expect("model lock").run_jobs(vec![job]));
+            let mut failure = None;
+            // An event comes at least once per token; the channel closes when the job ends.
+            while let Some(event) = rx.blocking_recv() {
+                if stop() {
+                    break;
+                }
+                match event {
+                    Event::Delta { text, .. } => send(text),
+                    Event::Failed(f) => failure = Some(f.message),
+                    _ => {}
+                }
+            }
+            drop(rx);
+            let _ = runner.join();
+            failure.map_or(Ok(String::new()), Err)
+        })
     }
 
     /// A chat answer (`ask(..., stream=True)`), trimmed as `ask` trims it (R1's kept whole).

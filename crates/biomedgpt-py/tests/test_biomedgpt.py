@@ -117,8 +117,11 @@ def test_bad_input_raises_python_errors(model):
         model.ask("What is it?", smiles="CCO", num_beams=0)
     with pytest.raises(ValueError, match="dtype|f33"):
         biomedgpt.BioMedGPT.load(str(DEMO), dtype="f33")
-    with pytest.raises(ValueError, match="CPU only"):
+    # This build has no GPU backend: the error says how to build one (the CLI's words).
+    with pytest.raises(ValueError, match="without the CUDA backend.*MATURIN_PEP517_ARGS"):
         biomedgpt.BioMedGPT.load(str(DEMO), device="cuda:0")
+    with pytest.raises(ValueError, match="unknown device `tpu`"):
+        biomedgpt.LanguageModel.load(str(DEMO / "llm"), device="tpu")
     with pytest.raises(FileNotFoundError):
         biomedgpt.BioMedGPT.load("/no/such/model")
     with pytest.raises(ValueError):
@@ -201,6 +204,18 @@ def test_chat_equals_ask_and_the_server(model):
         server.terminate()
         server.wait(timeout=60)
     assert got == [c["message"]["content"] for c in answer["choices"]]
+
+    # Streamed: the server's deltas, adding up to the whole answer; dropping the iterator early
+    # cancels the job and the model answers the next call.
+    one = {"temperature": 0.9, "seed": 11, "max_tokens": 24}
+    pieces = list(model.chat(messages, stream=True, **one))
+    assert len(pieces) > 1 and "".join(pieces) == model.chat(messages, **one)
+    stream = model.chat(messages, stream=True, **one)
+    next(stream)
+    del stream
+    assert model.chat(messages, **one) == "".join(pieces)
+    with pytest.raises(ValueError, match="n = 1"):
+        model.chat(messages, stream=True, n=2)
 
     with pytest.raises(ValueError, match="max_tokens"):
         model.chat(messages, max_tokens="many")
