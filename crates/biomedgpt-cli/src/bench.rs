@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use biomedgpt_io::FloatType;
 use biomedgpt_llama::generation::{argmax, ids_tensor};
 use biomedgpt_llama::{CausalLm, DecoderInput, LlamaConfig};
@@ -38,6 +38,18 @@ pub enum BenchCommand {
     },
     /// Molecules per second of featurize (RDKit) + GIN on a .smi file; prints one JSON line.
     Gin(GinBenchArgs),
+    /// Write a BioMedGPT-R1 of the released shape (DeepSeek-R1-Distill-Qwen-14B's Qwen2, ESM-2 3B,
+    /// the 5 x 300 GIN) whose weights are all zero in a sparse f16 file (35 GB that take no disk),
+    /// to convert and measure memory with (benches/memory_r1.sh).
+    R1Shape {
+        /// New model directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// The LLM's tokenizer.json (default: the R1 test fixture's; the vocabulary is padded to
+        /// the released 151,665 rows).
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+    },
     /// Memory read bandwidth with the given number of threads (the ceiling for decoding).
     Bandwidth {
         #[arg(long, default_value_t = 2)]
@@ -106,6 +118,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Esm(args) => esm(args),
         BenchCommand::RandomGin { num_layer, emb_dim, out } => random_gin(num_layer, emb_dim, &out),
         BenchCommand::Gin(args) => gin(args),
+        BenchCommand::R1Shape { out, tokenizer } => r1_shape(&out, tokenizer.as_deref()),
         BenchCommand::Bandwidth { threads } => {
             println!("{}", serde_json::json!({"threads": threads, "read_gb_per_s": bandwidth(threads)}));
             Ok(())
@@ -383,4 +396,73 @@ pub fn bandwidth(threads: usize) -> f64 {
         best = best.max((n * 8) as f64 / t.elapsed().as_secs_f64() / 1e9);
     }
     best
+}
+
+/// A BioMedGPT-R1 of the released shape, every weight zero, in our layout (`biomedgpt.json`
+/// naming `llm/`, `protein/`, `model.safetensors` and R1's `config.yaml`). The safetensors file
+/// is written as a header and a length: its data is a hole that reads as zeros and takes no disk.
+/// Zeros change no size: what it measures is memory and time, not answers.
+fn r1_shape(out: &Path, tokenizer: Option<&Path>) -> Result<()> {
+    use crate::random::{esm_specs, gin_specs, llama_specs, write_esm_dir};
+    if out.exists() && std::fs::read_dir(out)?.next().is_some() {
+        bail!("{} exists and is not empty", out.display());
+    }
+    // DeepSeek-R1-Distill-Qwen-14B's config.json; BioMedGPT-R1 resized its embeddings to the
+    // tokenizer's 151,665 tokens.
+    let rows = 151_665;
+    let llm = serde_json::json!({
+        "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 5120, "intermediate_size": 13824,
+        "num_hidden_layers": 48, "num_attention_heads": 40, "num_key_value_heads": 8, "vocab_size": 152064,
+        "max_position_embeddings": 131072, "rms_norm_eps": 1e-5, "rope_theta": 1000000.0, "tie_word_embeddings": false,
+        "use_sliding_window": false, "bos_token_id": 151643, "eos_token_id": 151643, "hidden_act": "silu", "torch_dtype": "bfloat16"
+    });
+    let config = LlamaConfig::from_json(&llm.to_string()).map_err(anyhow::Error::msg)?;
+    std::fs::create_dir_all(out.join("llm"))?;
+    std::fs::write(out.join("llm/config.json"), serde_json::to_string_pretty(&llm)?)?;
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/biomedgpt_r1/tiny/llm/tokenizer.json");
+    std::fs::copy(tokenizer.unwrap_or(&fixture), out.join("llm/tokenizer.json")).context("copying the tokenizer")?;
+    let (esm_hidden, esm_layers, esm_heads) = (2560, 36, 40);
+    write_esm_dir(&out.join("protein"), esm_hidden, esm_layers, esm_heads, 4 * esm_hidden)?;
+
+    let mut specs: Vec<(String, Vec<usize>)> = llama_specs(&config, rows).into_iter().map(|(k, s)| (format!("llm.{k}"), s)).collect();
+    let (q, kv) = (config.num_attention_heads * config.head_dim(), config.num_kv_heads() * config.head_dim());
+    for l in 0..config.num_hidden_layers {
+        for (name, n) in [("q_proj", q), ("k_proj", kv), ("v_proj", kv)] {
+            specs.push((format!("llm.model.layers.{l}.self_attn.{name}.bias"), vec![n]));
+        }
+    }
+    specs.extend(esm_specs(esm_hidden, esm_layers, 4 * esm_hidden).into_iter().map(|(k, s)| (format!("prot_structure_encoder.{k}"), s)));
+    specs.extend(gin_specs(5, 300).into_iter().map(|(k, s)| (format!("mol_structure_encoder.{k}"), s)));
+    for (name, width) in [("proj_mol", 300), ("proj_prot", esm_hidden)] {
+        specs.push((format!("{name}.weight"), vec![config.hidden_size, width]));
+        specs.push((format!("{name}.bias"), vec![config.hidden_size]));
+    }
+    let mut header = serde_json::Map::new();
+    let mut offset = 0usize;
+    for (name, shape) in &specs {
+        let bytes = 2 * shape.iter().product::<usize>();
+        header.insert(name.clone(), serde_json::json!({"dtype": "F16", "shape": shape, "data_offsets": [offset, offset + bytes]}));
+        offset += bytes;
+    }
+    header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
+    let mut text = serde_json::to_string(&header)?.into_bytes();
+    text.resize(text.len().div_ceil(8) * 8, b' ');
+    let path = out.join("model.safetensors");
+    let mut file = std::fs::File::create(&path)?;
+    use std::io::Write;
+    file.write_all(&(text.len() as u64).to_le_bytes())?;
+    file.write_all(&text)?;
+    file.set_len((8 + text.len() + offset) as u64)?;
+
+    let yaml = "model:\n  name: biomedgpt-r1\n  molecule:\n    gin_hidden_dim: 300\n    gin_num_layers: 5\n    drop_ratio: 0.0\n  \
+                protein:\n    model_name_or_path: protein\n    use_float16: true\n  llm:\n    model_name_or_path: llm\n    use_float16: true\n  \
+                text_generation:\n    num_beams: 2\n    max_length: 512\n    min_length: 1\n    repetition_penalty: 1.5\n    length_penalty: 1\n  \
+                context_max_length: 2048\n";
+    std::fs::write(out.join("config.yaml"), yaml)?;
+    let settings = serde_json::json!({"llm": "llm", "esm": "protein", "weights": "model.safetensors", "r1": "config.yaml",
+        "notice": "BioMedGPT-R1's shape with zero weights (bench r1-shape): for memory and speed measurements only"});
+    std::fs::write(out.join("biomedgpt.json"), serde_json::to_string_pretty(&settings)?)?;
+    let parameters: usize = specs.iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+    eprintln!("wrote {} ({:.2}B parameters, {:.1} GB of f16 zeros in a sparse file)", out.display(), parameters as f64 / 1e9, offset as f64 / 1e9);
+    Ok(())
 }
