@@ -52,7 +52,7 @@ fn pre_tokenizer(pre: &str) -> Option<(Vec<&'static str>, bool)> {
 const SUPPORTED_PRE: &str = "gpt-2, llama-bpe (llama3), smollm, starcoder, qwen2, dbrx, default and their aliases";
 
 /// GPT-2's byte-to-character table (`bytes_to_unicode`).
-fn byte_alphabet() -> [char; 256] {
+pub(crate) fn byte_alphabet() -> [char; 256] {
     let mut table = ['\0'; 256];
     let mut next = 256u32;
     for b in 0..256u32 {

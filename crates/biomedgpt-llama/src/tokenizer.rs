@@ -118,6 +118,28 @@ impl LlamaTokenizer {
         }
     }
 
+    /// The bytes token `id` stands for, as llama.cpp's `token_to_piece` gives them: a byte-fallback
+    /// token (`<0xNN>`) its byte, a byte-level BPE token (GPT-2, Qwen2) its bytes through GPT-2's
+    /// byte alphabet, a SentencePiece token its text with `▁` as a space, an added token its text.
+    /// A piece may be part of a UTF-8 character.
+    pub fn token_bytes(&self, id: u32) -> Vec<u8> {
+        let Some(token) = self.inner.id_to_token(id) else { return Vec::new() };
+        if let Some(b) = token.strip_prefix("<0x").and_then(|t| t.strip_suffix('>')).filter(|h| h.len() == 2).and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            return vec![b];
+        }
+        if self.inner.get_added_tokens_decoder().contains_key(&id) {
+            return token.into_bytes();
+        }
+        if matches!(self.inner.get_decoder(), Some(tokenizers::DecoderWrapper::ByteLevel(_))) {
+            let alphabet = crate::gguf_tokenizer::byte_alphabet();
+            let bytes: Option<Vec<u8>> = token.chars().map(|c| alphabet.iter().position(|&a| a == c).map(|b| b as u8)).collect();
+            if let Some(bytes) = bytes {
+                return bytes;
+            }
+        }
+        token.replace('\u{2581}', " ").into_bytes()
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }

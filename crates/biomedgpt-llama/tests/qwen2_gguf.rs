@@ -91,6 +91,12 @@ fn hf_directory_and_converter_file_agree() {
     // `<think>` is an added token that is not special: decoding keeps it.
     let think = hf.tokenizer.token_to_id("<think>").unwrap();
     assert_eq!(hf.tokenizer.decode(&[think]).unwrap(), "<think>");
+    // Byte-level pieces (what a server's /tokenize shows): their bytes add up to the text, also
+    // where a piece is part of a character.
+    let text = "Aspirin, \u{3b2}-lactam \u{1f9ea} <think>";
+    let ids = hf.tokenizer.encode(text, false).unwrap();
+    let bytes: Vec<u8> = ids.iter().flat_map(|&id| hf.tokenizer.token_bytes(id)).collect();
+    assert_eq!(String::from_utf8(bytes).unwrap(), text);
 }
 
 /// A tokenizer.json whose post-processor adds a BOS (DeepSeek-R1-Distill-Qwen's does): the HF

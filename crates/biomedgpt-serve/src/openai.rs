@@ -389,3 +389,22 @@ pub fn completion_logprobs(entries: &[TokenLogprob]) -> Value {
         "top_logprobs": entries.iter().map(|e| e.top.iter().map(|(t, _, l)| (t.clone(), json!(l))).collect::<serde_json::Map<_, _>>()).collect::<Vec<_>>(),
     })
 }
+
+/// llama-server's `POST /tokenize`: `content`, with BOS when `add_special`, each id with its text
+/// when `with_pieces`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenizeRequest {
+    pub content: String,
+    #[serde(default)]
+    pub add_special: bool,
+    #[serde(default)]
+    pub with_pieces: bool,
+}
+
+/// llama-server's `POST /detokenize`: the text of `tokens` (special tokens kept).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetokenizeRequest {
+    pub tokens: Vec<u64>,
+}

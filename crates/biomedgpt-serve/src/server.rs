@@ -23,7 +23,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use crate::reasoning::ReasoningSplitter;
 use crate::connections::{ConnectionCloser, ConnectionLimits};
 use crate::engine::{Engine, EngineConfig, PromptLimits, Stats, model_failure};
-use crate::openai::{self, ChatRequest, CompletionRequest, EmbeddingRequest, error_body, parse_body, usage};
+use crate::openai::{self, ChatRequest, CompletionRequest, DetokenizeRequest, EmbeddingRequest, TokenizeRequest, error_body, parse_body, usage};
 use crate::request::{EmbedInput, Event, Failure, FinishReason, Job, Params, ParsedMolecules, Part, PromptSpec, TokenLogprob, Work};
 
 #[derive(Debug, Clone)]
@@ -61,6 +61,10 @@ struct App {
     limits: PromptLimits,
     /// A reasoning model (BioMedGPT-R1): chat answers split into `reasoning_content` and `content`.
     reasoning: bool,
+    /// The model's tokenizer, for `/tokenize` and `/detokenize` (the engine has its own).
+    tokenizer: biomedgpt_llama::LlamaTokenizer,
+    /// Rows of the model's vocabulary (ids `/detokenize` accepts).
+    vocab_size: usize,
 }
 
 /// Counts a request in flight until dropped (a stream holds it until its last event).
@@ -233,6 +237,7 @@ impl Server {
         let addr = listener.local_addr()?;
         let stats = Arc::new(Stats::new());
         let reasoning = model.r1.is_some();
+        let (tokenizer, vocab_size) = (model.tokenizer.clone(), model.llm.config().vocab_size);
         let engine = Engine::new(model, options.engine.clone(), stats.clone());
         let (jobs_tx, jobs_rx) = std::sync::mpsc::channel::<Job>();
         let app = Arc::new(App {
@@ -246,6 +251,8 @@ impl Server {
             responses: Mutex::new(BTreeMap::new()),
             limits: engine.prompt_limits(),
             reasoning,
+            tokenizer,
+            vocab_size,
         });
         let stop = Arc::new(tokio::sync::Notify::new());
         let stop_rx = stop.clone();
@@ -356,6 +363,9 @@ fn router(app: Arc<App>) -> Router {
         .route("/v1/completions", post(completions))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(models))
+        .route("/v1/models/{id}", get(model))
+        .route("/tokenize", post(tokenize))
+        .route("/detokenize", post(detokenize))
         .layer(middleware::from_fn_with_state(app.clone(), read_body_in_time))
         .layer(middleware::from_fn_with_state(app.clone(), guard));
     Router::new()
@@ -400,7 +410,7 @@ async fn guard(State(app): State<Arc<App>>, headers: HeaderMap, request: Request
 /// A route that exists, asked with another method: OpenAI's error body, not a bare 405 (D26).
 async fn method_not_allowed(request: Request) -> Response {
     let path = request.uri().path();
-    let allowed = if path == "/v1/models" || path == "/health" || path == "/metrics" { "GET" } else { "POST" };
+    let allowed = if path.starts_with("/v1/models") || path == "/health" || path == "/metrics" { "GET" } else { "POST" };
     let message = format!("method {} is not allowed on {path} (use {allowed})", request.method());
     let mut response = failure_response(&Failure { status: 405, message, param: None });
     response.headers_mut().insert(header::ALLOW, axum::http::HeaderValue::from_static(allowed));
@@ -450,16 +460,90 @@ async fn health(State(app): State<Arc<App>>) -> Response {
     axum::Json(json!({"status": "ok"})).into_response()
 }
 
-async fn models(State(app): State<Arc<App>>) -> Response {
-    app.count("models", 200);
-    axum::Json(json!({"object": "list", "data": [{
+/// The one model this server serves, as OpenAI describes a model.
+fn model_object(app: &App) -> Value {
+    json!({
         "id": app.options.model_name,
         "object": "model",
         "created": app.created,
         "owned_by": "biomedgpt-rs",
         "max_model_len": app.options.engine.max_context,
-    }]}))
-    .into_response()
+    })
+}
+
+async fn models(State(app): State<Arc<App>>) -> Response {
+    app.count("models", 200);
+    axum::Json(json!({"object": "list", "data": [model_object(&app)]})).into_response()
+}
+
+/// `GET /v1/models/{id}`: the model, or OpenAI's 404 for another id.
+async fn model(State(app): State<Arc<App>>, axum::extract::Path(id): axum::extract::Path<String>) -> Response {
+    match app.check_model(&Some(id)) {
+        Ok(()) => {
+            app.count("models", 200);
+            axum::Json(model_object(&app)).into_response()
+        }
+        Err(f) => {
+            app.count("models", f.status);
+            failure_response(&Failure { param: None, ..f })
+        }
+    }
+}
+
+/// llama-server's `POST /tokenize`: `{"tokens": [ids]}`, or `[{"id", "piece"}]` with
+/// `with_pieces` (a piece that is not whole UTF-8 by itself, part of a character, is given as its
+/// bytes, as llama-server does).
+async fn tokenize(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -> Response {
+    let result = (|| -> Result<Value, Failure> {
+        let req: TokenizeRequest = parse_body(&body_bytes(body)?)?;
+        let ids = app.tokenizer.encode(&req.content, req.add_special).map_err(|e| Failure::bad_request(format!("content: {e}")))?;
+        if !req.with_pieces {
+            return Ok(json!({"tokens": ids}));
+        }
+        let tokens: Vec<Value> = ids
+            .iter()
+            .map(|&id| {
+                let bytes = app.tokenizer.token_bytes(id);
+                match String::from_utf8(bytes) {
+                    Ok(piece) => json!({"id": id, "piece": piece}),
+                    Err(e) => json!({"id": id, "piece": e.into_bytes()}),
+                }
+            })
+            .collect();
+        Ok(json!({"tokens": tokens}))
+    })();
+    json_reply("tokenize", &app, result)
+}
+
+/// llama-server's `POST /detokenize`: `{"content": text}` of the ids, special tokens kept.
+async fn detokenize(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -> Response {
+    let result = (|| -> Result<Value, Failure> {
+        let req: DetokenizeRequest = parse_body(&body_bytes(body)?)?;
+        let mut ids = Vec::with_capacity(req.tokens.len());
+        for (i, &t) in req.tokens.iter().enumerate() {
+            if t >= app.vocab_size as u64 {
+                return Err(Failure { status: 400, message: format!("tokens[{i}]: {t} is outside the vocabulary of {} tokens", app.vocab_size), param: Some(format!("tokens[{i}]")) });
+            }
+            ids.push(t as u32);
+        }
+        let content = app.tokenizer.inner().decode(&ids, false).map_err(|e| Failure::bad_request(format!("tokens: {e}")))?;
+        Ok(json!({"content": content}))
+    })();
+    json_reply("detokenize", &app, result)
+}
+
+/// A small JSON endpoint's answer: the body, or the failure's status and OpenAI error body.
+fn json_reply(endpoint: &'static str, app: &App, result: Result<Value, Failure>) -> Response {
+    match result {
+        Ok(body) => {
+            app.count(endpoint, 200);
+            axum::Json(body).into_response()
+        }
+        Err(f) => {
+            app.count(endpoint, f.status);
+            failure_response(&f)
+        }
+    }
 }
 
 /// Prometheus text exposition (written out here: a handful of series does not need a metrics

@@ -579,3 +579,45 @@ fn the_engine_encodes_the_graphs_it_is_handed() {
     let vector = |rx: tokio::sync::oneshot::Receiver<Embedded>| rx.blocking_recv().expect("embedding sent").expect("embedding").0;
     assert_eq!(vector(handed_vec), vector(plain_vec));
 }
+
+/// llama-server's `/tokenize` and `/detokenize`, and `GET /v1/models/{id}`: ids as the model's
+/// tokenizer gives them (BOS with `add_special`), pieces that add up to the text (a byte-fallback
+/// piece as its bytes), text back from ids; out-of-vocabulary ids and other models refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokenize_detokenize_and_one_model() {
+    let server = Running::start(options());
+    let tokenizer = demo().tokenizer;
+    let text = "Aspirin is 2-acetoxybenzoic acid, \u{3b2}.";
+    let (status, body) = server.post("/tokenize", &json!({"content": text})).await;
+    assert_eq!(status, 200, "{body}");
+    let ids = tokenizer.encode(text, false).unwrap();
+    assert_eq!(body["tokens"], json!(ids));
+    let (_, body) = server.post("/tokenize", &json!({"content": text, "add_special": true})).await;
+    assert_eq!(body["tokens"][0], 1, "BOS first: {body}");
+    let (_, body) = server.post("/tokenize", &json!({"content": text, "with_pieces": true})).await;
+    let mut bytes = Vec::new();
+    for t in body["tokens"].as_array().unwrap() {
+        match &t["piece"] {
+            Value::String(s) => bytes.extend(s.as_bytes()),
+            Value::Array(b) => bytes.extend(b.iter().map(|x| x.as_u64().unwrap() as u8)),
+            other => panic!("piece {other}"),
+        }
+    }
+    // SentencePiece marks spaces with the first piece's "▁"; the pieces' text is the text.
+    assert_eq!(String::from_utf8(bytes).unwrap().trim_start(), text);
+    let (status, body) = server.post("/detokenize", &json!({"tokens": ids})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["content"], text);
+    let (status, body) = server.post("/detokenize", &json!({"tokens": [5, 99999999]})).await;
+    assert_eq!(status, 400);
+    assert!(body["error"]["message"].as_str().unwrap().contains("tokens[1]"), "{body}");
+    let (status, _) = server.post("/tokenize", &json!({"text": "wrong field"})).await;
+    assert_eq!(status, 400);
+
+    let model: Value = server.client.get(format!("{}/v1/models/demo", server.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!((model["id"].as_str(), model["object"].as_str()), (Some("demo"), Some("model")));
+    let resp = server.client.get(format!("{}/v1/models/other", server.base)).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    let error: Value = resp.json().await.unwrap();
+    assert!(error["error"]["message"].as_str().unwrap().contains("`other` does not exist"), "{error}");
+}
