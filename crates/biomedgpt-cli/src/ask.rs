@@ -111,6 +111,10 @@ pub struct AskArgs {
     /// greedy decoding or sampling).
     #[arg(long)]
     pub show_reasoning: bool,
+    /// A JSON schema file: the answer is held to it while it is decoded (as `serve`'s
+    /// response_format json_schema; greedy or sampling, not beam search).
+    #[arg(long)]
+    pub json_schema: Option<PathBuf>,
     /// With --json: add "timing": load, time to the first token (encoders and prompt included)
     /// and decoding tokens/s (greedy and sampling; beam search hands its tokens over at the end).
     #[arg(long, requires = "json")]
@@ -199,6 +203,9 @@ pub fn ask(args: AskArgs) -> Result<()> {
         bail!("--show-reasoning: {} is not a reasoning model (BioMedGPT-R1 is)", model_args.model.display());
     }
     let config = chat_config(&model, &args.decoding)?;
+    if let Some(path) = &args.json_schema {
+        return ask_with_schema(&args, model, &inputs, &config, path);
+    }
     let start = Instant::now();
     let mut chat = new_chat(&model, &args.decoding);
     for input in &inputs {
@@ -227,6 +234,57 @@ pub fn ask(args: AskArgs) -> Result<()> {
         println!("{json}");
     } else {
         stream_answer(&model, &mut chat, &config, args.show_reasoning)?;
+    }
+    Ok(())
+}
+
+/// `ask --json-schema`: the question through the serving engine (the code behind `serve`'s
+/// `response_format`), which holds the answer to the schema while it is decoded.
+fn ask_with_schema(args: &AskArgs, model: BioMedGpt, inputs: &[Input], config: &biomedgpt_llama::GenerationConfig, path: &std::path::Path) -> Result<()> {
+    use biomedgpt_serve::request::{Event, Job, Message, Part, PromptSpec, Role, Work};
+    use biomedgpt_serve::structured::ResponseFormat;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let schema: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+    if matches!(config.strategy, Strategy::Beam { .. }) {
+        bail!("--json-schema: beam search is not supported with a schema (drop --num-beams)");
+    }
+    let mut params = crate::eval::engine_params(config);
+    if args.decoding.max_new_tokens.is_none() && model.r1.is_some() {
+        params.max_tokens = None; // R1: config.yaml's max_length, counting the prompt
+    }
+    params.response_format = Some(ResponseFormat::JsonSchema(schema));
+    let mut parts: Vec<Part> = inputs
+        .iter()
+        .map(|input| match input {
+            Input::Smiles(s) | Input::Graph { smiles: s, .. } => Part::Molecule(s.clone()),
+            Input::Protein { sequence, .. } => Part::Protein(sequence.clone()),
+        })
+        .collect();
+    parts.push(Part::Text(args.question.clone()));
+    let mut messages = Vec::new();
+    if let Some(system) = &args.system_prompt {
+        messages.push(Message { role: Role::System, parts: vec![Part::Text(system.clone())] });
+    }
+    messages.push(Message { role: Role::User, parts });
+    let positions = model.llm.config().max_position_embeddings;
+    let engine_config = biomedgpt_serve::EngineConfig { max_batch: 1, max_context: positions, prefill_chunk: positions, encoder_cache: 8 };
+    let mut engine = biomedgpt_serve::Engine::new(model, engine_config, std::sync::Arc::new(biomedgpt_serve::Stats::new()));
+    let (events, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let job = Job { id: "ask".into(), work: Work::Generate { prompt: PromptSpec::Chat(messages), params }, molecules: Default::default(), events, embeddings: None, submitted: std::time::Instant::now() };
+    engine.run_jobs(vec![job]);
+    let (mut answer, mut tokens, mut prompt_tokens) = (String::new(), Vec::new(), 0);
+    while let Ok(event) = rx.try_recv() {
+        match event {
+            Event::Started { prompt_tokens: n } => prompt_tokens = n,
+            Event::Delta { text, .. } => answer.push_str(&text),
+            Event::Finished { tokens: t, .. } => tokens = t,
+            Event::Failed(f) => bail!("{}", f.message.replace("response_format", "--json-schema")),
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::json!({"answer": answer, "token_ids": tokens, "prompt_tokens": prompt_tokens}));
+    } else {
+        println!("{answer}");
     }
     Ok(())
 }

@@ -302,7 +302,7 @@ fn limited<T>(mut records: Vec<T>, limit: Option<usize>) -> Vec<T> {
 }
 
 /// The engine's parameters for `generate`'s decoding settings.
-fn engine_params(config: &GenerationConfig) -> Params {
+pub(crate) fn engine_params(config: &GenerationConfig) -> Params {
     let mut p = Params { max_tokens: Some(config.max_new_tokens), repetition_penalty: config.repetition_penalty, ..Params::default() };
     match config.strategy {
         Strategy::Greedy => {}

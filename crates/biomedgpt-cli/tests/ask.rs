@@ -235,3 +235,26 @@ fn convert_refuses_configs_ask_cannot_load() {
     }
     std::fs::remove_dir_all(&base).ok();
 }
+
+/// `ask --json-schema FILE`: the answer is JSON that keeps the schema (the engine behind
+/// `serve`'s response_format); a bad schema or beam search is refused by name.
+#[test]
+fn a_json_schema_holds_the_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let schema = dir.join("schema.json");
+    std::fs::write(&schema, r#"{"type": "object", "properties": {"class": {"enum": ["alcohol", "acid", "ketone"]}, "carbons": {"type": "integer", "minimum": 1, "maximum": 60}}, "required": ["class", "carbons"], "additionalProperties": false}"#).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_biomedgpt"))
+        .args(["ask", "--model", &model(), "--smiles", "CCO", "--question", "Classify it.", "--json-schema", schema.to_str().unwrap(), "--max-new-tokens", "200"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let answer: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert!(["alcohol", "acid", "ketone"].contains(&answer["class"].as_str().unwrap()), "{answer}");
+    assert!((1..=60).contains(&answer["carbons"].as_i64().unwrap()), "{answer}");
+    let refused = Command::new(env!("CARGO_BIN_EXE_biomedgpt"))
+        .args(["ask", "--model", &model(), "--smiles", "CCO", "--question", "x", "--json-schema", schema.to_str().unwrap(), "--num-beams", "2"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("beam search"));
+}

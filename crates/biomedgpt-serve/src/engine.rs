@@ -23,6 +23,8 @@ use biomedgpt_kernels::matmul::DECODE_BATCH_ROWS;
 use biomedgpt_llama::generation::{apply_repetition_penalty, ids_tensor, log_softmax};
 use biomedgpt_llama::{DecoderInput, GenerationConfig, KvCache, Prompt, Strategy, TokenChooser, generate_until};
 use biomedgpt_model::{BioMedGpt, Input, Modality, ModelError};
+
+use crate::structured::{Constraint, Grammars};
 use burn::tensor::{DType, Tensor};
 
 use crate::request::{EmbedInput, Event, Failure, FinishReason, Job, Message, Params, ParsedMolecules, Part, PromptSpec, Role, TokenLogprob, Work};
@@ -147,6 +149,8 @@ struct Choice {
     next: Option<u32>,
     text: TextTracker,
     done: bool,
+    /// `response_format`'s grammar state: which tokens may come next.
+    constraint: Option<Constraint>,
 }
 
 /// A request in the batch.
@@ -181,6 +185,9 @@ pub struct Engine {
     stats: Arc<Stats>,
     eos: Vec<u32>,
     encoded: Lru,
+    /// `response_format` grammars for this model's vocabulary, built at the first request that
+    /// asks for one.
+    grammars: Option<Grammars>,
 }
 
 /// Encoded molecules and proteins (projected features), least recently used dropped first.
@@ -292,7 +299,7 @@ impl Engine {
         config.prefill_chunk = config.prefill_chunk.max(1);
         let eos = model.eos_token_ids();
         let encoded = Lru { capacity: config.encoder_cache, map: HashMap::new(), order: VecDeque::new() };
-        Engine { model, config, stats, eos, encoded }
+        Engine { model, config, stats, eos, encoded, grammars: None }
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -470,6 +477,26 @@ impl Engine {
             self.beam_search(&job, &params, prompt, penalty_base, max_tokens, chat);
             return None;
         }
+        // One grammar state per choice, compiled before any decoding (a schema llguidance cannot
+        // take is the request's 400).
+        let mut constraints = Vec::new();
+        if let Some(format) = &params.response_format {
+            if self.grammars.is_none() {
+                let eos = self.eos.first().copied().unwrap_or(0);
+                match Grammars::new(&self.model.tokenizer, self.model.llm.config().vocab_size, eos) {
+                    Ok(g) => self.grammars = Some(g),
+                    Err(e) => return fail(&job, Failure { status: 500, message: format!("response_format: {e}"), param: Some("response_format".into()) }),
+                }
+            }
+            let grammars = self.grammars.as_ref().expect("built above");
+            for _ in 0..params.n {
+                match grammars.constraint(format) {
+                    Ok(c) => constraints.push(c),
+                    Err(e) => return fail(&job, Failure { status: 400, message: format!("response_format: {e}"), param: Some("response_format".into()) }),
+                }
+            }
+        }
+        let mut constraints = constraints.into_iter();
         let seed = params.seed.unwrap_or_else(rand::random);
         let choices = (0..params.n)
             .map(|i| {
@@ -491,6 +518,7 @@ impl Engine {
                     next: None,
                     text: TextTracker::new(chat, params.stop.clone()),
                     done: max_tokens == 0,
+                    constraint: constraints.next(),
                 }
             })
             .collect::<Vec<_>>();
@@ -757,7 +785,19 @@ impl Engine {
                 }
             }
         }
+        // The grammar's mask last, so that nothing it forbids can come back; a matcher that
+        // fails (it should not) ends the answer where it is.
+        let mut grammar_done = false;
+        if let Some(c) = choice.constraint.as_mut()
+            && let Err(e) = c.mask(&mut scores)
+        {
+            eprintln!("{}: response_format matcher: {e}", a.job.id);
+            grammar_done = true;
+        }
         let token = choice.chooser.choose_penalized(&mut scores);
+        if let Some(c) = choice.constraint.as_mut() {
+            grammar_done |= c.consume(token).is_err() || c.is_stopped();
+        }
         choice.generated.push(token);
         *choice.counts.entry(token).or_default() += 1;
         self.stats.generation_tokens.fetch_add(1, Ordering::Relaxed);
@@ -767,7 +807,7 @@ impl Engine {
             self.stats.ttft.lock().expect("stats lock").observe(ttft);
         }
         let eos = !params.ignore_eos && self.eos.contains(&token);
-        let mut finish = if eos {
+        let mut finish = if eos || grammar_done {
             Some(FinishReason::Stop)
         } else if choice.generated.len() >= a.max_tokens {
             Some(FinishReason::Length)

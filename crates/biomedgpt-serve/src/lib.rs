@@ -12,6 +12,7 @@ pub mod openai;
 pub mod reasoning;
 pub mod request;
 pub mod server;
+pub mod structured;
 pub mod text;
 
 pub use connections::ConnectionLimits;

@@ -8,6 +8,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::structured::ResponseFormat;
 use crate::request::{EmbedInput, Failure, Message, Params, Part, PromptSpec, Role, TokenLogprob};
 
 fn bad(param: &str, message: impl Into<String>) -> Failure {
@@ -177,10 +178,12 @@ impl Sampling {
         if self.tools.as_ref().is_some_and(|t| !t.is_empty()) {
             return Err(bad("tools", "tools (function calling) are not supported by this model"));
         }
-        if let Some(format) = &self.response_format
-            && format.get("type").and_then(Value::as_str) != Some("text")
-        {
-            return Err(bad("response_format", "only response_format {\"type\": \"text\"} is supported"));
+        p.response_format = match &self.response_format {
+            None => None,
+            Some(format) => response_format(format)?,
+        };
+        if p.response_format.is_some() && beams > 1 {
+            return Err(bad("response_format", "response_format with beam search is not supported: use num_beams 1"));
         }
         if self.best_of.is_some_and(|b| b > 1) {
             return Err(bad("best_of", "best_of is not supported"));
@@ -192,6 +195,25 @@ impl Sampling {
 
     pub fn include_usage(&self) -> bool {
         self.stream_options.as_ref().is_some_and(|o| o.include_usage)
+    }
+}
+
+/// OpenAI's `response_format`: `{"type": "text"}`, `{"type": "json_object"}` or `{"type":
+/// "json_schema", "json_schema": {"name", "schema", "strict"}}` (the schema is compiled, and its
+/// unsupported features named, when the engine admits the request).
+fn response_format(format: &Value) -> Result<Option<ResponseFormat>, Failure> {
+    match format.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(ResponseFormat::JsonObject)),
+        Some("json_schema") => {
+            let schema = &format["json_schema"]["schema"];
+            if !schema.is_object() && !schema.is_boolean() {
+                return Err(bad("response_format", "response_format.json_schema.schema must be a JSON schema (an object)"));
+            }
+            Ok(Some(ResponseFormat::JsonSchema(schema.clone())))
+        }
+        Some(other) => Err(bad("response_format", format!("response_format type `{other}` is not supported (text, json_object, json_schema are)"))),
+        None => Err(bad("response_format", "response_format needs a `type`: text, json_object or json_schema")),
     }
 }
 

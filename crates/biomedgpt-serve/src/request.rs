@@ -58,6 +58,8 @@ pub struct Params {
     /// Go on past end-of-sequence tokens up to `max_tokens` (vLLM's and llama.cpp's extension,
     /// for benchmarks with fixed answer lengths).
     pub ignore_eos: bool,
+    /// JSON or a JSON schema the answer is held to while it is decoded (`response_format`).
+    pub response_format: Option<crate::structured::ResponseFormat>,
 }
 
 impl Default for Params {
@@ -78,6 +80,7 @@ impl Default for Params {
             early_stopping: biomedgpt_llama::EarlyStopping::False,
             logprobs: None,
             ignore_eos: false,
+            response_format: None,
         }
     }
 }

@@ -621,3 +621,79 @@ async fn tokenize_detokenize_and_one_model() {
     let error: Value = resp.json().await.unwrap();
     assert!(error["error"]["message"].as_str().unwrap().contains("`other` does not exist"), "{error}");
 }
+
+/// `response_format`: answers held to JSON while they are decoded (llguidance). With schemas of
+/// enums, nested objects, arrays and bounded numbers, the demo model's greedy and sampled answers
+/// parse and keep every constraint; streamed equals whole; what cannot be honoured is a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_format_holds_answers_to_json_schemas() {
+    let server = Running::start(options());
+    let schemas = [
+        json!({"type": "object", "properties": {"kind": {"enum": ["acid", "base", "salt"]}}, "required": ["kind"], "additionalProperties": false}),
+        json!({"type": "object", "properties": {
+            "name": {"type": "string", "maxLength": 12},
+            "tags": {"type": "array", "items": {"type": "string", "maxLength": 8}, "maxItems": 3},
+            "props": {"type": "object", "properties": {"count": {"type": "integer", "minimum": 1, "maximum": 9}}, "required": ["count"], "additionalProperties": false}},
+            "required": ["name", "tags", "props"], "additionalProperties": false}),
+    ];
+    let check = |schema_index: usize, v: &Value| match schema_index {
+        0 => assert!(["acid", "base", "salt"].contains(&v["kind"].as_str().unwrap()) && v.as_object().unwrap().len() == 1, "{v}"),
+        _ => {
+            assert!(v["name"].as_str().unwrap().chars().count() <= 12, "{v}");
+            let tags = v["tags"].as_array().unwrap();
+            assert!(tags.len() <= 3 && tags.iter().all(|t| t.as_str().unwrap().chars().count() <= 8), "{v}");
+            let count = v["props"]["count"].as_i64().unwrap();
+            assert!((1..=9).contains(&count), "{v}");
+        }
+    };
+    for (k, schema) in schemas.iter().enumerate() {
+        for sampling in [json!({}), json!({"temperature": 0.9, "seed": 3})] {
+            let mut body = molecule_question("CCO", "Describe it as JSON.");
+            body["max_tokens"] = json!(300);
+            body["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": true}});
+            for (key, value) in sampling.as_object().unwrap() {
+                body[key] = value.clone();
+            }
+            let (status, answer) = server.post("/v1/chat/completions", &body).await;
+            assert_eq!(status, 200, "{answer}");
+            assert_eq!(answer["choices"][0]["finish_reason"], "stop", "{answer}");
+            let content = answer["choices"][0]["message"]["content"].as_str().unwrap();
+            let parsed: Value = serde_json::from_str(content).unwrap_or_else(|e| panic!("schema {k}: {content:?}: {e}"));
+            check(k, &parsed);
+            body["stream"] = json!(true);
+            let (streamed, _) = streamed_chat(&server.stream("/v1/chat/completions", &body).await);
+            assert_eq!(streamed, content, "schema {k}: streamed == whole");
+        }
+    }
+    // Any JSON object, and a text completion too.
+    let mut body = molecule_question("CCO", "JSON please.");
+    body["response_format"] = json!({"type": "json_object"});
+    body["max_tokens"] = json!(300);
+    let (status, answer) = server.post("/v1/chat/completions", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    let content = answer["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(serde_json::from_str::<Value>(content).is_ok_and(|v| v.is_object()), "{content:?}");
+    let (status, answer) = server
+        .post("/v1/completions", &json!({"prompt": "The molecule as JSON:", "max_tokens": 300, "response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": schemas[0]}}}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    check(0, &serde_json::from_str(answer["choices"][0]["text"].as_str().unwrap().trim()).unwrap());
+
+    // What cannot be honoured: named.
+    for (format, extra, needle) in [
+        (json!({"type": "xml"}), json!({}), "`xml` is not supported"),
+        (json!({"type": "json_schema", "json_schema": {"schema": 5}}), json!({}), "must be a JSON schema"),
+        (json!({"type": "json_schema", "json_schema": {"schema": {"type": "object", "properties": {"a": {"$ref": "#/nowhere"}}}}}), json!({}), "response_format"),
+        (json!({"type": "json_object"}), json!({"num_beams": 2}), "beam search"),
+    ] {
+        let mut body = molecule_question("CCO", "x");
+        body["response_format"] = format.clone();
+        for (key, value) in extra.as_object().unwrap() {
+            body[key] = value.clone();
+        }
+        let (status, answer) = server.post("/v1/chat/completions", &body).await;
+        assert_eq!(status, 400, "{format}: {answer}");
+        assert_eq!(answer["error"]["param"], "response_format", "{answer}");
+        assert!(answer["error"]["message"].as_str().unwrap().contains(needle), "{format}: {answer}");
+    }
+}
