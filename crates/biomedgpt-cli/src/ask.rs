@@ -139,11 +139,7 @@ pub struct ChatArgs {
 /// given); BioMedGPT-10B's greedy default otherwise.
 fn chat_config(model: &BioMedGpt, decoding: &DecodingArgs) -> Result<biomedgpt_llama::GenerationConfig> {
     match &model.r1 {
-        Some(r1) => {
-            let g = &r1.text_generation;
-            let defaults = DecodingDefaults { max_new_tokens: g.max_length, num_beams: g.num_beams, repetition_penalty: g.repetition_penalty, length_penalty: g.length_penalty };
-            decoding.config_with(model.eos_token_ids(), &defaults)
-        }
+        Some(r1) => decoding.config_with(model.eos_token_ids(), &DecodingDefaults::r1(r1)),
         None => decoding.config(model.eos_token_ids(), DEFAULT_MAX_NEW_TOKENS),
     }
 }

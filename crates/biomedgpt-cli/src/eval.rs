@@ -405,13 +405,7 @@ fn eval_qa(args: &EvalArgs, task: QaTask, out: &Path, data: Value) -> Result<()>
         None => {
             let model = load_model(args)?;
             // BioMedGPT-R1 decodes as its config.yaml says (as `ask`); 10B as the reference evaluation.
-            let defaults = match &model.r1 {
-                Some(r1) => {
-                    let g = &r1.text_generation;
-                    DecodingDefaults { max_new_tokens: g.max_length, num_beams: g.num_beams, repetition_penalty: g.repetition_penalty, length_penalty: g.length_penalty }
-                }
-                None => EVAL_DECODING,
-            };
+            let defaults = model.r1.as_ref().map_or(EVAL_DECODING, DecodingDefaults::r1);
             let config = args.decoding.config_with(model.eos_token_ids(), &defaults)?;
             let settings = json!({"task": task.name(), "model": args.model.as_ref().map(|m| m.display().to_string()), "dtype": args.dtype, "decoding": format!("{config:?}"), "system_prompt": model.system_prompt, "data": data});
             let positions = model.llm.config().max_position_embeddings;

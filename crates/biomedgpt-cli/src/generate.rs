@@ -102,6 +102,13 @@ impl DecodingDefaults {
     pub const fn plain(max_new_tokens: usize) -> Self {
         Self { max_new_tokens, num_beams: 1, repetition_penalty: 1.0, length_penalty: 1.0 }
     }
+
+    /// BioMedGPT-R1's: its config.yaml's `text_generation` (`max_length` counts the prompt:
+    /// the chat applies it when --max-new-tokens is not given).
+    pub fn r1(r1: &biomedgpt_model::R1Config) -> Self {
+        let g = &r1.text_generation;
+        Self { max_new_tokens: g.max_length, num_beams: g.num_beams, repetition_penalty: g.repetition_penalty, length_penalty: g.length_penalty }
+    }
 }
 
 impl DecodingArgs {
