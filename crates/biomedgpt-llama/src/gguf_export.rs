@@ -355,9 +355,9 @@ pub fn export(
     if c.o_bias() || c.mlp_bias || (c.qkv_bias() && c.architecture() == Architecture::Llama) {
         return Err(ExportError::Unsupported("LLaMA projection biases are not exported to GGUF".into()));
     }
-    let qwen2 = c.architecture() == Architecture::Qwen2;
-    let arch = if qwen2 { "qwen2" } else { "llama" };
-    let permute = |heads: usize| if qwen2 { None } else { Some(heads) };
+    let arch = if c.architecture() == Architecture::Qwen2 { "qwen2" } else { "llama" };
+    // The reader's rule, written the other way (crate::gguf::open undoes it).
+    let permute = |heads: usize| crate::gguf::permutes_rope_rows(c).then_some(heads);
     let (h, hd, n_layer) = (c.hidden_size, c.head_dim(), c.num_hidden_layers);
     let vocab = ckpt.info(&format!("{prefix}model.embed_tokens.weight")).map(|i| i.shape[0]).unwrap_or(c.vocab_size);
     // (GGUF name, HF name, shape, role, q/k heads to permute)

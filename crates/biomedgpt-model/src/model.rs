@@ -597,6 +597,16 @@ impl BioMedGpt {
         logits.reshape([t, v]).cast(DType::F32)
     }
 
+    /// What the repetition penalty sees before a chat's answer: BioMedGPT-10B's reference held a
+    /// BOS as the only input id next to the prompt's embeddings; R1's (transformers >= 4.38)
+    /// starts from no ids at all.
+    pub fn chat_penalty_ids(&self) -> Vec<u32> {
+        match &self.r1 {
+            Some(_) => Vec::new(),
+            None => vec![self.llm.config().bos_token_id.unwrap_or(1)],
+        }
+    }
+
     /// The reference's stop ids: the config's EOS, and for BioMedGPT-10B id 0 (`<unk>`, which
     /// it reads as an end).
     pub fn eos_token_ids(&self) -> Vec<u32> {
@@ -682,19 +692,11 @@ impl<'m> Chat<'m> {
         let (embeds, _) = self.embeds()?;
         let embeds = self.model.fit_to_context(embeds);
         let prompt_tokens = embeds.dims()[1];
-        let (penalty_ids, config) = match &self.model.r1 {
-            // With embeddings as input, the reference's transformers held a BOS as the only input
-            // id, so the repetition penalty also sees BOS.
-            None => (vec![self.model.llm.config().bos_token_id.unwrap_or(1)], config.clone()),
-            // R1's (transformers >= 4.38) starts from no ids at all.
-            Some(r1) => {
-                let mut config = config.clone();
-                if self.length_from_config {
-                    config.max_new_tokens = r1.max_new_tokens(prompt_tokens);
-                }
-                (Vec::new(), config)
-            }
-        };
+        let mut config = config.clone();
+        if let Some(r1) = self.model.r1.as_ref().filter(|_| self.length_from_config) {
+            config.max_new_tokens = r1.max_new_tokens(prompt_tokens);
+        }
+        let penalty_ids = self.model.chat_penalty_ids();
         let output = biomedgpt_llama::generate_until(&self.model.llm, Prompt::Embeds { embeds, penalty_ids }, &config, on_token, stop)?;
         let mut ids = output.tokens.clone();
         if output.stopped_by_eos {

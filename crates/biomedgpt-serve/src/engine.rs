@@ -162,8 +162,8 @@ struct Active {
     prefilled: usize,
     /// The prompt's cache while it is being prefilled.
     cache: Option<KvCache>,
-    /// What the repetition penalty sees before the answer: BOS for a chat (the reference held it
-    /// as the only input id), the prompt's ids for text.
+    /// What the repetition penalty sees before the answer: for a chat the model's
+    /// `chat_penalty_ids` (BioMedGPT-10B: BOS; R1: none), the prompt's ids for text.
     penalty_base: Vec<u32>,
     max_tokens: usize,
     choices: Vec<Choice>,
@@ -419,13 +419,7 @@ impl Engine {
             PromptSpec::Chat(messages) => match self.chat_embeds(messages, &job.molecules, &|| job.cancelled()) {
                 Ok(embeds) => {
                     let len = embeds.dims()[1];
-                    // BioMedGPT-10B's reference penalized the BOS it held as the only input id;
-                    // R1's (newer transformers) starts from no ids.
-                    let penalty_base = match &self.model.r1 {
-                        Some(_) => Vec::new(),
-                        None => vec![self.model.llm.config().bos_token_id.unwrap_or(1)],
-                    };
-                    (PromptInput::Embeds(embeds), len, penalty_base)
+                    (PromptInput::Embeds(embeds), len, self.model.chat_penalty_ids())
                 }
                 Err(f) => return fail(&job, f),
             },
