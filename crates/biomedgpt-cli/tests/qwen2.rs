@@ -2,26 +2,16 @@
 //! (multiple choice), `convert --dtype q4_k_m` and `serve`, on the random Qwen2ForCausalLM fixtures
 //! recorded with transformers and llama.cpp's converter (tests/fixtures/qwen2).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 
 use serde_json::Value;
 
 mod common;
-use common::temp_dir;
+use common::{biomedgpt, root, serve, temp_dir};
 
 const MODEL: &str = "tests/fixtures/qwen2/gqa_tied_safetensors";
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn biomedgpt(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_biomedgpt")).args(args).current_dir(root()).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
 
 fn json(path: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(root().join(path)).unwrap()).unwrap()
@@ -83,16 +73,7 @@ fn multiple_choice_eval_and_q4_k_m_conversion_run() {
 /// `serve` on a Qwen2 directory: a completion equals `generate`'s greedy text.
 #[test]
 fn serve_completes_as_generate_does() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_biomedgpt"))
-        .args(["serve", "--model", MODEL, "--port", "0", "--dtype", "f32"])
-        .current_dir(root())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.split("http://").nth(1).and_then(|r| r.split_whitespace().next()).expect("listening line").to_string();
+    let (mut child, addr) = serve(&["--model", MODEL, "--dtype", "f32"]);
     let prompt = "Please describe this molecule:";
     let body = serde_json::json!({"prompt": prompt, "max_tokens": 12, "temperature": 0}).to_string();
     let mut s = TcpStream::connect(&addr).unwrap();

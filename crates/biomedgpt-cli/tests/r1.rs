@@ -3,23 +3,17 @@
 //! tiny random model in R1's released layout (tests/fixtures/biomedgpt_r1, recorded from the
 //! PyPI-pinned transformers reference).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
+mod common;
+use common::{biomedgpt, root};
+
 const MODEL: &str = "tests/fixtures/biomedgpt_r1/tiny";
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn biomedgpt(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_biomedgpt")).args(args).current_dir(root()).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
 
 fn expected() -> Value {
     serde_json::from_str(&std::fs::read_to_string(root().join("tests/fixtures/biomedgpt_r1/expected.json")).unwrap()).unwrap()
@@ -71,20 +65,6 @@ fn r1_refuses_a_system_prompt_and_other_models_refuse_show_reasoning() {
     assert!(!ok && stderr.contains("not a reasoning model"), "{stderr}");
 }
 
-fn serve() -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_biomedgpt"))
-        .args(["serve", "--model", MODEL, "--port", "0"])
-        .current_dir(root())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.split("http://").nth(1).and_then(|r| r.split_whitespace().next()).expect("listening line").to_string();
-    (child, addr)
-}
-
 fn post(addr: &str, body: &Value) -> String {
     let body = body.to_string();
     let mut s = TcpStream::connect(addr).unwrap();
@@ -111,7 +91,7 @@ fn unchunk(body: &str) -> String {
 
 #[test]
 fn serve_returns_the_thinking_as_reasoning_content() {
-    let (mut child, addr) = serve();
+    let (mut child, addr) = common::serve(&["--model", MODEL]);
     let messages = serde_json::json!([{"role": "user", "content": [
         {"type": "molecule", "molecule": {"smiles": "CCO"}}, {"type": "text", "text": "What is it?"}]}]);
     let answer: Value = serde_json::from_str(&post(&addr, &serde_json::json!({"messages": messages, "num_beams": 2, "repetition_penalty": 1.5}))).unwrap();

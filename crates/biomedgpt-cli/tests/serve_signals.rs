@@ -2,26 +2,16 @@
 //! (issue 39, D7/D8): one SIGTERM stops it within the request timeout plus the bounded wait for
 //! open connections; a second one exits at once with 130.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-/// The server on a free port, and its address.
+mod common;
+
+/// The server (the demo model) on a free port, and its address.
 fn serve(timeout_s: &str) -> (Child, String) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_biomedgpt"))
-        .args(["serve", "--port", "0", "--dtype", "f32", "--timeout", timeout_s])
-        .current_dir(root)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.split("http://").nth(1).and_then(|r| r.split_whitespace().next()).expect("listening line").to_string();
-    (child, addr)
+    common::serve(&["--dtype", "f32", "--timeout", timeout_s])
 }
 
 /// A connection with a 4 KB receive buffer: an answer it does not read fills the path to it

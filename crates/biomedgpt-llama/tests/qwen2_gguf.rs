@@ -1,7 +1,7 @@
 //! Qwen2 through GGUF, against what `tests/fixtures/qwen2/make_fixtures.py` recorded from the
 //! references: llama.cpp's own converter (`convert_hf_to_gguf.py` wrote `gqa_tied_f16.gguf` from
-//! `gqa_tied_safetensors/`), transformers' GGUF loader (logits, greedy ids), and `llama-quantize`
-//! (the bytes of every tensor of five mixes).
+//! `gqa_tied_safetensors/`) and transformers' GGUF loader (logits, greedy ids). `llama-quantize`'s
+//! bytes for this file are checked in `gguf_quantize.rs`.
 //!
 //! Tolerance for logits: 1e-4 of the largest logit of each position, as in `tests/gguf.rs`: both
 //! sides run f32 on the same f16-stored weights, only the summation order differs (measured ~1e-6).
@@ -154,48 +154,6 @@ fn export_of_the_hf_directory_equals_the_converter() {
     let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
     let worst = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
     assert!(worst <= 1e-5 * scale, "largest difference {worst} for logits up to {scale}");
-}
-
-fn fnv1a64(bytes: &[u8]) -> String {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for &b in bytes {
-        h = (h ^ b as u64).wrapping_mul(0x100000001b3);
-    }
-    format!("{h:016x}")
-}
-
-/// `convert --dtype MIX` of the converter's f16 Qwen2 file writes what `llama-quantize` writes:
-/// the same type and bytes for every tensor, biases included (f32).
-#[test]
-fn every_mix_writes_llama_quantize_bytes_for_qwen2() {
-    let reference: Value = serde_json::from_str(&std::fs::read_to_string(dir().join("llama_quantize.json")).unwrap()).unwrap();
-    let src = dir().join("gqa_tied_f16.gguf");
-    let (ckpt, config) = biomedgpt_llama::gguf::open(&src).unwrap();
-    let tokenizer = tokenizer_metadata_from_gguf(ckpt.gguf().unwrap());
-    let mut checked = 0;
-    for (mix_name, tensors) in reference["mixes"].as_object().unwrap() {
-        let mix = QuantMix::parse(mix_name).unwrap();
-        let scratch = tempfile::tempdir().unwrap();
-        let out = scratch.path().join(format!("{mix_name}.gguf"));
-        export(&ckpt, "", &config, "qwen2-tiny", tokenizer.clone(), mix, &out).unwrap();
-        let bytes = std::fs::read(&out).unwrap();
-        let g = Gguf::parse(&out, &bytes).unwrap();
-        let tensors = tensors.as_object().unwrap();
-        assert_eq!(g.tensors.len(), tensors.len(), "{mix_name}: tensor count");
-        for t in &g.tensors {
-            let want = &tensors[&t.name];
-            assert_eq!(t.ty.name(), want["type"].as_str().unwrap(), "{mix_name} {}: type", t.name);
-            let at = g.data_offset + t.offset;
-            assert_eq!(fnv1a64(&bytes[at..at + t.nbytes]), want["fnv1a64"].as_str().unwrap(), "{mix_name} {} ({}): bytes differ from llama-quantize's", t.name, t.ty);
-            checked += 1;
-        }
-        // And the quantized file runs: its greedy text is generated with block products.
-        let model = LlamaDir::open_model_with(&out, FloatType::F32, true, &Device::flex()).unwrap();
-        let ids = ids_of(&self::reference()["input_ids"]);
-        let config = GenerationConfig { max_new_tokens: 4, strategy: Strategy::Greedy, repetition_penalty: 1.0, eos_token_ids: vec![] };
-        assert_eq!(generate(&model, Prompt::Ids(ids), &config, &mut |_| {}).unwrap().tokens.len(), 4);
-    }
-    assert_eq!(checked, 5 * 26);
 }
 
 /// Q4_K_M: the block products (8-bit activations when decoding) stay close to the same file
