@@ -149,8 +149,9 @@ struct Choice {
     next: Option<u32>,
     text: TextTracker,
     done: bool,
-    /// `response_format`'s grammar state: which tokens may come next.
-    constraint: Option<Constraint>,
+    /// `response_format`'s grammar state: which tokens may come next (boxed: a matcher is large,
+    /// and most choices have none).
+    constraint: Option<Box<Constraint>>,
 }
 
 /// A request in the batch.
@@ -485,7 +486,7 @@ impl Engine {
             let grammars = self.grammars.as_ref().expect("built above");
             for _ in 0..params.n {
                 match grammars.constraint(format) {
-                    Ok(c) => constraints.push(c),
+                    Ok(c) => constraints.push(Box::new(c)),
                     Err(e) => return fail(&job, Failure { status: 400, message: format!("response_format: {e}"), param: Some("response_format".into()) }),
                 }
             }
