@@ -287,20 +287,33 @@ fn attend<Q: Element, T: Element, O: Float>(q: &[Q], (k, k_heads): (&[T], Heads)
             let q0 = block * QUERY_BLOCK;
             let rows = QUERY_BLOCK.min(tq - q0);
             let q = Q::as_f32_tile(&q[q0 * d..(q0 + rows) * d], q_wide);
+            // A one-query block (the last, when heads are merged) is computed as two copies of
+            // it: gemm takes one column to its matrix-vector kernel, whose sums round otherwise,
+            // and each row's numbers must not depend on where a chunk of the prompt ends (the
+            // server's prefix cache computes a prompt's rest apart from its start).
+            let mut two = Vec::new();
+            let (q, cols) = if rows == 1 {
+                two.extend_from_slice(q);
+                two.extend_from_slice(q);
+                (&two[..], 2)
+            } else {
+                (q, rows)
+            };
             let keys = keys_needed((q0..q0 + rows).rev().map(bias_row), tk);
-            scores.resize(rows * keys, 0.0);
-            block_out.resize(rows * dv, 0.0);
-            // scoresᵀ [keys, rows] column-major (= scores [rows, keys] row-major) = k · qᵀ,
+            scores.resize(cols * keys, 0.0);
+            block_out.resize(cols * dv, 0.0);
+            // scoresᵀ [keys, cols] column-major (= scores [cols, keys] row-major) = k · qᵀ,
             // with kᵀ as the column-major left operand and this block of q's rows as
             // contiguous columns.
-            gemm_column_major(keys, rows, d, scores, &kt, tk, q, d, gemm::Parallelism::None);
+            gemm_column_major(keys, cols, d, scores, &kt, tk, q, d, gemm::Parallelism::None);
             let mut inv_sums = [0f32; QUERY_BLOCK];
             for (r, row) in scores.chunks_exact_mut(keys).enumerate() {
-                inv_sums[r] = exp_row(row, scale, bias_row(q0 + r).map(|b| &b[..keys]));
+                inv_sums[r] = exp_row(row, scale, bias_row(q0 + r.min(rows - 1)).map(|b| &b[..keys]));
             }
-            // outᵀ [Dv, rows] column-major (= out [rows, Dv] row-major) = vᵀ · pᵀ: v row-major is
+            // outᵀ [Dv, cols] column-major (= out [cols, Dv] row-major) = vᵀ · pᵀ: v row-major is
             // vᵀ column-major, and the probabilities' rows are contiguous columns.
-            gemm_column_major(dv, rows, keys, block_out, v, dv, scores, keys, gemm::Parallelism::None);
+            gemm_column_major(dv, cols, keys, block_out, v, dv, scores, keys, gemm::Parallelism::None);
+            block_out.truncate(rows * dv);
             // The softmax's division, on Dv outputs per query instead of Tk probabilities.
             for (r, (row, inv)) in block_out.chunks_exact_mut(dv).zip(inv_sums).enumerate() {
                 emit(q0 + r, row, inv);
@@ -402,13 +415,16 @@ mod x86 {
             return 0.0;
         }
         let max_v = _mm256_set1_ps(max);
-        let tail_e = exp8(_mm256_sub_ps(tail_v, max_v));
-        let mut sum_v = tail_e;
+        // Score i goes into lane i % 8 in order, the tail last: a longer row whose extra scores
+        // are masked (a causal block's later keys) then sums to the same number.
+        let mut sum_v = _mm256_setzero_ps();
         for i in (0..whole).step_by(8) {
             let e = exp8(_mm256_sub_ps(unsafe { _mm256_loadu_ps(p.add(i)) }, max_v));
             unsafe { _mm256_storeu_ps(p.add(i), e) };
             sum_v = _mm256_add_ps(sum_v, e);
         }
+        let tail_e = exp8(_mm256_sub_ps(tail_v, max_v));
+        sum_v = _mm256_add_ps(sum_v, tail_e);
         unsafe { _mm256_storeu_ps(tail.as_mut_ptr(), tail_e) };
         row[whole..].copy_from_slice(&tail[..n - whole]);
         1.0 / sum8(sum_v)
@@ -639,4 +655,36 @@ mod tests {
             }
         }
     }
+
+    /// A query's output is the same number whatever queries are computed with it: a causal
+    /// prompt's later rows computed apart (as after a prefix-cache hit) equal those rows of the
+    /// whole prompt, including a rest that leaves a one-query block (65 = 64 + 1 rows).
+    #[test]
+    fn later_queries_computed_apart_equal_the_whole_prompt() {
+        let (h, t, d) = (2, 700, 64);
+        let q = values(h * t * d, 1);
+        let k = tensor(values(h * t * d, 2), [1, h, t, d]);
+        let v = tensor(values(h * t * d, 3), [1, h, t, d]);
+        let run = |from: usize| -> Vec<f32> {
+            let rows = t - from;
+            let mask: Vec<f32> = (0..rows * t).map(|i| if i % t > from + i / t { f32::MIN } else { 0.0 }).collect();
+            let qs: Vec<f32> = (0..h).flat_map(|hh| q[(hh * t + from) * d..(hh + 1) * t * d].to_vec()).collect();
+            let out = try_cpu(&tensor(qs, [1, h, rows, d]), &k, &v, Some(&tensor(mask, [1, 1, rows, t])), 0.125, Merge::None).unwrap();
+            out.to_vec().unwrap()
+        };
+        let full = run(0);
+        for from in [9usize, 17, 18, 33, 635] {
+            let part = run(from);
+            let rows = t - from;
+            for hh in 0..h {
+                for r in 0..rows {
+                    for c in 0..d {
+                        let (a, b) = (part[(hh * rows + r) * d + c], full[(hh * t + r + from) * d + c]);
+                        assert_eq!(a.to_bits(), b.to_bits(), "from {from}: head {hh}, query {}, value {c}", r + from);
+                    }
+                }
+            }
+        }
+    }
 }
+

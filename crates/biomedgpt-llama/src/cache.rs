@@ -135,6 +135,34 @@ impl KvCache {
         &mut self.layers
     }
 
+    /// A one-sequence cache holding `len` real positions, from each layer's keys and values
+    /// `[1, kv_heads, len, head_dim]` (a prefix kept by [`crate::prefix_cache::PrefixCache`]).
+    pub fn from_positions(layers: Vec<(Tensor<4>, Tensor<4>)>, len: usize) -> Self {
+        let layers = layers
+            .into_iter()
+            .map(|(keys, values)| {
+                assert!(keys.dims()[0] == 1 && keys.dims()[2] == len && values.dims()[2] == len, "one sequence of {len} positions");
+                Some(LayerCache { keys, values, len })
+            })
+            .collect();
+        KvCache { layers, key_valid: vec![vec![true; len]], next_position: vec![len as i64] }
+    }
+
+    /// Views of positions `start..start + len` of every layer, `[1, kv_heads, len, head_dim]`,
+    /// for a one-sequence cache whose positions are all real tokens (`None` otherwise).
+    pub fn positions(&self, start: usize, len: usize) -> Option<Vec<(Tensor<4>, Tensor<4>)>> {
+        if self.batch_size() != 1 || start + len > self.len() || self.key_valid[0].iter().any(|v| !v) {
+            return None;
+        }
+        self.layers
+            .iter()
+            .map(|layer| {
+                let layer = layer.as_ref()?;
+                Some((layer.keys.clone().narrow(2, start, len), layer.values.clone().narrow(2, start, len)))
+            })
+            .collect()
+    }
+
     /// Number of cached positions.
     pub fn len(&self) -> usize {
         self.key_valid.first().map_or(0, Vec::len)

@@ -23,6 +23,7 @@ pub mod gguf_export;
 pub mod load_dtype;
 mod gguf_tokenizer;
 pub mod model;
+pub mod prefix_cache;
 pub mod rope;
 pub mod scoring;
 pub mod text_stream;
@@ -37,6 +38,7 @@ pub use generation::{
     EarlyStopping, GenerationConfig, GenerationError, GenerationOutput, Prompt, Strategy, TokenChooser, generate, generate_until,
 };
 pub use model::{DecoderInput, Llama};
+pub use prefix_cache::{BlockKey, PrefixCache};
 pub use scoring::{ContinuationScore, ScoringError, choice_logprobs, continuation_logprob};
 pub use tokenizer::{LlamaTokenizer, TokenizerError};
 

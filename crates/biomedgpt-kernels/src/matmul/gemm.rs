@@ -140,18 +140,36 @@ pub(crate) fn gemm_column_major(m: usize, n: usize, k: usize, dst: &mut [f32], l
     assert!(dst.len() >= m * n, "gemm destination holds {} values, expected {m} x {n}", dst.len());
     assert!(k == 0 || (ld_lhs >= m && lhs.len() >= (k - 1) * ld_lhs + m), "gemm lhs too small");
     assert!(k == 0 || (ld_rhs >= k && rhs.len() >= (n - 1) * ld_rhs + k), "gemm rhs too small");
-    // SAFETY: every element gemm reads or writes is inside the three slices (asserted above).
-    unsafe {
-        gemm::gemm(
-            m, n, k,
-            dst.as_mut_ptr(), m as isize, 1, false,
-            lhs.as_ptr(), ld_lhs as isize, 1,
-            rhs.as_ptr(), ld_rhs as isize, 1,
-            0.0, 1.0, false, false, false,
-            threads,
-        );
+    if k == 0 {
+        dst[..m * n].fill(0.0);
+        return;
+    }
+    // The inner dimension in pieces of `DEPTH_BLOCK` from 0, each product added to the last:
+    // gemm blocks it itself with a depth that depends on `m` and `n` (512 for products of at
+    // most 64 x 64, else `k` split evenly: 288 + 288 for 576), and every block boundary is a
+    // rounding. In fixed pieces a row of the result is the same number whatever rows are
+    // computed beside it, which the server's prefix cache needs (a prompt computed in two
+    // chunks equals it computed whole). Within a piece gemm accumulates each result in order.
+    for depth in (0..k).step_by(DEPTH_BLOCK) {
+        let kb = DEPTH_BLOCK.min(k - depth);
+        // SAFETY: every element gemm reads or writes is inside the three slices (asserted above;
+        // the piece starts `depth` columns into lhs and `depth` values into each rhs column).
+        unsafe {
+            gemm::gemm(
+                m, n, kb,
+                dst.as_mut_ptr(), m as isize, 1, depth > 0,
+                lhs.as_ptr().add(depth * ld_lhs), ld_lhs as isize, 1,
+                rhs.as_ptr().add(depth), ld_rhs as isize, 1,
+                1.0, 1.0, false, false, false,
+                threads,
+            );
+        }
     }
 }
+
+/// The depth of one gemm call in [`gemm_column_major`]: gemm's own block for small products,
+/// and within every CPU's L1-derived block, so gemm runs each piece as one block.
+const DEPTH_BLOCK: usize = 512;
 
 #[cfg(test)]
 mod tests {
@@ -190,4 +208,31 @@ mod tests {
     fn bf16_tiles_equal_the_f64_product() {
         check::<bf16>(bf16::from_f32);
     }
+
+    /// Each row of a product is the same number whatever rows are computed beside it (the
+    /// prefix cache's premise): depths that are not a multiple of gemm's block (576, 768) once
+    /// rounded differently for products of at most 64 rows than for larger ones.
+    #[test]
+    fn rows_do_not_depend_on_the_rows_beside_them() {
+        for &k in &[64usize, 576, 768, 1536] {
+            for &n in &[17usize, 48, 200] {
+                let big = 160;
+                let x: Vec<f32> = (0..big * k).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
+                let w: Vec<f32> = (0..n * k).map(|i| ((i * 53 % 97) as f32 / 48.0) - 1.0).collect();
+                let w16: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
+                let filled = |x: &[f32], m: usize| matmul_filled_tiles(x, m, k, n, None, |first, tile| tile.copy_from_slice(&w[first * k..][..tile.len()]));
+                let full = [matmul_tiles(&x, big, &w, k, n, None), matmul_tiles(&x, big, &w16, k, n, None), filled(&x, big)];
+                for &(start, m) in &[(0usize, 9usize), (0, 16), (5, 33), (0, 64), (7, 65), (60, 100)] {
+                    let x = &x[start * k..(start + m) * k];
+                    let parts = [matmul_tiles(x, m, &w, k, n, None), matmul_tiles(x, m, &w16, k, n, None), filled(x, m)];
+                    for (path, (part, full)) in parts.iter().zip(&full).enumerate() {
+                        for (i, (a, b)) in part.iter().zip(&full[start * n..]).enumerate() {
+                            assert_eq!(a.to_bits(), b.to_bits(), "path {path}, k {k}, n {n}: row {} of {m} from {start}", i / n);
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
+

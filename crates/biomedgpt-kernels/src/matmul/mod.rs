@@ -25,6 +25,12 @@ use crate::isa::Isa;
 /// Most rows of a batched decoding step (one token of each of that many sequences).
 pub const DECODE_BATCH_ROWS: usize = 64;
 
+/// The fewest rows a product (and attention, in queries) takes through the prompt kernels
+/// outside [`decode_batch`]; fewer go through the decoding kernels, whose sums round differently.
+/// From this many rows on, each row of a result is the same whatever rows are computed beside it
+/// (fixed-depth gemm pieces, one-query attention blocks doubled): what prefix caching relies on.
+pub const PROMPT_ROWS: usize = if matvec::MAX_ROWS > bf16_dot::MATVEC_ROWS { matvec::MAX_ROWS + 1 } else { bf16_dot::MATVEC_ROWS + 1 };
+
 thread_local! {
     static DECODE_BATCH: Cell<bool> = const { Cell::new(false) };
 }
