@@ -22,12 +22,15 @@ class BioMedGPT:
     demo model). Weights stay memory-mapped; model work releases the GIL."""
 
     @staticmethod
-    def load(path: str, device: str = "cpu", dtype: str = "auto") -> "BioMedGPT":
+    def load(path: str, device: str = "cpu", dtype: str = "auto", prefix_cache_mb: int = 512) -> "BioMedGPT":
         """Loads a model directory. `dtype`: "auto" (the stored dtype; GGUF blocks stay in their
         blocks), "f32", "f16" or "bf16", as the CLI's --dtype. `device`: "cpu", or "wgpu[:N]" /
         "cuda[:N]" in a package built with that feature (MATURIN_PEP517_ARGS="--features cuda"
-        pip install ./crates/biomedgpt-py). Raises FileNotFoundError for a missing path,
-        ValueError for an unknown dtype or a device this build or machine lacks."""
+        pip install ./crates/biomedgpt-py). `prefix_cache_mb`: memory for the keys and values of
+        earlier prompts, reused when a prompt starts the same way (the system prompt, a chat's
+        earlier turns); 0 turns it off; answers are the same either way. Raises
+        FileNotFoundError for a missing path, ValueError for an unknown dtype or a device this
+        build or machine lacks."""
 
     def ask(
         self,

@@ -172,6 +172,10 @@ pub struct EvalArgs {
     /// sampling; beam search runs one question at a time). Answers do not depend on it.
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
+    /// MiB of prompt keys and values kept for later questions that start the same way (every
+    /// record shares the system prompt); 0 turns it off. Answers do not depend on it.
+    #[arg(long, default_value_t = 1024)]
+    pub prefix_cache_mb: usize,
     #[command(flatten)]
     pub metrics: MetricArgs,
 }
@@ -410,7 +414,7 @@ fn eval_qa(args: &EvalArgs, task: QaTask, out: &Path, data: Value) -> Result<()>
             let settings = json!({"task": task.name(), "model": args.model.as_ref().map(|m| m.display().to_string()), "dtype": args.dtype, "decoding": format!("{config:?}"), "system_prompt": model.system_prompt, "data": data});
             let positions = model.llm.config().max_position_embeddings;
             // Whole prompts in one prefill, as `ask` runs them.
-            let engine_config = EngineConfig { max_batch: args.batch_size, max_context: positions, prefill_chunk: positions, encoder_cache: 64 };
+            let engine_config = EngineConfig { max_batch: args.batch_size, max_context: positions, prefill_chunk: positions, encoder_cache: 64, prefix_cache_bytes: args.prefix_cache_mb.saturating_mul(1 << 20) };
             let engine = Engine::new(model, engine_config, std::sync::Arc::new(Stats::new()));
             (Answerer::Model(Box::new(engine), config), settings)
         }

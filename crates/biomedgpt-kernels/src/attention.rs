@@ -670,7 +670,7 @@ mod tests {
             let mask: Vec<f32> = (0..rows * t).map(|i| if i % t > from + i / t { f32::MIN } else { 0.0 }).collect();
             let qs: Vec<f32> = (0..h).flat_map(|hh| q[(hh * t + from) * d..(hh + 1) * t * d].to_vec()).collect();
             let out = try_cpu(&tensor(qs, [1, h, rows, d]), &k, &v, Some(&tensor(mask, [1, 1, rows, t])), 0.125, Merge::None).unwrap();
-            out.to_vec().unwrap()
+            out.try_to_vec().unwrap()
         };
         let full = run(0);
         for from in [9usize, 17, 18, 33, 635] {

@@ -140,13 +140,14 @@ impl PyBioMedGpt {
     /// Loads a model directory. `dtype`: "auto" (the stored dtype; GGUF blocks stay in their
     /// blocks), "f32", "f16" or "bf16", as the CLI's `--dtype`. `device`: "cpu".
     #[staticmethod]
-    #[pyo3(signature = (path, device = "cpu", dtype = "auto"))]
-    fn load(py: Python<'_>, path: PathBuf, device: &str, dtype: &str) -> PyResult<Self> {
+    #[pyo3(signature = (path, device = "cpu", dtype = "auto", prefix_cache_mb = 512))]
+    fn load(py: Python<'_>, path: PathBuf, device: &str, dtype: &str, prefix_cache_mb: usize) -> PyResult<Self> {
         let device = load_args(&path, device)?;
         let model = py.detach(|| BioMedGpt::load_with_dtype(&path, dtype, &device)).map_err(model_error)?;
         let positions = model.llm.config().max_position_embeddings;
-        // Whole prompts in one prefill, as `ask` runs them (eval's engine likewise).
-        let config = EngineConfig { max_batch: 16, max_context: positions, prefill_chunk: positions, encoder_cache: 64 };
+        // Whole prompts in one prefill, as `ask` runs them (eval's engine likewise), after what
+        // the prefix cache holds of them.
+        let config = EngineConfig { max_batch: 16, max_context: positions, prefill_chunk: positions, encoder_cache: 64, prefix_cache_bytes: prefix_cache_mb.saturating_mul(1 << 20) };
         let engine = Engine::new(model, config, Arc::new(Stats::new()));
         Ok(PyBioMedGpt { engine: Arc::new(Mutex::new(engine)) })
     }

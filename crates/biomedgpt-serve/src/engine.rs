@@ -11,6 +11,13 @@
 //!
 //! Beam search (`num_beams` > 1) keeps several hypotheses per request and runs on its own, in
 //! full, when it is admitted (the running sequences wait for it), as `ask --num-beams` does.
+//!
+//! Prompts share their starts (the reference system prompt, a chat's earlier turns): with a
+//! prefix cache ([`EngineConfig::prefix_cache_bytes`]) a prompt's keys and values are kept in
+//! blocks and a later prompt that begins with the same blocks restores them and prefills only
+//! the rest ([`biomedgpt_llama::prefix_cache`]). Answers are bit-identical with and without it:
+//! prefill chunks never have fewer rows than the prompt kernels take, which compute each row the
+//! same whatever rows are beside it.
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
@@ -21,6 +28,7 @@ use std::time::{Duration, Instant};
 use biomedgpt_chem::MolGraph;
 use biomedgpt_kernels::matmul::DECODE_BATCH_ROWS;
 use biomedgpt_llama::generation::{apply_repetition_penalty, ids_tensor, log_softmax};
+use biomedgpt_llama::prefix_cache::{self, BlockKey, PrefixCache};
 use biomedgpt_llama::{DecoderInput, GenerationConfig, KvCache, Prompt, Strategy, TokenChooser, generate_until};
 use biomedgpt_model::{BioMedGpt, Input, Modality, ModelError};
 
@@ -49,6 +57,9 @@ pub struct EngineConfig {
     pub prefill_chunk: usize,
     /// Encoded molecules and proteins kept (by their SMILES or sequence).
     pub encoder_cache: usize,
+    /// Bytes of prompt keys and values kept for reuse by later prompts with the same start
+    /// (0: no prefix cache).
+    pub prefix_cache_bytes: usize,
 }
 
 /// Counters and gauges the engine and the HTTP layer update, for `/metrics`.
@@ -61,6 +72,13 @@ pub struct Stats {
     pub generation_tokens: AtomicU64,
     pub encoder_cache_hits: AtomicU64,
     pub encoder_runs: AtomicU64,
+    /// Prompt positions restored from the prefix cache instead of prefilled.
+    pub prefix_hit_tokens: AtomicU64,
+    /// Prefix-cache blocks dropped to make room.
+    pub prefix_evictions: AtomicU64,
+    /// Bytes and blocks the prefix cache holds.
+    pub prefix_bytes: AtomicUsize,
+    pub prefix_blocks: AtomicUsize,
     pub ttft: Mutex<Histogram>,
     /// Tokens decoded per recent step, for a tokens/s over the last [`RATE_WINDOW`].
     recent: Mutex<VecDeque<(Instant, usize)>>,
@@ -79,6 +97,10 @@ impl Stats {
             generation_tokens: AtomicU64::new(0),
             encoder_cache_hits: AtomicU64::new(0),
             encoder_runs: AtomicU64::new(0),
+            prefix_hit_tokens: AtomicU64::new(0),
+            prefix_evictions: AtomicU64::new(0),
+            prefix_bytes: AtomicUsize::new(0),
+            prefix_blocks: AtomicUsize::new(0),
             ttft: Mutex::new(Histogram::new(&[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0])),
             recent: Mutex::new(VecDeque::new()),
         }
@@ -163,6 +185,8 @@ struct Active {
     prefilled: usize,
     /// The prompt's cache while it is being prefilled.
     cache: Option<KvCache>,
+    /// The prompt's whole blocks, as the prefix cache knows them (empty without one).
+    block_keys: Vec<BlockKey>,
     /// What the repetition penalty sees before the answer: for a chat the model's
     /// `chat_penalty_ids` (BioMedGPT-10B: BOS; R1: none), the prompt's ids for text.
     penalty_base: Vec<u32>,
@@ -189,6 +213,7 @@ pub struct Engine {
     /// `response_format` grammars for this model's vocabulary, built at the first request that
     /// asks for one.
     grammars: Option<Grammars>,
+    prefix: PrefixCache,
 }
 
 /// Encoded molecules and proteins (projected features), least recently used dropped first.
@@ -300,7 +325,39 @@ impl Engine {
         config.prefill_chunk = config.prefill_chunk.max(1);
         let eos = model.eos_token_ids();
         let encoded = Lru { capacity: config.encoder_cache, map: HashMap::new(), order: VecDeque::new() };
-        Engine { model, config, stats, eos, encoded, grammars: None }
+        let prefix = PrefixCache::new(prefix_cache::DEFAULT_BLOCK, config.prefix_cache_bytes);
+        Engine { model, config, stats, eos, encoded, grammars: None, prefix }
+    }
+
+    /// The chained keys of a prompt's whole blocks: of its token ids, or of its input embeddings'
+    /// values (which carry the molecules and proteins spliced in).
+    fn block_keys(&self, prompt: &PromptInput) -> Vec<BlockKey> {
+        let block = self.prefix.block();
+        match prompt {
+            PromptInput::Ids(ids) => {
+                let bytes: Vec<u8> = ids.iter().flat_map(|i| i.to_le_bytes()).collect();
+                prefix_cache::block_keys(b"ids", &bytes, 4, block)
+            }
+            PromptInput::Embeds(embeds) => {
+                let [_, t, _] = embeds.dims();
+                let whole = t / block * block;
+                if whole == 0 {
+                    return Vec::new();
+                }
+                let data = embeds.clone().narrow(1, 0, whole).into_data();
+                let kind = format!("embeds {:?}", data.dtype());
+                let bytes = data.as_bytes();
+                prefix_cache::block_keys(kind.as_bytes(), bytes, bytes.len() / whole, block)
+            }
+        }
+    }
+
+    fn publish_prefix_stats(&self) {
+        let p = self.prefix.stats();
+        self.stats.prefix_hit_tokens.store(p.hit_tokens, Ordering::Relaxed);
+        self.stats.prefix_evictions.store(p.evictions, Ordering::Relaxed);
+        self.stats.prefix_bytes.store(self.prefix.bytes(), Ordering::Relaxed);
+        self.stats.prefix_blocks.store(self.prefix.blocks(), Ordering::Relaxed);
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -466,8 +523,12 @@ impl Engine {
                 _ => COMPLETION_MAX_TOKENS,
             }),
         };
+        // Beam search runs the whole prompt itself; the others restore what the prefix cache has.
+        let block_keys = if self.prefix.enabled() && params.num_beams == 1 { self.block_keys(&prompt) } else { Vec::new() };
+        let cached_blocks = self.prefix.usable_blocks(&block_keys, prompt_len);
+        let cached_tokens = cached_blocks * self.prefix.block();
         self.stats.prompt_tokens.fetch_add(prompt_len as u64, Ordering::Relaxed);
-        let _ = job.events.send(Event::Started { prompt_tokens: prompt_len });
+        let _ = job.events.send(Event::Started { prompt_tokens: prompt_len, cached_tokens });
         if params.num_beams > 1 {
             self.beam_search(&job, &params, prompt, penalty_base, max_tokens, chat);
             return None;
@@ -523,13 +584,22 @@ impl Engine {
             }
             return None;
         }
+        let cache = if cached_blocks > 0 {
+            let device = self.model.llm.device();
+            let cache = self.prefix.restore(&block_keys, cached_blocks, &device);
+            self.publish_prefix_stats();
+            cache
+        } else {
+            self.model.llm.new_cache(1)
+        };
         Some(Active {
             job,
             params,
             prompt,
             prompt_len,
-            prefilled: 0,
-            cache: Some(self.model.llm.new_cache(1)),
+            prefilled: cached_tokens,
+            cache: Some(cache),
+            block_keys,
             penalty_base,
             max_tokens,
             choices,
@@ -735,7 +805,9 @@ impl Engine {
 
     fn prefill_chunk(&mut self, a: &mut Active) {
         let start = a.prefilled;
-        let len = self.config.prefill_chunk.min(a.prompt_len - start);
+        // Never fewer rows than the prompt kernels take (the rest joins the chunk before it), so
+        // that where chunks and cached blocks end does not change the numbers.
+        let len = prefix_cache::chunk_len(start, a.prompt_len, self.config.prefill_chunk);
         let device = self.model.llm.device();
         let input = match &a.prompt {
             PromptInput::Embeds(e) if start == 0 && len == a.prompt_len => DecoderInput::Embeds(e.clone()),
@@ -747,9 +819,11 @@ impl Engine {
         let cache = a.cache.as_mut().expect("prefilling has a cache");
         if more {
             let _ = self.model.llm.forward_hidden(input, None, cache);
+            self.keep_prefix(&a.block_keys, cache);
             return;
         }
         let logits = self.model.llm.forward_last(input, None, cache);
+        self.keep_prefix(&a.block_keys, cache);
         let row = to_rows(logits).remove(0);
         // Choices share the prompt's keys and values (a clone copies on its first append).
         let mut cache = a.cache.take();
@@ -757,6 +831,14 @@ impl Engine {
         for ci in 0..n {
             a.choices[ci].cache = if ci + 1 == n { cache.take() } else { cache.clone() };
             self.advance(a, ci, row.clone());
+        }
+    }
+
+    /// Stores the prompt blocks `cache` now holds in full in the prefix cache.
+    fn keep_prefix(&mut self, keys: &[BlockKey], cache: &KvCache) {
+        if !keys.is_empty() {
+            self.prefix.store(keys, cache);
+            self.publish_prefix_stats();
         }
     }
 

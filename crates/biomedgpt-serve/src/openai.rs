@@ -389,8 +389,11 @@ pub fn error_body(f: &Failure) -> Value {
     json!({"error": {"message": f.message, "type": kind, "param": f.param, "code": Value::Null}})
 }
 
-pub fn usage(prompt: usize, completion: usize) -> Value {
-    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
+/// OpenAI's `usage`, with the prompt positions the prefix cache supplied as
+/// `prompt_tokens_details.cached_tokens`.
+pub fn usage(prompt: usize, cached: usize, completion: usize) -> Value {
+    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached}})
 }
 
 /// Chat logprobs content entries.

@@ -140,7 +140,8 @@ impl Failure {
 /// (`Failed` instead, at any point, ends the request).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    Started { prompt_tokens: usize },
+    /// The prompt was accepted: its positions, and how many of them came from the prefix cache.
+    Started { prompt_tokens: usize, cached_tokens: usize },
     Delta { choice: usize, text: String, logprobs: Vec<TokenLogprob> },
     /// `tokens`: the answer's ids, the end-of-sequence id that ended it included.
     Finished { choice: usize, reason: FinishReason, completion_tokens: usize, tokens: Vec<u32> },

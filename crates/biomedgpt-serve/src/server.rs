@@ -579,6 +579,10 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
         plain(format!("{:.4}", s.last_batch.load(Ordering::Relaxed) as f64 / max_batch as f64)),
     );
     metric("biomedgpt_encoder_cache_hits_total", "counter", "Molecules and proteins taken from the encoder cache.", plain(s.encoder_cache_hits.load(Ordering::Relaxed).to_string()));
+    metric("biomedgpt_prefix_cache_hit_tokens_total", "counter", "Prompt positions restored from the prefix cache instead of prefilled.", plain(s.prefix_hit_tokens.load(Ordering::Relaxed).to_string()));
+    metric("biomedgpt_prefix_cache_evictions_total", "counter", "Prefix-cache blocks dropped to make room.", plain(s.prefix_evictions.load(Ordering::Relaxed).to_string()));
+    metric("biomedgpt_prefix_cache_bytes", "gauge", "Bytes of keys and values the prefix cache holds.", plain(s.prefix_bytes.load(Ordering::Relaxed).to_string()));
+    metric("biomedgpt_prefix_cache_blocks", "gauge", "Blocks the prefix cache holds.", plain(s.prefix_blocks.load(Ordering::Relaxed).to_string()));
     metric("biomedgpt_encoder_runs_total", "counter", "Molecules and proteins encoded (GIN or ESM run).", plain(s.encoder_runs.load(Ordering::Relaxed).to_string()));
     {
         let h = s.ttft.lock().expect("stats lock");
@@ -701,8 +705,8 @@ async fn respond(app: Arc<App>, kind: Kind, parsed: Result<(PromptSpec, Params, 
     };
     let timed_out = || Failure { status: 504, message: format!("the request took longer than {} s", app.options.timeout.as_secs()), param: None };
     // The first event says whether the prompt was accepted: errors get their status code.
-    let prompt_tokens = match tokio::time::timeout_at(deadline, rx.recv()).await {
-        Ok(Some(Event::Started { prompt_tokens })) => prompt_tokens,
+    let (prompt_tokens, cached_tokens) = match tokio::time::timeout_at(deadline, rx.recv()).await {
+        Ok(Some(Event::Started { prompt_tokens, cached_tokens })) => (prompt_tokens, cached_tokens),
         Ok(Some(Event::Failed(f))) => return fail(f),
         Ok(Some(_)) | Ok(None) => return fail(Failure::internal("the engine stopped before the request started")),
         Err(_) => return fail(timed_out()),
@@ -722,6 +726,7 @@ async fn respond(app: Arc<App>, kind: Kind, parsed: Result<(PromptSpec, Params, 
             finished: 0,
             completion_tokens: 0,
             prompt_tokens,
+            cached_tokens,
             include_usage,
             deadline,
             pending: VecDeque::new(),
@@ -794,7 +799,7 @@ async fn respond(app: Arc<App>, kind: Kind, parsed: Result<(PromptSpec, Params, 
         })
         .collect();
     app.count(endpoint, 200);
-    eprintln!("{id} {endpoint} 200 prompt={prompt_tokens} completion={completion_tokens} {:.3}s", started.elapsed().as_secs_f64());
+    eprintln!("{id} {endpoint} 200 prompt={prompt_tokens} cached={cached_tokens} completion={completion_tokens} {:.3}s", started.elapsed().as_secs_f64());
     let object = if kind == Kind::Chat { "chat.completion" } else { "text_completion" };
     axum::Json(json!({
         "id": id,
@@ -802,7 +807,7 @@ async fn respond(app: Arc<App>, kind: Kind, parsed: Result<(PromptSpec, Params, 
         "created": created,
         "model": app.options.model_name,
         "choices": choices,
-        "usage": usage(prompt_tokens, completion_tokens),
+        "usage": usage(prompt_tokens, cached_tokens, completion_tokens),
     }))
     .into_response()
 }
@@ -829,6 +834,7 @@ struct StreamState {
     finished: usize,
     completion_tokens: usize,
     prompt_tokens: usize,
+    cached_tokens: usize,
     include_usage: bool,
     deadline: tokio::time::Instant,
     pending: VecDeque<SseEvent>,
@@ -908,7 +914,7 @@ impl StreamState {
             if self.include_usage {
                 let mut body = json!({"id": self.id, "object": if self.kind == Kind::Chat { "chat.completion.chunk" } else { "text_completion" },
                     "created": self.created, "model": self.model, "choices": []});
-                body["usage"] = usage(self.prompt_tokens, self.completion_tokens);
+                body["usage"] = usage(self.prompt_tokens, self.cached_tokens, self.completion_tokens);
                 self.pending.push_back(SseEvent::default().data("[DONE]"));
                 return Some(SseEvent::default().data(body.to_string()));
             }

@@ -33,7 +33,7 @@ fn options() -> ServeOptions {
         timeout: Duration::from_secs(120),
         body_limit: 1 << 20,
         handle_signals: false,
-        engine: EngineConfig { max_batch: 16, max_context: 1024, prefill_chunk: 512, encoder_cache: 64 },
+        engine: EngineConfig { max_batch: 16, max_context: 1024, prefill_chunk: 512, encoder_cache: 64, prefix_cache_bytes: 64 << 20 },
         connections: ConnectionLimits::default(),
     }
 }
@@ -696,4 +696,78 @@ async fn response_format_holds_answers_to_json_schemas() {
         assert_eq!(answer["error"]["param"], "response_format", "{answer}");
         assert!(answer["error"]["message"].as_str().unwrap().contains(needle), "{format}: {answer}");
     }
+}
+
+/// Prefix caching changes no answer (issue 42): the same requests, in the same order, to a
+/// server with a prefix cache and 16-position prefill chunks (restored blocks and chunks end in
+/// other places than whole prompts) and to one with neither, give identical choices, logprobs
+/// included, greedy and seeded sampling, chat (molecules, several turns) and text completions;
+/// the cached server reports the positions it restored in `usage` and `/metrics`. (Two servers:
+/// each engine holds one of the kernels' threads while it runs.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prefix_cache_changes_no_answer() {
+    let mut cached_small_chunks = options();
+    cached_small_chunks.engine.prefill_chunk = 16;
+    let mut uncached = options();
+    uncached.engine.prefix_cache_bytes = 0;
+    let servers = [Running::start(cached_small_chunks), Running::start(uncached)];
+
+    let with = |mut body: Value, extra: &Value| {
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    };
+    let greedy = json!({"max_tokens": 12, "logprobs": true, "top_logprobs": 3});
+    let sampled = json!({"max_tokens": 12, "temperature": 0.9, "seed": 11, "n": 2, "logprobs": true, "top_logprobs": 2});
+    let ibuprofen = "CC(C)Cc1ccc(cc1)C(C)C(=O)O";
+    let first = with(molecule_question(ibuprofen, "Describe this molecule."), &greedy);
+    let long_text = "The molecule ibuprofen is a nonsteroidal anti-inflammatory drug used to treat pain, fever and inflammation; it works by inhibiting cyclooxygenase";
+    let mut requests: Vec<(&str, Value)> = vec![
+        ("/v1/chat/completions", first.clone()),
+        ("/v1/chat/completions", Value::Null), // the second turn, made from the first answer
+        ("/v1/chat/completions", with(molecule_question(ibuprofen, "Is it an acid?"), &greedy)),
+        ("/v1/chat/completions", with(molecule_question("CCO", "What is it?"), &sampled)),
+        ("/v1/chat/completions", first.clone()),
+        ("/v1/chat/completions", with(molecule_question(ibuprofen, "Describe this molecule."), &sampled)),
+        ("/v1/completions", json!({"prompt": long_text, "max_tokens": 10, "logprobs": 2})),
+        ("/v1/completions", json!({"prompt": format!("{long_text} enzymes, which make prostaglandins"), "max_tokens": 10, "logprobs": 2})),
+    ];
+
+    let mut answers: Vec<Vec<Value>> = vec![Vec::new(); servers.len()];
+    let mut cached: Vec<Vec<u64>> = vec![Vec::new(); servers.len()];
+    for i in 0..requests.len() {
+        if i == 1 {
+            let reply = answers[0][0][0]["message"]["content"].as_str().unwrap().to_string();
+            let mut turns = first.clone();
+            turns["messages"].as_array_mut().unwrap().extend([json!({"role": "assistant", "content": reply}), json!({"role": "user", "content": "And its weight?"})]);
+            requests[1].1 = turns;
+        }
+        let (path, body) = &requests[i];
+        for (s, server) in servers.iter().enumerate() {
+            let (status, v) = server.post(path, body).await;
+            assert_eq!(status, 200, "request {i} on server {s}: {v}");
+            answers[s].push(v["choices"].clone());
+            cached[s].push(v["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap());
+        }
+    }
+    for (i, (a, b)) in answers[0].iter().zip(&answers[1]).enumerate() {
+        assert_eq!(a, b, "answer {i} differs with the prefix cache");
+    }
+    assert!(answers[0][0][0]["message"]["content"].as_str().is_some_and(|t| !t.is_empty()));
+    assert!(cached[1].iter().all(|&c| c == 0), "no cache, nothing restored: {:?}", cached[1]);
+    let c = &cached[0];
+    assert_eq!(c[0], 0, "the first prompt finds nothing");
+    // The second turn, the same molecule with another question, another molecule (the system
+    // prompt), the same prompt again, the longer completion: each restores what came before.
+    for i in [1, 2, 3, 4, 5, 7] {
+        assert!(c[i] > 0 && c[i] % 16 == 0, "request {i}: cached {c:?}");
+    }
+    let metrics = servers[0].client.get(format!("{}/metrics", servers[0].base)).send().await.unwrap().text().await.unwrap();
+    let value = |name: &str| -> f64 {
+        metrics.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.trim().parse().ok())).unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
+    assert_eq!(value("biomedgpt_prefix_cache_hit_tokens_total") as u64, c.iter().sum::<u64>());
+    assert!(value("biomedgpt_prefix_cache_bytes") > 0.0 && value("biomedgpt_prefix_cache_bytes") <= (64 << 20) as f64);
+    assert_eq!(value("biomedgpt_prefix_cache_evictions_total"), 0.0);
 }
