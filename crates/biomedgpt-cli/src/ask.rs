@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use biomedgpt_esm::parse_fasta;
+use biomedgpt_llama::prefix_cache::{self, PrefixCache};
 use biomedgpt_llama::{Prompt, Strategy, generate};
 use biomedgpt_model::{BioMedGpt, Chat, ChatPrompt, DEFAULT_SYSTEM_PROMPT, Input, split_reasoning};
 
@@ -132,6 +133,10 @@ pub struct ChatArgs {
     /// BioMedGPT-R1: print the model's thinking before each answer.
     #[arg(long)]
     pub show_reasoning: bool,
+    /// MiB of the earlier turns' keys and values kept, so that a turn prefills only what is new
+    /// (answers are the same without it); 0 turns it off.
+    #[arg(long, default_value_t = 1024)]
+    pub prefix_cache_mb: usize,
 }
 
 /// The decoding of `ask`/`chat`: BioMedGPT-R1's config.yaml `text_generation` for the flags left
@@ -369,6 +374,7 @@ pub fn chat(args: ChatArgs) -> Result<()> {
     }
     let config = chat_config(&model, &args.decoding)?;
     let mut chat = new_chat(&model, &args.decoding);
+    chat.prefix = Some(PrefixCache::new(prefix_cache::DEFAULT_BLOCK, args.prefix_cache_mb.saturating_mul(1 << 20)));
     eprintln!("commands: /molecule SMILES, /protein SEQUENCE, /reset, /quit; anything else is a question");
     let stdin = std::io::stdin();
     loop {

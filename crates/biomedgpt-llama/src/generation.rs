@@ -11,6 +11,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use crate::cache::KvCache;
 use crate::decoder::CausalLm;
 use crate::model::DecoderInput;
+use crate::prefix_cache::{self, PrefixCache};
 
 /// `early_stopping` of HF's generation config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -246,6 +247,20 @@ pub fn generate_until(
     on_token: &mut dyn FnMut(u32),
     stop: &dyn Fn() -> bool,
 ) -> Result<GenerationOutput, GenerationError> {
+    generate_cached(model, prompt, config, on_token, stop, None)
+}
+
+/// [`generate_until`], restoring the prompt's first blocks from `prefix` when it holds them
+/// and keeping the prompt's blocks there (a chat's earlier turns are not prefilled again): the
+/// output is the same as without it, bit for bit (see [`crate::prefix_cache`]).
+pub fn generate_cached(
+    model: &dyn CausalLm,
+    prompt: Prompt,
+    config: &GenerationConfig,
+    on_token: &mut dyn FnMut(u32),
+    stop: &dyn Fn() -> bool,
+    prefix: Option<&mut PrefixCache>,
+) -> Result<GenerationOutput, GenerationError> {
     config.validate()?;
     if prompt.len() == 0 {
         return Err(GenerationError::EmptyPrompt);
@@ -269,20 +284,40 @@ pub fn generate_until(
             num_beams,
             length_penalty,
             early_stopping,
-        } => Ok(beam_search(model, prompt, config, num_beams, length_penalty, early_stopping, on_token, stop)),
-        strategy => Ok(sample_loop(model, prompt, config, TokenChooser::new(&strategy, config.repetition_penalty), on_token, stop)),
+        } => Ok(beam_search(model, prompt, config, num_beams, length_penalty, early_stopping, on_token, stop, prefix)),
+        strategy => Ok(sample_loop(model, prompt, config, TokenChooser::new(&strategy, config.repetition_penalty), on_token, stop, prefix)),
     }
 }
 
-fn prefill(model: &dyn CausalLm, prompt: Prompt, cache: &mut KvCache) -> (Vec<f32>, Vec<u32>) {
+/// The prompt's keys and values in a one-sequence cache and its last position's logits; what
+/// `prefix` holds of the prompt is restored, and the prompt's blocks are kept there.
+fn prefill(model: &dyn CausalLm, prompt: Prompt, prefix: Option<&mut PrefixCache>) -> (KvCache, Vec<f32>, Vec<u32>) {
     let device = model.device();
     let history = prompt.history().to_vec();
+    let len = prompt.len();
+    let mut prefix = prefix.filter(|p| p.enabled());
+    let keys = match (&prefix, &prompt) {
+        (Some(p), Prompt::Ids(ids)) => prefix_cache::ids_keys(ids, p.block()),
+        (Some(p), Prompt::Embeds { embeds, .. }) => prefix_cache::embeds_keys(embeds, p.block()),
+        (None, _) => Vec::new(),
+    };
+    let (mut cache, start) = match prefix.as_deref_mut() {
+        Some(p) => match p.usable_blocks(&keys, len) {
+            0 => (model.new_cache(1), 0),
+            blocks => (p.restore(&keys, blocks, &device), blocks * p.block()),
+        },
+        None => (model.new_cache(1), 0),
+    };
     let input = match prompt {
-        Prompt::Ids(ids) => DecoderInput::Ids(ids_tensor(&ids, 1, &device)),
+        Prompt::Ids(ids) => DecoderInput::Ids(ids_tensor(&ids[start..], 1, &device)),
+        Prompt::Embeds { embeds, .. } if start > 0 => DecoderInput::Embeds(embeds.narrow(1, start, len - start)),
         Prompt::Embeds { embeds, .. } => DecoderInput::Embeds(embeds),
     };
-    let logits = model.forward_last(input, None, cache);
-    (to_rows(logits).remove(0), history)
+    let logits = model.forward_last(input, None, &mut cache);
+    if let Some(p) = prefix {
+        p.store(&keys, &cache);
+    }
+    (cache, to_rows(logits).remove(0), history)
 }
 
 type Sampler = (StdRng, f32, Option<usize>, Option<f32>);
@@ -349,10 +384,10 @@ fn sample_loop(
     mut chooser: TokenChooser,
     on_token: &mut dyn FnMut(u32),
     stop: &dyn Fn() -> bool,
+    prefix: Option<&mut PrefixCache>,
 ) -> GenerationOutput {
     let device = model.device();
-    let mut cache = model.new_cache(1);
-    let (mut scores, mut history) = prefill(model, prompt, &mut cache);
+    let (mut cache, mut scores, mut history) = prefill(model, prompt, prefix);
     let mut tokens = Vec::new();
     loop {
         let next = chooser.choose(&mut scores, &history);
@@ -404,6 +439,7 @@ fn beam_search(
     early_stopping: EarlyStopping,
     on_token: &mut dyn FnMut(u32),
     stop: &dyn Fn() -> bool,
+    prefix: Option<&mut PrefixCache>,
 ) -> GenerationOutput {
     const NEG: f32 = -1.0e9;
     let device = model.device();
@@ -414,8 +450,7 @@ fn beam_search(
     let beams_to_keep = (1 + n_eos).max(2) * num_beams;
     let lp = |len: usize| (len as f64).powf(length_penalty as f64) as f32;
 
-    let mut cache = model.new_cache(1);
-    let (first, history) = prefill(model, prompt, &mut cache);
+    let (mut cache, first, history) = prefill(model, prompt, prefix);
     cache.reorder(&vec![0; num_beams]);
     let mut rows: Vec<Vec<f32>> = vec![first; num_beams];
     let vocab = rows[0].len();

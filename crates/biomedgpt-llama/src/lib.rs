@@ -35,7 +35,7 @@ pub use decoder::CausalLm;
 pub use gguf::GgufModelError;
 pub use gguf_tokenizer::tokenizer_json as gguf_tokenizer_json;
 pub use generation::{
-    EarlyStopping, GenerationConfig, GenerationError, GenerationOutput, Prompt, Strategy, TokenChooser, generate, generate_until,
+    EarlyStopping, GenerationConfig, GenerationError, GenerationOutput, Prompt, Strategy, TokenChooser, generate, generate_cached, generate_until,
 };
 pub use model::{DecoderInput, Llama};
 pub use prefix_cache::{BlockKey, PrefixCache};

@@ -51,6 +51,26 @@ pub fn block_keys(kind: &[u8], content: &[u8], per_position: usize, block: usize
     keys
 }
 
+/// [`block_keys`] of a prompt's token ids.
+pub fn ids_keys(ids: &[u32], block: usize) -> Vec<BlockKey> {
+    let bytes: Vec<u8> = ids.iter().flat_map(|i| i.to_le_bytes()).collect();
+    block_keys(b"ids", &bytes, 4, block)
+}
+
+/// [`block_keys`] of a prompt's input embeddings `[1, T, hidden]` (a chat's, with molecules and
+/// proteins spliced in), by their values in their dtype.
+pub fn embeds_keys(embeds: &Tensor<3>, block: usize) -> Vec<BlockKey> {
+    let [_, t, _] = embeds.dims();
+    let whole = t / block * block;
+    if whole == 0 {
+        return Vec::new();
+    }
+    let data = embeds.clone().narrow(1, 0, whole).into_data();
+    let kind = format!("embeds {:?}", data.dtype());
+    let bytes = data.as_bytes();
+    block_keys(kind.as_bytes(), bytes, bytes.len() / whole, block)
+}
+
 /// The length of the prefill chunk that starts at `start` of a `prompt_len` prompt, at most
 /// `chunk` positions: never fewer than [`MIN_CHUNK`] (a short rest joins the chunk before it), so
 /// that how a prompt is cut into chunks does not change its numbers.

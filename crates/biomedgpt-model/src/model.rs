@@ -7,7 +7,7 @@ use biomedgpt_nn::{apply_linear, linear};
 use biomedgpt_io::safetensors_writer::{TensorSpec, write_streaming};
 use biomedgpt_io::{Checkpoint, FloatType, SourceDType, WeightView};
 use biomedgpt_llama::generation::ids_tensor;
-use biomedgpt_llama::{DecoderInput, GenerationConfig, Llama, LlamaConfig, LlamaTokenizer, Prompt};
+use biomedgpt_llama::{DecoderInput, GenerationConfig, Llama, LlamaConfig, LlamaTokenizer, PrefixCache, Prompt};
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::{DType, Device, Tensor};
@@ -646,11 +646,14 @@ pub struct Chat<'m> {
     /// `max_length` counting the prompt, not by the configuration's `max_new_tokens` (the CLI
     /// turns this off when `--max-new-tokens` is given). No effect on other models.
     pub length_from_config: bool,
+    /// Keys and values of earlier turns' prompts: a turn prefills only what the last did not
+    /// (answers are the same without it). None by default.
+    pub prefix: Option<PrefixCache>,
 }
 
 impl<'m> Chat<'m> {
     pub fn new(model: &'m BioMedGpt) -> Self {
-        Chat { model, prompt: model.new_prompt(), items: Vec::new(), length_from_config: true }
+        Chat { model, prompt: model.new_prompt(), items: Vec::new(), length_from_config: true, prefix: None }
     }
 
     /// Encodes a molecule or protein and adds its message; returns residues lost to truncation.
@@ -697,7 +700,7 @@ impl<'m> Chat<'m> {
             config.max_new_tokens = r1.max_new_tokens(prompt_tokens);
         }
         let penalty_ids = self.model.chat_penalty_ids();
-        let output = biomedgpt_llama::generate_until(&self.model.llm, Prompt::Embeds { embeds, penalty_ids }, &config, on_token, stop)?;
+        let output = biomedgpt_llama::generate_cached(&self.model.llm, Prompt::Embeds { embeds, penalty_ids }, &config, on_token, stop, self.prefix.as_mut())?;
         let mut ids = output.tokens.clone();
         if output.stopped_by_eos {
             ids.pop();

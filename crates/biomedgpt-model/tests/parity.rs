@@ -127,3 +127,38 @@ fn bad_inputs_are_clear_errors() {
     };
     assert!(err.contains("not a model directory"), "{err}");
 }
+
+/// A chat that keeps its earlier turns' keys and values (`Chat::prefix`, `biomedgpt chat`'s
+/// default) answers every turn with the same tokens as one that prefills the whole history
+/// again: greedy, seeded sampling and beam search, a molecule and a protein in the prompt.
+#[test]
+fn a_chat_with_a_prefix_cache_answers_as_one_without() {
+    use biomedgpt_llama::prefix_cache::{DEFAULT_BLOCK, PrefixCache};
+    let model = BioMedGpt::load(&dir().join("tiny"), FloatType::F32, &Device::flex()).unwrap();
+    let eos = model.eos_token_ids();
+    let strategies = [
+        Strategy::Greedy,
+        Strategy::Sample { temperature: 0.8, top_k: Some(20), top_p: Some(0.9), seed: 5 },
+        Strategy::Beam { num_beams: 3, length_penalty: 1.0, early_stopping: EarlyStopping::False },
+    ];
+    for strategy in strategies {
+        let config = GenerationConfig { max_new_tokens: 6, strategy: strategy.clone(), repetition_penalty: 1.2, eos_token_ids: eos.clone() };
+        let mut with = Chat::new(&model);
+        with.prefix = Some(PrefixCache::new(DEFAULT_BLOCK, 16 << 20));
+        let mut without = Chat::new(&model);
+        for chat in [&mut with, &mut without] {
+            chat.add(&Input::Smiles("CC(=O)Oc1ccccc1C(=O)O".into())).unwrap();
+            chat.add(&Input::Protein { name: "p".into(), sequence: "MKTAYIAKQRQISFVKSHFSRQ".into() }).unwrap();
+        }
+        for (turn, question) in ["What is it?", "Does it bind the protein?", "Why?"].into_iter().enumerate() {
+            with.ask(question).unwrap();
+            without.ask(question).unwrap();
+            let a = with.answer(&config, &mut |_| {}).unwrap();
+            let b = without.answer(&config, &mut |_| {}).unwrap();
+            assert_eq!(a.token_ids, b.token_ids, "{strategy:?}, turn {turn}");
+            assert_eq!(a.text, b.text);
+        }
+        let hits = with.prefix.as_ref().unwrap().stats().hit_tokens;
+        assert!(hits >= 2 * DEFAULT_BLOCK as u64, "{strategy:?}: the later turns restore the earlier ones ({hits} positions)");
+    }
+}

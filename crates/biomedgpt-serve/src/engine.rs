@@ -332,23 +332,9 @@ impl Engine {
     /// The chained keys of a prompt's whole blocks: of its token ids, or of its input embeddings'
     /// values (which carry the molecules and proteins spliced in).
     fn block_keys(&self, prompt: &PromptInput) -> Vec<BlockKey> {
-        let block = self.prefix.block();
         match prompt {
-            PromptInput::Ids(ids) => {
-                let bytes: Vec<u8> = ids.iter().flat_map(|i| i.to_le_bytes()).collect();
-                prefix_cache::block_keys(b"ids", &bytes, 4, block)
-            }
-            PromptInput::Embeds(embeds) => {
-                let [_, t, _] = embeds.dims();
-                let whole = t / block * block;
-                if whole == 0 {
-                    return Vec::new();
-                }
-                let data = embeds.clone().narrow(1, 0, whole).into_data();
-                let kind = format!("embeds {:?}", data.dtype());
-                let bytes = data.as_bytes();
-                prefix_cache::block_keys(kind.as_bytes(), bytes, bytes.len() / whole, block)
-            }
+            PromptInput::Ids(ids) => prefix_cache::ids_keys(ids, self.prefix.block()),
+            PromptInput::Embeds(embeds) => prefix_cache::embeds_keys(embeds, self.prefix.block()),
         }
     }
 
