@@ -32,7 +32,8 @@ use biomedgpt_llama::prefix_cache::{self, BlockKey, PrefixCache};
 use biomedgpt_llama::{DecoderInput, GenerationConfig, KvCache, Prompt, Strategy, TokenChooser, generate_until};
 use biomedgpt_model::{BioMedGpt, Input, Modality, ModelError};
 
-use crate::structured::{Constraint, Grammars};
+use crate::structured::{Constraint, Grammar, Grammars};
+use crate::tools::Tools;
 use burn::tensor::{DType, Tensor};
 
 use crate::request::{EmbedInput, Event, Failure, FinishReason, Job, Message, Params, ParsedMolecules, Part, PromptSpec, Role, TokenLogprob, Work};
@@ -460,7 +461,7 @@ impl Engine {
         };
         let chat = matches!(prompt_spec, PromptSpec::Chat(_));
         let (prompt, prompt_len, penalty_base) = match &prompt_spec {
-            PromptSpec::Chat(messages) => match self.chat_embeds(messages, &job.molecules, &|| job.cancelled()) {
+            PromptSpec::Chat(messages) => match self.chat_embeds(messages, params.tools.as_ref(), &job.molecules, &|| job.cancelled()) {
                 Ok(embeds) => {
                     let len = embeds.dims()[1];
                     (PromptInput::Embeds(embeds), len, self.model.chat_penalty_ids())
@@ -522,7 +523,12 @@ impl Engine {
         // One grammar state per choice, compiled before any decoding (a schema llguidance cannot
         // take is the request's 400).
         let mut constraints = Vec::new();
-        if let Some(format) = &params.response_format {
+        let grammar = match (&params.response_format, &params.tools) {
+            (Some(format), _) => Some(Grammar::Format(format)),
+            (None, Some(tools)) => Some(Grammar::Tools(tools)),
+            (None, None) => None,
+        };
+        if let Some(grammar) = grammar {
             if self.grammars.is_none() {
                 let eos = self.eos.first().copied().unwrap_or(0);
                 match Grammars::new(&self.model.tokenizer, self.model.llm.config().vocab_size, eos) {
@@ -531,10 +537,11 @@ impl Engine {
                 }
             }
             let grammars = self.grammars.as_ref().expect("built above");
+            let field = if matches!(grammar, Grammar::Tools(_)) { "tools" } else { "response_format" };
             for _ in 0..params.n {
-                match grammars.constraint(format) {
+                match grammars.constraint(grammar) {
                     Ok(c) => constraints.push(Box::new(c)),
-                    Err(e) => return fail(&job, Failure { status: 400, message: format!("response_format: {e}"), param: Some("response_format".into()) }),
+                    Err(e) => return fail(&job, Failure { status: 400, message: format!("{field}: {e}"), param: Some(field.into()) }),
                 }
             }
         }
@@ -595,7 +602,7 @@ impl Engine {
 
     /// The chat's input embeddings `[1, T, hidden]`: the reference prompt with each molecule and
     /// protein encoded (or taken from the cache) and spliced at its placeholder.
-    fn chat_embeds(&mut self, messages: &[Message], molecules: &ParsedMolecules, cancelled: &dyn Fn() -> bool) -> Result<Tensor<3>, Failure> {
+    fn chat_embeds(&mut self, messages: &[Message], tools: Option<&Tools>, molecules: &ParsedMolecules, cancelled: &dyn Fn() -> bool) -> Result<Tensor<3>, Failure> {
         self.prompt_limits().check(messages)?;
         let mut prompt = self.model.new_prompt();
         let mut system: Option<String> = None;
@@ -664,6 +671,13 @@ impl Engine {
         }
         if let Some(system) = system {
             prompt.system = system;
+        }
+        // The functions after the system prompt (the template of crate::tools).
+        if let Some(tools) = tools {
+            if self.model.r1.is_some() {
+                return Err(Failure { status: 400, message: "tools: BioMedGPT-R1's chat has no system prompt to describe functions in".into(), param: Some("tools".into()) });
+            }
+            prompt.system = format!("{}\n\n{}", prompt.system, tools.instructions());
         }
         let (embeds, _) = self.model.prompt_embeds(&prompt.render(), &items).map_err(|e| model_failure("", e))?;
         Ok(self.model.fit_to_context(embeds))

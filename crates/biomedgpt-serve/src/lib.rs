@@ -5,6 +5,7 @@
 //! - [`openai`]: request bodies read into the engine's terms, response bodies.
 //! - [`server`]: the axum routes, limits, streaming (SSE), metrics and the graceful stop.
 //! - [`text`]: what part of an answer can be streamed yet (stop strings, UTF-8, trimming).
+//! - [`tools`]: function calling's template, grammar and parsing.
 
 pub mod connections;
 pub mod engine;
@@ -14,6 +15,7 @@ pub mod request;
 pub mod server;
 pub mod structured;
 pub mod text;
+pub mod tools;
 
 pub use connections::ConnectionLimits;
 pub use engine::{Engine, EngineConfig, Stats};

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::structured::ResponseFormat;
+use crate::tools::{Call, Function, ToolChoice, Tools};
 use crate::request::{EmbedInput, Failure, Message, Params, Part, PromptSpec, Role, TokenLogprob};
 
 fn bad(param: &str, message: impl Into<String>) -> Failure {
@@ -72,6 +73,7 @@ pub struct Sampling {
     pub length_penalty: Option<f64>,
     pub logit_bias: Option<serde_json::Map<String, Value>>,
     pub tools: Option<Vec<Value>>,
+    pub tool_choice: Option<Value>,
     pub response_format: Option<Value>,
     pub best_of: Option<u64>,
     #[serde(default)]
@@ -175,13 +177,17 @@ impl Sampling {
         if self.logit_bias.as_ref().is_some_and(|m| !m.is_empty()) {
             return Err(bad("logit_bias", "logit_bias is not supported"));
         }
-        if self.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-            return Err(bad("tools", "tools (function calling) are not supported by this model"));
-        }
         p.response_format = match &self.response_format {
             None => None,
             Some(format) => response_format(format)?,
         };
+        p.tools = tools(self.tools.as_deref(), self.tool_choice.as_ref())?;
+        if p.tools.is_some() && p.response_format.is_some() {
+            return Err(bad("tools", "tools with a response_format are not supported: a call's arguments follow its function's parameters"));
+        }
+        if p.tools.is_some() && beams > 1 {
+            return Err(bad("tools", "tools with beam search are not supported: use num_beams 1"));
+        }
         if p.response_format.is_some() && beams > 1 {
             return Err(bad("response_format", "response_format with beam search is not supported: use num_beams 1"));
         }
@@ -196,6 +202,65 @@ impl Sampling {
     pub fn include_usage(&self) -> bool {
         self.stream_options.as_ref().is_some_and(|o| o.include_usage)
     }
+}
+
+/// Longest function name (OpenAI's limit) and most functions per request.
+const MAX_FUNCTION_NAME: usize = 64;
+const MAX_TOOLS: usize = 128;
+
+/// OpenAI's `tools` (`[{"type": "function", "function": {"name", "description", "parameters"}}]`)
+/// and `tool_choice` (`"none"`, `"auto"`, `"required"` or `{"type": "function", "function":
+/// {"name"}}`; `auto` by default). `None`: no function may be called.
+fn tools(tools: Option<&[Value]>, choice: Option<&Value>) -> Result<Option<Tools>, Failure> {
+    let tools = tools.unwrap_or_default();
+    if tools.len() > MAX_TOOLS {
+        return Err(bad("tools", format!("tools has {} functions; at most {MAX_TOOLS} are allowed", tools.len())));
+    }
+    let mut functions: Vec<Function> = Vec::with_capacity(tools.len());
+    for (i, tool) in tools.iter().enumerate() {
+        let at = format!("tools[{i}]");
+        if tool.get("type").and_then(Value::as_str) != Some("function") {
+            return Err(bad(&format!("{at}.type"), format!("{at}.type must be \"function\"")));
+        }
+        let f = tool.get("function").filter(|f| f.is_object()).ok_or_else(|| bad(&format!("{at}.function"), format!("{at}.function must be an object with a name")))?;
+        let name = f.get("name").and_then(Value::as_str).unwrap_or_default();
+        if name.is_empty() || name.len() > MAX_FUNCTION_NAME || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            return Err(bad(&format!("{at}.function.name"), format!("{at}.function.name must be 1 to {MAX_FUNCTION_NAME} letters, digits, underscores or dashes")));
+        }
+        if functions.iter().any(|g| g.name == name) {
+            return Err(bad(&format!("{at}.function.name"), format!("{at}.function.name `{name}` is given twice")));
+        }
+        let description = match f.get("description") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(d)) => Some(d.clone()),
+            Some(_) => return Err(bad(&format!("{at}.function.description"), format!("{at}.function.description must be a string"))),
+        };
+        let parameters = match f.get("parameters") {
+            None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
+            Some(p) if p.is_object() => p.clone(),
+            Some(_) => return Err(bad(&format!("{at}.function.parameters"), format!("{at}.function.parameters must be a JSON schema (an object)"))),
+        };
+        functions.push(Function { name: name.to_string(), description, parameters });
+    }
+    let choice = match choice {
+        None | Some(Value::Null) if functions.is_empty() => return Ok(None),
+        None | Some(Value::Null) => ToolChoice::Auto,
+        Some(Value::String(s)) => match s.as_str() {
+            "none" => return Ok(None),
+            "auto" => ToolChoice::Auto,
+            "required" => ToolChoice::Required,
+            other => return Err(bad("tool_choice", format!("tool_choice `{other}` is not supported (none, auto, required, or {{\"type\": \"function\", \"function\": {{\"name\": ...}}}})"))),
+        },
+        Some(named) => match named.get("function").and_then(|f| f.get("name")).and_then(Value::as_str) {
+            Some(name) if functions.iter().any(|f| f.name == name) => ToolChoice::Named(name.to_string()),
+            Some(name) => return Err(bad("tool_choice", format!("tool_choice names `{name}`, which is not in tools"))),
+            None => return Err(bad("tool_choice", "tool_choice must be none, auto, required or {\"type\": \"function\", \"function\": {\"name\": ...}}")),
+        },
+    };
+    if functions.is_empty() {
+        return Err(bad("tool_choice", "tool_choice needs tools"));
+    }
+    Ok(Some(Tools { functions, choice }))
 }
 
 /// OpenAI's `response_format`: `{"type": "text"}`, `{"type": "json_object"}` or `{"type":
@@ -254,6 +319,18 @@ impl ChatRequest {
         if messages.is_empty() {
             return Err(bad("messages", "messages is empty"));
         }
+        // A tool's result answers the calls of the assistant turn before it (as OpenAI checks).
+        let mut calls_open = false;
+        for (i, m) in messages.iter().enumerate() {
+            match m.get("role").and_then(Value::as_str) {
+                Some("tool") if !calls_open => {
+                    return Err(bad(&format!("messages[{i}].role"), format!("messages[{i}]: a tool message must follow an assistant message with tool_calls")));
+                }
+                Some("tool") => {}
+                Some("assistant") => calls_open = m.get("tool_calls").and_then(Value::as_array).is_some_and(|c| !c.is_empty()),
+                _ => calls_open = false,
+            }
+        }
         messages.iter().enumerate().map(|(i, m)| message(i, m)).collect::<Result<Vec<_>, _>>().map(PromptSpec::Chat)
     }
 
@@ -274,9 +351,38 @@ fn message(i: usize, m: &Value) -> Result<Message, Failure> {
         Some("system" | "developer") => Role::System,
         Some("user") => Role::User,
         Some("assistant") => Role::Assistant,
-        Some(other) => return Err(bad(&format!("{at}.role"), format!("{at}.role `{other}` is not supported (system, developer, user, assistant)"))),
+        // A call's result: a user turn in the tool template (crate::tools).
+        Some("tool") => {
+            let content = match obj.get("content") {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Array(parts)) => parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect(),
+                _ => return Err(bad(&format!("{at}.content"), format!("{at}.content must be the call's result (a string)"))),
+            };
+            return Ok(Message { role: Role::User, parts: vec![Part::Text(crate::tools::render_response(&content))] });
+        }
+        Some(other) => return Err(bad(&format!("{at}.role"), format!("{at}.role `{other}` is not supported (system, developer, user, assistant, tool)"))),
         None => return Err(bad(&format!("{at}.role"), format!("{at} has no role"))),
     };
+    // An assistant turn that called functions: written back as the template writes calls.
+    if role == Role::Assistant
+        && let Some(calls) = obj.get("tool_calls").filter(|c| !c.is_null())
+    {
+        let calls = calls.as_array().ok_or_else(|| bad(&format!("{at}.tool_calls"), format!("{at}.tool_calls must be a list")))?;
+        let mut parsed = Vec::with_capacity(calls.len());
+        for (j, call) in calls.iter().enumerate() {
+            let f = &call["function"];
+            let (Some(name), Some(arguments)) = (f.get("name").and_then(Value::as_str), f.get("arguments").and_then(Value::as_str)) else {
+                return Err(bad(&format!("{at}.tool_calls[{j}]"), format!("{at}.tool_calls[{j}] needs function.name and function.arguments (a JSON string)")));
+            };
+            parsed.push(Call { name: name.to_string(), arguments: arguments.to_string() });
+        }
+        let mut text = obj.get("content").and_then(Value::as_str).unwrap_or_default().to_string();
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(&crate::tools::render_calls(&parsed));
+        return Ok(Message { role, parts: vec![Part::Text(text)] });
+    }
     let parts = match obj.get("content") {
         None | Some(Value::Null) => return Err(bad(&format!("{at}.content"), format!("{at} has no content"))),
         Some(Value::String(s)) => {

@@ -60,6 +60,8 @@ pub struct Params {
     pub ignore_eos: bool,
     /// JSON or a JSON schema the answer is held to while it is decoded (`response_format`).
     pub response_format: Option<crate::structured::ResponseFormat>,
+    /// Functions the answer may (or must) call (`tools`, `tool_choice`).
+    pub tools: Option<crate::tools::Tools>,
 }
 
 impl Default for Params {
@@ -81,6 +83,7 @@ impl Default for Params {
             logprobs: None,
             ignore_eos: false,
             response_format: None,
+            tools: None,
         }
     }
 }

@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::reasoning::ReasoningSplitter;
+use crate::tools::Tools;
 use crate::connections::{ConnectionCloser, ConnectionLimits};
 use crate::engine::{Engine, EngineConfig, PromptLimits, Stats, model_failure};
 use crate::openai::{self, ChatRequest, CompletionRequest, DetokenizeRequest, EmbeddingRequest, TokenizeRequest, error_body, parse_body, usage};
@@ -630,6 +631,9 @@ async fn completions(State(app): State<Arc<App>>, closer: Option<axum::Extension
         app.check_model(&req.sampling.model)?;
         let prompt = req.prompt()?;
         let params = req.sampling.params(req.logprobs()?)?;
+        if params.tools.is_some() {
+            return Err(Failure { status: 400, message: "tools are for /v1/chat/completions (a text completion has no chat template)".into(), param: Some("tools".into()) });
+        }
         app.check_params(&params)?;
         Ok::<_, Failure>((prompt, params, req.sampling.stream, req.sampling.include_usage()))
     })();
@@ -693,6 +697,8 @@ async fn respond(app: Arc<App>, kind: Kind, parsed: Result<(PromptSpec, Params, 
     };
     let n = params.n;
     let want_logprobs = params.logprobs.is_some();
+    // With functions to call, an answer is read whole before it is sent: calls or text.
+    let tools = params.tools.clone().filter(|_| kind == Kind::Chat);
     let deadline = tokio::time::Instant::now() + app.options.timeout;
     let work = Work::Generate { prompt, params };
     let molecules = match app.read_molecules(&work, deadline).await {
@@ -735,6 +741,7 @@ async fn respond(app: Arc<App>, kind: Kind, parsed: Result<(PromptSpec, Params, 
             outcome: "cancelled",
             _alive: Arc::new(()),
             splitters: (kind == Kind::Chat && app.reasoning).then(|| (0..n).map(|_| ReasoningSplitter::default()).collect()),
+            held: tools.map(|t| (t, vec![(String::new(), Vec::new()); n])),
         };
         // A stream still alive well past its deadline has a client that stopped reading (its
         // events are only taken when the socket has room): close the connection (D7).
@@ -783,12 +790,18 @@ async fn respond(app: Arc<App>, kind: Kind, parsed: Result<(PromptSpec, Params, 
         .map(|i| {
             let reason = reasons[i].map(FinishReason::as_str);
             match kind {
-                Kind::Chat => json!({
-                    "index": i,
-                    "message": chat_message(&texts[i], app.reasoning),
-                    "logprobs": if want_logprobs { openai::chat_logprobs(&logprobs[i]) } else { Value::Null },
-                    "finish_reason": reason,
-                }),
+                Kind::Chat => {
+                    let (message, reason) = match tool_calls(tools.as_ref(), &texts[i], reasons[i], &id, i) {
+                        Some(calls) => (json!({"role": "assistant", "content": Value::Null, "tool_calls": calls}), Some("tool_calls")),
+                        None => (chat_message(&texts[i], app.reasoning), reason),
+                    };
+                    json!({
+                        "index": i,
+                        "message": message,
+                        "logprobs": if want_logprobs { openai::chat_logprobs(&logprobs[i]) } else { Value::Null },
+                        "finish_reason": reason,
+                    })
+                }
                 Kind::Completion => json!({
                     "index": i,
                     "text": texts[i],
@@ -810,6 +823,20 @@ async fn respond(app: Arc<App>, kind: Kind, parsed: Result<(PromptSpec, Params, 
         "usage": usage(prompt_tokens, cached_tokens, completion_tokens),
     }))
     .into_response()
+}
+
+/// A finished answer's `tool_calls` (OpenAI's shape, ids unique per response), when the request
+/// has functions and the answer, ended by the model or its grammar, is calls.
+fn tool_calls(tools: Option<&Tools>, text: &str, reason: Option<FinishReason>, id: &str, choice: usize) -> Option<Value> {
+    let calls = tools.filter(|_| reason == Some(FinishReason::Stop))?.parse(text)?;
+    let id = id.rsplit('-').next().unwrap_or(id);
+    Some(
+        calls
+            .iter()
+            .enumerate()
+            .map(|(k, c)| json!({"id": format!("call_{id}_{choice}_{k}"), "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
+            .collect(),
+    )
 }
 
 /// A chat choice's `message`; a reasoning model's text split as DeepSeek's API returns it
@@ -845,6 +872,9 @@ struct StreamState {
     _alive: Arc<()>,
     /// A reasoning model's chat: each choice's text split into `reasoning_content` and `content`.
     splitters: Option<Vec<ReasoningSplitter>>,
+    /// The request's functions and each choice's text and logprobs so far: with functions to
+    /// call, a choice is sent whole when it ends (calls, or text).
+    held: Option<(Tools, Vec<(String, Vec<TokenLogprob>)>)>,
 }
 
 impl StreamState {
@@ -920,11 +950,43 @@ impl StreamState {
             }
             return Some(SseEvent::default().data("[DONE]"));
         }
-        match tokio::time::timeout_at(self.deadline, self.rx.recv()).await {
+        let event = loop {
+            match tokio::time::timeout_at(self.deadline, self.rx.recv()).await {
+                Ok(Some(Event::Delta { choice, text, logprobs })) if self.held.is_some() => {
+                    let (held_text, held_logprobs) = &mut self.held.as_mut().expect("checked").1[choice];
+                    held_text.push_str(&text);
+                    held_logprobs.extend(logprobs);
+                }
+                other => break other,
+            }
+        };
+        match event {
             Ok(Some(Event::Delta { choice, text, logprobs })) => Some(self.delta(choice, &text, &logprobs, None)),
             Ok(Some(Event::Finished { choice, reason, completion_tokens, .. })) => {
                 self.finished += 1;
                 self.completion_tokens += completion_tokens;
+                let finished = self.held.as_mut().map(|(tools, held)| (tools.clone(), std::mem::take(&mut held[choice])));
+                if let Some((tools, (text, logprobs))) = finished {
+                    if let Some(calls) = tool_calls(Some(&tools), &text, Some(reason), &self.id, choice) {
+                        let calls: Vec<Value> = calls.as_array().expect("a list").iter().enumerate().map(|(k, c)| {
+                            let mut c = c.clone();
+                            c["index"] = k.into();
+                            c
+                        }).collect();
+                        return Some(self.chunk(json!({
+                            "index": choice,
+                            "delta": {"tool_calls": calls},
+                            "logprobs": if logprobs.is_empty() { Value::Null } else { openai::chat_logprobs(&logprobs) },
+                            "finish_reason": "tool_calls",
+                        })));
+                    }
+                    if !text.is_empty() || !logprobs.is_empty() {
+                        let piece = self.delta(choice, &text, &logprobs, None);
+                        let end = self.delta(choice, "", &[], Some(reason));
+                        self.pending.push_back(end);
+                        return Some(piece);
+                    }
+                }
                 Some(self.delta(choice, "", &[], Some(reason)))
             }
             Ok(Some(Event::Started { .. })) => Some(SseEvent::default().comment("started")),

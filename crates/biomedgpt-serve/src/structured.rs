@@ -22,6 +22,29 @@ pub enum ResponseFormat {
     JsonSchema(Value),
 }
 
+/// What an answer is held to: `response_format`, or function calls (`tools`).
+#[derive(Debug, Clone, Copy)]
+pub enum Grammar<'a> {
+    Format(&'a ResponseFormat),
+    Tools(&'a crate::tools::Tools),
+}
+
+/// JSON as `json.dumps` writes it (", " and ": ", no other whitespace), unless the schema says
+/// otherwise in llguidance's `x-guidance`: free whitespace lets a model pad an answer with blanks
+/// until it runs out of tokens.
+fn compact(mut schema: Value) -> Value {
+    if schema.is_object() && schema.get("x-guidance").is_none() {
+        let compact = llguidance::JsonCompileOptions {
+            item_separator: ", ".into(),
+            key_separator: ": ".into(),
+            whitespace_flexible: false,
+            ..Default::default()
+        };
+        compact.apply_to(&mut schema);
+    }
+    schema
+}
+
 /// The tokens as the matcher sees them: a trie of their bytes.
 struct Env {
     trie: TokTrie,
@@ -58,24 +81,13 @@ impl Grammars {
     }
 
     /// A matcher for one answer; a schema llguidance cannot compile is an error naming why.
-    pub fn constraint(&self, format: &ResponseFormat) -> Result<Constraint, String> {
-        let mut schema = match format {
-            ResponseFormat::JsonObject => serde_json::json!({"type": "object"}),
-            ResponseFormat::JsonSchema(schema) => schema.clone(),
+    pub fn constraint(&self, grammar: Grammar) -> Result<Constraint, String> {
+        let top = match grammar {
+            Grammar::Format(ResponseFormat::JsonObject) => TopLevelGrammar::from_json_schema(compact(serde_json::json!({"type": "object"}))),
+            Grammar::Format(ResponseFormat::JsonSchema(schema)) => TopLevelGrammar::from_json_schema(compact(schema.clone())),
+            Grammar::Tools(tools) => TopLevelGrammar::from_lark(tools.lark(&compact(tools.call_schema()))),
         };
-        // JSON as `json.dumps` writes it (", " and ": ", no other whitespace), unless the schema
-        // says otherwise in llguidance's `x-guidance`: free whitespace lets a model pad an answer
-        // with blanks until it runs out of tokens.
-        if schema.is_object() && schema.get("x-guidance").is_none() {
-            let compact = llguidance::JsonCompileOptions {
-                item_separator: ", ".into(),
-                key_separator: ": ".into(),
-                whitespace_flexible: false,
-                ..Default::default()
-            };
-            compact.apply_to(&mut schema);
-        }
-        let parser = self.factory.create_parser(TopLevelGrammar::from_json_schema(schema)).map_err(|e| e.to_string())?;
+        let parser = self.factory.create_parser(top).map_err(|e| e.to_string())?;
         let matcher = Matcher::new(Ok(parser));
         match matcher.get_error() {
             Some(e) => Err(e),
@@ -106,5 +118,52 @@ impl Constraint {
     /// The grammar is complete and allows nothing more: the answer ends here.
     pub fn is_stopped(&self) -> bool {
         self.0.is_stopped()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tools::{Function, ToolChoice, Tools};
+    use biomedgpt_llama::LlamaTokenizer;
+    use serde_json::json;
+
+    fn tokenizer() -> LlamaTokenizer {
+        LlamaTokenizer::from_file(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/demo/llm/tokenizer.json"), Some(1)).unwrap()
+    }
+
+    fn tools(choice: ToolChoice) -> Tools {
+        let weight = json!({"type": "object", "properties": {"smiles": {"type": "string"}}, "required": ["smiles"]});
+        Tools { functions: vec![Function { name: "molecular_weight".into(), description: None, parameters: weight }, Function { name: "search".into(), description: None, parameters: json!({"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}) }], choice }
+    }
+
+    /// Whether the grammar takes `text` (as the tokenizer splits it) as a whole answer.
+    fn takes(grammars: &Grammars, tokenizer: &LlamaTokenizer, tools: &Tools, text: &str) -> bool {
+        let mut c = grammars.constraint(Grammar::Tools(tools)).unwrap();
+        let ids = tokenizer.encode(text, false).unwrap();
+        c.0.validate_tokens(&ids).unwrap() == ids.len() && c.0.consume_tokens(&ids).is_ok() && c.0.is_accepting().unwrap()
+    }
+
+    /// The tool grammars take well-formed calls of the callable functions (and, for `auto`, text)
+    /// and nothing else: wrong names, arguments off their schema, text where a call is required.
+    #[test]
+    fn tool_grammars_take_calls_of_the_functions_and_nothing_else() {
+        let tok = tokenizer();
+        let grammars = Grammars::new(&tok, 32001, 2).unwrap();
+        let call = r#"<tool_call>{"name": "molecular_weight", "arguments": {"smiles": "CCO"}}</tool_call>"#;
+        let two = format!("{call}\n<tool_call>{{\"name\": \"search\", \"arguments\": {{\"query\": \"ethanol\"}}}}</tool_call>");
+        let (auto, required, named) = (tools(ToolChoice::Auto), tools(ToolChoice::Required), tools(ToolChoice::Named("search".into())));
+        for t in [&auto, &required] {
+            assert!(takes(&grammars, &tok, t, call), "{:?}: one call", t.choice);
+            assert!(takes(&grammars, &tok, t, &two), "{:?}: two calls", t.choice);
+            for wrong in [r#"<tool_call>{"name": "other", "arguments": {}}</tool_call>"#, r#"<tool_call>{"name": "molecular_weight", "arguments": {"smiles": 3}}</tool_call>"#, r#"<tool_call>{"name": "molecular_weight", "arguments": {}}</tool_call>"#, "<b>bold</b>"] {
+                assert!(!takes(&grammars, &tok, t, wrong), "{:?} takes {wrong}", t.choice);
+            }
+        }
+        assert!(takes(&grammars, &tok, &auto, "Ethanol is an alcohol."), "auto takes text");
+        assert!(!takes(&grammars, &tok, &required, "Ethanol is an alcohol."), "required takes no text");
+        assert!(!takes(&grammars, &tok, &named, call), "named: another function");
+        assert!(!takes(&grammars, &tok, &named, &two), "named: one call");
+        assert!(takes(&grammars, &tok, &named, r#"<tool_call>{"name": "search", "arguments": {"query": "ethanol"}}</tool_call>"#));
     }
 }

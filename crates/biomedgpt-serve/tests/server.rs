@@ -306,7 +306,7 @@ async fn bad_requests_get_their_status_and_an_openai_error() {
         (chat, "", 400, "empty"),
         (chat, r#"{"messages": []}"#, 400, "messages is empty"),
         (chat, r#"{"model": "demo"}"#, 400, "messages is required"),
-        (chat, r#"{"messages": [{"role": "tool", "content": "x"}]}"#, 400, "`tool` is not supported"),
+        (chat, r#"{"messages": [{"role": "tool", "content": "x"}]}"#, 400, "must follow an assistant message with tool_calls"),
         (chat, r#"{"messages": [{"role": "user", "content": ""}]}"#, 400, "content is empty"),
         (chat, r#"{"messages": [{"role": "user", "content": []}]}"#, 400, "content is empty"),
         (chat, r#"{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}"#, 400, "`image_url` is not supported"),
@@ -329,7 +329,7 @@ async fn bad_requests_get_their_status_and_an_openai_error() {
         (chat, r#"{"messages": [{"role": "user", "content": [{"type": "molecule", "molecule": {"smiles": "CC\u0000O"}}]}]}"#, 400, "U+0000 at byte 2"),
         (chat, "[1, 2]", 400, "invalid request body"),
         (chat, r#"{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 500}"#, 400, "maximum context length is 128 tokens"),
-        (chat, r#"{"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]}"#, 400, "tools"),
+        (chat, r#"{"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]}"#, 400, "tools[0].function"),
         (chat, r#"{"messages": [{"role": "user", "content": "hi"}], "model": "gpt-4"}"#, 404, "`gpt-4` does not exist"),
         ("/v1/completions", r#"{"prompt": ""}"#, 400, "prompt is empty"),
         ("/v1/completions", r#"{"prompt": [1, 2, 3]}"#, 400, "one string"),
@@ -770,4 +770,124 @@ async fn the_prefix_cache_changes_no_answer() {
     assert_eq!(value("biomedgpt_prefix_cache_hit_tokens_total") as u64, c.iter().sum::<u64>());
     assert!(value("biomedgpt_prefix_cache_bytes") > 0.0 && value("biomedgpt_prefix_cache_bytes") <= (64 << 20) as f64);
     assert_eq!(value("biomedgpt_prefix_cache_evictions_total"), 0.0);
+}
+
+/// Function calling (issue 42): with `tool_choice` `required` or a named function the answer is
+/// a call of that function whose arguments follow its parameters' schema, returned as
+/// `message.tool_calls` with `finish_reason: "tool_calls"`, streamed or not; `auto` answers a
+/// call or text; an earlier turn's calls and a tool's result go back into the prompt; bad tool
+/// fields are 400s naming them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_are_called_with_arguments_that_follow_their_schemas() {
+    let server = Running::start(options());
+    let weight = json!({"type": "function", "function": {"name": "molecular_weight", "description": "The molecular weight of a molecule in g/mol",
+        "parameters": {"type": "object", "properties": {"smiles": {"type": "string", "maxLength": 60}, "isotopes": {"type": "boolean"}}, "required": ["smiles", "isotopes"], "additionalProperties": false}}});
+    // Strict schemas, as OpenAI's strict mode asks (bounded strings: the random demo model
+    // would otherwise write until max_tokens).
+    let search = json!({"type": "function", "function": {"name": "search_literature", "parameters": {"type": "object",
+        "properties": {"query": {"type": "string", "maxLength": 40}, "limit": {"type": "integer", "minimum": 1, "maximum": 20}}, "required": ["query", "limit"], "additionalProperties": false}}});
+    let question = |choice: Value, extra: Value| {
+        let mut body = molecule_question("CCO", "What is its molecular weight?");
+        body["tools"] = json!([weight, search]);
+        body["tool_choice"] = choice;
+        body["max_tokens"] = json!(200);
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    };
+    let check_call = |call: &Value, name: &str| -> Value {
+        assert_eq!(call["type"], "function", "{call}");
+        assert_eq!(call["function"]["name"], name, "{call}");
+        assert!(call["id"].as_str().unwrap().starts_with("call_"), "{call}");
+        let arguments: Value = serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+        arguments
+    };
+    for (choice, name) in [(json!("required"), None), (json!({"type": "function", "function": {"name": "search_literature"}}), Some("search_literature"))] {
+        for extra in [json!({}), json!({"temperature": 1.0, "seed": 3})] {
+            let (status, v) = server.post("/v1/chat/completions", &question(choice.clone(), extra.clone())).await;
+            assert_eq!(status, 200, "{v}");
+            let c = &v["choices"][0];
+            assert_eq!(c["finish_reason"], "tool_calls", "{v}");
+            assert!(c["message"]["content"].is_null(), "{v}");
+            let calls = c["message"]["tool_calls"].as_array().unwrap();
+            assert!(!calls.is_empty());
+            for call in calls {
+                let called = call["function"]["name"].as_str().unwrap();
+                assert!(name.is_none_or(|n| n == called), "{choice}: {called}");
+                let arguments = check_call(call, called);
+                if called == "molecular_weight" {
+                    assert!(arguments["smiles"].is_string() && arguments["isotopes"].is_boolean(), "{arguments}");
+                } else {
+                    assert!(arguments["query"].as_str().is_some_and(|q| q.chars().count() <= 40), "{arguments}");
+                    assert!(arguments["limit"].as_i64().is_some_and(|l| (1..=20).contains(&l)), "{arguments}");
+                }
+            }
+            // Streamed: the same calls in one delta, with their indices.
+            let mut body = question(choice.clone(), extra);
+            body["stream"] = json!(true);
+            let events = server.stream("/v1/chat/completions", &body).await;
+            let chunks: Vec<Value> = events[..events.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
+            let last = chunks.iter().rev().find(|c| c["choices"][0]["finish_reason"].is_string()).unwrap();
+            assert_eq!(last["choices"][0]["finish_reason"], "tool_calls", "{last}");
+            let streamed = last["choices"][0]["delta"]["tool_calls"].as_array().unwrap();
+            assert_eq!(streamed.len(), calls.len());
+            for (k, (s, c)) in streamed.iter().zip(calls).enumerate() {
+                assert_eq!(s["index"], k);
+                assert_eq!(s["function"], c["function"], "streamed == whole");
+            }
+        }
+    }
+    // auto: a call of a listed function, or text (the random demo model decides).
+    let (status, v) = server.post("/v1/chat/completions", &question(json!("auto"), json!({}))).await;
+    assert_eq!(status, 200, "{v}");
+    let c = &v["choices"][0];
+    match c["finish_reason"].as_str().unwrap() {
+        "tool_calls" => {
+            let call = &c["message"]["tool_calls"][0];
+            check_call(call, call["function"]["name"].as_str().unwrap());
+        }
+        _ => assert!(!c["message"]["content"].as_str().unwrap().trim_start().starts_with('<'), "{v}"),
+    }
+    // "none": no functions described, an ordinary answer; the next turn with the call and its
+    // result in the history.
+    let (status, v) = server.post("/v1/chat/completions", &question(json!("none"), json!({"max_tokens": 8}))).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(v["choices"][0]["message"]["content"].is_string() && v["choices"][0]["message"].get("tool_calls").is_none(), "{v}");
+    let mut follow = question(json!("auto"), json!({"max_tokens": 8}));
+    follow["messages"].as_array_mut().unwrap().extend([
+        json!({"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "molecular_weight", "arguments": "{\"smiles\": \"CCO\", \"isotopes\": false}"}}]}),
+        json!({"role": "tool", "tool_call_id": "call_1", "content": "46.07"}),
+    ]);
+    let (status, v) = server.post("/v1/chat/completions", &follow).await;
+    assert_eq!(status, 200, "{v}");
+    let (_, before) = server.post("/v1/chat/completions", &question(json!("auto"), json!({"max_tokens": 8}))).await;
+    assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > before["usage"]["prompt_tokens"].as_u64().unwrap() + 20, "the call and the result are in the prompt");
+
+    // Bad tool fields.
+    let cases: Vec<(Value, &str)> = vec![
+        (question(json!({"type": "function", "function": {"name": "other"}}), json!({})), "tool_choice"),
+        (question(json!("sometimes"), json!({})), "tool_choice"),
+        (question(json!("auto"), json!({"tools": [{"type": "function", "function": {"name": "has space"}}]})), "tools[0].function.name"),
+        (question(json!("auto"), json!({"tools": [{"type": "retrieval"}]})), "tools[0].type"),
+        (question(json!("auto"), json!({"tools": [weight, weight]})), "tools[1].function.name"),
+        (question(json!("auto"), json!({"tools": [{"type": "function", "function": {"name": "f", "parameters": "string"}}]})), "tools[0].function.parameters"),
+        (question(json!("auto"), json!({"response_format": {"type": "json_object"}})), "tools"),
+        (question(json!("auto"), json!({"num_beams": 2})), "tools"),
+    ];
+    for (body, param) in cases {
+        let (status, v) = server.post("/v1/chat/completions", &body).await;
+        assert_eq!(status, 400, "{param}: {v}");
+        assert_eq!(v["error"]["param"], param, "{v}");
+    }
+    let (status, v) = server.post("/v1/completions", &json!({"prompt": "Ethanol", "tools": [weight]})).await;
+    assert_eq!((status, v["error"]["param"].as_str()), (400, Some("tools")), "{v}");
+    let mut bad_tool_message = follow.clone();
+    bad_tool_message["messages"][2]["content"] = json!(46.07);
+    let (status, v) = server.post("/v1/chat/completions", &bad_tool_message).await;
+    assert_eq!((status, v["error"]["param"].as_str()), (400, Some("messages[2].content")), "{v}");
+    let mut lone_result = question(json!("auto"), json!({}));
+    lone_result["messages"].as_array_mut().unwrap().push(json!({"role": "tool", "content": "46.07"}));
+    let (status, v) = server.post("/v1/chat/completions", &lone_result).await;
+    assert_eq!((status, v["error"]["param"].as_str()), (400, Some("messages[1].role")), "{v}");
 }
