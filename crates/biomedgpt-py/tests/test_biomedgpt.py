@@ -223,6 +223,22 @@ def test_chat_equals_ask_and_the_server(model):
         model.chat([{"role": "robot", "content": "hi"}])
 
 
+def test_the_prefix_cache_changes_no_answer(model):
+    # `model` keeps its prompts' keys and values (prefix_cache_mb=512 by default); a model
+    # without the cache answers the same, greedy and sampled, however the calls share prompts.
+    plain = biomedgpt.BioMedGPT.load(str(DEMO), prefix_cache_mb=0)
+    calls = [
+        ("Please describe this molecule.", {"smiles": ASPIRIN}),
+        ("Is it an acid?", {"smiles": ASPIRIN, "temperature": 0.9, "seed": 5, "max_new_tokens": 20}),
+        ("Please describe this molecule.", {"smiles": ASPIRIN}),
+        ("What does this protein do?", {"protein": PROTEIN, "max_new_tokens": 20}),
+    ]
+    for question, kwargs in calls:
+        assert model.ask(question, **kwargs) == plain.ask(question, **kwargs), (question, kwargs)
+    with pytest.raises((TypeError, OverflowError)):
+        biomedgpt.BioMedGPT.load(str(DEMO), prefix_cache_mb=-1)
+
+
 @pytest.mark.parametrize("model_path", [
     ROOT / "tests" / "fixtures" / "llama" / "real_vocab_f16",     # HF LLaMA, f16
     ROOT / "tests" / "fixtures" / "gguf" / "gqa_tied_q4_k_m.gguf",  # GGUF, blocks kept
