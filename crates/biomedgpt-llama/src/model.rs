@@ -89,6 +89,9 @@ pub struct StepContext {
 enum LayerCaches<'a, 'b> {
     Batch(&'a mut Option<LayerCache>),
     PerRow(&'a mut [&'b mut Option<LayerCache>]),
+    /// Chunks of several sequences laid end to end in one row of positions: chunk `i` has
+    /// `lengths[i]` positions, its own cache and causal mask (`[1, 1, rep * t_i, S_i]`).
+    Segments { caches: &'a mut [&'b mut Option<LayerCache>], lengths: &'a [usize], masks: &'a [Option<Tensor<4>>] },
 }
 
 #[derive(Module, Debug)]
@@ -155,6 +158,18 @@ impl Attention {
                     })
                     .collect::<Vec<_>>();
                 Tensor::cat(outs, 0)
+            }
+            // Several sequences' chunks: each attends to its own cache, as it would alone.
+            LayerCaches::Segments { caches, lengths, masks } => {
+                let mut start = 0;
+                let mut outs = Vec::with_capacity(lengths.len());
+                for ((cache, &len), mask) in caches.iter_mut().zip(lengths).zip(masks) {
+                    let (k, v) = LayerCache::append(cache, k.clone().narrow(2, start, len), v.clone().narrow(2, start, len));
+                    let q = q.clone().narrow(2, start, len).reshape([1, nkv, rep * len, hd]);
+                    outs.push(attention_merged(q, k, v, mask.clone(), scale, rep));
+                    start += len;
+                }
+                Tensor::cat(outs, 1)
             }
         };
         apply_linear(&self.o_proj, out)
@@ -330,6 +345,70 @@ impl Llama {
             x = layer.forward(x, &ctx, LayerCaches::Batch(layer_cache));
         }
         self.model.norm.forward(x)
+    }
+
+    /// Prompt chunks of several independent sequences in one pass (continuous batching's
+    /// prefill): `inputs[i]` (`[1, t_i]` ids or `[1, t_i, hidden]` embeddings) continues the
+    /// sequence whose cache is `caches[i]` (a batch of one without padding). The projections run
+    /// on all chunks' rows at once, so the weights are read once for all of them; each chunk's
+    /// attention reads only its own cache. Returns each chunk's final hidden states `[1, t_i,
+    /// hidden]`.
+    ///
+    /// On the CPU each chunk's numbers are those of [`Self::forward_hidden`] on it alone when every
+    /// chunk has at least [`biomedgpt_kernels::matmul::PROMPT_ROWS`] positions: the prompt kernels
+    /// compute each row the same whatever rows are beside it (`tests/prefix_invariance.rs`).
+    pub fn prefill_many(&self, inputs: Vec<DecoderInput>, caches: &mut [&mut KvCache]) -> Vec<Tensor<3>> {
+        assert!(!inputs.is_empty() && inputs.len() == caches.len(), "prefill_many: {} inputs for {} caches", inputs.len(), caches.len());
+        let xs: Vec<Tensor<3>> = inputs
+            .into_iter()
+            .map(|input| match input {
+                DecoderInput::Ids(ids) => self.embed(ids),
+                DecoderInput::Embeds(e) => e,
+            })
+            .collect();
+        let lengths: Vec<usize> = xs.iter().map(|x| x.dims()[1]).collect();
+        assert!(xs.iter().all(|x| x.dims()[0] == 1), "prefill_many takes one sequence per input");
+        let x = Tensor::cat(xs, 1);
+        let device = x.device();
+        let rep = self.config.num_attention_heads / self.config.num_kv_heads();
+        let mut positions = Vec::with_capacity(x.dims()[1]);
+        let mut masks = Vec::with_capacity(lengths.len());
+        for (cache, &t) in caches.iter_mut().zip(&lengths) {
+            assert_eq!(cache.batch_size(), 1, "prefill_many takes one cache per sequence");
+            let plan = cache.plan_step(1, t, None);
+            positions.extend(plan.positions);
+            masks.push(plan.additive_mask.map(|m| Tensor::<4>::from_data(TensorData::new(m, [1, 1, t, plan.total_len]), (&device, DType::F32)).repeat_dim(2, rep)));
+        }
+        let total: usize = lengths.iter().sum();
+        let (cos, sin) = rotary_tables(&self.inv_freq, &positions);
+        let hd = self.config.head_dim();
+        let dtype = x.dtype();
+        let table = |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, [1, 1, total, hd]), (&device, DType::F32)).cast(dtype);
+        let ctx = StepContext { cos: table(cos), sin: table(sin), mask: None };
+        let mut x = x;
+        for (l, layer) in self.model.layers.iter().enumerate() {
+            let mut rows: Vec<&mut Option<LayerCache>> = caches.iter_mut().map(|c| &mut c.layers[l]).collect();
+            x = layer.forward(x, &ctx, LayerCaches::Segments { caches: &mut rows, lengths: &lengths, masks: &masks });
+        }
+        let hidden = self.model.norm.forward(x);
+        let mut start = 0;
+        lengths
+            .iter()
+            .map(|&t| {
+                let h = hidden.clone().narrow(1, start, t);
+                start += t;
+                h
+            })
+            .collect()
+    }
+
+    /// Logits `[R, vocab]` of `R` independent last positions (`hidden` `[R, hidden]`), each row
+    /// computed as [`Self::forward_last`] computes a single one (the decoding kernels, which take
+    /// up to [`biomedgpt_kernels::matmul::DECODE_BATCH_ROWS`] rows row by row).
+    pub fn last_logits(&self, hidden: Tensor<2>) -> Tensor<2> {
+        let [r, h] = hidden.dims();
+        assert!(r <= biomedgpt_kernels::matmul::DECODE_BATCH_ROWS, "last_logits: {r} rows");
+        biomedgpt_kernels::matmul::decode_batch(|| self.logits(hidden.reshape([r, 1, h])).reshape([r, self.config.vocab_size]))
     }
 
     /// One decoding step of independent sequences (continuous batching): `ids[r]` is the next

@@ -62,6 +62,73 @@ fn check(name: &str, ty: FloatType, keep_blocks: bool) {
     }
 }
 
+/// Several sequences' chunks in one pass (`Llama::prefill_many`, the server's batched prefill)
+/// equal each chunk prefilled alone, hidden states and the caches they leave, and the last
+/// positions' logits (`last_logits`) equal `forward_last`'s: a fresh prompt, a prompt's second
+/// chunk and a prompt with an embeddings input, side by side.
+fn check_many(name: &str, ty: FloatType, keep_blocks: bool) {
+    let model = LlamaDir::open_model_with(dir().join(format!("{name}.gguf")), ty, keep_blocks, &Device::flex()).unwrap();
+    let vocab = model.config().vocab_size as u32;
+    let prompt = |seed: u32, n: usize| -> Vec<u32> { (0..n as u32).map(|i| (i * 7919 + seed * 104729 + 13) % vocab).collect() };
+    let (a, b, c) = (prompt(1, 40), prompt(2, 75), prompt(3, 23));
+    // Alone: a whole; b's first 30 then its rest; c as embeddings.
+    let mut alone = Vec::new();
+    let mut cache_a = model.new_cache(1);
+    alone.push(values(model.forward_hidden(ids(&a), None, &mut cache_a)));
+    let mut cache_b = model.new_cache(1);
+    let _ = model.forward_hidden(ids(&b[..30]), None, &mut cache_b);
+    alone.push(values(model.forward_hidden(ids(&b[30..]), None, &mut cache_b)));
+    let embeds = |v: &[u32]| match ids(v) {
+        DecoderInput::Ids(t) => DecoderInput::Embeds(model.embed(t)),
+        e => e,
+    };
+    let mut cache_c = model.new_cache(1);
+    alone.push(values(model.forward_hidden(embeds(&c), None, &mut cache_c)));
+    let last = |input: DecoderInput, past: &[u32]| {
+        let mut cache = model.new_cache(1);
+        if !past.is_empty() {
+            let _ = model.forward_hidden(ids(past), None, &mut cache);
+        }
+        model.forward_last(input, None, &mut cache).cast(DType::F32).into_data().try_to_vec::<f32>().unwrap()
+    };
+    let alone_logits = [last(ids(&a), &[]), last(ids(&b[30..]), &b[..30]), last(embeds(&c), &[])];
+
+    let mut caches = [model.new_cache(1), model.new_cache(1), model.new_cache(1)];
+    let _ = model.forward_hidden(ids(&b[..30]), None, &mut caches[1]);
+    let together = {
+        let mut refs: Vec<&mut biomedgpt_llama::KvCache> = caches.iter_mut().collect();
+        model.prefill_many(vec![ids(&a), ids(&b[30..]), embeds(&c)], &mut refs)
+    };
+    let lasts: Vec<Tensor<2>> = together.iter().map(|h| {
+        let [_, t, w] = h.dims();
+        h.clone().narrow(1, t - 1, 1).reshape([1, w])
+    }).collect();
+    let logits: Vec<f32> = model.last_logits(Tensor::cat(lasts, 0)).cast(DType::F32).into_data().try_to_vec().unwrap();
+    let vocab = model.config().vocab_size;
+    for (i, h) in together.into_iter().enumerate() {
+        let h = values(h);
+        assert_eq!(h.len(), alone[i].len());
+        assert!(h.iter().zip(&alone[i]).all(|(x, y)| x.to_bits() == y.to_bits()), "{name} {ty:?} blocks {keep_blocks}: sequence {i}'s hidden states");
+        let row = &logits[i * vocab..(i + 1) * vocab];
+        assert!(row.iter().zip(&alone_logits[i]).all(|(x, y)| x.to_bits() == y.to_bits()), "{name} {ty:?} blocks {keep_blocks}: sequence {i}'s logits");
+    }
+    // The caches hold what the solo runs' hold: a next chunk computes the same.
+    let next = prompt(4, 12);
+    for (i, alone_cache) in [&mut cache_a, &mut cache_b, &mut cache_c].into_iter().enumerate() {
+        let x = values(model.forward_hidden(ids(&next), None, alone_cache));
+        let y = values(model.forward_hidden(ids(&next), None, &mut caches[i]));
+        assert!(x.iter().zip(&y).all(|(x, y)| x.to_bits() == y.to_bits()), "{name}: sequence {i}'s cache");
+    }
+}
+
+#[test]
+fn several_prompts_in_one_pass_equal_each_alone() {
+    check_many("gqa_tied_q4_k_m", FloatType::F32, true);
+    check_many("mha_untied_mixed", FloatType::F16, false);
+    check_many("gqa_tied_q4_k_m", FloatType::BF16, false);
+    check_many("mha_untied_mixed", FloatType::F32, false);
+}
+
 #[test]
 fn quantized_blocks() {
     check("gqa_tied_q4_k_m", FloatType::F32, true);

@@ -1,9 +1,11 @@
 //! The engine: one thread owns the model and runs continuous batching.
 //!
 //! Each iteration takes in new requests while there is room (`max_batch` sequences), prefills
-//! one chunk of one waiting prompt (so a long prompt delays the others' next token by one chunk,
-//! not by its whole length), then runs one decoding step for every sequence that has a token to
-//! feed. Sequences keep their own KV cache, position and sampling state, and leave the batch when
+//! chunks of the waiting prompts, up to `prefill_chunk` positions in all and in one pass over the
+//! weights (so a long prompt delays the others' next token by one chunk, not by its whole length,
+//! and prompts arriving together share the pass), then runs one decoding step for every sequence
+//! that has a token to feed. (The decoding rows are not put in the prompts' pass: they go through
+//! the decoding kernels, which round otherwise, so that each answer is what it is alone.) Sequences keep their own KV cache, position and sampling state, and leave the batch when
 //! they finish or their client goes away. A step runs its sequences through the decoding
 //! kernels, in groups of at most [`DECODE_BATCH_ROWS`], where every row is computed as it would
 //! be alone: greedy output does not depend on what else is in the batch, and a seeded sample is
@@ -73,6 +75,10 @@ pub struct Stats {
     pub generation_tokens: AtomicU64,
     pub encoder_cache_hits: AtomicU64,
     pub encoder_runs: AtomicU64,
+    /// Passes over the weights for prompts, and the prompt chunks they computed (several
+    /// prompts arriving together share a pass).
+    pub prefill_passes: AtomicU64,
+    pub prefill_chunks: AtomicU64,
     /// Prompt positions restored from the prefix cache instead of prefilled.
     pub prefix_hit_tokens: AtomicU64,
     /// Prefix-cache blocks dropped to make room.
@@ -98,6 +104,8 @@ impl Stats {
             generation_tokens: AtomicU64::new(0),
             encoder_cache_hits: AtomicU64::new(0),
             encoder_runs: AtomicU64::new(0),
+            prefill_passes: AtomicU64::new(0),
+            prefill_chunks: AtomicU64::new(0),
             prefix_hit_tokens: AtomicU64::new(0),
             prefix_evictions: AtomicU64::new(0),
             prefix_bytes: AtomicUsize::new(0),
@@ -770,9 +778,7 @@ impl Engine {
 
     /// One iteration: a prefill chunk of the oldest prompt still prefilling, then a decoding step.
     fn step(&mut self, active: &mut [Active]) {
-        if let Some(a) = active.iter_mut().find(|a| a.prefilling()) {
-            self.prefill_chunk(a);
-        }
+        self.prefill(active);
         // Every sequence with a token to feed, in groups the decoding kernels keep row-exact.
         let group = DECODE_BATCH_ROWS.min(self.config.max_batch);
         let mut ready: Vec<(usize, usize)> = Vec::new();
@@ -803,17 +809,91 @@ impl Engine {
         self.stats.record_step(ready.len());
     }
 
-    fn prefill_chunk(&mut self, a: &mut Active) {
+    /// Chunks of the prompts still prefilling, oldest first, up to `prefill_chunk` positions in
+    /// all, in one pass ([`biomedgpt_llama::Llama::prefill_many`]: the weights are read once for
+    /// all of them). Every chunk has at least `PROMPT_ROWS` positions, so each prompt's numbers
+    /// are those it gets alone; a prompt shorter than that (the decoding kernels' size) runs
+    /// alone. Prompts whose last chunk this was get their first token.
+    fn prefill(&mut self, active: &mut [Active]) {
+        let mut budget = self.config.prefill_chunk.max(prefix_cache::MIN_CHUNK);
+        let mut picked: Vec<(usize, usize)> = Vec::new();
+        for (ai, a) in active.iter().enumerate().filter(|(_, a)| a.prefilling()) {
+            if budget < prefix_cache::MIN_CHUNK {
+                break;
+            }
+            let len = prefix_cache::chunk_len(a.prefilled, a.prompt_len, budget);
+            if len < prefix_cache::MIN_CHUNK {
+                // A whole prompt under the prompt kernels' size: alone, as it runs alone.
+                if picked.is_empty() {
+                    picked.push((ai, len));
+                }
+                break;
+            }
+            picked.push((ai, len));
+            budget = budget.saturating_sub(len);
+        }
+        if !picked.is_empty() {
+            self.stats.prefill_passes.fetch_add(1, Ordering::Relaxed);
+            self.stats.prefill_chunks.fetch_add(picked.len() as u64, Ordering::Relaxed);
+        }
+        match picked[..] {
+            [] => {}
+            [(ai, len)] => self.prefill_chunk(&mut active[ai], len),
+            _ => self.prefill_together(active, &picked),
+        }
+    }
+
+    /// The input of a prompt's next `len` positions.
+    fn chunk_input(&self, a: &Active, len: usize) -> DecoderInput {
         let start = a.prefilled;
-        // Never fewer rows than the prompt kernels take (the rest joins the chunk before it), so
-        // that where chunks and cached blocks end does not change the numbers.
-        let len = prefix_cache::chunk_len(start, a.prompt_len, self.config.prefill_chunk);
-        let device = self.model.llm.device();
-        let input = match &a.prompt {
+        match &a.prompt {
             PromptInput::Embeds(e) if start == 0 && len == a.prompt_len => DecoderInput::Embeds(e.clone()),
             PromptInput::Embeds(e) => DecoderInput::Embeds(e.clone().narrow(1, start, len)),
-            PromptInput::Ids(ids) => DecoderInput::Ids(ids_tensor(&ids[start..start + len], 1, &device)),
+            PromptInput::Ids(ids) => DecoderInput::Ids(ids_tensor(&ids[start..start + len], 1, &self.model.llm.device())),
+        }
+    }
+
+    /// Several prompts' chunks (`(index in active, positions)`) in one pass.
+    fn prefill_together(&mut self, active: &mut [Active], picked: &[(usize, usize)]) {
+        let inputs: Vec<DecoderInput> = picked.iter().map(|&(ai, len)| self.chunk_input(&active[ai], len)).collect();
+        let mut caches: Vec<KvCache> = picked.iter().map(|&(ai, _)| active[ai].cache.take().expect("prefilling has a cache")).collect();
+        let hidden = {
+            let mut refs: Vec<&mut KvCache> = caches.iter_mut().collect();
+            self.model.llm.prefill_many(inputs, &mut refs)
         };
+        let mut done: Vec<(usize, Tensor<2>)> = Vec::new();
+        for ((&(ai, len), cache), h) in picked.iter().zip(caches).zip(hidden) {
+            let a = &mut active[ai];
+            a.prefilled += len;
+            self.keep_prefix(&a.block_keys, &cache);
+            a.cache = Some(cache);
+            if !a.prefilling() {
+                let [_, t, width] = h.dims();
+                done.push((ai, h.narrow(1, t - 1, 1).reshape([1, width])));
+            }
+        }
+        // The finished prompts' first tokens, their logits computed as forward_last's.
+        for group in done.chunks(DECODE_BATCH_ROWS) {
+            let logits = self.model.llm.last_logits(Tensor::cat(group.iter().map(|(_, h)| h.clone()).collect(), 0));
+            for (&(ai, _), row) in group.iter().zip(to_rows(logits)) {
+                self.first_tokens(&mut active[ai], row);
+            }
+        }
+    }
+
+    /// The prompt's logits give each choice its first token; the choices share the prompt's
+    /// keys and values (a clone copies on its first append).
+    fn first_tokens(&mut self, a: &mut Active, row: Vec<f32>) {
+        let mut cache = a.cache.take();
+        let n = a.choices.len();
+        for ci in 0..n {
+            a.choices[ci].cache = if ci + 1 == n { cache.take() } else { cache.clone() };
+            self.advance(a, ci, row.clone());
+        }
+    }
+
+    fn prefill_chunk(&mut self, a: &mut Active, len: usize) {
+        let input = self.chunk_input(a, len);
         a.prefilled += len;
         let more = a.prefilling();
         let cache = a.cache.as_mut().expect("prefilling has a cache");
@@ -824,14 +904,7 @@ impl Engine {
         }
         let logits = self.model.llm.forward_last(input, None, cache);
         self.keep_prefix(&a.block_keys, cache);
-        let row = to_rows(logits).remove(0);
-        // Choices share the prompt's keys and values (a clone copies on its first append).
-        let mut cache = a.cache.take();
-        let n = a.choices.len();
-        for ci in 0..n {
-            a.choices[ci].cache = if ci + 1 == n { cache.take() } else { cache.clone() };
-            self.advance(a, ci, row.clone());
-        }
+        self.first_tokens(a, to_rows(logits).remove(0));
     }
 
     /// Stores the prompt blocks `cache` now holds in full in the prefix cache.

@@ -580,6 +580,8 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
         plain(format!("{:.4}", s.last_batch.load(Ordering::Relaxed) as f64 / max_batch as f64)),
     );
     metric("biomedgpt_encoder_cache_hits_total", "counter", "Molecules and proteins taken from the encoder cache.", plain(s.encoder_cache_hits.load(Ordering::Relaxed).to_string()));
+    metric("biomedgpt_prefill_passes_total", "counter", "Passes over the weights for prompts.", plain(s.prefill_passes.load(Ordering::Relaxed).to_string()));
+    metric("biomedgpt_prefill_chunks_total", "counter", "Prompt chunks prefilled (several prompts share a pass).", plain(s.prefill_chunks.load(Ordering::Relaxed).to_string()));
     metric("biomedgpt_prefix_cache_hit_tokens_total", "counter", "Prompt positions restored from the prefix cache instead of prefilled.", plain(s.prefix_hit_tokens.load(Ordering::Relaxed).to_string()));
     metric("biomedgpt_prefix_cache_evictions_total", "counter", "Prefix-cache blocks dropped to make room.", plain(s.prefix_evictions.load(Ordering::Relaxed).to_string()));
     metric("biomedgpt_prefix_cache_bytes", "gauge", "Bytes of keys and values the prefix cache holds.", plain(s.prefix_bytes.load(Ordering::Relaxed).to_string()));

@@ -247,6 +247,11 @@ async fn sixty_four_concurrent_streams_answer_as_they_do_alone() {
     assert!(metrics.contains("biomedgpt_requests_total{endpoint=\"chat\",status=\"200\"} 96"), "{metrics}");
     // Eight molecules, each encoded once: every later request took the cached features.
     assert!(metrics.contains("biomedgpt_encoder_runs_total 8\n"), "{metrics}");
+    // Prompts that arrived together shared passes over the weights (and answered as alone).
+    let counter = |name: &str| -> u64 { metrics.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok())).unwrap() };
+    let (passes, chunks) = (counter("biomedgpt_prefill_passes_total"), counter("biomedgpt_prefill_chunks_total"));
+    assert!(chunks >= 96 && passes < chunks, "{passes} passes for {chunks} prompt chunks");
+    eprintln!("{chunks} prompt chunks in {passes} passes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
