@@ -97,6 +97,13 @@ put("chat_request", "full.json", json.dumps(chat))
 put("chat_request", "protein.json", json.dumps({"messages": [{"role": "user", "content": [
     {"type": "protein", "protein": {"sequence": "MKTAYIAK"}}, {"type": "text", "text": "Function?"}]}], "num_beams": 3}))
 put("chat_request", "turns.json", json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}, {"role": "user", "content": "more"}]}))
+put("chat_request", "tools.json", json.dumps({"messages": [
+    {"role": "user", "content": [{"type": "molecule", "molecule": {"smiles": "CCO"}}, {"type": "text", "text": "Weight?"}]},
+    {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "molecular_weight", "arguments": "{\"smiles\": \"CCO\"}"}}]},
+    {"role": "tool", "tool_call_id": "call_1", "content": "46.07"}],
+    "tools": [{"type": "function", "function": {"name": "molecular_weight", "description": "g/mol", "parameters": {"type": "object", "properties": {"smiles": {"type": "string"}}, "required": ["smiles"]}}},
+              {"type": "function", "function": {"name": "search"}}],
+    "tool_choice": {"type": "function", "function": {"name": "search"}}}))
 put("completion_request", "plain.json", json.dumps({"prompt": "The molecule", "max_tokens": 8, "logprobs": 2, "ignore_eos": True}))
 put("completion_request", "list.json", json.dumps({"prompt": ["x"], "stop": "y", "echo": False}))
 put("embedding_request", "both.json", json.dumps({"input": [{"type": "molecule", "molecule": {"smiles": "CCO"}},
