@@ -33,8 +33,9 @@ pub struct ServeArgs {
     /// Requests waiting for the batch before new ones get 429.
     #[arg(long, default_value_t = 256)]
     pub max_queue: usize,
-    /// Prompt positions prefilled per engine step (a long prompt stalls the others this long;
-    /// at least 9, and a chunk takes up to 8 more rather than leave fewer to the next).
+    /// Prompt positions prefilled per engine step, across the prompts waiting (one pass over the
+    /// weights; decoding waits this long). At least 9; a chunk takes up to 8 more rather than
+    /// leave fewer to the next.
     #[arg(long, default_value_t = 512)]
     pub prefill_chunk: usize,
     /// Seconds a request may take, queueing included.
