@@ -208,15 +208,17 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds the address, starts the engine on `model` (on a thread of rayon's pool) and serves
-    /// until stopped; returns at once.
+    /// Binds the address, starts the engine on `model` (on a thread of its own, whose products
+    /// use rayon's pool as the Python package's engine does: an engine holding one of the pool's
+    /// threads for its whole life left a process with as many servers as pool threads unable to
+    /// start another) and serves until stopped; returns at once.
     pub fn start(model: BioMedGpt, options: ServeOptions) -> std::io::Result<Server> {
         let (mut server, engine, jobs) = Self::launch(model, options)?;
         let (engine_done, engine_stopped) = std::sync::mpsc::channel::<()>();
-        rayon::spawn(move || {
+        std::thread::Builder::new().name("biomedgpt-engine".into()).spawn(move || {
             engine.run(jobs);
             let _ = engine_done.send(());
-        });
+        })?;
         server.engine_stopped = Some(engine_stopped);
         Ok(server)
     }

@@ -707,15 +707,16 @@ async fn response_format_holds_answers_to_json_schemas() {
 /// server with a prefix cache and 16-position prefill chunks (restored blocks and chunks end in
 /// other places than whole prompts) and to one with neither, give identical choices, logprobs
 /// included, greedy and seeded sampling, chat (molecules, several turns) and text completions;
-/// the cached server reports the positions it restored in `usage` and `/metrics`. (Two servers:
-/// each engine holds one of the kernels' threads while it runs.)
+/// the cached server reports the positions it restored in `usage` and `/metrics`. A third
+/// server with the cache and whole-prompt chunks answers the same too (three engines in one
+/// process: each runs on a thread of its own).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_prefix_cache_changes_no_answer() {
     let mut cached_small_chunks = options();
     cached_small_chunks.engine.prefill_chunk = 16;
     let mut uncached = options();
     uncached.engine.prefix_cache_bytes = 0;
-    let servers = [Running::start(cached_small_chunks), Running::start(uncached)];
+    let servers = [Running::start(cached_small_chunks), Running::start(uncached), Running::start(options())];
 
     let with = |mut body: Value, extra: &Value| {
         for (k, v) in extra.as_object().unwrap() {
@@ -756,8 +757,10 @@ async fn the_prefix_cache_changes_no_answer() {
             cached[s].push(v["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap());
         }
     }
-    for (i, (a, b)) in answers[0].iter().zip(&answers[1]).enumerate() {
-        assert_eq!(a, b, "answer {i} differs with the prefix cache");
+    for s in [0, 2] {
+        for (i, (a, b)) in answers[s].iter().zip(&answers[1]).enumerate() {
+            assert_eq!(a, b, "answer {i} of server {s} differs from the server without the cache");
+        }
     }
     assert!(answers[0][0][0]["message"]["content"].as_str().is_some_and(|t| !t.is_empty()));
     assert!(cached[1].iter().all(|&c| c == 0), "no cache, nothing restored: {:?}", cached[1]);
