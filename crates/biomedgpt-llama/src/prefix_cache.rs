@@ -94,8 +94,6 @@ pub struct PrefixStats {
     pub hit_tokens: u64,
     /// Blocks dropped to make room.
     pub evictions: u64,
-    /// Blocks stored.
-    pub stored: u64,
 }
 
 pub struct PrefixCache {
@@ -177,6 +175,9 @@ impl PrefixCache {
             return;
         }
         let whole = (cache.len() / self.block).min(keys.len());
+        // The prompt's blocks already held become the most recent first, so that making room
+        // for its new blocks never drops their own prefix (which would leave them unreachable).
+        self.touch_chain(&keys[..whole]);
         for (j, key) in keys[..whole].iter().enumerate() {
             if self.entries.contains_key(key) {
                 continue;
@@ -197,7 +198,6 @@ impl PrefixCache {
             self.order.insert(self.clock, *key);
             self.entries.insert(*key, Entry { layers, bytes, used_at: self.clock });
             self.used += bytes;
-            self.stats.stored += 1;
         }
         self.touch_chain(&keys[..whole]);
     }
@@ -304,6 +304,17 @@ mod tests {
         assert!(pc.entries.contains_key(&a[0]) && !pc.entries.contains_key(&a[1]) && !pc.entries.contains_key(&a[2]));
         assert!(b.iter().all(|k| pc.entries.contains_key(k)));
         assert!(pc.bytes() <= 4 * per_block);
+        // A prompt extending an old prefix: making room for its new block drops another
+        // prompt's block, not the prefix it extends.
+        let mut pc = PrefixCache::new(4, 3 * per_block);
+        let old = block_keys(b"ids", &ids(&(0..4).collect::<Vec<_>>()), 4, 4);
+        let other = block_keys(b"ids", &ids(&(100..108).collect::<Vec<_>>()), 4, 4);
+        let extended = block_keys(b"ids", &ids(&(0..4).chain(200..204).collect::<Vec<_>>()), 4, 4);
+        pc.store(&old, &cache(4, 1));
+        pc.store(&other, &cache(8, 1));
+        pc.store(&extended, &cache(8, 1));
+        assert_eq!(pc.usable_blocks(&extended, 100), 2, "both blocks of the extended prompt held");
+        assert_eq!(pc.usable_blocks(&other, 100), 1, "the other prompt's newer block kept, its older one dropped");
         let mut none = PrefixCache::new(4, 0);
         none.store(&a, &cache(12, 1));
         assert_eq!(none.blocks(), 0);

@@ -5,7 +5,8 @@
 //! weights (so a long prompt delays the others' next token by one chunk, not by its whole length,
 //! and prompts arriving together share the pass), then runs one decoding step for every sequence
 //! that has a token to feed. (The decoding rows are not put in the prompts' pass: they go through
-//! the decoding kernels, which round otherwise, so that each answer is what it is alone.) Sequences keep their own KV cache, position and sampling state, and leave the batch when
+//! the decoding kernels, which round otherwise, so that each answer is what it is alone.)
+//! Sequences keep their own KV cache, position and sampling state, and leave the batch when
 //! they finish or their client goes away. A step runs its sequences through the decoding
 //! kernels, in groups of at most [`DECODE_BATCH_ROWS`], where every row is computed as it would
 //! be alone: greedy output does not depend on what else is in the batch, and a seeded sample is
@@ -776,7 +777,7 @@ impl Engine {
         let _ = job.events.send(Event::Finished { choice: 0, reason, completion_tokens: output.tokens.len(), tokens: output.tokens });
     }
 
-    /// One iteration: a prefill chunk of the oldest prompt still prefilling, then a decoding step.
+    /// One iteration: a pass over the waiting prompts' chunks, then a decoding step.
     fn step(&mut self, active: &mut [Active]) {
         self.prefill(active);
         // Every sequence with a token to feed, in groups the decoding kernels keep row-exact.

@@ -702,7 +702,7 @@ async fn respond(app: Arc<App>, kind: Kind, parsed: Result<(PromptSpec, Params, 
     let n = params.n;
     let want_logprobs = params.logprobs.is_some();
     // With functions to call, an answer is read whole before it is sent: calls or text.
-    let tools = params.tools.clone().filter(|_| kind == Kind::Chat);
+    let tools = params.tools.clone();
     let deadline = tokio::time::Instant::now() + app.options.timeout;
     let work = Work::Generate { prompt, params };
     let molecules = match app.read_molecules(&work, deadline).await {
@@ -831,7 +831,7 @@ async fn respond(app: Arc<App>, kind: Kind, parsed: Result<(PromptSpec, Params, 
 
 /// A finished answer's `tool_calls` (OpenAI's shape, ids unique per response), when the request
 /// has functions and the answer, ended by the model or its grammar, is calls.
-fn tool_calls(tools: Option<&Tools>, text: &str, reason: Option<FinishReason>, id: &str, choice: usize) -> Option<Value> {
+fn tool_calls(tools: Option<&Tools>, text: &str, reason: Option<FinishReason>, id: &str, choice: usize) -> Option<Vec<Value>> {
     let calls = tools.filter(|_| reason == Some(FinishReason::Stop))?.parse(text)?;
     let id = id.rsplit('-').next().unwrap_or(id);
     Some(
@@ -969,14 +969,12 @@ impl StreamState {
             Ok(Some(Event::Finished { choice, reason, completion_tokens, .. })) => {
                 self.finished += 1;
                 self.completion_tokens += completion_tokens;
-                let finished = self.held.as_mut().map(|(tools, held)| (tools.clone(), std::mem::take(&mut held[choice])));
-                if let Some((tools, (text, logprobs))) = finished {
-                    if let Some(calls) = tool_calls(Some(&tools), &text, Some(reason), &self.id, choice) {
-                        let calls: Vec<Value> = calls.as_array().expect("a list").iter().enumerate().map(|(k, c)| {
-                            let mut c = c.clone();
-                            c["index"] = k.into();
-                            c
-                        }).collect();
+                let finished = self.held.as_mut().map(|(_, held)| std::mem::take(&mut held[choice]));
+                if let Some((text, logprobs)) = finished {
+                    if let Some(mut calls) = tool_calls(self.held.as_ref().map(|(tools, _)| tools), &text, Some(reason), &self.id, choice) {
+                        for (k, call) in calls.iter_mut().enumerate() {
+                            call["index"] = k.into();
+                        }
                         return Some(self.chunk(json!({
                             "index": choice,
                             "delta": {"tool_calls": calls},
