@@ -230,12 +230,24 @@ fn run_checks() -> usize {
     }
     // Block-quantized products at decoding sizes (1 and 3 rows): the integer reference's bits
     // (quant::int8), whatever kernel this level dispatches; every type the GGUF reader computes.
+    // Prompt sizes: the panels' reference (quant::panel) where the level has a panel kernel.
     for ty in biomedgpt_kernels::quant::QUANTIZABLE.iter().copied() {
         use biomedgpt_kernels::quant::int8::{ActivationBlocks, dot_reference, quantize_row};
         let (n, k) = (19, 2304);
         let mut bytes = vec![0u8; ty.row_bytes(k).unwrap() * n];
         biomedgpt_kernels::quant::quantize(ty, &values(n * k, 11), &mut bytes);
         let matrix = biomedgpt_kernels::quant::QuantMatrix::new(ty, n, k, std::sync::Arc::new(bytes.clone())).unwrap();
+        // Prompt rows (11) on panels: the panels' reference bits, at every level with a kernel.
+        if biomedgpt_kernels::quant::panel::kernel(ty).is_some() {
+            let rows = 11;
+            let x = values(rows * k, 13);
+            let y = read(biomedgpt_kernels::quant::matmul::matmul(tensor(x.clone(), [rows, k], DType::F32), &matrix, None));
+            let want = biomedgpt_kernels::quant::panel::reference_product(ty, &bytes, n, k, &x, rows);
+            for (i, (a, b)) in y.iter().zip(&want).enumerate() {
+                assert_eq!(a.to_bits(), b.to_bits(), "{ty} prompt row {} output {} under {}", i / n, i % n, isa::current());
+            }
+            checks += 1;
+        }
         for rows in [1, 3] {
             let x = values(rows * k, 12);
             let y = read(biomedgpt_kernels::quant::matmul::matmul(tensor(x.clone(), [rows, k], DType::F32), &matrix, None));

@@ -78,7 +78,18 @@ pub fn matmul(x: Tensor<2>, w: &QuantMatrix, bias: Option<Tensor<1>>) -> Tensor<
     let xs: Vec<f32> = x.cast(DType::F32).into_data().try_to_vec::<f32>().expect("f32 data");
     let n = w.rows;
     let bias_values: Option<Vec<f32>> = bias.map(|b| b.cast(DType::F32).into_data().try_to_vec::<f32>().expect("f32 data"));
-    if m >= PROMPT_ROWS.max(crate::matmul::decode_rows() + 1) {
+    let prompt = m >= PROMPT_ROWS.max(crate::matmul::decode_rows() + 1);
+    if let Some(kernel) = super::panel::kernel(w.ty).filter(|_| prompt) {
+        // Prompts in integers on interleaved weight rows (panel.rs).
+        let mut y = super::panel::matmul(kernel, w.ty, w.bytes(), n, k, &xs, m);
+        if let Some(b) = bias_values {
+            for row in y.chunks_exact_mut(n) {
+                row.iter_mut().zip(&b).for_each(|(v, b)| *v += b);
+            }
+        }
+        return Tensor::<2>::from_data(TensorData::new(y, [m, n]), (&device, DType::F32)).cast(dtype);
+    }
+    if prompt {
         // Prompts: tiles of output rows dequantized into cache, multiplied by the f32 gemm
         // kernels (the weights are read once per call; the arithmetic is the GEMM's).
         let row_bytes = w.row_bytes();
@@ -208,8 +219,9 @@ mod tests {
     }
 
     /// Decoding rows (1-8) equal the integer reference bit for bit (the kernels' i32 sums and
-    /// scaling are exact copies of it) and stay within the activations' 8-bit rounding of the
-    /// dequantized f32 product; prompts (9+ rows) equal the dequantized f32 product.
+    /// scaling are exact copies of it), prompts (9+ rows) the panels' reference where the level
+    /// has a panel kernel, and both stay within the activations' 8-bit rounding of the
+    /// dequantized f32 product; prompts on dequantized tiles equal that product.
     #[test]
     fn decoding_equals_the_integer_reference_and_prompts_the_dequantized_product() {
         let (n, k) = (37, 2304); // 9 k-quant blocks and 72 legacy ones: partial groups of 8
@@ -234,6 +246,7 @@ mod tests {
                 let bt = Tensor::<1>::from_data(TensorData::new(bias.clone(), [n]), (&device, DType::F32));
                 let y = matmul(xt, &matrix, Some(bt)).into_data().try_to_vec::<f32>().unwrap();
                 let blocks = ActivationBlocks::for_weights(ty).unwrap();
+                let panel_reference = if crate::quant::panel::sub_len(ty).is_some() { crate::quant::panel::reference_product(ty, matrix.bytes(), n, k, &x, m) } else { Vec::new() };
                 for i in 0..m {
                     let xq = quantize_row(blocks, &x[i * k..(i + 1) * k]);
                     for j in 0..n {
@@ -241,8 +254,13 @@ mod tests {
                         let terms = (0..k).map(|c| x[i * k + c] as f64 * dense[j * k + c] as f64);
                         let want = terms.clone().sum::<f64>() + bias[j] as f64;
                         let scale = terms.map(f64::abs).sum::<f64>();
-                        if m <= crate::matmul::matvec::MAX_ROWS {
-                            let reference = super::super::int8::dot_reference(ty, &matrix.bytes()[j * row_bytes..(j + 1) * row_bytes], &xq) + bias[j];
+                        let panels = m > crate::matmul::matvec::MAX_ROWS && crate::quant::panel::kernel(ty).is_some();
+                        if m <= crate::matmul::matvec::MAX_ROWS || panels {
+                            let reference = if panels {
+                                panel_reference[i * n + j] + bias[j]
+                            } else {
+                                super::super::int8::dot_reference(ty, &matrix.bytes()[j * row_bytes..(j + 1) * row_bytes], &xq) + bias[j]
+                            };
                             assert_eq!(got.to_bits(), reference.to_bits(), "{ty} m {m} ({i},{j}) under {}: {got} vs {reference}", crate::isa::current());
                             // 8-bit activations: each value within half a step of x (0.6 steps
                             // for Q8_0, whose step is rounded to f16), plus f32 scaling.

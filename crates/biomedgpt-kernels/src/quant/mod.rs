@@ -12,6 +12,7 @@
 mod dequant;
 pub mod int8;
 pub mod matmul;
+pub mod panel;
 mod quantize;
 #[cfg(target_arch = "x86_64")]
 mod x86;

@@ -1,0 +1,715 @@
+//! Prompt products in integers: weight rows interleaved sixteen at a time ("panels"), each
+//! activation row quantized once to 8 bits, and one integer dot-product instruction computing
+//! four products for each of the sixteen output columns at once.
+//!
+//! Why panels: a prompt product reads each weight block once for many activation rows, so the
+//! per-block work (scales, minimums, the conversion to float) must serve many outputs at once.
+//! Dotting a block with several activation rows one weight row at a time paid that work per
+//! row and did not beat the f32 GEMM on dequantized tiles (docs/benchmarks.md, 2026-12-07).
+//! Interleaved, lane `l` of every vector belongs to weight row `l`: the block's integer sums
+//! come out one per lane with no horizontal folding, and the scales and minimums are vectors of
+//! sixteen rows, applied with one FMA each (llama.cpp's `CPU_REPACK` layouts do the same for
+//! Q4_0/Q4_K with 8 rows). Unlike llama.cpp, the panels are built per product from the mapped
+//! file, by the thread that uses them (a few KiB per panel, in cache): a repack at load would
+//! be a second copy of the weights, or would take the file's layout away from the decoding
+//! kernels.
+//!
+//! ## The layout
+//! Each value becomes an unsigned integer `u` with `w = dsc · u - dmm` over a sub-block of
+//! [`sub_len`] values (one scale): Q4_0 `u = q` (`dsc = d`, `dmm = 8d`), Q4_1 (`dmm = -m`), Q5_0,
+//! Q5_1, Q4_K/Q5_K (`dsc = d · scale`, `dmm = dmin · min`), Q6_K (`dmm = 32 · dsc`), Q3_K
+//! (`u = q + 4`), Q2_K. Every `dsc`, `dmm` is exact in f32 (an f16 times at most 8 bits). In a
+//! panel, sub-block `g`'s values are `S/4` steps of 64 bytes, four consecutive values of each of
+//! the 16 rows ([`Panel`]), then 16 `dsc` and 16 `dmm`.
+//!
+//! ## The arithmetic (what every instruction-set level computes, bit for bit)
+//! Activations are quantized as the decoding products quantize them ([`super::int8`]: Q8_K
+//! blocks of 256 for the k-quants, Q8_0 blocks of 32 for the legacy types). For an activation
+//! row and a weight row, over the activation blocks `b` and their sub-blocks `g`:
+//! `t = 0; t = fma(Σ_g u·q_x as f32, dsc_g, t); t = fma(-Σ_g q_x as f32, dmm_g, t)` for each `g`
+//! of `b`, then `y = fma(t, d_x(b), y)`. The integer sums are exact (whatever instructions form
+//! them), so [`reference`] and the vector kernels agree to the bit, and a row's result never
+//! depends on the rows computed beside it: prompts split into chunks, or batched with other
+//! prompts, give the same numbers (the prefix cache relies on it).
+//!
+//! Levels: AVX-512 with VNNI (`vpdpbusd`, 16 lanes, four activation rows at a time); AVX2
+//! (`vpmaddubsw` into 16-bit sums as long as they cannot overflow, `vpmaddwd` to 32 bits; two
+//! halves of 8 lanes, three rows at a time). The scalar level keeps the dequantized tiles and
+//! the f32 GEMM (faster there than this reference). Q8_0 weights also keep the tiles: their
+//! signed 8-bit values would overflow `vpmaddubsw`'s 16-bit pairs.
+
+use super::int8::{ActivationBlocks, quantize_row};
+use super::dequant::{q3_k_scales, scale_min_k4};
+use super::{GgmlType, f16_at};
+
+/// Weight rows per panel: one 32-bit lane of a 512-bit vector each.
+pub const LANES: usize = 16;
+
+/// Values per sub-block (one scale and minimum) of `ty` in a panel; `None` for the types that
+/// keep the dequantized tiles.
+pub fn sub_len(ty: GgmlType) -> Option<usize> {
+    use GgmlType::*;
+    match ty {
+        Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q4K | Q5K => Some(32),
+        Q2K | Q3K | Q6K => Some(16),
+        _ => None,
+    }
+}
+
+/// The largest unsigned value `u` of `ty` (how long 16-bit sums may run on AVX2).
+fn max_value(ty: GgmlType) -> u32 {
+    use GgmlType::*;
+    match ty {
+        Q2K => 3,
+        Q3K => 7,
+        Q4_0 | Q4_1 | Q4K => 15,
+        Q5_0 | Q5_1 | Q5K => 31,
+        Q6K => 63,
+        other => unreachable!("{other} has no panels"),
+    }
+}
+
+/// Sixteen weight rows interleaved (see the module doc), reused for a thread's panels.
+#[derive(Default)]
+pub struct Panel {
+    /// The values as `[k / 4][16 rows][4]` bytes: sub-block `g`'s `S/4` steps of 64 bytes
+    /// follow each other.
+    quants: Vec<u8>,
+    /// Per sub-block: 16 scales, then 16 minimums.
+    scales: Vec<f32>,
+    /// The 16 rows' values before interleaving, `[16][k]`.
+    rows: Vec<u8>,
+}
+
+/// A block's values as unsigned integers (`u`, in value order) and each sub-block's scale and
+/// minimum (`w = dsc · u - dmm`).
+#[inline(always)]
+fn unpack(ty: GgmlType, b: &[u8], u: &mut [u8], dsc: &mut [f32], dmm: &mut [f32]) {
+    use GgmlType::*;
+    // Fixed-size views: the loops below then need no bounds checks and vectorize.
+    fn arr<const N: usize>(s: &[u8]) -> &[u8; N] {
+        s[..N].try_into().expect("block size checked by the caller")
+    }
+    fn arr_mut<const N: usize>(s: &mut [u8]) -> &mut [u8; N] {
+        (&mut s[..N]).try_into().expect("block size checked by the caller")
+    }
+    match ty {
+        Q4_0 | Q4_1 => {
+            let (d, at) = (f16_at(b), if ty == Q4_0 { 2 } else { 4 });
+            let (qs, u) = (arr::<16>(&b[at..]), arr_mut::<32>(u));
+            for j in 0..16 {
+                u[j] = qs[j] & 0x0f;
+                u[j + 16] = qs[j] >> 4;
+            }
+            dsc[0] = d;
+            dmm[0] = if ty == Q4_0 { 8.0 * d } else { -f16_at(&b[2..]) };
+        }
+        Q5_0 | Q5_1 => {
+            let (d, at) = (f16_at(b), if ty == Q5_0 { 2 } else { 4 });
+            let qh = u32::from_le_bytes(*arr::<4>(&b[at..]));
+            let (qs, u) = (arr::<16>(&b[at + 4..]), arr_mut::<32>(u));
+            for j in 0..16 {
+                u[j] = (qs[j] & 0x0f) | ((((qh >> j) & 1) as u8) << 4);
+                u[j + 16] = (qs[j] >> 4) | ((((qh >> (j + 16)) & 1) as u8) << 4);
+            }
+            dsc[0] = d;
+            dmm[0] = if ty == Q5_0 { 16.0 * d } else { -f16_at(&b[2..]) };
+        }
+        Q4K | Q5K => {
+            let (d, dmin) = (f16_at(b), f16_at(&b[2..]));
+            let scales = &b[4..16];
+            let u = arr_mut::<256>(u);
+            if ty == Q5K {
+                let (qh, qs) = (arr::<32>(&b[16..]), arr::<128>(&b[48..]));
+                for chunk in 0..4 {
+                    let (lo, hi) = (2 * chunk, 2 * chunk + 1);
+                    for l in 0..32 {
+                        let q = qs[chunk * 32 + l];
+                        u[lo * 32 + l] = (q & 0x0f) | (((qh[l] >> lo) & 1) << 4);
+                        u[hi * 32 + l] = (q >> 4) | (((qh[l] >> hi) & 1) << 4);
+                    }
+                }
+            } else {
+                let qs = arr::<128>(&b[16..]);
+                for chunk in 0..4 {
+                    for l in 0..32 {
+                        let q = qs[chunk * 32 + l];
+                        u[chunk * 64 + l] = q & 0x0f;
+                        u[chunk * 64 + 32 + l] = q >> 4;
+                    }
+                }
+            }
+            for g in 0..8 {
+                let (s, m) = scale_min_k4(g, scales);
+                dsc[g] = d * s as f32;
+                dmm[g] = dmin * m as f32;
+            }
+        }
+        Q6K => {
+            let (ql, qh, sc, d) = (arr::<128>(b), arr::<64>(&b[128..]), &b[192..208], f16_at(&b[208..]));
+            let u = arr_mut::<256>(u);
+            for half in 0..2 {
+                for l in 0..32 {
+                    let (a, c, h) = (ql[half * 64 + l], ql[half * 64 + l + 32], qh[half * 32 + l]);
+                    u[half * 128 + l] = (a & 0x0f) | ((h & 3) << 4);
+                    u[half * 128 + l + 32] = (c & 0x0f) | (((h >> 2) & 3) << 4);
+                    u[half * 128 + l + 64] = (a >> 4) | (((h >> 4) & 3) << 4);
+                    u[half * 128 + l + 96] = (c >> 4) | (((h >> 6) & 3) << 4);
+                }
+            }
+            for g in 0..16 {
+                dsc[g] = d * (sc[g] as i8) as f32;
+                dmm[g] = 32.0 * dsc[g];
+            }
+        }
+        Q3K => {
+            let (hmask, qs) = (arr::<32>(b), arr::<64>(&b[32..]));
+            let scales = q3_k_scales(&b[96..108]);
+            let d = f16_at(&b[108..]);
+            let u = arr_mut::<256>(u);
+            for half in 0..2 {
+                for (n, shift) in [0, 2, 4, 6].into_iter().enumerate() {
+                    let m = 1u8 << (half * 4 + n);
+                    for i in 0..32 {
+                        // value = low with the high bit, low - 4 without: u = value + 4.
+                        let low = (qs[half * 32 + i] >> shift) & 3;
+                        u[half * 128 + n * 32 + i] = low + if hmask[i] & m != 0 { 4 } else { 0 };
+                    }
+                }
+            }
+            for g in 0..16 {
+                dsc[g] = d * scales[g] as f32;
+                dmm[g] = 4.0 * dsc[g];
+            }
+        }
+        Q2K => {
+            let (scales, qs) = (&b[0..16], arr::<64>(&b[16..]));
+            let (d, dmin) = (f16_at(&b[80..]), f16_at(&b[82..]));
+            let u = arr_mut::<256>(u);
+            for half in 0..2 {
+                for (n, shift) in [0, 2, 4, 6].into_iter().enumerate() {
+                    for i in 0..32 {
+                        u[half * 128 + n * 32 + i] = (qs[half * 32 + i] >> shift) & 3;
+                    }
+                }
+            }
+            for g in 0..16 {
+                dsc[g] = d * (scales[g] & 0x0f) as f32;
+                dmm[g] = dmin * (scales[g] >> 4) as f32;
+            }
+        }
+        other => unreachable!("{other} has no panels"),
+    }
+}
+
+impl Panel {
+    /// Fills the panel with `rows.len()` (at most 16) weight rows of `k` values of `ty`; the
+    /// missing rows are zeros (their lanes are computed and not stored).
+    pub fn fill(&mut self, ty: GgmlType, k: usize, rows: &[&[u8]]) {
+        assert!(rows.len() <= LANES && sub_len(ty).is_some());
+        #[cfg(target_arch = "x86_64")]
+        if crate::isa::current() >= crate::isa::Isa::Avx2 {
+            // SAFETY: the level includes AVX2.
+            return unsafe { x86::fill(self, ty, k, rows) };
+        }
+        self.fill_with(ty, k, rows, |rows, quants, k| {
+            for w in 0..k / 4 {
+                for r in 0..LANES {
+                    quants[w * 64 + r * 4..w * 64 + r * 4 + 4].copy_from_slice(&rows[r * k + w * 4..r * k + w * 4 + 4]);
+                }
+            }
+        });
+    }
+
+    /// Unpacks the rows into `self.rows`, the scales into place, then `interleave(rows,
+    /// quants, k)` moves each row's groups of four values into their lanes.
+    #[inline(always)]
+    fn fill_with(&mut self, ty: GgmlType, k: usize, rows: &[&[u8]], interleave: impl Fn(&[u8], &mut [u8], usize)) {
+        let s = sub_len(ty).expect("a type with panels");
+        let (len, bytes) = ty.block();
+        let subs = k / s;
+        let per_block = len / s;
+        self.quants.resize(k * LANES, 0);
+        self.scales.clear();
+        self.scales.resize(subs * 2 * LANES, 0.0);
+        if self.rows.len() != k * LANES || rows.len() < LANES {
+            self.rows.clear();
+            self.rows.resize(k * LANES, 0);
+        }
+        let (mut dsc, mut dmm) = ([0f32; 16], [0f32; 16]);
+        for (r, row) in rows.iter().enumerate() {
+            let values = &mut self.rows[r * k..(r + 1) * k];
+            for (b, (block, u)) in row.chunks_exact(bytes).zip(values.chunks_exact_mut(len)).enumerate() {
+                unpack(ty, block, u, &mut dsc, &mut dmm);
+                for j in 0..per_block {
+                    let g = b * per_block + j;
+                    self.scales[g * 2 * LANES + r] = dsc[j];
+                    self.scales[g * 2 * LANES + LANES + r] = dmm[j];
+                }
+            }
+        }
+        interleave(&self.rows, &mut self.quants, k);
+    }
+}
+
+/// Activation rows quantized for panels of one weight type: the values, each activation
+/// block's scale and each sub-block's negated sum.
+pub struct Activations {
+    pub rows: usize,
+    pub k: usize,
+    /// Values per activation block (256 or 32) and per sub-block.
+    block: usize,
+    sub: usize,
+    qx: Vec<i8>,
+    dx: Vec<f32>,
+    neg_sums: Vec<f32>,
+}
+
+impl Activations {
+    /// `x` (`rows` rows of `k`) quantized as the decoding products do for `ty`'s weights.
+    pub fn quantize(ty: GgmlType, x: &[f32], k: usize) -> Self {
+        let blocks = ActivationBlocks::for_weights(ty).expect("a type with an integer product");
+        let (block, sub) = (blocks.block_len(), sub_len(ty).expect("a type with panels"));
+        let rows = x.len() / k;
+        let mut a = Activations { rows, k, block, sub, qx: Vec::with_capacity(rows * k), dx: Vec::new(), neg_sums: Vec::new() };
+        for row in x.chunks_exact(k) {
+            let q = quantize_row(blocks, row);
+            a.qx.extend_from_slice(&q.qs);
+            a.dx.extend_from_slice(&q.d);
+            // `sums` are per 32 (Q8_0) or per 16 (Q8_K): gather them per sub-block.
+            let per = sub / (block / (q.sums.len() / q.len));
+            a.neg_sums.extend(q.sums.chunks_exact(per).map(|c| -(c.iter().map(|&s| s as i32).sum::<i32>() as f32)));
+        }
+        a
+    }
+
+    fn blocks_per_row(&self) -> usize {
+        self.k / self.block
+    }
+}
+
+/// `[rows, 16]` outputs of one panel for activation rows `first..first + out.len()`, the
+/// scalar definition of the arithmetic (the vector kernels equal it bit for bit).
+pub fn reference(p: &Panel, a: &Activations, first: usize, out: &mut [[f32; LANES]]) {
+    let (steps, per_block) = (a.sub / 4, a.block / a.sub);
+    for (i, y) in out.iter_mut().enumerate() {
+        let row = first + i;
+        let qx = &a.qx[row * a.k..(row + 1) * a.k];
+        for l in 0..LANES {
+            let mut acc = 0f32;
+            for b in 0..a.blocks_per_row() {
+                let mut t = 0f32;
+                for j in 0..per_block {
+                    let g = b * per_block + j;
+                    let quants = &p.quants[g * steps * 64..];
+                    let mut s = 0i32;
+                    for step in 0..steps {
+                        for v in 0..4 {
+                            s += quants[step * 64 + l * 4 + v] as i32 * qx[g * a.sub + step * 4 + v] as i32;
+                        }
+                    }
+                    let scales = &p.scales[g * 2 * LANES..];
+                    t = (s as f32).mul_add(scales[l], t);
+                    t = a.neg_sums[row * a.k / a.sub + g].mul_add(scales[LANES + l], t);
+                }
+                acc = t.mul_add(a.dx[row * a.blocks_per_row() + b], acc);
+            }
+            y[l] = acc;
+        }
+    }
+}
+
+/// A panel kernel: outputs of activation rows `first..first + out.len()` (any count; the
+/// kernel groups them itself).
+pub type Kernel = unsafe fn(&Panel, &Activations, usize, &mut [[f32; LANES]]);
+
+/// The fastest kernel for `ty`'s panels at [`crate::isa::current`]'s level, `None` where the
+/// product keeps the dequantized tiles (the scalar level, Q8_0 and the types without panels).
+pub fn kernel(ty: GgmlType) -> Option<Kernel> {
+    sub_len(ty)?;
+    #[cfg(target_arch = "x86_64")]
+    {
+        if crate::isa::current() >= crate::isa::Isa::Avx512 && vnni() {
+            return Some(x86::vnni);
+        }
+        if crate::isa::current() >= crate::isa::Isa::Avx2 {
+            return Some(match max_value(ty) {
+                3 => x86::avx2::<43>,
+                7 => x86::avx2::<18>,
+                15 => x86::avx2::<8>,
+                31 => x86::avx2::<4>,
+                _ => x86::avx2::<2>,
+            });
+        }
+    }
+    None
+}
+
+/// Whether the CPU has AVX-512 VNNI (with BW and VL), next to the AVX-512 level.
+#[cfg(target_arch = "x86_64")]
+pub fn vnni() -> bool {
+    use std::arch::is_x86_feature_detected as has;
+    has!("avx512vnni") && has!("avx512bw") && has!("avx512vl")
+}
+
+#[cfg(target_arch = "x86_64")]
+pub mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{Activations, GgmlType, LANES, Panel};
+
+    /// [`Panel::fill`] compiled for AVX2, interleaving with 8 x 8 transposes of 4-byte groups.
+    ///
+    /// # Safety
+    /// AVX2.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn fill(p: &mut Panel, ty: GgmlType, k: usize, rows: &[&[u8]]) {
+        p.fill_with(ty, k, rows, |rows, quants, k| {
+            for half in 0..2 {
+                for w in (0..k / 4).step_by(8) {
+                    // SAFETY: rows `half * 8..half * 8 + 8` hold `k` bytes each, `w + 8 <= k / 4`;
+                    // `quants` holds `k / 4` x 64 bytes.
+                    unsafe {
+                        let r: [__m256i; 8] = std::array::from_fn(|i| _mm256_loadu_si256(rows.as_ptr().add((half * 8 + i) * k + w * 4) as *const _));
+                        let t0 = _mm256_unpacklo_epi32(r[0], r[1]);
+                        let t1 = _mm256_unpackhi_epi32(r[0], r[1]);
+                        let t2 = _mm256_unpacklo_epi32(r[2], r[3]);
+                        let t3 = _mm256_unpackhi_epi32(r[2], r[3]);
+                        let t4 = _mm256_unpacklo_epi32(r[4], r[5]);
+                        let t5 = _mm256_unpackhi_epi32(r[4], r[5]);
+                        let t6 = _mm256_unpacklo_epi32(r[6], r[7]);
+                        let t7 = _mm256_unpackhi_epi32(r[6], r[7]);
+                        let u0 = _mm256_unpacklo_epi64(t0, t2);
+                        let u1 = _mm256_unpackhi_epi64(t0, t2);
+                        let u2 = _mm256_unpacklo_epi64(t1, t3);
+                        let u3 = _mm256_unpackhi_epi64(t1, t3);
+                        let u4 = _mm256_unpacklo_epi64(t4, t6);
+                        let u5 = _mm256_unpackhi_epi64(t4, t6);
+                        let u6 = _mm256_unpacklo_epi64(t5, t7);
+                        let u7 = _mm256_unpackhi_epi64(t5, t7);
+                        let words = [
+                            _mm256_permute2x128_si256::<0x20>(u0, u4),
+                            _mm256_permute2x128_si256::<0x20>(u1, u5),
+                            _mm256_permute2x128_si256::<0x20>(u2, u6),
+                            _mm256_permute2x128_si256::<0x20>(u3, u7),
+                            _mm256_permute2x128_si256::<0x31>(u0, u4),
+                            _mm256_permute2x128_si256::<0x31>(u1, u5),
+                            _mm256_permute2x128_si256::<0x31>(u2, u6),
+                            _mm256_permute2x128_si256::<0x31>(u3, u7),
+                        ];
+                        for (i, v) in words.into_iter().enumerate() {
+                            _mm256_storeu_si256(quants.as_mut_ptr().add((w + i) * 64 + half * 32) as *mut _, v);
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    #[inline(always)]
+    unsafe fn dword(qx: &[i8], at: usize) -> i32 {
+        debug_assert!(at + 4 <= qx.len());
+        // SAFETY: in bounds (the caller's sub-block is inside the row).
+        unsafe { std::ptr::read_unaligned(qx.as_ptr().add(at) as *const i32) }
+    }
+
+    /// AVX-512 VNNI: four activation rows at a time, one `vpdpbusd` per row and step.
+    ///
+    /// # Safety
+    /// AVX-512 F/BW/VL and VNNI.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub unsafe fn vnni(p: &Panel, a: &Activations, first: usize, out: &mut [[f32; LANES]]) {
+        let mut done = 0;
+        while done < out.len() {
+            let n = (out.len() - done).min(4);
+            let o = &mut out[done..done + n];
+            // SAFETY: same features.
+            unsafe {
+                match n {
+                    4 => vnni_rows::<4>(p, a, first + done, o),
+                    3 => vnni_rows::<3>(p, a, first + done, o),
+                    2 => vnni_rows::<2>(p, a, first + done, o),
+                    _ => vnni_rows::<1>(p, a, first + done, o),
+                }
+            }
+            done += n;
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[inline]
+    unsafe fn vnni_rows<const R: usize>(p: &Panel, a: &Activations, first: usize, out: &mut [[f32; LANES]]) {
+        let (steps, per_block, blocks) = (a.sub / 4, a.block / a.sub, a.blocks_per_row());
+        let subs_per_row = a.k / a.sub;
+        let qx: [&[i8]; R] = std::array::from_fn(|i| &a.qx[(first + i) * a.k..(first + i + 1) * a.k]);
+        let mut acc = [_mm512_setzero_ps(); R];
+        for b in 0..blocks {
+            let mut t = [_mm512_setzero_ps(); R];
+            for j in 0..per_block {
+                let g = b * per_block + j;
+                let quants = p.quants[g * steps * 64..(g + 1) * steps * 64].as_ptr();
+                let mut s = [_mm512_setzero_si512(); R];
+                for step in 0..steps {
+                    // SAFETY: `quants` holds `steps` x 64 bytes; `dword` reads inside the row.
+                    unsafe {
+                        let w = _mm512_loadu_si512(quants.add(step * 64) as *const _);
+                        for i in 0..R {
+                            s[i] = _mm512_dpbusd_epi32(s[i], w, _mm512_set1_epi32(dword(qx[i], g * a.sub + step * 4)));
+                        }
+                    }
+                }
+                // SAFETY: 32 floats per sub-block.
+                let (dsc, dmm) = unsafe {
+                    let sc = p.scales.as_ptr().add(g * 2 * LANES);
+                    (_mm512_loadu_ps(sc), _mm512_loadu_ps(sc.add(LANES)))
+                };
+                for i in 0..R {
+                    t[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[i]), dsc, t[i]);
+                    t[i] = _mm512_fmadd_ps(_mm512_set1_ps(a.neg_sums[(first + i) * subs_per_row + g]), dmm, t[i]);
+                }
+            }
+            for i in 0..R {
+                acc[i] = _mm512_fmadd_ps(t[i], _mm512_set1_ps(a.dx[(first + i) * blocks + b]), acc[i]);
+            }
+        }
+        for i in 0..R {
+            // SAFETY: 16 floats.
+            unsafe { _mm512_storeu_ps(out[i].as_mut_ptr(), acc[i]) };
+        }
+    }
+
+    /// AVX2: the panel in two halves of 8 lanes, three activation rows at a time; `vpmaddubsw`
+    /// pairs summed in 16 bits for `RUN` steps (as many as cannot overflow for the type's
+    /// largest value), then widened by `vpmaddwd`.
+    ///
+    /// # Safety
+    /// AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn avx2<const RUN: usize>(p: &Panel, a: &Activations, first: usize, out: &mut [[f32; LANES]]) {
+        let mut done = 0;
+        while done < out.len() {
+            let n = (out.len() - done).min(3);
+            for half in 0..2 {
+                let o = &mut out[done..done + n];
+                // SAFETY: same features.
+                unsafe {
+                    match n {
+                        3 => avx2_rows::<3, RUN>(p, a, first + done, half, o),
+                        2 => avx2_rows::<2, RUN>(p, a, first + done, half, o),
+                        _ => avx2_rows::<1, RUN>(p, a, first + done, half, o),
+                    }
+                }
+            }
+            done += n;
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn avx2_rows<const R: usize, const RUN: usize>(p: &Panel, a: &Activations, first: usize, half: usize, out: &mut [[f32; LANES]]) {
+        let (steps, per_block, blocks) = (a.sub / 4, a.block / a.sub, a.blocks_per_row());
+        let subs_per_row = a.k / a.sub;
+        let qx: [&[i8]; R] = std::array::from_fn(|i| &a.qx[(first + i) * a.k..(first + i + 1) * a.k]);
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [_mm256_setzero_ps(); R];
+        for b in 0..blocks {
+            let mut t = [_mm256_setzero_ps(); R];
+            for j in 0..per_block {
+                let g = b * per_block + j;
+                let quants = p.quants[g * steps * 64..(g + 1) * steps * 64].as_ptr();
+                let mut s = [_mm256_setzero_si256(); R];
+                let mut s16 = [_mm256_setzero_si256(); R];
+                for step in 0..steps {
+                    // SAFETY: `quants` holds `steps` x 64 bytes; `dword` reads inside the row.
+                    unsafe {
+                        let w = _mm256_loadu_si256(quants.add(step * 64 + half * 32) as *const _);
+                        for i in 0..R {
+                            let x = _mm256_set1_epi32(dword(qx[i], g * a.sub + step * 4));
+                            s16[i] = _mm256_add_epi16(s16[i], _mm256_maddubs_epi16(w, x));
+                        }
+                    }
+                    if (step + 1) % RUN == 0 || step + 1 == steps {
+                        for i in 0..R {
+                            s[i] = _mm256_add_epi32(s[i], _mm256_madd_epi16(s16[i], ones));
+                            s16[i] = _mm256_setzero_si256();
+                        }
+                    }
+                }
+                // SAFETY: 32 floats per sub-block.
+                let (dsc, dmm) = unsafe {
+                    let sc = p.scales.as_ptr().add(g * 2 * LANES + half * 8);
+                    (_mm256_loadu_ps(sc), _mm256_loadu_ps(sc.add(LANES)))
+                };
+                for i in 0..R {
+                    t[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[i]), dsc, t[i]);
+                    t[i] = _mm256_fmadd_ps(_mm256_set1_ps(a.neg_sums[(first + i) * subs_per_row + g]), dmm, t[i]);
+                }
+            }
+            for i in 0..R {
+                acc[i] = _mm256_fmadd_ps(t[i], _mm256_set1_ps(a.dx[(first + i) * blocks + b]), acc[i]);
+            }
+        }
+        for i in 0..R {
+            // SAFETY: 8 floats at `half * 8` of 16.
+            unsafe { _mm256_storeu_ps(out[i].as_mut_ptr().add(half * 8), acc[i]) };
+        }
+    }
+}
+
+/// `x [m, k] W^T -> [m, n]` (row-major) with `w`'s rows as panels, on up to all the pool's
+/// threads: a piece is a panel, filled and used by one thread.
+pub fn matmul(kernel: Kernel, ty: GgmlType, bytes: &[u8], n: usize, k: usize, x: &[f32], m: usize) -> Vec<f32> {
+    use crate::parallel::{Shared, share_pieces};
+    let acts = Activations::quantize(ty, x, k);
+    let row_bytes = ty.row_bytes(k).expect("whole blocks");
+    let mut y = vec![0f32; m * n];
+    let out = Shared(y.as_mut_ptr());
+    let panels = n.div_ceil(LANES);
+    share_pieces(panels, rayon::current_num_threads(), |piece, state: &mut (Panel, Vec<[f32; LANES]>)| {
+        let (panel, buf) = state;
+        let first = piece * LANES;
+        let count = (n - first).min(LANES);
+        let rows: Vec<&[u8]> = (first..first + count).map(|j| &bytes[j * row_bytes..(j + 1) * row_bytes]).collect();
+        panel.fill(ty, k, &rows);
+        // Activation rows in runs that keep a run's values in the first-level cache.
+        const RUN: usize = 48;
+        buf.resize(RUN.min(m), [0.0; LANES]);
+        let mut i = 0;
+        while i < m {
+            let rows_here = (m - i).min(RUN);
+            // SAFETY: `kernel` was chosen for this CPU's level by `kernel()`.
+            unsafe { kernel(panel, &acts, i, &mut buf[..rows_here]) };
+            for (r, v) in buf[..rows_here].iter().enumerate() {
+                // SAFETY: output columns `first..first + count` belong to this piece only.
+                unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), out.ptr().add((i + r) * n + first), count) };
+            }
+            i += rows_here;
+        }
+    });
+    y
+}
+
+/// [`matmul`] with [`reference`]: what every panel kernel computes (tests).
+pub fn reference_product(ty: GgmlType, bytes: &[u8], n: usize, k: usize, x: &[f32], m: usize) -> Vec<f32> {
+    matmul(reference, ty, bytes, n, k, x, m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::{dequantize, quantize};
+
+    fn weights(ty: GgmlType, n: usize, k: usize, seed: usize) -> Vec<u8> {
+        let w: Vec<f32> = (0..n * k).map(|i| (((i * 7919 + seed * 31) % 1013) as f32 / 1013.0 - 0.45) * (1.0 + (i % 3) as f32)).collect();
+        let mut q = vec![0u8; ty.row_bytes(k).unwrap() * n];
+        if crate::quant::QUANTIZABLE.contains(&ty) {
+            quantize(ty, &w, &mut q);
+        } else {
+            // Random bytes with small f16 scales (no quantizer here for Q2_K/Q3_K).
+            let mut s = seed as u64 + 1;
+            for b in q.iter_mut() {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                *b = (s >> 56) as u8;
+            }
+            let at: &[usize] = if ty == GgmlType::Q2K { &[80, 82] } else { &[108] };
+            for block in q.chunks_exact_mut(ty.block().1) {
+                for &a in at {
+                    block[a..a + 2].copy_from_slice(&half::f16::from_f32(0.003).to_bits().to_le_bytes());
+                }
+            }
+        }
+        q
+    }
+
+    const TYPES: [GgmlType; 9] = [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q2K, GgmlType::Q3K, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K];
+
+    /// A panel's values and scales give back the dequantized weights exactly.
+    #[test]
+    fn panels_hold_the_dequantized_values() {
+        let (n, k) = (21, 512);
+        for ty in TYPES {
+            let q = weights(ty, n, k, 1);
+            let row_bytes = ty.row_bytes(k).unwrap();
+            let mut dense = vec![0f32; n * k];
+            dequantize(ty, &q, &mut dense);
+            let s = sub_len(ty).unwrap();
+            let mut p = Panel::default();
+            let rows: Vec<&[u8]> = (16..n).map(|j| &q[j * row_bytes..(j + 1) * row_bytes]).collect();
+            p.fill(ty, k, &rows);
+            for (r, j) in (16..n).enumerate() {
+                for c in 0..k {
+                    let g = c / s;
+                    let u = p.quants[g * s / 4 * 64 + (c % s) / 4 * 64 + r * 4 + c % 4] as f32;
+                    let (dsc, dmm) = (p.scales[g * 32 + r], p.scales[g * 32 + 16 + r]);
+                    let w = dsc as f64 * u as f64 - dmm as f64;
+                    assert!((w - dense[j * k + c] as f64).abs() <= 1e-6 * (1.0 + w.abs()), "{ty} row {j} value {c}: {w} vs {}", dense[j * k + c]);
+                }
+            }
+            // The missing rows are zeros.
+            assert!(p.scales[16 - 1] == 0.0 && p.quants[60..64].iter().all(|&v| v == 0));
+        }
+    }
+
+    /// Every kernel this CPU runs equals the reference bit for bit, for 1-11 rows (every
+    /// grouping's tail), and the reference is the f32 product within the activations' rounding.
+    #[test]
+    fn kernels_equal_the_reference() {
+        let k = 768; // 3 k-quant blocks, 24 legacy ones
+        let n = 16;
+        for ty in TYPES {
+            let q = weights(ty, n, k, 2);
+            let row_bytes = ty.row_bytes(k).unwrap();
+            let mut dense = vec![0f32; n * k];
+            dequantize(ty, &q, &mut dense);
+            let mut p = Panel::default();
+            let rows: Vec<&[u8]> = (0..n).map(|j| &q[j * row_bytes..(j + 1) * row_bytes]).collect();
+            p.fill(ty, k, &rows);
+            let m = 11;
+            let x: Vec<f32> = (0..m * k).map(|i| ((i * 31) % 257) as f32 / 257.0 - 0.5 + (i % 5) as f32 * 0.03).collect();
+            let a = Activations::quantize(ty, &x, k);
+            let mut want = vec![[0f32; LANES]; m];
+            reference(&p, &a, 0, &mut want);
+            for i in 0..m {
+                for j in 0..n {
+                    let exact: f64 = (0..k).map(|c| x[i * k + c] as f64 * dense[j * k + c] as f64).sum();
+                    let mag: f64 = (0..k).map(|c| (x[i * k + c] as f64 * dense[j * k + c] as f64).abs()).sum();
+                    // 8-bit activations: about half a step of 1/127 of the block's largest value.
+                    assert!((want[i][j] as f64 - exact).abs() <= 0.01 * mag + 1e-4, "{ty} ({i},{j}): {} vs {exact}", want[i][j]);
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            {
+                let mut kernels: Vec<(&str, Kernel)> = Vec::new();
+                if crate::isa::Isa::Avx2.supported() {
+                    let run = 32767 / (2 * 127 * max_value(ty) as usize);
+                    let k2: Kernel = match run {
+                        43 => x86::avx2::<43>,
+                        18 => x86::avx2::<18>,
+                        8 => x86::avx2::<8>,
+                        4 => x86::avx2::<4>,
+                        2 => x86::avx2::<2>,
+                        other => panic!("run {other}"),
+                    };
+                    kernels.push(("avx2", k2));
+                }
+                if crate::isa::Isa::Avx512.supported() && vnni() {
+                    kernels.push(("vnni", x86::vnni));
+                }
+                for (name, kernel) in kernels {
+                    for rows in 1..=m {
+                        for first in [0, m - rows] {
+                            let mut got = vec![[0f32; LANES]; rows];
+                            // SAFETY: the level was checked above.
+                            unsafe { kernel(&p, &a, first, &mut got) };
+                            for i in 0..rows {
+                                for j in 0..n {
+                                    assert_eq!(got[i][j].to_bits(), want[first + i][j].to_bits(), "{ty} {name} rows {rows} from {first}: ({i},{j})");
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
