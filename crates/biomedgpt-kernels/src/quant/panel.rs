@@ -406,70 +406,85 @@ pub mod x86 {
         })
     }
 
-    #[inline(always)]
-    unsafe fn dword(qx: &[i8], at: usize) -> i32 {
-        debug_assert!(at + 4 <= qx.len());
-        // SAFETY: in bounds (the caller's sub-block is inside the row).
-        unsafe { std::ptr::read_unaligned(qx.as_ptr().add(at) as *const i32) }
+    /// Calls `rows::<R, SUB, PER_BLOCK, RUN>(.., half)` for runs of up to `$max` activation rows,
+    /// with the sub-block and activation-block lengths as constants (the step loops unroll).
+    macro_rules! dispatch {
+        ($rows:ident, $max:literal, [$($r:literal),*], $run:tt, $p:ident, $a:ident, $first:ident, $out:ident, $half:expr) => {{
+            let mut done = 0;
+            while done < $out.len() {
+                let n = ($out.len() - done).min($max);
+                let o = &mut $out[done..done + n];
+                let f = $first + done;
+                macro_rules! go {
+                    ($sub:literal, $per:literal) => {
+                        match n {
+                            $($r => $rows::<$r, $sub, $per, $run>($p, $a, f, o, $half),)*
+                            _ => unreachable!(),
+                        }
+                    };
+                }
+                // SAFETY: the caller's features are the callee's.
+                unsafe {
+                    match ($a.sub, $a.block / $a.sub) {
+                        (32, 8) => go!(32, 8),
+                        (16, 16) => go!(16, 16),
+                        (32, 1) => go!(32, 1),
+                        other => unreachable!("sub-block and block lengths {other:?}"),
+                    }
+                }
+                done += n;
+            }
+        }};
     }
 
-    /// AVX-512 VNNI: four activation rows at a time, one `vpdpbusd` per row and step.
+    /// AVX-512 VNNI: eight activation rows at a time (eight independent `vpdpbusd` chains, the
+    /// instruction's latency times its throughput), one per row and step of four values.
     ///
     /// # Safety
     /// AVX-512 F/BW/VL and VNNI.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
     pub unsafe fn vnni(p: &Panel, a: &Activations, first: usize, out: &mut [[f32; LANES]]) {
-        let mut done = 0;
-        while done < out.len() {
-            let n = (out.len() - done).min(4);
-            let o = &mut out[done..done + n];
-            // SAFETY: same features.
-            unsafe {
-                match n {
-                    4 => vnni_rows::<4>(p, a, first + done, o),
-                    3 => vnni_rows::<3>(p, a, first + done, o),
-                    2 => vnni_rows::<2>(p, a, first + done, o),
-                    _ => vnni_rows::<1>(p, a, first + done, o),
-                }
-            }
-            done += n;
-        }
+        dispatch!(vnni_rows, 8, [1, 2, 3, 4, 5, 6, 7, 8], 0, p, a, first, out, 0)
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
     #[inline]
-    unsafe fn vnni_rows<const R: usize>(p: &Panel, a: &Activations, first: usize, out: &mut [[f32; LANES]]) {
-        let (steps, per_block, blocks) = (a.sub / 4, a.block / a.sub, a.blocks_per_row());
-        let subs_per_row = a.k / a.sub;
-        let qx: [&[i8]; R] = std::array::from_fn(|i| &a.qx[(first + i) * a.k..(first + i + 1) * a.k]);
+    unsafe fn vnni_rows<const R: usize, const SUB: usize, const PER_BLOCK: usize, const UNUSED: usize>(p: &Panel, a: &Activations, first: usize, out: &mut [[f32; LANES]], _half: usize) {
+        let k = a.k;
+        let blocks = k / (SUB * PER_BLOCK);
+        let subs_per_row = k / SUB;
+        assert!(out.len() == R && (first + R) * k <= a.qx.len() && p.quants.len() >= k * LANES && p.scales.len() >= subs_per_row * 2 * LANES);
+        let qx: [*const i8; R] = std::array::from_fn(|i| a.qx[(first + i) * k..].as_ptr());
+        let neg: [*const f32; R] = std::array::from_fn(|i| a.neg_sums[(first + i) * subs_per_row..].as_ptr());
+        let dx: [*const f32; R] = std::array::from_fn(|i| a.dx[(first + i) * blocks..].as_ptr());
         let mut acc = [_mm512_setzero_ps(); R];
         for b in 0..blocks {
             let mut t = [_mm512_setzero_ps(); R];
-            for j in 0..per_block {
-                let g = b * per_block + j;
-                let quants = p.quants[g * steps * 64..(g + 1) * steps * 64].as_ptr();
+            for j in 0..PER_BLOCK {
+                let g = b * PER_BLOCK + j;
                 let mut s = [_mm512_setzero_si512(); R];
-                for step in 0..steps {
-                    // SAFETY: `quants` holds `steps` x 64 bytes; `dword` reads inside the row.
-                    unsafe {
+                // SAFETY (this block): sub-block `g` is inside every row and the panel (the
+                // assert above).
+                unsafe {
+                    let quants = p.quants.as_ptr().add(g * SUB * LANES);
+                    for step in 0..SUB / 4 {
                         let w = _mm512_loadu_si512(quants.add(step * 64) as *const _);
                         for i in 0..R {
-                            s[i] = _mm512_dpbusd_epi32(s[i], w, _mm512_set1_epi32(dword(qx[i], g * a.sub + step * 4)));
+                            let x = std::ptr::read_unaligned(qx[i].add(g * SUB + step * 4) as *const i32);
+                            s[i] = _mm512_dpbusd_epi32(s[i], w, _mm512_set1_epi32(x));
                         }
                     }
-                }
-                // SAFETY: 32 floats per sub-block.
-                let (dsc, dmm) = unsafe {
                     let sc = p.scales.as_ptr().add(g * 2 * LANES);
-                    (_mm512_loadu_ps(sc), _mm512_loadu_ps(sc.add(LANES)))
-                };
-                for i in 0..R {
-                    t[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[i]), dsc, t[i]);
-                    t[i] = _mm512_fmadd_ps(_mm512_set1_ps(a.neg_sums[(first + i) * subs_per_row + g]), dmm, t[i]);
+                    let (dsc, dmm) = (_mm512_loadu_ps(sc), _mm512_loadu_ps(sc.add(LANES)));
+                    for i in 0..R {
+                        t[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[i]), dsc, t[i]);
+                        t[i] = _mm512_fmadd_ps(_mm512_set1_ps(*neg[i].add(g)), dmm, t[i]);
+                    }
                 }
             }
             for i in 0..R {
-                acc[i] = _mm512_fmadd_ps(t[i], _mm512_set1_ps(a.dx[(first + i) * blocks + b]), acc[i]);
+                // SAFETY: block `b` of row `first + i`.
+                acc[i] = _mm512_fmadd_ps(t[i], _mm512_set1_ps(unsafe { *dx[i].add(b) }), acc[i]);
             }
         }
         for i in 0..R {
@@ -486,67 +501,56 @@ pub mod x86 {
     /// AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn avx2<const RUN: usize>(p: &Panel, a: &Activations, first: usize, out: &mut [[f32; LANES]]) {
-        let mut done = 0;
-        while done < out.len() {
-            let n = (out.len() - done).min(3);
-            for half in 0..2 {
-                let o = &mut out[done..done + n];
-                // SAFETY: same features.
-                unsafe {
-                    match n {
-                        3 => avx2_rows::<3, RUN>(p, a, first + done, half, o),
-                        2 => avx2_rows::<2, RUN>(p, a, first + done, half, o),
-                        _ => avx2_rows::<1, RUN>(p, a, first + done, half, o),
-                    }
-                }
-            }
-            done += n;
+        for half in 0..2 {
+            dispatch!(avx2_rows, 3, [1, 2, 3], RUN, p, a, first, out, half)
         }
     }
 
     #[target_feature(enable = "avx2,fma")]
     #[inline]
-    unsafe fn avx2_rows<const R: usize, const RUN: usize>(p: &Panel, a: &Activations, first: usize, half: usize, out: &mut [[f32; LANES]]) {
-        let (steps, per_block, blocks) = (a.sub / 4, a.block / a.sub, a.blocks_per_row());
-        let subs_per_row = a.k / a.sub;
-        let qx: [&[i8]; R] = std::array::from_fn(|i| &a.qx[(first + i) * a.k..(first + i + 1) * a.k]);
+    unsafe fn avx2_rows<const R: usize, const SUB: usize, const PER_BLOCK: usize, const RUN: usize>(p: &Panel, a: &Activations, first: usize, out: &mut [[f32; LANES]], half: usize) {
+        let k = a.k;
+        let blocks = k / (SUB * PER_BLOCK);
+        let subs_per_row = k / SUB;
+        assert!(out.len() == R && (first + R) * k <= a.qx.len() && p.quants.len() >= k * LANES && p.scales.len() >= subs_per_row * 2 * LANES);
+        let qx: [*const i8; R] = std::array::from_fn(|i| a.qx[(first + i) * k..].as_ptr());
+        let neg: [*const f32; R] = std::array::from_fn(|i| a.neg_sums[(first + i) * subs_per_row..].as_ptr());
+        let dx: [*const f32; R] = std::array::from_fn(|i| a.dx[(first + i) * blocks..].as_ptr());
         let ones = _mm256_set1_epi16(1);
         let mut acc = [_mm256_setzero_ps(); R];
         for b in 0..blocks {
             let mut t = [_mm256_setzero_ps(); R];
-            for j in 0..per_block {
-                let g = b * per_block + j;
-                let quants = p.quants[g * steps * 64..(g + 1) * steps * 64].as_ptr();
+            for j in 0..PER_BLOCK {
+                let g = b * PER_BLOCK + j;
                 let mut s = [_mm256_setzero_si256(); R];
                 let mut s16 = [_mm256_setzero_si256(); R];
-                for step in 0..steps {
-                    // SAFETY: `quants` holds `steps` x 64 bytes; `dword` reads inside the row.
-                    unsafe {
-                        let w = _mm256_loadu_si256(quants.add(step * 64 + half * 32) as *const _);
+                // SAFETY (this block): sub-block `g` is inside every row and the panel.
+                unsafe {
+                    let quants = p.quants.as_ptr().add(g * SUB * LANES + half * 32);
+                    for step in 0..SUB / 4 {
+                        let w = _mm256_loadu_si256(quants.add(step * 64) as *const _);
                         for i in 0..R {
-                            let x = _mm256_set1_epi32(dword(qx[i], g * a.sub + step * 4));
-                            s16[i] = _mm256_add_epi16(s16[i], _mm256_maddubs_epi16(w, x));
+                            let x = std::ptr::read_unaligned(qx[i].add(g * SUB + step * 4) as *const i32);
+                            s16[i] = _mm256_add_epi16(s16[i], _mm256_maddubs_epi16(w, _mm256_set1_epi32(x)));
+                        }
+                        if (step + 1) % RUN == 0 || step + 1 == SUB / 4 {
+                            for i in 0..R {
+                                s[i] = _mm256_add_epi32(s[i], _mm256_madd_epi16(s16[i], ones));
+                                s16[i] = _mm256_setzero_si256();
+                            }
                         }
                     }
-                    if (step + 1) % RUN == 0 || step + 1 == steps {
-                        for i in 0..R {
-                            s[i] = _mm256_add_epi32(s[i], _mm256_madd_epi16(s16[i], ones));
-                            s16[i] = _mm256_setzero_si256();
-                        }
-                    }
-                }
-                // SAFETY: 32 floats per sub-block.
-                let (dsc, dmm) = unsafe {
                     let sc = p.scales.as_ptr().add(g * 2 * LANES + half * 8);
-                    (_mm256_loadu_ps(sc), _mm256_loadu_ps(sc.add(LANES)))
-                };
-                for i in 0..R {
-                    t[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[i]), dsc, t[i]);
-                    t[i] = _mm256_fmadd_ps(_mm256_set1_ps(a.neg_sums[(first + i) * subs_per_row + g]), dmm, t[i]);
+                    let (dsc, dmm) = (_mm256_loadu_ps(sc), _mm256_loadu_ps(sc.add(LANES)));
+                    for i in 0..R {
+                        t[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[i]), dsc, t[i]);
+                        t[i] = _mm256_fmadd_ps(_mm256_set1_ps(*neg[i].add(g)), dmm, t[i]);
+                    }
                 }
             }
             for i in 0..R {
-                acc[i] = _mm256_fmadd_ps(t[i], _mm256_set1_ps(a.dx[(first + i) * blocks + b]), acc[i]);
+                // SAFETY: block `b` of row `first + i`.
+                acc[i] = _mm256_fmadd_ps(t[i], _mm256_set1_ps(unsafe { *dx[i].add(b) }), acc[i]);
             }
         }
         for i in 0..R {
