@@ -313,9 +313,11 @@ fn block_products_stay_close_to_the_dequantized_model() {
 /// whose kernels equal its scalar reference bit for bit): their logits differ from the
 /// dequantized f32 model's by that rounding, not by summation order. Each activation value moves
 /// by up to half a step of its block (1/254 of the block's largest magnitude). Measured (this
-/// test prints it): gqa_tied_q4_k_m 1.6e-2 of the largest logit over 8 steps, mha_untied_mixed
-/// 2.3e-2 (its random k-quant blocks in layer 0 make activations with large outliers, so the
-/// small values of their blocks are coarse); bound 1e-1. A wrong block layout, scale or sign
+/// test prints it): gqa_tied_q4_k_m 1.9e-2 of the largest logit over 8 steps, mha_untied_mixed
+/// 8.4e-2 (its random k-quant blocks in layer 0 make activations with large outliers, so the
+/// small values of their blocks are coarse; 2.3e-2 while prompts kept f32 activations, before
+/// the panels, now its prompt's KV cache carries the rounding too; at the AVX2 level, whose Q8_0
+/// prompts keep f32 tiles, 8.9e-2); bound 0.2. A wrong block layout, scale or sign
 /// moves logits by the order of the largest one. (Prompts: the test above.)
 #[test]
 fn decoding_steps_with_8_bit_activations_stay_close_to_the_dequantized_model() {
@@ -341,5 +343,5 @@ fn decoding_steps_with_8_bit_activations_stay_close_to_the_dequantized_model() {
         eprintln!("{name}: decoding steps with 8-bit activations differ by {worst_rel:.2e} of the largest logit");
         worst.push((name, worst_rel));
     }
-    assert!(worst.iter().all(|(_, w)| *w <= 1e-1), "{worst:?} of the largest logit");
+    assert!(worst.iter().all(|(_, w)| *w <= 0.2), "{worst:?} of the largest logit");
 }

@@ -5,8 +5,11 @@
 //!   once to 8 bits and dotted with each weight row in integers ([`super::int8`], the AVX2 kernels
 //!   in `x86.rs`), as llama.cpp does. Each result is the scalar reference's, bit for bit, at
 //!   every instruction-set level and whatever the number of rows.
-//! - Prompts (more rows): tiles of weight rows are dequantized into cache and multiplied by the
-//!   f32 GEMM kernels, with `x` in f32.
+//! - Prompts (more rows): the activations are quantized the same way, and panels of 16 weight
+//!   rows interleaved per call run integer products ([`super::panel`], AVX2 and up). Each row's
+//!   result is the panels' scalar reference, bit for bit, whatever the rows beside it. At the
+//!   scalar level (and for Q8_0 without AVX-512 VNNI) tiles of weight rows are dequantized into
+//!   cache and multiplied by the f32 GEMM kernels, with `x` in f32.
 //!
 //! Either way each weight byte is read once per call from the memory-mapped file.
 
@@ -63,7 +66,7 @@ impl QuantMatrix {
     }
 }
 
-/// From this many rows of `x` on, the product runs as dequantized tiles through the GEMM kernels.
+/// From this many rows of `x` on, the product runs on panels (or dequantized tiles).
 /// Below it every row is computed alone, in the same order whatever the row count: the same
 /// limit as the float decoding kernels' ([`crate::matmul::matvec::MAX_ROWS`]), so a batched
 /// decoding step of up to that many sequences gives each the numbers it gets alone.

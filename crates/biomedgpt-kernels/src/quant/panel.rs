@@ -17,8 +17,8 @@
 //! ## The layout
 //! Each value becomes an unsigned integer `u` with `w = dsc · u - dmm` over a sub-block of
 //! [`sub_len`] values (one scale): Q4_0 `u = q` (`dsc = d`, `dmm = 8d`), Q4_1 (`dmm = -m`), Q5_0,
-//! Q5_1, Q4_K/Q5_K (`dsc = d · scale`, `dmm = dmin · min`), Q6_K (`dmm = 32 · dsc`), Q3_K
-//! (`u = q + 4`), Q2_K. Every `dsc`, `dmm` is exact in f32 (an f16 times at most 8 bits). In a
+//! Q5_1, Q8_0 (`u = q + 128`), Q4_K/Q5_K (`dsc = d · scale`, `dmm = dmin · min`), Q6_K
+//! (`dmm = 32 · dsc`), Q3_K (`u = q + 4`), Q2_K. Every `dsc`, `dmm` is exact in f32 (an f16 times at most 8 bits). In a
 //! panel, sub-block `g`'s values are `S/4` steps of 64 bytes, four consecutive values of each of
 //! the 16 rows ([`Panel`]), then 16 `dsc` and 16 `dmm`.
 //!
@@ -35,8 +35,8 @@
 //! Levels: AVX-512 with VNNI (`vpdpbusd`, 16 lanes, four activation rows at a time); AVX2
 //! (`vpmaddubsw` into 16-bit sums as long as they cannot overflow, `vpmaddwd` to 32 bits; two
 //! halves of 8 lanes, three rows at a time). The scalar level keeps the dequantized tiles and
-//! the f32 GEMM (faster there than this reference). Q8_0 weights also keep the tiles: their
-//! signed 8-bit values would overflow `vpmaddubsw`'s 16-bit pairs.
+//! the f32 GEMM (faster there than this reference), and so do Q8_0 weights without VNNI: their
+//! values made unsigned (up to 255) would overflow `vpmaddubsw`'s 16-bit pairs.
 
 use super::int8::{ActivationBlocks, quantize_row};
 use super::dequant::{q3_k_scales, scale_min_k4};
@@ -50,7 +50,7 @@ pub const LANES: usize = 16;
 pub fn sub_len(ty: GgmlType) -> Option<usize> {
     use GgmlType::*;
     match ty {
-        Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q4K | Q5K => Some(32),
+        Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q4K | Q5K => Some(32),
         Q2K | Q3K | Q6K => Some(16),
         _ => None,
     }
@@ -65,6 +65,7 @@ fn max_value(ty: GgmlType) -> u32 {
         Q4_0 | Q4_1 | Q4K => 15,
         Q5_0 | Q5_1 | Q5K => 31,
         Q6K => 63,
+        Q8_0 => 255,
         other => unreachable!("{other} has no panels"),
     }
 }
@@ -114,6 +115,15 @@ fn unpack(ty: GgmlType, b: &[u8], u: &mut [u8], dsc: &mut [f32], dmm: &mut [f32]
             }
             dsc[0] = d;
             dmm[0] = if ty == Q5_0 { 16.0 * d } else { -f16_at(&b[2..]) };
+        }
+        Q8_0 => {
+            // Signed values made unsigned: u = q + 128 (the sign bit flipped), dmm = 128 d.
+            let (qs, u) = (arr::<32>(&b[2..]), arr_mut::<32>(u));
+            for j in 0..32 {
+                u[j] = qs[j] ^ 0x80;
+            }
+            dsc[0] = f16_at(b);
+            dmm[0] = 128.0 * dsc[0];
         }
         Q4K | Q5K => {
             let (d, dmin) = (f16_at(b), f16_at(&b[2..]));
@@ -324,7 +334,8 @@ pub fn reference(p: &Panel, a: &Activations, first: usize, out: &mut [[f32; LANE
 pub type Kernel = unsafe fn(&Panel, &Activations, usize, &mut [[f32; LANES]]);
 
 /// The fastest kernel for `ty`'s panels at [`crate::isa::current`]'s level, `None` where the
-/// product keeps the dequantized tiles (the scalar level, Q8_0 and the types without panels).
+/// product keeps the dequantized tiles (the scalar level, Q8_0 without VNNI, the types without
+/// panels).
 pub fn kernel(ty: GgmlType) -> Option<Kernel> {
     sub_len(ty)?;
     #[cfg(target_arch = "x86_64")]
@@ -332,7 +343,8 @@ pub fn kernel(ty: GgmlType) -> Option<Kernel> {
         if crate::isa::current() >= crate::isa::Isa::Avx512 && vnni() {
             return Some(x86::vnni);
         }
-        if crate::isa::current() >= crate::isa::Isa::Avx2 {
+        // Q8_0's unsigned values reach 255: `vpmaddubsw` pairs would saturate.
+        if crate::isa::current() >= crate::isa::Isa::Avx2 && ty != GgmlType::Q8_0 {
             return Some(match max_value(ty) {
                 3 => x86::avx2::<43>,
                 7 => x86::avx2::<18>,
@@ -625,7 +637,7 @@ mod tests {
         q
     }
 
-    const TYPES: [GgmlType; 9] = [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q2K, GgmlType::Q3K, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K];
+    const TYPES: [GgmlType; 10] = [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q2K, GgmlType::Q3K, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K];
 
     /// A panel's values and scales give back the dequantized weights exactly.
     #[test]
@@ -684,7 +696,7 @@ mod tests {
             #[cfg(target_arch = "x86_64")]
             {
                 let mut kernels: Vec<(&str, Kernel)> = Vec::new();
-                if crate::isa::Isa::Avx2.supported() {
+                if crate::isa::Isa::Avx2.supported() && ty != GgmlType::Q8_0 {
                     let run = 32767 / (2 * 127 * max_value(ty) as usize);
                     let k2: Kernel = match run {
                         43 => x86::avx2::<43>,
