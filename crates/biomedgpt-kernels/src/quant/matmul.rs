@@ -78,7 +78,12 @@ pub fn matmul(x: Tensor<2>, w: &QuantMatrix, bias: Option<Tensor<1>>) -> Tensor<
     assert_eq!(k, w.cols, "quantized matmul: x has {k} columns, the weight {}", w.cols);
     let device = x.device();
     let dtype = x.dtype();
-    let xs: Vec<f32> = x.cast(DType::F32).into_data().try_to_vec::<f32>().expect("f32 data");
+    // Plain CPU tensors are read in place (f32) or widened with vector instructions; others
+    // through Burn's cast.
+    let xs: crate::flex::RowsF32 = match crate::flex::rows_f32(&x) {
+        Some(rows) => rows,
+        None => crate::flex::RowsF32::Widened(x.cast(DType::F32).into_data().try_to_vec::<f32>().expect("f32 data")),
+    };
     let n = w.rows;
     let bias_values: Option<Vec<f32>> = bias.map(|b| b.cast(DType::F32).into_data().try_to_vec::<f32>().expect("f32 data"));
     let prompt = m >= PROMPT_ROWS.max(crate::matmul::decode_rows() + 1);
@@ -90,7 +95,7 @@ pub fn matmul(x: Tensor<2>, w: &QuantMatrix, bias: Option<Tensor<1>>) -> Tensor<
                 row.iter_mut().zip(&b).for_each(|(v, b)| *v += b);
             }
         }
-        return Tensor::<2>::from_data(TensorData::new(y, [m, n]), (&device, DType::F32)).cast(dtype);
+        return output(y, m, n, dtype, &device);
     }
     if prompt {
         // Prompts: tiles of output rows dequantized into cache, multiplied by the f32 gemm
@@ -101,7 +106,7 @@ pub fn matmul(x: Tensor<2>, w: &QuantMatrix, bias: Option<Tensor<1>>) -> Tensor<
             let rows = tile.len() / k;
             dequantize(w.ty, &bytes[first * row_bytes..(first + rows) * row_bytes], tile);
         });
-        return Tensor::<2>::from_data(TensorData::new(y, [m, n]), (&device, DType::F32)).cast(dtype);
+        return output(y, m, n, dtype, &device);
     }
     // Decoding rows: each row of x quantized once to 8 bits (int8.rs), then integer products.
     let blocks = ActivationBlocks::for_weights(w.ty).expect("QuantMatrix::new admits only types with an integer product");
@@ -135,7 +140,15 @@ pub fn matmul(x: Tensor<2>, w: &QuantMatrix, bias: Option<Tensor<1>>) -> Tensor<
             row.iter_mut().zip(&b).for_each(|(v, b)| *v += b);
         }
     }
-    Tensor::<2>::from_data(TensorData::new(y, [m, n]), (&device, DType::F32)).cast(dtype)
+    output(y, m, n, dtype, &device)
+}
+
+/// `y [m, n]` (f32) as a tensor of `dtype`: 16-bit types narrowed with vector instructions.
+fn output(y: Vec<f32>, m: usize, n: usize, dtype: DType, device: &burn::tensor::Device) -> Tensor<2> {
+    match dtype {
+        DType::F32 | DType::F16 | DType::BF16 => crate::flex::to_tensor(y, m, n, dtype, device),
+        other => Tensor::<2>::from_data(TensorData::new(y, [m, n]), (device, DType::F32)).cast(other),
+    }
 }
 
 /// The integer row product for a weight type at the current instruction-set level (private:

@@ -743,29 +743,3 @@ mod tests {
     }
 }
 
-#[cfg(test)]
-mod speed {
-    use super::*;
-    #[test]
-    #[ignore]
-    fn fill_speed() {
-        let (n, k) = (2048, 2048);
-        for ty in [GgmlType::Q4K, GgmlType::Q4_0, GgmlType::Q6K, GgmlType::Q8_0, GgmlType::Q5K] {
-            let w: Vec<f32> = (0..n * k).map(|i| ((i * 7919) % 1013) as f32 / 1013.0 - 0.5).collect();
-            let mut q = vec![0u8; ty.row_bytes(k).unwrap() * n];
-            crate::quant::quantize(ty, &w, &mut q);
-            let rb = ty.row_bytes(k).unwrap();
-            let mut p = Panel::default();
-            let t = std::time::Instant::now();
-            for rep in 0..3 {
-                for pan in 0..n / 16 {
-                    let rows: Vec<&[u8]> = (pan * 16..pan * 16 + 16).map(|j| &q[j * rb..(j + 1) * rb]).collect();
-                    p.fill(ty, k, &rows);
-                }
-                let _ = rep;
-            }
-            let ns = t.elapsed().as_nanos() as f64 / (3 * n * k) as f64;
-            eprintln!("{ty}: fill {ns:.3} ns/value");
-        }
-    }
-}
