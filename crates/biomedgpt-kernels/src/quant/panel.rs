@@ -289,20 +289,33 @@ pub struct Activations {
 }
 
 impl Activations {
-    /// `x` (`rows` rows of `k`) quantized as the decoding products do for `ty`'s weights.
+    /// `x` (`rows` rows of `k`) quantized as the decoding products do for `ty`'s weights, a few
+    /// rows per piece of work on the pool's threads.
     pub fn quantize(ty: GgmlType, x: &[f32], k: usize) -> Self {
+        use crate::parallel::{Shared, share_pieces};
         let blocks = ActivationBlocks::for_weights(ty).expect("a type with an integer product");
         let (block, sub) = (blocks.block_len(), sub_len(ty).expect("a type with panels"));
         let rows = x.len() / k;
-        let mut a = Activations { rows, k, block, sub, qx: Vec::with_capacity(rows * k), dx: Vec::new(), neg_sums: Vec::new() };
-        for row in x.chunks_exact(k) {
-            let q = quantize_row(blocks, row);
-            a.qx.extend_from_slice(&q.qs);
-            a.dx.extend_from_slice(&q.d);
-            // `sums` are per 32 (Q8_0) or per 16 (Q8_K): gather them per sub-block.
-            let per = sub / (block / (q.sums.len() / q.len));
-            a.neg_sums.extend(q.sums.chunks_exact(per).map(|c| -(c.iter().map(|&s| s as i32).sum::<i32>() as f32)));
-        }
+        let (per_row_blocks, per_row_subs) = (k / block, k / sub);
+        let mut a = Activations { rows, k, block, sub, qx: vec![0; rows * k], dx: vec![0.0; rows * per_row_blocks], neg_sums: vec![0.0; rows * per_row_subs] };
+        let (qx, dx, neg) = (Shared(a.qx.as_mut_ptr()), Shared(a.dx.as_mut_ptr()), Shared(a.neg_sums.as_mut_ptr()));
+        const ROWS_PER_PIECE: usize = 4;
+        let threads = if rows * k < 1 << 16 { 1 } else { rayon::current_num_threads() };
+        share_pieces(rows.div_ceil(ROWS_PER_PIECE), threads, |piece, _: &mut ()| {
+            for r in piece * ROWS_PER_PIECE..((piece + 1) * ROWS_PER_PIECE).min(rows) {
+                let q = quantize_row(blocks, &x[r * k..(r + 1) * k]);
+                // `sums` are per 32 (Q8_0) or per 16 (Q8_K): gathered per sub-block.
+                let per = sub / (block / (q.sums.len() / q.len));
+                // SAFETY: row `r`'s parts of the three buffers belong to this piece only.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(q.qs.as_ptr(), qx.ptr().add(r * k), k);
+                    std::ptr::copy_nonoverlapping(q.d.as_ptr(), dx.ptr().add(r * per_row_blocks), per_row_blocks);
+                    for (g, c) in q.sums.chunks_exact(per).enumerate() {
+                        *neg.ptr().add(r * per_row_subs + g) = -(c.iter().map(|&s| s as i32).sum::<i32>() as f32);
+                    }
+                }
+            }
+        });
         a
     }
 
