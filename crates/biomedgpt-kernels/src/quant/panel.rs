@@ -212,6 +212,38 @@ fn unpack(ty: GgmlType, b: &[u8], u: &mut [u8], dsc: &mut [f32], dmm: &mut [f32]
     }
 }
 
+/// The scales and minimums of a block of the types with fused filling (as [`unpack`] gives them).
+#[inline(always)]
+fn scales(ty: GgmlType, b: &[u8], dsc: &mut [f32], dmm: &mut [f32]) {
+    use GgmlType::*;
+    match ty {
+        Q4_0 => {
+            dsc[0] = f16_at(b);
+            dmm[0] = 8.0 * dsc[0];
+        }
+        Q8_0 => {
+            dsc[0] = f16_at(b);
+            dmm[0] = 128.0 * dsc[0];
+        }
+        Q4K => {
+            let (d, dmin) = (f16_at(b), f16_at(&b[2..]));
+            for g in 0..8 {
+                let (s, m) = scale_min_k4(g, &b[4..16]);
+                dsc[g] = d * s as f32;
+                dmm[g] = dmin * m as f32;
+            }
+        }
+        Q6K => {
+            let d = f16_at(&b[208..]);
+            for g in 0..16 {
+                dsc[g] = d * (b[192 + g] as i8) as f32;
+                dmm[g] = 32.0 * dsc[g];
+            }
+        }
+        other => unreachable!("{other} has no fused filling"),
+    }
+}
+
 impl Panel {
     /// Fills the panel with `rows.len()` (at most 16) weight rows of `k` values of `ty`; the
     /// missing rows are zeros (their lanes are computed and not stored).
@@ -235,10 +267,7 @@ impl Panel {
     /// quants, k)` moves each row's groups of four values into their lanes.
     #[inline(always)]
     fn fill_with(&mut self, ty: GgmlType, k: usize, rows: &[&[u8]], interleave: impl Fn(&[u8], &mut [u8], usize)) {
-        let subs = k / sub_len(ty).expect("a type with panels");
-        self.quants.resize(k * LANES, 0);
-        self.scales.clear();
-        self.scales.resize(subs * 2 * LANES, 0.0);
+        self.size(ty, k);
         if self.rows.len() != k * LANES || rows.len() < LANES {
             self.rows.clear();
             self.rows.resize(k * LANES, 0);
@@ -255,6 +284,44 @@ impl Panel {
         }
         each!(Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2K, Q3K, Q4K, Q5K, Q6K);
         interleave(&self.rows, &mut self.quants, k);
+    }
+
+    /// Sizes the buffers for `k` values of `ty` per row; the scales are zeros.
+    #[inline(always)]
+    fn size(&mut self, ty: GgmlType, k: usize) {
+        let subs = k / sub_len(ty).expect("a type with panels");
+        self.quants.resize(k * LANES, 0);
+        self.scales.clear();
+        self.scales.resize(subs * 2 * LANES, 0.0);
+    }
+
+    /// Only the scales and minimums of the rows (the values are interleaved by the caller).
+    #[inline(always)]
+    fn fill_scales(&mut self, ty: GgmlType, rows: &[&[u8]]) {
+        use GgmlType::*;
+        let (s, (len, bytes)) = (sub_len(ty).expect("a type with panels"), ty.block());
+        let per_block = len / s;
+        macro_rules! each {
+            ($($t:ident),*) => {
+                match ty {
+                    $($t => {
+                        let (mut dsc, mut dmm) = ([0f32; 16], [0f32; 16]);
+                        for (r, row) in rows.iter().enumerate() {
+                            for (b, block) in row.chunks_exact(bytes).enumerate() {
+                                scales($t, block, &mut dsc, &mut dmm);
+                                for j in 0..per_block {
+                                    let g = b * per_block + j;
+                                    self.scales[g * 2 * LANES + r] = dsc[j];
+                                    self.scales[g * 2 * LANES + LANES + r] = dmm[j];
+                                }
+                            }
+                        }
+                    })*
+                    other => unreachable!("{other} has no fused filling"),
+                }
+            };
+        }
+        each!(Q4_0, Q8_0, Q4K, Q6K);
     }
 
     #[inline(always)]
@@ -397,51 +464,120 @@ pub mod x86 {
     use super::{Activations, GgmlType, LANES, Panel};
 
     /// [`Panel::fill`] compiled for AVX2, interleaving with 8 x 8 transposes of 4-byte groups.
+    /// Q4_0, Q8_0, Q4_K and Q6_K (the llama-quantize mixes) form each row's 32 values of a
+    /// group in a register straight from the block and transpose them from there; the other
+    /// types are unpacked into a buffer first.
     ///
     /// # Safety
     /// AVX2.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn fill(p: &mut Panel, ty: GgmlType, k: usize, rows: &[&[u8]]) {
-        p.fill_with(ty, k, rows, |rows, quants, k| {
-            for half in 0..2 {
-                for w in (0..k / 4).step_by(8) {
-                    // SAFETY: rows `half * 8..half * 8 + 8` hold `k` bytes each, `w + 8 <= k / 4`;
-                    // `quants` holds `k / 4` x 64 bytes.
-                    unsafe {
-                        let r: [__m256i; 8] = std::array::from_fn(|i| _mm256_loadu_si256(rows.as_ptr().add((half * 8 + i) * k + w * 4) as *const _));
-                        let t0 = _mm256_unpacklo_epi32(r[0], r[1]);
-                        let t1 = _mm256_unpackhi_epi32(r[0], r[1]);
-                        let t2 = _mm256_unpacklo_epi32(r[2], r[3]);
-                        let t3 = _mm256_unpackhi_epi32(r[2], r[3]);
-                        let t4 = _mm256_unpacklo_epi32(r[4], r[5]);
-                        let t5 = _mm256_unpackhi_epi32(r[4], r[5]);
-                        let t6 = _mm256_unpacklo_epi32(r[6], r[7]);
-                        let t7 = _mm256_unpackhi_epi32(r[6], r[7]);
-                        let u0 = _mm256_unpacklo_epi64(t0, t2);
-                        let u1 = _mm256_unpackhi_epi64(t0, t2);
-                        let u2 = _mm256_unpacklo_epi64(t1, t3);
-                        let u3 = _mm256_unpackhi_epi64(t1, t3);
-                        let u4 = _mm256_unpacklo_epi64(t4, t6);
-                        let u5 = _mm256_unpackhi_epi64(t4, t6);
-                        let u6 = _mm256_unpacklo_epi64(t5, t7);
-                        let u7 = _mm256_unpackhi_epi64(t5, t7);
-                        let words = [
-                            _mm256_permute2x128_si256::<0x20>(u0, u4),
-                            _mm256_permute2x128_si256::<0x20>(u1, u5),
-                            _mm256_permute2x128_si256::<0x20>(u2, u6),
-                            _mm256_permute2x128_si256::<0x20>(u3, u7),
-                            _mm256_permute2x128_si256::<0x31>(u0, u4),
-                            _mm256_permute2x128_si256::<0x31>(u1, u5),
-                            _mm256_permute2x128_si256::<0x31>(u2, u6),
-                            _mm256_permute2x128_si256::<0x31>(u3, u7),
-                        ];
-                        for (i, v) in words.into_iter().enumerate() {
-                            _mm256_storeu_si256(quants.as_mut_ptr().add((w + i) * 64 + half * 32) as *mut _, v);
+        // SAFETY (the closures): each reads 32 values of group `g` of a row of `k` values.
+        let m4 = _mm256_set1_epi8(0x0f);
+        match ty {
+            GgmlType::Q4_0 => fused(p, ty, k, rows, |row, g| unsafe {
+                let q = _mm_loadu_si128(row.add(g * 18 + 2) as *const __m128i);
+                let m = _mm_set1_epi8(0x0f);
+                _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16::<4>(q), m), _mm_and_si128(q, m))
+            }),
+            GgmlType::Q8_0 => fused(p, ty, k, rows, |row, g| unsafe { _mm256_xor_si256(_mm256_loadu_si256(row.add(g * 34 + 2) as *const __m256i), _mm256_set1_epi8(-128)) }),
+            GgmlType::Q4K => fused(p, ty, k, rows, |row, g| unsafe {
+                // Group g: block g / 8, its chunk of 32 bytes (g % 8) / 2, low or high nibbles.
+                let q = _mm256_loadu_si256(row.add((g / 8) * 144 + 16 + (g % 8) / 2 * 32) as *const __m256i);
+                if g % 2 == 0 { _mm256_and_si256(q, m4) } else { _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4) }
+            }),
+            GgmlType::Q6K => fused(p, ty, k, rows, |row, g| unsafe {
+                // Group g: block g / 8, its half (g % 8) / 4, the quarter g % 4 of that half.
+                let (block, j) = (row.add((g / 8) * 210), g % 8);
+                let ql = block.add(j / 4 * 64 + if j % 2 == 1 { 32 } else { 0 });
+                let low = _mm256_loadu_si256(ql as *const __m256i);
+                let h = _mm256_loadu_si256(block.add(128 + j / 4 * 32) as *const __m256i);
+                let (low, high) = match j % 4 {
+                    0 => (low, h),
+                    1 => (low, _mm256_srli_epi16::<2>(h)),
+                    2 => (_mm256_srli_epi16::<4>(low), _mm256_srli_epi16::<4>(h)),
+                    _ => (_mm256_srli_epi16::<4>(low), _mm256_srli_epi16::<6>(h)),
+                };
+                _mm256_or_si256(_mm256_and_si256(low, m4), _mm256_slli_epi16::<4>(_mm256_and_si256(high, _mm256_set1_epi8(3))))
+            }),
+            _ => p.fill_with(ty, k, rows, |rows, quants, k| {
+                for half in 0..2 {
+                    for w in (0..k / 4).step_by(8) {
+                        // SAFETY: rows `half * 8..half * 8 + 8` hold `k` bytes each, `w + 8 <= k / 4`;
+                        // `quants` holds `k / 4` x 64 bytes.
+                        unsafe {
+                            let r: [__m256i; 8] = std::array::from_fn(|i| _mm256_loadu_si256(rows.as_ptr().add((half * 8 + i) * k + w * 4) as *const _));
+                            transpose_store(r, quants.as_mut_ptr().add(w * 64 + half * 32));
                         }
                     }
                 }
+            }),
+        }
+    }
+
+    /// The fused filling: `values(row, g)` gives a row's 32 values of group `g` (unsigned).
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn fused(p: &mut Panel, ty: GgmlType, k: usize, rows: &[&[u8]], values: impl Fn(*const u8, usize) -> __m256i) {
+        p.size(ty, k);
+        p.fill_scales(ty, rows);
+        let row_bytes = ty.row_bytes(k).expect("whole blocks");
+        for half in 0..2 {
+            let here: [Option<*const u8>; 8] = std::array::from_fn(|i| {
+                rows.get(half * 8 + i).map(|r| {
+                    assert_eq!(r.len(), row_bytes);
+                    r.as_ptr()
+                })
+            });
+            for g in 0..k / 32 {
+                let r: [__m256i; 8] = std::array::from_fn(|i| match here[i] {
+                    Some(row) => values(row, g),
+                    None => _mm256_setzero_si256(),
+                });
+                // SAFETY: words `8g..8g + 8` of `k / 4`, 64 bytes each.
+                unsafe { transpose_store(r, p.quants.as_mut_ptr().add(g * 8 * 64 + half * 32)) };
             }
-        })
+        }
+    }
+
+    /// Eight rows of eight 4-byte words, stored transposed: word `i` of the eight rows as 32
+    /// bytes at `dst + 64 i`.
+    ///
+    /// # Safety
+    /// AVX2; `dst` writable for `7 * 64 + 32` bytes.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn transpose_store(r: [__m256i; 8], dst: *mut u8) {
+        let t0 = _mm256_unpacklo_epi32(r[0], r[1]);
+        let t1 = _mm256_unpackhi_epi32(r[0], r[1]);
+        let t2 = _mm256_unpacklo_epi32(r[2], r[3]);
+        let t3 = _mm256_unpackhi_epi32(r[2], r[3]);
+        let t4 = _mm256_unpacklo_epi32(r[4], r[5]);
+        let t5 = _mm256_unpackhi_epi32(r[4], r[5]);
+        let t6 = _mm256_unpacklo_epi32(r[6], r[7]);
+        let t7 = _mm256_unpackhi_epi32(r[6], r[7]);
+        let u0 = _mm256_unpacklo_epi64(t0, t2);
+        let u1 = _mm256_unpackhi_epi64(t0, t2);
+        let u2 = _mm256_unpacklo_epi64(t1, t3);
+        let u3 = _mm256_unpackhi_epi64(t1, t3);
+        let u4 = _mm256_unpacklo_epi64(t4, t6);
+        let u5 = _mm256_unpackhi_epi64(t4, t6);
+        let u6 = _mm256_unpacklo_epi64(t5, t7);
+        let u7 = _mm256_unpackhi_epi64(t5, t7);
+        let words = [
+            _mm256_permute2x128_si256::<0x20>(u0, u4),
+            _mm256_permute2x128_si256::<0x20>(u1, u5),
+            _mm256_permute2x128_si256::<0x20>(u2, u6),
+            _mm256_permute2x128_si256::<0x20>(u3, u7),
+            _mm256_permute2x128_si256::<0x31>(u0, u4),
+            _mm256_permute2x128_si256::<0x31>(u1, u5),
+            _mm256_permute2x128_si256::<0x31>(u2, u6),
+            _mm256_permute2x128_si256::<0x31>(u3, u7),
+        ];
+        for (i, v) in words.into_iter().enumerate() {
+            // SAFETY: the caller's bound.
+            unsafe { _mm256_storeu_si256(dst.add(i * 64) as *mut _, v) };
+        }
     }
 
     /// Calls `rows::<R, SUB, PER_BLOCK, RUN>(.., half)` for runs of up to `$max` activation rows,
