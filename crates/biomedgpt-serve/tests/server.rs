@@ -882,12 +882,24 @@ async fn tools_are_called_with_arguments_that_follow_their_schemas() {
         (question(json!("auto"), json!({"tools": [{"type": "function", "function": {"name": "f", "parameters": "string"}}]})), "tools[0].function.parameters"),
         (question(json!("auto"), json!({"response_format": {"type": "json_object"}})), "tools"),
         (question(json!("auto"), json!({"num_beams": 2})), "tools"),
+        // OpenAI's limits: names of at most 64 characters, at most 128 functions; a choice
+        // needs functions to choose from.
+        (question(json!("auto"), json!({"tools": [{"type": "function", "function": {"name": "n".repeat(65)}}]})), "tools[0].function.name"),
+        (question(json!("auto"), json!({"tools": (0..129).map(|i| json!({"type": "function", "function": {"name": format!("f{i}")}})).collect::<Vec<_>>()})), "tools"),
+        (question(json!("required"), json!({"tools": []})), "tool_choice"),
     ];
     for (body, param) in cases {
         let (status, v) = server.post("/v1/chat/completions", &body).await;
         assert_eq!(status, 400, "{param}: {v}");
         assert_eq!(v["error"]["param"], param, "{v}");
     }
+    // The limits themselves are allowed; an empty list without a choice is no tools at all.
+    let (status, v) = server.post("/v1/chat/completions", &question(json!("auto"), json!({"max_tokens": 2, "tools": [{"type": "function", "function": {"name": "n".repeat(64)}}]}))).await;
+    assert_eq!(status, 200, "{v}");
+    let mut no_tools = question(json!("auto"), json!({"max_tokens": 2, "tools": []}));
+    no_tools.as_object_mut().unwrap().remove("tool_choice");
+    let (status, v) = server.post("/v1/chat/completions", &no_tools).await;
+    assert!(status == 200 && v["choices"][0]["message"]["content"].is_string(), "{v}");
     let (status, v) = server.post("/v1/completions", &json!({"prompt": "Ethanol", "tools": [weight]})).await;
     assert_eq!((status, v["error"]["param"].as_str()), (400, Some("tools")), "{v}");
     let mut bad_tool_message = follow.clone();
