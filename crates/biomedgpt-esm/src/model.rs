@@ -128,7 +128,9 @@ impl Esm {
     /// `encoders.gguf` written by `convert --esm-dtype q8_0`) stay in their blocks.
     pub fn load_with(config: &EsmConfig, vb: &WeightView, ty: FloatType, keep_blocks: bool, device: &Device) -> Result<Self, LoadError> {
         let c = config;
-        let linear = |vb: &WeightView, d_in, d_out, bias, ty, device| maybe_quant_linear(vb, d_in, d_out, bias, ty, keep_blocks, device);
+        // Block projections keep f32 activations: an encoder's parity is to the f32 model (8-bit
+        // activations are the decoders' trade).
+        let linear = |vb: &WeightView, d_in, d_out, bias, ty, device| maybe_quant_linear(vb, d_in, d_out, bias, ty, keep_blocks, device).map(MaybeQuantLinear::with_f32_activations);
         let (h, i, eps) = (c.hidden_size, c.intermediate_size, c.layer_norm_eps);
         let emb = vb.pp("embeddings");
         let layers = (0..c.num_hidden_layers)

@@ -80,6 +80,15 @@ impl MaybeQuantLinear {
     }
 }
 
+impl MaybeQuantLinear {
+    /// Block weights multiplied with f32 activations at any row count
+    /// ([`QuantMatrix::with_f32_activations`]).
+    pub fn with_f32_activations(mut self) -> Self {
+        self.blocks = self.blocks.take().map(QuantMatrix::with_f32_activations);
+        self
+    }
+}
+
 impl From<Linear> for MaybeQuantLinear {
     fn from(l: Linear) -> Self {
         MaybeQuantLinear { weight: l.weight, bias: l.bias, blocks: None }

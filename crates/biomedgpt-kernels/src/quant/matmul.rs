@@ -10,6 +10,8 @@
 //!   result is the panels' scalar reference, bit for bit, whatever the rows beside it. At the
 //!   scalar level (and for Q8_0 without AVX-512 VNNI) tiles of weight rows are dequantized into
 //!   cache and multiplied by the f32 GEMM kernels, with `x` in f32.
+//! - Matrices marked [`QuantMatrix::with_f32_activations`] (the encoders') take the tiles for
+//!   every row count.
 //!
 //! Either way each weight byte is read once per call from the memory-mapped file.
 
@@ -28,6 +30,9 @@ pub struct QuantMatrix {
     pub rows: usize,
     pub cols: usize,
     data: Arc<dyn AsRef<[u8]> + Send + Sync>,
+    /// Every product multiplies f32 activations with dequantized tiles, whatever the row count
+    /// ([`Self::with_f32_activations`]).
+    f32_activations: bool,
 }
 
 impl std::fmt::Debug for QuantMatrix {
@@ -47,7 +52,15 @@ impl QuantMatrix {
         if len != row * rows {
             return Err(format!("{len} bytes for {rows} rows of {cols} {ty} values ({} expected)", row * rows));
         }
-        Ok(QuantMatrix { ty, rows, cols, data })
+        Ok(QuantMatrix { ty, rows, cols, data, f32_activations: false })
+    }
+
+    /// The same matrix computed on f32 activations (dequantized tiles and the f32 GEMM) for any
+    /// number of rows: for encoders, whose parity is to the f32 reference model (ESM-2 with Q8_0
+    /// projections); 8-bit activations are the decoders' trade, as in llama.cpp.
+    pub fn with_f32_activations(mut self) -> Self {
+        self.f32_activations = true;
+        self
     }
 
     pub fn bytes(&self) -> &[u8] {
@@ -86,8 +99,8 @@ pub fn matmul(x: Tensor<2>, w: &QuantMatrix, bias: Option<Tensor<1>>) -> Tensor<
     };
     let n = w.rows;
     let bias_values: Option<Vec<f32>> = bias.map(|b| b.cast(DType::F32).into_data().try_to_vec::<f32>().expect("f32 data"));
-    let prompt = m >= PROMPT_ROWS.max(crate::matmul::decode_rows() + 1);
-    if let Some(kernel) = super::panel::kernel(w.ty).filter(|_| prompt) {
+    let prompt = w.f32_activations || m >= PROMPT_ROWS.max(crate::matmul::decode_rows() + 1);
+    if let Some(kernel) = super::panel::kernel(w.ty).filter(|_| prompt && !w.f32_activations) {
         // Prompts in integers on interleaved weight rows (panel.rs).
         let mut y = super::panel::matmul(kernel, w.ty, w.bytes(), n, k, &xs, m);
         if let Some(b) = bias_values {
@@ -351,6 +364,31 @@ mod tests {
             for r in 0..20 {
                 let alone = product(1, r);
                 assert!(together[r * n..(r + 1) * n].iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits()), "{ty}: row {r}");
+            }
+        }
+    }
+
+    /// A matrix marked for f32 activations (the encoders') multiplies every row count with the
+    /// dequantized weights in f32: the f64 product within f32 summation error.
+    #[test]
+    fn f32_activations_at_every_row_count() {
+        let (n, k) = (21, 512);
+        let w: Vec<f32> = (0..n * k).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
+        for ty in [GgmlType::Q8_0, GgmlType::Q4K] {
+            let mut q = vec![0u8; ty.row_bytes(k).unwrap() * n];
+            quantize(ty, &w, &mut q);
+            let matrix = QuantMatrix::new(ty, n, k, Arc::new(q)).unwrap().with_f32_activations();
+            let dense = matrix.dequantize();
+            for m in [1, 3, 19] {
+                let x: Vec<f32> = (0..m * k).map(|i| ((i * 31) % 17) as f32 / 17.0 - 0.4).collect();
+                let xt = Tensor::<2>::from_data(TensorData::new(x.clone(), [m, k]), (&Device::flex(), DType::F32));
+                let y = matmul(xt, &matrix, None).into_data().try_to_vec::<f32>().unwrap();
+                for i in 0..m {
+                    for j in 0..n {
+                        let want: f64 = (0..k).map(|c| x[i * k + c] as f64 * dense[j * k + c] as f64).sum();
+                        assert!((y[i * n + j] as f64 - want).abs() <= 1e-4 * (1.0 + want.abs()), "{ty} m {m} ({i},{j}): {} vs {want}", y[i * n + j]);
+                    }
+                }
             }
         }
     }
