@@ -27,7 +27,9 @@
 //! blocks of 256 for the k-quants, Q8_0 blocks of 32 for the legacy types). For an activation
 //! row and a weight row, over the activation blocks `b` and their sub-blocks `g`:
 //! `t = 0; t = fma(Σ_g u·q_x as f32, dsc_g, t); t = fma(-Σ_g q_x as f32, dmm_g, t)` for each `g`
-//! of `b`, then `y = fma(t, d_x(b), y)`. The integer sums are exact (whatever instructions form
+//! of `b`, then `y = fma(t, d_x(b), y)`; where the minimum is a fixed multiple `c` of the scale
+//! (Q4_0, Q5_0, Q8_0, Q3_K, Q6_K) the sub-block's step is one FMA on an exact integer:
+//! `t = fma((Σ_g u·q_x - c·Σ_g q_x) as f32, dsc_g, t)`. The integer sums are exact (whatever instructions form
 //! them), so [`reference`] and the vector kernels agree to the bit, and a row's result never
 //! depends on the rows computed beside it: prompts split into chunks, or batched with other
 //! prompts, give the same numbers (the prefix cache relies on it).
@@ -353,6 +355,26 @@ pub struct Activations {
     qx: Vec<i8>,
     dx: Vec<f32>,
     neg_sums: Vec<f32>,
+    /// For the types whose minimum is a fixed multiple of the scale ([`offset`]): that
+    /// multiple, and each sub-block's sum times it (`c · Σ q_x`, exact).
+    offset: i32,
+    offset_sums: Vec<i32>,
+}
+
+/// `c` where `ty`'s values are `dsc · (u - c)` (the minimum a fixed multiple of the scale):
+/// those sub-blocks take `c · Σ q_x` off their integer sum before the one FMA, instead of a
+/// second FMA for the minimum (the FMA units also run `vpdpbusd`). 0 for the types with a
+/// minimum of their own (Q4_1, Q5_1, Q2_K, Q4_K, Q5_K).
+fn offset(ty: GgmlType) -> i32 {
+    use GgmlType::*;
+    match ty {
+        Q3K => 4,
+        Q4_0 => 8,
+        Q5_0 => 16,
+        Q6K => 32,
+        Q8_0 => 128,
+        _ => 0,
+    }
 }
 
 impl Activations {
@@ -364,8 +386,19 @@ impl Activations {
         let (block, sub) = (blocks.block_len(), sub_len(ty).expect("a type with panels"));
         let rows = x.len() / k;
         let (per_row_blocks, per_row_subs) = (k / block, k / sub);
-        let mut a = Activations { rows, k, block, sub, qx: vec![0; rows * k], dx: vec![0.0; rows * per_row_blocks], neg_sums: vec![0.0; rows * per_row_subs] };
-        let (qx, dx, neg) = (Shared(a.qx.as_mut_ptr()), Shared(a.dx.as_mut_ptr()), Shared(a.neg_sums.as_mut_ptr()));
+        let c = offset(ty);
+        let mut a = Activations {
+            rows,
+            k,
+            block,
+            sub,
+            qx: vec![0; rows * k],
+            dx: vec![0.0; rows * per_row_blocks],
+            neg_sums: vec![0.0; rows * per_row_subs],
+            offset: c,
+            offset_sums: vec![0; rows * per_row_subs],
+        };
+        let (qx, dx, neg, off) = (Shared(a.qx.as_mut_ptr()), Shared(a.dx.as_mut_ptr()), Shared(a.neg_sums.as_mut_ptr()), Shared(a.offset_sums.as_mut_ptr()));
         const ROWS_PER_PIECE: usize = 4;
         let threads = if rows * k < 1 << 16 { 1 } else { rayon::current_num_threads() };
         share_pieces(rows.div_ceil(ROWS_PER_PIECE), threads, |piece, _: &mut ()| {
@@ -377,8 +410,10 @@ impl Activations {
                 unsafe {
                     std::ptr::copy_nonoverlapping(q.qs.as_ptr(), qx.ptr().add(r * k), k);
                     std::ptr::copy_nonoverlapping(q.d.as_ptr(), dx.ptr().add(r * per_row_blocks), per_row_blocks);
-                    for (g, c) in q.sums.chunks_exact(per).enumerate() {
-                        *neg.ptr().add(r * per_row_subs + g) = -(c.iter().map(|&s| s as i32).sum::<i32>() as f32);
+                    for (g, part) in q.sums.chunks_exact(per).enumerate() {
+                        let sum: i32 = part.iter().map(|&s| s as i32).sum();
+                        *neg.ptr().add(r * per_row_subs + g) = -(sum as f32);
+                        *off.ptr().add(r * per_row_subs + g) = c * sum;
                     }
                 }
             }
@@ -412,8 +447,12 @@ pub fn reference(p: &Panel, a: &Activations, first: usize, out: &mut [[f32; LANE
                         }
                     }
                     let scales = &p.scales[g * 2 * LANES..];
-                    t = (s as f32).mul_add(scales[l], t);
-                    t = a.neg_sums[row * a.k / a.sub + g].mul_add(scales[LANES + l], t);
+                    if a.offset != 0 {
+                        t = ((s - a.offset_sums[row * a.k / a.sub + g]) as f32).mul_add(scales[l], t);
+                    } else {
+                        t = (s as f32).mul_add(scales[l], t);
+                        t = a.neg_sums[row * a.k / a.sub + g].mul_add(scales[LANES + l], t);
+                    }
                 }
                 acc = t.mul_add(a.dx[row * a.blocks_per_row() + b], acc);
             }
@@ -630,6 +669,7 @@ pub mod x86 {
         assert!(out.len() == R && (first + R) * k <= a.qx.len() && p.quants.len() >= k * LANES && p.scales.len() >= subs_per_row * 2 * LANES);
         let qx: [*const i8; R] = std::array::from_fn(|i| a.qx[(first + i) * k..].as_ptr());
         let neg: [*const f32; R] = std::array::from_fn(|i| a.neg_sums[(first + i) * subs_per_row..].as_ptr());
+        let off: [*const i32; R] = std::array::from_fn(|i| a.offset_sums[(first + i) * subs_per_row..].as_ptr());
         let dx: [*const f32; R] = std::array::from_fn(|i| a.dx[(first + i) * blocks..].as_ptr());
         let mut acc = [_mm512_setzero_ps(); R];
         for b in 0..blocks {
@@ -650,9 +690,16 @@ pub mod x86 {
                     }
                     let sc = p.scales.as_ptr().add(g * 2 * LANES);
                     let (dsc, dmm) = (_mm512_loadu_ps(sc), _mm512_loadu_ps(sc.add(LANES)));
-                    for i in 0..R {
-                        t[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[i]), dsc, t[i]);
-                        t[i] = _mm512_fmadd_ps(_mm512_set1_ps(*neg[i].add(g)), dmm, t[i]);
+                    if a.offset != 0 {
+                        for i in 0..R {
+                            let s = _mm512_sub_epi32(s[i], _mm512_set1_epi32(*off[i].add(g)));
+                            t[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), dsc, t[i]);
+                        }
+                    } else {
+                        for i in 0..R {
+                            t[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[i]), dsc, t[i]);
+                            t[i] = _mm512_fmadd_ps(_mm512_set1_ps(*neg[i].add(g)), dmm, t[i]);
+                        }
                     }
                 }
             }
@@ -689,6 +736,7 @@ pub mod x86 {
         assert!(out.len() == R && (first + R) * k <= a.qx.len() && p.quants.len() >= k * LANES && p.scales.len() >= subs_per_row * 2 * LANES);
         let qx: [*const i8; R] = std::array::from_fn(|i| a.qx[(first + i) * k..].as_ptr());
         let neg: [*const f32; R] = std::array::from_fn(|i| a.neg_sums[(first + i) * subs_per_row..].as_ptr());
+        let off: [*const i32; R] = std::array::from_fn(|i| a.offset_sums[(first + i) * subs_per_row..].as_ptr());
         let dx: [*const f32; R] = std::array::from_fn(|i| a.dx[(first + i) * blocks..].as_ptr());
         let ones = _mm256_set1_epi16(1);
         let mut acc = [_mm256_setzero_ps(); R];
@@ -716,9 +764,16 @@ pub mod x86 {
                     }
                     let sc = p.scales.as_ptr().add(g * 2 * LANES + half * 8);
                     let (dsc, dmm) = (_mm256_loadu_ps(sc), _mm256_loadu_ps(sc.add(LANES)));
-                    for i in 0..R {
-                        t[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[i]), dsc, t[i]);
-                        t[i] = _mm256_fmadd_ps(_mm256_set1_ps(*neg[i].add(g)), dmm, t[i]);
+                    if a.offset != 0 {
+                        for i in 0..R {
+                            let s = _mm256_sub_epi32(s[i], _mm256_set1_epi32(*off[i].add(g)));
+                            t[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), dsc, t[i]);
+                        }
+                    } else {
+                        for i in 0..R {
+                            t[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[i]), dsc, t[i]);
+                            t[i] = _mm256_fmadd_ps(_mm256_set1_ps(*neg[i].add(g)), dmm, t[i]);
+                        }
                     }
                 }
             }
