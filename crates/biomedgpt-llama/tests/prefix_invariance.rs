@@ -1,7 +1,8 @@
 //! A prompt prefilled in chunks equals it prefilled whole, bit for bit, when every chunk has at
 //! least `PROMPT_ROWS` rows: the premise of the server's prefix cache, which restores a prompt's
 //! first blocks and prefills only the rest. Checked on the GGUF fixtures through every prompt
-//! path: quantized blocks (dequantized tiles), f16 and bf16 weights, f32 weights; with a depth
+//! path: quantized blocks (integer panels from AVX2 on, dequantized tiles at the scalar level),
+//! f16 and bf16 weights, f32 weights; with a depth
 //! that is not a multiple of gemm's block (`gqa_tied_q4_k_m`'s feed-forward of 768) and a rest
 //! that leaves a one-query attention block (65 rows of `mha_untied_mixed`, one query per key
 //! head). Before the kernels were made row-invariant these differed by up to 1e-5 (f32) and
