@@ -67,8 +67,7 @@ fn max_value(ty: GgmlType) -> u32 {
         Q4_0 | Q4_1 | Q4K => 15,
         Q5_0 | Q5_1 | Q5K => 31,
         Q6K => 63,
-        Q8_0 => 255,
-        other => unreachable!("{other} has no panels"),
+        other => unreachable!("{other} has no AVX2 panel kernel"),
     }
 }
 
@@ -85,7 +84,7 @@ pub struct Panel {
 }
 
 /// A block's values as unsigned integers (`u`, in value order) and each sub-block's scale and
-/// minimum (`w = dsc · u - dmm`).
+/// minimum (`w = dsc · u - dmm`, [`scales`]).
 #[inline(always)]
 fn unpack(ty: GgmlType, b: &[u8], u: &mut [u8], dsc: &mut [f32], dmm: &mut [f32]) {
     use GgmlType::*;
@@ -98,38 +97,29 @@ fn unpack(ty: GgmlType, b: &[u8], u: &mut [u8], dsc: &mut [f32], dmm: &mut [f32]
     }
     match ty {
         Q4_0 | Q4_1 => {
-            let (d, at) = (f16_at(b), if ty == Q4_0 { 2 } else { 4 });
-            let (qs, u) = (arr::<16>(&b[at..]), arr_mut::<32>(u));
+            let (qs, u) = (arr::<16>(&b[if ty == Q4_0 { 2 } else { 4 }..]), arr_mut::<32>(u));
             for j in 0..16 {
                 u[j] = qs[j] & 0x0f;
                 u[j + 16] = qs[j] >> 4;
             }
-            dsc[0] = d;
-            dmm[0] = if ty == Q4_0 { 8.0 * d } else { -f16_at(&b[2..]) };
         }
         Q5_0 | Q5_1 => {
-            let (d, at) = (f16_at(b), if ty == Q5_0 { 2 } else { 4 });
+            let at = if ty == Q5_0 { 2 } else { 4 };
             let qh = u32::from_le_bytes(*arr::<4>(&b[at..]));
             let (qs, u) = (arr::<16>(&b[at + 4..]), arr_mut::<32>(u));
             for j in 0..16 {
                 u[j] = (qs[j] & 0x0f) | ((((qh >> j) & 1) as u8) << 4);
                 u[j + 16] = (qs[j] >> 4) | ((((qh >> (j + 16)) & 1) as u8) << 4);
             }
-            dsc[0] = d;
-            dmm[0] = if ty == Q5_0 { 16.0 * d } else { -f16_at(&b[2..]) };
         }
         Q8_0 => {
-            // Signed values made unsigned: u = q + 128 (the sign bit flipped), dmm = 128 d.
+            // Signed values made unsigned: u = q + 128 (the sign bit flipped).
             let (qs, u) = (arr::<32>(&b[2..]), arr_mut::<32>(u));
             for j in 0..32 {
                 u[j] = qs[j] ^ 0x80;
             }
-            dsc[0] = f16_at(b);
-            dmm[0] = 128.0 * dsc[0];
         }
         Q4K | Q5K => {
-            let (d, dmin) = (f16_at(b), f16_at(&b[2..]));
-            let scales = &b[4..16];
             let u = arr_mut::<256>(u);
             if ty == Q5K {
                 let (qh, qs) = (arr::<32>(&b[16..]), arr::<128>(&b[48..]));
@@ -151,14 +141,9 @@ fn unpack(ty: GgmlType, b: &[u8], u: &mut [u8], dsc: &mut [f32], dmm: &mut [f32]
                     }
                 }
             }
-            for g in 0..8 {
-                let (s, m) = scale_min_k4(g, scales);
-                dsc[g] = d * s as f32;
-                dmm[g] = dmin * m as f32;
-            }
         }
         Q6K => {
-            let (ql, qh, sc, d) = (arr::<128>(b), arr::<64>(&b[128..]), &b[192..208], f16_at(&b[208..]));
+            let (ql, qh) = (arr::<128>(b), arr::<64>(&b[128..]));
             let u = arr_mut::<256>(u);
             for half in 0..2 {
                 for l in 0..32 {
@@ -169,15 +154,9 @@ fn unpack(ty: GgmlType, b: &[u8], u: &mut [u8], dsc: &mut [f32], dmm: &mut [f32]
                     u[half * 128 + l + 96] = (c >> 4) | (((h >> 6) & 3) << 4);
                 }
             }
-            for g in 0..16 {
-                dsc[g] = d * (sc[g] as i8) as f32;
-                dmm[g] = 32.0 * dsc[g];
-            }
         }
         Q3K => {
             let (hmask, qs) = (arr::<32>(b), arr::<64>(&b[32..]));
-            let scales = q3_k_scales(&b[96..108]);
-            let d = f16_at(&b[108..]);
             let u = arr_mut::<256>(u);
             for half in 0..2 {
                 for (n, shift) in [0, 2, 4, 6].into_iter().enumerate() {
@@ -189,14 +168,9 @@ fn unpack(ty: GgmlType, b: &[u8], u: &mut [u8], dsc: &mut [f32], dmm: &mut [f32]
                     }
                 }
             }
-            for g in 0..16 {
-                dsc[g] = d * scales[g] as f32;
-                dmm[g] = 4.0 * dsc[g];
-            }
         }
         Q2K => {
-            let (scales, qs) = (&b[0..16], arr::<64>(&b[16..]));
-            let (d, dmin) = (f16_at(&b[80..]), f16_at(&b[82..]));
+            let qs = arr::<64>(&b[16..]);
             let u = arr_mut::<256>(u);
             for half in 0..2 {
                 for (n, shift) in [0, 2, 4, 6].into_iter().enumerate() {
@@ -205,29 +179,24 @@ fn unpack(ty: GgmlType, b: &[u8], u: &mut [u8], dsc: &mut [f32], dmm: &mut [f32]
                     }
                 }
             }
-            for g in 0..16 {
-                dsc[g] = d * (scales[g] & 0x0f) as f32;
-                dmm[g] = dmin * (scales[g] >> 4) as f32;
-            }
         }
         other => unreachable!("{other} has no panels"),
     }
+    scales(ty, b, dsc, dmm);
 }
 
-/// The scales and minimums of a block of the types with fused filling (as [`unpack`] gives them).
+/// A block's scale and minimum per sub-block (`w = dsc · u - dmm`); where the minimum is a fixed
+/// multiple of the scale, `dmm = offset(ty) · dsc`.
 #[inline(always)]
 fn scales(ty: GgmlType, b: &[u8], dsc: &mut [f32], dmm: &mut [f32]) {
     use GgmlType::*;
     match ty {
-        Q4_0 => {
+        Q4_0 | Q5_0 | Q8_0 => dsc[0] = f16_at(b),
+        Q4_1 | Q5_1 => {
             dsc[0] = f16_at(b);
-            dmm[0] = 8.0 * dsc[0];
+            dmm[0] = -f16_at(&b[2..]);
         }
-        Q8_0 => {
-            dsc[0] = f16_at(b);
-            dmm[0] = 128.0 * dsc[0];
-        }
-        Q4K => {
+        Q4K | Q5K => {
             let (d, dmin) = (f16_at(b), f16_at(&b[2..]));
             for g in 0..8 {
                 let (s, m) = scale_min_k4(g, &b[4..16]);
@@ -239,10 +208,29 @@ fn scales(ty: GgmlType, b: &[u8], dsc: &mut [f32], dmm: &mut [f32]) {
             let d = f16_at(&b[208..]);
             for g in 0..16 {
                 dsc[g] = d * (b[192 + g] as i8) as f32;
-                dmm[g] = 32.0 * dsc[g];
             }
         }
-        other => unreachable!("{other} has no fused filling"),
+        Q3K => {
+            let (scales, d) = (q3_k_scales(&b[96..108]), f16_at(&b[108..]));
+            for g in 0..16 {
+                dsc[g] = d * scales[g] as f32;
+            }
+        }
+        Q2K => {
+            let (d, dmin) = (f16_at(&b[80..]), f16_at(&b[82..]));
+            for g in 0..16 {
+                dsc[g] = d * (b[g] & 0x0f) as f32;
+                dmm[g] = dmin * (b[g] >> 4) as f32;
+            }
+        }
+        other => unreachable!("{other} has no panels"),
+    }
+    let c = offset(ty);
+    if c != 0 {
+        let subs = ty.block().0 / sub_len(ty).expect("a type with panels");
+        for g in 0..subs {
+            dmm[g] = c as f32 * dsc[g];
+        }
     }
 }
 
@@ -476,14 +464,8 @@ pub fn kernel(ty: GgmlType) -> Option<Kernel> {
             return Some(x86::vnni);
         }
         // Q8_0's unsigned values reach 255: `vpmaddubsw` pairs would saturate.
-        if crate::isa::current() >= crate::isa::Isa::Avx2 && ty != GgmlType::Q8_0 {
-            return Some(match max_value(ty) {
-                3 => x86::avx2::<43>,
-                7 => x86::avx2::<18>,
-                15 => x86::avx2::<8>,
-                31 => x86::avx2::<4>,
-                _ => x86::avx2::<2>,
-            });
+        if crate::isa::current() >= crate::isa::Isa::Avx2 {
+            return x86::avx2_kernel(ty);
         }
     }
     None
@@ -587,35 +569,37 @@ pub mod x86 {
     #[target_feature(enable = "avx2,fma")]
     #[inline]
     unsafe fn transpose_store(r: [__m256i; 8], dst: *mut u8) {
-        let t0 = _mm256_unpacklo_epi32(r[0], r[1]);
-        let t1 = _mm256_unpackhi_epi32(r[0], r[1]);
-        let t2 = _mm256_unpacklo_epi32(r[2], r[3]);
-        let t3 = _mm256_unpackhi_epi32(r[2], r[3]);
-        let t4 = _mm256_unpacklo_epi32(r[4], r[5]);
-        let t5 = _mm256_unpackhi_epi32(r[4], r[5]);
-        let t6 = _mm256_unpacklo_epi32(r[6], r[7]);
-        let t7 = _mm256_unpackhi_epi32(r[6], r[7]);
-        let u0 = _mm256_unpacklo_epi64(t0, t2);
-        let u1 = _mm256_unpackhi_epi64(t0, t2);
-        let u2 = _mm256_unpacklo_epi64(t1, t3);
-        let u3 = _mm256_unpackhi_epi64(t1, t3);
-        let u4 = _mm256_unpacklo_epi64(t4, t6);
-        let u5 = _mm256_unpackhi_epi64(t4, t6);
-        let u6 = _mm256_unpacklo_epi64(t5, t7);
-        let u7 = _mm256_unpackhi_epi64(t5, t7);
-        let words = [
-            _mm256_permute2x128_si256::<0x20>(u0, u4),
-            _mm256_permute2x128_si256::<0x20>(u1, u5),
-            _mm256_permute2x128_si256::<0x20>(u2, u6),
-            _mm256_permute2x128_si256::<0x20>(u3, u7),
-            _mm256_permute2x128_si256::<0x31>(u0, u4),
-            _mm256_permute2x128_si256::<0x31>(u1, u5),
-            _mm256_permute2x128_si256::<0x31>(u2, u6),
-            _mm256_permute2x128_si256::<0x31>(u3, u7),
-        ];
+        // The f32 transpose's network moves the 32-bit words as they are.
+        let words = crate::transpose::x86::transpose8(r.map(|v| _mm256_castsi256_ps(v)));
         for (i, v) in words.into_iter().enumerate() {
             // SAFETY: the caller's bound.
-            unsafe { _mm256_storeu_si256(dst.add(i * 64) as *mut _, v) };
+            unsafe { _mm256_storeu_si256(dst.add(i * 64) as *mut _, _mm256_castps_si256(v)) };
+        }
+    }
+
+    /// Activation rows `first..first + R` as pointers for a kernel (every bound the kernel
+    /// relies on checked here, once): their values, negated and offset sub-block sums and block
+    /// scales, and the activation blocks per row.
+    struct RowPointers<const R: usize> {
+        blocks: usize,
+        qx: [*const i8; R],
+        neg: [*const f32; R],
+        off: [*const i32; R],
+        dx: [*const f32; R],
+    }
+
+    impl<const R: usize> RowPointers<R> {
+        #[inline(always)]
+        fn new(p: &Panel, a: &Activations, first: usize, outputs: usize) -> Self {
+            let (k, blocks, subs) = (a.k, a.blocks_per_row(), a.k / a.sub);
+            assert!(outputs == R && (first + R) * k <= a.qx.len() && p.quants.len() >= k * LANES && p.scales.len() >= subs * 2 * LANES);
+            RowPointers {
+                blocks,
+                qx: std::array::from_fn(|i| a.qx[(first + i) * k..].as_ptr()),
+                neg: std::array::from_fn(|i| a.neg_sums[(first + i) * subs..].as_ptr()),
+                off: std::array::from_fn(|i| a.offset_sums[(first + i) * subs..].as_ptr()),
+                dx: std::array::from_fn(|i| a.dx[(first + i) * blocks..].as_ptr()),
+            }
         }
     }
 
@@ -663,14 +647,7 @@ pub mod x86 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
     #[inline]
     unsafe fn vnni_rows<const R: usize, const SUB: usize, const PER_BLOCK: usize, const UNUSED: usize>(p: &Panel, a: &Activations, first: usize, out: &mut [[f32; LANES]], _half: usize) {
-        let k = a.k;
-        let blocks = k / (SUB * PER_BLOCK);
-        let subs_per_row = k / SUB;
-        assert!(out.len() == R && (first + R) * k <= a.qx.len() && p.quants.len() >= k * LANES && p.scales.len() >= subs_per_row * 2 * LANES);
-        let qx: [*const i8; R] = std::array::from_fn(|i| a.qx[(first + i) * k..].as_ptr());
-        let neg: [*const f32; R] = std::array::from_fn(|i| a.neg_sums[(first + i) * subs_per_row..].as_ptr());
-        let off: [*const i32; R] = std::array::from_fn(|i| a.offset_sums[(first + i) * subs_per_row..].as_ptr());
-        let dx: [*const f32; R] = std::array::from_fn(|i| a.dx[(first + i) * blocks..].as_ptr());
+        let RowPointers { blocks, qx, neg, off, dx } = RowPointers::<R>::new(p, a, first, out.len());
         let mut acc = [_mm512_setzero_ps(); R];
         for b in 0..blocks {
             let mut t = [_mm512_setzero_ps(); R];
@@ -714,6 +691,24 @@ pub mod x86 {
         }
     }
 
+    /// The AVX2 kernel for `ty`: its 16-bit runs as long as `ty`'s largest value allows
+    /// (`2 · 127 · max · RUN <= 32767`); `None` for Q8_0, whose unsigned values (up to 255)
+    /// would saturate `vpmaddubsw`'s pairs.
+    pub fn avx2_kernel(ty: GgmlType) -> Option<super::Kernel> {
+        if ty == GgmlType::Q8_0 {
+            return None;
+        }
+        // A pair of products is at most 2 · max · 127 (|q_x| <= 127).
+        Some(match 32767 / (2 * 127 * super::max_value(ty)) {
+            43 => avx2::<43>,
+            18 => avx2::<18>,
+            8 => avx2::<8>,
+            4 => avx2::<4>,
+            2 => avx2::<2>,
+            other => unreachable!("{ty}: no kernel with 16-bit runs of {other}"),
+        })
+    }
+
     /// AVX2: the panel in two halves of 8 lanes, three activation rows at a time; `vpmaddubsw`
     /// pairs summed in 16 bits for `RUN` steps (as many as cannot overflow for the type's
     /// largest value), then widened by `vpmaddwd`.
@@ -730,14 +725,7 @@ pub mod x86 {
     #[target_feature(enable = "avx2,fma")]
     #[inline]
     unsafe fn avx2_rows<const R: usize, const SUB: usize, const PER_BLOCK: usize, const RUN: usize>(p: &Panel, a: &Activations, first: usize, out: &mut [[f32; LANES]], half: usize) {
-        let k = a.k;
-        let blocks = k / (SUB * PER_BLOCK);
-        let subs_per_row = k / SUB;
-        assert!(out.len() == R && (first + R) * k <= a.qx.len() && p.quants.len() >= k * LANES && p.scales.len() >= subs_per_row * 2 * LANES);
-        let qx: [*const i8; R] = std::array::from_fn(|i| a.qx[(first + i) * k..].as_ptr());
-        let neg: [*const f32; R] = std::array::from_fn(|i| a.neg_sums[(first + i) * subs_per_row..].as_ptr());
-        let off: [*const i32; R] = std::array::from_fn(|i| a.offset_sums[(first + i) * subs_per_row..].as_ptr());
-        let dx: [*const f32; R] = std::array::from_fn(|i| a.dx[(first + i) * blocks..].as_ptr());
+        let RowPointers { blocks, qx, neg, off, dx } = RowPointers::<R>::new(p, a, first, out.len());
         let ones = _mm256_set1_epi16(1);
         let mut acc = [_mm256_setzero_ps(); R];
         for b in 0..blocks {
@@ -802,8 +790,11 @@ pub fn matmul(kernel: Kernel, ty: GgmlType, bytes: &[u8], n: usize, k: usize, x:
         let (panel, buf) = state;
         let first = piece * LANES;
         let count = (n - first).min(LANES);
-        let rows: Vec<&[u8]> = (first..first + count).map(|j| &bytes[j * row_bytes..(j + 1) * row_bytes]).collect();
-        panel.fill(ty, k, &rows);
+        let rows: [&[u8]; LANES] = std::array::from_fn(|r| {
+            let j = first + r.min(count - 1);
+            &bytes[j * row_bytes..(j + 1) * row_bytes]
+        });
+        panel.fill(ty, k, &rows[..count]);
         // Activation rows in runs that keep a run's values in the first-level cache.
         const RUN: usize = 48;
         buf.resize(RUN.min(m), [0.0; LANES]);
@@ -913,16 +904,7 @@ mod tests {
             #[cfg(target_arch = "x86_64")]
             {
                 let mut kernels: Vec<(&str, Kernel)> = Vec::new();
-                if crate::isa::Isa::Avx2.supported() && ty != GgmlType::Q8_0 {
-                    let run = 32767 / (2 * 127 * max_value(ty) as usize);
-                    let k2: Kernel = match run {
-                        43 => x86::avx2::<43>,
-                        18 => x86::avx2::<18>,
-                        8 => x86::avx2::<8>,
-                        4 => x86::avx2::<4>,
-                        2 => x86::avx2::<2>,
-                        other => panic!("run {other}"),
-                    };
+                if let Some(k2) = x86::avx2_kernel(ty).filter(|_| crate::isa::Isa::Avx2.supported()) {
                     kernels.push(("avx2", k2));
                 }
                 if crate::isa::Isa::Avx512.supported() && vnni() {
