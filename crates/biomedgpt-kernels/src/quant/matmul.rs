@@ -99,18 +99,14 @@ pub fn matmul(x: Tensor<2>, w: &QuantMatrix, bias: Option<Tensor<1>>) -> Tensor<
     };
     let n = w.rows;
     let bias_values: Option<Vec<f32>> = bias.map(|b| b.cast(DType::F32).into_data().try_to_vec::<f32>().expect("f32 data"));
-    let prompt = w.f32_activations || m >= PROMPT_ROWS.max(crate::matmul::decode_rows() + 1);
-    if let Some(kernel) = super::panel::kernel(w.ty).filter(|_| prompt && !w.f32_activations) {
+    let prompt = m >= PROMPT_ROWS.max(crate::matmul::decode_rows() + 1);
+    let panels = if prompt && !w.f32_activations { super::panel::kernel(w.ty) } else { None };
+    if let Some(kernel) = panels {
         // Prompts in integers on interleaved weight rows (panel.rs).
-        let mut y = super::panel::matmul(kernel, w.ty, w.bytes(), n, k, &xs, m);
-        if let Some(b) = bias_values {
-            for row in y.chunks_exact_mut(n) {
-                row.iter_mut().zip(&b).for_each(|(v, b)| *v += b);
-            }
-        }
-        return output(y, m, n, dtype, &device);
+        let y = super::panel::matmul(kernel, w.ty, w.bytes(), n, k, &xs, m);
+        return output(y, bias_values.as_deref(), m, n, dtype, &device);
     }
-    if prompt {
+    if prompt || w.f32_activations {
         // Prompts: tiles of output rows dequantized into cache, multiplied by the f32 gemm
         // kernels (the weights are read once per call; the arithmetic is the GEMM's).
         let row_bytes = w.row_bytes();
@@ -119,7 +115,7 @@ pub fn matmul(x: Tensor<2>, w: &QuantMatrix, bias: Option<Tensor<1>>) -> Tensor<
             let rows = tile.len() / k;
             dequantize(w.ty, &bytes[first * row_bytes..(first + rows) * row_bytes], tile);
         });
-        return output(y, m, n, dtype, &device);
+        return output(y, None, m, n, dtype, &device);
     }
     // Decoding rows: each row of x quantized once to 8 bits (int8.rs), then integer products.
     let blocks = ActivationBlocks::for_weights(w.ty).expect("QuantMatrix::new admits only types with an integer product");
@@ -148,16 +144,17 @@ pub fn matmul(x: Tensor<2>, w: &QuantMatrix, bias: Option<Tensor<1>>) -> Tensor<
             y[i * n + j] = yt[j * m + i];
         }
     }
-    if let Some(b) = bias_values {
-        for row in y.chunks_exact_mut(n) {
-            row.iter_mut().zip(&b).for_each(|(v, b)| *v += b);
-        }
-    }
-    output(y, m, n, dtype, &device)
+    output(y, bias_values.as_deref(), m, n, dtype, &device)
 }
 
-/// `y [m, n]` (f32) as a tensor of `dtype`: 16-bit types narrowed with vector instructions.
-fn output(y: Vec<f32>, m: usize, n: usize, dtype: DType, device: &burn::tensor::Device) -> Tensor<2> {
+/// `y [m, n]` (f32) plus `bias` (one value per column) as a tensor of `dtype`: 16-bit types
+/// narrowed with vector instructions.
+fn output(mut y: Vec<f32>, bias: Option<&[f32]>, m: usize, n: usize, dtype: DType, device: &burn::tensor::Device) -> Tensor<2> {
+    if let Some(b) = bias {
+        for row in y.chunks_exact_mut(n) {
+            row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+        }
+    }
     match dtype {
         DType::F32 | DType::F16 | DType::BF16 => crate::flex::to_tensor(y, m, n, dtype, device),
         other => Tensor::<2>::from_data(TensorData::new(y, [m, n]), (device, DType::F32)).cast(other),
