@@ -121,29 +121,38 @@ pub fn matmul(x: Tensor<2>, w: &QuantMatrix, bias: Option<Tensor<1>>) -> Tensor<
     let blocks = ActivationBlocks::for_weights(w.ty).expect("QuantMatrix::new admits only types with an integer product");
     let acts: Vec<QuantizedRow> = xs.chunks_exact(k).map(|x| quantize_row(blocks, x)).collect();
     let dot = row_dot(w.ty);
-    // yt [n, m]: each piece writes its own output rows.
-    let mut yt = vec![0f32; n * m];
-    let out = Shared(yt.as_mut_ptr());
+    let mut y = vec![0f32; m * n];
+    let out = Shared(y.as_mut_ptr());
     let row_bytes = w.row_bytes();
     let bytes = w.bytes();
     let threads = if m * n * k < 1 << 16 { 1 } else { rayon::current_num_threads() };
     let rows_per_piece = balanced_rows_per_piece(n, row_bytes, threads);
     let pieces = n.div_ceil(rows_per_piece);
-    share_pieces(pieces, threads, |piece, _: &mut ()| {
-        for j in piece * rows_per_piece..((piece + 1) * rows_per_piece).min(n) {
-            let row = &bytes[j * row_bytes..(j + 1) * row_bytes];
-            for (i, x) in acts.iter().enumerate() {
-                // SAFETY: output row `j` belongs to this piece only.
-                unsafe { *out.ptr().add(j * m + i) = dot.call(w.ty, row, x) };
+    // Tiles of weight rows times groups of activation rows, so that both stay in cache while a
+    // tile's products are computed; each tile's outputs gathered [TILE, m] and then stored as
+    // runs of TILE columns of `y`.
+    const TILE: usize = 16;
+    let group = crate::quant::int8::ROW_GROUP;
+    share_pieces(pieces, threads, |piece, tile_out: &mut Vec<f32>| {
+        let (first, end) = (piece * rows_per_piece, ((piece + 1) * rows_per_piece).min(n));
+        tile_out.resize(TILE * m, 0.0);
+        for tile in (first..end).step_by(TILE) {
+            let rows = (tile + TILE).min(end) - tile;
+            for a in (0..m).step_by(group) {
+                let xs = &acts[a..(a + group).min(m)];
+                for r in 0..rows {
+                    let j = tile + r;
+                    let row = &bytes[j * row_bytes..(j + 1) * row_bytes];
+                    dot.call(w.ty, row, xs, &mut tile_out[r * m + a..r * m + a + xs.len()]);
+                }
+            }
+            for i in 0..m {
+                // SAFETY: columns tile..tile + rows of `y` belong to this piece only.
+                let y = unsafe { std::slice::from_raw_parts_mut(out.ptr().add(i * n + tile), rows) };
+                y.iter_mut().enumerate().for_each(|(r, v)| *v = tile_out[r * m + i]);
             }
         }
     });
-    let mut y = vec![0f32; m * n];
-    for j in 0..n {
-        for i in 0..m {
-            y[i * n + j] = yt[j * m + i];
-        }
-    }
     output(y, bias_values.as_deref(), m, n, dtype, &device)
 }
 
@@ -161,24 +170,28 @@ fn output(mut y: Vec<f32>, bias: Option<&[f32]>, m: usize, n: usize, dtype: DTyp
     }
 }
 
-/// The integer row product for a weight type at the current instruction-set level (private:
+/// The integer row products for a weight type at the current instruction-set level (private:
 /// a `Vector` kernel may only be called on the CPU [`row_dot`] chose it for).
 #[derive(Clone, Copy)]
 enum RowDot {
     /// The scalar reference ([`super::int8::dot_reference`]).
     Reference,
-    /// A vector kernel; calling it needs the level it was chosen for.
-    Vector(unsafe fn(&[u8], &QuantizedRow) -> f32),
+    /// A vector kernel (one weight row with any number of activation rows, each computed as
+    /// alone); calling it needs the level it was chosen for.
+    Vector(RowsKernel),
 }
 
+/// `out[i] = row · xs[i]`: one weight row's bytes, quantized activation rows.
+type RowsKernel = unsafe fn(&[u8], &[QuantizedRow], &mut [f32]);
+
 impl RowDot {
-    /// `row · x` (the weight row's bytes, the quantized activations).
+    /// `out[i] = row · xs[i]` (the weight row's bytes, the quantized activations).
     #[inline]
-    fn call(self, ty: GgmlType, row: &[u8], x: &QuantizedRow) -> f32 {
+    fn call(self, ty: GgmlType, row: &[u8], xs: &[QuantizedRow], out: &mut [f32]) {
         match self {
-            RowDot::Reference => super::int8::dot_reference(ty, row, x),
+            RowDot::Reference => xs.iter().zip(out).for_each(|(x, y)| *y = super::int8::dot_reference(ty, row, x)),
             // SAFETY: `row_dot` chose the kernel for a level this CPU supports.
-            RowDot::Vector(f) => unsafe { f(row, x) },
+            RowDot::Vector(f) => unsafe { f(row, xs, out) },
         }
     }
 }
@@ -187,24 +200,29 @@ impl RowDot {
 fn row_dot(ty: GgmlType) -> RowDot {
     #[cfg(target_arch = "x86_64")]
     if crate::isa::current() >= crate::isa::Isa::Avx2 {
-        use super::x86;
-        let kernel: Option<unsafe fn(&[u8], &QuantizedRow) -> f32> = match ty {
-            GgmlType::Q8_0 => Some(x86::dot_q8_0),
-            GgmlType::Q4_0 => Some(x86::dot_q4_0),
-            GgmlType::Q4_1 => Some(x86::dot_q4_1),
-            GgmlType::Q5_0 => Some(x86::dot_q5_0),
-            GgmlType::Q5_1 => Some(x86::dot_q5_1),
-            GgmlType::Q4K => Some(x86::dot_q4_k),
-            GgmlType::Q5K => Some(x86::dot_q5_k),
-            GgmlType::Q6K => Some(x86::dot_q6_k),
-            _ => None,
-        };
-        if let Some(kernel) = kernel {
+        if let Some(kernel) = avx2_rows(ty) {
             return RowDot::Vector(kernel);
         }
     }
     let _ = ty; // only the x86 kernels look at it
     RowDot::Reference
+}
+
+/// The AVX2 kernel for `ty`'s rows, where there is one.
+#[cfg(target_arch = "x86_64")]
+fn avx2_rows(ty: GgmlType) -> Option<RowsKernel> {
+    use super::x86;
+    match ty {
+        GgmlType::Q8_0 => Some(x86::rows_q8_0),
+        GgmlType::Q4_0 => Some(x86::rows_q4_0),
+        GgmlType::Q4_1 => Some(x86::rows_q4_1),
+        GgmlType::Q5_0 => Some(x86::rows_q5_0),
+        GgmlType::Q5_1 => Some(x86::rows_q5_1),
+        GgmlType::Q4K => Some(x86::rows_q4_k),
+        GgmlType::Q5K => Some(x86::rows_q5_k),
+        GgmlType::Q6K => Some(x86::rows_q6_k),
+        _ => None,
+    }
 }
 
 /// Rows `ids` of the matrix dequantized (embedding lookups), `[ids.len(), cols]` f32.
@@ -311,31 +329,30 @@ mod tests {
         if !crate::isa::Isa::Avx2.supported() {
             return;
         }
-        use super::super::x86;
-        let kernels: [(GgmlType, unsafe fn(&[u8], &QuantizedRow) -> f32); 8] = [
-            (GgmlType::Q8_0, x86::dot_q8_0),
-            (GgmlType::Q4_0, x86::dot_q4_0),
-            (GgmlType::Q4_1, x86::dot_q4_1),
-            (GgmlType::Q5_0, x86::dot_q5_0),
-            (GgmlType::Q5_1, x86::dot_q5_1),
-            (GgmlType::Q4K, x86::dot_q4_k),
-            (GgmlType::Q5K, x86::dot_q5_k),
-            (GgmlType::Q6K, x86::dot_q6_k),
-        ];
-        for (ty, kernel) in kernels {
+        let types = [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K];
+        for ty in types {
+            let kernel = avx2_rows(ty).expect("an AVX2 kernel");
             // 1 to 17 blocks (k-quants) / 8 to 136 (legacy): every tail of a group of 8.
             for blocks in 1..=17 {
                 let k = blocks * 256;
                 let w: Vec<f32> = (0..k).map(|i| (((i * 7919 + blocks) % 1013) as f32 / 1013.0 - 0.5) * (1.0 + (i / 256) as f32)).collect();
                 let mut q = vec![0u8; ty.row_bytes(k).unwrap()];
                 quantize(ty, &w, &mut q);
-                for seed in 0..3 {
-                    let x: Vec<f32> = (0..k).map(|i| ((i * 31 + seed * 97) % 257) as f32 / 257.0 - 0.5).collect();
-                    let xq = quantize_row(ActivationBlocks::for_weights(ty).unwrap(), &x);
-                    let want = super::super::int8::dot_reference(ty, &q, &xq);
+                // 1 to 2 groups of activation rows and every partial group.
+                let xs: Vec<QuantizedRow> = (0..2 * super::super::int8::ROW_GROUP + 1)
+                    .map(|seed| {
+                        let x: Vec<f32> = (0..k).map(|i| ((i * 31 + seed * 97) % 257) as f32 / 257.0 - 0.5).collect();
+                        quantize_row(ActivationBlocks::for_weights(ty).unwrap(), &x)
+                    })
+                    .collect();
+                for rows in 1..=xs.len() {
+                    let mut got = vec![0f32; rows];
                     // SAFETY: AVX2, FMA and F16C checked above.
-                    let got = unsafe { kernel(&q, &xq) };
-                    assert_eq!(got.to_bits(), want.to_bits(), "{ty}, {blocks} x 256 values, seed {seed}: {got} vs {want}");
+                    unsafe { kernel(&q, &xs[..rows], &mut got) };
+                    for (i, (got, x)) in got.iter().zip(&xs).enumerate() {
+                        let want = super::super::int8::dot_reference(ty, &q, x);
+                        assert_eq!(got.to_bits(), want.to_bits(), "{ty}, {blocks} x 256 values, row {i} of {rows}: {got} vs {want}");
+                    }
                 }
             }
         }
@@ -386,6 +403,36 @@ mod tests {
                         assert!((y[i * n + j] as f64 - want).abs() <= 1e-4 * (1.0 + want.abs()), "{ty} m {m} ({i},{j}): {} vs {want}", y[i * n + j]);
                     }
                 }
+            }
+        }
+    }
+
+    /// Decoding-step speed (not a test: `cargo test --release -p biomedgpt-kernels --lib
+    /// decoding_speed -- --ignored --nocapture`): a TinyLlama feed-forward matrix (5632 x 2048)
+    /// times 1-64 rows inside `decode_batch`, milliseconds per row (median of 7).
+    #[test]
+    #[ignore]
+    fn decoding_speed() {
+        let (n, k) = (5632, 2048);
+        let w: Vec<f32> = (0..n * k).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
+        let device = Device::flex();
+        for ty in [GgmlType::Q4K, GgmlType::Q6K, GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q5K] {
+            let mut q = vec![0u8; ty.row_bytes(k).unwrap() * n];
+            quantize(ty, &w, &mut q);
+            let matrix = QuantMatrix::new(ty, n, k, Arc::new(q)).unwrap();
+            for m in [1, 4, 16, 64] {
+                let x: Vec<f32> = (0..m * k).map(|i| ((i * 31) % 17) as f32 / 17.0 - 0.4).collect();
+                let mut times: Vec<f64> = (0..7)
+                    .map(|_| {
+                        let xt = Tensor::<2>::from_data(TensorData::new(x.clone(), [m, k]), (&device, DType::F32));
+                        let start = std::time::Instant::now();
+                        let y = crate::matmul::decode_batch(|| matmul(xt, &matrix, None));
+                        std::hint::black_box(y);
+                        start.elapsed().as_secs_f64() * 1e3 / m as f64
+                    })
+                    .collect();
+                times.sort_by(f64::total_cmp);
+                println!("{ty} m {m:2}: {:.4} ms/row (range {:.4}-{:.4})", times[3], times[0], times[6]);
             }
         }
     }

@@ -9,7 +9,7 @@
 
 use std::arch::x86_64::*;
 
-use super::int8::{QuantizedRow, fold4, fold8, k4_scales_mins};
+use super::int8::{QuantizedRow, ROW_GROUP as GROUP, fold4, fold8, k4_scales_mins};
 
 /// An f16 (its bits) widened to f32, exactly.
 #[inline]
@@ -30,13 +30,6 @@ unsafe fn f16_at(p: *const u8) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dot_u8_i8(u: __m256i, s: __m256i) -> __m256i {
     _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
-}
-
-/// Σ pairs of `w · x`, both signed (neither -128), as `|w| · sign(x, w)`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn dot_i8_i8(w: __m256i, x: __m256i) -> __m256i {
-    dot_u8_i8(_mm256_abs_epi8(w), _mm256_sign_epi8(x, w))
 }
 
 /// 16 bytes' nibbles as 32 bytes: low nibbles (values 0..16), then high (16..32).
@@ -71,8 +64,40 @@ fn finish(acc: __m256, macc: __m128) -> f32 {
     fold8(a) + fold4(m)
 }
 
+/// Runs `$kernel::<..., R>(args.., rows, out)` over `$xs` in groups of up to
+/// [`ROW_GROUP`](super::int8::ROW_GROUP) rows.
+macro_rules! grouped {
+    ($xs:expr, $out:expr, $kernel:ident::<$($param:literal),*>($($arg:expr),*)) => {{
+        let (xs, out): (&[QuantizedRow], &mut [f32]) = ($xs, $out);
+        assert_eq!(xs.len(), out.len(), "one output per activation row");
+        let mut i = 0;
+        while i < xs.len() {
+            let n = (xs.len() - i).min(GROUP);
+            let (group, o) = (&xs[i..i + n], &mut out[i..i + n]);
+            match n {
+                1 => $kernel::<$($param,)* 1>($($arg,)* group, o),
+                2 => $kernel::<$($param,)* 2>($($arg,)* group, o),
+                3 => $kernel::<$($param,)* 3>($($arg,)* group, o),
+                _ => $kernel::<$($param,)* 4>($($arg,)* group, o),
+            }
+            i += n;
+        }
+    }};
+}
+
+/// Every row of a group: `R` rows of the same length, for the `R` outputs.
+#[inline(always)]
+fn check_group<const R: usize>(row: &[u8], block_bytes: usize, xs: &[QuantizedRow], out: &[f32]) -> usize {
+    assert!(xs.len() == R && out.len() == R, "a group of {R} rows");
+    let len = xs[0].len;
+    assert!(xs.iter().all(|x| x.len == len), "activation rows of one length");
+    assert!(row.len() >= len * block_bytes, "a weight row of {len} blocks");
+    len
+}
+
 /// The legacy types: `SIZE`-byte blocks whose f16 `d` (and, with `MIN`, `m`) lead the block;
-/// `block` gives a block's eight lanes of `Σ q_w · q_x`.
+/// `weights` gives a block's 32 values as bytes: signed (`SIGNED`: dotted as `|w| · sign(x, w)`)
+/// or unsigned.
 ///
 /// The blocks' scale products are computed first, 32 blocks at a time and 8 per instruction, into
 /// a buffer the main loop broadcasts from: widening each block's f16 on its own made the compiler
@@ -80,20 +105,26 @@ fn finish(acc: __m256, macc: __m128) -> f32 {
 /// blocks (Q4_0 decoded at a third of llama.cpp's speed).
 ///
 /// # Safety
-/// AVX2, FMA, F16C; `row` holds `x.len` blocks.
+/// AVX2, FMA, F16C.
 #[inline(always)]
-unsafe fn legacy_dot<const SIZE: usize, const MIN: bool>(row: &[u8], x: &QuantizedRow, block: impl Fn(*const u8, *const i8) -> __m256i) -> f32 {
+unsafe fn legacy_dot<const SIZE: usize, const MIN: bool, const SIGNED: bool, const R: usize>(
+    row: &[u8],
+    weights: impl Fn(*const u8) -> __m256i,
+    xs: &[QuantizedRow],
+    out: &mut [f32],
+) {
     const CHUNK: usize = 32;
-    debug_assert!(row.len() >= x.len * SIZE);
-    let (p, xq) = (row.as_ptr(), x.qs.as_ptr());
-    // SAFETY (all reads): blocks b < x.len; the caller has AVX2, FMA and F16C.
+    let len = check_group::<R>(row, SIZE, xs, out);
+    let p = row.as_ptr();
+    let xq: [*const i8; R] = std::array::from_fn(|r| xs[r].qs.as_ptr());
+    // SAFETY (all reads): blocks b < len; the caller has AVX2, FMA and F16C.
     unsafe {
-        let mut acc = _mm256_setzero_ps();
-        let mut macc = [0f32; 4];
-        let (mut d, mut m) = ([0f32; CHUNK], [0f32; CHUNK]);
-        for first in (0..x.len).step_by(CHUNK) {
-            let count = (x.len - first).min(CHUNK);
-            let (mut dw, mut mw, mut dx) = ([0u16; CHUNK], [0u16; CHUNK], [0f32; CHUNK]);
+        let mut acc = [_mm256_setzero_ps(); R];
+        let mut macc = [[0f32; 4]; R];
+        let (mut d, mut m) = ([[0f32; CHUNK]; R], [0f32; CHUNK]);
+        for first in (0..len).step_by(CHUNK) {
+            let count = (len - first).min(CHUNK);
+            let (mut dw, mut mw) = ([0u16; CHUNK], [0u16; CHUNK]);
             for j in 0..count {
                 let w = p.add((first + j) * SIZE);
                 dw[j] = (w as *const u16).read_unaligned();
@@ -101,111 +132,110 @@ unsafe fn legacy_dot<const SIZE: usize, const MIN: bool>(row: &[u8], x: &Quantiz
                     mw[j] = (w.add(2) as *const u16).read_unaligned();
                 }
             }
-            dx[..count].copy_from_slice(&x.d[first..first + count]);
+            let mut dx = [[0f32; CHUNK]; R];
+            for r in 0..R {
+                dx[r][..count].copy_from_slice(&xs[r].d[first..first + count]);
+            }
             for e in (0..CHUNK).step_by(8) {
                 let wide = |h: &[u16; CHUNK]| _mm256_cvtph_ps(_mm_loadu_si128(h.as_ptr().add(e) as *const __m128i));
-                _mm256_storeu_ps(d.as_mut_ptr().add(e), _mm256_mul_ps(wide(&dw), _mm256_loadu_ps(dx.as_ptr().add(e))));
+                let dwe = wide(&dw);
+                for r in 0..R {
+                    _mm256_storeu_ps(d[r].as_mut_ptr().add(e), _mm256_mul_ps(dwe, _mm256_loadu_ps(dx[r].as_ptr().add(e))));
+                }
                 if MIN {
                     _mm256_storeu_ps(m.as_mut_ptr().add(e), wide(&mw));
                 }
             }
             for j in 0..count {
                 let b = first + j;
-                let lanes = block(p.add(b * SIZE), xq.add(b * 32));
-                acc = _mm256_fmadd_ps(_mm256_broadcast_ss(&d[j]), _mm256_cvtepi32_ps(lanes), acc);
-                if MIN {
-                    macc[b % 4] = m[j].mul_add(*x.s.get_unchecked(b), macc[b % 4]);
+                let w = weights(p.add(b * SIZE));
+                let u = if SIGNED { _mm256_abs_epi8(w) } else { w };
+                for r in 0..R {
+                    let x = _mm256_loadu_si256(xq[r].add(b * 32) as *const __m256i);
+                    let lanes = dot_u8_i8(u, if SIGNED { _mm256_sign_epi8(x, w) } else { x });
+                    acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(&d[r][j]), _mm256_cvtepi32_ps(lanes), acc[r]);
+                    if MIN {
+                        macc[r][b % 4] = m[j].mul_add(*xs[r].s.get_unchecked(b), macc[r][b % 4]);
+                    }
                 }
             }
         }
-        finish(acc, _mm_loadu_ps(macc.as_ptr()))
+        for r in 0..R {
+            out[r] = finish(acc[r], _mm_loadu_ps(macc[r].as_ptr()));
+        }
     }
 }
 
-/// `Q8_0` row · x.
+/// `Q8_0` rows · x: 34-byte blocks.
 ///
 /// # Safety
-/// AVX2, FMA and F16C; `row` holds `x.len` blocks of 34 bytes.
+/// AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q8_0(row: &[u8], x: &QuantizedRow) -> f32 {
-    unsafe {
-        legacy_dot::<34, false>(row, x, |b, xq| {
-            dot_i8_i8(_mm256_loadu_si256(b.add(2) as *const __m256i), _mm256_loadu_si256(xq as *const __m256i))
-        })
-    }
+pub unsafe fn rows_q8_0(row: &[u8], xs: &[QuantizedRow], out: &mut [f32]) {
+    let weights = |b: *const u8| unsafe { _mm256_loadu_si256(b.add(2) as *const __m256i) };
+    unsafe { grouped!(xs, out, legacy_dot::<34, false, true>(row, weights)) }
 }
 
-/// `Q4_0` row · x: (nibble - 8) · x.
+/// `Q4_0` rows · x: (nibble - 8) · x, 18-byte blocks.
 ///
 /// # Safety
-/// As [`dot_q8_0`], blocks of 18 bytes.
+/// As [`rows_q8_0`].
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q4_0(row: &[u8], x: &QuantizedRow) -> f32 {
-    unsafe {
-        legacy_dot::<18, false>(row, x, |b, xq| {
-            let w = _mm256_sub_epi8(nibbles_32(_mm_loadu_si128(b.add(2) as *const __m128i)), _mm256_set1_epi8(8));
-            dot_i8_i8(w, _mm256_loadu_si256(xq as *const __m256i))
-        })
-    }
+pub unsafe fn rows_q4_0(row: &[u8], xs: &[QuantizedRow], out: &mut [f32]) {
+    let weights = |b: *const u8| unsafe { _mm256_sub_epi8(nibbles_32(_mm_loadu_si128(b.add(2) as *const __m128i)), _mm256_set1_epi8(8)) };
+    unsafe { grouped!(xs, out, legacy_dot::<18, false, true>(row, weights)) }
 }
 
-/// `Q4_1` row · x: (nibble · d + m) · x.
+/// `Q4_1` rows · x: (nibble · d + m) · x, 20-byte blocks.
 ///
 /// # Safety
-/// As [`dot_q8_0`], blocks of 20 bytes.
+/// As [`rows_q8_0`].
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q4_1(row: &[u8], x: &QuantizedRow) -> f32 {
-    unsafe {
-        legacy_dot::<20, true>(row, x, |b, xq| {
-            dot_u8_i8(nibbles_32(_mm_loadu_si128(b.add(4) as *const __m128i)), _mm256_loadu_si256(xq as *const __m256i))
-        })
-    }
+pub unsafe fn rows_q4_1(row: &[u8], xs: &[QuantizedRow], out: &mut [f32]) {
+    let weights = |b: *const u8| unsafe { nibbles_32(_mm_loadu_si128(b.add(4) as *const __m128i)) };
+    unsafe { grouped!(xs, out, legacy_dot::<20, true, false>(row, weights)) }
 }
 
-/// `Q5_0` row · x: (5-bit q - 16) · x.
+/// `Q5_0` rows · x: (5-bit q - 16) · x, 22-byte blocks.
 ///
 /// # Safety
-/// As [`dot_q8_0`], blocks of 22 bytes.
+/// As [`rows_q8_0`].
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q5_0(row: &[u8], x: &QuantizedRow) -> f32 {
-    unsafe {
-        legacy_dot::<22, false>(row, x, |b, xq| {
-            let q = _mm256_or_si256(nibbles_32(_mm_loadu_si128(b.add(6) as *const __m128i)), fifth_bits_32(b.add(2)));
-            dot_i8_i8(_mm256_sub_epi8(q, _mm256_set1_epi8(16)), _mm256_loadu_si256(xq as *const __m256i))
-        })
-    }
+pub unsafe fn rows_q5_0(row: &[u8], xs: &[QuantizedRow], out: &mut [f32]) {
+    let weights = |b: *const u8| unsafe {
+        let q = _mm256_or_si256(nibbles_32(_mm_loadu_si128(b.add(6) as *const __m128i)), fifth_bits_32(b.add(2)));
+        _mm256_sub_epi8(q, _mm256_set1_epi8(16))
+    };
+    unsafe { grouped!(xs, out, legacy_dot::<22, false, true>(row, weights)) }
 }
 
-/// `Q5_1` row · x: (5-bit q · d + m) · x.
+/// `Q5_1` rows · x: (5-bit q · d + m) · x, 24-byte blocks.
 ///
 /// # Safety
-/// As [`dot_q8_0`], blocks of 24 bytes.
+/// As [`rows_q8_0`].
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q5_1(row: &[u8], x: &QuantizedRow) -> f32 {
-    unsafe {
-        legacy_dot::<24, true>(row, x, |b, xq| {
-            let q = _mm256_or_si256(nibbles_32(_mm_loadu_si128(b.add(8) as *const __m128i)), fifth_bits_32(b.add(4)));
-            dot_u8_i8(q, _mm256_loadu_si256(xq as *const __m256i))
-        })
-    }
+pub unsafe fn rows_q5_1(row: &[u8], xs: &[QuantizedRow], out: &mut [f32]) {
+    let weights = |b: *const u8| unsafe { _mm256_or_si256(nibbles_32(_mm_loadu_si128(b.add(8) as *const __m128i)), fifth_bits_32(b.add(4))) };
+    unsafe { grouped!(xs, out, legacy_dot::<24, true, false>(row, weights)) }
 }
 
-/// `Q4_K` row · x: per group of 32, scale · Σ q x, and the mins through `bsums`.
+/// `Q4_K` rows · x: per group of 32, scale · Σ q x, and the mins through `bsums`; 144-byte
+/// blocks of 256 values.
 ///
 /// # Safety
-/// As [`dot_q8_0`], blocks of 144 bytes for 256 values.
+/// As [`rows_q8_0`].
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q4_k(row: &[u8], x: &QuantizedRow) -> f32 {
-    unsafe { dot_k4::<false>(row, x) }
+pub unsafe fn rows_q4_k(row: &[u8], xs: &[QuantizedRow], out: &mut [f32]) {
+    unsafe { grouped!(xs, out, dot_k4::<false>(row)) }
 }
 
-/// `Q5_K` row · x: as [`dot_q4_k`] with a fifth bit per value from `qh`.
+/// `Q5_K` rows · x: as [`rows_q4_k`] with a fifth bit per value from `qh`; 176-byte blocks.
 ///
 /// # Safety
-/// As [`dot_q8_0`], blocks of 176 bytes for 256 values.
+/// As [`rows_q8_0`].
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q5_k(row: &[u8], x: &QuantizedRow) -> f32 {
-    unsafe { dot_k4::<true>(row, x) }
+pub unsafe fn rows_q5_k(row: &[u8], xs: &[QuantizedRow], out: &mut [f32]) {
+    unsafe { grouped!(xs, out, dot_k4::<true>(row)) }
 }
 
 /// A shuffle that broadcasts i16 element `i` (of each 128-bit half) to the whole half.
@@ -215,32 +245,31 @@ fn broadcast_i16(i: usize) -> __m256i {
     _mm256_set1_epi16((((2 * i + 1) << 8) | 2 * i) as i16)
 }
 
-/// Q4_K, or Q5_K with `FIFTH_BIT` (its `qh` bytes sit between the scales and `qs`).
+/// Q4_K, or Q5_K with `FIFTH_BIT` (its `qh` bytes sit between the scales and `qs`), for `R` rows.
 ///
 /// # Safety
-/// As [`dot_q4_k`] / [`dot_q5_k`].
+/// As [`rows_q4_k`] / [`rows_q5_k`].
 #[inline(always)]
-unsafe fn dot_k4<const FIFTH_BIT: bool>(row: &[u8], x: &QuantizedRow) -> f32 {
+unsafe fn dot_k4<const FIFTH_BIT: bool, const R: usize>(row: &[u8], xs: &[QuantizedRow], out: &mut [f32]) {
     let size = if FIFTH_BIT { 176 } else { 144 };
-    debug_assert!(row.len() >= x.len * size);
-    // SAFETY (all reads): block b < x.len: `size` bytes, 256 activation values and 16 sums;
+    let len = check_group::<R>(row, size, xs, out);
+    let xq: [*const i8; R] = std::array::from_fn(|r| xs[r].qs.as_ptr());
+    // SAFETY (all reads): block b < len: `size` bytes, 256 activation values and 16 sums;
     // the caller has AVX2, FMA and F16C.
     unsafe {
         let low4 = _mm256_set1_epi8(0x0f);
         let one = _mm256_set1_epi8(1);
-        let mut acc = _mm256_setzero_ps();
-        let mut macc = _mm_setzero_ps();
-        for b in 0..x.len {
+        let mut acc = [_mm256_setzero_ps(); R];
+        let mut macc = [_mm_setzero_ps(); R];
+        for b in 0..len {
             let block = row.as_ptr().add(b * size);
-            let dx = *x.d.get_unchecked(b);
-            let (d, dmin) = (f16_at(block) * dx, f16_at(block.add(2)) * dx);
+            let (dw, dminw) = (f16_at(block), f16_at(block.add(2)));
             let (scales, mins) = k4_scales_mins(std::slice::from_raw_parts(block.add(4), 12));
             let scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64(scales.as_ptr() as *const __m128i)));
             let mins = _mm_cvtepu8_epi16(_mm_loadl_epi64(mins.as_ptr() as *const __m128i));
             let qs = block.add(if FIFTH_BIT { 48 } else { 16 });
             let mut high = if FIFTH_BIT { _mm256_loadu_si256(block.add(16) as *const __m256i) } else { _mm256_setzero_si256() };
-            let xq = x.qs.as_ptr().add(b * 256);
-            let mut sumi = _mm256_setzero_si256();
+            let mut sumi = [_mm256_setzero_si256(); R];
             for chunk in 0..4 {
                 let q = _mm256_loadu_si256(qs.add(32 * chunk) as *const __m256i);
                 let mut lo = _mm256_and_si256(q, low4);
@@ -250,41 +279,59 @@ unsafe fn dot_k4<const FIFTH_BIT: bool>(row: &[u8], x: &QuantizedRow) -> f32 {
                     hi = _mm256_or_si256(hi, _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<1>(high), one)));
                     high = _mm256_srli_epi16::<2>(high);
                 }
-                let p_lo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256(xq.add(64 * chunk) as *const __m256i));
-                let p_hi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256(xq.add(64 * chunk + 32) as *const __m256i));
-                let s_lo = _mm256_madd_epi16(p_lo, _mm256_shuffle_epi8(scales, broadcast_i16(2 * chunk)));
-                let s_hi = _mm256_madd_epi16(p_hi, _mm256_shuffle_epi8(scales, broadcast_i16(2 * chunk + 1)));
-                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(s_lo, s_hi));
+                let (scale_lo, scale_hi) = (_mm256_shuffle_epi8(scales, broadcast_i16(2 * chunk)), _mm256_shuffle_epi8(scales, broadcast_i16(2 * chunk + 1)));
+                for r in 0..R {
+                    let x = xq[r].add(b * 256 + 64 * chunk);
+                    let p_lo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256(x as *const __m256i));
+                    let p_hi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256(x.add(32) as *const __m256i));
+                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_add_epi32(_mm256_madd_epi16(p_lo, scale_lo), _mm256_madd_epi16(p_hi, scale_hi)));
+                }
             }
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-            // Mins: the bsums of each group of 32 (pairs of 16), times its min, in four lanes.
-            let bsums = _mm256_loadu_si256(x.sums.as_ptr().add(b * 16) as *const __m256i);
-            let groups = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256::<1>(bsums));
-            macc = _mm_fmadd_ps(_mm_set1_ps(-dmin), _mm_cvtepi32_ps(_mm_madd_epi16(mins, groups)), macc);
+            for r in 0..R {
+                let dx = *xs[r].d.get_unchecked(b);
+                let (d, dmin) = (dw * dx, dminw * dx);
+                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+                // Mins: the bsums of each group of 32 (pairs of 16), times its min, in four lanes.
+                let bsums = _mm256_loadu_si256(xs[r].sums.as_ptr().add(b * 16) as *const __m256i);
+                let groups = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256::<1>(bsums));
+                macc[r] = _mm_fmadd_ps(_mm_set1_ps(-dmin), _mm_cvtepi32_ps(_mm_madd_epi16(mins, groups)), macc[r]);
+            }
         }
-        finish(acc, macc)
+        for r in 0..R {
+            out[r] = finish(acc[r], macc[r]);
+        }
     }
 }
 
-/// `Q6_K` row · x: Σ scale · (q - 32) x, with q unsigned (0..64) and the 32 taken off as
-/// `32 · x` pairs before the scales.
+/// `Q6_K` rows · x: Σ scale · (q - 32) x, with q unsigned (0..64) and the 32 taken off as
+/// `32 · x` pairs before the scales; 210-byte blocks of 256 values.
 ///
 /// # Safety
-/// As [`dot_q8_0`], blocks of 210 bytes for 256 values.
+/// As [`rows_q8_0`].
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q6_k(row: &[u8], x: &QuantizedRow) -> f32 {
-    debug_assert!(row.len() >= x.len * 210);
-    let low4 = _mm256_set1_epi8(0x0f);
-    let low2 = _mm256_set1_epi8(0x03);
-    let thirty_two = _mm256_set1_epi8(32);
-    let mut acc = _mm256_setzero_ps();
-    // SAFETY (all reads): block b < x.len: 210 bytes and 256 activation values.
+pub unsafe fn rows_q6_k(row: &[u8], xs: &[QuantizedRow], out: &mut [f32]) {
+    unsafe { grouped!(xs, out, dot_q6_k::<>(row)) }
+}
+
+/// Q6_K for `R` rows.
+///
+/// # Safety
+/// As [`rows_q6_k`].
+#[inline(always)]
+unsafe fn dot_q6_k<const R: usize>(row: &[u8], xs: &[QuantizedRow], out: &mut [f32]) {
+    let len = check_group::<R>(row, 210, xs, out);
+    let xq: [*const i8; R] = std::array::from_fn(|r| xs[r].qs.as_ptr());
+    // SAFETY (all reads): block b < len: 210 bytes and 256 activation values; the caller has
+    // AVX2, FMA and F16C.
     unsafe {
-        for b in 0..x.len {
+        let low4 = _mm256_set1_epi8(0x0f);
+        let low2 = _mm256_set1_epi8(0x03);
+        let thirty_two = _mm256_set1_epi8(32);
+        let mut acc = [_mm256_setzero_ps(); R];
+        for b in 0..len {
             let block = row.as_ptr().add(b * 210);
             let sc = block.add(192) as *const i8;
-            let xq = x.qs.as_ptr().add(b * 256);
-            let mut sumi = _mm256_setzero_si256();
+            let mut sumi = [_mm256_setzero_si256(); R];
             for half in 0..2 {
                 let a = _mm256_loadu_si256(block.add(64 * half) as *const __m256i);
                 let c = _mm256_loadu_si256(block.add(64 * half + 32) as *const __m256i);
@@ -300,14 +347,21 @@ pub unsafe fn dot_q6_k(row: &[u8], x: &QuantizedRow) -> f32 {
                     // Values 0..16 of the 32 take group scale 8·half + 2k, values 16..32 the next.
                     let g = 8 * half + 2 * k;
                     let scale = _mm256_set_m128i(_mm_set1_epi16(*sc.add(g + 1) as i16), _mm_set1_epi16(*sc.add(g) as i16));
-                    let xv = _mm256_loadu_si256(xq.add(128 * half + 32 * k) as *const __m256i);
-                    let p = _mm256_sub_epi16(_mm256_maddubs_epi16(q, xv), _mm256_maddubs_epi16(thirty_two, xv));
-                    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scale));
+                    for r in 0..R {
+                        let xv = _mm256_loadu_si256(xq[r].add(b * 256 + 128 * half + 32 * k) as *const __m256i);
+                        let p = _mm256_sub_epi16(_mm256_maddubs_epi16(q, xv), _mm256_maddubs_epi16(thirty_two, xv));
+                        sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(p, scale));
+                    }
                 }
             }
-            let d = f16_at(block.add(208)) * *x.d.get_unchecked(b);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+            let dw = f16_at(block.add(208));
+            for r in 0..R {
+                let d = dw * *xs[r].d.get_unchecked(b);
+                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+            }
         }
-        finish(acc, _mm_setzero_ps())
+        for r in 0..R {
+            out[r] = finish(acc[r], _mm_setzero_ps());
+        }
     }
 }
