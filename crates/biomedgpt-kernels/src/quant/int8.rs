@@ -317,7 +317,9 @@ pub fn dot_reference(ty: GgmlType, row: &[u8], x: &QuantizedRow) -> f32 {
     let (len, bytes) = ty.block();
     assert_eq!(Some(x.blocks), ActivationBlocks::for_weights(ty), "{ty} weights with {:?} activations", x.blocks);
     assert_eq!(row.len(), x.len * bytes, "{ty} row of {} bytes for {} activation blocks", row.len(), x.len);
-    let mut acc = [0f32; 8];
+    // The legacy types' blocks alternate between two accumulators (the FMA chain of one would
+    // bound a one-row kernel at one block per FMA latency); the k-quants' take the first only.
+    let mut acc = [[0f32; 8]; 2];
     let mut macc = [0f32; 4];
     for (b, block) in row.chunks_exact(bytes).enumerate() {
         let xq = &x.qs[b * len..(b + 1) * len];
@@ -346,11 +348,13 @@ pub fn dot_reference(ty: GgmlType, row: &[u8], x: &QuantizedRow) -> f32 {
             u.d
         };
         let d = d * x.d[b];
+        let acc = &mut acc[if len == 32 { b % 2 } else { 0 }];
         for (a, &l) in acc.iter_mut().zip(&lanes) {
             *a = d.mul_add(l as f32, *a);
         }
     }
-    fold8(acc) + fold4(macc)
+    let lanes = if len == 32 { std::array::from_fn(|i| acc[0][i] + acc[1][i]) } else { acc[0] };
+    fold8(lanes) + fold4(macc)
 }
 
 #[cfg(test)]

@@ -199,6 +199,12 @@ impl RowDot {
 /// The kernel [`matmul`] dots `ty`'s rows with at [`crate::isa::current`]'s level.
 fn row_dot(ty: GgmlType) -> RowDot {
     #[cfg(target_arch = "x86_64")]
+    if crate::isa::current() >= crate::isa::Isa::Avx512 && avx512bw() {
+        if let Some(kernel) = avx512_rows(ty) {
+            return RowDot::Vector(kernel);
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
     if crate::isa::current() >= crate::isa::Isa::Avx2 {
         if let Some(kernel) = avx2_rows(ty) {
             return RowDot::Vector(kernel);
@@ -206,6 +212,23 @@ fn row_dot(ty: GgmlType) -> RowDot {
     }
     let _ = ty; // only the x86 kernels look at it
     RowDot::Reference
+}
+
+/// Whether the CPU has AVX-512BW (next to the AVX-512 level, which asks for AVX-512F only).
+#[cfg(target_arch = "x86_64")]
+fn avx512bw() -> bool {
+    std::arch::is_x86_feature_detected!("avx512bw")
+}
+
+/// The AVX-512BW kernel for `ty`'s rows, where there is one (the others take AVX2's).
+#[cfg(target_arch = "x86_64")]
+fn avx512_rows(ty: GgmlType) -> Option<RowsKernel> {
+    use super::x86::avx512;
+    match ty {
+        GgmlType::Q4K => Some(avx512::rows_q4_k),
+        GgmlType::Q6K => Some(avx512::rows_q6_k),
+        _ => None,
+    }
 }
 
 /// The AVX2 kernel for `ty`'s rows, where there is one.
@@ -330,8 +353,11 @@ mod tests {
             return;
         }
         let types = [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K];
-        for ty in types {
-            let kernel = avx2_rows(ty).expect("an AVX2 kernel");
+        let mut kernels: Vec<(GgmlType, RowsKernel)> = types.iter().map(|&ty| (ty, avx2_rows(ty).expect("an AVX2 kernel"))).collect();
+        if avx512bw() {
+            kernels.extend(types.iter().filter_map(|&ty| Some((ty, avx512_rows(ty)?))));
+        }
+        for (ty, kernel) in kernels {
             // 1 to 17 blocks (k-quants) / 8 to 136 (legacy): every tail of a group of 8.
             for blocks in 1..=17 {
                 let k = blocks * 256;
@@ -347,7 +373,7 @@ mod tests {
                     .collect();
                 for rows in 1..=xs.len() {
                     let mut got = vec![0f32; rows];
-                    // SAFETY: AVX2, FMA and F16C checked above.
+                    // SAFETY: AVX2, FMA and F16C checked above, AVX-512BW where taken.
                     unsafe { kernel(&q, &xs[..rows], &mut got) };
                     for (i, (got, x)) in got.iter().zip(&xs).enumerate() {
                         let want = super::super::int8::dot_reference(ty, &q, x);

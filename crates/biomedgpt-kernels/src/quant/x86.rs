@@ -99,6 +99,9 @@ fn check_group<const R: usize>(row: &[u8], block_bytes: usize, xs: &[QuantizedRo
 /// `weights` gives a block's 32 values as bytes: signed (`SIGNED`: dotted as `|w| · sign(x, w)`)
 /// or unsigned.
 ///
+/// Even and odd blocks accumulate apart (as [`super::int8::dot_reference`] does): one chain
+/// of FMAs bounded a row at one block per FMA latency.
+///
 /// The blocks' scale products are computed first, 32 blocks at a time and 8 per instruction, into
 /// a buffer the main loop broadcasts from: widening each block's f16 on its own made the compiler
 /// insert it into the accumulator's register (`vpinsrw`), a false dependency that serialized the
@@ -119,7 +122,7 @@ unsafe fn legacy_dot<const SIZE: usize, const MIN: bool, const SIGNED: bool, con
     let xq: [*const i8; R] = std::array::from_fn(|r| xs[r].qs.as_ptr());
     // SAFETY (all reads): blocks b < len; the caller has AVX2, FMA and F16C.
     unsafe {
-        let mut acc = [_mm256_setzero_ps(); R];
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
         let mut macc = [[0f32; 4]; R];
         let (mut d, mut m) = ([[0f32; CHUNK]; R], [0f32; CHUNK]);
         for first in (0..len).step_by(CHUNK) {
@@ -146,22 +149,29 @@ unsafe fn legacy_dot<const SIZE: usize, const MIN: bool, const SIGNED: bool, con
                     _mm256_storeu_ps(m.as_mut_ptr().add(e), wide(&mw));
                 }
             }
-            for j in 0..count {
-                let b = first + j;
-                let w = weights(p.add(b * SIZE));
-                let u = if SIGNED { _mm256_abs_epi8(w) } else { w };
-                for r in 0..R {
-                    let x = _mm256_loadu_si256(xq[r].add(b * 32) as *const __m256i);
-                    let lanes = dot_u8_i8(u, if SIGNED { _mm256_sign_epi8(x, w) } else { x });
-                    acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(&d[r][j]), _mm256_cvtepi32_ps(lanes), acc[r]);
-                    if MIN {
-                        macc[r][b % 4] = m[j].mul_add(*xs[r].s.get_unchecked(b), macc[r][b % 4]);
+            // `first` is even: block parity is `j`'s.
+            for pair in (0..count).step_by(2) {
+                for parity in 0..2 {
+                    let j = pair + parity;
+                    if j == count {
+                        break;
+                    }
+                    let b = first + j;
+                    let w = weights(p.add(b * SIZE));
+                    let u = if SIGNED { _mm256_abs_epi8(w) } else { w };
+                    for r in 0..R {
+                        let x = _mm256_loadu_si256(xq[r].add(b * 32) as *const __m256i);
+                        let lanes = dot_u8_i8(u, if SIGNED { _mm256_sign_epi8(x, w) } else { x });
+                        acc[r][parity] = _mm256_fmadd_ps(_mm256_broadcast_ss(&d[r][j]), _mm256_cvtepi32_ps(lanes), acc[r][parity]);
+                        if MIN {
+                            macc[r][b % 4] = m[j].mul_add(*xs[r].s.get_unchecked(b), macc[r][b % 4]);
+                        }
                     }
                 }
             }
         }
         for r in 0..R {
-            out[r] = finish(acc[r], _mm_loadu_ps(macc[r].as_ptr()));
+            out[r] = finish(_mm256_add_ps(acc[r][0], acc[r][1]), _mm_loadu_ps(macc[r].as_ptr()));
         }
     }
 }
@@ -362,6 +372,158 @@ unsafe fn dot_q6_k<const R: usize>(row: &[u8], xs: &[QuantizedRow], out: &mut [f
         }
         for r in 0..R {
             out[r] = finish(acc[r], _mm_setzero_ps());
+        }
+    }
+}
+
+/// AVX-512BW versions of the k-quant kernels: the same integer lanes from half as many
+/// instructions, then the AVX2 kernels' float steps. Each 512-bit product pairs two of the
+/// AVX2 kernel's 256-bit products (lanes 0-7 and 8-15) whose activations lie side by side, and
+/// the two halves are added before the float step: integer sums are exact, so every lane holds
+/// the AVX2 kernel's value and the result its bits.
+pub mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{GROUP, QuantizedRow, check_group, f16_at, finish, k4_scales_mins};
+
+    /// The two 256-bit halves of `v` added (lane i + lane i + 8).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+    fn fold_halves(v: __m512i) -> __m256i {
+        _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v))
+    }
+
+    /// i16 lanes of the lower 256 bits set to `lo`, of the upper to `hi`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+    fn halves_i16(lo: i16, hi: i16) -> __m512i {
+        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(_mm256_set1_epi16(lo)), _mm256_set1_epi16(hi))
+    }
+
+    /// i16 lanes of each 128-bit quarter `q` set to `first + q`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+    fn quarters_i16(first: i16) -> __m512i {
+        let lo = _mm256_set_m128i(_mm_set1_epi16(first + 1), _mm_set1_epi16(first));
+        let hi = _mm256_set_m128i(_mm_set1_epi16(first + 3), _mm_set1_epi16(first + 2));
+        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+    }
+
+    /// `Q4_K` rows · x, as [`super::rows_q4_k`] (same bits).
+    ///
+    /// # Safety
+    /// AVX-512F and BW, AVX2, FMA and F16C.
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+    pub unsafe fn rows_q4_k(row: &[u8], xs: &[QuantizedRow], out: &mut [f32]) {
+        unsafe { grouped!(xs, out, dot_q4_k::<>(row)) }
+    }
+
+    /// Q4_K for `R` rows: per 32 bytes of `qs`, one register holds the low nibbles (with the
+    /// activations of group 2c) and the high ones (group 2c + 1), as the AVX2 kernel's two.
+    ///
+    /// # Safety
+    /// As [`rows_q4_k`].
+    #[inline(always)]
+    unsafe fn dot_q4_k<const R: usize>(row: &[u8], xs: &[QuantizedRow], out: &mut [f32]) {
+        let len = check_group::<R>(row, 144, xs, out);
+        let xq: [*const i8; R] = std::array::from_fn(|r| xs[r].qs.as_ptr());
+        // SAFETY (all reads): block b < len: 144 bytes, 256 activation values and 16 sums; the
+        // caller has the features.
+        unsafe {
+            let low4 = _mm512_set1_epi8(0x0f);
+            let shifts = halves_i16(0, 4);
+            let scale_index: [__m512i; 4] = std::array::from_fn(|c| halves_i16(2 * c as i16, 2 * c as i16 + 1));
+            let mut acc = [_mm256_setzero_ps(); R];
+            let mut macc = [_mm_setzero_ps(); R];
+            for b in 0..len {
+                let block = row.as_ptr().add(b * 144);
+                let (dw, dminw) = (f16_at(block), f16_at(block.add(2)));
+                let (scales, mins) = k4_scales_mins(std::slice::from_raw_parts(block.add(4), 12));
+                let scales = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_loadl_epi64(scales.as_ptr() as *const __m128i)));
+                let mins = _mm_cvtepu8_epi16(_mm_loadl_epi64(mins.as_ptr() as *const __m128i));
+                let qs = block.add(16);
+                let mut sumi = [_mm512_setzero_si512(); R];
+                for chunk in 0..4 {
+                    let q = _mm512_broadcast_i64x4(_mm256_loadu_si256(qs.add(32 * chunk) as *const __m256i));
+                    let w = _mm512_and_si512(_mm512_srlv_epi16(q, shifts), low4);
+                    let scale = _mm512_permutexvar_epi16(scale_index[chunk], scales);
+                    for r in 0..R {
+                        let x = _mm512_loadu_si512(xq[r].add(b * 256 + 64 * chunk) as *const __m512i);
+                        sumi[r] = _mm512_add_epi32(sumi[r], _mm512_madd_epi16(_mm512_maddubs_epi16(w, x), scale));
+                    }
+                }
+                for r in 0..R {
+                    let dx = *xs[r].d.get_unchecked(b);
+                    let (d, dmin) = (dw * dx, dminw * dx);
+                    acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(fold_halves(sumi[r])), acc[r]);
+                    let bsums = _mm256_loadu_si256(xs[r].sums.as_ptr().add(b * 16) as *const __m256i);
+                    let groups = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256::<1>(bsums));
+                    macc[r] = _mm_fmadd_ps(_mm_set1_ps(-dmin), _mm_cvtepi32_ps(_mm_madd_epi16(mins, groups)), macc[r]);
+                }
+            }
+            for r in 0..R {
+                out[r] = finish(acc[r], macc[r]);
+            }
+        }
+    }
+
+    /// `Q6_K` rows · x, as [`super::rows_q6_k`] (same bits).
+    ///
+    /// # Safety
+    /// As [`rows_q4_k`].
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+    pub unsafe fn rows_q6_k(row: &[u8], xs: &[QuantizedRow], out: &mut [f32]) {
+        unsafe { grouped!(xs, out, dot_q6_k::<>(row)) }
+    }
+
+    /// Q6_K for `R` rows: per half block, one register holds the AVX2 kernel's values 0 and 1
+    /// (low nibbles of `ql`'s two 32-byte runs, high bits 0-1 and 2-3 of `qh`), another 2 and 3.
+    ///
+    /// # Safety
+    /// As [`rows_q4_k`].
+    #[inline(always)]
+    unsafe fn dot_q6_k<const R: usize>(row: &[u8], xs: &[QuantizedRow], out: &mut [f32]) {
+        let len = check_group::<R>(row, 210, xs, out);
+        let xq: [*const i8; R] = std::array::from_fn(|r| xs[r].qs.as_ptr());
+        // SAFETY (all reads): block b < len: 210 bytes and 256 activation values; the caller
+        // has the features.
+        unsafe {
+            let low4 = _mm512_set1_epi8(0x0f);
+            let low2 = _mm512_set1_epi8(0x03);
+            let thirty_two = _mm512_set1_epi8(32);
+            let (shifts_01, shifts_23) = (halves_i16(0, 2), halves_i16(4, 6));
+            let scale_index: [__m512i; 4] = std::array::from_fn(|i| quarters_i16(4 * i as i16));
+            let mut acc = [_mm256_setzero_ps(); R];
+            for b in 0..len {
+                let block = row.as_ptr().add(b * 210);
+                let scales = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(_mm_loadu_si128(block.add(192) as *const __m128i)));
+                let mut sumi = [_mm512_setzero_si512(); R];
+                for half in 0..2 {
+                    let ac = _mm512_loadu_si512(block.add(64 * half) as *const __m512i);
+                    let h = _mm512_broadcast_i64x4(_mm256_loadu_si256(block.add(128 + 32 * half) as *const __m256i));
+                    let high = |shifts: __m512i| _mm512_slli_epi16::<4>(_mm512_and_si512(_mm512_srlv_epi16(h, shifts), low2));
+                    let q = [
+                        _mm512_or_si512(_mm512_and_si512(ac, low4), high(shifts_01)),
+                        _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16::<4>(ac), low4), high(shifts_23)),
+                    ];
+                    for (k, q) in q.into_iter().enumerate() {
+                        let scale = _mm512_permutexvar_epi16(scale_index[2 * half + k], scales);
+                        for r in 0..R {
+                            let xv = _mm512_loadu_si512(xq[r].add(b * 256 + 128 * half + 64 * k) as *const __m512i);
+                            let p = _mm512_sub_epi16(_mm512_maddubs_epi16(q, xv), _mm512_maddubs_epi16(thirty_two, xv));
+                            sumi[r] = _mm512_add_epi32(sumi[r], _mm512_madd_epi16(p, scale));
+                        }
+                    }
+                }
+                let dw = f16_at(block.add(208));
+                for r in 0..R {
+                    let d = dw * *xs[r].d.get_unchecked(b);
+                    acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(fold_halves(sumi[r])), acc[r]);
+                }
+            }
+            for r in 0..R {
+                out[r] = finish(acc[r], _mm_setzero_ps());
+            }
         }
     }
 }
