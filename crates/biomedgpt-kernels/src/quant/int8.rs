@@ -143,12 +143,11 @@ fn quantize_row_with(blocks: ActivationBlocks, x: &[f32]) -> QuantizedRow {
     row
 }
 
-/// The most activation rows a vector kernel dots with each weight block at once: the block's
-/// values are unpacked once per group and each row then takes exactly the operations it takes
-/// alone (its own accumulators, in the same order), so a row's bits do not depend on the rows
-/// beside it. Four rows keep an AVX2 kernel's accumulators and a block's unpacked values in its
-/// 16 registers.
-pub(crate) const ROW_GROUP: usize = 4;
+/// The most activation rows a vector kernel is given per weight row: it unpacks each weight
+/// block once per group of rows (4 with AVX2, 8 with AVX-512) and gives each row exactly the
+/// operations it takes alone (its own accumulators, in the same order), so a row's bits do not
+/// depend on the rows beside it.
+pub(crate) const ROW_GROUP: usize = 8;
 
 /// Eight lanes summed as a 256-bit register is: halves, then quarters, then the last pair,
 /// `((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7))`.

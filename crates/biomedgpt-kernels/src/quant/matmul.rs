@@ -224,9 +224,17 @@ fn avx512bw() -> bool {
 #[cfg(target_arch = "x86_64")]
 fn avx512_rows(ty: GgmlType) -> Option<RowsKernel> {
     use super::x86::avx512;
+    // The legacy types' kernels take `vpdpbusd` (AVX-512 VNNI).
+    let vnni = super::panel::vnni();
     match ty {
         GgmlType::Q4K => Some(avx512::rows_q4_k),
+        GgmlType::Q5K => Some(avx512::rows_q5_k),
         GgmlType::Q6K => Some(avx512::rows_q6_k),
+        GgmlType::Q8_0 if vnni => Some(avx512::rows_q8_0),
+        GgmlType::Q4_0 if vnni => Some(avx512::rows_q4_0),
+        GgmlType::Q4_1 if vnni => Some(avx512::rows_q4_1),
+        GgmlType::Q5_0 if vnni => Some(avx512::rows_q5_0),
+        GgmlType::Q5_1 if vnni => Some(avx512::rows_q5_1),
         _ => None,
     }
 }
@@ -358,9 +366,10 @@ mod tests {
             kernels.extend(types.iter().filter_map(|&ty| Some((ty, avx512_rows(ty)?))));
         }
         for (ty, kernel) in kernels {
-            // 1 to 17 blocks (k-quants) / 8 to 136 (legacy): every tail of a group of 8.
+            // 1 to 17 blocks (k-quants) / 8 to 137 (legacy, odd counts too): every tail of a
+            // group of 8, of 32 blocks and of a pair.
             for blocks in 1..=17 {
-                let k = blocks * 256;
+                let k = if ty.block().0 == 32 { (8 * blocks + blocks % 2) * 32 } else { blocks * 256 };
                 let w: Vec<f32> = (0..k).map(|i| (((i * 7919 + blocks) % 1013) as f32 / 1013.0 - 0.5) * (1.0 + (i / 256) as f32)).collect();
                 let mut q = vec![0u8; ty.row_bytes(k).unwrap()];
                 quantize(ty, &w, &mut q);

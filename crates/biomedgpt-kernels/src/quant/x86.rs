@@ -9,7 +9,7 @@
 
 use std::arch::x86_64::*;
 
-use super::int8::{QuantizedRow, ROW_GROUP as GROUP, fold4, fold8, k4_scales_mins};
+use super::int8::{QuantizedRow, fold4, fold8, k4_scales_mins};
 
 /// An f16 (its bits) widened to f32, exactly.
 #[inline]
@@ -64,23 +64,39 @@ fn finish(acc: __m256, macc: __m128) -> f32 {
     fold8(a) + fold4(m)
 }
 
-/// Runs `$kernel::<..., R>(args.., rows, out)` over `$xs` in groups of up to
-/// [`ROW_GROUP`](super::int8::ROW_GROUP) rows.
+/// Runs `$kernel::<..., R>(args.., rows, out)` over `$xs` in groups of up to 4 rows (AVX2:
+/// a block's unpacked values and four rows' accumulators fill its 16 registers) or 8 (AVX-512,
+/// 32 registers).
 macro_rules! grouped {
-    ($xs:expr, $out:expr, $kernel:ident::<$($param:literal),*>($($arg:expr),*)) => {{
+    (4; $xs:expr, $out:expr, $kernel:ident::<$($param:literal),*>($($arg:expr),*)) => {
+        grouped!(@groups 4; $xs, $out, n, group, o, match n {
+            1 => $kernel::<$($param,)* 1>($($arg,)* group, o),
+            2 => $kernel::<$($param,)* 2>($($arg,)* group, o),
+            3 => $kernel::<$($param,)* 3>($($arg,)* group, o),
+            _ => $kernel::<$($param,)* 4>($($arg,)* group, o),
+        })
+    };
+    (8; $xs:expr, $out:expr, $kernel:ident::<$($param:literal),*>($($arg:expr),*)) => {
+        grouped!(@groups 8; $xs, $out, n, group, o, match n {
+            1 => $kernel::<$($param,)* 1>($($arg,)* group, o),
+            2 => $kernel::<$($param,)* 2>($($arg,)* group, o),
+            3 => $kernel::<$($param,)* 3>($($arg,)* group, o),
+            4 => $kernel::<$($param,)* 4>($($arg,)* group, o),
+            5 => $kernel::<$($param,)* 5>($($arg,)* group, o),
+            6 => $kernel::<$($param,)* 6>($($arg,)* group, o),
+            7 => $kernel::<$($param,)* 7>($($arg,)* group, o),
+            _ => $kernel::<$($param,)* 8>($($arg,)* group, o),
+        })
+    };
+    (@groups $size:literal; $xs:expr, $out:expr, $n:ident, $group:ident, $o:ident, $call:expr) => {{
         let (xs, out): (&[QuantizedRow], &mut [f32]) = ($xs, $out);
         assert_eq!(xs.len(), out.len(), "one output per activation row");
         let mut i = 0;
         while i < xs.len() {
-            let n = (xs.len() - i).min(GROUP);
-            let (group, o) = (&xs[i..i + n], &mut out[i..i + n]);
-            match n {
-                1 => $kernel::<$($param,)* 1>($($arg,)* group, o),
-                2 => $kernel::<$($param,)* 2>($($arg,)* group, o),
-                3 => $kernel::<$($param,)* 3>($($arg,)* group, o),
-                _ => $kernel::<$($param,)* 4>($($arg,)* group, o),
-            }
-            i += n;
+            let $n = (xs.len() - i).min($size);
+            let ($group, $o) = (&xs[i..i + $n], &mut out[i..i + $n]);
+            $call;
+            i += $n;
         }
     }};
 }
@@ -183,7 +199,7 @@ unsafe fn legacy_dot<const SIZE: usize, const MIN: bool, const SIGNED: bool, con
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn rows_q8_0(row: &[u8], xs: &[QuantizedRow], out: &mut [f32]) {
     let weights = |b: *const u8| unsafe { _mm256_loadu_si256(b.add(2) as *const __m256i) };
-    unsafe { grouped!(xs, out, legacy_dot::<34, false, true>(row, weights)) }
+    unsafe { grouped!(4; xs, out, legacy_dot::<34, false, true>(row, weights)) }
 }
 
 /// `Q4_0` rows · x: (nibble - 8) · x, 18-byte blocks.
@@ -193,7 +209,7 @@ pub unsafe fn rows_q8_0(row: &[u8], xs: &[QuantizedRow], out: &mut [f32]) {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn rows_q4_0(row: &[u8], xs: &[QuantizedRow], out: &mut [f32]) {
     let weights = |b: *const u8| unsafe { _mm256_sub_epi8(nibbles_32(_mm_loadu_si128(b.add(2) as *const __m128i)), _mm256_set1_epi8(8)) };
-    unsafe { grouped!(xs, out, legacy_dot::<18, false, true>(row, weights)) }
+    unsafe { grouped!(4; xs, out, legacy_dot::<18, false, true>(row, weights)) }
 }
 
 /// `Q4_1` rows · x: (nibble · d + m) · x, 20-byte blocks.
@@ -203,7 +219,7 @@ pub unsafe fn rows_q4_0(row: &[u8], xs: &[QuantizedRow], out: &mut [f32]) {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn rows_q4_1(row: &[u8], xs: &[QuantizedRow], out: &mut [f32]) {
     let weights = |b: *const u8| unsafe { nibbles_32(_mm_loadu_si128(b.add(4) as *const __m128i)) };
-    unsafe { grouped!(xs, out, legacy_dot::<20, true, false>(row, weights)) }
+    unsafe { grouped!(4; xs, out, legacy_dot::<20, true, false>(row, weights)) }
 }
 
 /// `Q5_0` rows · x: (5-bit q - 16) · x, 22-byte blocks.
@@ -216,7 +232,7 @@ pub unsafe fn rows_q5_0(row: &[u8], xs: &[QuantizedRow], out: &mut [f32]) {
         let q = _mm256_or_si256(nibbles_32(_mm_loadu_si128(b.add(6) as *const __m128i)), fifth_bits_32(b.add(2)));
         _mm256_sub_epi8(q, _mm256_set1_epi8(16))
     };
-    unsafe { grouped!(xs, out, legacy_dot::<22, false, true>(row, weights)) }
+    unsafe { grouped!(4; xs, out, legacy_dot::<22, false, true>(row, weights)) }
 }
 
 /// `Q5_1` rows · x: (5-bit q · d + m) · x, 24-byte blocks.
@@ -226,7 +242,7 @@ pub unsafe fn rows_q5_0(row: &[u8], xs: &[QuantizedRow], out: &mut [f32]) {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn rows_q5_1(row: &[u8], xs: &[QuantizedRow], out: &mut [f32]) {
     let weights = |b: *const u8| unsafe { _mm256_or_si256(nibbles_32(_mm_loadu_si128(b.add(8) as *const __m128i)), fifth_bits_32(b.add(4))) };
-    unsafe { grouped!(xs, out, legacy_dot::<24, true, false>(row, weights)) }
+    unsafe { grouped!(4; xs, out, legacy_dot::<24, true, false>(row, weights)) }
 }
 
 /// `Q4_K` rows · x: per group of 32, scale · Σ q x, and the mins through `bsums`; 144-byte
@@ -236,7 +252,7 @@ pub unsafe fn rows_q5_1(row: &[u8], xs: &[QuantizedRow], out: &mut [f32]) {
 /// As [`rows_q8_0`].
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn rows_q4_k(row: &[u8], xs: &[QuantizedRow], out: &mut [f32]) {
-    unsafe { grouped!(xs, out, dot_k4::<false>(row)) }
+    unsafe { grouped!(4; xs, out, dot_k4::<false>(row)) }
 }
 
 /// `Q5_K` rows · x: as [`rows_q4_k`] with a fifth bit per value from `qh`; 176-byte blocks.
@@ -245,7 +261,7 @@ pub unsafe fn rows_q4_k(row: &[u8], xs: &[QuantizedRow], out: &mut [f32]) {
 /// As [`rows_q8_0`].
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn rows_q5_k(row: &[u8], xs: &[QuantizedRow], out: &mut [f32]) {
-    unsafe { grouped!(xs, out, dot_k4::<true>(row)) }
+    unsafe { grouped!(4; xs, out, dot_k4::<true>(row)) }
 }
 
 /// A shuffle that broadcasts i16 element `i` (of each 128-bit half) to the whole half.
@@ -320,7 +336,7 @@ unsafe fn dot_k4<const FIFTH_BIT: bool, const R: usize>(row: &[u8], xs: &[Quanti
 /// As [`rows_q8_0`].
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn rows_q6_k(row: &[u8], xs: &[QuantizedRow], out: &mut [f32]) {
-    unsafe { grouped!(xs, out, dot_q6_k::<>(row)) }
+    unsafe { grouped!(4; xs, out, dot_q6_k::<>(row)) }
 }
 
 /// Q6_K for `R` rows.
@@ -384,7 +400,7 @@ unsafe fn dot_q6_k<const R: usize>(row: &[u8], xs: &[QuantizedRow], out: &mut [f
 pub mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{GROUP, QuantizedRow, check_group, f16_at, finish, k4_scales_mins};
+    use super::{QuantizedRow, check_group, f16_at, finish, k4_scales_mins};
 
     /// The two 256-bit halves of `v` added (lane i + lane i + 8).
     #[inline]
@@ -415,37 +431,54 @@ pub mod avx512 {
     /// AVX-512F and BW, AVX2, FMA and F16C.
     #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
     pub unsafe fn rows_q4_k(row: &[u8], xs: &[QuantizedRow], out: &mut [f32]) {
-        unsafe { grouped!(xs, out, dot_q4_k::<>(row)) }
+        unsafe { grouped!(8; xs, out, dot_k4::<false>(row)) }
     }
 
-    /// Q4_K for `R` rows: per 32 bytes of `qs`, one register holds the low nibbles (with the
-    /// activations of group 2c) and the high ones (group 2c + 1), as the AVX2 kernel's two.
+    /// `Q5_K` rows · x, as [`super::rows_q5_k`] (same bits).
+    ///
+    /// # Safety
+    /// As [`rows_q4_k`].
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+    pub unsafe fn rows_q5_k(row: &[u8], xs: &[QuantizedRow], out: &mut [f32]) {
+        unsafe { grouped!(8; xs, out, dot_k4::<true>(row)) }
+    }
+
+    /// Q4_K, or Q5_K with `FIFTH_BIT`, for `R` rows: per 32 bytes of `qs`, one register holds
+    /// the low nibbles (with the activations of group 2c) and the high ones (group 2c + 1), as
+    /// the AVX2 kernel's two; Q5_K's fifth bits are bits 2c and 2c + 1 of `qh`'s bytes.
     ///
     /// # Safety
     /// As [`rows_q4_k`].
     #[inline(always)]
-    unsafe fn dot_q4_k<const R: usize>(row: &[u8], xs: &[QuantizedRow], out: &mut [f32]) {
-        let len = check_group::<R>(row, 144, xs, out);
+    unsafe fn dot_k4<const FIFTH_BIT: bool, const R: usize>(row: &[u8], xs: &[QuantizedRow], out: &mut [f32]) {
+        let size = if FIFTH_BIT { 176 } else { 144 };
+        let len = check_group::<R>(row, size, xs, out);
         let xq: [*const i8; R] = std::array::from_fn(|r| xs[r].qs.as_ptr());
-        // SAFETY (all reads): block b < len: 144 bytes, 256 activation values and 16 sums; the
-        // caller has the features.
+        // SAFETY (all reads): block b < len: `size` bytes, 256 activation values and 16 sums;
+        // the caller has the features.
         unsafe {
             let low4 = _mm512_set1_epi8(0x0f);
+            let one = _mm512_set1_epi8(1);
             let shifts = halves_i16(0, 4);
             let scale_index: [__m512i; 4] = std::array::from_fn(|c| halves_i16(2 * c as i16, 2 * c as i16 + 1));
             let mut acc = [_mm256_setzero_ps(); R];
             let mut macc = [_mm_setzero_ps(); R];
             for b in 0..len {
-                let block = row.as_ptr().add(b * 144);
+                let block = row.as_ptr().add(b * size);
                 let (dw, dminw) = (f16_at(block), f16_at(block.add(2)));
                 let (scales, mins) = k4_scales_mins(std::slice::from_raw_parts(block.add(4), 12));
                 let scales = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_loadl_epi64(scales.as_ptr() as *const __m128i)));
                 let mins = _mm_cvtepu8_epi16(_mm_loadl_epi64(mins.as_ptr() as *const __m128i));
-                let qs = block.add(16);
+                let qs = block.add(if FIFTH_BIT { 48 } else { 16 });
+                let high = if FIFTH_BIT { _mm512_broadcast_i64x4(_mm256_loadu_si256(block.add(16) as *const __m256i)) } else { _mm512_setzero_si512() };
                 let mut sumi = [_mm512_setzero_si512(); R];
                 for chunk in 0..4 {
                     let q = _mm512_broadcast_i64x4(_mm256_loadu_si256(qs.add(32 * chunk) as *const __m256i));
-                    let w = _mm512_and_si512(_mm512_srlv_epi16(q, shifts), low4);
+                    let mut w = _mm512_and_si512(_mm512_srlv_epi16(q, shifts), low4);
+                    if FIFTH_BIT {
+                        let bits = _mm512_and_si512(_mm512_srlv_epi16(high, halves_i16(2 * chunk as i16, 2 * chunk as i16 + 1)), one);
+                        w = _mm512_or_si512(w, _mm512_slli_epi16::<4>(bits));
+                    }
                     let scale = _mm512_permutexvar_epi16(scale_index[chunk], scales);
                     for r in 0..R {
                         let x = _mm512_loadu_si512(xq[r].add(b * 256 + 64 * chunk) as *const __m512i);
@@ -473,7 +506,7 @@ pub mod avx512 {
     /// As [`rows_q4_k`].
     #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
     pub unsafe fn rows_q6_k(row: &[u8], xs: &[QuantizedRow], out: &mut [f32]) {
-        unsafe { grouped!(xs, out, dot_q6_k::<>(row)) }
+        unsafe { grouped!(8; xs, out, dot_q6_k::<>(row)) }
     }
 
     /// Q6_K for `R` rows: per half block, one register holds the AVX2 kernel's values 0 and 1
@@ -525,5 +558,166 @@ pub mod avx512 {
                 out[r] = finish(acc[r], _mm_setzero_ps());
             }
         }
+    }
+
+    /// Two blocks' 16 bytes of nibbles as their 2 x 32 values, each block's as
+    /// [`super::nibbles_32`] gives them (low nibbles, then high).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    unsafe fn nibble_pair(a: *const u8, b: *const u8) -> __m512i {
+        // SAFETY: 16 bytes at each pointer (the caller's).
+        let both = unsafe { _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(_mm_loadu_si128(a as *const __m128i)), _mm_loadu_si128(b as *const __m128i)) };
+        let twice = _mm512_permutexvar_epi64(_mm512_set_epi64(3, 2, 3, 2, 1, 0, 1, 0), _mm512_castsi256_si512(both));
+        let four = 0x0004_0004_0004_0004;
+        let shifts = _mm512_set_epi64(four, four, 0, 0, four, four, 0, 0);
+        _mm512_and_si512(_mm512_srlv_epi16(twice, shifts), _mm512_set1_epi8(0x0f))
+    }
+
+    /// 16 in each byte whose bit is set in two blocks' 32-bit `qh` (the Q5 types' fifth bits).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    unsafe fn fifth_bit_pair(a: *const u8, b: *const u8) -> __m512i {
+        // SAFETY: 4 bytes at each pointer (the caller's).
+        let (a, b) = unsafe { ((a as *const u32).read_unaligned() as u64, (b as *const u32).read_unaligned() as u64) };
+        _mm512_maskz_mov_epi8(a | b << 32, _mm512_set1_epi8(16))
+    }
+
+    /// The legacy types on AVX-512 VNNI: two blocks per register, the even block's eight lanes
+    /// in lanes 0-7 and the odd block's in 8-15 (the AVX2 kernel's two accumulators), each lane
+    /// `Σ (u - OFFSET) · x` over four values with `vpdpbusd` (`u` the weights made unsigned:
+    /// the same exact integers as the AVX2 kernel's `|w| · sign(x, w)`); a row's last block, if
+    /// odd, on the lower lanes alone. `weights` gives the `u` of blocks (`b`, `b + 1`).
+    ///
+    /// # Safety
+    /// AVX-512F, BW and VNNI, AVX2, FMA and F16C.
+    #[inline(always)]
+    unsafe fn legacy_dot<const SIZE: usize, const MIN: bool, const OFFSET: i32, const R: usize>(
+        row: &[u8],
+        weights: impl Fn(*const u8, *const u8) -> __m512i,
+        xs: &[QuantizedRow],
+        out: &mut [f32],
+    ) {
+        const CHUNK: usize = 32;
+        let len = check_group::<R>(row, SIZE, xs, out);
+        let p = row.as_ptr();
+        let xq: [*const i8; R] = std::array::from_fn(|r| xs[r].qs.as_ptr());
+        // SAFETY (all reads): blocks b < len (a pair's second block only where b + 1 < len);
+        // the caller has the features.
+        unsafe {
+            let offset = _mm512_set1_epi8(OFFSET as u8 as i8);
+            let zero = _mm512_setzero_si512();
+            let pair_index = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+            let mut acc = [_mm512_setzero_ps(); R];
+            let mut macc = [[0f32; 4]; R];
+            // As the AVX2 kernel: the scale products of 32 blocks at a time (and 2 to spare,
+            // read only into masked lanes).
+            let (mut d, mut m) = ([[0f32; CHUNK + 2]; R], [0f32; CHUNK]);
+            for first in (0..len).step_by(CHUNK) {
+                let count = (len - first).min(CHUNK);
+                let (mut dw, mut mw) = ([0u16; CHUNK], [0u16; CHUNK]);
+                for j in 0..count {
+                    let w = p.add((first + j) * SIZE);
+                    dw[j] = (w as *const u16).read_unaligned();
+                    if MIN {
+                        mw[j] = (w.add(2) as *const u16).read_unaligned();
+                    }
+                }
+                let mut dx = [[0f32; CHUNK]; R];
+                for r in 0..R {
+                    dx[r][..count].copy_from_slice(&xs[r].d[first..first + count]);
+                }
+                for e in (0..CHUNK).step_by(8) {
+                    let wide = |h: &[u16; CHUNK]| _mm256_cvtph_ps(_mm_loadu_si128(h.as_ptr().add(e) as *const __m128i));
+                    let dwe = wide(&dw);
+                    for r in 0..R {
+                        _mm256_storeu_ps(d[r].as_mut_ptr().add(e), _mm256_mul_ps(dwe, _mm256_loadu_ps(dx[r].as_ptr().add(e))));
+                    }
+                    if MIN {
+                        _mm256_storeu_ps(m.as_mut_ptr().add(e), wide(&mw));
+                    }
+                }
+                // `first` is even: pairs start on even blocks.
+                for j in (0..count).step_by(2) {
+                    let b = first + j;
+                    let two = j + 1 < count;
+                    let w = p.add(b * SIZE);
+                    let u = weights(w, if two { w.add(SIZE) } else { w });
+                    for r in 0..R {
+                        let xp = xq[r].add(b * 32);
+                        let x = if two { _mm512_loadu_si512(xp as *const __m512i) } else { _mm512_zextsi256_si512(_mm256_loadu_si256(xp as *const __m256i)) };
+                        let mut lanes = _mm512_dpbusd_epi32(zero, u, x);
+                        if OFFSET != 0 {
+                            lanes = _mm512_sub_epi32(lanes, _mm512_dpbusd_epi32(zero, offset, x));
+                        }
+                        let pair_d = _mm_castpd_ps(_mm_load_sd(d[r].as_ptr().add(j) as *const f64));
+                        let dv = _mm512_permutexvar_ps(pair_index, _mm512_castps128_ps512(pair_d));
+                        acc[r] = _mm512_mask3_fmadd_ps(dv, _mm512_cvtepi32_ps(lanes), acc[r], if two { 0xffff } else { 0x00ff });
+                        if MIN {
+                            macc[r][b % 4] = m[j].mul_add(*xs[r].s.get_unchecked(b), macc[r][b % 4]);
+                            if two {
+                                macc[r][(b + 1) % 4] = m[j + 1].mul_add(*xs[r].s.get_unchecked(b + 1), macc[r][(b + 1) % 4]);
+                            }
+                        }
+                    }
+                }
+            }
+            for r in 0..R {
+                let odd = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(acc[r])));
+                out[r] = finish(_mm256_add_ps(_mm512_castps512_ps256(acc[r]), odd), _mm_loadu_ps(macc[r].as_ptr()));
+            }
+        }
+    }
+
+    /// `Q8_0` rows · x, as [`super::rows_q8_0`] (same bits): `u = w + 128`.
+    ///
+    /// # Safety
+    /// AVX-512F, BW and VNNI, AVX2, FMA and F16C.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    pub unsafe fn rows_q8_0(row: &[u8], xs: &[QuantizedRow], out: &mut [f32]) {
+        let weights = |a: *const u8, b: *const u8| unsafe {
+            let both = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(_mm256_loadu_si256(a.add(2) as *const __m256i)), _mm256_loadu_si256(b.add(2) as *const __m256i));
+            _mm512_xor_si512(both, _mm512_set1_epi8(-128))
+        };
+        unsafe { grouped!(8; xs, out, legacy_dot::<34, false, 128>(row, weights)) }
+    }
+
+    /// `Q4_0` rows · x, as [`super::rows_q4_0`] (same bits).
+    ///
+    /// # Safety
+    /// As [`rows_q8_0`].
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    pub unsafe fn rows_q4_0(row: &[u8], xs: &[QuantizedRow], out: &mut [f32]) {
+        let weights = |a: *const u8, b: *const u8| unsafe { nibble_pair(a.add(2), b.add(2)) };
+        unsafe { grouped!(8; xs, out, legacy_dot::<18, false, 8>(row, weights)) }
+    }
+
+    /// `Q4_1` rows · x, as [`super::rows_q4_1`] (same bits).
+    ///
+    /// # Safety
+    /// As [`rows_q8_0`].
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    pub unsafe fn rows_q4_1(row: &[u8], xs: &[QuantizedRow], out: &mut [f32]) {
+        let weights = |a: *const u8, b: *const u8| unsafe { nibble_pair(a.add(4), b.add(4)) };
+        unsafe { grouped!(8; xs, out, legacy_dot::<20, true, 0>(row, weights)) }
+    }
+
+    /// `Q5_0` rows · x, as [`super::rows_q5_0`] (same bits).
+    ///
+    /// # Safety
+    /// As [`rows_q8_0`].
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    pub unsafe fn rows_q5_0(row: &[u8], xs: &[QuantizedRow], out: &mut [f32]) {
+        let weights = |a: *const u8, b: *const u8| unsafe { _mm512_or_si512(nibble_pair(a.add(6), b.add(6)), fifth_bit_pair(a.add(2), b.add(2))) };
+        unsafe { grouped!(8; xs, out, legacy_dot::<22, false, 16>(row, weights)) }
+    }
+
+    /// `Q5_1` rows · x, as [`super::rows_q5_1`] (same bits).
+    ///
+    /// # Safety
+    /// As [`rows_q8_0`].
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    pub unsafe fn rows_q5_1(row: &[u8], xs: &[QuantizedRow], out: &mut [f32]) {
+        let weights = |a: *const u8, b: *const u8| unsafe { _mm512_or_si512(nibble_pair(a.add(8), b.add(8)), fifth_bit_pair(a.add(4), b.add(4))) };
+        unsafe { grouped!(8; xs, out, legacy_dot::<24, true, 0>(row, weights)) }
     }
 }
