@@ -193,8 +193,13 @@ fn smollm2_real_weights_generate_what_transformers_and_llama_cpp_generate() {
     // (the f32 model differs from llama.cpp by 2.6e-2 of the largest logit on a one-token prompt,
     // ours with 8-bit activations by 1.0e-2). So the ids must be llama.cpp's until a step where
     // llama.cpp's own two best logits are within 0.5% (a tie at that noise), and the chosen
-    // logits within 2e-2 of llama.cpp's. Measured: prompt 1 equal for all 16 steps, prompts 2
-    // and 3 up to ties at steps 5 and 8 (0.24% and 0.07% apart), 29 steps compared in all.
+    // logits within 4e-2 of llama.cpp's. Measured (2026-12-07, the legacy types' blocks in two
+    // accumulators): every id equal to llama.cpp's through its near-ties at steps 5 and 8 of
+    // prompts 2 and 3 (0.24% and 0.07% apart; the earlier single-accumulator order picked the
+    // other id there and the comparison stopped), up to a tie at step 12 of prompt 3: 44 steps,
+    // the chosen logit within 1% of llama.cpp's at most steps, up to 2.6% (AVX-512) / 3.1% (AVX2)
+    // at steps 7-10 of prompt 2, which the comparison reaches now; the scalar level (prompts on
+    // f32 activations, unlike llama.cpp) up to 3.0% (it had failed the old 2e-2 bound too).
     let opened = LlamaDir::open_with(&path, FloatType::F32, true, &Device::flex()).unwrap();
     let model = &opened.model;
     let mut compared = 0;
@@ -213,7 +218,7 @@ fn smollm2_real_weights_generate_what_transformers_and_llama_cpp_generate() {
                 eprintln!("{prompt:?}: step {i} is a near-tie in llama.cpp ({top} vs {runner_up}); ours {best}, llama.cpp {their_id}");
                 break;
             }
-            assert!((logits[best] - top).abs() <= 2e-2 * top.abs(), "{prompt:?} step {i}: logit {}, llama.cpp {top}", logits[best]);
+            assert!((logits[best] - top).abs() <= 4e-2 * top.abs(), "{prompt:?} step {i}: logit {}, llama.cpp {top}", logits[best]);
             compared += 1;
             input = vec![their_id];
         }
