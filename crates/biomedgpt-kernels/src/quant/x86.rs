@@ -111,6 +111,22 @@ fn check_group<const R: usize>(row: &[u8], block_bytes: usize, xs: &[QuantizedRo
     len
 }
 
+/// How far ahead of the block being computed the weight bytes are prefetched. A decoding
+/// product streams its weights from memory once; on the 2-core Zen 5 VM the hardware
+/// prefetchers alone left Q8_0 decoding at 27 tok/s and Q4_0 at 41 (TinyLlama), 34-39 and
+/// 47-51 with the bytes 4 KiB ahead requested (1, 2 and 8 KiB measured too: 2-4 KiB best).
+const PREFETCH: usize = 4096;
+
+/// Requests the cache lines `PREFETCH` bytes past `p` that a run of `bytes` bytes from `p` will
+/// reach then (a hint: addresses past the mapping are not touched).
+#[inline(always)]
+fn prefetch_ahead(p: *const u8, bytes: usize) {
+    for line in 0..bytes.div_ceil(64) {
+        // SAFETY: a prefetch reads nothing and cannot fault; SSE is in every x86-64 CPU.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH + 64 * line) as *const i8) };
+    }
+}
+
 /// The legacy types: `SIZE`-byte blocks whose f16 `d` (and, with `MIN`, `m`) lead the block;
 /// `weights` gives a block's 32 values as bytes: signed (`SIGNED`: dotted as `|w| · sign(x, w)`)
 /// or unsigned.
@@ -173,6 +189,7 @@ unsafe fn legacy_dot<const SIZE: usize, const MIN: bool, const SIGNED: bool, con
                         break;
                     }
                     let b = first + j;
+                    prefetch_ahead(p.add(b * SIZE), SIZE);
                     let w = weights(p.add(b * SIZE));
                     let u = if SIGNED { _mm256_abs_epi8(w) } else { w };
                     for r in 0..R {
@@ -289,6 +306,7 @@ unsafe fn dot_k4<const FIFTH_BIT: bool, const R: usize>(row: &[u8], xs: &[Quanti
         let mut macc = [_mm_setzero_ps(); R];
         for b in 0..len {
             let block = row.as_ptr().add(b * size);
+            prefetch_ahead(block, size);
             let (dw, dminw) = (f16_at(block), f16_at(block.add(2)));
             let (scales, mins) = k4_scales_mins(std::slice::from_raw_parts(block.add(4), 12));
             let scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64(scales.as_ptr() as *const __m128i)));
@@ -356,6 +374,7 @@ unsafe fn dot_q6_k<const R: usize>(row: &[u8], xs: &[QuantizedRow], out: &mut [f
         let mut acc = [_mm256_setzero_ps(); R];
         for b in 0..len {
             let block = row.as_ptr().add(b * 210);
+            prefetch_ahead(block, 210);
             let sc = block.add(192) as *const i8;
             let mut sumi = [_mm256_setzero_si256(); R];
             for half in 0..2 {
@@ -400,7 +419,7 @@ unsafe fn dot_q6_k<const R: usize>(row: &[u8], xs: &[QuantizedRow], out: &mut [f
 pub mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{QuantizedRow, check_group, f16_at, finish, k4_scales_mins};
+    use super::{QuantizedRow, check_group, f16_at, finish, k4_scales_mins, prefetch_ahead};
 
     /// The two 256-bit halves of `v` added (lane i + lane i + 8).
     #[inline]
@@ -465,6 +484,7 @@ pub mod avx512 {
             let mut macc = [_mm_setzero_ps(); R];
             for b in 0..len {
                 let block = row.as_ptr().add(b * size);
+                prefetch_ahead(block, size);
                 let (dw, dminw) = (f16_at(block), f16_at(block.add(2)));
                 let (scales, mins) = k4_scales_mins(std::slice::from_raw_parts(block.add(4), 12));
                 let scales = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_loadl_epi64(scales.as_ptr() as *const __m128i)));
@@ -529,6 +549,7 @@ pub mod avx512 {
             let mut acc = [_mm256_setzero_ps(); R];
             for b in 0..len {
                 let block = row.as_ptr().add(b * 210);
+                prefetch_ahead(block, 210);
                 let scales = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(_mm_loadu_si128(block.add(192) as *const __m128i)));
                 let mut sumi = [_mm512_setzero_si512(); R];
                 for half in 0..2 {
@@ -641,6 +662,7 @@ pub mod avx512 {
                     let b = first + j;
                     let two = j + 1 < count;
                     let w = p.add(b * SIZE);
+                    prefetch_ahead(w, 2 * SIZE);
                     let u = weights(w, if two { w.add(SIZE) } else { w });
                     for r in 0..R {
                         let xp = xq[r].add(b * 32);
