@@ -199,14 +199,10 @@ impl RowDot {
 /// The kernel [`matmul`] dots `ty`'s rows with at [`crate::isa::current`]'s level.
 fn row_dot(ty: GgmlType) -> RowDot {
     #[cfg(target_arch = "x86_64")]
-    if crate::isa::current() >= crate::isa::Isa::Avx512 && avx512bw() {
-        if let Some(kernel) = avx512_rows(ty) {
-            return RowDot::Vector(kernel);
-        }
-    }
-    #[cfg(target_arch = "x86_64")]
-    if crate::isa::current() >= crate::isa::Isa::Avx2 {
-        if let Some(kernel) = avx2_rows(ty) {
+    {
+        use crate::isa::{Isa, current};
+        let wide = if current() >= Isa::Avx512 && avx512bw() { avx512_rows(ty) } else { None };
+        if let Some(kernel) = wide.or_else(|| if current() >= Isa::Avx2 { avx2_rows(ty) } else { None }) {
             return RowDot::Vector(kernel);
         }
     }

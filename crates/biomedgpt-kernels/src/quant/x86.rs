@@ -127,6 +127,55 @@ fn prefetch_ahead(p: *const u8, bytes: usize) {
     }
 }
 
+/// Blocks per batch of the legacy kernels' scale products ([`legacy_scales`]).
+const CHUNK: usize = 32;
+
+/// The scale products of blocks `first..first + count` (at most [`CHUNK`]) of a legacy-type row
+/// at `p`: `d[r][j] = d_w · d_x` for each activation row `r`, and (with `MIN`) the blocks' `m`
+/// in `m`; entries past `count` hold products of zeros. Shared by the AVX2 and AVX-512 kernels,
+/// whose bits rest on it: widening each block's f16 on its own made the compiler insert it into
+/// the accumulator's register (`vpinsrw`), a false dependency that serialized the blocks (Q4_0
+/// decoded at a third of llama.cpp's speed), so they are widened 8 per instruction here.
+///
+/// # Safety
+/// AVX2 and F16C; blocks `first..first + count` of `SIZE` bytes at `p`, and as many scales in
+/// every row of `xs`.
+#[inline(always)]
+unsafe fn legacy_scales<const SIZE: usize, const MIN: bool, const R: usize>(
+    p: *const u8,
+    xs: &[QuantizedRow],
+    first: usize,
+    count: usize,
+    d: &mut [[f32; CHUNK + 2]; R],
+    m: &mut [f32; CHUNK],
+) {
+    // SAFETY: the reads the caller vouches for; the arrays hold CHUNK (+ 2) values.
+    unsafe {
+        let (mut dw, mut mw) = ([0u16; CHUNK], [0u16; CHUNK]);
+        for j in 0..count {
+            let w = p.add((first + j) * SIZE);
+            dw[j] = (w as *const u16).read_unaligned();
+            if MIN {
+                mw[j] = (w.add(2) as *const u16).read_unaligned();
+            }
+        }
+        let mut dx = [[0f32; CHUNK]; R];
+        for r in 0..R {
+            dx[r][..count].copy_from_slice(&xs[r].d[first..first + count]);
+        }
+        for e in (0..CHUNK).step_by(8) {
+            let wide = |h: &[u16; CHUNK]| _mm256_cvtph_ps(_mm_loadu_si128(h.as_ptr().add(e) as *const __m128i));
+            let dwe = wide(&dw);
+            for r in 0..R {
+                _mm256_storeu_ps(d[r].as_mut_ptr().add(e), _mm256_mul_ps(dwe, _mm256_loadu_ps(dx[r].as_ptr().add(e))));
+            }
+            if MIN {
+                _mm256_storeu_ps(m.as_mut_ptr().add(e), wide(&mw));
+            }
+        }
+    }
+}
+
 /// The legacy types: `SIZE`-byte blocks whose f16 `d` (and, with `MIN`, `m`) lead the block;
 /// `weights` gives a block's 32 values as bytes: signed (`SIGNED`: dotted as `|w| · sign(x, w)`)
 /// or unsigned.
@@ -134,10 +183,8 @@ fn prefetch_ahead(p: *const u8, bytes: usize) {
 /// Even and odd blocks accumulate apart (as [`super::int8::dot_reference`] does): one chain
 /// of FMAs bounded a row at one block per FMA latency.
 ///
-/// The blocks' scale products are computed first, 32 blocks at a time and 8 per instruction, into
-/// a buffer the main loop broadcasts from: widening each block's f16 on its own made the compiler
-/// insert it into the accumulator's register (`vpinsrw`), a false dependency that serialized the
-/// blocks (Q4_0 decoded at a third of llama.cpp's speed).
+/// The blocks' scale products are computed first, [`CHUNK`] blocks at a time
+/// ([`legacy_scales`]), into a buffer the main loop broadcasts from.
 ///
 /// # Safety
 /// AVX2, FMA, F16C.
@@ -148,7 +195,6 @@ unsafe fn legacy_dot<const SIZE: usize, const MIN: bool, const SIGNED: bool, con
     xs: &[QuantizedRow],
     out: &mut [f32],
 ) {
-    const CHUNK: usize = 32;
     let len = check_group::<R>(row, SIZE, xs, out);
     let p = row.as_ptr();
     let xq: [*const i8; R] = std::array::from_fn(|r| xs[r].qs.as_ptr());
@@ -156,31 +202,10 @@ unsafe fn legacy_dot<const SIZE: usize, const MIN: bool, const SIGNED: bool, con
     unsafe {
         let mut acc = [[_mm256_setzero_ps(); 2]; R];
         let mut macc = [[0f32; 4]; R];
-        let (mut d, mut m) = ([[0f32; CHUNK]; R], [0f32; CHUNK]);
+        let (mut d, mut m) = ([[0f32; CHUNK + 2]; R], [0f32; CHUNK]);
         for first in (0..len).step_by(CHUNK) {
             let count = (len - first).min(CHUNK);
-            let (mut dw, mut mw) = ([0u16; CHUNK], [0u16; CHUNK]);
-            for j in 0..count {
-                let w = p.add((first + j) * SIZE);
-                dw[j] = (w as *const u16).read_unaligned();
-                if MIN {
-                    mw[j] = (w.add(2) as *const u16).read_unaligned();
-                }
-            }
-            let mut dx = [[0f32; CHUNK]; R];
-            for r in 0..R {
-                dx[r][..count].copy_from_slice(&xs[r].d[first..first + count]);
-            }
-            for e in (0..CHUNK).step_by(8) {
-                let wide = |h: &[u16; CHUNK]| _mm256_cvtph_ps(_mm_loadu_si128(h.as_ptr().add(e) as *const __m128i));
-                let dwe = wide(&dw);
-                for r in 0..R {
-                    _mm256_storeu_ps(d[r].as_mut_ptr().add(e), _mm256_mul_ps(dwe, _mm256_loadu_ps(dx[r].as_ptr().add(e))));
-                }
-                if MIN {
-                    _mm256_storeu_ps(m.as_mut_ptr().add(e), wide(&mw));
-                }
-            }
+            legacy_scales::<SIZE, MIN, R>(p, xs, first, count, &mut d, &mut m);
             // `first` is even: block parity is `j`'s.
             for pair in (0..count).step_by(2) {
                 for parity in 0..2 {
@@ -288,6 +313,41 @@ fn broadcast_i16(i: usize) -> __m256i {
     _mm256_set1_epi16((((2 * i + 1) << 8) | 2 * i) as i16)
 }
 
+/// A Q4_K/Q5_K block's `d`, `dmin`, and its eight scales and eight minimums as i16 lanes.
+///
+/// # Safety
+/// AVX2 and F16C; 16 bytes at `block`.
+#[inline(always)]
+unsafe fn k4_block_header(block: *const u8) -> (f32, f32, __m128i, __m128i) {
+    // SAFETY: the caller's.
+    unsafe {
+        let (scales, mins) = k4_scales_mins(std::slice::from_raw_parts(block.add(4), 12));
+        let wide = |v: [u8; 8]| _mm_cvtepu8_epi16(_mm_loadl_epi64(v.as_ptr() as *const __m128i));
+        (f16_at(block), f16_at(block.add(2)), wide(scales), wide(mins))
+    }
+}
+
+/// One activation row's float step after a Q4_K/Q5_K block (`sumi`: its eight lanes of
+/// `scale · Σ q x`; `header`: the block's `d`, `dmin` and minimums), the same at every level:
+/// `acc += d·d_x · sumi`, and the minimums through `bsums` into four lanes.
+///
+/// # Safety
+/// AVX2, FMA and F16C; block `b` of `x`.
+#[inline(always)]
+unsafe fn k4_row_step(sumi: __m256i, header: (f32, f32, __m128i), x: &QuantizedRow, b: usize, acc: &mut __m256, macc: &mut __m128) {
+    let (dw, dminw, mins) = header;
+    // SAFETY: the caller's.
+    unsafe {
+        let dx = *x.d.get_unchecked(b);
+        let (d, dmin) = (dw * dx, dminw * dx);
+        *acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), *acc);
+        // Mins: the bsums of each group of 32 (pairs of 16), times its min, in four lanes.
+        let bsums = _mm256_loadu_si256(x.sums.as_ptr().add(b * 16) as *const __m256i);
+        let groups = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256::<1>(bsums));
+        *macc = _mm_fmadd_ps(_mm_set1_ps(-dmin), _mm_cvtepi32_ps(_mm_madd_epi16(mins, groups)), *macc);
+    }
+}
+
 /// Q4_K, or Q5_K with `FIFTH_BIT` (its `qh` bytes sit between the scales and `qs`), for `R` rows.
 ///
 /// # Safety
@@ -307,10 +367,8 @@ unsafe fn dot_k4<const FIFTH_BIT: bool, const R: usize>(row: &[u8], xs: &[Quanti
         for b in 0..len {
             let block = row.as_ptr().add(b * size);
             prefetch_ahead(block, size);
-            let (dw, dminw) = (f16_at(block), f16_at(block.add(2)));
-            let (scales, mins) = k4_scales_mins(std::slice::from_raw_parts(block.add(4), 12));
-            let scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64(scales.as_ptr() as *const __m128i)));
-            let mins = _mm_cvtepu8_epi16(_mm_loadl_epi64(mins.as_ptr() as *const __m128i));
+            let (dw, dminw, scales, mins) = k4_block_header(block);
+            let scales = _mm256_broadcastsi128_si256(scales);
             let qs = block.add(if FIFTH_BIT { 48 } else { 16 });
             let mut high = if FIFTH_BIT { _mm256_loadu_si256(block.add(16) as *const __m256i) } else { _mm256_setzero_si256() };
             let mut sumi = [_mm256_setzero_si256(); R];
@@ -332,13 +390,7 @@ unsafe fn dot_k4<const FIFTH_BIT: bool, const R: usize>(row: &[u8], xs: &[Quanti
                 }
             }
             for r in 0..R {
-                let dx = *xs[r].d.get_unchecked(b);
-                let (d, dmin) = (dw * dx, dminw * dx);
-                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
-                // Mins: the bsums of each group of 32 (pairs of 16), times its min, in four lanes.
-                let bsums = _mm256_loadu_si256(xs[r].sums.as_ptr().add(b * 16) as *const __m256i);
-                let groups = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256::<1>(bsums));
-                macc[r] = _mm_fmadd_ps(_mm_set1_ps(-dmin), _mm_cvtepi32_ps(_mm_madd_epi16(mins, groups)), macc[r]);
+                k4_row_step(sumi[r], (dw, dminw, mins), &xs[r], b, &mut acc[r], &mut macc[r]);
             }
         }
         for r in 0..R {
@@ -419,7 +471,7 @@ unsafe fn dot_q6_k<const R: usize>(row: &[u8], xs: &[QuantizedRow], out: &mut [f
 pub mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{QuantizedRow, check_group, f16_at, finish, k4_scales_mins, prefetch_ahead};
+    use super::{CHUNK, QuantizedRow, check_group, f16_at, finish, k4_block_header, k4_row_step, legacy_scales, prefetch_ahead};
 
     /// The two 256-bit halves of `v` added (lane i + lane i + 8).
     #[inline]
@@ -485,10 +537,8 @@ pub mod avx512 {
             for b in 0..len {
                 let block = row.as_ptr().add(b * size);
                 prefetch_ahead(block, size);
-                let (dw, dminw) = (f16_at(block), f16_at(block.add(2)));
-                let (scales, mins) = k4_scales_mins(std::slice::from_raw_parts(block.add(4), 12));
-                let scales = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_loadl_epi64(scales.as_ptr() as *const __m128i)));
-                let mins = _mm_cvtepu8_epi16(_mm_loadl_epi64(mins.as_ptr() as *const __m128i));
+                let (dw, dminw, scales, mins) = k4_block_header(block);
+                let scales = _mm512_castsi128_si512(scales);
                 let qs = block.add(if FIFTH_BIT { 48 } else { 16 });
                 let high = if FIFTH_BIT { _mm512_broadcast_i64x4(_mm256_loadu_si256(block.add(16) as *const __m256i)) } else { _mm512_setzero_si512() };
                 let mut sumi = [_mm512_setzero_si512(); R];
@@ -506,12 +556,7 @@ pub mod avx512 {
                     }
                 }
                 for r in 0..R {
-                    let dx = *xs[r].d.get_unchecked(b);
-                    let (d, dmin) = (dw * dx, dminw * dx);
-                    acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(fold_halves(sumi[r])), acc[r]);
-                    let bsums = _mm256_loadu_si256(xs[r].sums.as_ptr().add(b * 16) as *const __m256i);
-                    let groups = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256::<1>(bsums));
-                    macc[r] = _mm_fmadd_ps(_mm_set1_ps(-dmin), _mm_cvtepi32_ps(_mm_madd_epi16(mins, groups)), macc[r]);
+                    k4_row_step(fold_halves(sumi[r]), (dw, dminw, mins), &xs[r], b, &mut acc[r], &mut macc[r]);
                 }
             }
             for r in 0..R {
@@ -618,7 +663,6 @@ pub mod avx512 {
         xs: &[QuantizedRow],
         out: &mut [f32],
     ) {
-        const CHUNK: usize = 32;
         let len = check_group::<R>(row, SIZE, xs, out);
         let p = row.as_ptr();
         let xq: [*const i8; R] = std::array::from_fn(|r| xs[r].qs.as_ptr());
@@ -630,33 +674,12 @@ pub mod avx512 {
             let pair_index = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
             let mut acc = [_mm512_setzero_ps(); R];
             let mut macc = [[0f32; 4]; R];
-            // As the AVX2 kernel: the scale products of 32 blocks at a time (and 2 to spare,
-            // read only into masked lanes).
+            // The scale products as the AVX2 kernel's (the 2 spare entries are read only into
+            // masked lanes).
             let (mut d, mut m) = ([[0f32; CHUNK + 2]; R], [0f32; CHUNK]);
             for first in (0..len).step_by(CHUNK) {
                 let count = (len - first).min(CHUNK);
-                let (mut dw, mut mw) = ([0u16; CHUNK], [0u16; CHUNK]);
-                for j in 0..count {
-                    let w = p.add((first + j) * SIZE);
-                    dw[j] = (w as *const u16).read_unaligned();
-                    if MIN {
-                        mw[j] = (w.add(2) as *const u16).read_unaligned();
-                    }
-                }
-                let mut dx = [[0f32; CHUNK]; R];
-                for r in 0..R {
-                    dx[r][..count].copy_from_slice(&xs[r].d[first..first + count]);
-                }
-                for e in (0..CHUNK).step_by(8) {
-                    let wide = |h: &[u16; CHUNK]| _mm256_cvtph_ps(_mm_loadu_si128(h.as_ptr().add(e) as *const __m128i));
-                    let dwe = wide(&dw);
-                    for r in 0..R {
-                        _mm256_storeu_ps(d[r].as_mut_ptr().add(e), _mm256_mul_ps(dwe, _mm256_loadu_ps(dx[r].as_ptr().add(e))));
-                    }
-                    if MIN {
-                        _mm256_storeu_ps(m.as_mut_ptr().add(e), wide(&mw));
-                    }
-                }
+                legacy_scales::<SIZE, MIN, R>(p, xs, first, count, &mut d, &mut m);
                 // `first` is even: pairs start on even blocks.
                 for j in (0..count).step_by(2) {
                     let b = first + j;
