@@ -10,18 +10,26 @@
 //!   `s = d · Σ q` for the types with a minimum), Q8_K as its `quantize_row_q8_K_ref` (the
 //!   signed value of largest magnitude gives `-127 / max`, values rounded half to even, capped
 //!   at 127, `bsums` of 16).
-//! - **Integer sums**, exact, in eight lanes as the vector units form them: lane `l` of a block
-//!   holds `Σ scale · q_w · q_x` over the values `i` with `(i mod 32) / 4 = l` (four neighbouring
-//!   bytes, what `vpmaddubsw` + `vpmaddwd` or `vpdpbusd` sum into one i32). Every path must
-//!   produce the same integers.
-//! - **Scaling** (the only floating point): per block, `acc[l] = fma(d_w · d_x, lane[l], acc[l])`
-//!   over eight f32 accumulators; minimum terms (Q4_1/Q5_1's `m · s_x`, the k-quants'
-//!   `-dmin · d_x · Σ min · bsum`) go into four more, `macc`, the k-quants' mins in lanes of
-//!   four groups of 16 and the legacy blocks' in lane `b mod 4`. The result is
-//!   `fold8(acc) + fold4(macc)`, summed as vector registers are ([`fold8`], [`fold4`]). The
-//!   vector kernels (`x86.rs`) keep exactly these accumulators, so every instruction-set level
-//!   gives [`dot_reference`]'s bits, and a row's result does not depend on how many rows are
-//!   computed beside it (continuous batching).
+//! - **Legacy types** (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0; blocks of 32): integer sums, exact, in
+//!   eight lanes as the vector units form them: lane `l` of a block holds `Σ q_w · q_x` over
+//!   the values `i` with `(i mod 32) / 4 = l` (four neighbouring bytes, what `vpmaddubsw` +
+//!   `vpmaddwd` or `vpdpbusd` sum into one i32). Scaling (the only floating point): per block,
+//!   `acc[l] = fma(d_w · d_x, lane[l], acc[l])` over eight f32 accumulators, even and odd blocks
+//!   in two sets added lane-wise at the end; the minimum terms (Q4_1/Q5_1's `m · s_x`) go into
+//!   four more, `macc`, in lane `b mod 4`. The result is `fold8(acc) + fold4(macc)`, summed as
+//!   vector registers are ([`fold8`], [`fold4`]).
+//! - **K-quants** (Q2_K..Q6_K; blocks of 256): per block, two exact integers, `S = Σ_g scale_g ·
+//!   Σ_{i in g} q_w q_x` (signed weight values; Q4_K/Q5_K/Q2_K's unsigned ones) and, for the
+//!   types with a minimum, `M = Σ_g min_g · Σ_{i in g} q_x` (through `bsums`); then one float
+//!   step, [`k_step`]: `y = fma(S, d_w · d_x, y)`, `y = fma(M, -(dmin · d_x), y)`, block after
+//!   block. Integer sums do not depend on the order they are formed in, so the prompt products
+//!   ([`super::panel`], sixteen weight rows interleaved) compute exactly this too: a decoding
+//!   row's bits are the same whether it goes through the row kernels or through panels, which
+//!   lets a large decoding batch take the panels.
+//!
+//! The vector kernels (`x86.rs`) keep exactly these accumulators and steps, so every
+//! instruction-set level gives [`dot_reference`]'s bits, and a row's result does not depend on
+//! how many rows are computed beside it (continuous batching).
 //!
 //! Integer activations differ slightly from the f32 product with the dequantized weights (as
 //! llama.cpp's do); `--dtype f32` dequantizes at load and keeps the exact path.
@@ -317,13 +325,14 @@ pub fn dot_reference(ty: GgmlType, row: &[u8], x: &QuantizedRow) -> f32 {
     assert_eq!(Some(x.blocks), ActivationBlocks::for_weights(ty), "{ty} weights with {:?} activations", x.blocks);
     assert_eq!(row.len(), x.len * bytes, "{ty} row of {} bytes for {} activation blocks", row.len(), x.len);
     // The legacy types' blocks alternate between two accumulators (the FMA chain of one would
-    // bound a one-row kernel at one block per FMA latency); the k-quants' take the first only.
+    // bound a one-row kernel at one block per FMA latency).
     let mut acc = [[0f32; 8]; 2];
     let mut macc = [0f32; 4];
+    let mut y = 0f32;
     for (b, block) in row.chunks_exact(bytes).enumerate() {
         let xq = &x.qs[b * len..(b + 1) * len];
-        let mut lanes = [0i32; 8];
-        let d = if len == 32 {
+        if len == 32 {
+            let mut lanes = [0i32; 8];
             let u = unpack_legacy(ty, block);
             for (i, (&w, &v)) in u.q.iter().zip(xq).enumerate() {
                 lanes[i / 4] += w as i32 * v as i32;
@@ -331,29 +340,36 @@ pub fn dot_reference(ty: GgmlType, row: &[u8], x: &QuantizedRow) -> f32 {
             if has_min(ty) {
                 macc[b % 4] = u.min.mul_add(x.s[b], macc[b % 4]);
             }
-            u.d
+            let d = u.d * x.d[b];
+            for (a, &l) in acc[b % 2].iter_mut().zip(&lanes) {
+                *a = d.mul_add(l as f32, *a);
+            }
         } else {
             let u = unpack_k(ty, block);
-            for (i, (&w, &v)) in u.q.iter().zip(xq).enumerate() {
-                lanes[(i % 32) / 4] += u.scales[i / 16] * (w as i32 * v as i32);
-            }
-            if has_min(ty) {
-                let dmin = u.min * x.d[b];
-                for (l, m) in macc.iter_mut().enumerate() {
-                    let p: i32 = (4 * l..4 * l + 4).map(|g| u.mins[g] * x.sums[b * 16 + g] as i32).sum();
-                    *m = (-dmin).mul_add(p as f32, *m);
-                }
-            }
-            u.d
-        };
-        let d = d * x.d[b];
-        let acc = &mut acc[if len == 32 { b % 2 } else { 0 }];
-        for (a, &l) in acc.iter_mut().zip(&lanes) {
-            *a = d.mul_add(l as f32, *a);
+            let s: i32 = u.q.iter().zip(xq).enumerate().map(|(i, (&w, &v))| u.scales[i / 16] * (w as i32 * v as i32)).sum();
+            let m: i32 = (0..16).map(|g| u.mins[g] * x.sums[b * 16 + g] as i32).sum();
+            y = k_step(s, has_min(ty).then_some(m), u.d, u.min, x.d[b], y);
         }
     }
-    let lanes = if len == 32 { std::array::from_fn(|i| acc[0][i] + acc[1][i]) } else { acc[0] };
-    fold8(lanes) + fold4(macc)
+    if len == 32 { fold8(std::array::from_fn(|i| acc[0][i] + acc[1][i])) + fold4(macc) } else { y }
+}
+
+/// Whether `ty`'s decoding arithmetic is the panels' too (the k-quants'), so that decoding rows
+/// may take either path and get the same bits.
+pub fn same_on_panels(ty: GgmlType) -> bool {
+    matches!(ActivationBlocks::for_weights(ty), Some(ActivationBlocks::Q8K))
+}
+
+/// A k-quant block's float step: `S` (`Σ scale · q_w q_x`) and, for the types with a minimum,
+/// `M` (`Σ min · Σ q_x`), both exact, added to `y` with the weight block's `d`, `dmin` and the
+/// activation block's `d_x`. Every kernel, row-wise or on panels, takes these operations.
+#[inline(always)]
+pub(crate) fn k_step(s: i32, m: Option<i32>, d: f32, dmin: f32, dx: f32, y: f32) -> f32 {
+    let y = (s as f32).mul_add(d * dx, y);
+    match m {
+        Some(m) => (m as f32).mul_add(-(dmin * dx), y),
+        None => y,
+    }
 }
 
 #[cfg(test)]

@@ -100,7 +100,11 @@ pub fn matmul(x: Tensor<2>, w: &QuantMatrix, bias: Option<Tensor<1>>) -> Tensor<
     let n = w.rows;
     let bias_values: Option<Vec<f32>> = bias.map(|b| b.cast(DType::F32).into_data().try_to_vec::<f32>().expect("f32 data"));
     let prompt = m >= PROMPT_ROWS.max(crate::matmul::decode_rows() + 1);
-    let panels = if prompt && !w.f32_activations { super::panel::kernel(w.ty) } else { None };
+    // Decoding rows of the k-quants go through panels too from `panel_decoding_rows` on: same
+    // arithmetic, same bits (int8.rs), and fewer instructions per row once the panels' filling
+    // is shared by enough rows.
+    let panel_rows = prompt || (super::int8::same_on_panels(w.ty) && m >= panel_decoding_rows(w.ty));
+    let panels = if panel_rows && !w.f32_activations { super::panel::kernel(w.ty) } else { None };
     if let Some(kernel) = panels {
         // Prompts in integers on interleaved weight rows (panel.rs).
         let y = super::panel::matmul(kernel, w.ty, w.bytes(), n, k, &xs, m);
@@ -117,7 +121,30 @@ pub fn matmul(x: Tensor<2>, w: &QuantMatrix, bias: Option<Tensor<1>>) -> Tensor<
         });
         return output(y, None, m, n, dtype, &device);
     }
-    // Decoding rows: each row of x quantized once to 8 bits (int8.rs), then integer products.
+    let y = row_products(w, &xs, m);
+    output(y, bias_values.as_deref(), m, n, dtype, &device)
+}
+
+/// From how many decoding rows on the k-quants' products take the panels: where the panels'
+/// filling, paid once per product, costs less than the row kernels' per-row work. Measured on
+/// the 2-core Zen 5 VM (`decoding_speed`: TinyLlama's 5632 x 2048, ms per row, row kernels /
+/// panels): Q4_K 0.067 / 0.061 at 8 rows, Q5_K 0.080 / 0.083 at 8 and 0.082 / 0.062 at 12,
+/// Q6_K 0.065 / 0.084 at 8 and 0.070 / 0.065 at 12. Q2_K and Q3_K have no vector row kernels:
+/// panels from one row. (Either path gives the same bits, so this is speed only.)
+fn panel_decoding_rows(ty: GgmlType) -> usize {
+    match ty {
+        GgmlType::Q4K => 8,
+        GgmlType::Q5K => 10,
+        GgmlType::Q6K => 12,
+        GgmlType::Q2K | GgmlType::Q3K => 1,
+        _ => usize::MAX,
+    }
+}
+
+/// `x [m, k] W^T` for decoding rows: each row of x quantized once to 8 bits (int8.rs), then
+/// the integer row kernels, `[m, n]` f32.
+fn row_products(w: &QuantMatrix, xs: &[f32], m: usize) -> Vec<f32> {
+    let (n, k) = (w.rows, w.cols);
     let blocks = ActivationBlocks::for_weights(w.ty).expect("QuantMatrix::new admits only types with an integer product");
     let acts: Vec<QuantizedRow> = xs.chunks_exact(k).map(|x| quantize_row(blocks, x)).collect();
     let dot = row_dot(w.ty);
@@ -153,7 +180,7 @@ pub fn matmul(x: Tensor<2>, w: &QuantMatrix, bias: Option<Tensor<1>>) -> Tensor<
             }
         }
     });
-    output(y, bias_values.as_deref(), m, n, dtype, &device)
+    y
 }
 
 /// `y [m, n]` (f32) plus `bias` (one value per column) as a tensor of `dtype`: 16-bit types
@@ -291,7 +318,7 @@ mod tests {
 
     /// Decoding rows (1-8) equal the integer reference bit for bit (the kernels' i32 sums and
     /// scaling are exact copies of it), prompts (9+ rows) the panels' reference where the level
-    /// has a panel kernel, and both stay within the activations' 8-bit rounding of the
+    /// has a panel kernel, and for the k-quants every row count the decoding reference, and both stay within the activations' 8-bit rounding of the
     /// dequantized f32 product; prompts on dequantized tiles equal that product.
     #[test]
     fn decoding_equals_the_integer_reference_and_prompts_the_dequantized_product() {
@@ -325,6 +352,13 @@ mod tests {
                         let terms = (0..k).map(|c| x[i * k + c] as f64 * dense[j * k + c] as f64);
                         let want = terms.clone().sum::<f64>() + bias[j] as f64;
                         let scale = terms.map(f64::abs).sum::<f64>();
+                        let integers = m <= crate::matmul::matvec::MAX_ROWS || crate::quant::panel::kernel(ty).is_some();
+                        if super::super::int8::same_on_panels(ty) && integers {
+                            // The k-quants: one arithmetic for decoding rows and prompts (in
+                            // integers; the scalar level's prompts take the f32 tiles).
+                            let decoding = super::super::int8::dot_reference(ty, &matrix.bytes()[j * row_bytes..(j + 1) * row_bytes], &xq) + bias[j];
+                            assert_eq!(got.to_bits(), decoding.to_bits(), "{ty} m {m} ({i},{j}) under {}: {got} vs {decoding}", crate::isa::current());
+                        }
                         let panels = m > crate::matmul::matvec::MAX_ROWS && crate::quant::panel::kernel(ty).is_some();
                         if m <= crate::matmul::matvec::MAX_ROWS || panels {
                             let reference = if panels {
@@ -438,32 +472,42 @@ mod tests {
         }
     }
 
-    /// Decoding-step speed (not a test: `cargo test --release -p biomedgpt-kernels --lib
-    /// decoding_speed -- --ignored --nocapture`): a TinyLlama feed-forward matrix (5632 x 2048)
-    /// times 1-64 rows inside `decode_batch`, milliseconds per row (median of 7).
+    /// Decoding speed (`cargo test --release -p biomedgpt-kernels --lib decoding_speed --
+    /// --ignored --nocapture`): a TinyLlama feed-forward matrix (5632 x 2048) times 1-64 rows,
+    /// milliseconds per row (median of 7) through the row kernels and through panels (the
+    /// k-quants' decoding takes the panels from [`panel_decoding_rows`] on).
     #[test]
     #[ignore]
     fn decoding_speed() {
         let (n, k) = (5632, 2048);
         let w: Vec<f32> = (0..n * k).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
-        let device = Device::flex();
-        for ty in [GgmlType::Q4K, GgmlType::Q6K, GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q5K] {
+        let median = |f: &dyn Fn()| {
+            let mut times: Vec<f64> = (0..7)
+                .map(|_| {
+                    let start = std::time::Instant::now();
+                    f();
+                    start.elapsed().as_secs_f64() * 1e3
+                })
+                .collect();
+            times.sort_by(f64::total_cmp);
+            times[3]
+        };
+        for ty in [GgmlType::Q4K, GgmlType::Q6K, GgmlType::Q5K, GgmlType::Q4_0, GgmlType::Q8_0] {
             let mut q = vec![0u8; ty.row_bytes(k).unwrap() * n];
             quantize(ty, &w, &mut q);
             let matrix = QuantMatrix::new(ty, n, k, Arc::new(q)).unwrap();
-            for m in [1, 4, 16, 64] {
+            for m in [1, 2, 4, 6, 8, 12, 16, 24, 32, 64] {
                 let x: Vec<f32> = (0..m * k).map(|i| ((i * 31) % 17) as f32 / 17.0 - 0.4).collect();
-                let mut times: Vec<f64> = (0..7)
-                    .map(|_| {
-                        let xt = Tensor::<2>::from_data(TensorData::new(x.clone(), [m, k]), (&device, DType::F32));
-                        let start = std::time::Instant::now();
-                        let y = crate::matmul::decode_batch(|| matmul(xt, &matrix, None));
-                        std::hint::black_box(y);
-                        start.elapsed().as_secs_f64() * 1e3 / m as f64
+                let rows = median(&|| {
+                    std::hint::black_box(row_products(&matrix, &x, m));
+                });
+                let panels = super::super::panel::kernel(ty).map(|kernel| {
+                    median(&|| {
+                        std::hint::black_box(super::super::panel::matmul(kernel, ty, matrix.bytes(), n, k, &x, m));
                     })
-                    .collect();
-                times.sort_by(f64::total_cmp);
-                println!("{ty} m {m:2}: {:.4} ms/row (range {:.4}-{:.4})", times[3], times[0], times[6]);
+                });
+                let panels = panels.map_or("-".to_string(), |t| format!("{:.4}", t / m as f64));
+                println!("{ty} m {m:2}: rows {:.4} panels {panels} ms/row", rows / m as f64);
             }
         }
     }

@@ -24,15 +24,24 @@
 //!
 //! ## The arithmetic (what every instruction-set level computes, bit for bit)
 //! Activations are quantized as the decoding products quantize them ([`super::int8`]: Q8_K
-//! blocks of 256 for the k-quants, Q8_0 blocks of 32 for the legacy types). For an activation
-//! row and a weight row, over the activation blocks `b` and their sub-blocks `g`:
-//! `t = 0; t = fma(Σ_g u·q_x as f32, dsc_g, t); t = fma(-Σ_g q_x as f32, dmm_g, t)` for each `g`
-//! of `b`, then `y = fma(t, d_x(b), y)`; where the minimum is a fixed multiple `c` of the scale
-//! (Q4_0, Q5_0, Q8_0, Q3_K, Q6_K) the sub-block's step is one FMA on an exact integer:
-//! `t = fma((Σ_g u·q_x - c·Σ_g q_x) as f32, dsc_g, t)`. The integer sums are exact (whatever instructions form
-//! them), so [`reference`] and the vector kernels agree to the bit, and a row's result never
-//! depends on the rows computed beside it: prompts split into chunks, or batched with other
-//! prompts, give the same numbers (the prefix cache relies on it).
+//! blocks of 256 for the k-quants, Q8_0 blocks of 32 for the legacy types).
+//!
+//! - Legacy types (one sub-block per activation block), for an activation row and a weight
+//!   row, over the blocks `b`: `t = fma(Σ u·q_x as f32, dsc, 0); t = fma(-Σ q_x as f32, dmm, t)`,
+//!   then `y = fma(t, d_x(b), y)`; where the minimum is a fixed multiple `c` of the scale
+//!   (Q4_0, Q5_0, Q8_0) the step is one FMA on an exact integer: `t = fma((Σ u·q_x - c·Σ q_x)
+//!   as f32, dsc, 0)`.
+//! - K-quants: the decoding arithmetic itself ([`super::int8::k_step`]): per block the exact
+//!   integers `S = Σ_g scale_g · (Σ_g u·q_x - c·Σ_g q_x)` (`vpmulld` by each sub-block's integer
+//!   scale) and `M = Σ_g min_g · Σ_g q_x` (`vpdpwssd` / `vpmaddwd` on pairs of 16-bit minimums
+//!   and sums), then `y = fma(S, d·d_x, y)`, `y = fma(M, -(dmin·d_x), y)`. So a decoding row
+//!   gives the same bits on panels as in the row kernels, and a large decoding batch takes the
+//!   panels ([`super::matmul`]).
+//!
+//! The integer sums are exact (whatever instructions form them), so [`reference`] and the
+//! vector kernels agree to the bit, and a row's result never depends on the rows computed
+//! beside it: prompts split into chunks, or batched with other prompts, give the same numbers
+//! (the prefix cache relies on it).
 //!
 //! Levels: AVX-512 with VNNI (`vpdpbusd`, 16 lanes, four activation rows at a time); AVX2
 //! (`vpmaddubsw` into 16-bit sums as long as they cannot overflow, `vpmaddwd` to 32 bits; two
@@ -77,10 +86,64 @@ pub struct Panel {
     /// The values as `[k / 4][16 rows][4]` bytes: sub-block `g`'s `S/4` steps of 64 bytes
     /// follow each other.
     quants: Vec<u8>,
-    /// Per sub-block: 16 scales, then 16 minimums.
+    /// Legacy types, per sub-block: 16 scales, then 16 minimums.
     scales: Vec<f32>,
+    /// K-quants, per sub-block: the 16 rows' integer scales.
+    iscales: Vec<i32>,
+    /// K-quants with a minimum, per block and pair of sub-blocks: the 16 rows' two integer
+    /// minimums as 16-bit halves (`vpdpwssd` / `vpmaddwd` operands).
+    imins: Vec<i32>,
+    /// K-quants, per block: the 16 rows' `d`, then their `dmin`.
+    dblock: Vec<f32>,
     /// The 16 rows' values before interleaving, `[16][k]`.
     rows: Vec<u8>,
+}
+
+/// Whether `ty` is a k-quant (blocks of 256 with integer sub-block scales).
+fn is_k(ty: GgmlType) -> bool {
+    ty.block().0 == super::QK_K
+}
+
+/// A k-quant block's `d`, `dmin` (0 without a minimum) and its sub-blocks' integer scales and
+/// minimums (as [`super::int8`]'s decoding reads them).
+#[inline(always)]
+fn k_scales(ty: GgmlType, b: &[u8], sc: &mut [i32; 16], mn: &mut [i32; 16]) -> (f32, f32) {
+    use GgmlType::*;
+    match ty {
+        Q4K | Q5K => {
+            let (scales, mins) = super::int8::k4_scales_mins(&b[4..16]);
+            for g in 0..8 {
+                (sc[g], mn[g]) = (scales[g] as i32, mins[g] as i32);
+            }
+            (f16_at(b), f16_at(&b[2..]))
+        }
+        Q6K => {
+            for g in 0..16 {
+                sc[g] = b[192 + g] as i8 as i32;
+            }
+            (f16_at(&b[208..]), 0.0)
+        }
+        Q3K => {
+            let scales = q3_k_scales(&b[96..108]);
+            for g in 0..16 {
+                sc[g] = scales[g] as i32;
+            }
+            (f16_at(&b[108..]), 0.0)
+        }
+        Q2K => {
+            for g in 0..16 {
+                (sc[g], mn[g]) = ((b[g] & 0x0f) as i32, (b[g] >> 4) as i32);
+            }
+            (f16_at(&b[80..]), f16_at(&b[82..]))
+        }
+        other => unreachable!("{other} is not a k-quant"),
+    }
+}
+
+/// Two 16-bit values in one i32 lane, `lo` in the low half.
+#[inline(always)]
+fn pair_i16(lo: i32, hi: i32) -> i32 {
+    ((lo as i16 as u16 as u32) | ((hi as i16 as u16 as u32) << 16)) as i32
 }
 
 /// A block's values as unsigned integers (`u`, in value order) and each sub-block's scale and
@@ -273,6 +336,9 @@ impl Panel {
             };
         }
         each!(Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2K, Q3K, Q4K, Q5K, Q6K);
+        if is_k(ty) {
+            self.fill_k_scales(ty, rows);
+        }
         interleave(&self.rows, &mut self.quants, k);
     }
 
@@ -281,14 +347,48 @@ impl Panel {
     fn size(&mut self, ty: GgmlType, k: usize) {
         let subs = k / sub_len(ty).expect("a type with panels");
         self.quants.resize(k * LANES, 0);
-        self.scales.clear();
-        self.scales.resize(subs * 2 * LANES, 0.0);
+        if is_k(ty) {
+            let blocks = k / super::QK_K;
+            self.iscales.clear();
+            self.iscales.resize(subs * LANES, 0);
+            self.imins.clear();
+            self.imins.resize(subs / 2 * LANES, 0);
+            self.dblock.clear();
+            self.dblock.resize(blocks * 2 * LANES, 0.0);
+        } else {
+            self.scales.clear();
+            self.scales.resize(subs * 2 * LANES, 0.0);
+        }
+    }
+
+    /// A k-quant's block factors, integer scales and minimums of `rows`.
+    #[inline(always)]
+    fn fill_k_scales(&mut self, ty: GgmlType, rows: &[&[u8]]) {
+        let (s, (len, bytes)) = (sub_len(ty).expect("a type with panels"), ty.block());
+        let (subs, pairs) = (len / s, len / s / 2);
+        let (mut sc, mut mn) = ([0i32; 16], [0i32; 16]);
+        for (r, row) in rows.iter().enumerate() {
+            for (b, block) in row.chunks_exact(bytes).enumerate() {
+                let (d, dmin) = k_scales(ty, block, &mut sc, &mut mn);
+                self.dblock[b * 2 * LANES + r] = d;
+                self.dblock[b * 2 * LANES + LANES + r] = dmin;
+                for g in 0..subs {
+                    self.iscales[(b * subs + g) * LANES + r] = sc[g];
+                }
+                for p in 0..pairs {
+                    self.imins[(b * pairs + p) * LANES + r] = pair_i16(mn[2 * p], mn[2 * p + 1]);
+                }
+            }
+        }
     }
 
     /// Only the scales and minimums of the rows (the values are interleaved by the caller).
     #[inline(always)]
     fn fill_scales(&mut self, ty: GgmlType, rows: &[&[u8]]) {
         use GgmlType::*;
+        if is_k(ty) {
+            return self.fill_k_scales(ty, rows);
+        }
         let (s, (len, bytes)) = (sub_len(ty).expect("a type with panels"), ty.block());
         let per_block = len / s;
         macro_rules! each {
@@ -311,7 +411,7 @@ impl Panel {
                 }
             };
         }
-        each!(Q4_0, Q8_0, Q4K, Q6K);
+        each!(Q4_0, Q8_0);
     }
 
     #[inline(always)]
@@ -322,6 +422,9 @@ impl Panel {
             let values = &mut self.rows[r * k..(r + 1) * k];
             for (b, (block, u)) in row.chunks_exact(bytes).zip(values.chunks_exact_mut(len)).enumerate() {
                 unpack(block, u, &mut dsc, &mut dmm);
+                if per_block > 1 {
+                    continue; // the k-quants' scales: fill_k_scales
+                }
                 for j in 0..per_block {
                     let g = b * per_block + j;
                     self.scales[g * 2 * LANES + r] = dsc[j];
@@ -347,6 +450,9 @@ pub struct Activations {
     /// multiple, and each sub-block's sum times it (`c · Σ q_x`, exact).
     offset: i32,
     offset_sums: Vec<i32>,
+    /// K-quants with a minimum: each pair of sub-blocks' sums as 16-bit halves ([`pair_i16`]).
+    has_min: bool,
+    pair_sums: Vec<i32>,
 }
 
 /// `c` where `ty`'s values are `dsc · (u - c)` (the minimum a fixed multiple of the scale):
@@ -385,8 +491,11 @@ impl Activations {
             neg_sums: vec![0.0; rows * per_row_subs],
             offset: c,
             offset_sums: vec![0; rows * per_row_subs],
+            has_min: super::int8::has_min(ty),
+            pair_sums: vec![0; rows * per_row_subs / 2],
         };
         let (qx, dx, neg, off) = (Shared(a.qx.as_mut_ptr()), Shared(a.dx.as_mut_ptr()), Shared(a.neg_sums.as_mut_ptr()), Shared(a.offset_sums.as_mut_ptr()));
+        let pairs = Shared(a.pair_sums.as_mut_ptr());
         const ROWS_PER_PIECE: usize = 4;
         let threads = if rows * k < 1 << 16 { 1 } else { rayon::current_num_threads() };
         share_pieces(rows.div_ceil(ROWS_PER_PIECE), threads, |piece, _: &mut ()| {
@@ -398,10 +507,15 @@ impl Activations {
                 unsafe {
                     std::ptr::copy_nonoverlapping(q.qs.as_ptr(), qx.ptr().add(r * k), k);
                     std::ptr::copy_nonoverlapping(q.d.as_ptr(), dx.ptr().add(r * per_row_blocks), per_row_blocks);
+                    let mut previous = 0;
                     for (g, part) in q.sums.chunks_exact(per).enumerate() {
                         let sum: i32 = part.iter().map(|&s| s as i32).sum();
                         *neg.ptr().add(r * per_row_subs + g) = -(sum as f32);
                         *off.ptr().add(r * per_row_subs + g) = c * sum;
+                        if g % 2 == 1 && block != sub {
+                            *pairs.ptr().add((r * per_row_subs + g) / 2) = pair_i16(previous, sum);
+                        }
+                        previous = sum;
                     }
                 }
             }
@@ -418,31 +532,43 @@ impl Activations {
 /// scalar definition of the arithmetic (the vector kernels equal it bit for bit).
 pub fn reference(p: &Panel, a: &Activations, first: usize, out: &mut [[f32; LANES]]) {
     let (steps, per_block) = (a.sub / 4, a.block / a.sub);
+    let subs = a.k / a.sub;
     for (i, y) in out.iter_mut().enumerate() {
         let row = first + i;
         let qx = &a.qx[row * a.k..(row + 1) * a.k];
+        // The exact sum of sub-block `g` of lane `l` (minus `c · Σ q_x` where the type has an offset).
+        let sum = |g: usize, l: usize| {
+            let quants = &p.quants[g * steps * 64..];
+            let mut s = 0i32;
+            for step in 0..steps {
+                for v in 0..4 {
+                    s += quants[step * 64 + l * 4 + v] as i32 * qx[g * a.sub + step * 4 + v] as i32;
+                }
+            }
+            s - if a.offset != 0 { a.offset_sums[row * subs + g] } else { 0 }
+        };
         for l in 0..LANES {
             let mut acc = 0f32;
             for b in 0..a.blocks_per_row() {
-                let mut t = 0f32;
-                for j in 0..per_block {
-                    let g = b * per_block + j;
-                    let quants = &p.quants[g * steps * 64..];
-                    let mut s = 0i32;
-                    for step in 0..steps {
-                        for v in 0..4 {
-                            s += quants[step * 64 + l * 4 + v] as i32 * qx[g * a.sub + step * 4 + v] as i32;
-                        }
+                let dx = a.dx[row * a.blocks_per_row() + b];
+                if per_block == 1 {
+                    let (s, scales) = (sum(b, l), &p.scales[b * 2 * LANES..]);
+                    let mut t = (s as f32).mul_add(scales[l], 0.0);
+                    if a.offset == 0 {
+                        t = a.neg_sums[row * subs + b].mul_add(scales[LANES + l], t);
                     }
-                    let scales = &p.scales[g * 2 * LANES..];
-                    if a.offset != 0 {
-                        t = ((s - a.offset_sums[row * a.k / a.sub + g]) as f32).mul_add(scales[l], t);
-                    } else {
-                        t = (s as f32).mul_add(scales[l], t);
-                        t = a.neg_sums[row * a.k / a.sub + g].mul_add(scales[LANES + l], t);
-                    }
+                    acc = t.mul_add(dx, acc);
+                } else {
+                    let s: i32 = (0..per_block).map(|j| sum(b * per_block + j, l) * p.iscales[(b * per_block + j) * LANES + l]).sum();
+                    let m: i32 = (0..per_block / 2)
+                        .map(|q| {
+                            let (w, x) = (p.imins[(b * per_block / 2 + q) * LANES + l], a.pair_sums[row * subs / 2 + b * per_block / 2 + q]);
+                            (w as i16 as i32) * (x as i16 as i32) + (w >> 16) * (x >> 16)
+                        })
+                        .sum();
+                    let (d, dmin) = (p.dblock[b * 2 * LANES + l], p.dblock[b * 2 * LANES + LANES + l]);
+                    acc = super::int8::k_step(s, a.has_min.then_some(m), d, dmin, dx, acc);
                 }
-                acc = t.mul_add(a.dx[row * a.blocks_per_row() + b], acc);
             }
             y[l] = acc;
         }
@@ -586,19 +712,28 @@ pub mod x86 {
         neg: [*const f32; R],
         off: [*const i32; R],
         dx: [*const f32; R],
+        /// K-quants: the pairs of sub-block sums.
+        pairs: [*const i32; R],
     }
 
     impl<const R: usize> RowPointers<R> {
         #[inline(always)]
         fn new(p: &Panel, a: &Activations, first: usize, outputs: usize) -> Self {
             let (k, blocks, subs) = (a.k, a.blocks_per_row(), a.k / a.sub);
-            assert!(outputs == R && (first + R) * k <= a.qx.len() && p.quants.len() >= k * LANES && p.scales.len() >= subs * 2 * LANES);
+            assert!(outputs == R && (first + R) * k <= a.qx.len() && p.quants.len() >= k * LANES);
+            if a.block != a.sub {
+                assert!(p.iscales.len() >= subs * LANES && p.imins.len() >= subs / 2 * LANES && p.dblock.len() >= blocks * 2 * LANES);
+                assert!(a.pair_sums.len() >= (first + R) * (subs / 2));
+            } else {
+                assert!(p.scales.len() >= subs * 2 * LANES);
+            }
             RowPointers {
                 blocks,
                 qx: std::array::from_fn(|i| a.qx[(first + i) * k..].as_ptr()),
                 neg: std::array::from_fn(|i| a.neg_sums[(first + i) * subs..].as_ptr()),
                 off: std::array::from_fn(|i| a.offset_sums[(first + i) * subs..].as_ptr()),
                 dx: std::array::from_fn(|i| a.dx[(first + i) * blocks..].as_ptr()),
+                pairs: std::array::from_fn(|i| a.pair_sums[((first + i) * (subs / 2)).min(a.pair_sums.len())..].as_ptr()),
             }
         }
     }
@@ -647,7 +782,11 @@ pub mod x86 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
     #[inline]
     unsafe fn vnni_rows<const R: usize, const SUB: usize, const PER_BLOCK: usize, const UNUSED: usize>(p: &Panel, a: &Activations, first: usize, out: &mut [[f32; LANES]], _half: usize) {
-        let RowPointers { blocks, qx, neg, off, dx } = RowPointers::<R>::new(p, a, first, out.len());
+        if PER_BLOCK > 1 {
+            // SAFETY: the same features.
+            return unsafe { vnni_k_rows::<R, SUB, PER_BLOCK>(p, a, first, out) };
+        }
+        let RowPointers { blocks, qx, neg, off, dx, .. } = RowPointers::<R>::new(p, a, first, out.len());
         let mut acc = [_mm512_setzero_ps(); R];
         for b in 0..blocks {
             let mut t = [_mm512_setzero_ps(); R];
@@ -691,6 +830,61 @@ pub mod x86 {
         }
     }
 
+    /// The k-quants' panels with AVX-512 VNNI: each sub-block's exact sum times its integer scale
+    /// (`vpmulld`) into the block's `S`, the minimums through `vpdpwssd` into `M`, then the
+    /// decoding step ([`super::super::int8::k_step`]) in sixteen lanes.
+    ///
+    /// # Safety
+    /// AVX-512 F/BW/VL and VNNI.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[inline]
+    unsafe fn vnni_k_rows<const R: usize, const SUB: usize, const PER_BLOCK: usize>(p: &Panel, a: &Activations, first: usize, out: &mut [[f32; LANES]]) {
+        let RowPointers { blocks, qx, off, dx, pairs, .. } = RowPointers::<R>::new(p, a, first, out.len());
+        let mut y = [_mm512_setzero_ps(); R];
+        for b in 0..blocks {
+            let mut sum = [_mm512_setzero_si512(); R];
+            // SAFETY (this block): block `b`'s sub-blocks are inside every row and the panel (the
+            // asserts in `RowPointers::new`).
+            unsafe {
+                for j in 0..PER_BLOCK {
+                    let g = b * PER_BLOCK + j;
+                    let mut s = [_mm512_setzero_si512(); R];
+                    let quants = p.quants.as_ptr().add(g * SUB * LANES);
+                    for step in 0..SUB / 4 {
+                        let w = _mm512_loadu_si512(quants.add(step * 64) as *const _);
+                        for i in 0..R {
+                            let x = std::ptr::read_unaligned(qx[i].add(g * SUB + step * 4) as *const i32);
+                            s[i] = _mm512_dpbusd_epi32(s[i], w, _mm512_set1_epi32(x));
+                        }
+                    }
+                    let scale = _mm512_loadu_si512(p.iscales.as_ptr().add(g * LANES) as *const _);
+                    for i in 0..R {
+                        let s = if a.offset != 0 { _mm512_sub_epi32(s[i], _mm512_set1_epi32(*off[i].add(g))) } else { s[i] };
+                        sum[i] = _mm512_add_epi32(sum[i], _mm512_mullo_epi32(s, scale));
+                    }
+                }
+                let factors = p.dblock.as_ptr().add(b * 2 * LANES);
+                let (d, dmin) = (_mm512_loadu_ps(factors), _mm512_loadu_ps(factors.add(LANES)));
+                for i in 0..R {
+                    let dxv = _mm512_set1_ps(*dx[i].add(b));
+                    y[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum[i]), _mm512_mul_ps(d, dxv), y[i]);
+                    if a.has_min {
+                        let mut m = _mm512_setzero_si512();
+                        for q in 0..PER_BLOCK / 2 {
+                            let mins = _mm512_loadu_si512(p.imins.as_ptr().add((b * PER_BLOCK / 2 + q) * LANES) as *const _);
+                            m = _mm512_dpwssd_epi32(m, mins, _mm512_set1_epi32(*pairs[i].add(b * PER_BLOCK / 2 + q)));
+                        }
+                        y[i] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(m), _mm512_mul_ps(dmin, dxv), y[i]);
+                    }
+                }
+            }
+        }
+        for i in 0..R {
+            // SAFETY: 16 floats.
+            unsafe { _mm512_storeu_ps(out[i].as_mut_ptr(), y[i]) };
+        }
+    }
+
     /// The AVX2 kernel for `ty`: its 16-bit runs as long as `ty`'s largest value allows
     /// (`2 · 127 · max · RUN <= 32767`); `None` for Q8_0, whose unsigned values (up to 255)
     /// would saturate `vpmaddubsw`'s pairs.
@@ -725,7 +919,11 @@ pub mod x86 {
     #[target_feature(enable = "avx2,fma")]
     #[inline]
     unsafe fn avx2_rows<const R: usize, const SUB: usize, const PER_BLOCK: usize, const RUN: usize>(p: &Panel, a: &Activations, first: usize, out: &mut [[f32; LANES]], half: usize) {
-        let RowPointers { blocks, qx, neg, off, dx } = RowPointers::<R>::new(p, a, first, out.len());
+        if PER_BLOCK > 1 {
+            // SAFETY: the same features.
+            return unsafe { avx2_k_rows::<R, SUB, PER_BLOCK, RUN>(p, a, first, out, half) };
+        }
+        let RowPointers { blocks, qx, neg, off, dx, .. } = RowPointers::<R>::new(p, a, first, out.len());
         let ones = _mm256_set1_epi16(1);
         let mut acc = [_mm256_setzero_ps(); R];
         for b in 0..blocks {
@@ -773,6 +971,67 @@ pub mod x86 {
         for i in 0..R {
             // SAFETY: 8 floats at `half * 8` of 16.
             unsafe { _mm256_storeu_ps(out[i].as_mut_ptr().add(half * 8), acc[i]) };
+        }
+    }
+
+    /// The k-quants' panels with AVX2 (one half of 8 lanes): as [`vnni_k_rows`], with the
+    /// sub-block sums from `vpmaddubsw` runs and the minimums through `vpmaddwd`.
+    ///
+    /// # Safety
+    /// AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn avx2_k_rows<const R: usize, const SUB: usize, const PER_BLOCK: usize, const RUN: usize>(p: &Panel, a: &Activations, first: usize, out: &mut [[f32; LANES]], half: usize) {
+        let RowPointers { blocks, qx, off, dx, pairs, .. } = RowPointers::<R>::new(p, a, first, out.len());
+        let ones = _mm256_set1_epi16(1);
+        let mut y = [_mm256_setzero_ps(); R];
+        for b in 0..blocks {
+            let mut sum = [_mm256_setzero_si256(); R];
+            // SAFETY (this block): block `b`'s sub-blocks are inside every row and the panel.
+            unsafe {
+                for j in 0..PER_BLOCK {
+                    let g = b * PER_BLOCK + j;
+                    let mut s = [_mm256_setzero_si256(); R];
+                    let mut s16 = [_mm256_setzero_si256(); R];
+                    let quants = p.quants.as_ptr().add(g * SUB * LANES + half * 32);
+                    for step in 0..SUB / 4 {
+                        let w = _mm256_loadu_si256(quants.add(step * 64) as *const _);
+                        for i in 0..R {
+                            let x = std::ptr::read_unaligned(qx[i].add(g * SUB + step * 4) as *const i32);
+                            s16[i] = _mm256_add_epi16(s16[i], _mm256_maddubs_epi16(w, _mm256_set1_epi32(x)));
+                        }
+                        if (step + 1) % RUN == 0 || step + 1 == SUB / 4 {
+                            for i in 0..R {
+                                s[i] = _mm256_add_epi32(s[i], _mm256_madd_epi16(s16[i], ones));
+                                s16[i] = _mm256_setzero_si256();
+                            }
+                        }
+                    }
+                    let scale = _mm256_loadu_si256(p.iscales.as_ptr().add(g * LANES + half * 8) as *const _);
+                    for i in 0..R {
+                        let s = if a.offset != 0 { _mm256_sub_epi32(s[i], _mm256_set1_epi32(*off[i].add(g))) } else { s[i] };
+                        sum[i] = _mm256_add_epi32(sum[i], _mm256_mullo_epi32(s, scale));
+                    }
+                }
+                let factors = p.dblock.as_ptr().add(b * 2 * LANES + half * 8);
+                let (d, dmin) = (_mm256_loadu_ps(factors), _mm256_loadu_ps(factors.add(LANES)));
+                for i in 0..R {
+                    let dxv = _mm256_set1_ps(*dx[i].add(b));
+                    y[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum[i]), _mm256_mul_ps(d, dxv), y[i]);
+                    if a.has_min {
+                        let mut m = _mm256_setzero_si256();
+                        for q in 0..PER_BLOCK / 2 {
+                            let mins = _mm256_loadu_si256(p.imins.as_ptr().add((b * PER_BLOCK / 2 + q) * LANES + half * 8) as *const _);
+                            m = _mm256_add_epi32(m, _mm256_madd_epi16(mins, _mm256_set1_epi32(*pairs[i].add(b * PER_BLOCK / 2 + q))));
+                        }
+                        y[i] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(m), _mm256_mul_ps(dmin, dxv), y[i]);
+                    }
+                }
+            }
+        }
+        for i in 0..R {
+            // SAFETY: 8 floats at `half * 8` of 16.
+            unsafe { _mm256_storeu_ps(out[i].as_mut_ptr().add(half * 8), y[i]) };
         }
     }
 }
@@ -864,13 +1123,22 @@ mod tests {
                 for c in 0..k {
                     let g = c / s;
                     let u = p.quants[g * s / 4 * 64 + (c % s) / 4 * 64 + r * 4 + c % 4] as f32;
-                    let (dsc, dmm) = (p.scales[g * 32 + r], p.scales[g * 32 + 16 + r]);
-                    let w = dsc as f64 * u as f64 - dmm as f64;
+                    let w = if is_k(ty) {
+                        let b = c / 256;
+                        let (d, dmin) = (p.dblock[b * 32 + r] as f64, p.dblock[b * 32 + 16 + r] as f64);
+                        let pair = p.imins[g / 2 * 16 + r];
+                        let min = if g % 2 == 0 { pair as i16 as i32 } else { pair >> 16 };
+                        d * p.iscales[g * 16 + r] as f64 * (u as f64 - offset(ty) as f64) - dmin * min as f64
+                    } else {
+                        let (dsc, dmm) = (p.scales[g * 32 + r], p.scales[g * 32 + 16 + r]);
+                        dsc as f64 * u as f64 - dmm as f64
+                    };
                     assert!((w - dense[j * k + c] as f64).abs() <= 1e-6 * (1.0 + w.abs()), "{ty} row {j} value {c}: {w} vs {}", dense[j * k + c]);
                 }
             }
             // The missing rows are zeros.
-            assert!(p.scales[16 - 1] == 0.0 && p.quants[60..64].iter().all(|&v| v == 0));
+            let scale_zero = if is_k(ty) { p.iscales[16 - 1] == 0 && p.dblock[16 - 1] == 0.0 } else { p.scales[16 - 1] == 0.0 };
+            assert!(scale_zero && p.quants[60..64].iter().all(|&v| v == 0));
         }
     }
 

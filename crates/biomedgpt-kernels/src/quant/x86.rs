@@ -9,7 +9,7 @@
 
 use std::arch::x86_64::*;
 
-use super::int8::{QuantizedRow, fold4, fold8, k4_scales_mins};
+use super::int8::{QuantizedRow, fold4, fold8, k4_scales_mins, k_step};
 
 /// An f16 (its bits) widened to f32, exactly.
 #[inline]
@@ -327,24 +327,38 @@ unsafe fn k4_block_header(block: *const u8) -> (f32, f32, __m128i, __m128i) {
     }
 }
 
-/// One activation row's float step after a Q4_K/Q5_K block (`sumi`: its eight lanes of
-/// `scale · Σ q x`; `header`: the block's `d`, `dmin` and minimums), the same at every level:
-/// `acc += d·d_x · sumi`, and the minimums through `bsums` into four lanes.
+/// The sum of four i32 lanes (exact: the order of integer additions does not matter).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum_i32x4(v: __m128i) -> i32 {
+    let v = _mm_add_epi32(v, _mm_shuffle_epi32::<0b01_00_11_10>(v));
+    _mm_cvtsi128_si32(_mm_add_epi32(v, _mm_shuffle_epi32::<0b10_11_00_01>(v)))
+}
+
+/// The sum of eight i32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum_i32x8(v: __m256i) -> i32 {
+    hsum_i32x4(_mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v)))
+}
+
+/// One activation row's step after a Q4_K/Q5_K block (`sumi`: lanes of `scale · Σ q x`;
+/// `header`: the block's `d`, `dmin` and minimums), the same at every level: the block's exact
+/// `S` and `M` (the minimums through `bsums`) into [`k_step`].
 ///
 /// # Safety
 /// AVX2, FMA and F16C; block `b` of `x`.
 #[inline(always)]
-unsafe fn k4_row_step(sumi: __m256i, header: (f32, f32, __m128i), x: &QuantizedRow, b: usize, acc: &mut __m256, macc: &mut __m128) {
+unsafe fn k4_row_step(sumi: __m256i, header: (f32, f32, __m128i), x: &QuantizedRow, b: usize, y: &mut f32) {
     let (dw, dminw, mins) = header;
     // SAFETY: the caller's.
     unsafe {
         let dx = *x.d.get_unchecked(b);
-        let (d, dmin) = (dw * dx, dminw * dx);
-        *acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), *acc);
-        // Mins: the bsums of each group of 32 (pairs of 16), times its min, in four lanes.
+        // The bsums of each group of 32 (pairs of 16) times its minimum.
         let bsums = _mm256_loadu_si256(x.sums.as_ptr().add(b * 16) as *const __m256i);
         let groups = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256::<1>(bsums));
-        *macc = _mm_fmadd_ps(_mm_set1_ps(-dmin), _mm_cvtepi32_ps(_mm_madd_epi16(mins, groups)), *macc);
+        let m = hsum_i32x4(_mm_madd_epi16(mins, groups));
+        *y = k_step(hsum_i32x8(sumi), Some(m), dw, dminw, dx, *y);
     }
 }
 
@@ -362,8 +376,7 @@ unsafe fn dot_k4<const FIFTH_BIT: bool, const R: usize>(row: &[u8], xs: &[Quanti
     unsafe {
         let low4 = _mm256_set1_epi8(0x0f);
         let one = _mm256_set1_epi8(1);
-        let mut acc = [_mm256_setzero_ps(); R];
-        let mut macc = [_mm_setzero_ps(); R];
+        let mut y = [0f32; R];
         for b in 0..len {
             let block = row.as_ptr().add(b * size);
             prefetch_ahead(block, size);
@@ -390,12 +403,10 @@ unsafe fn dot_k4<const FIFTH_BIT: bool, const R: usize>(row: &[u8], xs: &[Quanti
                 }
             }
             for r in 0..R {
-                k4_row_step(sumi[r], (dw, dminw, mins), &xs[r], b, &mut acc[r], &mut macc[r]);
+                k4_row_step(sumi[r], (dw, dminw, mins), &xs[r], b, &mut y[r]);
             }
         }
-        for r in 0..R {
-            out[r] = finish(acc[r], macc[r]);
-        }
+        out.copy_from_slice(&y);
     }
 }
 
@@ -423,7 +434,7 @@ unsafe fn dot_q6_k<const R: usize>(row: &[u8], xs: &[QuantizedRow], out: &mut [f
         let low4 = _mm256_set1_epi8(0x0f);
         let low2 = _mm256_set1_epi8(0x03);
         let thirty_two = _mm256_set1_epi8(32);
-        let mut acc = [_mm256_setzero_ps(); R];
+        let mut y = [0f32; R];
         for b in 0..len {
             let block = row.as_ptr().add(b * 210);
             prefetch_ahead(block, 210);
@@ -453,13 +464,10 @@ unsafe fn dot_q6_k<const R: usize>(row: &[u8], xs: &[QuantizedRow], out: &mut [f
             }
             let dw = f16_at(block.add(208));
             for r in 0..R {
-                let d = dw * *xs[r].d.get_unchecked(b);
-                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+                y[r] = k_step(hsum_i32x8(sumi[r]), None, dw, 0.0, *xs[r].d.get_unchecked(b), y[r]);
             }
         }
-        for r in 0..R {
-            out[r] = finish(acc[r], _mm_setzero_ps());
-        }
+        out.copy_from_slice(&y);
     }
 }
 
@@ -471,7 +479,7 @@ unsafe fn dot_q6_k<const R: usize>(row: &[u8], xs: &[QuantizedRow], out: &mut [f
 pub mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{CHUNK, QuantizedRow, check_group, f16_at, finish, k4_block_header, k4_row_step, legacy_scales, prefetch_ahead};
+    use super::{CHUNK, QuantizedRow, check_group, f16_at, finish, hsum_i32x8, k4_block_header, k4_row_step, k_step, legacy_scales, prefetch_ahead};
 
     /// The two 256-bit halves of `v` added (lane i + lane i + 8).
     #[inline]
@@ -532,8 +540,7 @@ pub mod avx512 {
             let one = _mm512_set1_epi8(1);
             let shifts = halves_i16(0, 4);
             let scale_index: [__m512i; 4] = std::array::from_fn(|c| halves_i16(2 * c as i16, 2 * c as i16 + 1));
-            let mut acc = [_mm256_setzero_ps(); R];
-            let mut macc = [_mm_setzero_ps(); R];
+            let mut y = [0f32; R];
             for b in 0..len {
                 let block = row.as_ptr().add(b * size);
                 prefetch_ahead(block, size);
@@ -556,12 +563,10 @@ pub mod avx512 {
                     }
                 }
                 for r in 0..R {
-                    k4_row_step(fold_halves(sumi[r]), (dw, dminw, mins), &xs[r], b, &mut acc[r], &mut macc[r]);
+                    k4_row_step(fold_halves(sumi[r]), (dw, dminw, mins), &xs[r], b, &mut y[r]);
                 }
             }
-            for r in 0..R {
-                out[r] = finish(acc[r], macc[r]);
-            }
+            out.copy_from_slice(&y);
         }
     }
 
@@ -591,7 +596,7 @@ pub mod avx512 {
             let thirty_two = _mm512_set1_epi8(32);
             let (shifts_01, shifts_23) = (halves_i16(0, 2), halves_i16(4, 6));
             let scale_index: [__m512i; 4] = std::array::from_fn(|i| quarters_i16(4 * i as i16));
-            let mut acc = [_mm256_setzero_ps(); R];
+            let mut y = [0f32; R];
             for b in 0..len {
                 let block = row.as_ptr().add(b * 210);
                 prefetch_ahead(block, 210);
@@ -616,13 +621,10 @@ pub mod avx512 {
                 }
                 let dw = f16_at(block.add(208));
                 for r in 0..R {
-                    let d = dw * *xs[r].d.get_unchecked(b);
-                    acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(fold_halves(sumi[r])), acc[r]);
+                    y[r] = k_step(hsum_i32x8(fold_halves(sumi[r])), None, dw, 0.0, *xs[r].d.get_unchecked(b), y[r]);
                 }
             }
-            for r in 0..R {
-                out[r] = finish(acc[r], _mm_setzero_ps());
-            }
+            out.copy_from_slice(&y);
         }
     }
 
