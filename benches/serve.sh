@@ -19,7 +19,7 @@
 # llama-cpp-python's vendor/llama.cpp (see benches/quant.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=./target/release/biomedgpt
+BIN=${BIN:-./target/release/biomedgpt}
 DIR=${BENCH_DIR:-/tmp/biomedgpt-bench}
 MODEL=${1:-$DIR/tinyllama-1.1b-f16.gguf}
 CLIENTS=(${CLIENTS:-1 4 16 64})

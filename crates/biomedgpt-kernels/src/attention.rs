@@ -58,6 +58,26 @@ pub fn attention_merged(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Option<T
         .reshape([b, t, hkv * rep * dv])
 }
 
+/// Independent attentions, one per sequence of a decoding batch (each sequence's new queries
+/// against its own cache, no bias), each computed exactly as [`attention_merged`] computes it
+/// alone. On the CPU they run side by side on the decoding threads, one sequence per piece of
+/// work: one at a time, each call was too short for rayon's sleeping workers to join, and a
+/// batch of 64 spent a tenth of its step in attention on one thread.
+pub fn attention_merged_rows(items: Vec<(Tensor<4>, Tensor<4>, Tensor<4>)>, scale: f64, rep: usize) -> Vec<Tensor<3>> {
+    let cpu = items.first().is_some_and(|(q, _, _)| crate::flex::contiguous_flex(q).is_some());
+    if items.len() < 2 || !cpu {
+        return items.into_iter().map(|(q, k, v)| attention_merged(q, k, v, None, scale, rep)).collect();
+    }
+    let results: Vec<std::sync::Mutex<Option<Tensor<3>>>> = items.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    crate::parallel::share_pieces(items.len(), rayon::current_num_threads(), |i, _: &mut ()| {
+        let (q, k, v) = items[i].clone();
+        // Each sequence's heads on this thread: the threads are busy with the other sequences.
+        let out = crate::parallel::on_this_thread(|| attention_merged(q, k, v, None, scale, rep));
+        *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(out);
+    });
+    results.into_iter().map(|r| r.into_inner().unwrap_or_else(|e| e.into_inner()).expect("every sequence computed")).collect()
+}
+
 fn burn_fallback(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Option<Tensor<4>>, scale: f64) -> Tensor<4> {
     let (k, v) = (k.cast(q.dtype()), v.cast(q.dtype()));
     let options = AttentionModuleOptions {
@@ -238,7 +258,7 @@ fn attend<Q: Element, T: Element, O: Float>(q: &[Q], (k, k_heads): (&[T], Heads)
             }
         }
     };
-    let parallel = b * h * tk * (tq + d + dv) >= PARALLEL_WORK;
+    let parallel = b * h * tk * (tq + d + dv) >= PARALLEL_WORK && !crate::parallel::on_one_thread();
     let one_head = |head: usize| {
         let (bi, hi) = (head / h, head % h);
         let q = &q[head * tq * d..(head + 1) * tq * d];

@@ -69,6 +69,29 @@ pub(crate) fn share_pieces<S: Default + Send>(pieces: usize, threads: usize, wor
     (0..threads).into_par_iter().for_each_init(S::default, |scratch, _| take(scratch));
 }
 
+thread_local! {
+    static ONE_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with the kernels that would spread over threads kept on this one (the caller
+/// already shares out the work at a coarser grain). Numbers do not change: the parallel and
+/// serial paths compute each part the same.
+pub(crate) fn on_this_thread<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            ONE_THREAD.with(|c| c.set(self.0));
+        }
+    }
+    let _reset = Reset(ONE_THREAD.with(|c| c.replace(true)));
+    f()
+}
+
+/// Whether [`on_this_thread`] holds this thread's kernels to it.
+pub(crate) fn on_one_thread() -> bool {
+    ONE_THREAD.with(|c| c.get())
+}
+
 /// Output rows per piece of work for rows of `row_bytes` weight bytes: about 512 KiB of
 /// weights (a multiple of 16 rows). Smaller pieces, interleaved between the threads, read memory
 /// slower: a 207 MB Q4_K product on 2 threads measured 14 GB/s with 16-row (18 KiB) pieces,

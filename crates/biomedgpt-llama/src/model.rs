@@ -4,7 +4,7 @@
 use burn::module::{Module, Param};
 use burn::nn::Embedding;
 use biomedgpt_kernels::activation::{add, rms_norm, silu_mul};
-use biomedgpt_kernels::attention::attention_merged;
+use biomedgpt_kernels::attention::{attention_merged, attention_merged_rows};
 use biomedgpt_kernels::{apply_rotary, matmul, rotary_tables};
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use biomedgpt_nn::{MaybeQuantLinear, apply_linear, apply_linears, maybe_quant_linear, param};
@@ -148,16 +148,15 @@ impl Attention {
             // Independent sequences: each row attends to its own cache (no mask: one new
             // position sees every cached one), exactly as it would alone.
             LayerCaches::PerRow(caches) => {
-                let outs = caches
+                let rows = caches
                     .iter_mut()
                     .enumerate()
                     .map(|(r, cache)| {
                         let (k, v) = LayerCache::append(cache, k.clone().narrow(0, r, 1), v.clone().narrow(0, r, 1));
-                        let q = q.clone().narrow(0, r, 1).reshape([1, nkv, rep * t, hd]);
-                        attention_merged(q, k, v, None, scale, rep)
+                        (q.clone().narrow(0, r, 1).reshape([1, nkv, rep * t, hd]), k, v)
                     })
                     .collect::<Vec<_>>();
-                Tensor::cat(outs, 0)
+                Tensor::cat(attention_merged_rows(rows, scale, rep), 0)
             }
             // Several sequences' chunks: each attends to its own cache, as it would alone.
             LayerCaches::Segments { caches, lengths, masks } => {
