@@ -128,14 +128,15 @@ pub fn matmul(x: Tensor<2>, w: &QuantMatrix, bias: Option<Tensor<1>>) -> Tensor<
 /// From how many decoding rows on the k-quants' products take the panels: where the panels'
 /// filling, paid once per product, costs less than the row kernels' per-row work. Measured on
 /// the 2-core Zen 5 VM (`decoding_speed`: TinyLlama's 5632 x 2048, ms per row, row kernels /
-/// panels): Q4_K 0.067 / 0.061 at 8 rows, Q5_K 0.080 / 0.083 at 8 and 0.082 / 0.062 at 12,
-/// Q6_K 0.065 / 0.084 at 8 and 0.070 / 0.065 at 12. Q2_K and Q3_K have no vector row kernels:
-/// panels from one row. (Either path gives the same bits, so this is speed only.)
+/// panels, 2 runs): Q4_K 0.075-0.079 / 0.072-0.076 at 4 rows, 0.073 / 0.055-0.056 at 6; Q5_K
+/// 0.081 / 0.087 at 4, 0.073 / 0.064-0.066 at 6; Q6_K 0.065 / 0.073-0.075 at 6, 0.065-0.066 /
+/// 0.059-0.060 at 8. Q2_K and Q3_K have no vector row kernels: panels from one row. (Either
+/// path gives the same bits, so this is speed only.)
 fn panel_decoding_rows(ty: GgmlType) -> usize {
     match ty {
-        GgmlType::Q4K => 8,
-        GgmlType::Q5K => 10,
-        GgmlType::Q6K => 12,
+        GgmlType::Q4K => 5,
+        GgmlType::Q5K => 6,
+        GgmlType::Q6K => 8,
         GgmlType::Q2K | GgmlType::Q3K => 1,
         _ => usize::MAX,
     }

@@ -364,6 +364,13 @@ impl Panel {
     /// A k-quant's block factors, integer scales and minimums of `rows`.
     #[inline(always)]
     fn fill_k_scales(&mut self, ty: GgmlType, rows: &[&[u8]]) {
+        #[cfg(target_arch = "x86_64")]
+        if crate::isa::current() >= crate::isa::Isa::Avx2 && matches!(ty, GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K) {
+            // SAFETY: the level includes AVX2 and F16C.
+            if unsafe { x86::k_scales_gathered(self, ty, rows) } {
+                return;
+            }
+        }
         let (s, (len, bytes)) = (sub_len(ty).expect("a type with panels"), ty.block());
         let (subs, pairs) = (len / s, len / s / 2);
         let (mut sc, mut mn) = ([0i32; 16], [0i32; 16]);
@@ -660,6 +667,87 @@ pub mod x86 {
                 }
             }),
         }
+    }
+
+    /// [`Panel::fill_k_scales`] for Q4_K, Q5_K and Q6_K with the sixteen rows' header words
+    /// gathered into vectors (a lane per row, eight at a time), unpacked with the decoding's
+    /// word masks and stored as they are: the scalar loop was over half of a panel's filling.
+    /// `false` (nothing done) where the rows lie too far apart for 32-bit gather offsets.
+    ///
+    /// # Safety
+    /// AVX2 and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn k_scales_gathered(p: &mut Panel, ty: GgmlType, rows: &[&[u8]]) -> bool {
+        let Some(first) = rows.first() else { return true };
+        let base = first.as_ptr();
+        let Some(offsets) = rows.iter().map(|r| i32::try_from(r.as_ptr() as isize - base as isize).ok()).collect::<Option<Vec<i32>>>() else {
+            return false;
+        };
+        let (len, bytes) = ty.block();
+        assert!(rows.iter().all(|r| r.len() == first.len() && r.len() % bytes == 0));
+        let blocks = first.len() / bytes;
+        let subs = len / super::sub_len(ty).expect("a type with panels");
+        assert!(p.iscales.len() >= blocks * subs * LANES && p.imins.len() >= blocks * subs / 2 * LANES && p.dblock.len() >= blocks * 2 * LANES);
+        for half in 0..2 {
+            // Lanes past the rows read row 0 and are masked to zero.
+            let lane = |i: usize| half * 8 + i;
+            let offs = _mm256_setr_epi32(
+                offsets.get(lane(0)).copied().unwrap_or(0), offsets.get(lane(1)).copied().unwrap_or(0), offsets.get(lane(2)).copied().unwrap_or(0), offsets.get(lane(3)).copied().unwrap_or(0),
+                offsets.get(lane(4)).copied().unwrap_or(0), offsets.get(lane(5)).copied().unwrap_or(0), offsets.get(lane(6)).copied().unwrap_or(0), offsets.get(lane(7)).copied().unwrap_or(0),
+            );
+            let here: [i32; 8] = std::array::from_fn(|i| if lane(i) < rows.len() { -1 } else { 0 });
+            // SAFETY: eight i32.
+            let mask = unsafe { _mm256_loadu_si256(here.as_ptr() as *const __m256i) };
+            for b in 0..blocks {
+                // SAFETY: every gather reads 4 bytes inside block `b` of a row (offsets 0..16 of
+                // Q4_K/Q5_K's, 192..210 of Q6_K's); the stores are inside the sized buffers.
+                unsafe {
+                    let block = base.add(b * bytes);
+                    let word = |at: usize| _mm256_and_si256(_mm256_i32gather_epi32::<1>(block.add(at) as *const i32, offs), mask);
+                    let store_i = |v: &mut Vec<i32>, at: usize, x: __m256i| _mm256_storeu_si256(v.as_mut_ptr().add(at + half * 8) as *mut __m256i, x);
+                    let store_f = |v: &mut Vec<f32>, at: usize, x: __m256| _mm256_storeu_ps(v.as_mut_ptr().add(at + half * 8), x);
+                    // The low or high f16 of each lane, widened to f32.
+                    let halves = |w: __m256i, high: bool| {
+                        let v = if high { _mm256_srli_epi32::<16>(w) } else { _mm256_and_si256(w, _mm256_set1_epi32(0xffff)) };
+                        let packed = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi32(v, v));
+                        _mm256_cvtph_ps(_mm256_castsi256_si128(packed))
+                    };
+                    let byte = |v: __m256i, j: i32| _mm256_and_si256(_mm256_srlv_epi32(v, _mm256_set1_epi32(8 * j)), _mm256_set1_epi32(0xff));
+                    if ty == GgmlType::Q6K {
+                        for q in 0..4 {
+                            let w = word(192 + 4 * q);
+                            for j in 0..4 {
+                                // Byte j sign-extended: shifted to the top, then back.
+                                let v = _mm256_srai_epi32::<24>(_mm256_sllv_epi32(w, _mm256_set1_epi32(24 - 8 * j as i32)));
+                                store_i(&mut p.iscales, (b * 16 + 4 * q + j) * LANES, v);
+                            }
+                        }
+                        // d is bytes 208..210: the high half of the word at 206.
+                        store_f(&mut p.dblock, b * 2 * LANES, halves(word(206), true));
+                        store_f(&mut p.dblock, b * 2 * LANES + LANES, _mm256_setzero_ps());
+                    } else {
+                        let factors = word(0);
+                        store_f(&mut p.dblock, b * 2 * LANES, halves(factors, false));
+                        store_f(&mut p.dblock, b * 2 * LANES + LANES, halves(factors, true));
+                        let (u0, u1, u2) = (word(4), word(8), word(12));
+                        let (m1, m2, m3) = (_mm256_set1_epi32(0x3f3f3f3f), _mm256_set1_epi32(0x0f0f0f0f), _mm256_set1_epi32(0x03030303));
+                        // As `k4_scales_mins`: scales 0-3 and 4-7, minimums 0-3 and 4-7.
+                        let scales = [_mm256_and_si256(u0, m1), _mm256_or_si256(_mm256_and_si256(u2, m2), _mm256_slli_epi32::<4>(_mm256_and_si256(_mm256_srli_epi32::<6>(u0), m3)))];
+                        let mins = [_mm256_and_si256(u1, m1), _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32::<4>(u2), m2), _mm256_slli_epi32::<4>(_mm256_and_si256(_mm256_srli_epi32::<6>(u1), m3)))];
+                        for (i, (sc, mn)) in scales.into_iter().zip(mins).enumerate() {
+                            for j in 0..4 {
+                                store_i(&mut p.iscales, (b * 8 + 4 * i + j as usize) * LANES, byte(sc, j));
+                            }
+                            for q in 0..2 {
+                                let pair = _mm256_or_si256(byte(mn, 2 * q), _mm256_slli_epi32::<16>(byte(mn, 2 * q + 1)));
+                                store_i(&mut p.imins, (b * 4 + 2 * i + q as usize) * LANES, pair);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        true
     }
 
     /// The fused filling: `values(row, g)` gives a row's 32 values of group `g` (unsigned).
@@ -1196,4 +1284,3 @@ mod tests {
         }
     }
 }
-
