@@ -127,16 +127,16 @@ pub fn matmul(x: Tensor<2>, w: &QuantMatrix, bias: Option<Tensor<1>>) -> Tensor<
 
 /// From how many decoding rows on the k-quants' products take the panels: where the panels'
 /// filling, paid once per product, costs less than the row kernels' per-row work. Measured on
-/// the 2-core Zen 5 VM (`decoding_speed`: TinyLlama's 5632 x 2048, ms per row, row kernels /
-/// panels, 2 runs): Q4_K 0.075-0.079 / 0.072-0.076 at 4 rows, 0.073 / 0.055-0.056 at 6; Q5_K
-/// 0.081 / 0.087 at 4, 0.073 / 0.064-0.066 at 6; Q6_K 0.065 / 0.073-0.075 at 6, 0.065-0.066 /
-/// 0.059-0.060 at 8. Q2_K and Q3_K have no vector row kernels: panels from one row. (Either
-/// path gives the same bits, so this is speed only.)
+/// the 2-core Zen 5 VM with the weights read from memory as in a whole model's step
+/// (`decoding_speed`: TinyLlama's 5632 x 2048 in 12 copies used in turn, ms per row, row
+/// kernels / panels, 2 runs): Q4_K 0.069-0.074 / 0.084 at 8 rows, 0.071-0.085 / 0.061-0.070
+/// at 12; Q5_K 0.072-0.075 / 0.066-0.070 at 12; Q6_K 0.070-0.075 / 0.082-0.087 at 12,
+/// 0.069-0.070 / 0.063-0.065 at 16, 0.067-0.070 / 0.050-0.051 at 24. Q2_K and Q3_K have no
+/// vector row kernels: panels from one row. (Either path gives the same bits: speed only.)
 fn panel_decoding_rows(ty: GgmlType) -> usize {
     match ty {
-        GgmlType::Q4K => 5,
-        GgmlType::Q5K => 6,
-        GgmlType::Q6K => 8,
+        GgmlType::Q4K | GgmlType::Q5K => 12,
+        GgmlType::Q6K => 16,
         GgmlType::Q2K | GgmlType::Q3K => 1,
         _ => usize::MAX,
     }
@@ -474,19 +474,27 @@ mod tests {
     }
 
     /// Decoding speed (`cargo test --release -p biomedgpt-kernels --lib decoding_speed --
-    /// --ignored --nocapture`): a TinyLlama feed-forward matrix (5632 x 2048) times 1-64 rows,
+    /// --ignored --nocapture`; `SHAPE=32000x2048`, `COPIES=1` for weights that stay in cache):
+    /// a TinyLlama feed-forward matrix (5632 x 2048) times 1-64 rows,
     /// milliseconds per row (median of 7) through the row kernels and through panels (the
     /// k-quants' decoding takes the panels from [`panel_decoding_rows`] on).
     #[test]
     #[ignore]
     fn decoding_speed() {
-        let (n, k) = (5632, 2048);
+        let shape: Vec<usize> = std::env::var("SHAPE").unwrap_or("5632x2048".into()).split('x').map(|v| v.parse().unwrap()).collect();
+        let (n, k) = (shape[0], shape[1]);
         let w: Vec<f32> = (0..n * k).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
-        let median = |f: &dyn Fn()| {
+        // Several copies of the matrix, used in turn, so that each product reads its weights from
+        // memory as a whole model's decoding step does (one copy would stay in the last-level cache).
+        let copies: usize = std::env::var("COPIES").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
+        let turn = std::cell::Cell::new(0usize);
+        let median = |f: &dyn Fn(usize)| {
             let mut times: Vec<f64> = (0..7)
                 .map(|_| {
+                    let c = turn.get();
+                    turn.set((c + 1) % copies);
                     let start = std::time::Instant::now();
-                    f();
+                    f(c);
                     start.elapsed().as_secs_f64() * 1e3
                 })
                 .collect();
@@ -496,15 +504,15 @@ mod tests {
         for ty in [GgmlType::Q4K, GgmlType::Q6K, GgmlType::Q5K, GgmlType::Q4_0, GgmlType::Q8_0] {
             let mut q = vec![0u8; ty.row_bytes(k).unwrap() * n];
             quantize(ty, &w, &mut q);
-            let matrix = QuantMatrix::new(ty, n, k, Arc::new(q)).unwrap();
+            let matrices: Vec<QuantMatrix> = (0..copies).map(|_| QuantMatrix::new(ty, n, k, Arc::new(q.clone())).unwrap()).collect();
             for m in [1, 2, 4, 6, 8, 12, 16, 24, 32, 64] {
                 let x: Vec<f32> = (0..m * k).map(|i| ((i * 31) % 17) as f32 / 17.0 - 0.4).collect();
-                let rows = median(&|| {
-                    std::hint::black_box(row_products(&matrix, &x, m));
+                let rows = median(&|c| {
+                    std::hint::black_box(row_products(&matrices[c], &x, m));
                 });
                 let panels = super::super::panel::kernel(ty).map(|kernel| {
-                    median(&|| {
-                        std::hint::black_box(super::super::panel::matmul(kernel, ty, matrix.bytes(), n, k, &x, m));
+                    median(&|c| {
+                        std::hint::black_box(super::super::panel::matmul(kernel, ty, matrices[c].bytes(), n, k, &x, m));
                     })
                 });
                 let panels = panels.map_or("-".to_string(), |t| format!("{:.4}", t / m as f64));
