@@ -4,7 +4,8 @@
 //! - Decoding (up to [`crate::matmul::decode_rows`] rows of `x`): every row of `x` is quantized
 //!   once to 8 bits and dotted with each weight row in integers ([`super::int8`], the AVX2 kernels
 //!   in `x86.rs`), as llama.cpp does. Each result is the scalar reference's, bit for bit, at
-//!   every instruction-set level and whatever the number of rows.
+//!   every instruction-set level and whatever the number of rows. The k-quants' decoding
+//!   arithmetic is the panels' (below), so their larger decoding batches take the panels.
 //! - Prompts (more rows): the activations are quantized the same way, and panels of 16 weight
 //!   rows interleaved per call run integer products ([`super::panel`], AVX2 and up). Each row's
 //!   result is the panels' scalar reference, bit for bit, whatever the rows beside it. At the
@@ -106,7 +107,7 @@ pub fn matmul(x: Tensor<2>, w: &QuantMatrix, bias: Option<Tensor<1>>) -> Tensor<
     let panel_rows = prompt || (super::int8::same_on_panels(w.ty) && m >= panel_decoding_rows(w.ty));
     let panels = if panel_rows && !w.f32_activations { super::panel::kernel(w.ty) } else { None };
     if let Some(kernel) = panels {
-        // Prompts in integers on interleaved weight rows (panel.rs).
+        // Prompts (and large k-quant decoding batches) in integers on interleaved weight rows.
         let y = super::panel::matmul(kernel, w.ty, w.bytes(), n, k, &xs, m);
         return output(y, bias_values.as_deref(), m, n, dtype, &device);
     }
@@ -319,8 +320,9 @@ mod tests {
 
     /// Decoding rows (1-8) equal the integer reference bit for bit (the kernels' i32 sums and
     /// scaling are exact copies of it), prompts (9+ rows) the panels' reference where the level
-    /// has a panel kernel, and for the k-quants every row count the decoding reference, and both stay within the activations' 8-bit rounding of the
-    /// dequantized f32 product; prompts on dequantized tiles equal that product.
+    /// has a panel kernel (for the k-quants, at every row count, the decoding reference too), and
+    /// both stay within the activations' 8-bit rounding of the dequantized f32 product; prompts
+    /// on dequantized tiles equal that product.
     #[test]
     fn decoding_equals_the_integer_reference_and_prompts_the_dequantized_product() {
         let (n, k) = (37, 2304); // 9 k-quant blocks and 72 legacy ones: partial groups of 8

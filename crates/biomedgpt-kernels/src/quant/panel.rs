@@ -15,12 +15,15 @@
 //! kernels.
 //!
 //! ## The layout
-//! Each value becomes an unsigned integer `u` with `w = dsc · u - dmm` over a sub-block of
-//! [`sub_len`] values (one scale): Q4_0 `u = q` (`dsc = d`, `dmm = 8d`), Q4_1 (`dmm = -m`), Q5_0,
-//! Q5_1, Q8_0 (`u = q + 128`), Q4_K/Q5_K (`dsc = d · scale`, `dmm = dmin · min`), Q6_K
-//! (`dmm = 32 · dsc`), Q3_K (`u = q + 4`), Q2_K. Every `dsc`, `dmm` is exact in f32 (an f16 times at most 8 bits). In a
-//! panel, sub-block `g`'s values are `S/4` steps of 64 bytes, four consecutive values of each of
-//! the 16 rows ([`Panel`]), then 16 `dsc` and 16 `dmm`.
+//! Each value becomes an unsigned integer `u`. Legacy types: `w = dsc · u - dmm` over a block of
+//! 32 values: Q4_0 `u = q` (`dsc = d`, `dmm = 8d`), Q4_1 (`dmm = -m`), Q5_0, Q5_1, Q8_0 (`u = q +
+//! 128`); every `dsc`, `dmm` exact in f32 (an f16 times at most 8 bits). K-quants: `w = d ·
+//! scale · (u - c) - dmin · min` over a sub-block of [`sub_len`] values, with integer `scale` and
+//! `min`: Q4_K/Q5_K (`c = 0`), Q6_K (`c = 32`), Q3_K (`c = 4`), Q2_K. In a panel, sub-block `g`'s
+//! values are `S/4` steps of 64 bytes, four consecutive values of each of the 16 rows
+//! ([`Panel`]); then, legacy types, 16 `dsc` and 16 `dmm` per block; k-quants, 16 integer scales
+//! per sub-block, 16 pairs of 16-bit minimums per pair of sub-blocks and 16 `d`, 16 `dmin` per
+//! block.
 //!
 //! ## The arithmetic (what every instruction-set level computes, bit for bit)
 //! Activations are quantized as the decoding products quantize them ([`super::int8`]: Q8_K
