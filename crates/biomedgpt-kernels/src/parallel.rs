@@ -77,13 +77,19 @@ thread_local! {
 /// already shares out the work at a coarser grain). Numbers do not change: the parallel and
 /// serial paths compute each part the same.
 pub(crate) fn on_this_thread<R>(f: impl FnOnce() -> R) -> R {
-    struct Reset(bool);
+    with_flag(&ONE_THREAD, f)
+}
+
+/// Runs `f` with this thread's `flag` set, restoring its earlier value afterwards (also when
+/// `f` unwinds).
+pub(crate) fn with_flag<R>(flag: &'static std::thread::LocalKey<std::cell::Cell<bool>>, f: impl FnOnce() -> R) -> R {
+    struct Reset(&'static std::thread::LocalKey<std::cell::Cell<bool>>, bool);
     impl Drop for Reset {
         fn drop(&mut self) {
-            ONE_THREAD.with(|c| c.set(self.0));
+            self.0.with(|c| c.set(self.1));
         }
     }
-    let _reset = Reset(ONE_THREAD.with(|c| c.replace(true)));
+    let _reset = Reset(flag, flag.with(|c| c.replace(true)));
     f()
 }
 

@@ -41,14 +41,7 @@ thread_local! {
 /// (read from memory once, the other groups from cache) rather than through the prompt kernels.
 /// Each row is then computed exactly as it is alone. Applies to products called on this thread.
 pub fn decode_batch<R>(f: impl FnOnce() -> R) -> R {
-    struct Reset(bool);
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            DECODE_BATCH.with(|d| d.set(self.0));
-        }
-    }
-    let _reset = Reset(DECODE_BATCH.with(|d| d.replace(true)));
-    f()
+    crate::parallel::with_flag(&DECODE_BATCH, f)
 }
 
 /// The most rows the decoding kernels take in a product called now: [`matvec::MAX_ROWS`], or

@@ -841,6 +841,60 @@ pub mod x86 {
         }};
     }
 
+    /// Sub-block `g`'s exact integer sums `Σ u · q_x` of the sixteen lanes for `R` activation
+    /// rows: one `vpdpbusd` per step of four values and row (the legacy and k-quant kernels').
+    ///
+    /// # Safety
+    /// AVX-512 F/BW/VL and VNNI; sub-block `g` inside the panel and every row of `qx`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[inline]
+    unsafe fn vnni_sums<const R: usize, const SUB: usize>(p: &Panel, qx: &[*const i8; R], g: usize) -> [__m512i; R] {
+        let mut s = [_mm512_setzero_si512(); R];
+        // SAFETY: the caller's bounds.
+        unsafe {
+            let quants = p.quants.as_ptr().add(g * SUB * LANES);
+            for step in 0..SUB / 4 {
+                let w = _mm512_loadu_si512(quants.add(step * 64) as *const _);
+                for i in 0..R {
+                    let x = std::ptr::read_unaligned(qx[i].add(g * SUB + step * 4) as *const i32);
+                    s[i] = _mm512_dpbusd_epi32(s[i], w, _mm512_set1_epi32(x));
+                }
+            }
+        }
+        s
+    }
+
+    /// [`vnni_sums`] with AVX2 for one half of eight lanes: `vpmaddubsw` pairs summed in 16 bits
+    /// for `RUN` steps (as many as cannot overflow), then widened by `vpmaddwd`.
+    ///
+    /// # Safety
+    /// AVX2; sub-block `g` inside the panel and every row of `qx`.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn avx2_sums<const R: usize, const SUB: usize, const RUN: usize>(p: &Panel, qx: &[*const i8; R], g: usize, half: usize) -> [__m256i; R] {
+        let ones = _mm256_set1_epi16(1);
+        let mut s = [_mm256_setzero_si256(); R];
+        let mut s16 = [_mm256_setzero_si256(); R];
+        // SAFETY: the caller's bounds.
+        unsafe {
+            let quants = p.quants.as_ptr().add(g * SUB * LANES + half * 32);
+            for step in 0..SUB / 4 {
+                let w = _mm256_loadu_si256(quants.add(step * 64) as *const _);
+                for i in 0..R {
+                    let x = std::ptr::read_unaligned(qx[i].add(g * SUB + step * 4) as *const i32);
+                    s16[i] = _mm256_add_epi16(s16[i], _mm256_maddubs_epi16(w, _mm256_set1_epi32(x)));
+                }
+                if (step + 1) % RUN == 0 || step + 1 == SUB / 4 {
+                    for i in 0..R {
+                        s[i] = _mm256_add_epi32(s[i], _mm256_madd_epi16(s16[i], ones));
+                        s16[i] = _mm256_setzero_si256();
+                    }
+                }
+            }
+        }
+        s
+    }
+
     /// AVX-512 VNNI: eight activation rows at a time (eight independent `vpdpbusd` chains, the
     /// instruction's latency times its throughput), one per row and step of four values.
     ///
@@ -864,18 +918,10 @@ pub mod x86 {
             let mut t = [_mm512_setzero_ps(); R];
             for j in 0..PER_BLOCK {
                 let g = b * PER_BLOCK + j;
-                let mut s = [_mm512_setzero_si512(); R];
                 // SAFETY (this block): sub-block `g` is inside every row and the panel (the
                 // assert above).
                 unsafe {
-                    let quants = p.quants.as_ptr().add(g * SUB * LANES);
-                    for step in 0..SUB / 4 {
-                        let w = _mm512_loadu_si512(quants.add(step * 64) as *const _);
-                        for i in 0..R {
-                            let x = std::ptr::read_unaligned(qx[i].add(g * SUB + step * 4) as *const i32);
-                            s[i] = _mm512_dpbusd_epi32(s[i], w, _mm512_set1_epi32(x));
-                        }
-                    }
+                    let s = vnni_sums::<R, SUB>(p, &qx, g);
                     let sc = p.scales.as_ptr().add(g * 2 * LANES);
                     let (dsc, dmm) = (_mm512_loadu_ps(sc), _mm512_loadu_ps(sc.add(LANES)));
                     if a.offset != 0 {
@@ -920,15 +966,7 @@ pub mod x86 {
             unsafe {
                 for j in 0..PER_BLOCK {
                     let g = b * PER_BLOCK + j;
-                    let mut s = [_mm512_setzero_si512(); R];
-                    let quants = p.quants.as_ptr().add(g * SUB * LANES);
-                    for step in 0..SUB / 4 {
-                        let w = _mm512_loadu_si512(quants.add(step * 64) as *const _);
-                        for i in 0..R {
-                            let x = std::ptr::read_unaligned(qx[i].add(g * SUB + step * 4) as *const i32);
-                            s[i] = _mm512_dpbusd_epi32(s[i], w, _mm512_set1_epi32(x));
-                        }
-                    }
+                    let s = vnni_sums::<R, SUB>(p, &qx, g);
                     let scale = _mm512_loadu_si512(p.iscales.as_ptr().add(g * LANES) as *const _);
                     for i in 0..R {
                         let s = if a.offset != 0 { _mm512_sub_epi32(s[i], _mm512_set1_epi32(*off[i].add(g))) } else { s[i] };
@@ -996,30 +1034,14 @@ pub mod x86 {
             return unsafe { avx2_k_rows::<R, SUB, PER_BLOCK, RUN>(p, a, first, out, half) };
         }
         let RowPointers { blocks, qx, neg, off, dx, .. } = RowPointers::<R>::new(p, a, first, out.len());
-        let ones = _mm256_set1_epi16(1);
         let mut acc = [_mm256_setzero_ps(); R];
         for b in 0..blocks {
             let mut t = [_mm256_setzero_ps(); R];
             for j in 0..PER_BLOCK {
                 let g = b * PER_BLOCK + j;
-                let mut s = [_mm256_setzero_si256(); R];
-                let mut s16 = [_mm256_setzero_si256(); R];
                 // SAFETY (this block): sub-block `g` is inside every row and the panel.
                 unsafe {
-                    let quants = p.quants.as_ptr().add(g * SUB * LANES + half * 32);
-                    for step in 0..SUB / 4 {
-                        let w = _mm256_loadu_si256(quants.add(step * 64) as *const _);
-                        for i in 0..R {
-                            let x = std::ptr::read_unaligned(qx[i].add(g * SUB + step * 4) as *const i32);
-                            s16[i] = _mm256_add_epi16(s16[i], _mm256_maddubs_epi16(w, _mm256_set1_epi32(x)));
-                        }
-                        if (step + 1) % RUN == 0 || step + 1 == SUB / 4 {
-                            for i in 0..R {
-                                s[i] = _mm256_add_epi32(s[i], _mm256_madd_epi16(s16[i], ones));
-                                s16[i] = _mm256_setzero_si256();
-                            }
-                        }
-                    }
+                    let s = avx2_sums::<R, SUB, RUN>(p, &qx, g, half);
                     let sc = p.scales.as_ptr().add(g * 2 * LANES + half * 8);
                     let (dsc, dmm) = (_mm256_loadu_ps(sc), _mm256_loadu_ps(sc.add(LANES)));
                     if a.offset != 0 {
@@ -1055,7 +1077,6 @@ pub mod x86 {
     #[inline]
     unsafe fn avx2_k_rows<const R: usize, const SUB: usize, const PER_BLOCK: usize, const RUN: usize>(p: &Panel, a: &Activations, first: usize, out: &mut [[f32; LANES]], half: usize) {
         let RowPointers { blocks, qx, off, dx, pairs, .. } = RowPointers::<R>::new(p, a, first, out.len());
-        let ones = _mm256_set1_epi16(1);
         let mut y = [_mm256_setzero_ps(); R];
         for b in 0..blocks {
             let mut sum = [_mm256_setzero_si256(); R];
@@ -1063,22 +1084,7 @@ pub mod x86 {
             unsafe {
                 for j in 0..PER_BLOCK {
                     let g = b * PER_BLOCK + j;
-                    let mut s = [_mm256_setzero_si256(); R];
-                    let mut s16 = [_mm256_setzero_si256(); R];
-                    let quants = p.quants.as_ptr().add(g * SUB * LANES + half * 32);
-                    for step in 0..SUB / 4 {
-                        let w = _mm256_loadu_si256(quants.add(step * 64) as *const _);
-                        for i in 0..R {
-                            let x = std::ptr::read_unaligned(qx[i].add(g * SUB + step * 4) as *const i32);
-                            s16[i] = _mm256_add_epi16(s16[i], _mm256_maddubs_epi16(w, _mm256_set1_epi32(x)));
-                        }
-                        if (step + 1) % RUN == 0 || step + 1 == SUB / 4 {
-                            for i in 0..R {
-                                s[i] = _mm256_add_epi32(s[i], _mm256_madd_epi16(s16[i], ones));
-                                s16[i] = _mm256_setzero_si256();
-                            }
-                        }
-                    }
+                    let s = avx2_sums::<R, SUB, RUN>(p, &qx, g, half);
                     let scale = _mm256_loadu_si256(p.iscales.as_ptr().add(g * LANES + half * 8) as *const _);
                     for i in 0..R {
                         let s = if a.offset != 0 { _mm256_sub_epi32(s[i], _mm256_set1_epi32(*off[i].add(g))) } else { s[i] };
