@@ -64,7 +64,8 @@ pub fn attention_merged(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, bias: Option<T
 /// work: one at a time, each call was too short for rayon's sleeping workers to join, and a
 /// batch of 64 spent a tenth of its step in attention on one thread.
 pub fn attention_merged_rows(items: Vec<(Tensor<4>, Tensor<4>, Tensor<4>)>, scale: f64, rep: usize) -> Vec<Tensor<3>> {
-    let cpu = items.first().is_some_and(|(q, _, _)| crate::flex::contiguous_flex(q).is_some());
+    // Burn's CPU backend (only asked, not copied: a narrowed query is not contiguous).
+    let cpu = items.first().is_some_and(|(q, _, _)| q.clone().try_into_primitive::<burn::backend::flex::Flex>().is_ok());
     if items.len() < 2 || !cpu {
         return items.into_iter().map(|(q, k, v)| attention_merged(q, k, v, None, scale, rep)).collect();
     }
