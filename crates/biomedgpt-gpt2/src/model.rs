@@ -210,4 +210,10 @@ impl CausalLm for Gpt2 {
         let [b, t, _] = hidden.dims();
         self.logits(hidden.narrow(1, t - 1, 1)).reshape([b, self.config.vocab_size])
     }
+
+    fn prefill_last(&self, input: DecoderInput, mask: Option<&StepMask>, cache: &mut KvCache) -> Tensor<2> {
+        let hidden = biomedgpt_kernels::matmul::prompt(|| self.forward_hidden(input, mask, cache));
+        let [b, t, _] = hidden.dims();
+        self.logits(hidden.narrow(1, t - 1, 1)).reshape([b, self.config.vocab_size])
+    }
 }

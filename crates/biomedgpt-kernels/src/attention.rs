@@ -260,6 +260,10 @@ fn attend<Q: Element, T: Element, O: Float>(q: &[Q], (k, k_heads): (&[T], Heads)
         }
     };
     let parallel = b * h * tk * (tq + d + dv) >= PARALLEL_WORK && !crate::parallel::on_one_thread();
+    // A prompt's few queries (a chunk after a prefix-cache hit) take the prompt path too, so that
+    // they equal those queries computed among the whole prompt's (read here: the heads may run on
+    // other threads).
+    let few = tq <= MAX_ROWS && !crate::matmul::in_prompt();
     let one_head = |head: usize| {
         let (bi, hi) = (head / h, head % h);
         let q = &q[head * tq * d..(head + 1) * tq * d];
@@ -278,7 +282,7 @@ fn attend<Q: Element, T: Element, O: Float>(q: &[Q], (k, k_heads): (&[T], Heads)
             // SAFETY: only O values are written into the uninitialized row.
             O::narrow(values, unsafe { &mut *(dst as *mut [std::mem::MaybeUninit<O>] as *mut [O]) });
         };
-        if tq <= MAX_ROWS {
+        if few {
             // Decoding (a few queries): scores and outputs as matrix-vector products that read
             // the cached keys and values in their dtype, widened in registers, instead of a
             // widened copy, a transpose and gemm's set-up per head and step.
@@ -679,7 +683,8 @@ mod tests {
 
     /// A query's output is the same number whatever queries are computed with it: a causal
     /// prompt's later rows computed apart (as after a prefix-cache hit) equal those rows of the
-    /// whole prompt, including a rest that leaves a one-query block (65 = 64 + 1 rows).
+    /// whole prompt, including a rest that leaves a one-query block (65 = 64 + 1 rows) and rests
+    /// of one to eight queries (inside `prompt`).
     #[test]
     fn later_queries_computed_apart_equal_the_whole_prompt() {
         let (h, t, d) = (2, 700, 64);
@@ -694,14 +699,42 @@ mod tests {
             out.try_to_vec().unwrap()
         };
         let full = run(0);
-        for from in [9usize, 17, 18, 33, 635] {
-            let part = run(from);
+        // Rests of 8 queries or fewer: inside `prompt` (a prompt's chunk), as the server runs them.
+        for from in [9usize, 17, 18, 33, 635, 692, 695, 698, 699] {
+            let part = if t - from <= MAX_ROWS { crate::matmul::prompt(|| run(from)) } else { run(from) };
             let rows = t - from;
             for hh in 0..h {
                 for r in 0..rows {
                     for c in 0..d {
                         let (a, b) = (part[(hh * rows + r) * d + c], full[(hh * t + r + from) * d + c]);
                         assert_eq!(a.to_bits(), b.to_bits(), "from {from}: head {hh}, query {}, value {c}", r + from);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A prompt's first positions prefilled alone (a first chunk: only their own keys) equal those
+    /// rows of the whole prompt, for chunks of 1 to 70 positions (inside `prompt`).
+    #[test]
+    fn a_first_chunk_equals_the_whole_prompt() {
+        let (h, t, d) = (2, 150, 64);
+        let (q, k, v) = (values(h * t * d, 1), values(h * t * d, 2), values(h * t * d, 3));
+        let run = |len: usize| -> Vec<f32> {
+            let part = |x: &[f32]| -> Vec<f32> { (0..h).flat_map(|hh| x[hh * t * d..(hh * t + len) * d].to_vec()).collect() };
+            let mask: Vec<f32> = (0..len * len).map(|i| if i % len > i / len { f32::MIN } else { 0.0 }).collect();
+            let (q, k, v) = (tensor(part(&q), [1, h, len, d]), tensor(part(&k), [1, h, len, d]), tensor(part(&v), [1, h, len, d]));
+            let out = crate::matmul::prompt(|| try_cpu(&q, &k, &v, Some(&tensor(mask, [1, 1, len, len])), 0.125, Merge::None).unwrap());
+            out.try_to_vec().unwrap()
+        };
+        let full = run(t);
+        for len in [1usize, 2, 3, 5, 8, 9, 16, 17, 64, 65, 70] {
+            let part = run(len);
+            for hh in 0..h {
+                for r in 0..len {
+                    for c in 0..d {
+                        let (a, b) = (part[(hh * len + r) * d + c], full[(hh * t + r) * d + c]);
+                        assert_eq!(a.to_bits(), b.to_bits(), "first {len}: head {hh}, query {r}, value {c}");
                     }
                 }
             }

@@ -23,6 +23,11 @@ pub trait CausalLm {
     fn forward(&self, input: DecoderInput, mask: Option<&StepMask>, cache: &mut KvCache) -> Tensor<3>;
     /// Logits of the last position only, `[B, vocab]`.
     fn forward_last(&self, input: DecoderInput, mask: Option<&StepMask>, cache: &mut KvCache) -> Tensor<2>;
+    /// [`Self::forward_last`] of a prompt (or a chunk of one): its positions through the prompt
+    /// kernels whatever their number ([`biomedgpt_kernels::matmul::prompt`]), so that they are
+    /// the same numbers however the prompt is cut (a prefix-cache hit prefills only the rest);
+    /// the last position's logits as `forward_last` computes them.
+    fn prefill_last(&self, input: DecoderInput, mask: Option<&StepMask>, cache: &mut KvCache) -> Tensor<2>;
 }
 
 impl CausalLm for Llama {
@@ -60,5 +65,9 @@ impl CausalLm for Llama {
 
     fn forward_last(&self, input: DecoderInput, mask: Option<&StepMask>, cache: &mut KvCache) -> Tensor<2> {
         Llama::forward_last(self, input, mask, cache)
+    }
+
+    fn prefill_last(&self, input: DecoderInput, mask: Option<&StepMask>, cache: &mut KvCache) -> Tensor<2> {
+        Llama::prefill_last(self, input, mask, cache)
     }
 }

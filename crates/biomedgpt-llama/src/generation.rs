@@ -313,7 +313,7 @@ fn prefill(model: &dyn CausalLm, prompt: Prompt, prefix: Option<&mut PrefixCache
         Prompt::Embeds { embeds, .. } if start > 0 => DecoderInput::Embeds(embeds.narrow(1, start, len - start)),
         Prompt::Embeds { embeds, .. } => DecoderInput::Embeds(embeds),
     };
-    let logits = model.forward_last(input, None, &mut cache);
+    let logits = model.prefill_last(input, None, &mut cache);
     if let Some(p) = prefix {
         p.store(&keys, &cache);
     }

@@ -353,10 +353,14 @@ impl Llama {
     /// attention reads only its own cache. Returns each chunk's final hidden states `[1, t_i,
     /// hidden]`.
     ///
-    /// On the CPU each chunk's numbers are those of [`Self::forward_hidden`] on it alone when every
-    /// chunk has at least [`biomedgpt_kernels::matmul::PROMPT_ROWS`] positions: the prompt kernels
-    /// compute each row the same whatever rows are beside it (`tests/prefix_invariance.rs`).
+    /// On the CPU each chunk's numbers are those of [`Self::prefill`] on it alone, whatever the
+    /// chunks' lengths: the prompt kernels compute each row the same whatever rows are beside it
+    /// (`tests/prefix_invariance.rs`).
     pub fn prefill_many(&self, inputs: Vec<DecoderInput>, caches: &mut [&mut KvCache]) -> Vec<Tensor<3>> {
+        biomedgpt_kernels::matmul::prompt(|| self.prefill_many_rows(inputs, caches))
+    }
+
+    fn prefill_many_rows(&self, inputs: Vec<DecoderInput>, caches: &mut [&mut KvCache]) -> Vec<Tensor<3>> {
         assert!(!inputs.is_empty() && inputs.len() == caches.len(), "prefill_many: {} inputs for {} caches", inputs.len(), caches.len());
         let xs: Vec<Tensor<3>> = inputs
             .into_iter()
@@ -463,6 +467,24 @@ impl Llama {
                 matmul(hidden.reshape([b * t, h]), w.transpose(), None).reshape([b, t, self.config.vocab_size])
             }
         }
+    }
+
+    /// [`Self::forward_hidden`] of a prompt's positions (a whole prompt or a chunk of one) through
+    /// the prompt kernels whatever their number ([`biomedgpt_kernels::matmul::prompt`]): on the
+    /// CPU each position's numbers are then the same however the prompt is cut into chunks, which
+    /// is what lets a prefix cache restore a prompt's start and prefill only its rest, down to one
+    /// position. (Decoding steps go through [`Self::forward_hidden`]: a few rows of the decoding
+    /// kernels.)
+    pub fn prefill(&self, input: DecoderInput, mask: Option<&StepMask>, cache: &mut KvCache) -> Tensor<3> {
+        biomedgpt_kernels::matmul::prompt(|| self.forward_hidden(input, mask, cache))
+    }
+
+    /// [`Self::prefill`], then the logits of the last position `[B, vocab]`, computed as
+    /// [`Self::forward_last`] computes them (the decoding kernels' rows, as [`Self::last_logits`]).
+    pub fn prefill_last(&self, input: DecoderInput, mask: Option<&StepMask>, cache: &mut KvCache) -> Tensor<2> {
+        let hidden = self.prefill(input, mask, cache);
+        let [b, t, _] = hidden.dims();
+        self.logits(hidden.narrow(1, t - 1, 1)).reshape([b, self.config.vocab_size])
     }
 
     /// Logits of every position: `forward_hidden` then `logits`.

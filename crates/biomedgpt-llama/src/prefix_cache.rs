@@ -8,10 +8,10 @@
 //! the longer prompts built on it.
 //!
 //! What is cached is exact: a prompt's rest prefilled after restored blocks equals, bit for bit,
-//! the same rows prefilled with the whole prompt, because the CPU prompt kernels compute each row
-//! the same whatever rows are beside it (`tests/prefix_invariance.rs`), provided every chunk has
-//! at least [`biomedgpt_kernels::matmul::PROMPT_ROWS`] rows (fewer go through the decoding
-//! kernels, which round differently): see [`PrefixCache::usable_blocks`] and [`chunk_len`].
+//! the same rows prefilled with the whole prompt, because prompts run through the CPU prompt
+//! kernels whatever their number of positions ([`crate::Llama::prefill`]), and those compute
+//! each row the same whatever rows are beside it (`tests/prefix_invariance.rs`). So a hit leaves
+//! as little as one position to prefill (the last, whose logits give the first token).
 //! Keys and values are kept on the host (as `TensorData` in the cache's dtype) and moved to the
 //! model's device when restored.
 
@@ -27,10 +27,6 @@ pub type BlockKey = [u8; 16];
 
 /// Positions per block (vLLM's default).
 pub const DEFAULT_BLOCK: usize = 16;
-
-/// The fewest rows a prefill chunk may have (but a whole prompt shorter than that) for its rows to
-/// be computed as they are in any other chunk: see the module doc.
-pub const MIN_CHUNK: usize = biomedgpt_kernels::matmul::PROMPT_ROWS;
 
 /// The keys of a prompt's whole blocks. `content` holds `per_position` bytes for each position (a
 /// token id, or an input embedding's values: whatever fixes the position's keys and values),
@@ -71,13 +67,11 @@ pub fn embeds_keys(embeds: &Tensor<3>, block: usize) -> Vec<BlockKey> {
     block_keys(kind.as_bytes(), bytes, bytes.len() / whole, block)
 }
 
-/// The length of the prefill chunk that starts at `start` of a `prompt_len` prompt, at most
-/// `chunk` positions: never fewer than [`MIN_CHUNK`] (a short rest joins the chunk before it), so
-/// that how a prompt is cut into chunks does not change its numbers.
+/// The length of the prefill chunk that starts at `start` of a `prompt_len` prompt: at most
+/// `chunk` positions (at least one). How a prompt is cut does not change its numbers.
 pub fn chunk_len(start: usize, prompt_len: usize, chunk: usize) -> usize {
-    let left = prompt_len - start;
-    let len = chunk.max(MIN_CHUNK).min(left);
-    if left - len < MIN_CHUNK { left } else { len }
+    assert!(start < prompt_len, "a chunk starts inside the prompt");
+    chunk.max(1).min(prompt_len - start)
 }
 
 struct Entry {
@@ -138,13 +132,13 @@ impl PrefixCache {
     }
 
     /// How many leading blocks of a `prompt_len` prompt with block keys `keys` can be restored:
-    /// those held, leaving at least [`MIN_CHUNK`] positions to prefill (the last position's
-    /// logits come from a prefill, and a shorter rest would go through other kernels).
+    /// those held, leaving at least one position to prefill (the last position's logits come
+    /// from a prefill).
     pub fn usable_blocks(&self, keys: &[BlockKey], prompt_len: usize) -> usize {
-        if !self.enabled() || prompt_len < MIN_CHUNK {
+        if !self.enabled() || prompt_len == 0 {
             return 0;
         }
-        let most = (prompt_len - MIN_CHUNK) / self.block;
+        let most = (prompt_len - 1) / self.block;
         keys.iter().take(most).take_while(|k| self.entries.contains_key(*k)).count()
     }
 
@@ -238,14 +232,14 @@ mod tests {
     }
 
     #[test]
-    fn chunks_are_never_shorter_than_the_prompt_kernels_take() {
+    fn chunks_cover_the_prompt_in_pieces_of_at_most_chunk() {
         for prompt_len in 1..200 {
-            for chunk in [1, 4, 9, 16, 33, 64] {
+            for chunk in [0, 1, 4, 9, 16, 33, 64] {
                 let mut start = 0;
                 while start < prompt_len {
                     let len = chunk_len(start, prompt_len, chunk);
-                    assert!(len >= MIN_CHUNK || (start == 0 && len == prompt_len), "{prompt_len} by {chunk}: {len} at {start}");
-                    assert!(len <= chunk.max(MIN_CHUNK) + MIN_CHUNK);
+                    assert!(len >= 1 && len <= chunk.max(1), "{prompt_len} by {chunk}: {len} at {start}");
+                    assert!(len == chunk.max(1) || start + len == prompt_len, "only the last chunk is short");
                     start += len;
                 }
                 assert_eq!(start, prompt_len);
@@ -276,8 +270,10 @@ mod tests {
         pc.store(&keys, &cache(22, 2));
         assert_eq!(pc.blocks(), 5);
         assert_eq!(pc.bytes(), 5 * block_bytes(4, 2));
-        // 22 positions: at most (22 - MIN_CHUNK) / 4 blocks restored.
-        assert_eq!(pc.usable_blocks(&keys, 22), (22 - MIN_CHUNK) / 4);
+        // 22 positions: all 5 whole blocks (the 2 after them are prefilled).
+        assert_eq!(pc.usable_blocks(&keys, 22), 5);
+        // 20 positions: 4 blocks, so that the last position is prefilled.
+        assert_eq!(pc.usable_blocks(&keys[..5], 20), 4);
         let restored = pc.restore(&keys, 3, &Device::flex());
         assert_eq!(restored.len(), 12);
         let original = cache(22, 2);

@@ -812,26 +812,19 @@ impl Engine {
 
     /// Chunks of the prompts still prefilling, oldest first, up to `prefill_chunk` positions in
     /// all, in one pass ([`biomedgpt_llama::Llama::prefill_many`]: the weights are read once for
-    /// all of them). Every chunk has at least `PROMPT_ROWS` positions, so each prompt's numbers
-    /// are those it gets alone; a prompt shorter than that (the decoding kernels' size) runs
-    /// alone. Prompts whose last chunk this was get their first token.
+    /// all of them). Prompts run through the prompt kernels whatever a chunk's length, so each
+    /// prompt's numbers are those it gets alone and whole. Prompts whose last chunk this was get
+    /// their first token.
     fn prefill(&mut self, active: &mut [Active]) {
-        let mut budget = self.config.prefill_chunk.max(prefix_cache::MIN_CHUNK);
+        let mut budget = self.config.prefill_chunk.max(1);
         let mut picked: Vec<(usize, usize)> = Vec::new();
         for (ai, a) in active.iter().enumerate().filter(|(_, a)| a.prefilling()) {
-            if budget < prefix_cache::MIN_CHUNK {
+            if budget == 0 {
                 break;
             }
             let len = prefix_cache::chunk_len(a.prefilled, a.prompt_len, budget);
-            if len < prefix_cache::MIN_CHUNK {
-                // A whole prompt under the prompt kernels' size: alone, as it runs alone.
-                if picked.is_empty() {
-                    picked.push((ai, len));
-                }
-                break;
-            }
             picked.push((ai, len));
-            budget = budget.saturating_sub(len);
+            budget -= len;
         }
         if !picked.is_empty() {
             self.stats.prefill_passes.fetch_add(1, Ordering::Relaxed);
@@ -899,11 +892,11 @@ impl Engine {
         let more = a.prefilling();
         let cache = a.cache.as_mut().expect("prefilling has a cache");
         if more {
-            let _ = self.model.llm.forward_hidden(input, None, cache);
+            let _ = self.model.llm.prefill(input, None, cache);
             self.keep_prefix(&a.block_keys, cache);
             return;
         }
-        let logits = self.model.llm.forward_last(input, None, cache);
+        let logits = self.model.llm.prefill_last(input, None, cache);
         self.keep_prefix(&a.block_keys, cache);
         self.first_tokens(a, to_rows(logits).remove(0));
     }

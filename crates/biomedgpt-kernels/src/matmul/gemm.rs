@@ -152,6 +152,22 @@ pub(crate) fn gemm_column_major(m: usize, n: usize, k: usize, dst: &mut [f32], l
     // chunks equals it computed whole). Within a piece gemm accumulates each result in order.
     for depth in (0..k).step_by(DEPTH_BLOCK) {
         let kb = DEPTH_BLOCK.min(k - depth);
+        if m == 1 || n == 1 || kb <= 2 {
+            // gemm hands these shapes to other kernels (outer products for depths of 1 or 2,
+            // matrix-vector kernels for one row or column), whose sums round otherwise than its
+            // blocked kernel's, so that a row would change with the rows beside it (a prompt's
+            // first chunk of two positions has two keys). Its blocked kernel's arithmetic here:
+            // each result summed in order with fused multiply-adds from zero, then added to the
+            // earlier pieces' (`blocked_arithmetic_for_degenerate_shapes` checks they agree).
+            for j in 0..n {
+                for i in 0..m {
+                    let acc = (0..kb).fold(0f32, |acc, p| lhs[i + (depth + p) * ld_lhs].mul_add(rhs[depth + p + j * ld_rhs], acc));
+                    let d = &mut dst[i + j * m];
+                    *d = if depth > 0 { *d + acc } else { acc };
+                }
+            }
+            continue;
+        }
         // SAFETY: every element gemm reads or writes is inside the three slices (asserted above;
         // the piece starts `depth` columns into lhs and `depth` values into each rhs column).
         unsafe {
@@ -209,6 +225,35 @@ mod tests {
         check::<bf16>(bf16::from_f32);
     }
 
+    /// The shapes gemm takes to other kernels (one row, one column, depths of 1 or 2 in a piece)
+    /// give the numbers its blocked kernel gives those rows and columns inside a larger product.
+    #[test]
+    fn blocked_arithmetic_for_degenerate_shapes() {
+        let (m, n) = (37, 21);
+        for k in [1usize, 2, 3, 64, 513, 514, 1026] {
+            let lhs: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
+            let rhs: Vec<f32> = (0..k * n).map(|i| ((i * 53 % 97) as f32 / 48.0) - 1.0).collect();
+            // The whole product, then row 5 alone, column 7 alone, and both.
+            let mut whole = vec![0f32; m * n];
+            gemm_column_major(m, n, k, &mut whole, &lhs, m, &rhs, k, gemm::Parallelism::None);
+            let row: Vec<f32> = (0..k).map(|p| lhs[5 + p * m]).collect();
+            let col = &rhs[7 * k..8 * k];
+            let mut one_row = vec![0f32; n];
+            gemm_column_major(1, n, k, &mut one_row, &row, 1, &rhs, k, gemm::Parallelism::None);
+            let mut one_col = vec![0f32; m];
+            gemm_column_major(m, 1, k, &mut one_col, &lhs, m, col, k, gemm::Parallelism::None);
+            let mut one = [0f32];
+            gemm_column_major(1, 1, k, &mut one, &row, 1, col, k, gemm::Parallelism::None);
+            for j in 0..n {
+                assert_eq!(one_row[j].to_bits(), whole[5 + j * m].to_bits(), "k {k}: row 5, column {j}");
+            }
+            for i in 0..m {
+                assert_eq!(one_col[i].to_bits(), whole[i + 7 * m].to_bits(), "k {k}: row {i}, column 7");
+            }
+            assert_eq!(one[0].to_bits(), whole[5 + 7 * m].to_bits(), "k {k}: row 5, column 7");
+        }
+    }
+
     /// Each row of a product is the same number whatever rows are computed beside it (the
     /// prefix cache's premise): depths that are not a multiple of gemm's block (576, 768) once
     /// rounded differently for products of at most 64 rows than for larger ones.
@@ -222,7 +267,7 @@ mod tests {
                 let w16: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
                 let filled = |x: &[f32], m: usize| matmul_filled_tiles(x, m, k, n, None, |first, tile| tile.copy_from_slice(&w[first * k..][..tile.len()]));
                 let full = [matmul_tiles(&x, big, &w, k, n, None), matmul_tiles(&x, big, &w16, k, n, None), filled(&x, big)];
-                for &(start, m) in &[(0usize, 9usize), (0, 16), (5, 33), (0, 64), (7, 65), (60, 100)] {
+                for &(start, m) in &[(3usize, 1usize), (10, 2), (0, 5), (20, 8), (0, 9), (0, 16), (5, 33), (0, 64), (7, 65), (60, 100)] {
                     let x = &x[start * k..(start + m) * k];
                     let parts = [matmul_tiles(x, m, &w, k, n, None), matmul_tiles(x, m, &w16, k, n, None), filled(x, m)];
                     for (path, (part, full)) in parts.iter().zip(&full).enumerate() {

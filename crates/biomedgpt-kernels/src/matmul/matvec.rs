@@ -488,7 +488,7 @@ pub(crate) mod tests {
             let (mut product, mut read) = (Vec::new(), Vec::new());
             for t in 0..copies * 10 {
                 let start = std::time::Instant::now();
-                if (t / copies) % 2 == 0 {
+                if (t / copies).is_multiple_of(2) {
                     std::hint::black_box(matvec(&x, m, &matrices[t % copies], WeightLayout::OutputMajor, k, n));
                     product.push(start.elapsed().as_secs_f64());
                 } else {

@@ -26,13 +26,28 @@ use crate::isa::Isa;
 pub const DECODE_BATCH_ROWS: usize = 64;
 
 /// The fewest rows a product (and attention, in queries) takes through the prompt kernels
-/// outside [`decode_batch`]; fewer go through the decoding kernels, whose sums round differently.
-/// From this many rows on, each row of a result is the same whatever rows are computed beside it
-/// (fixed-depth gemm pieces, one-query attention blocks doubled): what prefix caching relies on.
+/// outside [`decode_batch`] and [`prompt`]; fewer go through the decoding kernels, whose sums
+/// round differently. The prompt kernels compute each row the same whatever rows are computed
+/// beside it (fixed-depth gemm pieces, one-query attention blocks doubled, exact integer panels):
+/// inside [`prompt`] they take every row count, which is what prefix caching relies on.
 pub const PROMPT_ROWS: usize = if matvec::MAX_ROWS > bf16_dot::MATVEC_ROWS { matvec::MAX_ROWS + 1 } else { bf16_dot::MATVEC_ROWS + 1 };
 
 thread_local! {
     static DECODE_BATCH: Cell<bool> = const { Cell::new(false) };
+    static PROMPT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with the products and attentions called on this thread taking the prompt kernels
+/// for any number of rows: the rows are positions of a prompt, whose numbers must not depend on
+/// how the prompt was cut into chunks (a prefix-cache hit leaves a rest of a few positions, or
+/// one, to prefill; without the cache the same positions are rows of the whole prompt).
+pub fn prompt<R>(f: impl FnOnce() -> R) -> R {
+    crate::parallel::with_flag(&PROMPT, f)
+}
+
+/// Whether this thread is inside [`prompt`].
+pub fn in_prompt() -> bool {
+    PROMPT.with(Cell::get)
 }
 
 /// Runs `f` with the decoding kernels taking up to [`DECODE_BATCH_ROWS`] rows (8 otherwise):
@@ -44,10 +59,16 @@ pub fn decode_batch<R>(f: impl FnOnce() -> R) -> R {
     crate::parallel::with_flag(&DECODE_BATCH, f)
 }
 
-/// The most rows the decoding kernels take in a product called now: [`matvec::MAX_ROWS`], or
-/// [`DECODE_BATCH_ROWS`] inside [`decode_batch`].
+/// The most rows the decoding kernels take in a product called now: [`matvec::MAX_ROWS`],
+/// [`DECODE_BATCH_ROWS`] inside [`decode_batch`], none inside [`prompt`].
 pub fn decode_rows() -> usize {
-    if DECODE_BATCH.with(Cell::get) { DECODE_BATCH_ROWS } else { matvec::MAX_ROWS }
+    if in_prompt() {
+        0
+    } else if DECODE_BATCH.with(Cell::get) {
+        DECODE_BATCH_ROWS
+    } else {
+        matvec::MAX_ROWS
+    }
 }
 
 /// `x [rows, in] · weight [in, out] (+ bias [out])`: the decoding kernels for a few rows, the
@@ -173,7 +194,7 @@ pub fn try_bf16_many(x: &Tensor<2>, weights: &[(Tensor<2>, Option<Tensor<1>>)]) 
         })
         .collect();
     // Results rounded to bf16 by the threads that compute them.
-    let ys = if rows <= bf16_dot::MATVEC_ROWS {
+    let ys = if rows <= bf16_dot::MATVEC_ROWS && !in_prompt() {
         bf16_dot::matvec_many::<bf16>(xs, rows, &products, d_in)?
     } else {
         bf16_dot::matmul_many::<bf16>(xs, rows, &products, d_in)?
@@ -190,6 +211,30 @@ pub fn try_bf16_many(x: &Tensor<2>, weights: &[(Tensor<2>, Option<Tensor<1>>)]) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Inside `prompt`, a few rows of f32, f16 or bf16 weights go through the prompt kernels:
+    /// one to eight rows computed apart equal those rows of a 20-row product.
+    #[test]
+    fn prompt_rows_apart_equal_the_whole_prompt() {
+        use burn::tensor::{Device, TensorData};
+        let device = Device::flex();
+        let (k, n) = (320, 72);
+        let xv: Vec<f32> = (0..20 * k).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
+        let wv: Vec<f32> = (0..n * k).map(|i| ((i * 53 % 97) as f32 / 48.0) - 1.0).collect();
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            // PyTorch's [out, in] storage, used transposed, as the models hold them.
+            let w = Tensor::<2>::from_data(TensorData::new(wv.clone(), [n, k]), &device).cast(dtype).transpose();
+            let product = |rows: usize, from: usize| -> Vec<f32> {
+                let x = Tensor::<2>::from_data(TensorData::new(xv[from * k..(from + rows) * k].to_vec(), [rows, k]), &device).cast(dtype);
+                prompt(|| matmul(x, w.clone(), None)).cast(DType::F32).into_data().try_to_vec().unwrap()
+            };
+            let whole = product(20, 0);
+            for (from, rows) in [(0, 1), (19, 1), (3, 2), (5, 3), (8, 5), (12, 8)] {
+                let part = product(rows, from);
+                assert!(part.iter().zip(&whole[from * n..]).all(|(a, b)| a.to_bits() == b.to_bits()), "{dtype:?}: {rows} rows from {from}");
+            }
+        }
+    }
 
     /// Tensor level: the shared-input products equal the products one at a time, for a prompt
     /// and for a decoding step's few rows, and the path declines f32.

@@ -100,7 +100,7 @@ pub fn matmul(x: Tensor<2>, w: &QuantMatrix, bias: Option<Tensor<1>>) -> Tensor<
     };
     let n = w.rows;
     let bias_values: Option<Vec<f32>> = bias.map(|b| b.cast(DType::F32).into_data().try_to_vec::<f32>().expect("f32 data"));
-    let prompt = m >= PROMPT_ROWS.max(crate::matmul::decode_rows() + 1);
+    let prompt = crate::matmul::in_prompt() || m >= PROMPT_ROWS.max(crate::matmul::decode_rows() + 1);
     // Decoding rows of the k-quants go through panels too from `panel_decoding_rows` on: same
     // arithmetic, same bits (int8.rs), and fewer instructions per row once the panels' filling
     // is shared by enough rows.
@@ -446,6 +446,30 @@ mod tests {
             for r in 0..20 {
                 let alone = product(1, r);
                 assert!(together[r * n..(r + 1) * n].iter().zip(&alone).all(|(a, b)| a.to_bits() == b.to_bits()), "{ty}: row {r}");
+            }
+        }
+    }
+
+    /// Inside `prompt` (a prompt's chunk), any number of rows goes through the prompt kernels:
+    /// rows computed apart, one to eight at a time, equal those rows of a 20-row prompt.
+    #[test]
+    fn prompt_rows_apart_equal_the_whole_prompt() {
+        let (n, k) = (33, 512);
+        let w: Vec<f32> = (0..n * k).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
+        let device = Device::flex();
+        for &ty in &[GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K] {
+            let mut q = vec![0u8; ty.row_bytes(k).unwrap() * n];
+            quantize(ty, &w, &mut q);
+            let matrix = QuantMatrix::new(ty, n, k, Arc::new(q)).unwrap();
+            let x: Vec<f32> = (0..20 * k).map(|i| ((i * 31) % 17) as f32 / 17.0 - 0.4).collect();
+            let product = |rows: usize, from: usize| {
+                let xt = Tensor::<2>::from_data(TensorData::new(x[from * k..(from + rows) * k].to_vec(), [rows, k]), (&device, DType::F32));
+                crate::matmul::prompt(|| matmul(xt, &matrix, None)).into_data().try_to_vec::<f32>().unwrap()
+            };
+            let whole = product(20, 0);
+            for (from, rows) in [(0, 1), (19, 1), (3, 2), (5, 3), (8, 5), (12, 8)] {
+                let part = product(rows, from);
+                assert!(part.iter().zip(&whole[from * n..]).all(|(a, b)| a.to_bits() == b.to_bits()), "{ty}: {rows} rows from {from}");
             }
         }
     }
