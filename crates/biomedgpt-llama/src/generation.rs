@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use crate::cache::KvCache;
 use crate::decoder::CausalLm;
 use crate::model::DecoderInput;
-use crate::prefix_cache::{self, PrefixCache};
+use crate::prefix_cache::{self, PrefixCache, PromptKeys};
 
 /// `early_stopping` of HF's generation config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -299,12 +299,12 @@ fn prefill(model: &dyn CausalLm, prompt: Prompt, prefix: Option<&mut PrefixCache
     let keys = match (&prefix, &prompt) {
         (Some(p), Prompt::Ids(ids)) => prefix_cache::ids_keys(ids, p.block()),
         (Some(p), Prompt::Embeds { embeds, .. }) => prefix_cache::embeds_keys(embeds, p.block()),
-        (None, _) => Vec::new(),
+        (None, _) => PromptKeys::default(),
     };
     let (mut cache, start) = match prefix.as_deref_mut() {
-        Some(p) => match p.usable_blocks(&keys, len) {
-            0 => (model.new_cache(1), 0),
-            blocks => (p.restore(&keys, blocks, &device), blocks * p.block()),
+        Some(p) => match p.lookup(&keys, len) {
+            hit if hit.positions(p.block()) == 0 => (model.new_cache(1), 0),
+            hit => (p.restore(&keys, &hit, &device), hit.positions(p.block())),
         },
         None => (model.new_cache(1), 0),
     };

@@ -1,11 +1,14 @@
 //! Prefix caching: the keys and values of prompt blocks kept across requests, so that a prompt
 //! which starts as an earlier one did (the same system prompt, a chat's earlier turns) is
-//! prefilled only from where it differs. vLLM's automatic prefix caching in its simplest form:
-//! a prompt is cut into blocks of [`PrefixCache::block`] positions from its start, and each whole
-//! block is known by a hash of its content chained with the previous block's hash, so a key
-//! stands for everything before it too. Blocks are dropped least recently used first when the
-//! cache would outgrow its bytes; a block is touched after its children, so a prefix outlives
-//! the longer prompts built on it.
+//! prefilled only from where it differs. vLLM's automatic prefix caching: a prompt is cut into
+//! blocks of [`PrefixCache::block`] positions from its start, and each whole block is known by a
+//! hash of its content chained with the previous block's hash, so a key stands for everything
+//! before it too. Past the last whole block that matches, the positions a held next block shares
+//! with the prompt are restored as well (that block's first positions: a radix tree's token
+//! granularity, as SGLang and llama-server reuse prompts), so a prompt that differs from an
+//! earlier one in its last few positions prefills only those. Blocks are dropped least recently
+//! used first when the cache would outgrow its bytes; a block is touched after its children, so
+//! a prefix outlives the longer prompts built on it.
 //!
 //! What is cached is exact: a prompt's rest prefilled after restored blocks equals, bit for bit,
 //! the same rows prefilled with the whole prompt, because prompts run through the CPU prompt
@@ -28,6 +31,69 @@ pub type BlockKey = [u8; 16];
 /// Positions per block (vLLM's default).
 pub const DEFAULT_BLOCK: usize = 16;
 
+/// A prompt as the cache knows it: the keys of its whole blocks and every position's content.
+#[derive(Clone, Debug, Default)]
+pub struct PromptKeys {
+    /// The keys of the prompt's whole blocks ([`block_keys`]).
+    pub blocks: Vec<BlockKey>,
+    kind: Vec<u8>,
+    content: Vec<u8>,
+    per_position: usize,
+}
+
+impl PromptKeys {
+    /// `content` holds `per_position` bytes for each position of the prompt (see [`block_keys`]).
+    pub fn new(kind: &[u8], content: Vec<u8>, per_position: usize, block: usize) -> Self {
+        let whole = content.len() / per_position.max(1) / block * block;
+        let blocks = block_keys(kind, &content[..whole * per_position], per_position, block);
+        PromptKeys { blocks, kind: kind.to_vec(), content, per_position }
+    }
+
+    /// No positions (prefix caching off for this prompt).
+    pub fn is_empty(&self) -> bool {
+        self.content.is_empty()
+    }
+
+    /// Positions of the prompt.
+    pub fn len(&self) -> usize {
+        self.content.len() / self.per_position.max(1)
+    }
+
+    /// The content of positions `from..to`.
+    fn positions(&self, from: usize, to: usize) -> &[u8] {
+        &self.content[from * self.per_position..to * self.per_position]
+    }
+}
+
+/// Which held blocks follow the block `previous` (the root for a prompt's first block) for
+/// prompts of `kind`.
+fn children_key(previous: &BlockKey, kind: &[u8]) -> BlockKey {
+    let mut h = Sha256::new();
+    h.update(b"children");
+    h.update(previous);
+    h.update((kind.len() as u64).to_le_bytes());
+    h.update(kind);
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&h.finalize()[..16]);
+    key
+}
+
+/// What a prompt finds in the cache: its first `blocks` blocks, then the first `partial.1`
+/// positions of the held block `partial.0` (one that follows the last of them and begins as the
+/// prompt's next positions do).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Hit {
+    pub blocks: usize,
+    pub partial: Option<(BlockKey, usize)>,
+}
+
+impl Hit {
+    /// Positions restored.
+    pub fn positions(&self, block: usize) -> usize {
+        self.blocks * block + self.partial.map_or(0, |(_, n)| n)
+    }
+}
+
 /// The keys of a prompt's whole blocks. `content` holds `per_position` bytes for each position (a
 /// token id, or an input embedding's values: whatever fixes the position's keys and values),
 /// `kind` tells apart contents that could share bytes (ids from embeddings).
@@ -47,24 +113,24 @@ pub fn block_keys(kind: &[u8], content: &[u8], per_position: usize, block: usize
     keys
 }
 
-/// [`block_keys`] of a prompt's token ids.
-pub fn ids_keys(ids: &[u32], block: usize) -> Vec<BlockKey> {
+/// [`PromptKeys`] of a prompt's token ids.
+pub fn ids_keys(ids: &[u32], block: usize) -> PromptKeys {
     let bytes: Vec<u8> = ids.iter().flat_map(|i| i.to_le_bytes()).collect();
-    block_keys(b"ids", &bytes, 4, block)
+    PromptKeys::new(b"ids", bytes, 4, block)
 }
 
-/// [`block_keys`] of a prompt's input embeddings `[1, T, hidden]` (a chat's, with molecules and
+/// [`PromptKeys`] of a prompt's input embeddings `[1, T, hidden]` (a chat's, with molecules and
 /// proteins spliced in), by their values in their dtype.
-pub fn embeds_keys(embeds: &Tensor<3>, block: usize) -> Vec<BlockKey> {
+pub fn embeds_keys(embeds: &Tensor<3>, block: usize) -> PromptKeys {
     let [_, t, _] = embeds.dims();
-    let whole = t / block * block;
-    if whole == 0 {
-        return Vec::new();
+    if t == 0 {
+        return PromptKeys::default();
     }
-    let data = embeds.clone().narrow(1, 0, whole).into_data();
+    let data = embeds.clone().into_data();
     let kind = format!("embeds {:?}", data.dtype());
-    let bytes = data.as_bytes();
-    block_keys(kind.as_bytes(), bytes, bytes.len() / whole, block)
+    let bytes = data.as_bytes().to_vec();
+    let per_position = bytes.len() / t;
+    PromptKeys::new(kind.as_bytes(), bytes, per_position, block)
 }
 
 /// The length of the prefill chunk that starts at `start` of a `prompt_len` prompt: at most
@@ -77,6 +143,11 @@ pub fn chunk_len(start: usize, prompt_len: usize, chunk: usize) -> usize {
 struct Entry {
     /// Per layer keys and values, `[1, kv_heads, block, head_dim]`.
     layers: Vec<(TensorData, TensorData)>,
+    /// The block's positions' content (see [`PromptKeys`]), to restore its first positions for a
+    /// prompt that shares only those.
+    content: Vec<u8>,
+    /// Its [`children_key`]: the blocks held after the same previous block.
+    siblings: BlockKey,
     bytes: usize,
     used_at: u64,
 }
@@ -95,6 +166,8 @@ pub struct PrefixCache {
     capacity: usize,
     used: usize,
     entries: HashMap<BlockKey, Entry>,
+    /// [`children_key`] -> the held blocks that follow that block.
+    children: HashMap<BlockKey, Vec<BlockKey>>,
     /// `used_at` -> key, oldest first.
     order: BTreeMap<u64, BlockKey>,
     clock: u64,
@@ -106,7 +179,7 @@ impl PrefixCache {
     /// (0 bytes: nothing is kept).
     pub fn new(block: usize, capacity_bytes: usize) -> Self {
         assert!(block > 0, "a block has positions");
-        PrefixCache { block, capacity: capacity_bytes, used: 0, entries: HashMap::new(), order: BTreeMap::new(), clock: 0, stats: PrefixStats::default() }
+        PrefixCache { block, capacity: capacity_bytes, used: 0, entries: HashMap::new(), children: HashMap::new(), order: BTreeMap::new(), clock: 0, stats: PrefixStats::default() }
     }
 
     pub fn block(&self) -> usize {
@@ -131,69 +204,141 @@ impl PrefixCache {
         self.stats
     }
 
-    /// How many leading blocks of a `prompt_len` prompt with block keys `keys` can be restored:
-    /// those held, leaving at least one position to prefill (the last position's logits come
-    /// from a prefill).
-    pub fn usable_blocks(&self, keys: &[BlockKey], prompt_len: usize) -> usize {
+    /// What a `prompt_len` prompt with keys `keys` can restore: its leading blocks that are held,
+    /// then as many positions as a held block that follows them shares with the prompt's next
+    /// ones, leaving at least one position to prefill (the last position's logits come from a
+    /// prefill).
+    pub fn lookup(&self, keys: &PromptKeys, prompt_len: usize) -> Hit {
+        let prompt_len = prompt_len.min(keys.len());
         if !self.enabled() || prompt_len == 0 {
-            return 0;
+            return Hit::default();
         }
         let most = (prompt_len - 1) / self.block;
-        keys.iter().take(most).take_while(|k| self.entries.contains_key(*k)).count()
+        let blocks = keys.blocks.iter().take(most).take_while(|k| self.entries.contains_key(*k)).count();
+        let start = blocks * self.block;
+        let room = (prompt_len - 1 - start).min(self.block);
+        if room == 0 {
+            return Hit { blocks, partial: None };
+        }
+        let previous = if blocks == 0 { [0; 16] } else { keys.blocks[blocks - 1] };
+        let next = keys.positions(start, start + room);
+        let shared = |content: &[u8]| {
+            let per = keys.per_position;
+            (0..room).take_while(|&p| content.get(p * per..(p + 1) * per) == Some(&next[p * per..(p + 1) * per])).count()
+        };
+        let partial = self
+            .children
+            .get(&children_key(&previous, &keys.kind))
+            .into_iter()
+            .flatten()
+            .map(|key| (*key, shared(&self.entries[key].content)))
+            .filter(|&(_, n)| n > 0)
+            .max_by_key(|&(_, n)| n);
+        Hit { blocks, partial }
     }
 
-    /// A one-sequence cache holding the first `blocks` blocks of `keys` (all held: see
-    /// [`Self::usable_blocks`]) on `device`, counted as hits.
-    pub fn restore(&mut self, keys: &[BlockKey], blocks: usize, device: &Device) -> KvCache {
-        assert!(blocks > 0 && blocks <= keys.len(), "restore at least one of the prompt's blocks");
-        let entries: Vec<&Entry> = keys[..blocks].iter().map(|k| self.entries.get(k).expect("usable blocks are held")).collect();
-        let num_layers = entries[0].layers.len();
-        let tensor = |data: &TensorData| Tensor::<4>::from_data(data.clone(), (device, data.dtype()));
+    /// A one-sequence cache holding what `hit` says of the prompt with keys `keys` (all held: see
+    /// [`Self::lookup`]) on `device`, counted as hits.
+    pub fn restore(&mut self, keys: &PromptKeys, hit: &Hit, device: &Device) -> KvCache {
+        assert!(hit.positions(self.block) > 0 && hit.blocks <= keys.blocks.len(), "restore at least one of the prompt's positions");
+        let held = |k: &BlockKey| self.entries.get(k).expect("what lookup found is held");
+        let mut parts: Vec<(&Entry, usize)> = keys.blocks[..hit.blocks].iter().map(|k| (held(k), self.block)).collect();
+        if let Some((key, n)) = hit.partial {
+            parts.push((held(&key), n));
+        }
+        let num_layers = parts[0].0.layers.len();
+        let tensor = |data: &TensorData, n: usize| {
+            let t = Tensor::<4>::from_data(data.clone(), (device, data.dtype()));
+            if n < self.block { t.narrow(2, 0, n) } else { t }
+        };
         let layers = (0..num_layers)
             .map(|l| {
-                let keys = entries.iter().map(|e| tensor(&e.layers[l].0)).collect::<Vec<_>>();
-                let values = entries.iter().map(|e| tensor(&e.layers[l].1)).collect::<Vec<_>>();
+                let keys = parts.iter().map(|(e, n)| tensor(&e.layers[l].0, *n)).collect::<Vec<_>>();
+                let values = parts.iter().map(|(e, n)| tensor(&e.layers[l].1, *n)).collect::<Vec<_>>();
                 (Tensor::cat(keys, 2), Tensor::cat(values, 2))
             })
             .collect();
-        self.touch_chain(&keys[..blocks]);
-        self.stats.hit_tokens += (blocks * self.block) as u64;
-        KvCache::from_positions(layers, blocks * self.block)
+        if let Some((key, _)) = hit.partial {
+            self.touch_chain(&[key]);
+        }
+        self.touch_chain(&keys.blocks[..hit.blocks]);
+        let positions = hit.positions(self.block);
+        self.stats.hit_tokens += positions as u64;
+        KvCache::from_positions(layers, positions)
     }
 
-    /// Stores the blocks of `keys` that `cache` (one sequence, the same prompt) holds in full and
-    /// the cache does not, dropping the least recently used blocks to make room. A block larger
-    /// than the whole capacity is not stored.
-    pub fn store(&mut self, keys: &[BlockKey], cache: &KvCache) {
+    /// Stores the blocks of the prompt with keys `keys` that `cache` (one sequence, the same
+    /// prompt) holds in full and the cache does not, and once the whole prompt is in `cache`, its
+    /// last positions after the whole blocks (a shorter block, found only by [`Self::lookup`]'s
+    /// position-wise search: a longer prompt that goes on from this one, such as a chat's next
+    /// turn, restores all of it). The least recently used blocks are dropped to make room; a
+    /// block larger than the whole capacity is not stored.
+    pub fn store(&mut self, keys: &PromptKeys, cache: &KvCache) {
         if !self.enabled() {
             return;
         }
-        let whole = (cache.len() / self.block).min(keys.len());
+        let whole = (cache.len() / self.block).min(keys.blocks.len());
         // The prompt's blocks already held become the most recent first, so that making room
         // for its new blocks never drops their own prefix (which would leave them unreachable).
-        self.touch_chain(&keys[..whole]);
-        for (j, key) in keys[..whole].iter().enumerate() {
-            if self.entries.contains_key(key) {
-                continue;
-            }
-            let Some(views) = cache.positions(j * self.block, self.block) else { return };
-            let layers: Vec<(TensorData, TensorData)> = views.into_iter().map(|(k, v)| (k.into_data(), v.into_data())).collect();
-            let bytes = layers.iter().map(|(k, v)| k.as_bytes().len() + v.as_bytes().len()).sum();
-            if bytes > self.capacity {
+        self.touch_chain(&keys.blocks[..whole]);
+        let previous = |j: usize| if j == 0 { [0; 16] } else { keys.blocks[j - 1] };
+        for (j, key) in keys.blocks[..whole].iter().enumerate() {
+            if !self.entries.contains_key(key) && !self.insert(*key, keys, previous(j), j * self.block, self.block, cache) {
                 return;
             }
-            while self.used + bytes > self.capacity {
-                let (_, oldest) = self.order.pop_first().expect("the cache holds what it counts");
-                let gone = self.entries.remove(&oldest).expect("ordered keys are held");
-                self.used -= gone.bytes;
-                self.stats.evictions += 1;
-            }
-            self.clock += 1;
-            self.order.insert(self.clock, *key);
-            self.entries.insert(*key, Entry { layers, bytes, used_at: self.clock });
-            self.used += bytes;
         }
-        self.touch_chain(&keys[..whole]);
+        let (start, len) = (whole * self.block, keys.len());
+        if whole == keys.blocks.len() && cache.len() >= len && len > start {
+            let mut h = Sha256::new();
+            h.update(b"tail");
+            h.update(previous(whole));
+            h.update((keys.kind.len() as u64).to_le_bytes());
+            h.update(&keys.kind);
+            h.update(keys.positions(start, len));
+            let mut key = [0u8; 16];
+            key.copy_from_slice(&h.finalize()[..16]);
+            if !self.entries.contains_key(&key) {
+                self.insert(key, keys, previous(whole), start, len - start, cache);
+            }
+        }
+        self.touch_chain(&keys.blocks[..whole]);
+    }
+
+    /// Holds positions `start..start + n` of `cache` (the prompt `keys`'s) as the block `key`
+    /// after the block `previous`, dropping the least recently used blocks to make room; false
+    /// (nothing stored) when they are more than the whole capacity or not in `cache`.
+    fn insert(&mut self, key: BlockKey, keys: &PromptKeys, previous: BlockKey, start: usize, n: usize, cache: &KvCache) -> bool {
+        let Some(views) = cache.positions(start, n) else { return false };
+        let layers: Vec<(TensorData, TensorData)> = views.into_iter().map(|(k, v)| (k.into_data(), v.into_data())).collect();
+        let content = keys.positions(start, start + n).to_vec();
+        let bytes = layers.iter().map(|(k, v)| k.as_bytes().len() + v.as_bytes().len()).sum::<usize>() + content.len();
+        if bytes > self.capacity {
+            return false;
+        }
+        while self.used + bytes > self.capacity {
+            let (_, oldest) = self.order.pop_first().expect("the cache holds what it counts");
+            self.drop_entry(&oldest);
+        }
+        let siblings = children_key(&previous, &keys.kind);
+        self.children.entry(siblings).or_default().push(key);
+        self.clock += 1;
+        self.order.insert(self.clock, key);
+        self.entries.insert(key, Entry { layers, content, siblings, bytes, used_at: self.clock });
+        self.used += bytes;
+        true
+    }
+
+    /// Forgets a block (already out of `order`).
+    fn drop_entry(&mut self, key: &BlockKey) {
+        let gone = self.entries.remove(key).expect("ordered keys are held");
+        if let Some(list) = self.children.get_mut(&gone.siblings) {
+            list.retain(|k| k != key);
+            if list.is_empty() {
+                self.children.remove(&gone.siblings);
+            }
+        }
+        self.used -= gone.bytes;
+        self.stats.evictions += 1;
     }
 
     /// Marks a prompt's blocks used, its last block first: a prefix stays longer than any prompt
@@ -258,23 +403,37 @@ mod tests {
         KvCache::from_positions((0..layers).map(layer).collect(), positions)
     }
 
-    fn block_bytes(block: usize, layers: usize) -> usize {
-        layers * 2 * (2 * block * 3 * 2)
+    /// The bytes of a block of `n` positions: keys and values (bf16, 2 heads of 3) and the ids.
+    fn block_bytes(n: usize, layers: usize) -> usize {
+        layers * 2 * (2 * n * 3 * 2) + 4 * n
+    }
+
+    fn prompt(v: impl IntoIterator<Item = u32>) -> PromptKeys {
+        ids_keys(&v.into_iter().collect::<Vec<_>>(), 4)
+    }
+
+    /// Layer `l`'s keys of positions `0..n` of `cache`, as f32.
+    fn keys_of(cache: &KvCache, l: usize, n: usize) -> Vec<f32> {
+        let (k, _) = cache.positions(0, n).unwrap().swap_remove(l);
+        k.cast(DType::F32).into_data().try_to_vec::<f32>().unwrap()
     }
 
     #[test]
     fn restores_what_it_stored_in_the_cache_dtype() {
         let mut pc = PrefixCache::new(4, 1 << 20);
-        let keys = block_keys(b"ids", &ids(&(0..22).collect::<Vec<_>>()), 4, 4);
-        assert_eq!(pc.usable_blocks(&keys, 22), 0);
+        let keys = prompt(0..22);
+        assert_eq!(pc.lookup(&keys, 22), Hit::default());
         pc.store(&keys, &cache(22, 2));
-        assert_eq!(pc.blocks(), 5);
-        assert_eq!(pc.bytes(), 5 * block_bytes(4, 2));
-        // 22 positions: all 5 whole blocks (the 2 after them are prefilled).
-        assert_eq!(pc.usable_blocks(&keys, 22), 5);
-        // 20 positions: 4 blocks, so that the last position is prefilled.
-        assert_eq!(pc.usable_blocks(&keys[..5], 20), 4);
-        let restored = pc.restore(&keys, 3, &Device::flex());
+        // 5 whole blocks and the last 2 positions.
+        assert_eq!(pc.blocks(), 6);
+        assert_eq!(pc.bytes(), 5 * block_bytes(4, 2) + block_bytes(2, 2));
+        // The same 22 positions again: all but the last (which is prefilled).
+        let hit = pc.lookup(&keys, 22);
+        assert_eq!((hit.blocks, hit.positions(4)), (5, 21));
+        // 20 positions: 4 blocks and 3 positions of the fifth, so that the last is prefilled.
+        let twenty = prompt(0..20);
+        assert_eq!(pc.lookup(&twenty, 20), Hit { blocks: 4, partial: Some((keys.blocks[4], 3)) });
+        let restored = pc.restore(&keys, &Hit { blocks: 3, partial: None }, &Device::flex());
         assert_eq!(restored.len(), 12);
         let original = cache(22, 2);
         for (l, ((rk, rv), (ok, _))) in restored.positions(0, 12).unwrap().into_iter().zip(original.positions(0, 12).unwrap()).enumerate() {
@@ -286,34 +445,100 @@ mod tests {
         assert_eq!(pc.stats().hit_tokens, 12);
     }
 
+    /// Past the last whole block that matches, the positions a held block shares with the prompt:
+    /// those of the block that shares the most, of the same kind, leaving one position to prefill.
+    #[test]
+    fn restores_the_positions_a_held_block_shares() {
+        let mut pc = PrefixCache::new(4, 1 << 20);
+        let a = prompt(0..22);
+        pc.store(&a, &cache(22, 2));
+        // Blocks [0..4) [4..8) [8..12) match; the fourth block of b starts as a's (12, 13).
+        let b = prompt((0..14).chain([99, 98, 97, 96, 95, 94]));
+        let hit = pc.lookup(&b, 20);
+        assert_eq!(hit, Hit { blocks: 3, partial: Some((a.blocks[3], 2)) });
+        let restored = pc.restore(&b, &hit, &Device::flex());
+        assert_eq!(restored.len(), 14);
+        for l in 0..2 {
+            assert_eq!(keys_of(&restored, l, 14), keys_of(&cache(22, 2), l, 14), "layer {l}");
+        }
+        assert_eq!(pc.stats().hit_tokens, 14);
+        // Another held block after the same three shares more with c: that one is taken.
+        pc.store(&b, &cache(20, 2));
+        let c = prompt((0..14).chain([99, 98, 97, 5, 5]));
+        assert_eq!(pc.lookup(&c, 19), Hit { blocks: 4, partial: Some((b.blocks[4], 1)) });
+        let d = prompt((0..14).chain([99, 98, 7, 7]));
+        assert_eq!(pc.lookup(&d, 18), Hit { blocks: 4, partial: None });
+        // After the same three blocks a's fourth shares 2 positions with e, b's 3.
+        let e = prompt((0..14).chain([99, 1, 1, 1]));
+        assert_eq!(pc.lookup(&e, 18), Hit { blocks: 3, partial: Some((b.blocks[3], 3)) });
+        // At most what leaves the last position to prefill: a's first 15 ids restore 14 (a's
+        // fourth block or b's, which both start with 12, 13).
+        let hit = pc.lookup(&prompt(0..15), 15);
+        assert_eq!((hit.blocks, hit.positions(4)), (3, 14));
+        assert_eq!(pc.lookup(&prompt(0..13), 13), Hit { blocks: 3, partial: None });
+        // Nothing shared past the blocks: no partial block; the first block: from the root.
+        assert_eq!(pc.lookup(&prompt((0..12).chain([50, 51, 52])), 15), Hit { blocks: 3, partial: None });
+        assert_eq!(pc.lookup(&prompt([0, 1, 60, 61, 62]), 5), Hit { blocks: 0, partial: Some((a.blocks[0], 2)) });
+        // Another kind with the same bytes shares nothing.
+        let bytes: Vec<u8> = (0..22u32).flat_map(|i| i.to_le_bytes()).collect();
+        assert_eq!(pc.lookup(&PromptKeys::new(b"embeds F32", bytes, 4, 4), 22), Hit::default());
+    }
+
+    /// A prompt's last positions after its whole blocks are kept too (once it is all in the
+    /// cache): a longer prompt that goes on from it restores every position of it.
+    #[test]
+    fn a_prompt_that_goes_on_restores_all_of_the_earlier_one() {
+        let mut pc = PrefixCache::new(4, 1 << 20);
+        let a = prompt(0..10);
+        pc.store(&a, &cache(8, 2));
+        assert_eq!(pc.blocks(), 2, "not all of the prompt in the cache: its whole blocks only");
+        pc.store(&a, &cache(10, 2));
+        assert_eq!(pc.blocks(), 3);
+        let b = prompt(0..13);
+        let hit = pc.lookup(&b, 13);
+        assert_eq!((hit.blocks, hit.positions(4)), (2, 10));
+        let restored = pc.restore(&b, &hit, &Device::flex());
+        assert_eq!(restored.len(), 10);
+        assert_eq!(keys_of(&restored, 1, 10), keys_of(&cache(10, 2), 1, 10));
+        // Stored again, nothing changes; b's own blocks join.
+        pc.store(&a, &cache(10, 2));
+        pc.store(&b, &cache(13, 2));
+        assert_eq!(pc.blocks(), 3 + 1 + 1, "b's third block and its last position");
+        assert_eq!(pc.lookup(&prompt(0..14), 14).positions(4), 13);
+    }
+
     #[test]
     fn drops_the_least_recently_used_blocks_and_keeps_prefixes_longest() {
         let per_block = block_bytes(4, 1);
         let mut pc = PrefixCache::new(4, 4 * per_block);
-        let a = block_keys(b"ids", &ids(&(0..12).collect::<Vec<_>>()), 4, 4);
-        let b = block_keys(b"ids", &ids(&(100..112).collect::<Vec<_>>()), 4, 4);
+        let a = prompt(0..12);
+        let b = prompt(100..112);
         pc.store(&a, &cache(12, 1));
         assert_eq!(pc.blocks(), 3);
         pc.store(&b, &cache(12, 1));
         assert_eq!((pc.blocks(), pc.stats().evictions), (4, 2));
         // a's last two blocks went first: its first block was touched after them.
-        assert!(pc.entries.contains_key(&a[0]) && !pc.entries.contains_key(&a[1]) && !pc.entries.contains_key(&a[2]));
-        assert!(b.iter().all(|k| pc.entries.contains_key(k)));
+        assert!(pc.entries.contains_key(&a.blocks[0]) && !pc.entries.contains_key(&a.blocks[1]) && !pc.entries.contains_key(&a.blocks[2]));
+        assert!(b.blocks.iter().all(|k| pc.entries.contains_key(k)));
         assert!(pc.bytes() <= 4 * per_block);
+        // Dropped blocks are no partial candidates either.
+        assert_eq!(pc.lookup(&prompt((0..6).chain([7, 7, 7])), 9), Hit { blocks: 1, partial: None });
+        assert_eq!(pc.children.values().map(Vec::len).sum::<usize>(), pc.blocks());
         // A prompt extending an old prefix: making room for its new block drops another
         // prompt's block, not the prefix it extends.
         let mut pc = PrefixCache::new(4, 3 * per_block);
-        let old = block_keys(b"ids", &ids(&(0..4).collect::<Vec<_>>()), 4, 4);
-        let other = block_keys(b"ids", &ids(&(100..108).collect::<Vec<_>>()), 4, 4);
-        let extended = block_keys(b"ids", &ids(&(0..4).chain(200..204).collect::<Vec<_>>()), 4, 4);
+        let old = prompt(0..4);
+        let other = prompt(100..108);
+        let extended = prompt((0..4).chain(200..204));
         pc.store(&old, &cache(4, 1));
         pc.store(&other, &cache(8, 1));
         pc.store(&extended, &cache(8, 1));
-        assert_eq!(pc.usable_blocks(&extended, 100), 2, "both blocks of the extended prompt held");
-        assert_eq!(pc.usable_blocks(&other, 100), 1, "the other prompt's newer block kept, its older one dropped");
+        let held = |k: &BlockKey| pc.entries.contains_key(k);
+        assert!(extended.blocks.iter().all(held), "both blocks of the extended prompt held");
+        assert!(held(&other.blocks[0]) && !held(&other.blocks[1]), "the other prompt's first block kept, its second dropped");
         let mut none = PrefixCache::new(4, 0);
         none.store(&a, &cache(12, 1));
         assert_eq!(none.blocks(), 0);
-        assert_eq!(none.usable_blocks(&a, 100), 0);
+        assert_eq!(none.lookup(&a, 100), Hit::default());
     }
 }

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use biomedgpt_chem::MolGraph;
 use biomedgpt_kernels::matmul::DECODE_BATCH_ROWS;
 use biomedgpt_llama::generation::{apply_repetition_penalty, ids_tensor, log_softmax};
-use biomedgpt_llama::prefix_cache::{self, BlockKey, PrefixCache};
+use biomedgpt_llama::prefix_cache::{self, PrefixCache, PromptKeys};
 use biomedgpt_llama::{DecoderInput, GenerationConfig, KvCache, Prompt, Strategy, TokenChooser, generate_until};
 use biomedgpt_model::{BioMedGpt, Input, Modality, ModelError};
 
@@ -196,7 +196,7 @@ struct Active {
     /// The prompt's cache while it is being prefilled.
     cache: Option<KvCache>,
     /// The prompt's whole blocks, as the prefix cache knows them (empty without one).
-    block_keys: Vec<BlockKey>,
+    block_keys: PromptKeys,
     /// What the repetition penalty sees before the answer: for a chat the model's
     /// `chat_penalty_ids` (BioMedGPT-10B: BOS; R1: none), the prompt's ids for text.
     penalty_base: Vec<u32>,
@@ -341,7 +341,7 @@ impl Engine {
 
     /// The chained keys of a prompt's whole blocks: of its token ids, or of its input embeddings'
     /// values (which carry the molecules and proteins spliced in).
-    fn block_keys(&self, prompt: &PromptInput) -> Vec<BlockKey> {
+    fn block_keys(&self, prompt: &PromptInput) -> PromptKeys {
         match prompt {
             PromptInput::Ids(ids) => prefix_cache::ids_keys(ids, self.prefix.block()),
             PromptInput::Embeds(embeds) => prefix_cache::embeds_keys(embeds, self.prefix.block()),
@@ -520,9 +520,9 @@ impl Engine {
             }),
         };
         // Beam search runs the whole prompt itself; the others restore what the prefix cache has.
-        let block_keys = if self.prefix.enabled() && params.num_beams == 1 { self.block_keys(&prompt) } else { Vec::new() };
-        let cached_blocks = self.prefix.usable_blocks(&block_keys, prompt_len);
-        let cached_tokens = cached_blocks * self.prefix.block();
+        let block_keys = if self.prefix.enabled() && params.num_beams == 1 { self.block_keys(&prompt) } else { PromptKeys::default() };
+        let hit = self.prefix.lookup(&block_keys, prompt_len);
+        let cached_tokens = hit.positions(self.prefix.block());
         self.stats.prompt_tokens.fetch_add(prompt_len as u64, Ordering::Relaxed);
         let _ = job.events.send(Event::Started { prompt_tokens: prompt_len, cached_tokens });
         if params.num_beams > 1 {
@@ -586,9 +586,9 @@ impl Engine {
             }
             return None;
         }
-        let cache = if cached_blocks > 0 {
+        let cache = if cached_tokens > 0 {
             let device = self.model.llm.device();
-            let cache = self.prefix.restore(&block_keys, cached_blocks, &device);
+            let cache = self.prefix.restore(&block_keys, &hit, &device);
             self.publish_prefix_stats();
             cache
         } else {
@@ -902,7 +902,7 @@ impl Engine {
     }
 
     /// Stores the prompt blocks `cache` now holds in full in the prefix cache.
-    fn keep_prefix(&mut self, keys: &[BlockKey], cache: &KvCache) {
+    fn keep_prefix(&mut self, keys: &PromptKeys, cache: &KvCache) {
         if !keys.is_empty() {
             self.prefix.store(keys, cache);
             self.publish_prefix_stats();

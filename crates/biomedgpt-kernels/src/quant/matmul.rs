@@ -100,7 +100,11 @@ pub fn matmul(x: Tensor<2>, w: &QuantMatrix, bias: Option<Tensor<1>>) -> Tensor<
     };
     let n = w.rows;
     let bias_values: Option<Vec<f32>> = bias.map(|b| b.cast(DType::F32).into_data().try_to_vec::<f32>().expect("f32 data"));
-    let prompt = crate::matmul::in_prompt() || m >= PROMPT_ROWS.max(crate::matmul::decode_rows() + 1);
+    // Inside `matmul::prompt` every row count takes the prompt kernels' numbers: the panels (or
+    // the dequantized tiles), except where the row kernels give the same bits (the k-quants where
+    // panels exist) and are faster for a few rows.
+    let rows_as_panels = super::int8::same_on_panels(w.ty) && !w.f32_activations && super::panel::kernel(w.ty).is_some();
+    let prompt = m >= PROMPT_ROWS.max(crate::matmul::decode_rows() + 1) || (crate::matmul::in_prompt() && !rows_as_panels);
     // Decoding rows of the k-quants go through panels too from `panel_decoding_rows` on: same
     // arithmetic, same bits (int8.rs), and fewer instructions per row once the panels' filling
     // is shared by enough rows.
