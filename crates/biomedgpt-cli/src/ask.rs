@@ -268,7 +268,7 @@ fn ask_with_schema(args: &AskArgs, model: BioMedGpt, inputs: &[Input], config: &
     }
     messages.push(Message { role: Role::User, parts });
     let positions = model.llm.config().max_position_embeddings;
-    let engine_config = biomedgpt_serve::EngineConfig { max_batch: 1, max_context: positions, prefill_chunk: positions, encoder_cache: 8, prefix_cache_bytes: 0 };
+    let engine_config = biomedgpt_serve::EngineConfig { max_batch: 1, max_context: positions, prefill_chunk: positions, encoder_cache: 8, prefix_cache_bytes: 0, batch_wait: std::time::Duration::ZERO };
     let mut engine = biomedgpt_serve::Engine::new(model, engine_config, std::sync::Arc::new(biomedgpt_serve::Stats::new()));
     let (events, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let job = Job { id: "ask".into(), work: Work::Generate { prompt: PromptSpec::Chat(messages), params }, molecules: Default::default(), events, embeddings: None, submitted: std::time::Instant::now() };

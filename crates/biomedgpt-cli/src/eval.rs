@@ -414,7 +414,7 @@ fn eval_qa(args: &EvalArgs, task: QaTask, out: &Path, data: Value) -> Result<()>
             let settings = json!({"task": task.name(), "model": args.model.as_ref().map(|m| m.display().to_string()), "dtype": args.dtype, "decoding": format!("{config:?}"), "system_prompt": model.system_prompt, "data": data});
             let positions = model.llm.config().max_position_embeddings;
             // Whole prompts in one prefill, as `ask` runs them.
-            let engine_config = EngineConfig { max_batch: args.batch_size, max_context: positions, prefill_chunk: positions, encoder_cache: 64, prefix_cache_bytes: args.prefix_cache_mb.saturating_mul(1 << 20) };
+            let engine_config = EngineConfig { max_batch: args.batch_size, max_context: positions, prefill_chunk: positions, encoder_cache: 64, prefix_cache_bytes: args.prefix_cache_mb.saturating_mul(1 << 20), batch_wait: std::time::Duration::ZERO };
             let engine = Engine::new(model, engine_config, std::sync::Arc::new(Stats::new()));
             (Answerer::Model(Box::new(engine), config), settings)
         }

@@ -34,10 +34,13 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 256)]
     pub max_queue: usize,
     /// Prompt positions prefilled per engine step, across the prompts waiting (one pass over the
-    /// weights; decoding waits this long). At least 9; a chunk takes up to 8 more rather than
-    /// leave fewer to the next.
+    /// weights; decoding waits this long).
     #[arg(long, default_value_t = 512)]
     pub prefill_chunk: usize,
+    /// Milliseconds an idle engine waits, once a request arrives, for others to join its first
+    /// prefill pass (a burst of requests is then prefilled together; 0: no wait).
+    #[arg(long, default_value_t = 3)]
+    pub batch_wait_ms: u64,
     /// Seconds a request may take, queueing included.
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
@@ -97,7 +100,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         timeout: Duration::from_secs(args.timeout),
         body_limit: args.body_limit,
         handle_signals: true,
-        engine: EngineConfig { max_batch: args.max_batch, max_context, prefill_chunk: args.prefill_chunk, encoder_cache: args.encoder_cache, prefix_cache_bytes: args.prefix_cache_mb.saturating_mul(1 << 20) },
+        engine: EngineConfig { max_batch: args.max_batch, max_context, prefill_chunk: args.prefill_chunk, encoder_cache: args.encoder_cache, prefix_cache_bytes: args.prefix_cache_mb.saturating_mul(1 << 20), batch_wait: std::time::Duration::from_millis(args.batch_wait_ms) },
         connections: ConnectionLimits {
             header_timeout: Duration::from_secs(args.header_timeout),
             body_timeout: Duration::from_secs(args.body_timeout),

@@ -147,7 +147,7 @@ impl PyBioMedGpt {
         let positions = model.llm.config().max_position_embeddings;
         // Whole prompts in one prefill, as `ask` runs them (eval's engine likewise), after what
         // the prefix cache holds of them.
-        let config = EngineConfig { max_batch: 16, max_context: positions, prefill_chunk: positions, encoder_cache: 64, prefix_cache_bytes: prefix_cache_mb.saturating_mul(1 << 20) };
+        let config = EngineConfig { max_batch: 16, max_context: positions, prefill_chunk: positions, encoder_cache: 64, prefix_cache_bytes: prefix_cache_mb.saturating_mul(1 << 20), batch_wait: std::time::Duration::ZERO };
         let engine = Engine::new(model, config, Arc::new(Stats::new()));
         Ok(PyBioMedGpt { engine: Arc::new(Mutex::new(engine)) })
     }

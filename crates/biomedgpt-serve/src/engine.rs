@@ -64,6 +64,11 @@ pub struct EngineConfig {
     /// Bytes of prompt keys and values kept for reuse by later prompts with the same start
     /// (0: no prefix cache).
     pub prefix_cache_bytes: usize,
+    /// How long an idle engine waits, once a request arrives, for others to join it (Triton's
+    /// dynamic batcher's queue delay): requests that come in a burst (clients that started
+    /// together finish together) are then prefilled in one pass instead of each after the
+    /// previous one's prefill and decoding step.
+    pub batch_wait: std::time::Duration,
 }
 
 /// Counters and gauges the engine and the HTTP layer update, for `/metrics`.
@@ -394,6 +399,13 @@ impl Engine {
                 match jobs.recv() {
                     Ok(job) => waiting.push_back(job),
                     Err(_) => return,
+                }
+                let until = Instant::now() + self.config.batch_wait;
+                while let Some(left) = until.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
+                    match jobs.recv_timeout(left) {
+                        Ok(job) => waiting.push_back(job),
+                        Err(_) => break,
+                    }
                 }
             }
             while let Some(rx) = jobs.filter(|_| open) {

@@ -28,7 +28,7 @@ fn start_with_timeout(connections: ConnectionLimits, timeout: Duration) -> Serve
         timeout,
         body_limit: 1 << 20,
         handle_signals: false,
-        engine: EngineConfig { max_batch: 16, max_context: 1024, prefill_chunk: 256, encoder_cache: 4, prefix_cache_bytes: 0 },
+        engine: EngineConfig { max_batch: 16, max_context: 1024, prefill_chunk: 256, encoder_cache: 4, prefix_cache_bytes: 0, batch_wait: std::time::Duration::ZERO },
         connections,
     };
     Server::start(model, options).expect("server starts")

@@ -33,7 +33,7 @@ fn options() -> ServeOptions {
         timeout: Duration::from_secs(120),
         body_limit: 1 << 20,
         handle_signals: false,
-        engine: EngineConfig { max_batch: 16, max_context: 1024, prefill_chunk: 512, encoder_cache: 64, prefix_cache_bytes: 64 << 20 },
+        engine: EngineConfig { max_batch: 16, max_context: 1024, prefill_chunk: 512, encoder_cache: 64, prefix_cache_bytes: 64 << 20, batch_wait: std::time::Duration::ZERO },
         connections: ConnectionLimits::default(),
     }
 }
@@ -787,6 +787,31 @@ async fn the_prefix_cache_changes_no_answer() {
     assert_eq!(value("biomedgpt_prefix_cache_hit_tokens_total") as u64, c.iter().sum::<u64>());
     assert!(value("biomedgpt_prefix_cache_bytes") > 0.0 && value("biomedgpt_prefix_cache_bytes") <= (64 << 20) as f64);
     assert_eq!(value("biomedgpt_prefix_cache_evictions_total"), 0.0);
+}
+
+/// Requests that reach an idle engine together are prefilled in one pass (`batch_wait`): three
+/// completions sent at once to a server that waits 300 ms after the first make one prefill pass
+/// of three chunks, and their answers are those each gets alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_requests_is_prefilled_in_one_pass() {
+    let mut waits = options();
+    waits.engine.batch_wait = Duration::from_millis(300);
+    let server = Running::start(waits);
+    let body = |text: &str| json!({"prompt": text, "max_tokens": 4, "temperature": 0});
+    let texts = ["Aspirin is", "Caffeine is a stimulant that", "Proteins fold into"];
+    let bodies: Vec<Value> = texts.iter().map(|t| body(t)).collect();
+    let (a, b, c) = tokio::join!(server.post("/v1/completions", &bodies[0]), server.post("/v1/completions", &bodies[1]), server.post("/v1/completions", &bodies[2]));
+    let metrics = server.client.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
+    let value = |name: &str| -> f64 {
+        metrics.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.trim().parse().ok())).unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
+    assert_eq!((value("biomedgpt_prefill_passes_total"), value("biomedgpt_prefill_chunks_total")), (1.0, 3.0), "{metrics}");
+    let alone = Running::start(options());
+    for ((status, together), text) in [a, b, c].into_iter().zip(texts) {
+        assert_eq!(status, 200, "{together}");
+        let (_, single) = alone.post("/v1/completions", &body(text)).await;
+        assert_eq!(together["choices"], single["choices"], "{text}");
+    }
 }
 
 /// Function calling (issue 42): with `tool_choice` `required` or a named function the answer is

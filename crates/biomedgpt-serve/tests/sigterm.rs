@@ -23,7 +23,7 @@ async fn sigterm_finishes_requests_in_flight_refuses_new_ones_and_stops() {
         timeout: Duration::from_secs(120),
         body_limit: 1 << 20,
         handle_signals: true,
-        engine: EngineConfig { max_batch: 8, max_context: 1024, prefill_chunk: 512, encoder_cache: 8, prefix_cache_bytes: 0 },
+        engine: EngineConfig { max_batch: 8, max_context: 1024, prefill_chunk: 512, encoder_cache: 8, prefix_cache_bytes: 0, batch_wait: std::time::Duration::ZERO },
         connections: ConnectionLimits::default(),
     };
     let server = Server::start(model, options).unwrap();

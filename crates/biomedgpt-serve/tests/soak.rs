@@ -44,7 +44,7 @@ async fn two_hundred_mixed_requests_from_32_clients_leave_the_server_as_it_was()
         timeout: Duration::from_secs(120),
         body_limit: 1 << 20,
         handle_signals: false,
-        engine: EngineConfig { max_batch: 16, max_context: 1024, prefill_chunk: 512, encoder_cache: 8, prefix_cache_bytes: 0 },
+        engine: EngineConfig { max_batch: 16, max_context: 1024, prefill_chunk: 512, encoder_cache: 8, prefix_cache_bytes: 0, batch_wait: std::time::Duration::ZERO },
         connections: ConnectionLimits::default(),
     };
     let server = Server::start(model, options).unwrap();
