@@ -874,6 +874,9 @@ impl Engine {
             self.keep_prefix(&a.block_keys, &cache);
             a.cache = Some(cache);
             if !a.prefilling() {
+                // Stored: the keys (an embeddings prompt's are its input's bytes) are not needed
+                // while the answer is decoded.
+                a.block_keys = PromptKeys::default();
                 let [_, t, width] = h.dims();
                 done.push((ai, h.narrow(1, t - 1, 1).reshape([1, width])));
             }
@@ -910,6 +913,7 @@ impl Engine {
         }
         let logits = self.model.llm.prefill_last(input, None, cache);
         self.keep_prefix(&a.block_keys, cache);
+        a.block_keys = PromptKeys::default();
         self.first_tokens(a, to_rows(logits).remove(0));
     }
 
