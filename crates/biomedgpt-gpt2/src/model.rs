@@ -169,6 +169,12 @@ impl Gpt2 {
             }
         }
     }
+
+    /// Logits `[B, vocab]` of the last position of hidden states `[B, T, hidden]`.
+    fn last_position_logits(&self, hidden: Tensor<3>) -> Tensor<2> {
+        let [b, t, _] = hidden.dims();
+        self.logits(hidden.narrow(1, t - 1, 1)).reshape([b, self.config.vocab_size])
+    }
 }
 
 impl CausalLm for Gpt2 {
@@ -207,13 +213,11 @@ impl CausalLm for Gpt2 {
 
     fn forward_last(&self, input: DecoderInput, mask: Option<&StepMask>, cache: &mut KvCache) -> Tensor<2> {
         let hidden = self.forward_hidden(input, mask, cache);
-        let [b, t, _] = hidden.dims();
-        self.logits(hidden.narrow(1, t - 1, 1)).reshape([b, self.config.vocab_size])
+        self.last_position_logits(hidden)
     }
 
     fn prefill_last(&self, input: DecoderInput, mask: Option<&StepMask>, cache: &mut KvCache) -> Tensor<2> {
         let hidden = biomedgpt_kernels::matmul::prompt(|| self.forward_hidden(input, mask, cache));
-        let [b, t, _] = hidden.dims();
-        self.logits(hidden.narrow(1, t - 1, 1)).reshape([b, self.config.vocab_size])
+        self.last_position_logits(hidden)
     }
 }

@@ -313,9 +313,10 @@ fn attend<Q: Element, T: Element, O: Float>(q: &[Q], (k, k_heads): (&[T], Heads)
             let rows = QUERY_BLOCK.min(tq - q0);
             let q = Q::as_f32_tile(&q[q0 * d..(q0 + rows) * d], q_wide);
             // A one-query block (the last, when heads are merged) is computed as two copies of
-            // it: gemm takes one column to its matrix-vector kernel, whose sums round otherwise,
-            // and each row's numbers must not depend on where a chunk of the prompt ends (the
-            // server's prefix cache computes a prompt's rest apart from its start).
+            // it: each row's numbers must not depend on where a chunk of the prompt ends (the
+            // server's prefix cache computes a prompt's rest apart from its start), and
+            // `gemm_column_major` gives a single column those numbers only on its scalar path;
+            // two columns keep it on gemm's blocked kernel.
             let mut two = Vec::new();
             let (q, cols) = if rows == 1 {
                 two.extend_from_slice(q);

@@ -483,6 +483,11 @@ impl Llama {
     /// [`Self::forward_last`] computes them (the decoding kernels' rows, as [`Self::last_logits`]).
     pub fn prefill_last(&self, input: DecoderInput, mask: Option<&StepMask>, cache: &mut KvCache) -> Tensor<2> {
         let hidden = self.prefill(input, mask, cache);
+        self.last_position_logits(hidden)
+    }
+
+    /// Logits `[B, vocab]` of the last position of hidden states `[B, T, hidden]`.
+    fn last_position_logits(&self, hidden: Tensor<3>) -> Tensor<2> {
         let [b, t, _] = hidden.dims();
         self.logits(hidden.narrow(1, t - 1, 1)).reshape([b, self.config.vocab_size])
     }
@@ -496,8 +501,6 @@ impl Llama {
     /// Logits of the last position only, `[B, vocab]` (what generation needs).
     pub fn forward_last(&self, input: DecoderInput, mask: Option<&StepMask>, cache: &mut KvCache) -> Tensor<2> {
         let hidden = self.forward_hidden(input, mask, cache);
-        let [b, t, _] = hidden.dims();
-        let last = hidden.narrow(1, t - 1, 1);
-        self.logits(last).reshape([b, self.config.vocab_size])
+        self.last_position_logits(hidden)
     }
 }

@@ -59,23 +59,35 @@ impl PromptKeys {
         self.content.len() / self.per_position.max(1)
     }
 
+    /// The key of the block before block `j` (the root, zeros, before the first).
+    fn before(&self, j: usize) -> BlockKey {
+        if j == 0 { [0; 16] } else { self.blocks[j - 1] }
+    }
+
     /// The content of positions `from..to`.
     fn positions(&self, from: usize, to: usize) -> &[u8] {
         &self.content[from * self.per_position..to * self.per_position]
     }
 }
 
-/// Which held blocks follow the block `previous` (the root for a prompt's first block) for
-/// prompts of `kind`.
-fn children_key(previous: &BlockKey, kind: &[u8]) -> BlockKey {
+/// 128 bits of SHA-256 over `tag`, the block `previous`, `kind` (with its length, so that kind and
+/// content cannot trade bytes) and `content`: every key the cache makes.
+fn chained_key(tag: &[u8], previous: &BlockKey, kind: &[u8], content: &[u8]) -> BlockKey {
     let mut h = Sha256::new();
-    h.update(b"children");
+    h.update(tag);
     h.update(previous);
     h.update((kind.len() as u64).to_le_bytes());
     h.update(kind);
+    h.update(content);
     let mut key = [0u8; 16];
     key.copy_from_slice(&h.finalize()[..16]);
     key
+}
+
+/// Which held blocks follow the block `previous` (the root for a prompt's first block) for
+/// prompts of `kind`.
+fn children_key(previous: &BlockKey, kind: &[u8]) -> BlockKey {
+    chained_key(b"children", previous, kind, &[])
 }
 
 /// What a prompt finds in the cache: its first `blocks` blocks, then the first `partial.1`
@@ -102,12 +114,7 @@ pub fn block_keys(kind: &[u8], content: &[u8], per_position: usize, block: usize
     let mut keys = Vec::new();
     let mut previous: BlockKey = [0; 16];
     for chunk in content.chunks_exact(per_position * block) {
-        let mut h = Sha256::new();
-        h.update(previous);
-        h.update((kind.len() as u64).to_le_bytes());
-        h.update(kind);
-        h.update(chunk);
-        previous.copy_from_slice(&h.finalize()[..16]);
+        previous = chained_key(b"", &previous, kind, chunk);
         keys.push(previous);
     }
     keys
@@ -220,7 +227,7 @@ impl PrefixCache {
         if room == 0 {
             return Hit { blocks, partial: None };
         }
-        let previous = if blocks == 0 { [0; 16] } else { keys.blocks[blocks - 1] };
+        let previous = keys.before(blocks);
         let next = keys.positions(start, start + room);
         let shared = |content: &[u8]| {
             let per = keys.per_position;
@@ -281,24 +288,16 @@ impl PrefixCache {
         // The prompt's blocks already held become the most recent first, so that making room
         // for its new blocks never drops their own prefix (which would leave them unreachable).
         self.touch_chain(&keys.blocks[..whole]);
-        let previous = |j: usize| if j == 0 { [0; 16] } else { keys.blocks[j - 1] };
         for (j, key) in keys.blocks[..whole].iter().enumerate() {
-            if !self.entries.contains_key(key) && !self.insert(*key, keys, previous(j), j * self.block, self.block, cache) {
+            if !self.entries.contains_key(key) && !self.insert(*key, keys, keys.before(j), j * self.block, self.block, cache) {
                 return;
             }
         }
         let (start, len) = (whole * self.block, keys.len());
         if whole == keys.blocks.len() && cache.len() >= len && len > start {
-            let mut h = Sha256::new();
-            h.update(b"tail");
-            h.update(previous(whole));
-            h.update((keys.kind.len() as u64).to_le_bytes());
-            h.update(&keys.kind);
-            h.update(keys.positions(start, len));
-            let mut key = [0u8; 16];
-            key.copy_from_slice(&h.finalize()[..16]);
+            let key = chained_key(b"tail", &keys.before(whole), &keys.kind, keys.positions(start, len));
             if !self.entries.contains_key(&key) {
-                self.insert(key, keys, previous(whole), start, len - start, cache);
+                self.insert(key, keys, keys.before(whole), start, len - start, cache);
             }
         }
         self.touch_chain(&keys.blocks[..whole]);

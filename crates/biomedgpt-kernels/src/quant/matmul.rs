@@ -103,8 +103,8 @@ pub fn matmul(x: Tensor<2>, w: &QuantMatrix, bias: Option<Tensor<1>>) -> Tensor<
     // Inside `matmul::prompt` every row count takes the prompt kernels' numbers: the panels (or
     // the dequantized tiles), except where the row kernels give the same bits (the k-quants where
     // panels exist) and are faster for a few rows.
-    let rows_as_panels = super::int8::same_on_panels(w.ty) && !w.f32_activations && super::panel::kernel(w.ty).is_some();
-    let prompt = m >= PROMPT_ROWS.max(crate::matmul::decode_rows() + 1) || (crate::matmul::in_prompt() && !rows_as_panels);
+    let rows_as_panels = || super::int8::same_on_panels(w.ty) && !w.f32_activations && super::panel::kernel(w.ty).is_some();
+    let prompt = m >= PROMPT_ROWS.max(crate::matmul::decode_rows() + 1) || (crate::matmul::in_prompt() && !rows_as_panels());
     // Decoding rows of the k-quants go through panels too from `panel_decoding_rows` on: same
     // arithmetic, same bits (int8.rs), and fewer instructions per row once the panels' filling
     // is shared by enough rows.
@@ -430,22 +430,27 @@ mod tests {
         }
     }
 
+    /// `products(rows, from)`: activation rows `from..from + rows` (of 20) times a `ty` matrix of
+    /// `n x k` made from fixed values, inside `within` (`decode_batch` or `prompt`), as f32.
+    fn products_within(ty: GgmlType, n: usize, k: usize, within: fn(&dyn Fn() -> Tensor<2>) -> Tensor<2>) -> impl Fn(usize, usize) -> Vec<f32> {
+        let w: Vec<f32> = (0..n * k).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
+        let mut q = vec![0u8; ty.row_bytes(k).unwrap() * n];
+        quantize(ty, &w, &mut q);
+        let matrix = QuantMatrix::new(ty, n, k, Arc::new(q)).unwrap();
+        let x: Vec<f32> = (0..20 * k).map(|i| ((i * 31) % 17) as f32 / 17.0 - 0.4).collect();
+        move |rows, from| {
+            let xt = Tensor::<2>::from_data(TensorData::new(x[from * k..(from + rows) * k].to_vec(), [rows, k]), (&Device::flex(), DType::F32));
+            within(&|| matmul(xt.clone(), &matrix, None)).into_data().try_to_vec::<f32>().unwrap()
+        }
+    }
+
     /// Inside `decode_batch` (a continuous-batching step), up to 64 rows go through the decoding
     /// kernels, each row bit for bit as alone.
     #[test]
     fn batched_decoding_rows_are_computed_as_alone() {
-        let (n, k) = (33, 2048);
-        let w: Vec<f32> = (0..n * k).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
-        let device = Device::flex();
+        let n = 33;
         for &ty in &[GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K] {
-            let mut q = vec![0u8; ty.row_bytes(k).unwrap() * n];
-            quantize(ty, &w, &mut q);
-            let matrix = QuantMatrix::new(ty, n, k, Arc::new(q)).unwrap();
-            let x: Vec<f32> = (0..20 * k).map(|i| ((i * 31) % 17) as f32 / 17.0 - 0.4).collect();
-            let product = |rows: usize, from: usize| {
-                let xt = Tensor::<2>::from_data(TensorData::new(x[from * k..(from + rows) * k].to_vec(), [rows, k]), (&device, DType::F32));
-                crate::matmul::decode_batch(|| matmul(xt, &matrix, None)).into_data().try_to_vec::<f32>().unwrap()
-            };
+            let product = products_within(ty, n, 2048, |f| crate::matmul::decode_batch(f));
             let together = product(20, 0);
             for r in 0..20 {
                 let alone = product(1, r);
@@ -458,18 +463,9 @@ mod tests {
     /// rows computed apart, one to eight at a time, equal those rows of a 20-row prompt.
     #[test]
     fn prompt_rows_apart_equal_the_whole_prompt() {
-        let (n, k) = (33, 512);
-        let w: Vec<f32> = (0..n * k).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
-        let device = Device::flex();
+        let n = 33;
         for &ty in &[GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K] {
-            let mut q = vec![0u8; ty.row_bytes(k).unwrap() * n];
-            quantize(ty, &w, &mut q);
-            let matrix = QuantMatrix::new(ty, n, k, Arc::new(q)).unwrap();
-            let x: Vec<f32> = (0..20 * k).map(|i| ((i * 31) % 17) as f32 / 17.0 - 0.4).collect();
-            let product = |rows: usize, from: usize| {
-                let xt = Tensor::<2>::from_data(TensorData::new(x[from * k..(from + rows) * k].to_vec(), [rows, k]), (&device, DType::F32));
-                crate::matmul::prompt(|| matmul(xt, &matrix, None)).into_data().try_to_vec::<f32>().unwrap()
-            };
+            let product = products_within(ty, n, 512, |f| crate::matmul::prompt(f));
             let whole = product(20, 0);
             for (from, rows) in [(0, 1), (19, 1), (3, 2), (5, 3), (8, 5), (12, 8)] {
                 let part = product(rows, from);
