@@ -75,6 +75,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
     {
         bail!("--max-batch, --max-queue, --prefill-chunk, --max-connections, --timeout, --header-timeout and --body-timeout must be at least 1");
     }
+    if args.batch_wait_ms > 10_000 {
+        bail!("--batch-wait-ms is {} ms; at most 10000 (it delays the first request of every burst)", args.batch_wait_ms);
+    }
     let model_args = args.model.resolve()?;
     let mut model = open(&model_args)?;
     if let Some(system) = &args.system_prompt {

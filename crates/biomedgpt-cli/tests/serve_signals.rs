@@ -84,3 +84,14 @@ fn a_client_that_never_reads_cannot_hold_a_stopping_server() {
     signal(&child, "-TERM");
     exit_within(&mut child, Duration::from_secs(25));
 }
+
+/// Out-of-range server settings are refused before the model is read, naming the flag.
+#[test]
+fn serve_refuses_settings_out_of_range() {
+    for (args, needle) in [(vec!["--batch-wait-ms", "10001"], "--batch-wait-ms"), (vec!["--batch-wait-ms", "18446744073709551615"], "--batch-wait-ms"), (vec!["--max-batch", "0"], "--max-batch")] {
+        let mut all = vec!["serve", "--model", "no-such-model-dir", "--port", "0"];
+        all.extend(args.iter().copied());
+        let (ok, _, stderr) = common::biomedgpt(&all);
+        assert!(!ok && stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}

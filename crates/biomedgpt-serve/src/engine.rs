@@ -400,7 +400,8 @@ impl Engine {
                     Ok(job) => waiting.push_back(job),
                     Err(_) => return,
                 }
-                let until = Instant::now() + self.config.batch_wait;
+                // (A wait past what `Instant` can hold is no wait rather than a panic.)
+                let until = Instant::now().checked_add(self.config.batch_wait).unwrap_or_else(Instant::now);
                 while let Some(left) = until.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
                     match jobs.recv_timeout(left) {
                         Ok(job) => waiting.push_back(job),
