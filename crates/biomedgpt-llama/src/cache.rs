@@ -136,16 +136,31 @@ impl KvCache {
     }
 
     /// A one-sequence cache holding `len` real positions, from each layer's keys and values
-    /// `[1, kv_heads, len, head_dim]` (a prefix kept by [`crate::prefix_cache::PrefixCache`]).
+    /// `[1, kv_heads, capacity, head_dim]` whose first `len` positions are filled (a prefix kept
+    /// by [`crate::prefix_cache::PrefixCache`]; later positions append in place up to
+    /// `capacity`).
     pub fn from_positions(layers: Vec<(Tensor<4>, Tensor<4>)>, len: usize) -> Self {
         let layers = layers
             .into_iter()
             .map(|(keys, values)| {
-                assert!(keys.dims()[0] == 1 && keys.dims()[2] == len && values.dims()[2] == len, "one sequence of {len} positions");
+                let capacity = keys.dims()[2];
+                assert!(keys.dims()[0] == 1 && capacity >= len && values.dims()[2] == capacity, "one sequence of {len} positions");
                 Some(LayerCache { keys, values, len })
             })
             .collect();
         KvCache { layers, key_valid: vec![vec![true; len]], next_position: vec![len as i64] }
+    }
+
+    /// The positions the first layer's buffers hold room for.
+    pub(crate) fn capacity(&self) -> usize {
+        self.layers.first().and_then(Option::as_ref).map_or(0, LayerCache::capacity)
+    }
+
+    /// Positions to make room for when a cache is built for a prompt of `prompt_len` positions
+    /// and at most `answer` more: what the first growth past the prompt would allocate, or
+    /// less when the answer is known to be shorter.
+    pub fn room_for(prompt_len: usize, answer: usize) -> usize {
+        LayerCache::grown_capacity(prompt_len).min(prompt_len.saturating_add(answer))
     }
 
     /// Views of positions `start..start + len` of every layer, `[1, kv_heads, len, head_dim]`,

@@ -304,7 +304,7 @@ fn prefill(model: &dyn CausalLm, prompt: Prompt, prefix: Option<&mut PrefixCache
     let (mut cache, start) = match prefix.as_deref_mut() {
         Some(p) => match p.lookup(&keys, len) {
             hit if hit.positions(p.block()) == 0 => (model.new_cache(1), 0),
-            hit => (p.restore(&keys, &hit, &device), hit.positions(p.block())),
+            hit => (p.restore(&keys, &hit, KvCache::room_for(len, usize::MAX), &device), hit.positions(p.block())),
         },
         None => (model.new_cache(1), 0),
     };

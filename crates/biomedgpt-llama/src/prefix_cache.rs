@@ -246,30 +246,42 @@ impl PrefixCache {
 
     /// A one-sequence cache holding what `hit` says of the prompt with keys `keys` (all held: see
     /// [`Self::lookup`]) on `device`, counted as hits.
-    pub fn restore(&mut self, keys: &PromptKeys, hit: &Hit, device: &Device) -> KvCache {
+    pub fn restore(&mut self, keys: &PromptKeys, hit: &Hit, capacity: usize, device: &Device) -> KvCache {
         assert!(hit.positions(self.block) > 0 && hit.blocks <= keys.blocks.len(), "restore at least one of the prompt's positions");
         let held = |k: &BlockKey| self.entries.get(k).expect("what lookup found is held");
         let mut parts: Vec<(&Entry, usize)> = keys.blocks[..hit.blocks].iter().map(|k| (held(k), self.block)).collect();
         if let Some((key, n)) = hit.partial {
             parts.push((held(&key), n));
         }
-        let num_layers = parts[0].0.layers.len();
-        let tensor = |data: &TensorData, n: usize| {
-            let t = Tensor::<4>::from_data(data.clone(), (device, data.dtype()));
-            if n < self.block { t.narrow(2, 0, n) } else { t }
+        let positions = hit.positions(self.block);
+        let capacity = capacity.max(positions);
+        // Each layer's blocks copied once, straight into buffers with room for `capacity`
+        // positions (the prompt's rest and its answer then append in place).
+        let buffer = |layer: usize, values: bool| {
+            let first = &parts[0].0.layers[layer];
+            let first = if values { &first.1 } else { &first.0 };
+            let (dtype, shape) = (first.dtype(), first.shape().clone());
+            let (heads, width) = (shape[1], shape[3] * dtype.size());
+            let mut bytes = vec![0u8; heads * capacity * width];
+            let mut at = 0;
+            for (entry, n) in &parts {
+                let data = &entry.layers[layer];
+                let src = if values { data.1.as_bytes() } else { data.0.as_bytes() };
+                let held = src.len() / (heads * width);
+                for h in 0..heads {
+                    let to = (h * capacity + at) * width;
+                    bytes[to..to + n * width].copy_from_slice(&src[h * held * width..(h * held + n) * width]);
+                }
+                at += n;
+            }
+            Tensor::<4>::from_data(TensorData::from_bytes_vec(bytes, [1, heads, capacity, shape[3]], dtype), (device, dtype))
         };
-        let layers = (0..num_layers)
-            .map(|l| {
-                let keys = parts.iter().map(|(e, n)| tensor(&e.layers[l].0, *n)).collect::<Vec<_>>();
-                let values = parts.iter().map(|(e, n)| tensor(&e.layers[l].1, *n)).collect::<Vec<_>>();
-                (Tensor::cat(keys, 2), Tensor::cat(values, 2))
-            })
-            .collect();
+        let num_layers = parts[0].0.layers.len();
+        let layers = (0..num_layers).map(|l| (buffer(l, false), buffer(l, true))).collect();
         if let Some((key, _)) = hit.partial {
             self.touch_chain(&[key]);
         }
         self.touch_chain(&keys.blocks[..hit.blocks]);
-        let positions = hit.positions(self.block);
         self.stats.hit_tokens += positions as u64;
         KvCache::from_positions(layers, positions)
     }
@@ -395,7 +407,8 @@ mod tests {
     fn cache(positions: usize, layers: usize) -> KvCache {
         let device = Device::flex();
         let layer = |l: usize| {
-            let v: Vec<f32> = (0..2 * positions * 3).map(|i| ((i / 3) % positions + 100 * l) as f32).collect();
+            // Position, head and layer in each value (exact in bf16).
+            let v: Vec<f32> = (0..2 * positions * 3).map(|i| ((i / 3) % positions + 32 * (i / (3 * positions)) + 64 * l) as f32).collect();
             let t = Tensor::<4>::from_data(TensorData::new(v, [1, 2, positions, 3]), &device).cast(DType::BF16);
             (t.clone(), t)
         };
@@ -432,7 +445,7 @@ mod tests {
         // 20 positions: 4 blocks and 3 positions of the fifth, so that the last is prefilled.
         let twenty = prompt(0..20);
         assert_eq!(pc.lookup(&twenty, 20), Hit { blocks: 4, partial: Some((keys.blocks[4], 3)) });
-        let restored = pc.restore(&keys, &Hit { blocks: 3, partial: None }, &Device::flex());
+        let restored = pc.restore(&keys, &Hit { blocks: 3, partial: None }, 12, &Device::flex());
         assert_eq!(restored.len(), 12);
         let original = cache(22, 2);
         for (l, ((rk, rv), (ok, _))) in restored.positions(0, 12).unwrap().into_iter().zip(original.positions(0, 12).unwrap()).enumerate() {
@@ -455,12 +468,22 @@ mod tests {
         let b = prompt((0..14).chain([99, 98, 97, 96, 95, 94]));
         let hit = pc.lookup(&b, 20);
         assert_eq!(hit, Hit { blocks: 3, partial: Some((a.blocks[3], 2)) });
-        let restored = pc.restore(&b, &hit, &Device::flex());
-        assert_eq!(restored.len(), 14);
+        // Restored into buffers with room for 20 positions: the rest appends in place.
+        let mut restored = pc.restore(&b, &hit, 20, &Device::flex());
+        assert_eq!((restored.len(), restored.capacity()), (14, 20));
         for l in 0..2 {
             assert_eq!(keys_of(&restored, l, 14), keys_of(&cache(22, 2), l, 14), "layer {l}");
         }
         assert_eq!(pc.stats().hit_tokens, 14);
+        let full = cache(20, 2);
+        restored.plan_step(1, 6, None);
+        for (layer, (k, v)) in restored.layers_mut().iter_mut().zip(full.positions(14, 6).unwrap()) {
+            crate::LayerCache::append(layer, k, v);
+        }
+        assert_eq!(restored.capacity(), 20, "no growth");
+        for l in 0..2 {
+            assert_eq!(keys_of(&restored, l, 20), keys_of(&full, l, 20), "layer {l} after appends");
+        }
         // Another held block after the same three shares more with c: that one is taken.
         pc.store(&b, &cache(20, 2));
         let c = prompt((0..14).chain([99, 98, 97, 5, 5]));
@@ -496,7 +519,7 @@ mod tests {
         let b = prompt(0..13);
         let hit = pc.lookup(&b, 13);
         assert_eq!((hit.blocks, hit.positions(4)), (2, 10));
-        let restored = pc.restore(&b, &hit, &Device::flex());
+        let restored = pc.restore(&b, &hit, 0, &Device::flex());
         assert_eq!(restored.len(), 10);
         assert_eq!(keys_of(&restored, 1, 10), keys_of(&cache(10, 2), 1, 10));
         // Stored again, nothing changes; b's own blocks join.

@@ -601,7 +601,7 @@ impl Engine {
         }
         let cache = if cached_tokens > 0 {
             let device = self.model.llm.device();
-            let cache = self.prefix.restore(&block_keys, &hit, &device);
+            let cache = self.prefix.restore(&block_keys, &hit, biomedgpt_llama::KvCache::room_for(prompt_len, max_tokens), &device);
             self.publish_prefix_stats();
             cache
         } else {
