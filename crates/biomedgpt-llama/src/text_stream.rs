@@ -2,7 +2,9 @@
 //!
 //! Text is decoded from all the answer's ids each time (SentencePiece decoding is not
 //! token-local: byte-fallback tokens form one character together). What is sent is held back
-//! while it may still change or be cut: a trailing incomplete UTF-8 sequence (U+FFFD), a tail that
+//! while it may still change or be cut: a trailing U+FFFD while the answer's bytes end inside a
+//! UTF-8 character that later bytes may complete (bytes that can begin no character are final
+//! and sent at once, as llama-server's `validate_utf8` decides), a tail that
 //! could be the beginning of a stop string, and, in a chat, trailing whitespace (the answer is
 //! trimmed as `ask` trims it). So the streamed pieces always add up to the non-streamed text.
 
@@ -39,7 +41,7 @@ impl TextTracker {
         let ready = if last {
             if self.chat { content.trim_end().len() } else { content.len() }
         } else {
-            self.ready_len(content)
+            self.ready_len(content, ends_inside_a_character(tokenizer, &self.ids))
         };
         let mut delta = String::new();
         if ready > self.sent && content.is_char_boundary(self.sent) && content.is_char_boundary(ready) {
@@ -50,8 +52,8 @@ impl TextTracker {
     }
 
     /// How much of `content` cannot change any more.
-    fn ready_len(&self, content: &str) -> usize {
-        let mut end = content.trim_end_matches('\u{FFFD}').len();
+    fn ready_len(&self, content: &str, incomplete: bool) -> usize {
+        let mut end = if incomplete { content.trim_end_matches('\u{FFFD}').len() } else { content.len() };
         let held = self
             .stops
             .iter()
@@ -68,5 +70,27 @@ impl TextTracker {
             end = content[..end].trim_end().len();
         }
         end
+    }
+}
+
+/// Whether the bytes of `ids` (llama.cpp's pieces, [`LlamaTokenizer::token_bytes`]) end inside a
+/// UTF-8 character: a lead byte in the last three with fewer continuation bytes after it than
+/// it announces, all of them valid so far. Later tokens may then complete the character.
+fn ends_inside_a_character(tokenizer: &LlamaTokenizer, ids: &[u32]) -> bool {
+    let mut tail: Vec<u8> = Vec::new();
+    for &id in ids.iter().rev() {
+        let mut bytes = tokenizer.token_bytes(id);
+        bytes.extend_from_slice(&tail);
+        tail = bytes;
+        if tail.len() >= 4 {
+            break;
+        }
+    }
+    let n = tail.len();
+    match (1..=n.min(3)).find(|&back| tail[n - back] & 0xC0 != 0x80) {
+        // An incomplete character: an error at its very start that is the input's end, not an
+        // invalid byte.
+        Some(back) => std::str::from_utf8(&tail[n - back..]).is_err_and(|e| e.valid_up_to() == 0 && e.error_len().is_none()),
+        None => false,
     }
 }

@@ -53,3 +53,31 @@ fn pieces_add_up_and_hold_back_what_may_change() {
     assert!(pieces.iter().all(|p| !p.contains('\u{FFFD}')), "{pieces:?}");
     assert_eq!(pieces.concat(), expected);
 }
+
+/// A byte that can begin no character is sent at once (as U+FFFD, as llama-server sends it);
+/// a character's first bytes are held until it is whole.
+#[test]
+fn bytes_that_begin_no_character_are_sent_at_once() {
+    let tok = tokenizer();
+    let byte = |b: u8| tok.token_to_id(&format!("<0x{b:02X}>")).unwrap();
+    let word = tok.encode("args", false).unwrap();
+    let feed = |ids: &[u32]| {
+        let mut t = TextTracker::new(false, Vec::new());
+        ids.iter()
+            .map(|&id| {
+                t.extend(&[id]);
+                t.update(&tok, false).0
+            })
+            .collect::<Vec<_>>()
+    };
+    // A lone continuation byte, then text: its U+FFFD arrives with it.
+    let pieces = feed(&[&[byte(0x80)][..], &word].concat());
+    assert_eq!(pieces[0], "\u{FFFD}");
+    assert_eq!(pieces.concat(), tok.decode(&[&[byte(0x80)][..], &word].concat()).unwrap());
+    // "€" (E2 82 AC) byte by byte: nothing until the last byte.
+    assert_eq!(feed(&[byte(0xE2), byte(0x82), byte(0xAC)]), ["", "", "€"]);
+    // A lead byte followed by one that cannot continue it: both final once the second arrives.
+    let pieces = feed(&[byte(0xE2), byte(0x41)]);
+    assert_eq!(pieces[0], "");
+    assert!(!pieces[1].is_empty() && pieces[1].starts_with('\u{FFFD}'), "{pieces:?}");
+}
