@@ -152,6 +152,7 @@ impl KvCache {
     }
 
     /// The positions the first layer's buffers hold room for.
+    #[cfg(test)]
     pub(crate) fn capacity(&self) -> usize {
         self.layers.first().and_then(Option::as_ref).map_or(0, LayerCache::capacity)
     }

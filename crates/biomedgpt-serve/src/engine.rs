@@ -4,7 +4,11 @@
 //! chunks of the waiting prompts, up to `prefill_chunk` positions in all and in one pass over the
 //! weights (so a long prompt delays the others' next token by one chunk, not by its whole length,
 //! and prompts arriving together share the pass), then runs one decoding step for every sequence
-//! that has a token to feed. (The decoding rows are not put in the prompts' pass: they go through
+//! that has a token to feed. Requests that arrive during a prompt pass and fit in the batch are
+//! taken in and prefilled before that decoding step (at most [`PROMPT_PASSES_IN_A_ROW`] passes
+//! in a row): clients that finish together come back within a few milliseconds of each other,
+//! and the late ones would otherwise wait for the early ones' decoding step too (vLLM's
+//! scheduler also puts prompts first). (The decoding rows are not put in the prompts' pass: they go through
 //! the decoding kernels, which round otherwise, so that each answer is what it is alone.)
 //! Sequences keep their own KV cache, position and sampling state, and leave the batch when
 //! they finish or their client goes away. A step runs its sequences through the decoding
@@ -19,8 +23,8 @@
 //! prefix cache ([`EngineConfig::prefix_cache_bytes`]) a prompt's keys and values are kept in
 //! blocks and a later prompt that begins with the same blocks restores them and prefills only
 //! the rest ([`biomedgpt_llama::prefix_cache`]). Answers are bit-identical with and without it:
-//! prefill chunks never have fewer rows than the prompt kernels take, which compute each row the
-//! same whatever rows are beside it.
+//! prompt chunks of any length run through the prompt kernels, which compute each row the same
+//! whatever rows are beside it.
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
@@ -47,6 +51,11 @@ pub const CHAT_MAX_TOKENS: usize = 255;
 /// No LLaMA tokenizer piece spans more bytes than this (SentencePiece pieces are at most 16
 /// characters of up to 4 bytes), so text of N bytes takes at least N / 64 positions.
 const MAX_BYTES_PER_TOKEN: usize = 64;
+
+/// Most prompt passes run one after another while new requests keep arriving (each pass takes in
+/// those that came during the previous one) before the running sequences' decoding step: their
+/// next token waits at most this many passes.
+pub const PROMPT_PASSES_IN_A_ROW: usize = 2;
 
 /// OpenAI's default `max_tokens` for `/v1/completions`.
 pub const COMPLETION_MAX_TOKENS: usize = 16;
@@ -392,6 +401,7 @@ impl Engine {
     fn drive(&mut self, jobs: Option<&std::sync::mpsc::Receiver<Job>>, mut waiting: VecDeque<Job>) {
         let mut active: Vec<Active> = Vec::new();
         let mut open = jobs.is_some();
+        let mut passes_in_a_row = 0;
         loop {
             if active.is_empty() && waiting.is_empty() {
                 self.stats.running.store(0, Ordering::Relaxed);
@@ -409,13 +419,7 @@ impl Engine {
                     }
                 }
             }
-            while let Some(rx) = jobs.filter(|_| open) {
-                match rx.try_recv() {
-                    Ok(job) => waiting.push_back(job),
-                    Err(std::sync::mpsc::TryRecvError::Empty) => break,
-                    Err(std::sync::mpsc::TryRecvError::Disconnected) => open = false,
-                }
-            }
+            take_arrivals(jobs, &mut open, &mut waiting);
             let stats = &self.stats;
             waiting.retain(|job| {
                 let keep = !job.cancelled();
@@ -428,12 +432,7 @@ impl Engine {
 
             // Admit in arrival order while the batch has room for the next request's choices.
             while let Some(job) = waiting.front() {
-                let need = match &job.work {
-                    Work::Generate { params, .. } => params.n,
-                    Work::Embed(_) => 0,
-                };
-                let running: usize = active.iter().map(|a| a.choices.len().max(a.params.n)).sum();
-                if !active.is_empty() && running + need > self.config.max_batch {
+                if !self.has_room(&active, job) {
                     break;
                 }
                 let job = waiting.pop_front().expect("front exists");
@@ -451,7 +450,18 @@ impl Engine {
             if active.is_empty() {
                 continue;
             }
-            if let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(|| self.step(&mut active))) {
+            let stepped = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                let prompts = self.prefill(&mut active);
+                // Requests that came during the prompt pass go first if they fit (module doc).
+                take_arrivals(jobs, &mut open, &mut waiting);
+                if prompts && passes_in_a_row + 1 < PROMPT_PASSES_IN_A_ROW && waiting.front().is_some_and(|job| !job.cancelled() && self.has_room(&active, job)) {
+                    passes_in_a_row += 1;
+                    return;
+                }
+                passes_in_a_row = 0;
+                self.decode(&mut active);
+            }));
+            if let Err(payload) = stepped {
                 // A fault in the model fails the requests in the batch, not the server.
                 let message = format!("internal error while decoding: {}", panic_message(&*payload));
                 eprintln!("engine: {message}");
@@ -790,9 +800,18 @@ impl Engine {
         let _ = job.events.send(Event::Finished { choice: 0, reason, completion_tokens: output.tokens.len(), tokens: output.tokens });
     }
 
-    /// One iteration: a pass over the waiting prompts' chunks, then a decoding step.
-    fn step(&mut self, active: &mut [Active]) {
-        self.prefill(active);
+    /// Whether the batch has room for `job`'s choices (an empty batch takes any request).
+    fn has_room(&self, active: &[Active], job: &Job) -> bool {
+        let need = match &job.work {
+            Work::Generate { params, .. } => params.n,
+            Work::Embed(_) => 0,
+        };
+        let running: usize = active.iter().map(|a| a.choices.len().max(a.params.n)).sum();
+        active.is_empty() || running + need <= self.config.max_batch
+    }
+
+    /// A decoding step: every sequence with a token to feed.
+    fn decode(&mut self, active: &mut [Active]) {
         // Every sequence with a token to feed, in groups the decoding kernels keep row-exact.
         let group = DECODE_BATCH_ROWS.min(self.config.max_batch);
         let mut ready: Vec<(usize, usize)> = Vec::new();
@@ -828,7 +847,7 @@ impl Engine {
     /// all of them). Prompts run through the prompt kernels whatever a chunk's length, so each
     /// prompt's numbers are those it gets alone and whole. Prompts whose last chunk this was get
     /// their first token.
-    fn prefill(&mut self, active: &mut [Active]) {
+    fn prefill(&mut self, active: &mut [Active]) -> bool {
         let mut budget = self.config.prefill_chunk.max(1);
         let mut picked: Vec<(usize, usize)> = Vec::new();
         for (ai, a) in active.iter().enumerate().filter(|(_, a)| a.prefilling()) {
@@ -844,10 +863,11 @@ impl Engine {
             self.stats.prefill_chunks.fetch_add(picked.len() as u64, Ordering::Relaxed);
         }
         match picked[..] {
-            [] => {}
+            [] => return false,
             [(ai, len)] => self.prefill_chunk(&mut active[ai], len),
             _ => self.prefill_together(active, &picked),
         }
+        true
     }
 
     /// The input of a prompt's next `len` positions.
@@ -1041,6 +1061,17 @@ fn token_logprob(tokenizer: &biomedgpt_llama::LlamaTokenizer, token: u32, logpro
                 (s, b, logprobs[i])
             })
             .collect(),
+    }
+}
+
+/// Moves the requests that have arrived from `jobs` (while it is `open`) to `waiting`.
+fn take_arrivals(jobs: Option<&std::sync::mpsc::Receiver<Job>>, open: &mut bool, waiting: &mut VecDeque<Job>) {
+    while let Some(rx) = jobs.filter(|_| *open) {
+        match rx.try_recv() {
+            Ok(job) => waiting.push_back(job),
+            Err(std::sync::mpsc::TryRecvError::Empty) => break,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => *open = false,
+        }
     }
 }
 
