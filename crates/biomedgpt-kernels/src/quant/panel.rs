@@ -248,7 +248,11 @@ fn unpack(ty: GgmlType, b: &[u8], u: &mut [u8], dsc: &mut [f32], dmm: &mut [f32]
         }
         other => unreachable!("{other} has no panels"),
     }
-    scales(ty, b, dsc, dmm);
+    // The k-quants' integer scales are filled apart (`Panel::fill_k_scales`): their float
+    // scales here would be unused, and cost a panel's filling as much as its values.
+    if !is_k(ty) {
+        scales(ty, b, dsc, dmm);
+    }
 }
 
 /// A block's scale and minimum per sub-block (`w = dsc · u - dmm`); where the minimum is a fixed
