@@ -269,14 +269,3 @@ pub fn fallback(ty: GgmlType, row_len: usize) -> GgmlType {
 pub(crate) fn f16_at(b: &[u8]) -> f32 {
     half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()
 }
-
-/// Asks for `bytes` to be brought into cache (a hint: nothing is read, nothing can fault).
-pub(crate) fn prefetch(bytes: &[u8]) {
-    #[cfg(target_arch = "x86_64")]
-    for line in (0..bytes.len()).step_by(64) {
-        // SAFETY: a prefetch reads nothing and cannot fault; SSE is in every x86-64 CPU.
-        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(bytes.as_ptr().add(line) as *const i8) };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = bytes;
-}
