@@ -267,10 +267,11 @@ impl PrefixCache {
             for (entry, n) in &parts {
                 let data = &entry.layers[layer];
                 let src = if values { data.1.as_bytes() } else { data.0.as_bytes() };
-                let held = src.len() / (heads * width);
+                // Positions the entry holds per head (a prompt's tail block holds fewer).
+                let stored = src.len() / (heads * width);
                 for h in 0..heads {
                     let to = (h * capacity + at) * width;
-                    bytes[to..to + n * width].copy_from_slice(&src[h * held * width..(h * held + n) * width]);
+                    bytes[to..to + n * width].copy_from_slice(&src[h * stored * width..(h * stored + n) * width]);
                 }
                 at += n;
             }

@@ -41,7 +41,9 @@ impl TextTracker {
         let ready = if last {
             if self.chat { content.trim_end().len() } else { content.len() }
         } else {
-            self.ready_len(content, ends_inside_a_character(tokenizer, &self.ids))
+            // The tokens' bytes are looked at only when there is a U+FFFD to hold back.
+            let incomplete = content.ends_with('\u{FFFD}') && ends_inside_a_character(tokenizer, &self.ids);
+            self.ready_len(content, incomplete)
         };
         let mut delta = String::new();
         if ready > self.sent && content.is_char_boundary(self.sent) && content.is_char_boundary(ready) {

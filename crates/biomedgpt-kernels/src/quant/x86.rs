@@ -395,6 +395,18 @@ unsafe fn k_steps<const R: usize>(s: __m256i, m: Option<__m256i>, d: f32, dmin: 
     }
 }
 
+/// The block's `M` of `R` rows side by side ([`totals`]): each row's bsums (groups of 16)
+/// times the block's minimums (`mins`, eight i16), each repeated for its two groups.
+#[inline(always)]
+unsafe fn k4_min_totals<const R: usize>(mins: __m128i, xs: &[QuantizedRow], b: usize) -> __m256i {
+    // SAFETY: block `b`'s 16 sums of every row (the callers'); AVX2.
+    unsafe {
+        let mins_twice = _mm256_set_m128i(_mm_unpackhi_epi16(mins, mins), _mm_unpacklo_epi16(mins, mins));
+        let m: [__m256i; R] = std::array::from_fn(|r| _mm256_madd_epi16(_mm256_loadu_si256(xs[r].sums.as_ptr().add(b * 16) as *const __m256i), mins_twice));
+        totals(&m)
+    }
+}
+
 /// The rows' results, lanes `0..R` of `y`.
 #[inline(always)]
 unsafe fn store_rows<const R: usize>(y: __m256, out: &mut [f32]) {
@@ -449,9 +461,7 @@ unsafe fn dot_k4<const FIFTH_BIT: bool, const R: usize>(row: &[u8], xs: &[Quanti
                 k4_row_step(sumi[0], (dw, dminw, mins), &xs[0], b, &mut y[0]);
             } else {
                 // Several rows: their steps side by side (as the AVX-512 kernel's).
-                let mins_twice = _mm256_set_m128i(_mm_unpackhi_epi16(mins, mins), _mm_unpacklo_epi16(mins, mins));
-                let m: [__m256i; R] = std::array::from_fn(|r| _mm256_madd_epi16(_mm256_loadu_si256(xs[r].sums.as_ptr().add(b * 16) as *const __m256i), mins_twice));
-                ys = k_steps::<R>(totals(&sumi), Some(totals(&m)), dw, dminw, xs, b, ys);
+                ys = k_steps::<R>(totals(&sumi), Some(k4_min_totals::<R>(mins, xs, b)), dw, dminw, xs, b, ys);
             }
         }
         if R == 1 {
@@ -538,7 +548,7 @@ unsafe fn dot_q6_k<const R: usize>(row: &[u8], xs: &[QuantizedRow], out: &mut [f
 pub mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{CHUNK, QuantizedRow, check_group, f16_at, finish, hsum_i32x8, k_steps, k4_block_header, k4_row_step, k_step, legacy_scales, prefetch_ahead, store_rows, totals};
+    use super::{CHUNK, QuantizedRow, check_group, f16_at, finish, hsum_i32x8, k_steps, k4_block_header, k4_min_totals, k4_row_step, k_step, legacy_scales, prefetch_ahead, store_rows, totals};
 
     /// The two 256-bit halves of `v` added (lane i + lane i + 8).
     #[inline]
@@ -625,12 +635,9 @@ pub mod avx512 {
                 if R == 1 {
                     k4_row_step(fold_halves(sumi[0]), (dw, dminw, mins), &xs[0], b, &mut y[0]);
                 } else {
-                    // Several rows: their steps side by side. M through each row's bsums times
-                    // the minimums, each repeated for its two groups of 16.
-                    let mins_twice = _mm256_set_m128i(_mm_unpackhi_epi16(mins, mins), _mm_unpacklo_epi16(mins, mins));
-                    let m: [__m256i; R] = std::array::from_fn(|r| _mm256_madd_epi16(_mm256_loadu_si256(xs[r].sums.as_ptr().add(b * 16) as *const __m256i), mins_twice));
+                    // Several rows: their steps side by side.
                     let s: [__m256i; R] = std::array::from_fn(|r| fold_halves(sumi[r]));
-                    ys = k_steps::<R>(totals(&s), Some(totals(&m)), dw, dminw, xs, b, ys);
+                    ys = k_steps::<R>(totals(&s), Some(k4_min_totals::<R>(mins, xs, b)), dw, dminw, xs, b, ys);
                 }
             }
             if R == 1 {
